@@ -1,0 +1,37 @@
+"""Keeping credentials out of reprs, logs, result frames and error messages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Mapping
+
+MASK = "***"
+
+_SECRET_HEADER = re.compile(r"authorization|cookie|api[-_]?key|token|secret|password|session", re.I)
+_SECRET_QUERY = re.compile(r"([?&](?:apiKey|api_key|token|access_token|key|secret|password)=)[^&#]*", re.I)
+
+
+def is_secret_header(name: str) -> bool:
+    """True for headers that carry credentials (``Authorization``, ``X-Api-Key``, …)."""
+    return bool(_SECRET_HEADER.search(name))
+
+
+def mask_headers(headers: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if headers is None:
+        return None
+    return {k: (MASK if is_secret_header(k) else v) for k, v in headers.items()}
+
+
+def mask_path(path: str) -> str:
+    """Hide credential query parameters: ``/x?apiKey=k&token=t`` → ``/x?apiKey=***&token=***``."""
+    if "?" not in path:
+        return path
+    return _SECRET_QUERY.sub(lambda m: m.group(1) + MASK, path)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """Replace every occurrence of each secret in ``text``."""
+    for s in secrets:
+        if s:
+            text = text.replace(s, MASK)
+    return text

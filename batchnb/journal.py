@@ -1,0 +1,127 @@
+"""The journal: an append-only JSON Lines file of what a submit sent and what came back.
+
+Two events per batch, each flushed and synced to disk before going on:
+
+    {"event": "send", "batch": 3, "rows": [...], "resendable": false}
+    {"event": "done", "batch": 3, "responses": [...]}
+
+Reading it back tells, for every row, whether it has a final outcome (a
+``done`` event), was in flight when the run died (a ``send`` with no
+``done``: its outcome is unknown), or never left. Resuming sends only the
+last kind, plus in-flight batches that are safe to resend (GET/PUT/DELETE).
+No credentials are written: operations' headers never reach the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._secrets import mask_path
+from .model import Response
+
+__all__ = ["Journal", "JournalState", "row_key"]
+
+
+def row_key(label: Any) -> str:
+    """A stable text key for an index label (labels are matched across runs by it)."""
+    if hasattr(label, "item"):
+        label = label.item()  # numpy scalar
+    return json.dumps(label, default=str, sort_keys=True)
+
+
+def response_to_record(resp: Response) -> dict[str, Any]:
+    rec = resp.to_wire()
+    rec["path"] = mask_path(resp.path)
+    rec["row"] = row_key(resp.row)
+    rec["error"] = resp.error
+    rec["batch"] = resp.batch
+    rec["attempts"] = resp.attempts
+    rec["responses"] = [response_to_record(c) for c in resp.responses]
+    return rec
+
+
+def response_from_record(rec: dict[str, Any]) -> Response:
+    resp = Response.from_wire(rec)
+    resp.error = rec.get("error")
+    resp.batch = rec.get("batch")
+    resp.attempts = rec.get("attempts")
+    resp.responses = [response_from_record(c) for c in rec.get("responses") or []]
+    resp.row = rec.get("row")  # a key; the caller maps it back to its label
+    return resp
+
+
+@dataclass
+class JournalState:
+    """What an earlier run left: final responses by row key, and rows caught in flight."""
+
+    done: dict[str, Response] = field(default_factory=dict)
+    #: row key -> resendable, for batches sent but never answered.
+    in_flight: dict[str, bool] = field(default_factory=dict)
+    last_batch: int = -1
+
+
+class Journal:
+    """Appends events to a JSON Lines file, one flushed and fsynced line each.
+
+    >>> j = Journal("run.jsonl")          # doctest: +SKIP
+    >>> state = j.read()                  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._file: Any = None
+
+    def __repr__(self) -> str:
+        return f"Journal({str(self.path)!r})"
+
+    def read(self) -> JournalState:
+        state = JournalState()
+        if not self.path.exists():
+            return state
+        sent: dict[int, tuple[list[str], bool]] = {}
+        with self.path.open("r", encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    continue  # a line cut short by a crash: that batch stays unfinished
+                batch = event.get("batch", -1)
+                state.last_batch = max(state.last_batch, batch)
+                if event.get("event") == "send":
+                    sent[batch] = (event.get("rows", []), bool(event.get("resendable")))
+                elif event.get("event") == "done":
+                    sent.pop(batch, None)
+                    for rec in event.get("responses", []):
+                        resp = response_from_record(rec)
+                        state.done[rec["row"]] = resp
+        for rows, resendable in sent.values():
+            for key in rows:
+                if key not in state.done:
+                    state.in_flight[key] = resendable
+        return state
+
+    def _write(self, event: dict[str, Any]) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+        self._file.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def sent(self, batch: int, rows: list[Any], resendable: bool) -> None:
+        self._write({"event": "send", "batch": batch, "rows": [row_key(r) for r in rows], "resendable": resendable})
+
+    def done(self, batch: int, responses: list[Response]) -> None:
+        self._write({"event": "done", "batch": batch, "responses": [response_to_record(r) for r in responses]})
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,137 @@
+"""The embedded server: a real ``batchnb serve`` on a free loopback port, in a background thread.
+
+    >>> with LocalServer() as server:          # doctest: +SKIP
+    ...     server.client.submit(batch)
+
+It is the same ASGI app and the same uvicorn as ``batchnb serve``, with the
+demo Scheduling API on a SQLite file; notebooks and tests use it so that
+everything runs with no account anywhere.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from .client import AsyncClient, Client
+from .server.app import Limits, create_app
+
+__all__ = ["LocalServer"]
+
+
+class LocalServer:
+    """Start the batch server with the demo API in this process; stop it on exit.
+
+    >>> server = LocalServer().start()     # doctest: +SKIP
+    >>> server.url                         # doctest: +SKIP
+    'http://127.0.0.1:41235'
+    >>> server.stop()                      # doctest: +SKIP
+
+    ``tenants`` names the api keys the demo API knows (each gets a fresh random
+    token, never shown); ``server.client`` is authenticated as the first,
+    ``server.client_for(key)`` as any other. ``db`` is the SQLite file (a
+    temporary one by default).
+    """
+
+    def __init__(
+        self,
+        db: str | Path | None = None,
+        *,
+        tenants: tuple[str, ...] = ("demo", "other"),
+        limits: Limits = Limits(),
+        upstream: str | None = None,
+        log_level: str = "warning",
+        **client_options: Any,
+    ) -> None:
+        self._tmp = None
+        if db is None and upstream is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="batchnb-")
+            db = Path(self._tmp.name) / "demo.sqlite3"
+        self.db = Path(db) if db is not None else None
+        self._credentials = {key: secrets.token_urlsafe(18) for key in tenants}
+        self.tenants = tenants
+        self.limits = limits
+        self._upstream = upstream
+        self._log_level = log_level
+        self._client_options = client_options
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    def __repr__(self) -> str:
+        state = f"running at {self.url}" if self.running else "stopped"
+        return f"LocalServer({state}, db={str(self.db)!r}, tenants={list(self.tenants)})"
+
+    @property
+    def url(self) -> str:
+        """The server's base URL (``http://127.0.0.1:PORT``)."""
+        if self.port is None:
+            raise RuntimeError("the server is not running; call start() or use it in a with block")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, timeout: float = 10.0) -> LocalServer:
+        """Start serving; returns once the server answers."""
+        import uvicorn
+
+        if self.running:
+            return self
+        app = create_app(db=self.db, upstream=self._upstream, credentials=self._credentials, limits=self.limits)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(app, log_level=self._log_level, access_log=False, lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="batchnb-server", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the embedded server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and remove the temporary database (if it made one)."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(10)
+        self._thread = None
+        self._server = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def credentials(self, api_key: str | None = None) -> Mapping[str, str]:
+        """Client keyword arguments (``api_key``, ``token``) for a tenant; keep them out of outputs."""
+        key = api_key or self.tenants[0]
+        return {"api_key": key, "token": self._credentials[key]}
+
+    @property
+    def client(self) -> Client:
+        """A :class:`Client` authenticated as the first tenant."""
+        return self.client_for(self.tenants[0])
+
+    def client_for(self, api_key: str, **options: Any) -> Client:
+        """A :class:`Client` authenticated as tenant ``api_key``."""
+        return Client(self.url, **self.credentials(api_key), **{**self._client_options, **options})
+
+    def async_client(self, api_key: str | None = None, **options: Any) -> AsyncClient:
+        """An :class:`AsyncClient` authenticated as a tenant (the first by default)."""
+        return AsyncClient(self.url, **self.credentials(api_key), **{**self._client_options, **options})

@@ -1,0 +1,226 @@
+"""Splitting any number of operations into batches that fit the server's limits.
+
+An operation always travels with its children. Operations linked by a
+reference travel together when the whole chain fits in one batch; when it
+does not, the chain is cut into consecutive batches and the client fills in
+the references that cross a cut from the results of the earlier batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from . import refs
+from ._exceptions import BatchValidationError, Problem
+from .model import IDEMPOTENT_METHODS, Operation, _ref_fields
+
+__all__ = ["Plan", "PlannedBatch", "make_plan"]
+
+
+@dataclass
+class PlannedBatch:
+    """One HTTP call of a plan."""
+
+    index: int
+    operations: list[Operation]
+    size: int
+    #: batches whose results this one needs before it can be sent.
+    depends_on: set[int] = field(default_factory=set)
+    #: names from other batches (or earlier runs) that the client fills in.
+    client_refs: set[str] = field(default_factory=set)
+
+    @property
+    def rows(self) -> list[Any]:
+        """The row labels (or positions) this batch carries, depth first."""
+        return [op.row for top in self.operations for _p, op in top.walk()]
+
+    @property
+    def idempotent(self) -> bool:
+        """True when resending the batch cannot create anything twice."""
+        return all(op.method in IDEMPOTENT_METHODS for top in self.operations for _p, op in top.walk())
+
+
+@dataclass
+class Plan:
+    """How a submit will run: the HTTP calls, their rows, and the references the client resolves.
+
+    >>> plan = client.submit(df, dry_run=True)     # doctest: +SKIP
+    >>> plan.calls, plan.to_frame().head()         # doctest: +SKIP
+    """
+
+    batches: list[PlannedBatch]
+    max_requests: int
+    max_depth: int
+
+    @property
+    def calls(self) -> int:
+        """How many HTTP calls (batches) the submit will make."""
+        return len(self.batches)
+
+    @property
+    def operations(self) -> int:
+        return sum(b.size for b in self.batches)
+
+    @property
+    def client_resolved(self) -> list[tuple[int, str]]:
+        """(batch, name) for every reference the client fills in across batches."""
+        return [(b.index, n) for b in self.batches for n in sorted(b.client_refs)]
+
+    def to_frame(self) -> Any:
+        """One row per batch: its size, first and last row, and what it waits for."""
+        import pandas as pd
+
+        return pd.DataFrame(
+            {
+                "operations": [b.size for b in self.batches],
+                "rows": [b.rows for b in self.batches],
+                "depends_on": [sorted(b.depends_on) for b in self.batches],
+                "client_refs": [sorted(b.client_refs) for b in self.batches],
+                "resendable": [b.idempotent for b in self.batches],
+            },
+            index=pd.RangeIndex(len(self.batches), name="batch"),
+        )
+
+    def __repr__(self) -> str:
+        cross = len(self.client_resolved)
+        return (
+            f"Plan({self.operations} operations in {self.calls} HTTP calls of at most {self.max_requests}; "
+            f"{cross} reference(s) resolved by the client across batches)"
+        )
+
+    def _repr_html_(self) -> str:
+        from ._display import plan_html
+
+        return plan_html(self)
+
+
+def _names_and_refs(op: Operation) -> tuple[int, set[str], set[str], int]:
+    names: set[str] = set()
+    used: set[str] = set()
+    size = 0
+    for _p, o in op.walk():
+        size += 1
+        if o.name:
+            names.add(o.name)
+        for _w, value in _ref_fields(o):
+            if isinstance(value, str) and "${" not in value:
+                continue
+            for r in refs.iter_refs(value):
+                used.add(r.name)
+
+    def depth(o: Operation) -> int:
+        return 1 + max((depth(c) for c in o.requests), default=0)
+
+    return size, names, used - names, depth(op)
+
+
+def make_plan(
+    operations: Iterable[Operation],
+    *,
+    max_requests: int = 50,
+    max_depth: int = 4,
+    known: Iterable[str] = (),
+) -> Plan:
+    """Split top-level operations (children attached) into batches within the limits.
+
+    ``known`` names ran before (an earlier run being resumed); references to
+    them are filled in by the client.
+    """
+    ops = list(operations)
+    known = set(known)
+    problems: list[Problem] = []
+    info = [_names_and_refs(op) for op in ops]
+    owner: dict[str, int] = {}
+    for u, (size, names, _used, depth) in enumerate(info):
+        where = _where(ops[u], u)
+        if size > max_requests:
+            problems.append(Problem(where, f"has {size} operations with its children; the server takes at most {max_requests} in one batch"))
+        if depth > max_depth:
+            problems.append(Problem(where, f"nests {depth} levels deep; the server allows {max_depth}"))
+        for n in names:
+            owner.setdefault(n, u)
+    if problems:
+        raise BatchValidationError(problems)
+
+    # Units linked by references form chains (union-find over top-level operations).
+    parent = list(range(len(ops)))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for u, (_s, _n, used, _d) in enumerate(info):
+        for name in used:
+            v = owner.get(name)
+            if v is not None:
+                ru, rv = find(u), find(v)
+                if ru != rv:
+                    parent[max(ru, rv)] = min(ru, rv)
+
+    chains: dict[int, list[int]] = {}
+    for u in range(len(ops)):
+        chains.setdefault(find(u), []).append(u)
+
+    groups: list[list[int]] = []
+    for members in chains.values():
+        total = sum(info[u][0] for u in members)
+        if total <= max_requests:
+            groups.append(members)
+            continue
+        chunk: list[int] = []
+        filled = 0
+        for u in members:
+            if filled + info[u][0] > max_requests:
+                groups.append(chunk)
+                chunk, filled = [], 0
+            chunk.append(u)
+            filled += info[u][0]
+        groups.append(chunk)
+    groups.sort(key=lambda g: g[0])
+
+    batches: list[PlannedBatch] = []
+    batch_of: dict[int, int] = {}
+    current: list[int] = []
+    filled = 0
+    for g in groups:
+        size = sum(info[u][0] for u in g)
+        if current and filled + size > max_requests:
+            batches.append(_make(len(batches), current, ops, info))
+            current, filled = [], 0
+        current.extend(g)
+        filled += size
+    if current:
+        batches.append(_make(len(batches), current, ops, info))
+    for b in batches:
+        for op in b.operations:
+            batch_of[id(op)] = b.index
+    for b, units in zip(batches, _units_of(batches, ops)):
+        for u in units:
+            for name in info[u][2]:
+                v = owner.get(name)
+                if v is None:
+                    if name in known:
+                        b.client_refs.add(name)
+                    continue
+                other = batch_of[id(ops[v])]
+                if other != b.index:
+                    b.depends_on.add(other)
+                    b.client_refs.add(name)
+    return Plan(batches, max_requests, max_depth)
+
+
+def _make(index: int, units: list[int], ops: list[Operation], info: list) -> PlannedBatch:
+    units = sorted(units)
+    return PlannedBatch(index, [ops[u] for u in units], sum(info[u][0] for u in units))
+
+
+def _units_of(batches: list[PlannedBatch], ops: list[Operation]) -> list[list[int]]:
+    position = {id(op): i for i, op in enumerate(ops)}
+    return [[position[id(op)] for op in b.operations] for b in batches]
+
+
+def _where(op: Operation, position: int) -> str:
+    return f"row {op.row!r}" if op.row is not None else f"requests[{position}]"

@@ -1,0 +1,1 @@
+"""Batch server: the demo Scheduling API and its shared pieces."""

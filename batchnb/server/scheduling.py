@@ -1,0 +1,632 @@
+"""The demo Scheduling API v2.1 as a plain ASGI app over a :class:`Store`.
+
+The batch server calls this app in-process for every operation of a batch,
+so the request path is kept short: a Starlette ``Router`` with no middleware,
+endpoints that speak ASGI directly, and synchronous SQLite calls (each takes
+microseconds, far less than a thread hand-off would).
+
+Routes, all under ``/api/2.1/scheduling``::
+
+    /companies                                   GET list, POST create
+    /companies/{company_id}                      GET, PUT, PATCH, DELETE
+    /companies/{company_id}/services             GET list, POST create
+    /companies/{company_id}/services/{id}        GET, PUT, PATCH, DELETE
+    /companies/{company_id}/staff                (same)
+    /companies/{company_id}/staff/{id}
+    /companies/{company_id}/appointments         (same; DELETE cancels)
+    /companies/{company_id}/appointments/{id}
+
+Example:
+    >>> import asyncio, httpx
+    >>> store, ring = Store(":memory:"), Keyring({"key-a": "tok-a"})
+    >>> async def demo():
+    ...     transport = httpx.ASGITransport(app=scheduling_app(store, ring))
+    ...     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+    ...         r = await client.post("/api/2.1/scheduling/companies", json={"name": "Salon"},
+    ...                               headers={"Authorization": "Bearer tok-a"})
+    ...         return r.status_code, r.json()["name"]
+    >>> asyncio.run(demo())
+    (201, 'Salon')
+"""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from starlette.datastructures import Headers, QueryParams
+from starlette.routing import Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .auth import Keyring
+from .store import DEFAULT_LIMIT, ID_PREFIXES, MAX_LIMIT, InvalidReference, Kind, Store
+
+__all__ = ["API_PREFIX", "MAX_BODY_BYTES", "scheduling_app"]
+
+API_PREFIX = "/api/2.1/scheduling"
+MAX_BODY_BYTES = 1024 * 1024
+
+_log = logging.getLogger(__name__)
+
+_JSON_HEADERS = [(b"content-type", b"application/json")]
+
+# -- responses -----------------------------------------------------------
+
+_RawHeaders = Sequence[tuple[bytes, bytes]]
+_Result = tuple[int, Any, _RawHeaders]
+
+
+class _Reply(Exception):
+    """Ends a handler early with a ready response (errors only)."""
+
+    def __init__(self, status: int, payload: Any, headers: _RawHeaders = ()) -> None:
+        super().__init__(status)
+        self.status = status
+        self.payload = payload
+        self.headers = headers
+
+
+class _ClientGone(Exception):
+    """The client disconnected before sending the whole body."""
+
+
+def _error(status: int, code: str, message: str, details: list[dict[str, str]] | None = None) -> _Reply:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        err["details"] = details
+    return _Reply(status, {"error": err})
+
+
+def _shown(text: str, limit: int = 64) -> str:
+    # Ids echoed in messages come from the caller: bound their length and
+    # drop anything (e.g. lone surrogates) that cannot be encoded as UTF-8.
+    clipped = text[:limit].encode("utf-8", "replace").decode("utf-8")
+    return clipped + "…" if len(text) > limit else clipped
+
+
+def _not_found(noun: str, item_id: str) -> _Reply:
+    return _error(404, "not_found", f"{noun} '{_shown(item_id)}' not found")
+
+
+def _invalid(details: list[dict[str, str]]) -> _Reply:
+    count = len(details)
+    message = f"{count} invalid field{'s' if count != 1 else ''}" if details else "Invalid request"
+    return _error(400, "validation_error", message, details)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
+def _encode(payload: Any) -> bytes:
+    try:
+        return _ENCODER.encode(payload).encode("utf-8")
+    except UnicodeEncodeError:
+        return _ASCII_ENCODER.encode(payload).encode("ascii")
+
+
+async def _send(send: Send, status: int, payload: Any, headers: _RawHeaders = ()) -> None:
+    if payload is None:
+        body = b""
+        raw = list(headers)
+    else:
+        body = _encode(payload)
+        raw = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- validation ----------------------------------------------------------
+
+_INVALID: Any = object()
+_Errors = list[dict[str, str]]
+_Check = Callable[[Any, str, _Errors], Any]
+
+
+def _fail(errors: _Errors, path: str, message: str) -> Any:
+    errors.append({"field": path, "message": message})
+    return _INVALID
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    check: _Check
+    required: bool = False
+    # null means "not set" (the default) unless the field is not nullable.
+    nullable: bool = True
+    default: Any = None
+
+
+def _validate(body: Mapping[str, Any], fields: Sequence[_Field], *, partial: bool, errors: _Errors,
+              prefix: str = "") -> dict[str, Any]:
+    """Check ``body`` against ``fields``; append problems to ``errors``.
+
+    With ``partial`` (PATCH) absent fields are skipped; otherwise they get
+    their defaults, and missing required fields are errors. Unknown keys are
+    ignored.
+    """
+    clean: dict[str, Any] = {}
+    for spec in fields:
+        path = prefix + spec.name
+        if spec.name not in body:
+            if partial:
+                continue
+            if spec.required:
+                _fail(errors, path, "is required")
+            else:
+                clean[spec.name] = spec.default
+            continue
+        value = body[spec.name]
+        if value is None:
+            if spec.required:
+                _fail(errors, path, "is required")
+                continue
+            if spec.nullable:
+                clean[spec.name] = spec.default
+                continue
+        result = spec.check(value, path, errors)
+        if result is not _INVALID:
+            clean[spec.name] = result
+    return clean
+
+
+def _is_text(value: str) -> bool:
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _string(max_len: int, *, non_empty: bool = False) -> _Check:
+    def check(value: Any, path: str, errors: _Errors) -> Any:
+        if not isinstance(value, str):
+            return _fail(errors, path, "must be a string")
+        if len(value) > max_len:
+            return _fail(errors, path, f"must be at most {max_len} characters")
+        if non_empty and not value.strip():
+            return _fail(errors, path, "must not be empty")
+        if not _is_text(value):
+            return _fail(errors, path, "must be valid Unicode text")
+        return value
+
+    return check
+
+
+def _email(value: Any, path: str, errors: _Errors) -> Any:
+    value = _string(254)(value, path, errors)
+    if value is _INVALID:
+        return value
+    local, _, domain = value.partition("@")
+    if not local or not domain or "@" in domain:
+        return _fail(errors, path, "must be an email address like name@example.com")
+    return value
+
+
+_CURRENCY = re.compile(r"[A-Z]{3}")
+
+
+def _currency(value: Any, path: str, errors: _Errors) -> Any:
+    if not isinstance(value, str) or not _CURRENCY.fullmatch(value):
+        return _fail(errors, path, "must be a 3-letter uppercase currency code like EUR")
+    return value
+
+
+def _integer(low: int, high: int) -> _Check:
+    def check(value: Any, path: str, errors: _Errors) -> Any:
+        # `type(...) is int` rather than isinstance: JSON true/false must not pass as 1/0.
+        if type(value) is not int:
+            return _fail(errors, path, "must be an integer")
+        if not low <= value <= high:
+            return _fail(errors, path, f"must be between {low} and {high}")
+        return value
+
+    return check
+
+
+def _number(low: int, high: int) -> _Check:
+    def check(value: Any, path: str, errors: _Errors) -> Any:
+        if type(value) is not int and type(value) is not float:
+            return _fail(errors, path, "must be a number")
+        # Also false for NaN and ±inf (JSON 1e999 parses as inf).
+        if not low <= value <= high:
+            return _fail(errors, path, f"must be between {low} and {high}")
+        return value
+
+    return check
+
+
+def _choice(*options: str) -> _Check:
+    def check(value: Any, path: str, errors: _Errors) -> Any:
+        if not isinstance(value, str) or value not in options:
+            return _fail(errors, path, "must be one of " + ", ".join(f"'{o}'" for o in options))
+        return value
+
+    return check
+
+
+def _datetime(value: Any, path: str, errors: _Errors) -> Any:
+    if isinstance(value, str) and len(value) <= 64:
+        try:
+            datetime.fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            return value
+    return _fail(errors, path, "must be an ISO 8601 date-time like 2025-01-31T14:30:00+01:00")
+
+
+def _object(fields: Sequence[_Field]) -> _Check:
+    def check(value: Any, path: str, errors: _Errors) -> Any:
+        if not isinstance(value, dict):
+            return _fail(errors, path, "must be an object")
+        before = len(errors)
+        clean = _validate(value, fields, partial=False, errors=errors, prefix=path + ".")
+        return clean if len(errors) == before else _INVALID
+
+    return check
+
+
+def _reference(kind: str, noun: str) -> _Check:
+    pattern = re.compile(ID_PREFIXES[kind] + r"_[0-9a-f]{12}")
+
+    def check(value: Any, path: str, errors: _Errors) -> Any:
+        if not isinstance(value, str):
+            return _fail(errors, path, "must be a string")
+        if not pattern.fullmatch(value):
+            # Cannot exist, so say so without asking the store.
+            return _fail(errors, path, f"{noun} '{_shown(value)}' not found in this company")
+        return value
+
+    return check
+
+
+_MAX_STAFF_SERVICES = 100
+_service_ref = _reference("service", "service")
+
+
+def _service_refs(value: Any, path: str, errors: _Errors) -> Any:
+    if not isinstance(value, list):
+        return _fail(errors, path, 'must be a list of objects like {"id": "sv_..."}')
+    if len(value) > _MAX_STAFF_SERVICES:
+        return _fail(errors, path, f"must have at most {_MAX_STAFF_SERVICES} items")
+    # Malformed items become None so the store can still check the others
+    # by their original index when errors are being collected.
+    refs: list[dict[str, str] | None] = []
+    for index, item in enumerate(value):
+        item_path = f"{path}[{index}]"
+        if not isinstance(item, dict):
+            _fail(errors, item_path, 'must be an object like {"id": "sv_..."}')
+            refs.append(None)
+            continue
+        if item.get("id") is None:
+            _fail(errors, item_path + ".id", "is required")
+            refs.append(None)
+            continue
+        service_id = _service_ref(item["id"], item_path + ".id", errors)
+        refs.append(None if service_id is _INVALID else {"id": service_id})
+    return refs
+
+
+_ADDRESS = (
+    _Field("street", _string(500)),
+    _Field("city", _string(200)),
+    _Field("zip", _string(32)),
+    _Field("country", _string(100)),
+)
+_CUSTOMER = (
+    _Field("name", _string(200)),
+    _Field("email", _email),
+)
+_RULES: dict[str, tuple[_Field, ...]] = {
+    "company": (
+        _Field("name", _string(200, non_empty=True), required=True),
+        _Field("address", _object(_ADDRESS)),
+        _Field("timezone", _string(100)),
+        _Field("phone", _string(64)),
+    ),
+    "service": (
+        _Field("name", _string(200, non_empty=True), required=True),
+        _Field("duration", _integer(1, 1440), nullable=False, default=30),
+        _Field("price", _number(0, 10**12)),
+        _Field("currency", _currency),
+    ),
+    "staff": (
+        _Field("firstName", _string(200, non_empty=True), required=True),
+        _Field("lastName", _string(200, non_empty=True), required=True),
+        _Field("email", _email),
+        _Field("services", _service_refs, default=()),
+    ),
+    "appointment": (
+        _Field("serviceId", _service_ref, required=True),
+        _Field("staffId", _reference("staff", "staff member"), required=True),
+        _Field("start", _datetime, required=True),
+        _Field("customer", _object(_CUSTOMER)),
+        _Field("status", _choice("booked", "cancelled"), nullable=False, default="booked"),
+    ),
+}
+
+_ID_PATTERNS = {kind: re.compile(prefix + r"_[0-9a-f]{12}") for kind, prefix in ID_PREFIXES.items()}
+_PLURAL = {"company": "companies", "service": "services", "staff": "staff", "appointment": "appointments"}
+_NOUN = {"company": "company", "service": "service", "staff": "staff member", "appointment": "appointment"}
+_LIMIT_RE = re.compile(r"[0-9]{1,7}")
+_OFFSET_RE = re.compile(r"[0-9]{1,12}")
+
+
+def _page(query: Mapping[str, str]) -> tuple[int, int, _Errors]:
+    errors: _Errors = []
+    limit, offset = DEFAULT_LIMIT, 0
+    raw = query.get("limit")
+    if raw is not None:
+        if _LIMIT_RE.fullmatch(raw) and 1 <= int(raw) <= MAX_LIMIT:
+            limit = int(raw)
+        else:
+            _fail(errors, "limit", f"must be an integer between 1 and {MAX_LIMIT}")
+    raw = query.get("offset")
+    if raw is not None:
+        if _OFFSET_RE.fullmatch(raw):
+            offset = int(raw)
+        else:
+            _fail(errors, "offset", "must be an integer between 0 and 999999999999")
+    return limit, offset, errors
+
+
+# -- requests ------------------------------------------------------------
+
+
+class _Call:
+    """One authenticated request as the handlers see it."""
+
+    __slots__ = ("scope", "receive", "tenant", "query", "company_id", "item_id")
+
+    def __init__(self, scope: Scope, receive: Receive, tenant: str, query: QueryParams) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.tenant = tenant
+        self.query = query
+        params = scope.get("path_params") or {}
+        self.company_id: str | None = params.get("company_id")
+        self.item_id: str | None = params.get("item_id")
+
+    async def json_object(self) -> dict[str, Any]:
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGone
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise _error(413, "payload_too_large", f"Request body exceeds {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        try:
+            data = json.loads(b"".join(chunks))
+        except (ValueError, RecursionError):
+            raise _invalid_body("Request body must be valid JSON") from None
+        if not isinstance(data, dict):
+            raise _invalid_body("Request body must be a JSON object")
+        return data
+
+
+def _invalid_body(message: str) -> _Reply:
+    return _error(400, "validation_error", message, [])
+
+
+_Handler = Callable[[_Call], Awaitable[_Result]]
+_NO_QUERY = QueryParams()
+
+
+class _API:
+    """Request handlers, generic over the four resource kinds."""
+
+    def __init__(self, store: Store, keyring: Keyring) -> None:
+        self.store = store
+        self.keyring = keyring
+
+    # -- dispatch --
+
+    async def dispatch(self, scope: Scope, receive: Receive, send: Send,
+                       handlers: Mapping[str, _Handler] | None) -> None:
+        raw_query = scope.get("query_string")
+        query = QueryParams(raw_query) if raw_query else _NO_QUERY
+        tenant = self.keyring.authenticate(Headers(scope=scope), query)
+        try:
+            if tenant is None:
+                raise _error(401, "unauthorized", "Authentication is required to execute this request")
+            if handlers is None:
+                raise _error(404, "not_found", f"No route for {_shown(scope['path'], 200)}")
+            handler = handlers.get(scope["method"])
+            if handler is None:
+                allow = ", ".join(handlers)
+                reply = _error(405, "method_not_allowed", f"Method {_shown(scope['method'])} is not allowed here")
+                reply.headers = [(b"allow", allow.encode())]
+                raise reply
+            status, payload, headers = await handler(_Call(scope, receive, tenant, query))
+        except _Reply as reply:
+            status, payload, headers = reply.status, reply.payload, reply.headers
+        except _ClientGone:
+            return
+        except Exception:
+            # Last resort: a bug must still produce a JSON answer.
+            _log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+            status, payload, headers = 500, {"error": {"code": "internal_error", "message": "Internal server error"}}, ()
+        await _send(send, status, payload, headers)
+
+    # -- existence checks (error paths only) --
+
+    def _check_ids(self, kind: Kind, call: _Call) -> None:
+        if call.company_id is not None and not _ID_PATTERNS["company"].fullmatch(call.company_id):
+            raise _not_found("company", call.company_id)
+        if call.item_id is not None and not _ID_PATTERNS[kind].fullmatch(call.item_id):
+            self._require_company(call)
+            raise _not_found(_NOUN[kind], call.item_id)
+
+    def _require_company(self, call: _Call) -> None:
+        if call.company_id is not None and not self.store.company_exists(call.tenant, call.company_id):
+            raise _not_found("company", call.company_id)
+
+    def _require_item(self, kind: Kind, call: _Call) -> None:
+        assert call.item_id is not None
+        if self.store.get(call.tenant, kind, call.item_id, company_id=call.company_id) is None:
+            self._require_company(call)
+            raise _not_found(_NOUN[kind], call.item_id)
+
+    def _location(self, kind: Kind, call: _Call, item_id: str) -> tuple[bytes, bytes]:
+        if call.company_id is None:
+            path = f"{API_PREFIX}/companies/{item_id}"
+        else:
+            path = f"{API_PREFIX}/companies/{call.company_id}/{_PLURAL[kind]}/{item_id}"
+        root = call.scope.get("root_path") or ""
+        return (b"location", (quote(root) + path).encode("latin-1"))
+
+    # -- handlers --
+
+    async def list_items(self, kind: Kind, call: _Call) -> _Result:
+        self._check_ids(kind, call)
+        limit, offset, errors = _page(call.query)
+        if errors:
+            self._require_company(call)
+            raise _invalid(errors)
+        items = self.store.list_items(call.tenant, kind, company_id=call.company_id, limit=limit, offset=offset)
+        if items is None:
+            raise _not_found("company", call.company_id or "")
+        return 200, {"items": items, "limit": limit, "offset": offset}, ()
+
+    async def create(self, kind: Kind, call: _Call) -> _Result:
+        self._check_ids(kind, call)
+        try:
+            body = await call.json_object()
+        except _Reply:
+            self._require_company(call)
+            raise
+        errors: _Errors = []
+        clean = _validate(body, _RULES[kind], partial=False, errors=errors)
+        if errors:
+            self._require_company(call)
+            if call.company_id is not None:
+                errors += self.store.missing_references(call.tenant, call.company_id, clean)
+            raise _invalid(errors)
+        try:
+            item = self.store.create(call.tenant, kind, clean, company_id=call.company_id)
+        except InvalidReference as exc:
+            raise _invalid(exc.details) from None
+        if item is None:
+            raise _not_found("company", call.company_id or "")
+        return 201, item, (self._location(kind, call, item["id"]),)
+
+    async def get(self, kind: Kind, call: _Call) -> _Result:
+        self._check_ids(kind, call)
+        assert call.item_id is not None
+        item = self.store.get(call.tenant, kind, call.item_id, company_id=call.company_id)
+        if item is None:
+            self._require_company(call)
+            raise _not_found(_NOUN[kind], call.item_id)
+        return 200, item, ()
+
+    async def update(self, kind: Kind, partial: bool, call: _Call) -> _Result:
+        self._check_ids(kind, call)
+        assert call.item_id is not None
+        try:
+            body = await call.json_object()
+        except _Reply:
+            self._require_item(kind, call)
+            raise
+        errors: _Errors = []
+        clean = _validate(body, _RULES[kind], partial=partial, errors=errors)
+        if errors:
+            self._require_item(kind, call)
+            if call.company_id is not None:
+                errors += self.store.missing_references(call.tenant, call.company_id, clean)
+            raise _invalid(errors)
+        return self._apply(kind, call, clean)
+
+    async def delete(self, kind: Kind, call: _Call) -> _Result:
+        self._check_ids(kind, call)
+        assert call.item_id is not None
+        if kind == "appointment":
+            # Appointments are kept for the record: DELETE means cancel.
+            self._apply(kind, call, {"status": "cancelled"})
+        elif not self.store.delete(call.tenant, kind, call.item_id, company_id=call.company_id):
+            self._require_company(call)
+            raise _not_found(_NOUN[kind], call.item_id)
+        return 204, None, ()
+
+    def _apply(self, kind: Kind, call: _Call, fields: Mapping[str, Any]) -> _Result:
+        assert call.item_id is not None
+        try:
+            item = self.store.update(call.tenant, kind, call.item_id, fields, company_id=call.company_id)
+        except InvalidReference as exc:
+            raise _invalid(exc.details) from None
+        if item is None:
+            self._require_company(call)
+            raise _not_found(_NOUN[kind], call.item_id)
+        return 200, item, ()
+
+
+class _Endpoint:
+    """ASGI endpoint for one route: method -> handler (a class, so Starlette
+    routes every method here and 405s come out as JSON)."""
+
+    __slots__ = ("_api", "_handlers")
+
+    def __init__(self, api: _API, handlers: Mapping[str, _Handler]) -> None:
+        self._api = api
+        self._handlers = handlers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._api.dispatch(scope, receive, send, self._handlers)
+
+
+def scheduling_app(store: Store, keyring: Keyring) -> ASGIApp:
+    """Build the Scheduling API v2.1 ASGI app over ``store``, guarded by ``keyring``.
+
+    Every request must authenticate (Bearer token or ``apiKey``/``token``
+    query parameters); data is scoped to the authenticated api_key. Errors
+    are JSON ``{"error": {"code", "message", "details"?}}``.
+
+    Example:
+        >>> app = scheduling_app(Store(":memory:"), Keyring({"key-a": "tok-a"}))
+        >>> # GET /api/2.1/scheduling/companies with "Authorization: Bearer tok-a"
+    """
+    api = _API(store, keyring)
+
+    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await api.dispatch(scope, receive, send, None)
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+
+    routes = [Route(f"{API_PREFIX}/companies", _endpoint(api, "company", collection=True)),
+              Route(f"{API_PREFIX}/companies/{{item_id}}", _endpoint(api, "company", collection=False))]
+    kinds: tuple[Kind, ...] = ("service", "staff", "appointment")
+    for kind in kinds:
+        base = f"{API_PREFIX}/companies/{{company_id}}/{_PLURAL[kind]}"
+        routes.append(Route(base, _endpoint(api, kind, collection=True)))
+        routes.append(Route(base + "/{item_id}", _endpoint(api, kind, collection=False)))
+    return Router(routes, redirect_slashes=False, default=not_found)
+
+
+def _endpoint(api: _API, kind: Kind, *, collection: bool) -> _Endpoint:
+    if collection:
+        handlers = {"GET": partial(api.list_items, kind), "POST": partial(api.create, kind)}
+    else:
+        handlers = {
+            "GET": partial(api.get, kind),
+            "PUT": partial(api.update, kind, False),
+            "PATCH": partial(api.update, kind, True),
+            "DELETE": partial(api.delete, kind),
+        }
+    return _Endpoint(api, handlers)

@@ -1,0 +1,618 @@
+"""SQLite storage for the demo Scheduling API.
+
+Four resources live here: companies and, under each company, services, staff
+and appointments. Every row carries the ``tenant`` (the caller's api_key) and
+every query is scoped by it, so another tenant's row is simply "not found".
+Objects go in and come out in the API's camelCase shape.
+
+Example:
+    >>> with Store(":memory:") as store:
+    ...     company = store.create("key-a", "company", {"name": "Salon"})
+    ...     store.get("key-b", "company", company["id"]) is None
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sqlite3
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+__all__ = ["DEFAULT_LIMIT", "ID_PREFIXES", "MAX_LIMIT", "InvalidReference", "Kind", "Store", "new_id"]
+
+Kind = Literal["company", "service", "staff", "appointment"]
+
+DEFAULT_LIMIT = 100
+MAX_LIMIT = 1000
+
+_SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS companies (
+    id       TEXT PRIMARY KEY,
+    tenant   TEXT NOT NULL,
+    name     TEXT NOT NULL,
+    address  TEXT,               -- JSON object or NULL
+    timezone TEXT,
+    phone    TEXT
+);
+CREATE INDEX IF NOT EXISTS companies_tenant ON companies (tenant);
+
+CREATE TABLE IF NOT EXISTS services (
+    id         TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    company_id TEXT NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
+    name       TEXT NOT NULL,
+    duration   INTEGER NOT NULL,
+    price,                       -- no affinity, so 10 and 10.5 come back as sent
+    currency   TEXT
+);
+CREATE INDEX IF NOT EXISTS services_company ON services (company_id);
+
+CREATE TABLE IF NOT EXISTS staff (
+    id         TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    company_id TEXT NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
+    first_name TEXT NOT NULL,
+    last_name  TEXT NOT NULL,
+    email      TEXT
+);
+CREATE INDEX IF NOT EXISTS staff_company ON staff (company_id);
+
+CREATE TABLE IF NOT EXISTS staff_services (
+    staff_id   TEXT NOT NULL REFERENCES staff (id) ON DELETE CASCADE,
+    service_id TEXT NOT NULL REFERENCES services (id) ON DELETE CASCADE,
+    position   INTEGER NOT NULL,
+    PRIMARY KEY (staff_id, service_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS staff_services_service ON staff_services (service_id);
+
+CREATE TABLE IF NOT EXISTS appointments (
+    id         TEXT PRIMARY KEY,
+    tenant     TEXT NOT NULL,
+    company_id TEXT NOT NULL REFERENCES companies (id) ON DELETE CASCADE,
+    service_id TEXT NOT NULL REFERENCES services (id) ON DELETE CASCADE,
+    staff_id   TEXT NOT NULL REFERENCES staff (id) ON DELETE CASCADE,
+    start      TEXT NOT NULL,
+    customer   TEXT,             -- JSON object or NULL
+    status     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS appointments_company ON appointments (company_id);
+CREATE INDEX IF NOT EXISTS appointments_service ON appointments (service_id);
+CREATE INDEX IF NOT EXISTS appointments_staff ON appointments (staff_id);
+"""
+
+
+@dataclass(frozen=True)
+class _Spec:
+    kind: str
+    table: str
+    prefix: str
+    # (API field, column), in the order fields appear in responses.
+    columns: tuple[tuple[str, str], ...]
+    json_fields: frozenset[str] = frozenset()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    child: bool = True
+
+    @property
+    def select_list(self) -> str:
+        return ", ".join(["id", "company_id"] if self.child else ["id"]) + "".join(
+            f", {col}" for _, col in self.columns
+        )
+
+
+_SPECS: dict[str, _Spec] = {
+    "company": _Spec(
+        "company",
+        "companies",
+        "co",
+        (("name", "name"), ("address", "address"), ("timezone", "timezone"), ("phone", "phone")),
+        json_fields=frozenset({"address"}),
+        child=False,
+    ),
+    "service": _Spec(
+        "service",
+        "services",
+        "sv",
+        (("name", "name"), ("duration", "duration"), ("price", "price"), ("currency", "currency")),
+        defaults={"duration": 30},
+    ),
+    "staff": _Spec(
+        "staff",
+        "staff",
+        "st",
+        (("firstName", "first_name"), ("lastName", "last_name"), ("email", "email")),
+    ),
+    "appointment": _Spec(
+        "appointment",
+        "appointments",
+        "ap",
+        (
+            ("serviceId", "service_id"),
+            ("staffId", "staff_id"),
+            ("start", "start"),
+            ("customer", "customer"),
+            ("status", "status"),
+        ),
+        json_fields=frozenset({"customer"}),
+        defaults={"status": "booked"},
+    ),
+}
+
+ID_PREFIXES: dict[str, str] = {kind: spec.prefix for kind, spec in _SPECS.items()}
+
+
+def new_id(kind: Kind) -> str:
+    """Return a fresh id for ``kind``: type prefix + 12 lowercase hex chars.
+
+    Example:
+        >>> len(new_id("service")), new_id("service")[:3]
+        (15, 'sv_')
+    """
+    return f"{_SPECS[kind].prefix}_{secrets.token_hex(6)}"
+
+
+class InvalidReference(ValueError):
+    """A write named a service or staff member that is not in the company.
+
+    ``details`` is a list of ``{"field": ..., "message": ...}`` entries, e.g.
+    ``[{"field": "services[0].id", "message": "service 'sv_…' not found in this company"}]``.
+    """
+
+    def __init__(self, details: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{d['field']}: {d['message']}" for d in details))
+        self.details = details
+
+
+def _spec(kind: str) -> _Spec:
+    try:
+        return _SPECS[kind]
+    except KeyError:
+        raise ValueError(f"unknown resource kind {kind!r}") from None
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class Store:
+    """The Scheduling API's data in one SQLite file (WAL mode).
+
+    Every write is committed before the method returns. All methods are
+    thread-safe; they share one connection guarded by a lock.
+
+    ``kind`` is one of ``"company"``, ``"service"``, ``"staff"``,
+    ``"appointment"``; the last three need ``company_id``. ``fields`` use the
+    API's names (``firstName``, ``serviceId``, ``services=[{"id": ...}]``).
+
+    Example:
+        >>> with Store(":memory:") as store:
+        ...     co = store.create("k", "company", {"name": "Salon"})
+        ...     sv = store.create("k", "service", {"name": "Cut"}, company_id=co["id"])
+        ...     sv["duration"], sv["companyId"] == co["id"]
+        (30, True)
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
+        self.path: str = os.fspath(path)
+        # Autocommit mode: single statements commit at once, multi-statement
+        # writes use explicit BEGIN IMMEDIATE ... COMMIT.
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._closed = False
+        try:
+            conn = self._conn
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL still survives a process kill after COMMIT;
+            # only an OS crash or power loss could drop the last commits.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version < _SCHEMA_VERSION:
+                conn.executescript(_SCHEMA)
+                conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- lifecycle -------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; calling it again does nothing."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({self.path!r})"
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one SQL statement and return all rows (for tests and maintenance).
+
+        Example:
+            >>> with Store(":memory:") as store:
+            ...     store.execute("PRAGMA foreign_keys")
+            [(1,)]
+        """
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # -- public operations -----------------------------------------------
+
+    def company_exists(self, tenant: str, company_id: str) -> bool:
+        """Whether ``company_id`` exists for ``tenant``.
+
+        Example:
+            >>> with Store(":memory:") as store:
+            ...     store.company_exists("k", "co_000000000000")
+            False
+        """
+        with self._lock:
+            return self._company_exists(tenant, company_id)
+
+    def create(
+        self,
+        tenant: str,
+        kind: Kind,
+        fields: Mapping[str, Any],
+        *,
+        company_id: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Insert a new object and return it, or ``None`` if the company is unknown.
+
+        Missing optional fields get their defaults (``duration`` 30,
+        ``status`` "booked", else null). Raises :class:`InvalidReference` when
+        a referenced service or staff member is not in the company.
+
+        Example:
+            >>> with Store(":memory:") as store:
+            ...     store.create("k", "service", {"name": "Cut"}, company_id="co_000000000000")
+        """
+        spec = _spec(kind)
+        self._check_parent(spec, company_id)
+        values = []
+        for api, _col in spec.columns:
+            value = fields.get(api, spec.defaults.get(api))
+            if value is not None and api in spec.json_fields:
+                value = _dumps(value)
+            values.append(value)
+        head = ["id", "tenant"] + (["company_id"] if spec.child else [])
+        cols = head + [col for _, col in spec.columns]
+        sql = f"INSERT INTO {spec.table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        with self._lock, self._write():
+            if spec.child:
+                assert company_id is not None
+                if not self._company_exists(tenant, company_id):
+                    return None
+                self._raise_missing_refs(tenant, company_id, fields)
+            item_id = self._insert(spec, sql, [tenant, company_id] if spec.child else [tenant], values)
+            if kind == "staff":
+                self._set_staff_services(item_id, fields.get("services") or [])
+            return self._get(spec, tenant, item_id, company_id)
+
+    def get(
+        self,
+        tenant: str,
+        kind: Kind,
+        item_id: str,
+        *,
+        company_id: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Return one object, or ``None`` if it does not exist for this tenant.
+
+        Example:
+            >>> with Store(":memory:") as store:
+            ...     store.get("k", "company", "co_000000000000") is None
+            True
+        """
+        spec = _spec(kind)
+        self._check_parent(spec, company_id)
+        with self._lock:
+            return self._get(spec, tenant, item_id, company_id)
+
+    def list_items(
+        self,
+        tenant: str,
+        kind: Kind,
+        *,
+        company_id: str | None = None,
+        limit: int = DEFAULT_LIMIT,
+        offset: int = 0,
+    ) -> list[dict[str, Any]] | None:
+        """Return up to ``limit`` objects in creation order, skipping ``offset``.
+
+        Returns ``None`` when the parent company is unknown. ``limit`` must be
+        in 1..1000 and ``offset`` ≥ 0.
+
+        Example:
+            >>> with Store(":memory:") as store:
+            ...     _ = store.create("k", "company", {"name": "A"})
+            ...     [c["name"] for c in store.list_items("k", "company", limit=10)]
+            ['A']
+        """
+        spec = _spec(kind)
+        self._check_parent(spec, company_id)
+        if not 1 <= limit <= MAX_LIMIT or offset < 0:
+            raise ValueError(f"limit must be in 1..{MAX_LIMIT} and offset >= 0")
+        where = "tenant = ? AND company_id = ?" if spec.child else "tenant = ?"
+        params: list[Any] = [tenant, company_id] if spec.child else [tenant]
+        page_sql = f"SELECT {spec.select_list} FROM {spec.table} WHERE {where} ORDER BY rowid LIMIT ? OFFSET ?"
+        with self._lock:
+            if spec.child:
+                assert company_id is not None
+                if not self._company_exists(tenant, company_id):
+                    return None
+            rows = self._conn.execute(page_sql, [*params, limit, offset]).fetchall()
+            items = [self._decode(spec, row) for row in rows]
+            if kind == "staff" and items:
+                links = self._conn.execute(
+                    "SELECT staff_id, service_id FROM staff_services WHERE staff_id IN "
+                    f"(SELECT id FROM staff WHERE {where} ORDER BY rowid LIMIT ? OFFSET ?) "
+                    "ORDER BY staff_id, position",
+                    [*params, limit, offset],
+                ).fetchall()
+                by_staff: dict[str, list[dict[str, str]]] = {}
+                for staff_id, service_id in links:
+                    by_staff.setdefault(staff_id, []).append({"id": service_id})
+                for item in items:
+                    item["services"] = by_staff.get(item["id"], [])
+            return items
+
+    def update(
+        self,
+        tenant: str,
+        kind: Kind,
+        item_id: str,
+        fields: Mapping[str, Any],
+        *,
+        company_id: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Set the given fields and return the updated object (``None`` if unknown).
+
+        Only keys present in ``fields`` change; pass every field for a full
+        replacement. Raises :class:`InvalidReference` like :meth:`create`.
+
+        Example:
+            >>> with Store(":memory:") as store:
+            ...     co = store.create("k", "company", {"name": "A"})
+            ...     store.update("k", "company", co["id"], {"phone": "123"})["phone"]
+            '123'
+        """
+        spec = _spec(kind)
+        self._check_parent(spec, company_id)
+        sets: list[str] = []
+        values: list[Any] = []
+        for api, col in spec.columns:
+            if api in fields:
+                value = fields[api]
+                if value is not None and api in spec.json_fields:
+                    value = _dumps(value)
+                sets.append(f"{col} = ?")
+                values.append(value)
+        where, params = self._item_where(spec, tenant, item_id, company_id)
+        with self._lock, self._write():
+            # Checked first so an unknown id is "not found" even when the
+            # body also names unknown references.
+            if self._conn.execute(f"SELECT 1 FROM {spec.table} WHERE {where}", params).fetchone() is None:
+                return None
+            self._raise_missing_refs(tenant, company_id, fields)
+            if sets:
+                self._conn.execute(f"UPDATE {spec.table} SET {', '.join(sets)} WHERE {where}", [*values, *params])
+            if kind == "staff" and "services" in fields:
+                self._conn.execute("DELETE FROM staff_services WHERE staff_id = ?", (item_id,))
+                self._set_staff_services(item_id, fields["services"] or [])
+            return self._get(spec, tenant, item_id, company_id)
+
+    def delete(
+        self,
+        tenant: str,
+        kind: Kind,
+        item_id: str,
+        *,
+        company_id: str | None = None,
+    ) -> bool:
+        """Delete an object and everything that depends on it; ``False`` if unknown.
+
+        Deleting a company removes its services, staff and appointments;
+        deleting a service or staff member removes its appointments.
+
+        Example:
+            >>> with Store(":memory:") as store:
+            ...     store.delete("k", "company", "co_000000000000")
+            False
+        """
+        spec = _spec(kind)
+        self._check_parent(spec, company_id)
+        where, params = self._item_where(spec, tenant, item_id, company_id)
+        with self._lock:
+            cur = self._conn.execute(f"DELETE FROM {spec.table} WHERE {where}", params)
+            return cur.rowcount > 0
+
+    def missing_references(
+        self, tenant: str, company_id: str, fields: Mapping[str, Any]
+    ) -> list[dict[str, str]]:
+        """Error details for ``services[i].id``/``serviceId``/``staffId`` not in the company.
+
+        Example:
+            >>> with Store(":memory:") as store:
+            ...     store.missing_references("k", "co_000000000000", {"serviceId": "sv_000000000000"})
+            [{'field': 'serviceId', 'message': "service 'sv_000000000000' not found in this company"}]
+        """
+        with self._lock:
+            return self._missing_refs(tenant, company_id, fields)
+
+    # -- internals (caller holds the lock) -------------------------------
+
+    def _write(self) -> _Transaction:
+        return _Transaction(self._conn)
+
+    @staticmethod
+    def _check_parent(spec: _Spec, company_id: str | None) -> None:
+        if spec.child and company_id is None:
+            raise ValueError(f"{spec.kind} needs a company_id")
+
+    @staticmethod
+    def _item_where(
+        spec: _Spec, tenant: str, item_id: str, company_id: str | None
+    ) -> tuple[str, list[Any]]:
+        if spec.child:
+            return "id = ? AND tenant = ? AND company_id = ?", [item_id, tenant, company_id]
+        return "id = ? AND tenant = ?", [item_id, tenant]
+
+    def _company_exists(self, tenant: str, company_id: str) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM companies WHERE id = ? AND tenant = ?", (company_id, tenant)
+        ).fetchone()
+        return row is not None
+
+    def _insert(self, spec: _Spec, sql: str, head: list[Any], values: list[Any]) -> str:
+        for attempt in range(5):
+            item_id = f"{spec.prefix}_{secrets.token_hex(6)}"
+            try:
+                self._conn.execute(sql, [item_id, *head, *values])
+                return item_id
+            except sqlite3.IntegrityError as exc:
+                # Only a 48-bit id collision is worth another try.
+                if "UNIQUE" not in str(exc) or attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _set_staff_services(self, staff_id: str, services: Sequence[Mapping[str, str]]) -> None:
+        seen: set[str] = set()
+        rows = []
+        for ref in services:
+            service_id = ref["id"]
+            if service_id not in seen:
+                seen.add(service_id)
+                rows.append((staff_id, service_id, len(rows)))
+        if rows:
+            self._conn.executemany(
+                "INSERT INTO staff_services (staff_id, service_id, position) VALUES (?, ?, ?)", rows
+            )
+
+    def _missing_refs(
+        self, tenant: str, company_id: str | None, fields: Mapping[str, Any]
+    ) -> list[dict[str, str]]:
+        details: list[dict[str, str]] = []
+        # ``None`` entries stand for list items the caller already reported
+        # as malformed; they keep the indexes of the others right.
+        ids = [ref["id"] if ref else None for ref in fields.get("services") or ()]
+        wanted = {service_id for service_id in ids if service_id is not None}
+        if wanted:
+            marks = ", ".join("?" * len(wanted))
+            found = {
+                row[0]
+                for row in self._conn.execute(
+                    f"SELECT id FROM services WHERE tenant = ? AND company_id = ? AND id IN ({marks})",
+                    [tenant, company_id, *wanted],
+                )
+            }
+            for index, service_id in enumerate(ids):
+                if service_id is not None and service_id not in found:
+                    details.append(
+                        {
+                            "field": f"services[{index}].id",
+                            "message": f"service '{service_id}' not found in this company",
+                        }
+                    )
+        for api, table, noun in (("serviceId", "services", "service"), ("staffId", "staff", "staff member")):
+            ref_id = fields.get(api)
+            if ref_id is None:
+                continue
+            row = self._conn.execute(
+                f"SELECT 1 FROM {table} WHERE id = ? AND tenant = ? AND company_id = ?",
+                (ref_id, tenant, company_id),
+            ).fetchone()
+            if row is None:
+                details.append({"field": api, "message": f"{noun} '{ref_id}' not found in this company"})
+        return details
+
+    def _raise_missing_refs(self, tenant: str, company_id: str | None, fields: Mapping[str, Any]) -> None:
+        details = self._missing_refs(tenant, company_id, fields)
+        if details:
+            raise InvalidReference(details)
+
+    def _get(
+        self, spec: _Spec, tenant: str, item_id: str, company_id: str | None
+    ) -> dict[str, Any] | None:
+        where, params = self._item_where(spec, tenant, item_id, company_id)
+        row = self._conn.execute(f"SELECT {spec.select_list} FROM {spec.table} WHERE {where}", params).fetchone()
+        if row is None:
+            return None
+        item = self._decode(spec, row)
+        if spec.kind == "staff":
+            item["services"] = [
+                {"id": service_id}
+                for (service_id,) in self._conn.execute(
+                    "SELECT service_id FROM staff_services WHERE staff_id = ? ORDER BY position", (item_id,)
+                )
+            ]
+        return item
+
+    @staticmethod
+    def _decode(spec: _Spec, row: Sequence[Any]) -> dict[str, Any]:
+        item: dict[str, Any] = {"id": row[0]}
+        offset = 1
+        if spec.child:
+            item["companyId"] = row[1]
+            offset = 2
+        for index, (api, _col) in enumerate(spec.columns, start=offset):
+            value = row[index]
+            if value is not None and api in spec.json_fields:
+                value = json.loads(value)
+            item[api] = value
+        return item
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the block raises."""
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        # IMMEDIATE takes the write lock up front, so a second process cannot
+        # make this transaction fail half-way with SQLITE_BUSY on upgrade.
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            try:
+                self._conn.execute("COMMIT")
+                return
+            except BaseException:
+                self._rollback()
+                raise
+        self._rollback()
+
+    def _rollback(self) -> None:
+        # SQLite rolls back by itself after some errors; a second ROLLBACK
+        # would fail and hide the original exception.
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")

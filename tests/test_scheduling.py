@@ -1,0 +1,595 @@
+"""HTTP-level tests for the Scheduling API v2.1 app over a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from batchnb.server.auth import Keyring
+from batchnb.server.scheduling import scheduling_app
+from batchnb.server.store import Store
+
+BASE = "/api/2.1/scheduling"
+CREDS = {"key-a": "tok-a", "key-b": "tok-b"}
+UNAUTHORIZED = {"error": {"code": "unauthorized", "message": "Authentication is required to execute this request"}}
+_UNSET: Any = object()
+
+
+class Client:
+    """Synchronous wrapper: one in-process request per call."""
+
+    def __init__(self, app: Any, token: str | None) -> None:
+        self.app = app
+        self.token = token
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = _UNSET,
+        *,
+        content: bytes | str | None = None,
+        params: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        all_headers = {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
+        all_headers.update(headers or {})
+        if body is not _UNSET:
+            content = json.dumps(body)
+            all_headers.setdefault("content-type", "application/json")
+
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await client.request(method, path, content=content, params=params, headers=all_headers)
+
+        return asyncio.run(go())
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body: Any = _UNSET, **kw: Any) -> httpx.Response:
+        return self.request("POST", path, body, **kw)
+
+    def put(self, path: str, body: Any = _UNSET, **kw: Any) -> httpx.Response:
+        return self.request("PUT", path, body, **kw)
+
+    def patch(self, path: str, body: Any = _UNSET, **kw: Any) -> httpx.Response:
+        return self.request("PATCH", path, body, **kw)
+
+    def delete(self, path: str, **kw: Any) -> httpx.Response:
+        return self.request("DELETE", path, **kw)
+
+    # Shortcuts that assert success and return the created object.
+    def company(self, name: str = "Salon", **extra: Any) -> dict:
+        return self._created(f"{BASE}/companies", {"name": name, **extra})
+
+    def service(self, company_id: str, name: str = "Cut", **extra: Any) -> dict:
+        return self._created(f"{BASE}/companies/{company_id}/services", {"name": name, **extra})
+
+    def staff(self, company_id: str, **extra: Any) -> dict:
+        return self._created(f"{BASE}/companies/{company_id}/staff", {"firstName": "Ada", "lastName": "Lovelace", **extra})
+
+    def appointment(self, company_id: str, service_id: str, staff_id: str, **extra: Any) -> dict:
+        body = {"serviceId": service_id, "staffId": staff_id, "start": "2025-03-01T10:00:00+01:00", **extra}
+        return self._created(f"{BASE}/companies/{company_id}/appointments", body)
+
+    def _created(self, path: str, body: dict) -> dict:
+        r = self.post(path, body)
+        assert r.status_code == 201, r.text
+        return r.json()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    with Store(tmp_path / "api.db") as s:
+        yield s
+
+
+@pytest.fixture
+def app(store: Store) -> Any:
+    return scheduling_app(store, Keyring(CREDS))
+
+
+@pytest.fixture
+def a(app: Any) -> Client:
+    return Client(app, "tok-a")
+
+
+@pytest.fixture
+def b(app: Any) -> Client:
+    return Client(app, "tok-b")
+
+
+def fields_of(r: httpx.Response) -> list[str]:
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "validation_error"
+    return [d["field"] for d in err["details"]]
+
+
+def assert_json(r: httpx.Response) -> None:
+    assert r.headers["content-type"] == "application/json"
+    json.loads(r.content)
+
+
+# -- CRUD per resource ----------------------------------------------------
+
+
+def test_company_crud(a: Client) -> None:
+    address = {"street": "1 Main St", "city": "Oslo", "zip": "0150", "country": "NO"}
+    r = a.post(f"{BASE}/companies", {"name": "Salon", "address": address, "timezone": "Europe/Oslo", "phone": "+47"})
+    assert r.status_code == 201
+    assert_json(r)
+    co = r.json()
+    assert re.fullmatch(r"co_[0-9a-f]{12}", co["id"])
+    assert r.headers["location"] == f"{BASE}/companies/{co['id']}"
+    assert co == {"id": co["id"], "name": "Salon", "address": address, "timezone": "Europe/Oslo", "phone": "+47"}
+
+    r = a.get(f"{BASE}/companies/{co['id']}")
+    assert r.status_code == 200 and r.json() == co
+    r = a.get(f"{BASE}/companies")
+    assert r.status_code == 200
+    assert r.json() == {"items": [co], "limit": 100, "offset": 0}
+
+    # PUT replaces: omitted optional fields go back to null.
+    r = a.put(f"{BASE}/companies/{co['id']}", {"name": "Salon 2", "phone": "+1"})
+    assert r.status_code == 200
+    assert r.json() == {"id": co["id"], "name": "Salon 2", "address": None, "timezone": None, "phone": "+1"}
+    # PATCH only touches what is given; a partial address is normalised.
+    r = a.patch(f"{BASE}/companies/{co['id']}", {"address": {"city": "Bergen"}})
+    assert r.status_code == 200
+    assert r.json()["name"] == "Salon 2"
+    assert r.json()["address"] == {"street": None, "city": "Bergen", "zip": None, "country": None}
+    assert a.get(f"{BASE}/companies/{co['id']}").json()["address"]["city"] == "Bergen"
+
+    r = a.delete(f"{BASE}/companies/{co['id']}")
+    assert r.status_code == 204 and r.content == b""
+    r = a.get(f"{BASE}/companies/{co['id']}")
+    assert r.status_code == 404
+    assert r.json() == {"error": {"code": "not_found", "message": f"company '{co['id']}' not found"}}
+    assert a.delete(f"{BASE}/companies/{co['id']}").status_code == 404
+
+
+def test_service_crud(a: Client) -> None:
+    co = a.company()
+    r = a.post(f"{BASE}/companies/{co['id']}/services", {"name": "Cut", "price": 25.5, "currency": "EUR"})
+    assert r.status_code == 201
+    sv = r.json()
+    assert re.fullmatch(r"sv_[0-9a-f]{12}", sv["id"])
+    assert r.headers["location"] == f"{BASE}/companies/{co['id']}/services/{sv['id']}"
+    assert sv == {"id": sv["id"], "companyId": co["id"], "name": "Cut", "duration": 30, "price": 25.5, "currency": "EUR"}
+    path = f"{BASE}/companies/{co['id']}/services/{sv['id']}"
+    assert a.get(path).json() == sv
+    assert a.get(f"{BASE}/companies/{co['id']}/services").json()["items"] == [sv]
+
+    r = a.put(path, {"name": "Long cut", "duration": 90})
+    assert r.json() == {**sv, "name": "Long cut", "duration": 90, "price": None, "currency": None}
+    r = a.patch(path, {"price": 40})
+    assert r.status_code == 200 and r.json()["price"] == 40 and r.json()["duration"] == 90
+
+    assert a.delete(path).status_code == 204
+    r = a.get(path)
+    assert r.status_code == 404
+    assert r.json()["error"]["message"] == f"service '{sv['id']}' not found"
+
+
+def test_staff_crud_with_services_of_the_same_company(a: Client) -> None:
+    co = a.company()
+    s1, s2 = a.service(co["id"], "One"), a.service(co["id"], "Two")
+    r = a.post(
+        f"{BASE}/companies/{co['id']}/staff",
+        {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com", "services": [{"id": s1["id"]}, {"id": s2["id"]}]},
+    )
+    assert r.status_code == 201
+    staff = r.json()
+    assert re.fullmatch(r"st_[0-9a-f]{12}", staff["id"])
+    assert r.headers["location"] == f"{BASE}/companies/{co['id']}/staff/{staff['id']}"
+    assert staff == {
+        "id": staff["id"], "companyId": co["id"], "firstName": "Ada", "lastName": "Lovelace",
+        "email": "ada@example.com", "services": [{"id": s1["id"]}, {"id": s2["id"]}],
+    }
+    path = f"{BASE}/companies/{co['id']}/staff/{staff['id']}"
+    assert a.get(path).json() == staff
+    assert a.get(f"{BASE}/companies/{co['id']}/staff").json()["items"] == [staff]
+
+    r = a.patch(path, {"lastName": "King"})
+    assert r.json()["lastName"] == "King" and r.json()["services"] == staff["services"]
+    r = a.put(path, {"firstName": "Grace", "lastName": "Hopper", "services": [{"id": s2["id"]}]})
+    assert r.status_code == 200
+    assert r.json() == {**staff, "firstName": "Grace", "lastName": "Hopper", "email": None, "services": [{"id": s2["id"]}]}
+
+    # A service of another company of the same tenant is not acceptable.
+    other = a.company("Other")
+    foreign = a.service(other["id"])
+    r = a.patch(path, {"services": [{"id": s1["id"]}, {"id": foreign["id"]}]})
+    assert fields_of(r) == ["services[1].id"]
+    assert a.get(path).json()["services"] == [{"id": s2["id"]}]
+
+    assert a.delete(path).status_code == 204
+    assert a.get(path).status_code == 404
+
+
+def test_appointment_crud_and_cancel(a: Client) -> None:
+    co = a.company()
+    sv = a.service(co["id"])
+    staff = a.staff(co["id"], services=[{"id": sv["id"]}])
+    body = {
+        "serviceId": sv["id"], "staffId": staff["id"], "start": "2025-03-01T10:00:00+01:00",
+        "customer": {"name": "Bob", "email": "bob@example.com"},
+    }
+    r = a.post(f"{BASE}/companies/{co['id']}/appointments", body)
+    assert r.status_code == 201
+    ap = r.json()
+    assert re.fullmatch(r"ap_[0-9a-f]{12}", ap["id"])
+    assert r.headers["location"] == f"{BASE}/companies/{co['id']}/appointments/{ap['id']}"
+    assert ap == {"id": ap["id"], "companyId": co["id"], **body, "status": "booked"}
+    path = f"{BASE}/companies/{co['id']}/appointments/{ap['id']}"
+    assert a.get(path).json() == ap
+    assert a.get(f"{BASE}/companies/{co['id']}/appointments").json()["items"] == [ap]
+
+    r = a.put(path, {"serviceId": sv["id"], "staffId": staff["id"], "start": "2025-03-02T09:30:00"})
+    assert r.status_code == 200
+    assert r.json() == {**ap, "start": "2025-03-02T09:30:00", "customer": None}
+
+    r = a.patch(path, {"status": "cancelled"})
+    assert r.status_code == 200 and r.json()["status"] == "cancelled"
+    r = a.patch(path, {"status": "booked"})
+    assert r.json()["status"] == "booked"
+
+    # DELETE cancels: the appointment remains, marked cancelled.
+    r = a.delete(path)
+    assert r.status_code == 204 and r.content == b""
+    assert a.get(path).json()["status"] == "cancelled"
+    missing = f"{BASE}/companies/{co['id']}/appointments/ap_000000000000"
+    assert a.delete(missing).status_code == 404
+
+
+def test_unknown_fields_are_ignored(a: Client) -> None:
+    r = a.post(f"{BASE}/companies", {"name": "X", "id": "co_aaaaaaaaaaaa", "companyId": "x", "bogus": {"deep": [1]}})
+    assert r.status_code == 201
+    assert r.json()["id"] != "co_aaaaaaaaaaaa"
+    assert "bogus" not in r.json()
+
+
+def test_patch_with_empty_object_changes_nothing(a: Client) -> None:
+    co = a.company(phone="123")
+    r = a.patch(f"{BASE}/companies/{co['id']}", {})
+    assert r.status_code == 200 and r.json() == co
+
+
+# -- validation -----------------------------------------------------------
+
+
+def test_company_validation_lists_every_field(a: Client) -> None:
+    r = a.post(f"{BASE}/companies", {"name": "", "address": {"city": 5, "zip": [], "street": "ok"}, "phone": 7, "timezone": True})
+    assert fields_of(r) == ["name", "address.city", "address.zip", "timezone", "phone"]
+    assert r.headers["content-type"] == "application/json"
+    details = r.json()["error"]["details"]
+    assert all(isinstance(d["message"], str) and d["message"] for d in details)
+
+    assert fields_of(a.post(f"{BASE}/companies", {})) == ["name"]
+    assert fields_of(a.post(f"{BASE}/companies", {"name": "x" * 201})) == ["name"]
+    assert fields_of(a.post(f"{BASE}/companies", {"name": "   "})) == ["name"]
+    assert fields_of(a.post(f"{BASE}/companies", {"name": None})) == ["name"]
+    assert fields_of(a.post(f"{BASE}/companies", {"name": "ok", "address": "Main St"})) == ["address"]
+    assert a.post(f"{BASE}/companies", {"name": "x" * 200}).status_code == 201
+
+
+def test_service_validation(a: Client) -> None:
+    co = a.company()
+    path = f"{BASE}/companies/{co['id']}/services"
+    r = a.post(path, {"duration": 0, "price": -1, "currency": "eur"})
+    assert fields_of(r) == ["name", "duration", "price", "currency"]
+    for duration in (True, False, 1.0, "30", 1441, 0, 10**30, None, [30]):
+        assert fields_of(a.post(path, {"name": "Cut", "duration": duration})) == ["duration"], duration
+    for price in (True, "10", -0.01, 10**40, [1]):
+        assert fields_of(a.post(path, {"name": "Cut", "price": price})) == ["price"], price
+    for currency in ("EU", "EURO", "eur", "€UR", 978):
+        assert fields_of(a.post(path, {"name": "Cut", "currency": currency})) == ["currency"], currency
+    # Infinity and NaN are not valid prices (the raw JSON literals parse in Python).
+    for raw in ('{"name": "Cut", "price": 1e999}', '{"name": "Cut", "price": NaN}', '{"name": "Cut", "price": -Infinity}'):
+        assert fields_of(a.post(path, content=raw)) == ["price"]
+    ok = a.post(path, {"name": "Cut", "duration": 1440, "price": 0, "currency": "NOK"})
+    assert ok.status_code == 201 and ok.json()["duration"] == 1440 and ok.json()["price"] == 0
+    # Bools are rejected on PATCH too, and nothing changes.
+    sv = ok.json()
+    item = f"{path}/{sv['id']}"
+    assert fields_of(a.patch(item, {"duration": True})) == ["duration"]
+    assert a.get(item).json()["duration"] == 1440
+
+
+def test_staff_validation(a: Client) -> None:
+    co = a.company()
+    path = f"{BASE}/companies/{co['id']}/staff"
+    r = a.post(path, {"firstName": "", "email": "nope", "services": [{"id": "sv_000000000000"}, "x", {}, {"id": 5}, {"id": "junk"}]})
+    assert fields_of(r) == [
+        "firstName", "lastName", "email", "services[1]", "services[2].id", "services[3].id", "services[4].id", "services[0].id",
+    ]
+    for email in ("a@", "@b", "a@b@c", "ab", 5):
+        assert fields_of(a.post(path, {"firstName": "A", "lastName": "B", "email": email})) == ["email"], email
+    assert fields_of(a.post(path, {"firstName": "A", "lastName": "B", "services": {"id": "sv_000000000000"}})) == ["services"]
+    assert fields_of(a.post(path, {"firstName": "A", "lastName": "B", "services": [{"id": "sv_0"}] * 101})) == ["services"]
+    assert a.post(path, {"firstName": "A", "lastName": "B", "services": None}).json()["services"] == []
+
+
+def test_appointment_validation(a: Client) -> None:
+    co = a.company()
+    sv = a.service(co["id"])
+    staff = a.staff(co["id"])
+    path = f"{BASE}/companies/{co['id']}/appointments"
+    r = a.post(path, {"serviceId": 1, "start": "tomorrow", "status": "maybe", "customer": {"email": "x"}})
+    assert fields_of(r) == ["serviceId", "staffId", "start", "customer.email", "status"]
+    r = a.post(path, {"serviceId": "sv_000000000000", "staffId": "st_000000000000", "start": "2025-01-01T10:00:00"})
+    assert fields_of(r) == ["serviceId", "staffId"]
+    good = {"serviceId": sv["id"], "staffId": staff["id"]}
+    for start in ("2025-13-01T10:00:00", "", 1735725600, "2025-01-01T25:00", "x" * 100):
+        assert fields_of(a.post(path, {**good, "start": start})) == ["start"], start
+    assert fields_of(a.post(path, {**good, "start": "2025-01-01T10:00", "status": None})) == ["status"]
+    # serviceId and staffId swapped are both wrong.
+    assert fields_of(a.post(path, {"serviceId": staff["id"], "staffId": sv["id"], "start": "2025-01-01"})) == ["serviceId", "staffId"]
+    r = a.post(path, {**good, "start": "2025-01-01T10:00:00Z"})
+    assert r.status_code == 201 and r.json()["start"] == "2025-01-01T10:00:00Z"
+
+
+def test_put_requires_the_full_object(a: Client) -> None:
+    co = a.company()
+    sv = a.service(co["id"])
+    assert fields_of(a.put(f"{BASE}/companies/{co['id']}", {})) == ["name"]
+    assert fields_of(a.put(f"{BASE}/companies/{co['id']}/services/{sv['id']}", {"price": 5})) == ["name"]
+    assert a.get(f"{BASE}/companies/{co['id']}/services/{sv['id']}").json() == sv
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "Request body must be valid JSON"),
+        ("", "Request body must be valid JSON"),
+        (b"\xff\xfe\x00", "Request body must be valid JSON"),
+        ("[1, 2]", "Request body must be a JSON object"),
+        ('"text"', "Request body must be a JSON object"),
+        ("null", "Request body must be a JSON object"),
+        ("[" * 100000 + "]" * 100000, "Request body must be valid JSON"),
+    ],
+)
+def test_body_must_be_a_json_object(a: Client, content: str | bytes, message: str) -> None:
+    co = a.company()
+    for method, path in (("POST", f"{BASE}/companies"), ("PATCH", f"{BASE}/companies/{co['id']}")):
+        r = a.request(method, path, content=content)
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "validation_error"
+        assert r.json()["error"]["message"] == message
+
+
+def test_oversized_body_is_refused(a: Client) -> None:
+    r = a.post(f"{BASE}/companies", {"name": "x", "junk": "y" * (1024 * 1024)})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "payload_too_large"
+
+
+def test_lone_surrogates_and_odd_text(a: Client) -> None:
+    r = a.post(f"{BASE}/companies", content='{"name": "bad \\ud800 text"}')
+    assert fields_of(r) == ["name"]
+    r = a.post(f"{BASE}/companies", {"name": "Café \u0000 ☕ 日本"})
+    assert r.status_code == 201
+    assert a.get(r.headers["location"]).json()["name"] == "Café \u0000 ☕ 日本"
+
+
+# -- errors, routing, auth ------------------------------------------------
+
+
+def test_not_found_cases(a: Client) -> None:
+    co = a.company()
+    for path, message in [
+        (f"{BASE}/companies/co_000000000000", "company 'co_000000000000' not found"),
+        (f"{BASE}/companies/not-an-id", "company 'not-an-id' not found"),
+        (f"{BASE}/companies/co_000000000000/services", "company 'co_000000000000' not found"),
+        (f"{BASE}/companies/co_000000000000/staff/st_000000000000", "company 'co_000000000000' not found"),
+        (f"{BASE}/companies/{co['id']}/services/sv_000000000000", "service 'sv_000000000000' not found"),
+        (f"{BASE}/companies/{co['id']}/staff/sv_000000000000", "staff member 'sv_000000000000' not found"),
+        (f"{BASE}/companies/{co['id']}/appointments/ap_000000000000", "appointment 'ap_000000000000' not found"),
+    ]:
+        r = a.get(path)
+        assert r.status_code == 404, path
+        assert_json(r)
+        assert r.json() == {"error": {"code": "not_found", "message": message}}
+    # 404 wins over a bad body when the target does not exist.
+    assert a.post(f"{BASE}/companies/co_000000000000/services", content="junk").status_code == 404
+    assert a.patch(f"{BASE}/companies/{co['id']}/services/sv_000000000000", {"duration": True}).status_code == 404
+
+
+def test_unknown_route_and_wrong_method(a: Client) -> None:
+    for path in ("/nope", f"{BASE}/companies/", f"{BASE}/widgets", f"{BASE}/companies/x/y/z/w"):
+        r = a.get(path)
+        assert r.status_code == 404, path
+        assert_json(r)
+        assert r.json()["error"]["code"] == "not_found"
+    r = a.delete(f"{BASE}/companies")
+    assert r.status_code == 405
+    assert_json(r)
+    assert r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "GET, POST"
+    r = a.post(f"{BASE}/companies/co_000000000000", {"name": "x"})
+    assert r.status_code == 405 and r.headers["allow"] == "GET, PUT, PATCH, DELETE"
+
+
+def test_authentication(app: Any, a: Client) -> None:
+    co = a.company()
+    anonymous = Client(app, None)
+    wrong = Client(app, "tok-wrong")
+    path = f"{BASE}/companies/{co['id']}"
+    for client, params in [
+        (anonymous, None),
+        (wrong, None),
+        (anonymous, {"apiKey": "key-a", "token": "tok-b"}),
+        (anonymous, {"apiKey": "key-a"}),
+        (wrong, {"apiKey": "key-a", "token": "tok-a"}),  # the header decides
+    ]:
+        for method in ("GET", "DELETE"):
+            r = client.request(method, path, params=params)
+            assert r.status_code == 401
+            assert_json(r)
+            assert r.json() == UNAUTHORIZED
+    assert anonymous.post(f"{BASE}/companies", {"name": "x"}).status_code == 401
+    assert anonymous.get("/unknown").status_code == 401
+    # Nothing was deleted by the refused requests.
+    assert a.get(path).status_code == 200
+    r = anonymous.get(path, params={"apiKey": "key-a", "token": "tok-a"})
+    assert r.status_code == 200 and r.json() == co
+
+
+def test_tenant_isolation(a: Client, b: Client) -> None:
+    co = a.company()
+    sv = a.service(co["id"])
+    staff = a.staff(co["id"], services=[{"id": sv["id"]}])
+    ap = a.appointment(co["id"], sv["id"], staff["id"])
+    company_path = f"{BASE}/companies/{co['id']}"
+
+    assert b.get(f"{BASE}/companies").json()["items"] == []
+    assert b.get(company_path).status_code == 404
+    assert b.put(company_path, {"name": "Mine now"}).status_code == 404
+    assert b.patch(company_path, {"name": "Mine now"}).status_code == 404
+    assert b.delete(company_path).status_code == 404
+    for plural, item in (("services", sv), ("staff", staff), ("appointments", ap)):
+        assert b.get(f"{company_path}/{plural}").status_code == 404
+        assert b.get(f"{company_path}/{plural}/{item['id']}").status_code == 404
+        assert b.patch(f"{company_path}/{plural}/{item['id']}", {}).status_code == 404
+        assert b.delete(f"{company_path}/{plural}/{item['id']}").status_code == 404
+    r = b.post(f"{company_path}/services", {"name": "Sneaky"})
+    assert r.status_code == 404
+    assert r.json()["error"]["message"] == f"company '{co['id']}' not found"
+
+    # B cannot point at A's service or staff from B's own company.
+    own = b.company("B corp")
+    r = b.post(f"{BASE}/companies/{own['id']}/staff", {"firstName": "X", "lastName": "Y", "services": [{"id": sv["id"]}]})
+    assert fields_of(r) == ["services[0].id"]
+    r = b.post(f"{BASE}/companies/{own['id']}/appointments", {"serviceId": sv["id"], "staffId": staff["id"], "start": "2025-01-01"})
+    assert fields_of(r) == ["serviceId", "staffId"]
+
+    # A's data is untouched.
+    assert a.get(company_path).json() == co
+    assert a.get(f"{company_path}/appointments/{ap['id']}").json()["status"] == "booked"
+    assert [c["id"] for c in a.get(f"{BASE}/companies").json()["items"]] == [co["id"]]
+
+
+def test_deleting_a_company_deletes_its_children(a: Client, store: Store) -> None:
+    co = a.company()
+    keep = a.company("Keep")
+    sv = a.service(co["id"])
+    staff = a.staff(co["id"], services=[{"id": sv["id"]}])
+    ap = a.appointment(co["id"], sv["id"], staff["id"])
+    kept = a.service(keep["id"])
+    assert a.delete(f"{BASE}/companies/{co['id']}").status_code == 204
+    for plural, item in (("services", sv), ("staff", staff), ("appointments", ap)):
+        assert a.get(f"{BASE}/companies/{co['id']}/{plural}/{item['id']}").status_code == 404
+    assert store.execute("SELECT COUNT(*) FROM staff_services") == [(0,)]
+    assert store.execute("SELECT COUNT(*) FROM appointments") == [(0,)]
+    assert a.get(f"{BASE}/companies/{keep['id']}/services").json()["items"] == [kept]
+
+
+def test_deleting_a_service_removes_it_from_staff(a: Client) -> None:
+    co = a.company()
+    s1, s2 = a.service(co["id"], "One"), a.service(co["id"], "Two")
+    staff = a.staff(co["id"], services=[{"id": s1["id"]}, {"id": s2["id"]}])
+    assert a.delete(f"{BASE}/companies/{co['id']}/services/{s1['id']}").status_code == 204
+    assert a.get(f"{BASE}/companies/{co['id']}/staff/{staff['id']}").json()["services"] == [{"id": s2["id"]}]
+
+
+def test_list_pagination(a: Client) -> None:
+    ids = [a.company(f"C{i}")["id"] for i in range(5)]
+    r = a.get(f"{BASE}/companies", params={"limit": "2", "offset": "1"})
+    assert r.status_code == 200
+    assert [c["id"] for c in r.json()["items"]] == ids[1:3]
+    assert r.json()["limit"] == 2 and r.json()["offset"] == 1
+    assert a.get(f"{BASE}/companies", params={"offset": "4"}).json()["items"][0]["id"] == ids[4]
+    assert a.get(f"{BASE}/companies", params={"limit": "1000"}).status_code == 200
+    for params, bad in [
+        ({"limit": "0"}, ["limit"]),
+        ({"limit": "1001"}, ["limit"]),
+        ({"limit": "abc", "offset": "-1"}, ["limit", "offset"]),
+        ({"limit": "", "offset": "1e3"}, ["limit", "offset"]),
+        ({"limit": "99999999999999999999"}, ["limit"]),
+    ]:
+        assert fields_of(a.get(f"{BASE}/companies", params=params)) == bad
+
+
+def test_location_respects_root_path(store: Store) -> None:
+    client = Client(scheduling_app(store, Keyring(CREDS)), "tok-a")
+
+    async def go() -> httpx.Response:
+        transport = httpx.ASGITransport(app=client.app, root_path="/inner")
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            return await c.post(f"/inner{BASE}/companies", json={"name": "x"}, headers={"Authorization": "Bearer tok-a"})
+
+    r = asyncio.run(go())
+    assert r.status_code == 201
+    assert r.headers["location"] == f"/inner{BASE}/companies/{r.json()['id']}"
+
+
+def test_data_persists_across_store_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "persist.db"
+    with Store(path) as store:
+        client = Client(scheduling_app(store, Keyring(CREDS)), "tok-a")
+        co = client.company()
+        sv = client.service(co["id"])
+    with Store(path) as store:
+        client = Client(scheduling_app(store, Keyring(CREDS)), "tok-a")
+        assert client.get(f"{BASE}/companies/{co['id']}").json() == co
+        assert client.get(f"{BASE}/companies/{co['id']}/services/{sv['id']}").json() == sv
+
+
+# -- no input may produce a 500 ---------------------------------------------
+
+_FIELD_NAMES = [
+    "name", "address", "timezone", "phone", "duration", "price", "currency", "firstName", "lastName",
+    "email", "services", "serviceId", "staffId", "start", "customer", "status", "id", "street", "city",
+]
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(min_value=10**18, max_value=10**40)
+    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30)
+    | st.sampled_from(["sv_000000000000", "2025-01-01T10:00", "booked", "cancelled", "EUR", "a@b", ""]),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_FIELD_NAMES) | st.text(max_size=5), inner, max_size=5),
+    max_leaves=12,
+)
+_bodies = st.dictionaries(st.sampled_from(_FIELD_NAMES), _json_values, max_size=8) | _json_values
+
+
+@pytest.fixture(scope="module")
+def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Client, list[str]]]:
+    with Store(tmp_path_factory.mktemp("fuzz") / "fuzz.db") as store:
+        client = Client(scheduling_app(store, Keyring(CREDS)), "tok-a")
+        co = client.company()
+        sv = client.service(co["id"])
+        staff = client.staff(co["id"], services=[{"id": sv["id"]}])
+        ap = client.appointment(co["id"], sv["id"], staff["id"])
+        c = f"{BASE}/companies/{co['id']}"
+        paths = [
+            f"{BASE}/companies", f"{c}/services", f"{c}/staff", f"{c}/appointments",
+            c, f"{c}/services/{sv['id']}", f"{c}/staff/{staff['id']}", f"{c}/appointments/{ap['id']}",
+        ]
+        yield client, paths
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=_bodies, target=st.integers(min_value=0, max_value=7), method=st.sampled_from(["POST", "PUT", "PATCH"]))
+def test_no_input_causes_a_server_error(fuzz_target: tuple[Client, list[str]], body: Any, target: int, method: str) -> None:
+    client, paths = fuzz_target
+    path = paths[target]
+    if method == "POST" and target >= 4:
+        method = "PUT"
+    if method != "POST" and target < 4:
+        method = "POST"
+    r = client.request(method, path, content=json.dumps(body))
+    assert r.status_code in (200, 201, 400), r.text
+    assert_json(r)
+    if r.status_code == 400:
+        assert r.json()["error"]["code"] == "validation_error"
