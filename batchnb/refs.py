@@ -139,16 +139,18 @@ def parse(s: str) -> Template:
             if end < 0:
                 raise RefSyntaxError(f"reference at character {j} is not closed by '}}'")
             query = s[colon + 1 : end]
-            if buf:
-                parts.append("".join(buf))
-                buf = []
+            literal = "".join(buf)
+            if literal:
+                parts.append(literal)
+            buf = []
             parts.append(Ref(name, query, _compile(query)))
             i = end + 1
         else:
             buf.append("$")
             i = j + 1
-    if buf or not parts:
-        parts.append("".join(buf))
+    literal = "".join(buf)
+    if literal or not parts:
+        parts.append(literal)
     return tuple(parts)
 
 

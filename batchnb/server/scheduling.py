@@ -97,7 +97,7 @@ def _not_found(noun: str, item_id: str) -> _Reply:
 
 def _invalid(details: list[dict[str, str]]) -> _Reply:
     count = len(details)
-    message = f"{count} invalid field{'s' if count != 1 else ''}" if details else "Invalid request"
+    message = f"Validation failed: {count} invalid field{'s' if count != 1 else ''}"
     return _error(400, "validation_error", message, details)
 
 
@@ -442,12 +442,12 @@ class _API:
                        handlers: Mapping[str, _Handler] | None) -> None:
         raw_query = scope.get("query_string")
         query = QueryParams(raw_query) if raw_query else _NO_QUERY
-        tenant = self.keyring.authenticate(Headers(scope=scope), query)
         try:
+            tenant = self.keyring.authenticate(Headers(scope=scope), query)
             if tenant is None:
                 raise _error(401, "unauthorized", "Authentication is required to execute this request")
             if handlers is None:
-                raise _error(404, "not_found", f"No route for {_shown(scope['path'], 200)}")
+                raise _error(404, "not_found", f"No route for {_shown(scope['method'])} {_shown(scope['path'], 200)}")
             handler = handlers.get(scope["method"])
             if handler is None:
                 allow = ", ".join(handlers)
@@ -599,7 +599,8 @@ def scheduling_app(store: Store, keyring: Keyring) -> ASGIApp:
 
     Example:
         >>> app = scheduling_app(Store(":memory:"), Keyring({"key-a": "tok-a"}))
-        >>> # GET /api/2.1/scheduling/companies with "Authorization: Bearer tok-a"
+        >>> callable(app)  # serve it, mount it, or call it directly as ASGI
+        True
     """
     api = _API(store, keyring)
 

@@ -225,7 +225,12 @@ class Store:
     # -- lifecycle -------------------------------------------------------
 
     def close(self) -> None:
-        """Close the connection; calling it again does nothing."""
+        """Close the connection; calling it again does nothing.
+
+        Example:
+            >>> store = Store(":memory:")
+            >>> store.close(); store.close()
+        """
         with self._lock:
             if not self._closed:
                 self._closed = True

@@ -1,0 +1,92 @@
+import json
+
+import pytest
+
+from batchnb import Batch, BatchValidationError, Operation, Response, ref
+from batchnb.model import path_problem
+
+API = "/api/2.1/scheduling/companies"
+
+
+def test_operation_to_wire_is_exactly_the_spec():
+    op = Operation("post", API, {"name": "X"}, name="co", headers={"X-Trace": "1"},
+                   requests=[Operation("GET", f"{API}/{ref('co', '$.id')}")])
+    assert op.to_wire() == {
+        "method": "POST", "path": API, "body": {"name": "X"}, "name": "co", "headers": {"X-Trace": "1"},
+        "requests": [{"method": "GET", "path": API + "/${result=co:$.id}"}],
+    }
+
+
+def test_from_wire_accepts_header_lines_any_method_case_and_any_body():
+    b = Batch.from_wire(json.dumps({"requests": [
+        {"method": "delete", "path": "/x", "headers": "Accept: text/plain\r\nX-A: b", "body": 5},
+        {"method": "Put", "path": "/y", "body": "raw text", "requests": [{"method": "get", "path": "/z", "body": [1, None]}]},
+    ]}))
+    assert [op.method for _p, op in b.walk()] == ["DELETE", "PUT", "GET"]
+    assert b.requests[0].headers == {"Accept": "text/plain", "X-A": "b"}
+    assert b.requests[1].requests[0].body == [1, None]
+    assert Batch.from_wire(b.to_wire()) == b
+
+
+def test_validation_collects_every_problem_with_pointers():
+    with pytest.raises(BatchValidationError) as info:
+        Batch.from_wire({"requests": [
+            {"method": "GET", "path": "/ok", "name": "a"},
+            {"method": "FETCH", "path": "http://evil/x"},
+            {"method": "GET", "path": "/p", "name": "a", "headers": {"Host": "x", "X-Bad": "a\r\nb"},
+             "requests": [{"path": "/q", "method": 3}, "nope"]},
+            {"method": "GET", "path": "/${result=ghost:$.id}", "body": "${result=a:$[}", "extra": 1},
+        ]})
+    pointers = info.value.pointers
+    for expected in [
+        "requests[1].method", "requests[1].path", "requests[2].name", "requests[2].headers.Host",
+        "requests[2].headers.X-Bad", "requests[2].requests[0].method", "requests[2].requests[1]",
+        "requests[3].path", "requests[3].body", "requests[3].extra",
+    ]:
+        assert expected in pointers, (expected, pointers)
+    assert "nothing was sent" in str(info.value)
+
+
+def test_forward_and_cyclic_references_are_rejected():
+    with pytest.raises(BatchValidationError) as info:
+        Batch([
+            Operation("GET", "/a", body=ref("b", "$.id"), name="a"),
+            Operation("GET", "/b", body=ref("a", "$.id"), name="b"),
+        ])
+    msgs = " ".join(p.message for p in info.value.problems)
+    assert "cycle" in msgs
+    with pytest.raises(BatchValidationError, match="runs later"):
+        Batch([Operation("GET", "/a", body=ref("b", "$.id")), Operation("GET", "/b", name="b")])
+
+
+def test_references_to_ancestors_and_earlier_siblings_children_are_fine():
+    Batch([
+        Operation("POST", "/a", name="a", requests=[Operation("POST", "/a/c", name="child", body=ref("a", "$.id"))]),
+        Operation("GET", f"/b/{ref('child', '$.id')}"),
+    ])
+
+
+@pytest.mark.parametrize("path", [
+    "http://evil.example/x", "//evil.example/x", "/a/../../etc", "/a/%2e%2e/b", "/a/%252e%252e/b", "/a\\b",
+    "/a\r\nHost: x", "/a%00b", "relative/path", "/a b", "/a/%2E%2E%2Fb",
+])
+def test_unsafe_paths_are_refused(path):
+    assert path_problem(path) is not None
+
+
+@pytest.mark.parametrize("path", ["/api/2.1/scheduling/companies?limit=5", "/a/b.c/d..e", "/a/%20b"])
+def test_safe_paths_pass(path):
+    assert path_problem(path) is None
+
+
+def test_reprs_mask_credentials():
+    op = Operation("GET", "/x?apiKey=k1&token=SECRET", headers={"Authorization": "Bearer SECRET", "X-Api-Key": "SECRET"})
+    assert "SECRET" not in repr(op)
+    assert "SECRET" not in repr(Batch([op]))
+
+
+def test_response_from_wire_tolerates_older_servers():
+    r = Response.from_wire({"method": "GET", "path": "/x", "status": "200", "duration": "1.5", "response": {"a": 1},
+                            "responses": [{"method": "GET", "path": "/y", "status": 424}]})
+    assert (r.status, r.duration, r.body, r.ok) == (200, 1.5, {"a": 1}, True)
+    assert r.responses[0].ok is False

@@ -1,0 +1,230 @@
+"""End to end over real loopback HTTP: uvicorn on 127.0.0.1, the demo API on a SQLite file."""
+
+import asyncio
+import json
+import sqlite3
+
+import httpx
+import pytest
+
+from batchnb import (
+    AuthenticationError, Batch, BatchHTTPError, Client, LocalServer, Operation, PayloadTooLargeError,
+    RateLimitedError, UnsupportedMediaTypeError, examples, ref,
+)
+from batchnb.server.app import Limits
+
+from tests.conftest import count
+
+API = "/api/2.1/scheduling"
+
+
+def bearer(server, tenant=None):
+    return {"Authorization": f"Bearer {server.credentials(tenant)['token']}"}
+
+
+def post_raw(server, payload, headers=None, **kw):
+    h = {"Content-Type": "application/json", **bearer(server), **(headers or {})}
+    content = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+    return httpx.post(server.url + "/api/2.3/batch", content=content, headers=h, timeout=30, **kw)
+
+
+def test_limits_endpoint(server):
+    r = httpx.get(server.url + "/api/2.3/batch")
+    assert r.status_code == 200 and r.json()["maxRequests"] == 50 and r.json()["maxDepth"] == 4
+
+
+def test_chained_example_carries_the_created_company_id(server):
+    out = server.client.submit(examples.chained())
+    assert [r.status for r in out] == [201, 201, 201]
+    company_id = out[0].body["id"]
+    assert out[1].path == f"{API}/companies/{company_id}/services"
+    assert out[2].path == f"{API}/companies/{company_id}/staff"
+    assert out[2].body["services"] == [{"id": out[1].body["id"]}]
+    assert out[1].body["companyId"] == company_id
+
+
+def test_three_services_and_mixed_examples(server):
+    company_id = server.client.submit(examples.chained())[0].body["id"]
+    three = server.client.submit(examples.three_services(company_id))
+    assert [r.status for r in three] == [201, 201, 201]
+    mixed = server.client.submit(examples.mixed(company_id))
+    assert [r.status for r in mixed] == [200, 200, 201, 200, 404, 204]
+    assert mixed[1].body["name"] == "My Location (renamed)"
+    names = {s["name"] for s in mixed[3].body["items"]} if isinstance(mixed[3].body, dict) else {s["name"] for s in mixed[3].body}
+    assert {"Haircut", "Colour", "Shave", "Massage"} <= names
+
+
+def test_nested_example(server):
+    out = server.client.submit(examples.nested())
+    assert out[0].status == 201
+    assert out[0].responses[0].status == 201 and out[0].responses[0].responses[0].status == 201
+    assert out[1].status == 400 and out[1].responses[0].status == 424
+    assert "parent" in out[1].responses[0].body["error"]["message"]
+
+
+def test_chain_of_424s(server):
+    batch = Batch([
+        Operation("GET", f"{API}/companies/co_000000000000", name="missing"),
+        Operation("POST", f"{API}/companies/{ref('missing', '$.id')}/services", {"name": "s"}, name="s1"),
+        Operation("POST", f"{API}/companies/{ref('s1', '$.companyId')}/services", {"name": "s"}, name="s2"),
+        Operation("POST", f"{API}/companies", {"name": "still runs"}),
+    ])
+    out = server.client.submit(batch)
+    assert [r.status for r in out] == [404, 424, 424, 201]
+
+
+def test_per_operation_credentials(server):
+    other = server.credentials("other")["token"]
+    batch = Batch([
+        Operation("POST", f"{API}/companies", {"name": "mine"}, name="mine"),
+        Operation("POST", f"{API}/companies", {"name": "wrong"}, headers={"Authorization": "Bearer not-a-key"}),
+        Operation("POST", f"{API}/companies", {"name": "theirs"}, name="theirs", headers={"Authorization": f"Bearer {other}"}),
+        Operation("GET", f"{API}/companies/{ref('theirs', '$.id')}"),
+        Operation("GET", f"{API}/companies/{ref('theirs', '$.id')}", headers={"Authorization": f"Bearer {other}"}),
+    ])
+    out = server.client.submit(batch)
+    assert [r.status for r in out] == [201, 401, 201, 404, 200]
+
+
+def test_query_parameter_credentials(server):
+    creds = server.credentials()
+    r = httpx.post(server.url + "/api/2.3/batch", params={"apiKey": creds["api_key"], "token": creds["token"]},
+                   json={"requests": [{"method": "POST", "path": f"{API}/companies", "body": {"name": "q"}}]})
+    assert r.status_code == 200 and r.json()["responses"][0]["status"] == 201
+    client = Client(server.url, **creds, auth="query")
+    assert client.submit(Batch([Operation("GET", f"{API}/companies")]))[0].status == 200
+
+
+def test_raw_json_with_plain_httpx_is_wire_compatible(server):
+    payload = {"requests": [
+        {"method": "post", "path": f"{API}/companies", "name": "add-company", "body": {"name": "Raw"}},
+        {"method": "POST", "path": f"{API}/companies/${{result=add-company:$.id}}/services", "name": "add-service",
+         "body": {"name": "Raw service", "duration": 20}, "headers": "X-Note: hello"},
+        {"method": "POST", "path": f"{API}/companies/${{result=add-company:$.id}}/staff",
+         "body": {"firstName": "R", "lastName": "W", "services": [{"id": "${result=add-service:$.id}"}]},
+         "requests": [{"method": "GET", "path": f"{API}/companies/${{result=add-company:$.id}}/staff"}]},
+    ]}
+    r = post_raw(server, payload)
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    resp = r.json()["responses"]
+    assert [x["status"] for x in resp] == [201, 201, 201]
+    cid = resp[0]["body"]["id"]
+    assert resp[1]["path"] == f"{API}/companies/{cid}/services" and resp[1]["name"] == "add-service"
+    assert isinstance(resp[0]["duration"], float)
+    assert resp[2]["responses"][0]["status"] == 200
+    assert resp[0]["headers"]["Location"].endswith(cid)
+
+
+@pytest.mark.parametrize("payload, pointer", [
+    (b"{not json", ""),
+    ({"requests": "nope"}, "requests"),
+    ({"requests": [{"method": "GET"}]}, "requests[0].path"),
+    ({"requests": [{"method": "YELL", "path": "/x"}]}, "requests[0].method"),
+    ({"requests": [{"method": "GET", "path": "http://evil.example/"}]}, "requests[0].path"),
+    ({"requests": [{"method": "GET", "path": "/x", "name": "a"}, {"method": "GET", "path": "/y", "name": "a"}]}, "requests[1].name"),
+    ({"requests": [{"method": "GET", "path": "/x/${result=nobody:$.id}"}]}, "requests[0].path"),
+    ({"requests": [{"method": "GET", "path": "/x", "body": "${result=a:$[?}"}, {"method": "GET", "path": "/y", "name": "a"}]}, "requests[0].body"),
+])
+def test_400_with_pointers(server, payload, pointer):
+    r = post_raw(server, payload)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["message"] and pointer in [d["pointer"] for d in err["details"]]
+
+
+def test_401_without_or_with_wrong_credentials_runs_nothing(fresh_server):
+    body = {"requests": [{"method": "POST", "path": f"{API}/companies", "body": {"name": "x"}}]}
+    for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
+        r = post_raw(fresh_server, body, headers=headers)
+        assert r.status_code == 401
+        assert r.json()["error"]["message"] == "Authentication is required to execute this request"
+    r = httpx.post(fresh_server.url + "/api/2.3/batch", json=body, params={"apiKey": "demo", "token": "wrong"})
+    assert r.status_code == 401
+    assert count(fresh_server.db) == 0
+    with pytest.raises(AuthenticationError) as info:
+        Client(fresh_server.url, token="wrong").submit(Batch(body["requests"]))
+    assert info.value.status == 401 and "Authentication is required" in str(info.value)
+
+
+def test_413_for_count_depth_and_size(server):
+    too_many = {"requests": [{"method": "GET", "path": "/x"}] * 51}
+    r = post_raw(server, too_many)
+    assert r.status_code == 413 and r.json()["error"]["details"][0]["pointer"] == "requests"
+    deep = {"method": "GET", "path": "/x"}
+    for _ in range(4):
+        deep = {"method": "GET", "path": "/x", "requests": [deep]}
+    r = post_raw(server, {"requests": [deep]})
+    assert r.status_code == 413 and "requests[0].requests[0].requests[0].requests[0].requests[0]" in r.text
+    r = post_raw(server, {"requests": [{"method": "POST", "path": "/x", "body": "x" * 2_000_000}]})
+    assert r.status_code == 413
+    with pytest.raises(PayloadTooLargeError):
+        Client(server.url, **server.credentials()).send(Batch([Operation("GET", "/x")] * 51))
+
+
+def test_415_for_other_media_types(server):
+    r = post_raw(server, b'{"requests": []}', headers={"Content-Type": "text/plain"})
+    assert r.status_code == 415 and r.json()["error"]["details"][0]["pointer"] == "headers.Content-Type"
+    with pytest.raises(UnsupportedMediaTypeError):
+        raise_for(r)
+
+
+def raise_for(r):
+    from batchnb._exceptions import http_error
+
+    raise http_error(r.status_code, r.json())
+
+
+def test_429_with_retry_after(tmp_path):
+    with LocalServer(tmp_path / "db.sqlite3", limits=Limits(max_concurrent_batches=0)) as srv:
+        r = post_raw(srv, {"requests": [{"method": "GET", "path": f"{API}/companies"}]})
+        assert r.status_code == 429 and r.headers["retry-after"] == "1"
+        with pytest.raises(RateLimitedError) as info:
+            srv.client.send(Batch([Operation("GET", f"{API}/companies")]))
+        assert info.value.retry_after == 1.0
+
+
+def test_bad_third_operation_creates_nothing(fresh_server):
+    ops = [
+        {"method": "POST", "path": f"{API}/companies", "body": {"name": "one"}},
+        {"method": "POST", "path": f"{API}/companies", "body": {"name": "two"}},
+        {"method": "POST", "path": "//elsewhere/companies", "body": {"name": "three"}},
+    ]
+    assert post_raw(fresh_server, {"requests": ops}).status_code == 400
+    with pytest.raises(Exception) as info:
+        fresh_server.client.submit(Batch(ops))
+    assert "requests[2].path" in str(info.value)
+    assert count(fresh_server.db) == 0
+
+
+def test_sync_client_inside_a_running_event_loop(server):
+    client = server.client
+
+    async def cell():
+        # What a Jupyter cell does: call the sync API while a loop is running.
+        return client.submit(Batch([Operation("GET", f"{API}/companies")]))
+
+    out = asyncio.run(cell())
+    assert out[0].status == 200
+
+
+def test_async_client_twin(server):
+    async def go():
+        async with server.async_client() as client:
+            return await client.submit(examples.chained("Async Location"))
+
+    assert [r.status for r in asyncio.run(go())] == [201, 201, 201]
+
+
+def test_direct_mode_runs_the_engine_client_side(server):
+    # The demo API is served directly too: no batch endpoint involved, references resolved here.
+    client = Client(server.url, **server.credentials(), mode="direct")
+    out = client.submit(examples.chained("Direct Location"))
+    assert [r.status for r in out] == [201, 201, 201]
+    assert out[2].path.endswith("/staff") and out[0].body["id"] in out[2].path
+
+
+def test_created_rows_are_in_the_database(fresh_server):
+    out = fresh_server.client.submit(examples.chained("Persisted"))
+    with sqlite3.connect(fresh_server.db) as conn:
+        names = [r[0] for r in conn.execute("select name from companies")]
+    assert names == ["Persisted"] and out[0].ok
