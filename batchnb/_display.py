@@ -1,0 +1,398 @@
+"""How batches, plans and results look in a notebook: HTML tables, a summary figure.
+
+Nothing here changes data; every function reads a :class:`~batchnb.Batch`, a
+:class:`~batchnb.Plan` or a result DataFrame and returns HTML text or a
+matplotlib Figure. Credentials never show: headers go through
+``mask_headers`` and paths through ``mask_path``.
+
+Importing this module registers the ``.batch`` DataFrame accessor:
+
+    >>> result.batch.report()        # doctest: +SKIP
+    >>> result.batch.summary()       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from typing import TYPE_CHECKING, Any, Iterable
+
+import pandas as pd
+
+from ._secrets import mask_headers, mask_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from .model import Batch, Operation
+    from .plan import Plan
+
+__all__ = ["batch_html", "plan_html", "result_html", "status_colour", "summary"]
+
+GREEN, ORANGE, RED, GREY = "#2e7d32", "#ef6c00", "#c62828", "#757575"
+
+#: the longest body text shown in a table cell before it is cut.
+_CELL_CHARS = 120
+#: how many rows a result report shows; the rest is counted, not drawn.
+_REPORT_ROWS = 50
+
+_STYLE = (
+    "<style>"
+    ".batchnb-table{border-collapse:collapse;font-size:12px;margin:4px 0}"
+    ".batchnb-table th,.batchnb-table td{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}"
+    ".batchnb-table th{background:#f5f5f5}"
+    ".batchnb-table code{white-space:pre-wrap;word-break:break-all}"
+    ".batchnb-badge{display:inline-block;color:#fff;border-radius:3px;padding:0 6px;margin-right:4px}"
+    "</style>"
+)
+
+
+# ---------------------------------------------------------------- small pieces
+
+
+def status_colour(status: Any) -> str:
+    """The colour of a status: 2xx green, 3xx grey, 4xx orange, 5xx or none red.
+
+    >>> status_colour(201), status_colour(404), status_colour(None)
+    ('#2e7d32', '#ef6c00', '#c62828')
+    """
+    code = _as_int(status)
+    if code is None or code >= 500:
+        return RED
+    if code >= 400:
+        return ORANGE
+    if 200 <= code < 300:
+        return GREEN
+    return GREY
+
+
+def _as_int(value: Any) -> int | None:
+    if value is None or value is pd.NA:
+        return None
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _badge(status: Any, text: str | None = None) -> str:
+    code = _as_int(status)
+    label = text if text is not None else ("none" if code is None else str(code))
+    return (
+        f'<span class="batchnb-badge batchnb-status-{code if code is not None else "none"}" '
+        f'style="background:{status_colour(code)}">{html.escape(label)}</span>'
+    )
+
+
+def _esc(value: Any) -> str:
+    return html.escape("" if value is None else str(value))
+
+
+def _short_json(value: Any, limit: int = _CELL_CHARS) -> str:
+    """JSON text of a value, cut to ``limit`` characters (a table cell is no place for a whole body)."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, str):
+        text = value
+    else:
+        try:
+            text = json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+        except (TypeError, ValueError):
+            text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _table(headers: Iterable[str], rows: Iterable[Iterable[str]], css: str = "") -> str:
+    """An HTML table from already escaped cells."""
+    head = "".join(f"<th>{_esc(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="batchnb-table {css}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _ms(value: float | None) -> str:
+    # One fixed format for every duration, so that outputs can be sanitised by one narrow rule.
+    return "n/a" if value is None or pd.isna(value) else f"{value:.2f} ms"
+
+
+# ---------------------------------------------------------------- batches and plans
+
+
+def operation_rows(batch: Batch) -> list[list[str]]:
+    """One row of escaped cells per operation, depth first, children indented."""
+    rows = []
+    for number, (pointer, op) in enumerate(batch.walk(), start=1):
+        depth = pointer.count("requests[") - 1
+        rows.append(_operation_cells(number, depth, op))
+    return rows
+
+
+def _operation_cells(number: int, depth: int, op: Operation) -> list[str]:
+    indent = "&nbsp;&nbsp;&nbsp;" * depth + ("↳ " if depth else "")
+    headers = mask_headers(op.headers) if isinstance(op.headers, dict) else op.headers
+    return [
+        str(number),
+        indent + _esc(op.name or ""),
+        f"<b>{_esc(op.method)}</b>",
+        f"<code>{_esc(mask_path(op.path))}</code>",
+        f"<code>{_esc(_short_json(headers))}</code>" if headers else "",
+        f"<code>{_esc(_short_json(op.body))}</code>",
+    ]
+
+
+def batch_html(batch: Batch) -> str:
+    """A batch as an HTML table of its operations (secrets masked).
+
+    >>> from batchnb import examples
+    >>> "add-company" in batch_html(examples.chained())
+    True
+    """
+    size, top = batch.size, len(batch.requests)
+    nested = f", {size} with nested" if size != top else ""
+    title = f"<b>Batch</b>: {top} operation{'s' if top != 1 else ''}{nested}"
+    if not size:
+        return _STYLE + f'<div class="batchnb-batch">{title}</div>'
+    table = _table(["#", "name", "method", "path", "headers", "body"], operation_rows(batch), "batchnb-batch-table")
+    return _STYLE + f'<div class="batchnb-batch">{title}{table}</div>'
+
+
+def plan_html(plan: Plan) -> str:
+    """A plan as HTML: how many calls, and one row per call.
+
+    >>> from batchnb.plan import make_plan
+    >>> from batchnb import examples
+    >>> "1 HTTP call" in plan_html(make_plan(examples.chained().requests))
+    True
+    """
+    calls = plan.calls
+    title = (
+        f"<b>Plan</b>: {plan.operations} operations in {calls} HTTP call{'s' if calls != 1 else ''} "
+        f"of at most {plan.max_requests}; {len(plan.client_resolved)} reference(s) resolved by the client across batches"
+    )
+    rows = [
+        [
+            str(b.index),
+            str(b.size),
+            _esc(_rows_text(b.rows)),
+            _esc(", ".join(map(str, sorted(b.depends_on)))),
+            _esc(", ".join(sorted(b.client_refs))),
+            "yes" if b.idempotent else "no",
+        ]
+        for b in plan.batches
+    ]
+    table = _table(["batch", "operations", "rows", "waits for", "client refs", "resendable"], rows, "batchnb-plan-table")
+    return _STYLE + f'<div class="batchnb-plan">{title}{table}</div>'
+
+
+def _rows_text(rows: list[Any], limit: int = 6) -> str:
+    if len(rows) <= limit:
+        return ", ".join(map(str, rows))
+    return f"{rows[0]} … {rows[-1]} ({len(rows)} rows)"
+
+
+# ---------------------------------------------------------------- results
+
+
+def _statuses(result: pd.DataFrame) -> pd.Series:
+    if "status" not in result.columns:
+        return pd.Series([pd.NA] * len(result), index=result.index, dtype="Int64")
+    return pd.to_numeric(result["status"], errors="coerce").astype("Int64")
+
+
+def _ok(result: pd.DataFrame) -> pd.Series:
+    if "ok" in result.columns:
+        return result["ok"].fillna(False).astype(bool)
+    status = _statuses(result)
+    return ((status >= 200) & (status < 300)).fillna(False).astype(bool)
+
+
+def status_counts(result: pd.DataFrame) -> pd.Series:
+    """How many rows per status, statuses in order, missing ones last as ``<NA>``.
+
+    >>> status_counts(pd.DataFrame({"status": [201, 400, 201]})).to_dict()
+    {201: 2, 400: 1}
+    """
+    return _statuses(result).value_counts(dropna=False).sort_index(na_position="last")
+
+
+def durations(result: pd.DataFrame) -> dict[str, float | None]:
+    """Total, median and 95th percentile of the ``duration`` column (milliseconds).
+
+    >>> durations(pd.DataFrame({"duration": [1.0, 3.0]}))["total"]
+    4.0
+    """
+    if "duration" not in result.columns:
+        return {"total": None, "p50": None, "p95": None}
+    d = pd.to_numeric(result["duration"], errors="coerce").dropna()
+    if d.empty:
+        return {"total": None, "p50": None, "p95": None}
+    return {"total": float(d.sum()), "p50": float(d.quantile(0.5)), "p95": float(d.quantile(0.95))}
+
+
+def failed_first(result: pd.DataFrame) -> pd.DataFrame:
+    """The rows that did not succeed, then the others, each group in its own order."""
+    ok = _ok(result)
+    return pd.concat([result[~ok], result[ok]])
+
+
+def result_html(result: pd.DataFrame, *, max_rows: int = _REPORT_ROWS) -> str:
+    """An HTML report of a result frame: counts by status, durations, failed rows first.
+
+    >>> df = pd.DataFrame({"name": ["a", "b"], "status": [201, 400], "ok": [True, False]})
+    >>> "batchnb-status-400" in result_html(df)
+    True
+    """
+    counts = status_counts(result)
+    badges = " ".join(_badge(s, f"{'none' if _as_int(s) is None else s} × {n}") for s, n in counts.items())
+    failed = int((~_ok(result)).sum())
+    d = durations(result)
+    head = (
+        f'<div class="batchnb-report-head"><b>{len(result)} operation{"s" if len(result) != 1 else ""}</b>, '
+        f"{failed} not ok &nbsp; {badges}<br>"
+        f'<span class="batchnb-durations">duration total {_ms(d["total"])}, '
+        f'p50 {_ms(d["p50"])}, p95 {_ms(d["p95"])}</span></div>'
+    )
+    rows = failed_first(result)
+    shown = rows.head(max_rows)
+    table = _result_table(shown)
+    more = f"<div>… and {len(rows) - len(shown)} more rows</div>" if len(rows) > len(shown) else ""
+    return _STYLE + f'<div class="batchnb-report">{head}{table}{more}</div>'
+
+
+_RESULT_COLUMNS = ("name", "method", "path", "status", "error", "body")
+
+
+def _result_table(rows: pd.DataFrame) -> str:
+    columns = [c for c in _RESULT_COLUMNS if c in rows.columns]
+    cells = []
+    statuses = _statuses(rows)
+    for (label, row), status in zip(rows.iterrows(), statuses):
+        line = [_esc(label)]
+        for c in columns:
+            line.append(_result_cell(c, row[c], status))
+        cells.append(line)
+    return _table(["row", *columns], cells, "batchnb-result-table")
+
+
+def _result_cell(column: str, value: Any, status: Any) -> str:
+    if column == "status":
+        return _badge(status)
+    if column == "path":
+        return f"<code>{_esc(mask_path(str(value)))}</code>" if isinstance(value, str) else ""
+    if column == "body":
+        return f"<code>{_esc(_short_json(value))}</code>"
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    return _esc(value)
+
+
+def report_text(result: pd.DataFrame) -> str:
+    """The plain-text twin of :func:`result_html` (what a terminal shows)."""
+    counts = ", ".join(f"{'none' if _as_int(s) is None else s}: {n}" for s, n in status_counts(result).items())
+    d = durations(result)
+    failed = int((~_ok(result)).sum())
+    return (
+        f"{len(result)} operations, {failed} not ok ({counts or 'no rows'}); "
+        f"duration total {_ms(d['total'])}, p50 {_ms(d['p50'])}, p95 {_ms(d['p95'])}"
+    )
+
+
+class Report:
+    """A result report that shows as HTML in a notebook and as one line of text elsewhere.
+
+    >>> r = Report(pd.DataFrame({"status": [201]}))
+    >>> str(r).startswith("1 operations")
+    True
+    """
+
+    def __init__(self, result: pd.DataFrame) -> None:
+        self.result = result
+
+    @property
+    def html(self) -> str:
+        return result_html(self.result)
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return report_text(self.result)
+
+
+def summary(result: pd.DataFrame) -> Figure:
+    """A figure of a result: operations per status (bars) and durations (histogram).
+
+    >>> fig = summary(result)         # doctest: +SKIP
+    >>> fig.savefig("summary.png")    # doctest: +SKIP
+
+    Also available as ``result.batch.summary()``.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, (bars, hist) = plt.subplots(1, 2, figsize=(9, 3), layout="constrained")
+    # The caller gets the figure; pyplot must not show it a second time at the end of the cell.
+    plt.close(fig)
+    _draw_statuses(bars, status_counts(result))
+    _draw_durations(hist, result)
+    return fig
+
+
+def _draw_statuses(ax: Any, counts: pd.Series) -> None:
+    labels = ["none" if _as_int(s) is None else str(s) for s in counts.index]
+    colours = [status_colour(s) for s in counts.index]
+    ax.bar(labels, counts.to_numpy(dtype=float), color=colours)
+    ax.set_title("operations by status")
+    ax.set_xlabel("status")
+    ax.set_ylabel("operations")
+
+
+def _draw_durations(ax: Any, result: pd.DataFrame) -> None:
+    d = pd.to_numeric(result["duration"], errors="coerce").dropna() if "duration" in result.columns else pd.Series([], dtype=float)
+    if d.empty:
+        ax.text(0.5, 0.5, "no durations", ha="center", va="center", transform=ax.transAxes)
+    else:
+        ax.hist(d.to_numpy(dtype=float), bins=min(30, max(5, len(d) // 5)), color=GREEN)
+    ax.set_title("duration per operation")
+    ax.set_xlabel("milliseconds")
+    ax.set_ylabel("operations")
+
+
+# ---------------------------------------------------------------- the .batch accessor
+
+
+@pd.api.extensions.register_dataframe_accessor("batch")
+class BatchAccessor:
+    """``result.batch``: the summary of a result frame (what ``submit`` returned).
+
+    >>> result.batch.report()     # HTML: counts by status, durations, failed rows first   # doctest: +SKIP
+    >>> result.batch.summary()    # a matplotlib Figure                                     # doctest: +SKIP
+    >>> result.batch.failed       # the rows that did not succeed                           # doctest: +SKIP
+
+    The accessor takes ``result.batch``; the column of that name stays ``result["batch"]``.
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+
+    def summary(self) -> Figure:
+        """The status bar chart and the duration histogram, as a Figure."""
+        return summary(self._frame)
+
+    def report(self) -> Report:
+        """The HTML report (counts by status, durations, failed rows first)."""
+        return Report(self._frame)
+
+    @property
+    def failed(self) -> pd.DataFrame:
+        """The rows whose status is not 2xx (or that never ran)."""
+        return self._frame[~_ok(self._frame)]
+
+    def _repr_html_(self) -> str:
+        return result_html(self._frame)
+
+    def __repr__(self) -> str:
+        return report_text(self._frame)

@@ -1,0 +1,816 @@
+"""Composing a batch by hand in a notebook: the :class:`Composer` form.
+
+    >>> composer = Composer(server.client)      # doctest: +SKIP
+    >>> composer                                # shows the form   # doctest: +SKIP
+
+Fill in an operation (method, path, name, headers, body), press *Add*, repeat,
+then *Submit*. Every field is checked as you type and a field with a problem
+blocks *Add*; the reference helper writes ``${result=NAME:PATH}`` for you.
+*Submit* runs in a background thread, so the kernel stays responsive, and the
+results table appears when the batch is done. The same form is driven from
+code by setting widget values and calling ``button.click()``; ``wait()``
+returns the result frame once the submit has finished.
+
+Every widget carries a CSS class ``batchnb-…`` (``batchnb-submit``,
+``batchnb-results``, …) so that a page can be tested in a real browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import html
+import json
+import threading
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import ipywidgets as w
+
+from . import refs
+from ._display import batch_html, result_html
+from ._exceptions import BatchError, BatchHTTPError, BatchValidationError, Problem, TransportError
+from ._secrets import mask_headers, mask_path
+from .model import METHODS, Batch, Operation, header_problems, parse_header_lines, path_problem
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .client import AsyncClient, Client
+
+__all__ = ["Composer"]
+
+#: the columns of :meth:`Composer.to_frame`, which :meth:`Composer.from_frame` reads back.
+OPERATION_COLUMNS = ("name", "method", "path", "body", "headers", "parent")
+
+_NONE = ""  # the parent Dropdown's "no parent" value (a Dropdown cannot hold None reliably)
+_INTO = (("path", "path"), ("body", "body"), ("header value", "header"))
+_LABEL = {"description_width": "70px"}
+
+
+# ---------------------------------------------------------------- field checks (pure functions)
+
+
+def method_problem(text: str) -> str | None:
+    """Why ``text`` is not a method the API takes, or None.
+
+    >>> method_problem("post") is None, method_problem("FETCH")
+    (True, "unknown method 'FETCH'; use one of GET, POST, PUT, DELETE, PATCH")
+    """
+    method = text.strip().upper()
+    if not method:
+        return "is required"
+    if method not in METHODS:
+        return f"unknown method {method!r}; use one of {', '.join(METHODS)}"
+    return None
+
+
+def parse_body(text: str) -> tuple[Any, str | None]:
+    """The body's JSON value (None when empty) and why it does not parse, with line and column.
+
+    >>> parse_body('{"a": 1}')
+    ({'a': 1}, None)
+    >>> parse_body('{"a": }')[1]
+    'invalid JSON at line 1, column 7: Expecting value'
+    """
+    if not text.strip():
+        return None, None
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+
+
+def reference_problem(value: Any, names: Iterable[str]) -> str | None:
+    """A reference in ``value`` (text or JSON) that does not parse or names no known operation.
+
+    >>> reference_problem("/c/${result=co:$.id}", ["co"]) is None
+    True
+    >>> reference_problem("/c/${result=nope:$.id}", ["co"])
+    "${result=nope:$.id} refers to 'nope', which no operation in the batch is named"
+    """
+    known = set(names)
+    try:
+        found = list(refs.iter_refs(value))
+    except refs.RefSyntaxError as exc:
+        return str(exc)
+    for r in found:
+        if r.name not in known:
+            return f"{r.text} refers to {r.name!r}, which no operation in the batch is named"
+    return None
+
+
+def path_field_problem(text: str, names: Iterable[str]) -> str | None:
+    """Why a path (maybe with references) cannot be sent, or None.
+
+    >>> path_field_problem("http://example.com/x", [])
+    'must be relative to the API, not an absolute URL'
+    """
+    if not text:
+        return "is required"
+    try:
+        parts = refs.parse(text)
+    except refs.RefSyntaxError as exc:
+        return str(exc)
+    # A reference is filled in later as one percent-encoded segment: check the path with a stand-in.
+    shape = "".join(p if isinstance(p, str) else "x" for p in parts)
+    return path_problem(shape) or reference_problem(text, names)
+
+
+def name_problem(text: str, taken: Iterable[str]) -> str | None:
+    """Why ``text`` cannot name a new operation, or None (an empty name is fine).
+
+    >>> name_problem("add company", [])
+    "'add company' is not a valid name: use letters, digits, '_', '.', '-'"
+    """
+    if not text:
+        return None
+    if not refs.NAME_PATTERN.match(text):
+        return f"{text!r} is not a valid name: use letters, digits, '_', '.', '-'"
+    if text in set(taken):
+        return f"{text!r} is already used by another operation"
+    return None
+
+
+def header_row_problem(key: str, value: str, names: Iterable[str]) -> str | None:
+    """Why one key/value row cannot be sent as a header, or None (an empty row is ignored)."""
+    if not key and not value:
+        return None
+    if not key:
+        return "the header needs a name"
+    for _sub, message in header_problems(key, value):
+        return message
+    return reference_problem(value, names)
+
+
+def masked_wire(batch: Batch) -> dict[str, Any]:
+    """The wire JSON of ``batch`` with credential headers and query parameters hidden.
+
+    >>> op = Operation("GET", "/x?token=abc", headers={"Authorization": "Bearer abc"})
+    >>> masked_wire(Batch([op]))
+    {'requests': [{'method': 'GET', 'path': '/x?token=***', 'headers': {'Authorization': '***'}}]}
+    """
+    return {"requests": [_mask_op(op) for op in batch.to_wire()["requests"]]}
+
+
+def _mask_op(op: dict[str, Any]) -> dict[str, Any]:
+    out = dict(op)
+    out["path"] = mask_path(out["path"])
+    if isinstance(out.get("headers"), dict):
+        out["headers"] = mask_headers(out["headers"])
+    if out.get("requests"):
+        out["requests"] = [_mask_op(child) for child in out["requests"]]
+    return out
+
+
+# ---------------------------------------------------------------- entries
+
+
+@dataclass
+class _Entry:
+    """One composed operation, flat: its children are the entries naming it as ``parent``."""
+
+    op: Operation
+    parent: str | None = None
+
+
+def _nest(entries: list[_Entry]) -> list[Operation]:
+    """Top-level operations with their children attached (copies: entries stay flat)."""
+    by_name: dict[str, Operation] = {}
+    top: list[Operation] = []
+    for entry in entries:
+        op = replace(entry.op, requests=[])
+        if op.name:
+            by_name[op.name] = op
+        parent = by_name.get(entry.parent) if entry.parent else None
+        (parent.requests if parent is not None else top).append(op)
+    return top
+
+
+def _descendants(entries: list[_Entry], index: int) -> list[int]:
+    """``index`` and every entry nested under it, in order."""
+    doomed = [index]
+    names = {entries[index].op.name} - {None}
+    for i in range(index + 1, len(entries)):
+        if entries[i].parent in names:
+            doomed.append(i)
+            if entries[i].op.name:
+                names.add(entries[i].op.name)
+    return doomed
+
+
+def _classed(widget: w.Widget, *classes: str) -> w.Widget:
+    for css in classes:
+        widget.add_class(css)
+    return widget
+
+
+def _error_html(messages: Iterable[str]) -> str:
+    items = "".join(f"<li>{html.escape(m)}</li>" for m in messages)
+    return f'<ul style="color:#c62828;margin:2px 0">{items}</ul>' if items else ""
+
+
+def _field_error_html(message: str | None) -> str:
+    return f'<span style="color:#c62828">{html.escape(message)}</span>' if message else ""
+
+
+def _safely(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A button handler that puts any error in the form's error area instead of a traceback."""
+
+    @functools.wraps(method)
+    def handler(self: Composer, *args: Any) -> Any:
+        try:
+            return method(self, *args)
+        except Exception as exc:  # noqa: BLE001 - shown to the user, not raised into the kernel log
+            self._show_error(exc)
+            return None
+
+    return handler
+
+
+# ---------------------------------------------------------------- header rows
+
+
+class _HeaderRow:
+    """One key/value header row of the form, with its own remove button and error label."""
+
+    def __init__(self, key: str, value: str, on_change: Callable[..., None], on_remove: Callable[[_HeaderRow], None]) -> None:
+        self.key = _classed(w.Text(value=key, placeholder="Header-Name", layout=w.Layout(width="200px")), "batchnb-header-key")
+        self.value = _classed(w.Text(value=value, placeholder="value", layout=w.Layout(width="360px")), "batchnb-header-value")
+        self.remove = _classed(w.Button(description="✕", tooltip="remove this header", layout=w.Layout(width="36px")), "batchnb-header-remove")
+        self.error = _classed(w.HTML(), "batchnb-error", "batchnb-error-header")
+        self.key.observe(on_change, names="value")
+        self.value.observe(on_change, names="value")
+        self.remove.on_click(lambda _b: on_remove(self))
+        self.box = _classed(w.HBox([self.key, self.value, self.remove, self.error]), "batchnb-header-row")
+
+
+# ---------------------------------------------------------------- the form
+
+
+class Composer:
+    """A form to compose a batch operation by operation, preview it, and submit it.
+
+    >>> composer = Composer(server.client)                                   # doctest: +SKIP
+    >>> composer.fill(method="POST", path="/api/2.1/scheduling/companies",
+    ...               name="co", body={"name": "Riverside"})                  # doctest: +SKIP
+    >>> composer.add_button.click()                                          # doctest: +SKIP
+    >>> composer.submit_button.click(); composer.wait(30)                    # doctest: +SKIP
+
+    ``client`` is a :class:`~batchnb.Client`, an :class:`~batchnb.AsyncClient`
+    or anything with a ``.client`` (a :class:`~batchnb.LocalServer`); without one
+    the form composes and previews but cannot submit. ``composer.batch`` is what
+    was composed, ``composer.result`` the result frame of the last submit.
+    """
+
+    def __init__(self, client: Client | AsyncClient | Any = None) -> None:
+        self.client = getattr(client, "client", client) if client is not None and not hasattr(client, "submit") else client
+        self._entries: list[_Entry] = []
+        self._header_rows: list[_HeaderRow] = []
+        self._thread: threading.Thread | None = None
+        self._runs = 0
+        #: the result frame of the last submit (None before one finished).
+        self.result: pd.DataFrame | None = None
+        #: the responses of the last submit, nested as the server sent them.
+        self.responses: list[Any] | None = None
+        #: the messages now shown in the error area.
+        self.errors: list[str] = []
+        self._build()
+        self._refresh()
+
+    # ------------------------------------------------------------ building the widgets
+
+    def _build(self) -> None:
+        self._build_fields()
+        self._build_reference_helper()
+        self._build_actions()
+        self._build_outputs()
+        self.widget = _classed(
+            w.VBox([
+                w.HTML("<b>Batch composer</b> — one operation at a time; <i>Add</i> puts it in the batch below."),
+                w.HBox([self.method, self.method_error]),
+                w.HBox([self.path, self.path_error]),
+                w.HBox([self.name, self.name_error]),
+                w.HBox([self.parent, self.parent_error]),
+                w.HBox([w.Label("headers", layout=w.Layout(width="74px")), self.add_header_button]),
+                self.headers,
+                self.body,
+                self.body_error,
+                self.reference_box,
+                w.HBox([self.add_button, self.remove_button, self.clear_button, self.preview_button, self.submit_button]),
+                self.error_area,
+                self.selected,
+                self.operations,
+                self.preview,
+                w.HBox([self.progress, self.status]),
+                self.results,
+            ]),
+            "batchnb-composer",
+        )
+
+    def _build_fields(self) -> None:
+        self.method = _classed(
+            w.Combobox(value="GET", options=list(METHODS), ensure_option=False, description="method", style=_LABEL, layout=w.Layout(width="220px")),
+            "batchnb-method",
+        )
+        self.path = _classed(
+            w.Text(placeholder="/api/2.1/scheduling/companies", description="path", style=_LABEL, layout=w.Layout(width="620px")),
+            "batchnb-path",
+        )
+        self.name = _classed(
+            w.Text(placeholder="optional: a name other operations can reference", description="name", style=_LABEL, layout=w.Layout(width="420px")),
+            "batchnb-name",
+        )
+        self.parent = _classed(
+            w.Dropdown(options=[("(none)", _NONE)], value=_NONE, description="parent", style=_LABEL, layout=w.Layout(width="320px")),
+            "batchnb-parent",
+        )
+        self.headers = _classed(w.VBox([]), "batchnb-headers")
+        self.add_header_button = _classed(w.Button(description="+ header", layout=w.Layout(width="90px")), "batchnb-header-add")
+        self.body = _classed(
+            w.Textarea(placeholder='{"name": "My Location"}', description="body", style=_LABEL, rows=6, layout=w.Layout(width="620px")),
+            "batchnb-body",
+        )
+        self.method_error, self.path_error, self.name_error, self.parent_error, self.body_error = (
+            _classed(w.HTML(), "batchnb-error", f"batchnb-error-{f}") for f in ("method", "path", "name", "parent", "body")
+        )
+        for field in (self.method, self.path, self.name, self.body, self.parent):
+            field.observe(self._on_field_change, names="value")
+        self.add_header_button.on_click(lambda _b: self._safe_add_header())
+
+    def _build_reference_helper(self) -> None:
+        self.ref_name = _classed(w.Dropdown(options=[], description="result of", style=_LABEL, layout=w.Layout(width="260px")), "batchnb-ref-name")
+        self.ref_path = _classed(w.Text(value="$.id", description="JSONPath", style=_LABEL, layout=w.Layout(width="220px")), "batchnb-ref-path")
+        self.ref_into = _classed(w.Dropdown(options=list(_INTO), value="path", description="into", style=_LABEL, layout=w.Layout(width="200px")), "batchnb-ref-into")
+        self.insert_button = _classed(
+            w.Button(description="Insert", tooltip='appends to the path or header value; in the body, fills the first "" (else appends)'),
+            "batchnb-ref-insert",
+        )
+        self.ref_error = _classed(w.HTML(), "batchnb-error", "batchnb-error-ref")
+        self.insert_button.on_click(lambda _b: self.insert_reference())
+        self.reference_box = _classed(
+            w.VBox([
+                w.HTML("<i>Reference an earlier result</i>"),
+                w.HBox([self.ref_name, self.ref_path, self.ref_into, self.insert_button]),
+                self.ref_error,
+            ]),
+            "batchnb-references",
+        )
+
+    def _build_actions(self) -> None:
+        self.add_button = _classed(w.Button(description="Add", button_style="success", icon="plus"), "batchnb-add")
+        self.remove_button = _classed(w.Button(description="Remove selected", icon="minus"), "batchnb-remove")
+        self.clear_button = _classed(w.Button(description="Clear", icon="trash"), "batchnb-clear")
+        self.preview_button = _classed(w.Button(description="Preview", icon="eye"), "batchnb-preview-button")
+        self.submit_button = _classed(w.Button(description="Submit", button_style="primary", icon="paper-plane"), "batchnb-submit")
+        self.add_button.on_click(lambda _b: self.add())
+        self.remove_button.on_click(lambda _b: self.remove())
+        self.clear_button.on_click(lambda _b: self.clear())
+        self.preview_button.on_click(lambda _b: self.show_preview())
+        self.submit_button.on_click(lambda _b: self.submit())
+
+    def _build_outputs(self) -> None:
+        self.error_area = _classed(w.HTML(), "batchnb-errors")
+        self.selected = _classed(w.Select(options=[], rows=4, description="selected", style=_LABEL, layout=w.Layout(width="620px")), "batchnb-selected")
+        self.operations = _classed(w.HTML(), "batchnb-operations")
+        self.preview = _classed(w.HTML(), "batchnb-preview")
+        self.progress = _classed(w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="200px")), "batchnb-progress")
+        self.status = _classed(w.HTML(), "batchnb-status")
+        self.results = _classed(w.HTML(), "batchnb-results")
+
+    # ------------------------------------------------------------ showing it
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = self.widget._repr_mimebundle_(**kwargs)
+        # The widget's own text fallback lists every child widget; this one stays short and stable.
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+    def __repr__(self) -> str:
+        n = len(self._entries)
+        return f"Composer({n} operation{'s' if n != 1 else ''})"
+
+    # ------------------------------------------------------------ reading the form
+
+    @property
+    def names(self) -> list[str]:
+        """The names of the composed operations, in order."""
+        return [e.op.name for e in self._entries if e.op.name]
+
+    def _header_items(self) -> list[tuple[_HeaderRow, str, str]]:
+        return [(row, row.key.value.strip(), row.value.value) for row in self._header_rows]
+
+    def _check_fields(self, *, final: bool) -> dict[str, str]:
+        """Problems of the form's fields, keyed by field; ``final`` also reports empty required fields."""
+        names = self.names
+        problems: dict[str, str] = {}
+        checks = {
+            "method": method_problem(self.method.value),
+            "path": path_field_problem(self.path.value.strip(), names),
+            "name": name_problem(self.name.value.strip(), names),
+            "parent": None if self.parent.value in (_NONE, *names) else f"no operation is named {self.parent.value!r}",
+        }
+        body, body_problem = parse_body(self.body.value)
+        checks["body"] = body_problem or reference_problem(body, names)
+        for fld, message in checks.items():
+            if message and (final or message != "is required"):
+                problems[fld] = message
+        header_messages = []
+        for i, (row, key, value) in enumerate(self._header_items(), start=1):
+            message = header_row_problem(key, value, names)
+            row.error.value = _field_error_html(message)
+            if message:
+                header_messages.append(f"header {i} ({key or 'no name'}): {message}")
+        if header_messages:
+            problems["headers"] = "; ".join(header_messages)
+        return problems
+
+    @property
+    def field_errors(self) -> dict[str, str]:
+        """The problems now shown next to the fields (empty required fields are not counted yet).
+
+        >>> composer.body.value = '{"name": }'                     # doctest: +SKIP
+        >>> composer.field_errors                                  # doctest: +SKIP
+        {'body': 'invalid JSON at line 1, column 10: Expecting value'}
+        """
+        return self._check_fields(final=False)
+
+    def _show_field_errors(self, problems: dict[str, str]) -> None:
+        for fld in ("method", "path", "name", "parent", "body"):
+            getattr(self, f"{fld}_error").value = _field_error_html(problems.get(fld))
+
+    def _on_field_change(self, _change: Any = None) -> None:
+        problems = self._check_fields(final=False)
+        self._show_field_errors(problems)
+        self.add_button.disabled = bool(problems)
+
+    def _form_operation(self) -> tuple[Operation, str | None]:
+        headers = {key: value for _row, key, value in self._header_items() if key}
+        name = self.name.value.strip() or None
+        body, _ = parse_body(self.body.value)
+        op = Operation(self.method.value.strip().upper(), self.path.value.strip(), body=body, name=name, headers=headers or None)
+        return op, (self.parent.value or None)
+
+    # ------------------------------------------------------------ changing the form
+
+    def fill(
+        self,
+        method: str | None = None,
+        path: str | None = None,
+        *,
+        name: str | None = None,
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        parent: str | None = None,
+    ) -> Composer:
+        """Set the form's fields from code (a dict body is written as JSON); returns the composer.
+
+        >>> composer.fill("POST", "/api/2.1/scheduling/companies", body={"name": "Riverside"})   # doctest: +SKIP
+        """
+        if method is not None:
+            self.method.value = method
+        if path is not None:
+            self.path.value = path
+        if name is not None:
+            self.name.value = name
+        if body is not None:
+            self.body.value = body if isinstance(body, str) else json.dumps(body, indent=2, ensure_ascii=False)
+        if headers is not None:
+            self._set_headers(headers)
+        if parent is not None:
+            self.parent.value = parent
+        return self
+
+    def add_header(self, key: str = "", value: str = "") -> Any:
+        """Add a key/value row to the headers; returns the row (``row.key``, ``row.value``, ``row.remove``)."""
+        row = _HeaderRow(key, value, self._on_field_change, self._remove_header)
+        self._header_rows.append(row)
+        self.headers.children = tuple(r.box for r in self._header_rows)
+        self._on_field_change()
+        return row
+
+    @_safely
+    def _safe_add_header(self) -> None:
+        self.add_header()
+
+    def _remove_header(self, row: _HeaderRow) -> None:
+        self._header_rows = [r for r in self._header_rows if r is not row]
+        self.headers.children = tuple(r.box for r in self._header_rows)
+        self._on_field_change()
+
+    def _set_headers(self, headers: dict[str, str]) -> None:
+        self._header_rows = []
+        self.headers.children = ()
+        for key, value in headers.items():
+            self.add_header(key, value)
+
+    def _reset_form(self) -> None:
+        self.path.value = ""
+        self.name.value = ""
+        self.body.value = ""
+        self.parent.value = _NONE
+        self._set_headers({})
+        self._on_field_change()
+
+    @_safely
+    def insert_reference(self) -> str | None:
+        """Insert ``${result=NAME:PATH}`` (from the helper's fields) into the field chosen in *into*.
+
+        In the path and a header value the reference is appended; in the body it
+        fills the first empty string ``""``, or is appended when there is none.
+        """
+        self.ref_error.value = ""
+        if not self.ref_name.value:
+            self.ref_error.value = _field_error_html("name an operation and add it first: only named operations can be referenced")
+            return None
+        try:
+            text = refs.ref(self.ref_name.value, self.ref_path.value.strip() or "$")
+        except refs.RefSyntaxError as exc:
+            self.ref_error.value = _field_error_html(str(exc))
+            return None
+        target = self.ref_into.value
+        if target == "path":
+            self.path.value += text
+        elif target == "body":
+            self.body.value = _into_body(self.body.value, text)
+        else:
+            row = self._header_rows[-1] if self._header_rows else self.add_header()
+            row.value.value += text
+        return text
+
+    # ------------------------------------------------------------ the batch
+
+    @property
+    def batch(self) -> Batch:
+        """The composed operations as a validated :class:`~batchnb.Batch` (children nested under parents).
+
+        >>> composer.batch                   # doctest: +SKIP
+        Batch(2 operations, 3 with nested)
+        """
+        return Batch(_nest(self._entries))
+
+    @_safely
+    def add(self) -> bool:
+        """Add the form's operation to the batch if every field is right; returns whether it was added."""
+        problems = self._check_fields(final=True)
+        self._show_field_errors(problems)
+        if problems:
+            self._set_errors([f"{fld}: {message}" for fld, message in problems.items()], title="Not added: fix the fields marked in red.")
+            return False
+        op, parent = self._form_operation()
+        candidate = [*self._entries, _Entry(op, parent)]
+        try:
+            Batch(_nest(candidate))
+        except BatchValidationError as exc:
+            self._set_errors([str(p) for p in exc.problems], title="Not added: the batch would be invalid.")
+            return False
+        self._entries = candidate
+        self._set_errors([])
+        self._reset_form()
+        self._refresh()
+        return True
+
+    @_safely
+    def remove(self, index: int | None = None) -> bool:
+        """Remove the selected operation (or the one at ``index``) and the operations nested under it."""
+        index = self.selected.value if index is None else index
+        if index is None or not 0 <= index < len(self._entries):
+            self._set_errors(["select an operation in the list first"], title="Nothing removed.")
+            return False
+        doomed = _descendants(self._entries, index)
+        rest = [e for i, e in enumerate(self._entries) if i not in doomed]
+        try:
+            Batch(_nest(rest))
+        except BatchValidationError as exc:
+            self._set_errors([str(p) for p in exc.problems], title="Not removed: other operations reference it; remove them first.")
+            return False
+        self._entries = rest
+        self._set_errors([])
+        self._refresh()
+        return True
+
+    @_safely
+    def clear(self) -> None:
+        """Empty the batch, the form, the preview and the results."""
+        self._entries = []
+        self.result = None
+        self.responses = None
+        self.preview.value = ""
+        self.results.value = ""
+        self.status.value = ""
+        self.progress.value = 0
+        self._set_errors([])
+        self._reset_form()
+        self._refresh()
+
+    def _refresh(self) -> None:
+        batch = Batch(_nest(self._entries), validate=False)
+        self.operations.value = batch_html(batch) if self._entries else "<i>No operations yet.</i>"
+        self.selected.options = [(self._label(i, e), i) for i, e in enumerate(self._entries)]
+        names = self.names
+        keep = self.parent.value if self.parent.value in names else _NONE
+        self.parent.options = [("(none)", _NONE), *[(n, n) for n in names]]
+        self.parent.value = keep
+        ref_keep = self.ref_name.value if self.ref_name.value in names else (names[-1] if names else None)
+        self.ref_name.options = names
+        self.ref_name.value = ref_keep
+        if self.preview.value:
+            self.show_preview()
+
+    @staticmethod
+    def _label(i: int, entry: _Entry) -> str:
+        under = f"  (under {entry.parent})" if entry.parent else ""
+        name = f"{entry.op.name}: " if entry.op.name else ""
+        return f"{i + 1}. {name}{entry.op.method} {mask_path(entry.op.path)}{under}"
+
+    def wire_json(self) -> str:
+        """The batch as the JSON sent on the wire, secrets masked, indented."""
+        batch = Batch(_nest(self._entries), validate=False)
+        return json.dumps(masked_wire(batch), indent=2, ensure_ascii=False)
+
+    @_safely
+    def show_preview(self) -> str:
+        """Show the wire JSON (secrets masked) under the form; returns it."""
+        text = self.wire_json()
+        self.preview.value = f"<b>Wire JSON</b> (secrets masked)<pre>{html.escape(text)}</pre>"
+        return text
+
+    def to_frame(self) -> pd.DataFrame:
+        """The composed operations, one row each: name, method, path, body, headers, parent.
+
+        >>> composer.to_frame().columns.tolist()     # doctest: +SKIP
+        ['name', 'method', 'path', 'body', 'headers', 'parent']
+        """
+        import pandas as pd
+
+        rows = [
+            {"name": e.op.name, "method": e.op.method, "path": e.op.path, "body": e.op.body,
+             "headers": dict(e.op.headers) if e.op.headers else None, "parent": e.parent}
+            for e in self._entries
+        ]
+        return pd.DataFrame(rows, columns=list(OPERATION_COLUMNS), dtype=object)
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, client: Client | AsyncClient | Any = None, **columns: Any) -> Composer:
+        """A composer that starts with the operations of ``df`` (the columns of :meth:`to_frame`).
+
+        >>> import pandas as pd
+        >>> ops = pd.DataFrame({"method": ["POST"], "path": ["/api/2.1/scheduling/companies"],
+        ...                     "body": [{"name": "Riverside"}], "name": ["co"]})
+        >>> Composer.from_frame(ops).batch
+        Batch(1 operations, 1 with nested)
+
+        The rows are read by :func:`batchnb.from_frame` (``columns`` go to it:
+        ``method=``, ``path=``, ``body=``, …): ``method`` and ``path`` are
+        required, ``name``, ``body``, ``headers`` and ``parent`` (the name of an
+        earlier row) optional. Raises BatchValidationError naming the row and
+        column of every problem.
+        """
+        from .frames import from_frame
+
+        composer = cls(client)
+        entries = [
+            _Entry(replace(op, requests=[]), parent)
+            for top in from_frame(df, **columns)
+            for op, parent in _flatten(top, None)
+        ]
+        Batch(_nest(entries))  # names, order and references as a whole
+        composer._entries = entries
+        composer._refresh()
+        return composer
+
+    # ------------------------------------------------------------ submitting
+
+    @property
+    def running(self) -> bool:
+        """True while a submit is on its way."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @_safely
+    def submit(self, block: bool = False, timeout: float | None = None) -> pd.DataFrame | None:
+        """Send the batch in a background thread; with ``block``, wait and return the result frame.
+
+        >>> composer.submit(block=True, timeout=30)      # doctest: +SKIP
+
+        The kernel stays responsive while it runs; the results table replaces
+        the form's results when it is done. Errors show in the error area.
+        """
+        if self.running:
+            self._set_errors(["a submit is already running; wait for it to finish"], title="Not sent.")
+            return None
+        if not self._entries:
+            self._set_errors(["add an operation first"], title="Nothing to submit.")
+            return None
+        if self.client is None:
+            self._set_errors(["this composer has no client: make it with Composer(client)"], title="Not sent.")
+            return None
+        batch = self.batch
+        self._runs += 1
+        self._start(batch, self._runs)
+        return self.wait(timeout) if block else None
+
+    def _start(self, batch: Batch, run: int) -> None:
+        self._set_errors([])
+        self.results.value = ""
+        self.progress.max, self.progress.value, self.progress.bar_style = max(batch.size, 1), 0, "info"
+        self.status.value = f"Submit {run}: sending {batch.size} operation{'s' if batch.size != 1 else ''}…"
+        self.submit_button.disabled = True
+        # The kernel's own thread must stay free: the batch goes out from a worker thread.
+        self._thread = threading.Thread(target=self._run, args=(batch, run), name="batchnb-composer", daemon=True)
+        self._thread.start()
+
+    def _run(self, batch: Batch, run: int) -> None:
+        try:
+            responses = _send(self.client, batch)
+            from .frames import to_frame
+
+            frame = to_frame(responses)
+            self.responses, self.result = responses, frame
+            self._show_result(frame, run)
+        except Exception as exc:  # noqa: BLE001 - shown in the form, never as a traceback
+            self.progress.bar_style = "danger"
+            self.status.value = f"Submit {run}: failed"
+            self._show_error(exc)
+        finally:
+            self.submit_button.disabled = False
+
+    def _show_result(self, frame: pd.DataFrame, run: int) -> None:
+        failed = int((~frame["ok"].fillna(False).astype(bool)).sum()) if "ok" in frame.columns else 0
+        self.progress.value = self.progress.max
+        self.progress.bar_style = "success" if not failed else "warning"
+        verdict = "all ok" if not failed else f"{failed} not ok"
+        self.status.value = f"Submit {run}: {len(frame)} operations, {verdict}"
+        self.results.value = f'<div class="batchnb-results-run" data-run="{run}"><b>Result of submit {run}</b></div>' + result_html(frame)
+
+    def wait(self, timeout: float | None = None) -> pd.DataFrame | None:
+        """Wait for the running submit; returns the result frame (None if the submit failed: see ``errors``).
+
+        >>> composer.submit_button.click()
+        >>> composer.wait(30).status.tolist()        # doctest: +SKIP
+        [201, 201]
+
+        Raises TimeoutError when it is still running after ``timeout`` seconds.
+        """
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                raise TimeoutError(f"the submit is still running after {timeout} s")
+        return self.result
+
+    # ------------------------------------------------------------ errors
+
+    def _set_errors(self, messages: list[str], title: str = "") -> None:
+        self.errors = list(messages)
+        heading = f"<b style='color:#c62828'>{html.escape(title)}</b>" if title and messages else ""
+        self.error_area.value = heading + _error_html(messages)
+
+    def _show_error(self, exc: BaseException) -> None:
+        self._set_errors(*_describe(exc))
+
+
+def _into_body(body: str, text: str) -> str:
+    if not body.strip():
+        return json.dumps(text)
+    if '""' in body:
+        return body.replace('""', json.dumps(text), 1)
+    return body + text
+
+
+def _flatten(op: Operation, parent: str | None) -> Iterable[tuple[Operation, str | None]]:
+    """An operation and its descendants, depth first, each with its parent's name."""
+    yield op, parent
+    for child in op.requests:
+        yield from _flatten(child, op.name)
+
+
+def _describe(exc: BaseException) -> tuple[list[str], str]:
+    """The lines and title the error area shows for an exception."""
+    if isinstance(exc, BatchValidationError):
+        return [str(p) for p in exc.problems] or [str(exc)], "The batch is not valid; nothing was sent."
+    if isinstance(exc, BatchHTTPError):
+        lines = [f"HTTP {exc.status}: {exc.message}", *(str(p) for p in exc.problems)]
+        return lines, "The server refused the batch; nothing in it ran."
+    if isinstance(exc, TransportError):
+        outcome = "its outcome is unknown" if exc.sent else "nothing was sent"
+        return [str(exc)], f"The batch could not be delivered; {outcome}."
+    if isinstance(exc, BatchError):
+        return [str(exc)], "The submit failed."
+    return [f"{type(exc).__name__}: {exc}"], "Something went wrong."
+
+
+def _send(client: Any, batch: Batch) -> list[Any]:
+    """Submit ``batch`` from a worker thread (no event loop runs there) and return its responses."""
+    from .client import AsyncClient
+
+    if isinstance(client, AsyncClient):
+        return asyncio.run(_send_async(client, batch))
+    return client.submit(batch, progress=False)
+
+
+async def _send_async(client: Any, batch: Batch) -> list[Any]:
+    try:
+        return await client.submit(batch, progress=False)
+    finally:
+        # Its connections belong to this thread's loop, which ends here; the client opens new ones on next use.
+        await client.aclose()

@@ -1,0 +1,89 @@
+"""How fast a large DataFrame becomes wire JSON through ``from_frame``.
+
+Baseline: ``df.to_json(orient="records", lines=True)`` on the same columns,
+pandas' own C serialiser, which does no checking at all. Measured:
+``from_frame`` (every row checked, one Operation per row) plus serialising the
+operations as the client sends them, one JSON document per batch of 50.
+The goal is to stay within 3x of the baseline.
+
+    python benchmarks/build_frame.py --rows 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from batchnb.frames import from_frame  # noqa: E402
+
+TARGET = 3.0
+PATH = "/api/2.1/scheduling/companies/{company}/staff"
+BODY = {"firstName": "first", "lastName": "last", "age": "age"}
+
+
+def make_frame(rows: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    first = np.array(["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken"])
+    last = np.array(["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson"])
+    return pd.DataFrame(
+        {
+            "company": pd.Series([f"co-{i}" for i in rng.integers(0, 5000, rows)], dtype="str"),
+            "first": pd.Series(first[rng.integers(0, len(first), rows)], dtype="str"),
+            "last": pd.Series(last[rng.integers(0, len(last), rows)], dtype="str"),
+            "age": rng.integers(18, 80, rows),
+        }
+    )
+
+
+def baseline(df: pd.DataFrame) -> int:
+    return len(df.to_json(orient="records", lines=True))
+
+
+def measured(df: pd.DataFrame, chunk: int = 50) -> int:
+    ops = from_frame(df, method="POST", path=PATH, body=BODY)
+    dumps = orjson.dumps
+    size = 0
+    for start in range(0, len(ops), chunk):
+        size += len(dumps({"requests": [op.to_wire() for op in ops[start : start + chunk]]}))
+    return size
+
+
+def best_of(fn, df: pd.DataFrame, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t0 = time.perf_counter()
+        fn(df)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
+    args = parser.parse_args(argv)
+
+    df = make_frame(args.rows)
+    base = best_of(baseline, df, args.repeat)
+    ours = best_of(measured, df, args.repeat)
+    ratio = ours / base
+    verdict = "within" if ratio <= TARGET else "NOT within"
+    print(f"rows: {args.rows:,}")
+    print(f"baseline  df.to_json(orient='records', lines=True): {base:.3f} s")
+    print(f"measured  from_frame + orjson per batch of 50:      {ours:.3f} s")
+    print(f"ratio: {ratio:.2f}x ({verdict} {TARGET:g}x)")
+    return 0 if ratio <= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
