@@ -98,11 +98,10 @@ class Runner:
                         self.outcomes[b.index] = [_placeholder(op, None, f"not run: {self.fatal}") for op in b.operations]
                     else:
                         await self._pace()
+                        # Left in place if cancelled: settle() then reports its outcome as unknown.
                         self._in_flight[b.index] = b
-                        try:
-                            self.outcomes[b.index] = await self._run_batch(b)
-                        finally:
-                            self._in_flight.pop(b.index, None)
+                        self.outcomes[b.index] = await self._run_batch(b)
+                        self._in_flight.pop(b.index, None)
                     self._record(b, self.outcomes[b.index])
             finally:
                 done[b.index].set()

@@ -29,9 +29,9 @@ import ipywidgets as w
 
 from . import refs
 from ._display import batch_html, result_html
-from ._exceptions import BatchError, BatchHTTPError, BatchValidationError, Problem, TransportError
+from ._exceptions import BatchError, BatchHTTPError, BatchValidationError, TransportError
 from ._secrets import mask_headers, mask_path
-from .model import METHODS, Batch, Operation, header_problems, parse_header_lines, path_problem
+from .model import METHODS, Batch, Operation, header_problems, path_problem
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -218,9 +218,9 @@ def _safely(method: Callable[..., Any]) -> Callable[..., Any]:
     """A button handler that puts any error in the form's error area instead of a traceback."""
 
     @functools.wraps(method)
-    def handler(self: Composer, *args: Any) -> Any:
+    def handler(self: Composer, *args: Any, **kwargs: Any) -> Any:
         try:
-            return method(self, *args)
+            return method(self, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - shown to the user, not raised into the kernel log
             self._show_error(exc)
             return None
@@ -578,13 +578,18 @@ class Composer:
             self._set_errors(["select an operation in the list first"], title="Nothing removed.")
             return False
         doomed = _descendants(self._entries, index)
-        rest = [e for i, e in enumerate(self._entries) if i not in doomed]
-        try:
-            Batch(_nest(rest))
-        except BatchValidationError as exc:
-            self._set_errors([str(p) for p in exc.problems], title="Not removed: other operations reference it; remove them first.")
+        rest = [(i, e) for i, e in enumerate(self._entries) if i not in doomed]
+        gone = {self._entries[i].op.name for i in doomed} - {None}
+        users = [
+            f"{self._label(i, e)} uses {r.text}"
+            for i, e in rest
+            for r in _entry_refs(e)
+            if r.name in gone
+        ]
+        if users:
+            self._set_errors(users, title="Not removed: other operations use its result; remove them first.")
             return False
-        self._entries = rest
+        self._entries = [e for _i, e in rest]
         self._set_errors([])
         self._refresh()
         return True
@@ -775,6 +780,12 @@ def _into_body(body: str, text: str) -> str:
     if '""' in body:
         return body.replace('""', json.dumps(text), 1)
     return body + text
+
+
+def _entry_refs(entry: _Entry) -> list[refs.Ref]:
+    """Every reference in an entry's path, headers and body."""
+    op = entry.op
+    return list(refs.iter_refs([op.path, op.headers or {}, op.body]))
 
 
 def _flatten(op: Operation, parent: str | None) -> Iterable[tuple[Operation, str | None]]:
