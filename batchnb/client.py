@@ -395,13 +395,13 @@ class Client:
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncClient", "Client", 1)
 
-    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, attr: str, /, *args: Any, **kwargs: Any) -> Any:
         async def go() -> Any:
             # An httpx.AsyncClient belongs to the loop that made it: one per call.
             async with AsyncClient(self.base_url, **self._options) as client:
                 client._limits = self._async._limits
                 try:
-                    return await getattr(client, method)(*args, **kwargs)
+                    return await getattr(client, attr)(*args, **kwargs)
                 finally:
                     self._async._limits = client._limits
 

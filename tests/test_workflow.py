@@ -1,0 +1,58 @@
+"""DataFrame workflows against the real loopback server: chains of thousands of rows, aligned results."""
+
+import pandas as pd
+
+from batchnb import ref
+
+from tests.conftest import count
+
+API = "/api/2.1/scheduling"
+
+
+def test_5000_row_chain_companies_then_staff(fresh_server):
+    sites = [f"s{i:02d}" for i in range(40)]
+    companies = pd.DataFrame({"site": sites, "label": [f"Location {s}" for s in sites]}, index=[f"c-{s}" for s in sites])
+    staff = pd.DataFrame({
+        "site": [sites[i % 40] for i in range(4960)],
+        "first": [f"F{i}" for i in range(4960)],
+        "last": [f"L{i}" for i in range(4960)],
+    }, index=pd.RangeIndex(1000, 5960))
+    client = fresh_server.client
+    ops = pd.concat([
+        pd.DataFrame({
+            "method": "POST", "path": f"{API}/companies", "name": [f"co-{s}" for s in sites],
+            "body": [{"name": label} for label in companies["label"]],
+        }, index=companies.index),
+        pd.DataFrame({
+            "method": "POST",
+            "path": [f"{API}/companies/{ref('co-' + s, '$.id')}/staff" for s in staff["site"]],
+            "body": [{"firstName": f, "lastName": l} for f, l in zip(staff["first"], staff["last"])],
+        }, index=staff.index),
+    ])
+    assert len(ops) == 5000
+    result = client.submit(ops, progress=False)
+    assert result.index.equals(ops.index)  # aligned to the input labels
+    assert result["ok"].all(), result.loc[~result["ok"], ["status", "error"]].head()
+    assert count(fresh_server.db, "staff") == 4960 and count(fresh_server.db, "companies") == 40
+    ids = {label: body["id"] for label, body in result.loc[companies.index, "body"].items()}
+    joined = staff.join(result[["path", "status"]])
+    for label, row in joined.sample(50, random_state=1).iterrows():
+        assert ids[f"c-{row['site']}"] in row["path"]
+    assert result["batch"].nunique() >= 100
+
+
+def test_template_frame_with_nesting_and_expand(fresh_server):
+    import batchnb as bn
+
+    df = pd.DataFrame({
+        "name": ["co-a", "svc-a", "co-b"],
+        "parent": [None, "co-a", None],
+        "method": "POST",
+        "path": [f"{API}/companies", f"{API}/companies/{ref('co-a', '$.id')}/services", f"{API}/companies"],
+        "body": ['{"name": "A"}', '{"name": "Cut", "duration": 30}', '{"name": "B"}'],
+    })
+    result = fresh_server.client.submit(df, progress=False)
+    assert result["status"].tolist() == [201, 201, 201]
+    assert result.loc[1, "parent"] == "co-a"
+    wide = bn.expand(result, "body")
+    assert wide.loc[1, "body.name"] == "Cut" and wide.loc[1, "body.duration"] == 30
