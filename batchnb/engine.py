@@ -20,7 +20,8 @@ import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, MutableMapping, Protocol
-from urllib.parse import unquote
+import re
+from urllib.parse import quote, unquote
 
 import httpx
 import orjson
@@ -33,6 +34,7 @@ __all__ = ["ASGIDispatcher", "DispatchResult", "Dispatcher", "HTTPDispatcher", "
 #: response headers worth handing back to the caller (the spec's extension).
 KEPT_HEADERS = ("location", "content-type", "retry-after")
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 @dataclass
@@ -295,6 +297,8 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     except refs.Unresolved as exc:
         return Response(op.method, op.path, 424, op.name, 0.0, _error_body("failed_dependency", f"not run: {exc}"))
 
+    # Non-ASCII text (a literal "/companies/東京") travels percent-encoded as UTF-8, as browsers do.
+    path = _NON_ASCII.sub(lambda m: quote(m.group()), path)
     problem = path_problem(path)
     if problem is None:
         problem = next((f"header {k!r}: {m}" for k, v in op_headers.items() for _s, m in header_problems(k, v)), None)

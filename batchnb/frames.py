@@ -30,7 +30,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterator, Literal, Mapping, Sequence
 
 import numpy as np
 import orjson
@@ -79,20 +79,25 @@ def _gc_paused() -> Iterator[None]:
 
 
 class _Problems:
-    """Problems in the order they were found, each reported once."""
+    """Problems, each reported once: those of whole arguments first, then by row."""
 
     def __init__(self) -> None:
-        self.items: list[Problem] = []
+        self._found: list[tuple[int, Problem]] = []
         self._seen: set[Problem] = set()
 
-    def add(self, pointer: str, message: str) -> None:
+    def add(self, pointer: str, message: str, pos: int = -1) -> None:
         p = Problem(pointer, message)
         if p not in self._seen:
             self._seen.add(p)
-            self.items.append(p)
+            self._found.append((pos, p))
+
+    @property
+    def items(self) -> list[Problem]:
+        # Stable: within a row, in the order the checks found them.
+        return [p for _pos, p in sorted(self._found, key=lambda found: found[0])]
 
     def __bool__(self) -> bool:
-        return bool(self.items)
+        return bool(self._found)
 
 
 # ---------------------------------------------------------------- values
@@ -134,10 +139,10 @@ def _json_value(v: Any, omit: bool) -> Any:
         return [None if _is_null(x) else _json_value(x, omit) for x in v]
     if isinstance(v, np.ndarray):
         if v.dtype.kind in "biu":
-            return v.tolist()
-        return [None if _is_null(x) else _json_value(x, omit) for x in v.tolist()] if v.dtype.kind == "f" else [
-            None if _is_null(x) else _json_value(x, omit) for x in v
-        ]
+            return v.tolist()  # already Python ints and bools, and fast
+        # tolist() would turn datetime64[ns] into bare integers: go item by item.
+        items = v.tolist() if v.dtype.kind == "f" else list(v)
+        return [None if _is_null(x) else _json_value(x, omit) for x in items]
     if isinstance(v, np.generic):
         if isinstance(v, np.bool_):
             return bool(v)
@@ -418,7 +423,7 @@ class _Frame:
         return _at(self.labels[pos], column)
 
     def add(self, pos: int, column: Any, message: str) -> None:
-        self.problems.add(self.at(pos, column), message)
+        self.problems.add(self.at(pos, column), message, pos)
 
     def has(self, column: Hashable) -> bool:
         try:
@@ -450,6 +455,8 @@ class _Frame:
 
     def resolve(self, arg_name: str, arg: Any, *, required: bool = False) -> _Source:
         """Apply the rule: an existing column, else a template, else a constant."""
+        if arg is False and not required:
+            return _Source("absent", arg_name)
         if arg is None:
             if self.has(arg_name):
                 return self._column_source(arg_name, arg_name)
@@ -542,11 +549,17 @@ class _Frame:
         if not todo:
             return values
         values = list(values)
+        # Values repeat (one company, many staff): encode each distinct one once.
+        memo: dict[str, str] = {}
         for i in todo:
             v = values[i]
             if v is None:
                 continue
             check_rows.append((i, column))
+            done = memo.get(v)
+            if done is not None:
+                values[i] = done
+                continue
             if "${" in v:
                 try:
                     parts = refs.parse(v)
@@ -559,7 +572,7 @@ class _Frame:
                     self.ref_hits.append((i, column, v))
                     values[i] = "".join(refs.segment(p) if isinstance(p, str) else p.text for p in parts)
                     continue
-            values[i] = refs.segment(v)
+            values[i] = memo[v] = refs.segment(v)
         return values
 
     def values_of(self, source: _Source) -> list[str | None] | None:
@@ -644,11 +657,17 @@ def _paths(fr: _Frame, path: Any) -> list[str | None] | str | None:
     if "${" in literal:
         fr.ref_hits.append((None, "path", literal))
     paths, check_rows = fr.fill(source, encode=True)
+    if "%" in literal:
+        # A '%' in the template could join a value into an escape ('%2' + 'E'
+        # reads as '.'): no value is harmless then, check them all.
+        first_slot = next(p.column for p in source.template if isinstance(p, _Slot))
+        check_rows = [(i, first_slot) for i in range(fr.n)]
+    verdicts: dict[str, str | None] = {}
     for i, column in check_rows:
         p = paths[i]
         if p is None:
             continue
-        message = _shape_problem(p)
+        message = verdicts[p] if p in verdicts else verdicts.setdefault(p, _shape_problem(p))
         if message:
             fr.add(i, column, f"makes the path {p!r} unsafe: it {message}")
     return paths
@@ -669,8 +688,9 @@ def _path_column(fr: _Frame, column: Hashable) -> list[str | None]:
     s = fr.series(column)
     values = s.tolist()
     if isinstance(s.dtype, pd.StringDtype):
-        plain = s.str.fullmatch(_PLAIN_PATH).to_numpy(dtype=bool, na_value=False)
-        plain &= ~s.str.contains("/.", regex=False).to_numpy(dtype=bool, na_value=False)
+        plain = s.str.fullmatch(_PLAIN_PATH).to_numpy(dtype=bool, na_value=False) & ~s.str.contains(
+            "/.", regex=False
+        ).to_numpy(dtype=bool, na_value=True)
         todo = np.flatnonzero(~plain).tolist()
     else:
         todo = [i for i, v in enumerate(values) if type(v) is not str or not _plain_path(v) or "/." in v]
@@ -814,6 +834,8 @@ def _parse_headers(value: Any, problems: _Problems, pointer: str) -> dict[str, s
 
 
 def _bodies(fr: _Frame, body: Any) -> list[Any] | None:
+    if body is False:
+        return None
     if body is None:
         if fr.has("body"):
             return _body_column(fr, "body")
@@ -1070,10 +1092,10 @@ def from_frame(
     df: pd.DataFrame,
     method: str | None = None,
     path: str | None = None,
-    body: Sequence[Hashable] | Mapping[str, Hashable] | Callable[[dict[Hashable, Any]], Any] | str | None = None,
-    name: str | None = None,
-    headers: str | Mapping[str, str] | None = None,
-    parent: str | None = None,
+    body: Sequence[Hashable] | Mapping[str, Hashable] | Callable[[dict[Hashable, Any]], Any] | str | Literal[False] | None = None,
+    name: str | Literal[False] | None = None,
+    headers: str | Mapping[str, str] | Literal[False] | None = None,
+    parent: str | Literal[False] | None = None,
     *,
     nulls: str = "omit",
 ) -> list[Operation]:
@@ -1083,11 +1105,18 @@ def from_frame(
     column name, a template such as ``"/companies/{company}/staff"`` (values
     go in per row; in a path each is percent-encoded as one segment, unless
     it is a reference), or a constant; None uses the column of that name.
-    ``body`` is None (the ``body`` column: objects, or JSON text), a list of
-    columns, a mapping ``{"field.sub": column}`` or a function of the row
-    (a dict). Null cells are left out of a body (``nulls="null"`` sends them
-    as null). Rows with a ``parent`` become the children of the earlier row
-    of that ``name``. Each operation's ``row`` is its index label.
+    Numbers go into text as their JSON text (a float column gives ``7.0``).
+    ``body`` is None (the ``body`` column: objects, or JSON text, which is
+    parsed), the name of another such column, a list of columns, a mapping
+    ``{"field.sub": column}`` or a function of the row (a dict). Null cells
+    are left out of a body, and so is a nested object left empty by them
+    (``nulls="null"`` sends them as null instead). Rows with a ``parent``
+    become the children of the earlier row of that ``name``. Each
+    operation's ``row`` is its index label.
+
+    ``False`` for ``name``, ``headers``, ``parent`` or ``body`` ignores the
+    column of that name; a column the body takes a field from is not also
+    used as the operations' names, headers or parents unless asked for.
 
     >>> df = pd.DataFrame({"site": ["a b/c", "x"], "city": ["Oslo", None], "n": [1, 2]})
     >>> ops = from_frame(df, method="POST", path="/sites/{site}/staff",
@@ -1115,6 +1144,14 @@ def _from_frame(
 ) -> list[Operation]:
     fr = _Frame(df, nulls)
     n = fr.n
+    # A column the body names as one of its fields is data: a frame of
+    # companies has a 'name' column that is no operation name. Asked for
+    # explicitly (name="name"), it is both.
+    if isinstance(body, (Mapping, list, tuple, pd.Index)):
+        fields = set(body.values() if isinstance(body, Mapping) else body)
+        name = False if name is None and "name" in fields else name
+        headers = False if headers is None and "headers" in fields else headers
+        parent = False if parent is None and "parent" in fields else parent
     methods = _methods(fr, method)
     paths = _paths(fr, path)
     names, name_source = _names(fr, name)
@@ -1242,32 +1279,57 @@ def _to_frame(responses: list[Response], index: Any) -> pd.DataFrame:
             idx = pd.RangeIndex(n)
 
     names = [r.name for r in flat]
-    statuses = [r.status for r in flat]
-    status = _nullable_ints(statuses)
+    status = _nullable_ints([r.status for r in flat])
     status_values = status.to_numpy(dtype=np.int64, na_value=0)
     ok = (status_values >= 200) & (status_values < 300)
-    errors = [None if good else _error_text(r) for r, good in zip(flat, ok.tolist())]
+    # Failures are few: explain only those.
+    errors: list[str | None] = [None] * n
+    for i in np.flatnonzero(~ok).tolist():
+        errors[i] = _error_text(flat[i])
     if up is None:
-        parents: list[Any] = [None] * n
+        parents: Any = np.full(n, None, dtype=object)
     else:
         labels = idx.tolist()
-        parents = [None if j < 0 else (names[j] if names[j] is not None else labels[j]) for j in up]
+        parents = _object_array([None if j < 0 else (names[j] if names[j] is not None else labels[j]) for j in up])
     columns = {
-        "name": names,
-        "method": [r.method for r in flat],
-        "path": [r.path for r in flat],
+        "name": _text_array(names),
+        "method": _text_array([r.method for r in flat]),
+        "path": _text_array([r.path for r in flat]),
         "status": status,
         "ok": ok,
         "duration": np.array([r.duration for r in flat], dtype=np.float64),
-        # fromiter keeps each body as one object (np.array would turn a list
-        # of equal-length lists into a 2-D array).
-        "body": np.fromiter((r.body for r in flat), dtype=object, count=n),
-        "error": errors,
+        "body": _object_array([r.body for r in flat]),
+        "error": _text_array(errors),
         "batch": _nullable_ints([r.batch for r in flat]),
         "attempts": _nullable_ints([r.attempts for r in flat]),
-        "parent": np.fromiter(parents, dtype=object, count=n),
+        "parent": parents,
     }
     return pd.DataFrame(columns, index=idx)
+
+
+def _object_array(values: list[Any]) -> np.ndarray:
+    # fromiter keeps each value as one object (np.array would turn a list of
+    # equal-length lists into a 2-D array).
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+_STR_DTYPE = pd.Series(["x"]).dtype
+
+
+def _text_array(values: list[str | None]) -> Any:
+    """A list of str/None as the frame's default text dtype, without pandas' per-cell checks."""
+    if isinstance(_STR_DTYPE, pd.StringDtype) and _STR_DTYPE.storage == "pyarrow":
+        import pyarrow as pa
+
+        try:
+            # pyarrow converts a million strings several times faster than
+            # pandas' own path, which re-checks every cell.
+            arr = pa.array(values, type=pa.large_string(), from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass  # not all text (a name that is a number): let pandas choose
+        else:
+            return pd.arrays.ArrowStringArray(pa.chunked_array([arr]), dtype=_STR_DTYPE)
+    return _object_array(values)
 
 
 # ---------------------------------------------------------------- expand
