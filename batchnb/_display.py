@@ -5,10 +5,10 @@ Nothing here changes data; every function reads a :class:`~batchnb.Batch`, a
 matplotlib Figure. Credentials never show: headers go through
 ``mask_headers`` and paths through ``mask_path``.
 
-Importing this module registers the ``.batch`` DataFrame accessor:
+Importing this module registers the ``.batchnb`` DataFrame accessor:
 
-    >>> result.batch.report()        # doctest: +SKIP
-    >>> result.batch.summary()       # doctest: +SKIP
+    >>> result.batchnb.report()        # doctest: +SKIP
+    >>> result.batchnb.summary()       # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -213,8 +213,8 @@ def _ok(result: pd.DataFrame) -> pd.Series:
 def status_counts(result: pd.DataFrame) -> pd.Series:
     """How many rows per status, statuses in order, missing ones last as ``<NA>``.
 
-    >>> status_counts(pd.DataFrame({"status": [201, 400, 201]})).to_dict()
-    {201: 2, 400: 1}
+    >>> status_counts(pd.DataFrame({"status": [201, 400, 201]})).tolist()
+    [2, 1]
     """
     return _statuses(result).value_counts(dropna=False).sort_index(na_position="last")
 
@@ -329,7 +329,7 @@ def summary(result: pd.DataFrame) -> Figure:
     >>> fig = summary(result)         # doctest: +SKIP
     >>> fig.savefig("summary.png")    # doctest: +SKIP
 
-    Also available as ``result.batch.summary()``.
+    Also available as ``result.batchnb.summary()``.
     """
     import matplotlib.pyplot as plt
 
@@ -361,18 +361,18 @@ def _draw_durations(ax: Any, result: pd.DataFrame) -> None:
     ax.set_ylabel("operations")
 
 
-# ---------------------------------------------------------------- the .batch accessor
+# ---------------------------------------------------------------- the .batchnb accessor
 
 
-@pd.api.extensions.register_dataframe_accessor("batch")
+@pd.api.extensions.register_dataframe_accessor("batchnb")
 class BatchAccessor:
-    """``result.batch``: the summary of a result frame (what ``submit`` returned).
+    """``result.batchnb``: the summary of a result frame (what ``submit`` returned).
 
-    >>> result.batch.report()     # HTML: counts by status, durations, failed rows first   # doctest: +SKIP
-    >>> result.batch.summary()    # a matplotlib Figure                                     # doctest: +SKIP
-    >>> result.batch.failed       # the rows that did not succeed                           # doctest: +SKIP
+    >>> result.batchnb.report()     # HTML: counts by status, durations, failed rows first   # doctest: +SKIP
+    >>> result.batchnb.summary()    # a matplotlib Figure                                     # doctest: +SKIP
+    >>> result.batchnb.failed       # the rows that did not succeed                           # doctest: +SKIP
 
-    The accessor takes ``result.batch``; the column of that name stays ``result["batch"]``.
+    The accessor takes ``result.batchnb``; the column of that name stays ``result["batch"]``.
     """
 
     def __init__(self, frame: pd.DataFrame) -> None:

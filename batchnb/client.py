@@ -13,6 +13,7 @@ already runs an event loop): each call runs the async twin to completion.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, overload
 
 import httpx
@@ -20,7 +21,7 @@ import orjson
 
 from ._exceptions import BatchValidationError, SubmitInterrupted, TransportError, http_error
 from ._runner import Runner
-from ._secrets import mask_headers
+from ._secrets import mask_headers, mask_path
 from ._sync import run_sync
 from .engine import HTTPDispatcher, execute
 from .journal import Journal, row_key
@@ -33,6 +34,21 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient", "Client"]
 
 DEFAULT_LIMITS = {"maxRequests": 50, "maxDepth": 4}
+
+
+class _MaskCredentials(logging.Filter):
+    """httpx logs each request's URL at INFO; with ``auth="query"`` that URL holds the token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(mask_path(str(a)) if isinstance(a, (str, httpx.URL)) else a for a in record.args)
+        return True
+
+
+def _mask_httpx_logs() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _MaskCredentials) for f in logger.filters):
+        logger.addFilter(_MaskCredentials())
 
 
 class _Progress:
@@ -93,6 +109,8 @@ class AsyncClient:
             raise ValueError("auth must be 'header' or 'query'")
         if auth == "query" and not (api_key and token):
             raise ValueError("auth='query' needs both api_key and token")
+        if auth == "query":
+            _mask_httpx_logs()
         if mode not in ("batch", "direct"):
             raise ValueError("mode must be 'batch' or 'direct'")
         self.base_url = base_url.rstrip("/")

@@ -38,6 +38,7 @@ import pandas as pd
 
 from . import refs
 from ._exceptions import BatchValidationError, Problem
+from ._secrets import mask_path
 from .model import METHODS, Operation, Response, header_problems, parse_header_lines, path_problem
 
 __all__ = ["from_frame", "to_frame", "expand"]
@@ -1294,7 +1295,7 @@ def _to_frame(responses: list[Response], index: Any) -> pd.DataFrame:
     columns = {
         "name": _text_array(names),
         "method": _text_array([r.method for r in flat]),
-        "path": _text_array([r.path for r in flat]),
+        "path": _text_array([mask_path(r.path) if "?" in r.path else r.path for r in flat]),
         "status": status,
         "ok": ok,
         "duration": np.array([r.duration for r in flat], dtype=np.float64),
@@ -1400,3 +1401,7 @@ def expand(result: pd.DataFrame, column: Hashable = "body", *, prefix: str | Non
     if clashes:
         raise ValueError(f"expanding {column!r} would repeat existing columns: {clashes}")
     return pd.concat([left, new, right], axis=1)
+
+
+# Importing the display module registers the DataFrame.batchnb accessor (report, summary).
+from . import _display  # noqa: E402,F401

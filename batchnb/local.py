@@ -65,7 +65,7 @@ class LocalServer:
 
     def __repr__(self) -> str:
         state = f"running at {self.url}" if self.running else "stopped"
-        return f"LocalServer({state}, db={str(self.db)!r}, tenants={list(self.tenants)})"
+        return f"LocalServer({state}, db={str(self.db)!r}, {len(self.tenants)} tenants)"
 
     @property
     def url(self) -> str:

@@ -99,15 +99,16 @@ def header_problems(name: str, value: Any) -> list[tuple[str, str]]:
 
 
 def parse_header_lines(text: str) -> tuple[dict[str, str], list[str]]:
-    """``"Name: value"`` lines to a dict; also the lines that are not of that form."""
+    """``"Name: value"`` lines to a dict; also which lines (by number) are not of that form."""
     headers: dict[str, str] = {}
     bad: list[str] = []
-    for line in text.replace("\r\n", "\n").split("\n"):
+    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
         if not line.strip():
             continue
         name, sep, value = line.partition(":")
         if not sep or not name.strip():
-            bad.append(line)
+            # Only the line number: the line itself may hold a credential.
+            bad.append(f"line {number}")
             continue
         headers[name.strip()] = value.strip()
     return headers, bad
@@ -220,7 +221,7 @@ def _check_operation(op: Operation, pointer: str, problems: list[Problem]) -> No
     if op.name is not None and (not isinstance(op.name, str) or not refs.NAME_PATTERN.match(op.name)):
         add("name", f"{op.name!r} is not a valid name: use letters, digits, '_', '.', '-'")
     for line in getattr(op, "_bad_header_lines", ()):
-        add("headers", f"line {line!r} is not of the form 'Name: value'")
+        add("headers", f"{line} is not of the form 'Name: value'")
     if op.headers is not None:
         if not isinstance(op.headers, Mapping):
             add("headers", "must be an object or 'Name: value' lines")

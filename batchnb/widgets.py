@@ -205,13 +205,17 @@ def _classed(widget: w.Widget, *classes: str) -> w.Widget:
     return widget
 
 
+def _row(*children: w.Widget) -> w.HBox:
+    return _classed(w.HBox(list(children)), "batchnb-row")
+
+
 def _error_html(messages: Iterable[str]) -> str:
-    items = "".join(f"<li>{html.escape(m)}</li>" for m in messages)
+    items = "".join(f"<li>{html.escape(m, quote=False)}</li>" for m in messages)
     return f'<ul style="color:#c62828;margin:2px 0">{items}</ul>' if items else ""
 
 
 def _field_error_html(message: str | None) -> str:
-    return f'<span style="color:#c62828">{html.escape(message)}</span>' if message else ""
+    return f'<span style="color:#c62828">{html.escape(message, quote=False)}</span>' if message else ""
 
 
 def _safely(method: Callable[..., Any]) -> Callable[..., Any]:
@@ -264,7 +268,7 @@ class Composer:
     """
 
     def __init__(self, client: Client | AsyncClient | Any = None) -> None:
-        self.client = getattr(client, "client", client) if client is not None and not hasattr(client, "submit") else client
+        self.client = _client_of(client)
         self._entries: list[_Entry] = []
         self._header_rows: list[_HeaderRow] = []
         self._thread: threading.Thread | None = None
@@ -287,22 +291,22 @@ class Composer:
         self._build_outputs()
         self.widget = _classed(
             w.VBox([
-                w.HTML("<b>Batch composer</b> — one operation at a time; <i>Add</i> puts it in the batch below."),
-                w.HBox([self.method, self.method_error]),
-                w.HBox([self.path, self.path_error]),
-                w.HBox([self.name, self.name_error]),
-                w.HBox([self.parent, self.parent_error]),
-                w.HBox([w.Label("headers", layout=w.Layout(width="74px")), self.add_header_button]),
+                _classed(w.HTML("<b>Batch composer</b> — one operation at a time; <i>Add</i> puts it in the batch below."), "batchnb-title"),
+                _row(self.method, self.method_error),
+                _row(self.path, self.path_error),
+                _row(self.name, self.name_error),
+                _row(self.parent, self.parent_error),
+                _row(_classed(w.Label("headers", layout=w.Layout(width="74px")), "batchnb-label"), self.add_header_button),
                 self.headers,
                 self.body,
                 self.body_error,
                 self.reference_box,
-                w.HBox([self.add_button, self.remove_button, self.clear_button, self.preview_button, self.submit_button]),
+                _row(self.add_button, self.remove_button, self.clear_button, self.preview_button, self.submit_button),
                 self.error_area,
                 self.selected,
                 self.operations,
                 self.preview,
-                w.HBox([self.progress, self.status]),
+                _row(self.progress, self.status),
                 self.results,
             ]),
             "batchnb-composer",
@@ -350,8 +354,8 @@ class Composer:
         self.insert_button.on_click(lambda _b: self.insert_reference())
         self.reference_box = _classed(
             w.VBox([
-                w.HTML("<i>Reference an earlier result</i>"),
-                w.HBox([self.ref_name, self.ref_path, self.ref_into, self.insert_button]),
+                _classed(w.HTML("<i>Reference an earlier result</i>"), "batchnb-label"),
+                _row(self.ref_name, self.ref_path, self.ref_into, self.insert_button),
                 self.ref_error,
             ]),
             "batchnb-references",
@@ -750,7 +754,7 @@ class Composer:
     def wait(self, timeout: float | None = None) -> pd.DataFrame | None:
         """Wait for the running submit; returns the result frame (None if the submit failed: see ``errors``).
 
-        >>> composer.submit_button.click()
+        >>> composer.submit_button.click()           # doctest: +SKIP
         >>> composer.wait(30).status.tolist()        # doctest: +SKIP
         [201, 201]
 
@@ -772,6 +776,13 @@ class Composer:
 
     def _show_error(self, exc: BaseException) -> None:
         self._set_errors(*_describe(exc))
+
+
+def _client_of(obj: Any) -> Any:
+    # A LocalServer has no submit of its own: use the client it hands out.
+    if obj is not None and not hasattr(obj, "submit") and hasattr(obj, "client"):
+        return obj.client
+    return obj
 
 
 def _into_body(body: str, text: str) -> str:

@@ -203,10 +203,11 @@ FAULTS = {
     "inner_429": True,           # ran, except some operations answered 429 (those did not run)
 }
 
+#: about one call in three fails outright; a further one in ten has operations at 429 inside.
 DEFAULT_WEIGHTS = {
-    "ok": 40, "drop_before_read": 4, "drop_after_run": 4, "stall": 3, "status_500": 3, "status_502": 3,
+    "ok": 80, "drop_before_read": 4, "drop_after_run": 4, "stall": 3, "status_500": 3, "status_502": 3,
     "status_503": 3, "status_503_retry_after": 3, "status_429": 3, "status_429_retry_after": 4,
-    "truncated_json": 4, "truncated_body": 4, "inner_429": 10,
+    "truncated_json": 4, "truncated_body": 4, "inner_429": 12,
 }
 
 
@@ -218,25 +219,36 @@ class FaultyBatchServer(LoopbackServer):
     404), ``DELETE /items/K`` removes it (204, also when absent). Every
     execution is counted in ``executions[(method, K)]``.
 
-    Which fault hits a request is drawn from ``random.Random(seed)`` as the
-    request arrives. Retry-After, when sent, is ``0`` most of the time, so that
-    retries cost no wall-clock time where the protocol lets the server decide.
+    Which fault hits a request is dealt, as the request arrives, from a deck
+    holding each fault ``weights[fault]`` times, shuffled by
+    ``random.Random(seed)``: the proportions hold exactly over every deck and
+    every fault is dealt at least once per deck, so a run that makes enough
+    calls has met them all. Retry-After, when sent, is ``0`` most of the time,
+    so that retries cost no wall-clock time where the protocol lets the server
+    decide.
     """
 
     def __init__(self, *, seed: int = 0, weights: dict[str, int] | None = None, stall: float = 1.0,
-                 max_requests: int = 50, inner_429_share: float = 0.3) -> None:
+                 max_requests: int = 50, inner_429_share: float = 0.3, answer_delay: float = 0.0) -> None:
         super().__init__()
         self.rng = random.Random(seed)
-        weights = weights or DEFAULT_WEIGHTS
-        self._kinds = list(weights)
-        self._weights = [weights[k] for k in self._kinds]
+        self.weights = dict(weights or DEFAULT_WEIGHTS)
+        self._deck: list[str] = []
         self.stall = stall
         self.max_requests = max_requests
         self.inner_429_share = inner_429_share
+        #: seconds between running a batch and answering it: a window in which a client can die.
+        self.answer_delay = answer_delay
         self.items: dict[str, Any] = {}
         self.executions: collections.Counter[tuple[str, str]] = collections.Counter()
         self.faults: collections.Counter[str] = collections.Counter()
         self.batches_received = 0
+
+    def _deal(self) -> str:
+        if not self._deck:
+            self._deck = [kind for kind, n in self.weights.items() for _ in range(n)]
+            self.rng.shuffle(self._deck)
+        return self._deck.pop()
 
     def _retry_after(self) -> dict[str, str]:
         return {"Retry-After": "0" if self.rng.random() < 0.8 else "0.05"}
@@ -246,7 +258,7 @@ class FaultyBatchServer(LoopbackServer):
             first = await reader.read(1)  # the next request begins (or the client left)
             if not first:
                 return
-            fault = self.rng.choices(self._kinds, self._weights)[0]
+            fault = self._deal()
             if fault == "drop_before_read":
                 self.faults[fault] += 1
                 return  # _accept aborts the socket: a reset, the request unread
@@ -281,6 +293,8 @@ class FaultyBatchServer(LoopbackServer):
                 continue
             responses = [self._run(op, refuse=fault == "inner_429") for op in ops]
             payload = json.dumps({"responses": responses}).encode()
+            if self.answer_delay:
+                await asyncio.sleep(self.answer_delay)
             if fault == "drop_after_run":
                 return
             if fault == "stall":

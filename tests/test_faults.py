@@ -19,7 +19,7 @@ import batchnb
 from batchnb import Batch, Operation
 
 sys.path.insert(0, str(Path(__file__).parent))  # the helper lives beside the tests, not in a package
-from faults import DEFAULT_WEIGHTS, FaultyBatchServer
+from faults import DEFAULT_WEIGHTS, FaultyBatchServer, RecordingUpstream, Reply
 
 CLIENT_TIMEOUT = 0.5
 ROWS = 5000
@@ -107,7 +107,7 @@ def test_post_batch_is_never_resent_after_an_unknown_outcome() -> None:
 
 
 def test_idempotent_batches_are_resent_until_they_succeed() -> None:
-    weights = {"drop_after_run": 1, "stall": 1, "truncated_json": 1, "truncated_body": 1, "status_500": 1, "ok": 1}
+    weights = {"drop_after_run": 1, "stall": 1, "truncated_json": 1, "truncated_body": 1, "status_500": 1, "ok": 10}
     ops = [Operation("PUT", f"/items/q{i}", {"key": f"q{i}", "v": i}) for i in range(300)]
     with FaultyBatchServer(seed=11, weights=weights, stall=CLIENT_TIMEOUT + 0.3) as server:
         responses = asyncio.run(asyncio.wait_for(_submit(server, Batch(ops)), timeout=120))
@@ -137,3 +137,44 @@ def test_mixed_frame_with_fault_injection() -> None:
                 assert row["ok"] or str(row["error"]).startswith("outcome unknown"), (label, row["status"], row["error"])
             else:
                 assert row["ok"], (label, row["status"], row["error"])
+
+
+# ---------------------------------------------------------------- 429 inside a batch, with references
+# The real server answers 429 for one operation when the API behind a gateway
+# does; the client then resends that operation on its own. What it references,
+# and what references it, must survive the resend.
+
+
+def _rate_limited_once(prefix: str) -> tuple[RecordingUpstream, dict[str, int]]:
+    seen: dict[str, int] = {}
+
+    def respond(req: object) -> Reply:
+        target = req.target  # type: ignore[attr-defined]
+        seen[target] = seen.get(target, 0) + 1
+        if target.startswith(prefix) and seen[target] == 1:
+            return Reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})
+        if target == "/a":
+            return Reply(201, {"id": "A1"})
+        return Reply(200, {"ok": target})
+
+    return RecordingUpstream(respond), seen
+
+
+def test_an_operation_resent_after_429_keeps_its_references() -> None:
+    up, seen = _rate_limited_once("/b/")
+    with up, batchnb.LocalServer(upstream=up.url, tenants=("gate",)) as gw:
+        batch = Batch([Operation("POST", "/a", {}, name="a"), Operation("GET", "/b/${result=a:$.id}"), Operation("GET", "/c")])
+        out = gw.client_for("gate").submit(batch, retry_operations=True, progress=False)
+    assert [r.status for r in out] == [201, 200, 200], [(r.status, r.error) for r in out]
+    assert out[1].path == "/b/A1"
+    assert seen == {"/a": 1, "/b/A1": 2, "/c": 1}
+
+
+def test_dependants_of_an_operation_resent_after_429_are_resent_with_it() -> None:
+    up, seen = _rate_limited_once("/a")
+    with up, batchnb.LocalServer(upstream=up.url, tenants=("gate",)) as gw:
+        batch = Batch([Operation("POST", "/a", {}, name="a"), Operation("GET", "/b/${result=a:$.id}"), Operation("GET", "/c")])
+        out = gw.client_for("gate").submit(batch, retry_operations=True, progress=False)
+    assert out[0].status == 201 and out[0].attempts == 2, (out[0].status, out[0].attempts)
+    assert out[1].status == 200 and out[1].path == "/b/A1", (out[1].status, out[1].body)
+    assert seen == {"/a": 2, "/b/A1": 1, "/c": 1}

@@ -1,0 +1,164 @@
+"""How batches, plans and results look: HTML tables, the report, the summary figure, the accessor."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd
+import pytest
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+from batchnb import Batch, Operation, examples
+from batchnb._display import (
+    GREEN,
+    GREY,
+    ORANGE,
+    RED,
+    Report,
+    batch_html,
+    durations,
+    plan_html,
+    report_text,
+    result_html,
+    status_colour,
+    status_counts,
+    summary,
+)
+from batchnb.plan import make_plan
+
+
+def result_frame() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "name": ["a", "b", "c", "d"],
+            "method": ["POST", "POST", "GET", "GET"],
+            "path": ["/x", "/y?token=s3cret", "/z", "/w"],
+            "status": pd.array([201, 400, 201, None], dtype="Int64"),
+            "ok": [True, False, True, False],
+            "duration": [1.0, 2.0, 3.0, None],
+            "body": [{"id": 1}, {"error": {"message": "bad <email>"}}, None, None],
+            "error": [None, "bad <email>", None, "no status: the operation did not run"],
+            "batch": pd.array([0, 0, 1, 1], dtype="Int64"),
+        },
+        index=["r1", "r2", "r3", "r4"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "colour"),
+    [(200, GREEN), (204, GREEN), (302, GREY), (400, ORANGE), (424, ORANGE), (500, RED), (503, RED), (None, RED), (pd.NA, RED)],
+)
+def test_status_colours(status, colour):
+    assert status_colour(status) == colour
+
+
+def test_batch_html_lists_operations_nested_ones_indented():
+    out = batch_html(examples.nested())
+    for name in ("nest-company", "nest-service", "nest-staff", "bad-company", "never"):
+        assert name in out
+    assert "5 with nested" in out
+    assert out.count("↳") == 3
+
+
+def test_batch_html_masks_credentials_and_escapes_html():
+    op = Operation(
+        "GET",
+        "/api/x?apiKey=demo&token=s3cret",
+        body={"note": "<script>alert(1)</script>"},
+        headers={"Authorization": "Bearer s3cret", "X-Trace": "abc"},
+    )
+    out = batch_html(Batch([op]))
+    assert "s3cret" not in out
+    assert "token=***" in out and "***" in out
+    assert "X-Trace" in out and "abc" in out
+    assert "<script>" not in out and "&lt;script&gt;" in out
+
+
+def test_batch_repr_html_uses_the_table():
+    assert examples.chained()._repr_html_() == batch_html(examples.chained())
+
+
+def test_plan_html_counts_calls_and_client_refs():
+    ops = [Operation("POST", "/c", {"n": i}, name=f"c{i}") for i in range(5)]
+    ops.append(Operation("GET", "/c/${result=c0:$.id}"))
+    plan = make_plan(ops, max_requests=2)
+    out = plan_html(plan)
+    assert f"in {plan.calls} HTTP calls" in out
+    assert plan._repr_html_() == out
+    assert out.count("<tr>") == plan.calls + 1
+
+
+def test_status_counts_and_durations():
+    df = result_frame()
+    counts = status_counts(df)
+    assert counts.loc[201] == 2 and counts.loc[400] == 1
+    assert counts.isna().sum() == 0 and counts.sum() == 4
+    d = durations(df)
+    assert d["total"] == 6.0 and d["p50"] == 2.0
+    assert d["p95"] == pytest.approx(2.9)
+    assert durations(pd.DataFrame({"status": [201]})) == {"total": None, "p50": None, "p95": None}
+
+
+def test_result_html_puts_failed_rows_first():
+    out = result_html(result_frame())
+    # Failed rows r2 and r4 come before the ok rows r1 and r3, each group in order.
+    positions = [out.index(f"<td>{label}</td>") for label in ("r2", "r4", "r1", "r3")]
+    assert positions == sorted(positions)
+    assert "4 operations</b>, 2 not ok" in out
+
+
+def test_result_html_colours_statuses_and_shows_durations():
+    out = result_html(result_frame())
+    assert f'batchnb-status-201" style="background:{GREEN}' in out
+    assert f'batchnb-status-400" style="background:{ORANGE}' in out
+    assert f'batchnb-status-none" style="background:{RED}' in out
+    assert "duration total 6.00 ms, p50 2.00 ms, p95 2.90 ms" in out
+    assert "s3cret" not in out
+    assert "&lt;email&gt;" in out and "<email>" not in out
+
+
+def test_result_html_cuts_long_reports():
+    df = pd.DataFrame({"status": [201] * 120, "ok": [True] * 120})
+    out = result_html(df, max_rows=10)
+    assert "… and 110 more rows" in out
+
+
+def test_report_text_is_one_line():
+    text = report_text(result_frame())
+    assert text == "4 operations, 2 not ok (201: 2, 400: 1, none: 1); duration total 6.00 ms, p50 2.00 ms, p95 2.90 ms"
+
+
+def test_summary_draws_status_bars_and_a_duration_histogram():
+    fig = summary(result_frame())
+    assert isinstance(fig, Figure)
+    bars_ax, hist_ax = fig.axes
+    bars = bars_ax.patches
+    assert [b.get_height() for b in bars] == [2, 1, 1]
+    assert [to_hex(b.get_facecolor()) for b in bars] == [GREEN, ORANGE, RED]
+    assert [t.get_text() for t in bars_ax.get_xticklabels()] == ["201", "400", "none"]
+    assert sum(p.get_height() for p in hist_ax.patches) == 3  # three rows have a duration
+
+
+def test_summary_without_durations_says_so():
+    fig = summary(pd.DataFrame({"status": [201]}))
+    assert any(t.get_text() == "no durations" for t in fig.axes[1].texts)
+
+
+def test_accessor_gives_report_summary_and_failed_rows():
+    df = result_frame()
+    report = df.batchnb.report()
+    assert isinstance(report, Report)
+    assert report._repr_html_() == result_html(df) == df.batchnb._repr_html_()
+    assert repr(df.batchnb) == report_text(df)
+    assert df.batchnb.failed.index.tolist() == ["r2", "r4"]
+    assert isinstance(df.batchnb.summary(), Figure)
+    # The accessor has its own name: the result's `batch` column stays an attribute too.
+    assert df.batch.tolist() == [0, 0, 1, 1]
+
+
+def test_accessor_without_an_ok_column_uses_statuses():
+    df = pd.DataFrame({"status": [201, 500]})
+    assert df.batchnb.failed.index.tolist() == [1]
