@@ -117,6 +117,12 @@ class Runner:
             raise
         return self.collect(plan)
 
+    def not_run(self, plan: Plan) -> list[Response]:
+        """Responses for a plan that is not sent because an earlier batch was refused."""
+        for b in plan.batches:
+            self.outcomes[b.index] = [_placeholder(op, None, f"not run: {self.fatal}") for op in b.operations]
+        return self.collect(plan)
+
     def collect(self, plan: Plan) -> list[Response]:
         out: list[Response] = []
         for b in plan.batches:
@@ -191,7 +197,7 @@ class Runner:
         if to_send:
             server, attempts = await self._send_with_retries(to_send)
             if self.retry_operations:
-                server = await self._retry_operations(to_send, server)
+                server = await self._retry_operations(to_send, server, attempts)
         it = iter(server)
         out = []
         for (sent, local), op in zip(prepared, b.operations):
@@ -225,8 +231,8 @@ class Runner:
             headers = {k: refs.render(v, self._lookup, partial=True) for k, v in op.headers.items()} if op.headers else op.headers
             body = refs.resolve_json(op.body, self._lookup, partial=True)
         except refs.Unresolved as exc:
-            status = None if "unknown" in exc.reason else 424
-            local[id(op)] = _placeholder(op, status, f"not run: {exc}", {"error": {"code": "failed_dependency", "message": f"not run: {exc}"}})
+            # Not sent: a failed dependency, or one whose outcome is unknown (424 either way).
+            local[id(op)] = _placeholder(op, 424, f"not run: {exc}", {"error": {"code": "failed_dependency", "message": f"not run: {exc}"}})
             return None
         children = []
         for c in op.requests:
@@ -280,20 +286,41 @@ class Runner:
                 self.fatal = err
             return [_placeholder(op, None, f"not run: the server refused the batch: {err}") for op in ops], attempt
 
-    async def _retry_operations(self, ops: list[Operation], server: list[Response]) -> list[Response]:
-        """Resend, on their own, top-level operations answered 429/503 inside a batch that ran."""
+    async def _retry_operations(self, ops: list[Operation], server: list[Response], attempts: int) -> list[Response]:
+        """Resend top-level operations answered 429/503 inside a batch that ran.
+
+        Operations that answered 424 only because they depend on one of those
+        go again with them; references to operations that did succeed are
+        filled in here, so the resent batch stands on its own.
+        """
+        for r in server:
+            r.attempts = attempts
         for _ in range(self.retries):
-            again = [i for i, r in enumerate(server) if r.status in (429, 503)]
-            if not again:
+            again: list[int] = []
+            waiting: set[str] = set()
+            for i, (op, r) in enumerate(zip(ops, server)):
+                names = {o.name for _p, o in op.walk() if o.name}
+                if r.status in (429, 503) or (r.status == 424 and _refers_to(op, waiting)):
+                    again.append(i)
+                    waiting |= names
+            if not any(server[i].status in (429, 503) for i in again):
                 break
-            delays = [_retry_after(r.headers or {}) for i, r in enumerate(server) if i in again]
+            for top in server:
+                for _p, r in top.walk():
+                    if r.name and r.name not in waiting and r.status is not None:
+                        self.results[r.name] = r
+            delays = [_retry_after(server[i].headers or {}) for i in again]
             await asyncio.sleep(max([d for d in delays if d is not None], default=self.backoff))
-            retry_ops = [ops[i] for i in again]
-            redo, _attempts = await self._send_with_retries(retry_ops)
-            for i, r in zip(again, redo):
-                previous = server[i].attempts or 1
-                r.attempts = previous + 1
-                server[i] = r
+            local: dict[int, Response] = {}
+            prepared = [(i, self._prepare_one(ops[i], local)) for i in again]
+            to_send = [(i, p) for i, p in prepared if p is not None]
+            redo, sent_attempts = await self._send_with_retries([p for _i, p in to_send]) if to_send else ([], 0)
+            for (i, p), r in zip(to_send, redo):
+                merged = _merge(ops[i], p, r, local, (server[i].attempts or 1) + sent_attempts)
+                server[i] = merged
+            for i, p in prepared:
+                if p is None:
+                    server[i] = local[id(ops[i])]
         return server
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
@@ -328,6 +355,13 @@ def _parse_responses(body: Any, ops: list[Operation]) -> list[Response] | None:
         return len(o) == len(r) and all(same_shape(a.requests, b.responses) for a, b in zip(o, r))
 
     return resps if same_shape(ops, resps) else None
+
+
+def _refers_to(op: Operation, names: set[str]) -> bool:
+    """Whether ``op`` (or a child) references one of ``names``."""
+    if not names:
+        return False
+    return any(r.name in names for _p, o in op.walk() for _w, v in _fields(o) for r in refs.iter_refs(v))
 
 
 def _dropped_names(op: Operation) -> set[str]:
@@ -365,7 +399,8 @@ def _fields(op: Operation) -> list[tuple[str, Any]]:
 def _merge(op: Operation, sent: Operation, resp: Response, local: dict[int, Response], attempts: int) -> Response:
     """The response tree for ``op``, with locally skipped children put back in place."""
     resp.row = op.row
-    resp.attempts = attempts
+    if resp.attempts is None:
+        resp.attempts = attempts
     children = iter(zip(sent.requests, resp.responses))
     merged = []
     for child in op.requests:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any, Mapping
 
@@ -35,3 +36,23 @@ def scrub(text: str, secrets: list[str]) -> str:
         if s:
             text = text.replace(s, MASK)
     return text
+
+
+class MaskCredentials(logging.Filter):
+    """Masks credential query parameters in log records' arguments (request lines and URLs)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(mask_path(str(a)) if isinstance(a, str) or type(a).__name__ == "URL" else a for a in record.args)
+        return True
+
+
+def mask_logger(name: str) -> None:
+    """Install :class:`MaskCredentials` on logger ``name`` (once).
+
+    httpx logs each request's URL at INFO and uvicorn each request line; with
+    ``?apiKey=…&token=…`` credentials, both would write the token.
+    """
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, MaskCredentials) for f in logger.filters):
+        logger.addFilter(MaskCredentials())

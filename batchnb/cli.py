@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import logging
 import os
 import sys
 from pathlib import Path
@@ -31,22 +30,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-class _MaskQuery(logging.Filter):
-    """Keeps credential query parameters out of uvicorn's access log."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        from ._secrets import mask_path
-
-        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
-            args = list(record.args)
-            args[2] = mask_path(args[2])
-            record.args = tuple(args)
-        return True
-
-
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ._secrets import mask_logger
     from .server.app import Limits, create_app
 
     api_key = args.api_key or os.environ.get("BATCHNB_API_KEY")
@@ -68,7 +55,7 @@ def serve(args: argparse.Namespace) -> int:
         operation_timeout=args.operation_timeout,
     )
     app = create_app(db=args.db, upstream=args.upstream, credentials=credentials, limits=limits)
-    logging.getLogger("uvicorn.access").addFilter(_MaskQuery())
+    mask_logger("uvicorn.access")
     where = f"upstream {args.upstream}" if args.upstream else f"demo Scheduling API in {args.db}"
     print(f"batchnb: Batch API 2.3 on http://{args.host}:{args.port}/api/2.3/batch, in front of the {where}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)

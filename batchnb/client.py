@@ -13,15 +13,14 @@ already runs an event loop): each call runs the async twin to completion.
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import TYPE_CHECKING, Any, Iterable, Literal, Mapping, overload
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Mapping, overload
 
 import httpx
 import orjson
 
 from ._exceptions import BatchValidationError, SubmitInterrupted, TransportError, http_error
 from ._runner import Runner
-from ._secrets import mask_headers, mask_path
+from ._secrets import mask_headers, mask_logger
 from ._sync import run_sync
 from .engine import HTTPDispatcher, execute
 from .journal import Journal, row_key
@@ -34,21 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["AsyncClient", "Client"]
 
 DEFAULT_LIMITS = {"maxRequests": 50, "maxDepth": 4}
-
-
-class _MaskCredentials(logging.Filter):
-    """httpx logs each request's URL at INFO; with ``auth="query"`` that URL holds the token."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple) and record.args:
-            record.args = tuple(mask_path(str(a)) if isinstance(a, (str, httpx.URL)) else a for a in record.args)
-        return True
-
-
-def _mask_httpx_logs() -> None:
-    logger = logging.getLogger("httpx")
-    if not any(isinstance(f, _MaskCredentials) for f in logger.filters):
-        logger.addFilter(_MaskCredentials())
 
 
 class _Progress:
@@ -86,7 +70,8 @@ class AsyncClient:
     instead. ``headers`` are added to every batch. ``mode="direct"`` runs the
     batches here, sending each operation to ``base_url`` itself (for an API
     with no batch endpoint). ``max_requests``/``max_depth`` override the
-    limits the server announces.
+    limits the server announces. ``backoff`` is the first wait before a retry
+    that has no ``Retry-After`` (doubling, with jitter, up to ``max_backoff``).
     """
 
     def __init__(
@@ -103,6 +88,8 @@ class AsyncClient:
         retries: int = 3,
         max_requests: int | None = None,
         max_depth: int | None = None,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if auth not in ("header", "query"):
@@ -110,7 +97,7 @@ class AsyncClient:
         if auth == "query" and not (api_key and token):
             raise ValueError("auth='query' needs both api_key and token")
         if auth == "query":
-            _mask_httpx_logs()
+            mask_logger("httpx")
         if mode not in ("batch", "direct"):
             raise ValueError("mode must be 'batch' or 'direct'")
         self.base_url = base_url.rstrip("/")
@@ -124,6 +111,8 @@ class AsyncClient:
         self.retries = retries
         self._max_requests = max_requests
         self._max_depth = max_depth
+        self.backoff = backoff
+        self.max_backoff = max_backoff
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self._limits: dict[str, Any] | None = None
@@ -272,8 +261,8 @@ class AsyncClient:
         no final outcome there are sent. ``retry_operations`` resends operations
         answered 429/503 inside a batch that ran. ``rate`` caps batches per second.
         """
-        ops, index, kind = self._operations_of(work, frame_options)
         limits = await self.limits()
+        ops, index, kind = self._operations_of(work, frame_options, stream=not dry_run, limits=limits)
         state = Journal(journal).read() if (journal and resume) else None
         done: dict[str, Response] = {}
         known: dict[str, Response] = {}
@@ -286,15 +275,14 @@ class AsyncClient:
                 for _p, r in resp.walk():
                     if r.name:
                         known[r.name] = r
-        pending = [op for op in ops if row_key(op.row) not in done] if state is not None else ops
-        problems = check_names_and_refs(pending, known=known.keys())
-        if problems:
-            raise BatchValidationError(problems)
-        plan = make_plan(pending, max_requests=int(limits["maxRequests"]), max_depth=int(limits["maxDepth"]), known=known.keys())
+        chunks = ops if isinstance(ops, _Chunks) else _Chunks([ops], len(ops))
+        plan_of = lambda chunk: self._plan(chunk, done, known, limits)  # noqa: E731
         if dry_run:
-            return plan
-        show = progress if progress is not None else plan.calls > 1
-        bar = _Progress(plan.operations, bool(show))
+            return plan_of(chunks.first())
+        first_plan = plan_of(chunks.first())  # every problem is raised here, before anything is sent
+        total = chunks.total if chunks.streaming else first_plan.operations
+        show = progress if progress is not None else (total > int(limits["maxRequests"]))
+        bar = _Progress(total, bool(show))
         jr = Journal(journal) if journal else None
         self._direct_known = known
         runner = Runner(
@@ -307,11 +295,27 @@ class AsyncClient:
             progress=bar,
             known=known,
             first_batch=(state.last_batch + 1) if state is not None else 0,
+            backoff=self.backoff,
+            max_backoff=self.max_backoff,
         )
+        pieces: list[Any] = []
+        chunk: list[Operation] = []
+        plan: Plan | None = None
         try:
-            responses = await runner.run(plan)
+            for n, chunk in enumerate(chunks):
+                plan = first_plan if n == 0 else plan_of(chunk)
+                if runner.fatal is not None:
+                    responses = runner.not_run(plan)
+                else:
+                    responses = await runner.run(plan)
+                runner.first_batch += plan.calls
+                runner.outcomes.clear()  # streaming: what is shaped below is all that stays
+                pieces.append(self._shape(chunk, responses, done, chunks.index_of(chunk, index), kind))
+                plan = None
         except (asyncio.CancelledError, KeyboardInterrupt):
-            partial = self._shape(ops, runner.collect(plan), done, index, kind)
+            if plan is not None:
+                pieces.append(self._shape(chunk, runner.collect(plan), done, chunks.index_of(chunk, index), kind))
+            partial = self._join(pieces, index, kind, missing="not run: interrupted before it was sent")
             raise SubmitInterrupted(
                 "submit was interrupted: finished rows are in .partial; rows in flight have an unknown outcome"
                 + (f"; resume with journal={journal!r}, resume=True" if journal else ""),
@@ -321,13 +325,37 @@ class AsyncClient:
             bar.close()
             if jr is not None:
                 jr.close()
-        result = self._shape(ops, responses, done, index, kind)
+        result = self._join(pieces, index, kind)
         if runner.fatal is not None:
             runner.fatal.partial = result
             raise runner.fatal
         return result
 
-    def _operations_of(self, work: Any, frame_options: dict[str, Any]) -> tuple[list[Operation], Any, str]:
+    def _plan(self, ops: list[Operation], done: dict[str, Response], known: dict[str, Response], limits: dict[str, Any]) -> Plan:
+        pending = [op for op in ops if row_key(op.row) not in done] if done else ops
+        problems = check_names_and_refs(pending, known=known.keys())
+        if problems:
+            raise BatchValidationError(problems)
+        return make_plan(pending, max_requests=int(limits["maxRequests"]), max_depth=int(limits["maxDepth"]), known=known.keys())
+
+    @staticmethod
+    def _join(pieces: list[Any], index: Any, kind: str, missing: str | None = None) -> Any:
+        if kind == "responses":
+            return [r for piece in pieces for r in piece]
+        import pandas as pd
+
+        from .frames import to_frame
+
+        frame = pd.concat(pieces) if len(pieces) > 1 else (pieces[0] if pieces else to_frame([]))
+        if index is not None and missing is not None and len(frame) < len(index):
+            frame = frame.reindex(index)
+            frame["ok"] = frame["ok"].fillna(False).astype(bool)
+            frame["error"] = frame["error"].where(frame["error"].notna(), missing)
+        return frame
+
+    def _operations_of(
+        self, work: Any, frame_options: dict[str, Any], *, stream: bool = False, limits: dict[str, Any] | None = None
+    ) -> tuple[Any, Any, str]:
         if isinstance(work, Batch):
             if frame_options:
                 raise TypeError(f"unexpected options for a Batch: {sorted(frame_options)}")
@@ -340,6 +368,9 @@ class AsyncClient:
         if pd is not None and isinstance(work, pd.DataFrame):
             from .frames import from_frame
 
+            size = _chunk_rows(limits or DEFAULT_LIMITS, self.concurrency)
+            if stream and len(work) > size and _streamable(work, frame_options):
+                return _Chunks.of_frame(work, frame_options, size), work.index, "frame"
             return from_frame(work, **frame_options), work.index, "frame"
         if isinstance(work, Iterable) and not isinstance(work, (str, bytes, Mapping)):
             if frame_options:
@@ -367,6 +398,92 @@ class AsyncClient:
         if index is not None and len(frame) == len(index):
             frame = frame.reindex(index)
         return frame
+
+
+def _chunk_rows(limits: dict[str, Any], concurrency: int) -> int:
+    """Rows built and sent at a time when streaming a large frame: many batches, bounded memory."""
+    return max(10_000, int(limits["maxRequests"]) * max(concurrency, 1) * 50)
+
+
+def _streamable(df: Any, options: dict[str, Any]) -> bool:
+    """True when rows are independent (no names, parents or references): then the frame can
+    be built and sent a chunk at a time, and every chunk checked before the first is sent."""
+    body = options.get("body")
+    if callable(body):
+        return False
+    data_fields = set(body.values() if isinstance(body, Mapping) else body) if isinstance(body, (Mapping, list, tuple)) else set()
+    for opt in ("name", "parent"):
+        value = options.get(opt)
+        if value is False:
+            continue
+        if value is not None or (opt in df.columns and opt not in data_fields):
+            return False
+    for value in options.values():
+        if isinstance(value, str) and "${" in value:
+            return False
+        if isinstance(value, Mapping) and any("${" in str(v) for v in value.values()):
+            return False
+    for column in df.columns:
+        series = df[column]
+        if series.dtype.kind in "biufcmM":
+            continue
+        if series.astype(str).str.contains("${", regex=False).any():
+            return False
+    return True
+
+
+class _Chunks:
+    """Operations a chunk at a time (a list of lists, or a frame built lazily)."""
+
+    def __init__(self, chunks: Any, total: int, frame: Any = None, options: dict[str, Any] | None = None, size: int = 0) -> None:
+        self._chunks = chunks
+        self.total = total
+        self._frame = frame
+        self._options = options or {}
+        self._size = size
+        self._first: list[Operation] | None = None
+
+    @classmethod
+    def of_frame(cls, df: Any, options: dict[str, Any], size: int) -> _Chunks:
+        from .frames import from_frame
+
+        problems = []
+        # Every chunk is checked before anything is sent; built again, one at a time, to send.
+        for start in range(0, len(df), size):
+            try:
+                from_frame(df.iloc[start : start + size], **options)
+            except BatchValidationError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise BatchValidationError(problems)
+        return cls(None, len(df), df, options, size)
+
+    @property
+    def streaming(self) -> bool:
+        return self._frame is not None
+
+    def first(self) -> list[Operation]:
+        if self._first is None:
+            self._first = next(iter(self))
+        return self._first
+
+    def __iter__(self) -> Iterator[list[Operation]]:
+        if self._frame is None:
+            yield from self._chunks
+            return
+        from .frames import from_frame
+
+        for start in range(0, len(self._frame), self._size):
+            if start == 0 and self._first is not None:
+                first, self._first = self._first, None
+                yield first
+            else:
+                yield from_frame(self._frame.iloc[start : start + self._size], **self._options)
+
+    def index_of(self, chunk: list[Operation], index: Any) -> Any:
+        if self._frame is None:
+            return index
+        return [op.row for op in chunk]
 
 
 def _with_rows(ops: list[Operation]) -> list[Operation]:

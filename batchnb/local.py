@@ -18,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from ._secrets import mask_logger
 from .client import AsyncClient, Client
 from .server.app import Limits, create_app
 
 __all__ = ["LocalServer"]
+
 
 
 class LocalServer:
@@ -90,6 +92,7 @@ class LocalServer:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(app, log_level=self._log_level, access_log=False, lifespan="on")
+        mask_logger("uvicorn.access")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="batchnb-server", daemon=True)
         self._thread.start()

@@ -233,7 +233,8 @@ def _check_operation(op: Operation, pointer: str, problems: list[Problem]) -> No
         try:
             orjson.dumps(op.body)
         except TypeError as exc:
-            add("body", f"is not JSON: {exc}")
+            reason = "is nested too deeply to send as JSON" if "Recursion" in str(exc) else f"is not JSON: {exc}"
+            add("body", reason)
 
 
 def _parse_operation(
@@ -311,7 +312,7 @@ class Batch:
         if validate:
             problems.extend(check_names_and_refs(ops))
             if problems:
-                raise BatchValidationError(problems)
+                raise BatchValidationError(_unique(problems))
 
     @classmethod
     def from_wire(cls, data: Any) -> Batch:
@@ -341,7 +342,7 @@ class Batch:
         batch = cls(ops, validate=False)
         problems.extend(check_names_and_refs(ops))
         if problems:
-            raise BatchValidationError(problems)
+            raise BatchValidationError(_unique(problems))
         return batch
 
     def validate(self) -> list[Problem]:
@@ -395,6 +396,11 @@ class Batch:
         from ._display import batch_html
 
         return batch_html(self)
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    """Problems in order, each once (a bad reference in a path is found by two checks)."""
+    return list(dict.fromkeys(problems))
 
 
 def check_names_and_refs(ops: list[Operation], known: Iterable[str] = ()) -> list[Problem]:

@@ -157,7 +157,7 @@ OPERATIONS = st.recursive(
 #: a real write leads every batch, so that "a refused batch runs nothing" is tested, not assumed.
 SEED = {"method": "POST", "path": CO, "body": {"name": "written only if the batch runs"}, "name": "seed"}
 
-HYP = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+HYP = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
 
 
 # ---------------------------------------------------------------- properties

@@ -56,3 +56,25 @@ def test_template_frame_with_nesting_and_expand(fresh_server):
     assert result.loc[1, "parent"] == "co-a"
     wide = bn.expand(result, "body")
     assert wide.loc[1, "body.name"] == "Cut" and wide.loc[1, "body.duration"] == 30
+
+
+def test_a_large_frame_streams_chunk_by_chunk_and_checks_every_chunk_first(fresh_server):
+    rows = 12_500  # more than one chunk of 10,000 rows
+    df = pd.DataFrame({"title": [f"T{i}" for i in range(rows)], "city": "Lyon"}, index=pd.RangeIndex(rows) * 2)
+    client = fresh_server.client
+    opts = dict(method="POST", path=f"{API}/companies", body={"name": "title", "address.city": "city"}, progress=False)
+    bad_path = df.copy()
+    bad_path.insert(0, "where", "companies")
+    bad_path.loc[bad_path.index[-1], "where"] = ".."  # the last row of the last chunk
+    import pytest
+
+    from batchnb import BatchValidationError
+
+    with pytest.raises(BatchValidationError) as info:
+        client.submit(bad_path, method="POST", path=f"{API}/{{where}}", body={"name": "title"}, progress=False)
+    assert info.value.problems[0].pointer.startswith(f"row {bad_path.index[-1]}")
+    assert count(fresh_server.db) == 0  # the bad row is in the last chunk: nothing at all was sent
+    result = client.submit(df, **opts)
+    assert result.index.equals(df.index) and result["ok"].all()
+    assert result["batch"].nunique() == rows // 50 and result["batch"].max() == rows // 50 - 1
+    assert count(fresh_server.db) == rows
