@@ -1367,9 +1367,17 @@ def _typed(values: list[Any]) -> Any:
     return np.fromiter(values, dtype=object, count=len(values))
 
 
+def _json_object(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+
+
 def expand(result: pd.DataFrame, column: Hashable = "body", *, prefix: str | None = None) -> pd.DataFrame:
     """Spread a column of JSON objects over dotted columns, in its place.
 
+    Cells may be objects or JSON text of objects (``submit(bodies="json")``).
     Nested objects give ``body.address.city``-style names (``prefix`` replaces
     the column name in front; ``prefix=""`` leaves it out). Cells that are not
     objects, and keys a row lacks, are NA. Integers stay integers (``Int64``
@@ -1391,6 +1399,8 @@ def expand(result: pd.DataFrame, column: Hashable = "body", *, prefix: str | Non
     columns: dict[str, list[Any]] = {}
     with _gc_paused():
         for i, cell in enumerate(cells.tolist()):
+            if isinstance(cell, str) and cell.startswith("{"):
+                cell = _json_object(cell)  # bodies kept as JSON text (submit(bodies="json"))
             if isinstance(cell, dict):
                 _flatten_into(cell, lead, i, n, columns)
         new = pd.DataFrame({key: _typed(values) for key, values in columns.items()}, index=result.index)

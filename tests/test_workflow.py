@@ -78,3 +78,16 @@ def test_a_large_frame_streams_chunk_by_chunk_and_checks_every_chunk_first(fresh
     assert result.index.equals(df.index) and result["ok"].all()
     assert result["batch"].nunique() == rows // 50 and result["batch"].max() == rows // 50 - 1
     assert count(fresh_server.db) == rows
+
+
+def test_bodies_can_be_kept_as_json_text_or_only_for_failures(fresh_server):
+    import batchnb as bn
+
+    df = pd.DataFrame({"title": ["A", "", "C"]})
+    opts = dict(method="POST", path=f"{API}/companies", body={"name": "title"}, progress=False)
+    as_text = fresh_server.client.submit(df, bodies="json", **opts)
+    assert isinstance(as_text.loc[0, "body"], str) and as_text.loc[0, "body"].startswith('{"id":"co_')
+    assert bn.expand(as_text).loc[2, "body.name"] == "C"
+    slim = fresh_server.client.submit(df, bodies="none", **opts)
+    assert slim.loc[0, "body"] is None and slim.loc[1, "body"]["error"]["code"] == "validation_error"
+    assert slim["status"].tolist() == [201, 400, 201]
