@@ -61,6 +61,13 @@ def test_serve_and_run_a_csv_with_a_bad_row(tmp_path):
         assert (saved["status"] == 201).all() and len(saved) == 30
         assert "cli-secret" not in out.read_text() + r.stdout + r.stderr
 
+        parquet_in, parquet_out = tmp_path / "ops.parquet", tmp_path / "result.parquet"
+        pd.DataFrame({"name": ["Parquet A", "Parquet B"]}).to_parquet(parquet_in)
+        r = batchnb("run", str(parquet_in), "--url", url, "--method", "POST", "--path", "/api/2.1/scheduling/companies",
+                    "--body-columns", "name", "-o", str(parquet_out), "-q", env={**ENV, "BATCHNB_TOKEN": "cli-secret"})
+        assert r.returncode == 0, r.stderr
+        assert pd.read_parquet(parquet_out)["status"].tolist() == [201, 201]
+
         bad = tmp_path / "bad.csv"
         pd.DataFrame({"method": ["POST", "FETCH", "POST"], "path": ["/api/2.1/scheduling/companies", "/x", ""],
                       "body": ['{"name": "ok"}', "{}", '{"name": "x"}']}).to_csv(bad, index=False)

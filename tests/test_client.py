@@ -193,3 +193,12 @@ def test_interrupt_keeps_what_finished(fresh_server):
     # Rows in flight when interrupted may have run: they say "outcome unknown", never "not run".
     assert done <= count(fresh_server.db) <= done + unknown
     assert partial.loc[~partial["ok"], "error"].str.match(r"not run|outcome unknown").all()
+
+
+def test_progress_bar_counts_done_and_failed_operations(fresh_server, capsys):
+    ops = companies(6, "p") + [Operation("POST", f"{API}/companies", {"name": ""})]
+    Client(fresh_server.url, **fresh_server.credentials(), max_requests=2).submit(ops)  # on by default: 4 batches
+    err = capsys.readouterr().err
+    assert "7/7" in err and "failed=1" in err
+    Client(fresh_server.url, **fresh_server.credentials(), max_requests=2).submit(ops[:6], progress=False)
+    assert "/6" not in capsys.readouterr().err
