@@ -23,6 +23,7 @@ from typing import Any, Awaitable, Callable
 
 from . import refs
 from ._exceptions import BatchHTTPError, TransportError, http_error
+from .engine import result_lookup
 from .journal import Journal, row_key
 from .model import IDEMPOTENT_METHODS, Operation, Response
 from .plan import Plan, PlannedBatch
@@ -81,6 +82,7 @@ class Runner:
         self.outcomes: dict[int, list[Response]] = {}
         self._in_flight: dict[int, PlannedBatch] = {}
         self._next_start = 0.0
+        self._lookup = result_lookup(self.results, defer_missing=True)
 
     # ------------------------------------------------------------ orchestration
 
@@ -206,19 +208,6 @@ class Runner:
             else:
                 out.append(_merge(op, sent, next(it), local, attempts))
         return out
-
-    def _lookup(self, r: refs.Ref) -> list[Any] | None:
-        done = self.results.get(r.name)
-        if done is None:
-            return None  # defined in this batch: the server resolves it
-        if done.status is None:
-            raise refs.Unresolved(r, f"the outcome of {r.name!r} is unknown")
-        if not done.ok:
-            raise refs.Unresolved(r, f"operation {r.name!r} answered {done.status}")
-        values = r.find(done.body)
-        if not values:
-            raise refs.Unresolved(r, f"{r.query} matched nothing in the result of {r.name!r}")
-        return values
 
     def _prepare(self, op: Operation) -> tuple[Operation | None, dict[int, Response]]:
         """The operation with earlier batches' references filled in (None: it cannot run)."""

@@ -273,11 +273,23 @@ def _skip(op: Operation, pointer: str, why: str, run: _Run) -> Response:
     return resp
 
 
-def _lookup(results: Mapping[str, Response]) -> refs.Lookup:
-    def lookup(r: refs.Ref) -> list[Any]:
+def result_lookup(results: Mapping[str, Response], *, defer_missing: bool = False) -> refs.Lookup:
+    """A reference lookup over named responses.
+
+    A reference to a response that failed, has no known outcome or matches
+    nothing raises :class:`refs.Unresolved`. A name with no response yet is
+    unresolved too, unless ``defer_missing``: then it is left for the server,
+    which runs it in the same batch (the client's cross-batch resolution).
+    """
+
+    def lookup(r: refs.Ref) -> list[Any] | None:
         done = results.get(r.name)
         if done is None:
+            if defer_missing:
+                return None
             raise refs.Unresolved(r, f"operation {r.name!r} did not run")
+        if done.status is None:
+            raise refs.Unresolved(r, f"the outcome of {r.name!r} is unknown")
         if not done.ok:
             raise refs.Unresolved(r, f"operation {r.name!r} answered {done.status}")
         values = r.find(done.body)
@@ -289,7 +301,7 @@ def _lookup(results: Mapping[str, Response]) -> refs.Lookup:
 
 
 async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
-    lookup = _lookup(run.results)
+    lookup = result_lookup(run.results)
     try:
         path = refs.render(op.path, lookup, encode=refs.segment)
         op_headers = {k: refs.render(v, lookup) for k, v in (op.headers or {}).items()}

@@ -12,9 +12,7 @@ The goal is to stay within 3x of the baseline.
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import best_of, report  # noqa: E402
 from batchnb.frames import from_frame  # noqa: E402
 
 TARGET = 3.0
@@ -57,15 +56,6 @@ def measured(df: pd.DataFrame, chunk: int = 50) -> int:
     return size
 
 
-def best_of(fn, df: pd.DataFrame, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        fn(df)
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -76,13 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     df = make_frame(args.rows)
     base = best_of(baseline, df, args.repeat)
     ours = best_of(measured, df, args.repeat)
-    ratio = ours / base
-    verdict = "within" if ratio <= TARGET else "NOT within"
     print(f"rows: {args.rows:,}")
-    print(f"baseline  df.to_json(orient='records', lines=True): {base:.3f} s")
-    print(f"measured  from_frame + orjson per batch of 50:      {ours:.3f} s")
-    print(f"ratio: {ratio:.2f}x ({verdict} {TARGET:g}x)")
-    return 0 if ratio <= TARGET else 1
+    return report("df.to_json(orient='records', lines=True)", base, "from_frame + orjson per batch of 50", ours, TARGET)
 
 
 if __name__ == "__main__":

@@ -20,47 +20,18 @@ import argparse
 import asyncio
 import os
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 from typing import Awaitable, Callable
 
 import httpx
 
 import batchnb
+from _common import serve
 from batchnb import Batch, Operation
 
 CO = "/api/2.1/scheduling/companies"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(db: Path, port: int, token: str) -> subprocess.Popen:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "batchnb.cli", "serve", "--db", str(db), "--port", str(port), "--log-level", "warning"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        # Credentials through the environment: arguments show in ps.
-        env={**os.environ, "BATCHNB_API_KEY": "load", "BATCHNB_TOKEN": token},
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/api/2.3/batch", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the server did not answer within 20 s")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -100,7 +71,7 @@ async def run_for(seconds: float, clients: int, one: Callable[[int, int], Awaita
 
 async def batch_phase(url: str, token: str, clients: int, ops: int, seconds: float) -> tuple[Tally, float]:
     tally = Tally()
-    pool = [batchnb.AsyncClient(url, api_key="load", token=token, timeout=30) for _ in range(clients)]
+    pool = [batchnb.AsyncClient(url, api_key="bench", token=token, timeout=30) for _ in range(clients)]
     run_id = secrets.token_hex(3)
 
     async def one(c: int, n: int) -> None:
@@ -175,20 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     baseline_seconds = args.baseline_seconds if args.baseline_seconds is not None else max(2.0, args.seconds / 3)
 
-    token = secrets.token_urlsafe(18)
-    with tempfile.TemporaryDirectory(prefix="batchnb-load-") as tmp:
-        port = free_port()
-        proc = start_server(Path(tmp) / "load.sqlite3", port, token)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            batches, b_elapsed = asyncio.run(batch_phase(url, token, args.clients, args.ops, args.seconds))
-            singles, s_elapsed = asyncio.run(baseline_phase(url, token, args.clients, baseline_seconds))
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    with serve() as (url, token):
+        batches, b_elapsed = asyncio.run(batch_phase(url, token, args.clients, args.ops, args.seconds))
+        singles, s_elapsed = asyncio.run(baseline_phase(url, token, args.clients, baseline_seconds))
 
     n = len(batches.latencies)
     batch_rate = n / b_elapsed

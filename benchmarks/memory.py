@@ -19,7 +19,7 @@ import time
 
 import pandas as pd
 
-from _serve import TOKEN, serve
+from _common import serve
 from batchnb import AsyncClient
 
 MB = 1024 * 1024
@@ -47,9 +47,9 @@ def main() -> None:
     frame_bytes = int(df.memory_usage(deep=True).sum())
     gc.collect()
     before = rss_now()
-    with serve() as url:
+    with serve() as (url, token):
         async def go() -> pd.DataFrame:
-            async with AsyncClient(url, token=TOKEN, concurrency=4) as client:
+            async with AsyncClient(url, token=token, concurrency=4) as client:
                 return await client.submit(df, method="POST", path="/api/2.1/scheduling/companies",
                                            body={"name": "first", "address.city": "company", "phone": "phone"},
                                            progress=False, bodies=a.bodies)

@@ -12,15 +12,14 @@ this one's), which adds the ``ok``, ``error``, ``batch``, ``attempts`` and
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _common import best_of, report  # noqa: E402
 from batchnb.frames import to_frame  # noqa: E402
 from batchnb.model import Response  # noqa: E402
 
@@ -63,16 +62,6 @@ def make_responses(dicts: list[dict]) -> list[Response]:
     return responses
 
 
-def best_of(fn, arg, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        gc.collect()
-        t0 = time.perf_counter()
-        result = fn(arg)
-        times.append(time.perf_counter() - t0)
-        del result
-    return min(times)
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -84,13 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     responses = make_responses(dicts)
     base = best_of(pd.DataFrame.from_records, dicts, args.repeat)
     ours = best_of(to_frame, responses, args.repeat)
-    ratio = ours / base
-    verdict = "within" if ratio <= TARGET else "NOT within"
     print(f"responses: {args.rows:,}")
-    print(f"baseline  pd.DataFrame.from_records(dicts): {base:.3f} s")
-    print(f"measured  to_frame(responses):              {ours:.3f} s")
-    print(f"ratio: {ratio:.2f}x ({verdict} {TARGET:g}x)")
-    return 0 if ratio <= TARGET else 1
+    return report("pd.DataFrame.from_records(dicts)", base, "to_frame(responses)", ours, TARGET)
 
 
 if __name__ == "__main__":

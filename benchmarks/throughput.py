@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from _serve import TOKEN, serve
+from _common import serve
 from batchnb import AsyncClient
 from batchnb.engine import ASGIDispatcher
 from batchnb.server.auth import Keyring
@@ -30,9 +30,9 @@ from batchnb.server.store import Store
 PATH = "/api/2.1/scheduling/companies"
 
 
-async def per_row(url: str, rows: int, concurrency: int) -> float:
+async def per_row(url: str, token: str, rows: int, concurrency: int) -> float:
     queue = iter(range(rows))
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}) as http:
         async def worker() -> None:
             for i in queue:
                 r = await http.post(url + PATH, json={"name": f"row {i}"})
@@ -43,9 +43,9 @@ async def per_row(url: str, rows: int, concurrency: int) -> float:
         return time.perf_counter() - start
 
 
-async def batched(url: str, rows: int, concurrency: int) -> float:
+async def batched(url: str, token: str, rows: int, concurrency: int) -> float:
     df = pd.DataFrame({"title": [f"row {i}" for i in range(rows)]})
-    async with AsyncClient(url, token=TOKEN, concurrency=concurrency) as client:
+    async with AsyncClient(url, token=token, concurrency=concurrency) as client:
         start = time.perf_counter()
         result = await client.submit(df, method="POST", path=PATH, body={"name": "title"}, progress=False)
         elapsed = time.perf_counter() - start
@@ -56,8 +56,8 @@ async def batched(url: str, rows: int, concurrency: int) -> float:
 async def in_process(rows: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "inproc.sqlite3")
-        dispatch = ASGIDispatcher(scheduling_app(store, Keyring({"bench": TOKEN})))
-        headers = [("authorization", f"Bearer {TOKEN}"), ("content-type", "application/json")]
+        dispatch = ASGIDispatcher(scheduling_app(store, Keyring({"bench": "in-process"})))
+        headers = [("authorization", "Bearer in-process"), ("content-type", "application/json")]
         start = time.perf_counter()
         for i in range(rows):
             r = await dispatch("POST", PATH, headers, b'{"name": "row %d"}' % i)
@@ -72,9 +72,9 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--concurrency", type=int, default=4)
     a = p.parse_args()
-    with serve() as url:
-        t_row = asyncio.run(per_row(url, a.rows, a.concurrency))
-        t_batch = asyncio.run(batched(url, a.rows, a.concurrency))
+    with serve() as (url, token):
+        t_row = asyncio.run(per_row(url, token, a.rows, a.concurrency))
+        t_batch = asyncio.run(batched(url, token, a.rows, a.concurrency))
     t_local = asyncio.run(in_process(a.rows))
     ops = lambda t: a.rows / t  # noqa: E731
     print(f"rows: {a.rows}, concurrency: {a.concurrency}")

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from batchnb import (
-    AuthenticationError, Batch, BatchHTTPError, Client, LocalServer, Operation, PayloadTooLargeError,
+    AuthenticationError, Batch, Client, LocalServer, Operation, PayloadTooLargeError,
     RateLimitedError, UnsupportedMediaTypeError, examples, ref,
 )
 from batchnb.server.app import Limits
