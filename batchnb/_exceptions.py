@@ -102,8 +102,9 @@ class BatchHTTPError(BatchError):
     server's error body, ``problems`` from its ``details`` pointers.
 
     >>> err = BatchHTTPError(400, "bad batch", [Problem("requests[0].method", "bad")])
-    >>> str(err)
-    "HTTP 400: bad batch\\n  - requests[0].method: bad"
+    >>> print(err)
+    HTTP 400: bad batch
+      - requests[0].method: bad
     """
 
     def __init__(

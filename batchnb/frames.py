@@ -222,14 +222,7 @@ def _json_column(s: pd.Series, omit: bool) -> _Column:
             return _Column(s.tolist(), None, [], [])
         if kind == "f":
             arr = s.to_numpy()
-            nulls = np.isnan(arr)
-            values = arr.tolist()
-            if not nulls.any():
-                return _Column(values, None, [], [])
-            if not omit:
-                for i in np.flatnonzero(nulls).tolist():
-                    values[i] = None
-            return _Column(values, nulls, [], [])
+            return _masked(arr.tolist(), np.isnan(arr), omit)
         if kind == "O":
             return _object_column(s.tolist(), omit)
         return _object_column(s.astype(object).tolist(), omit)
@@ -265,14 +258,18 @@ def _json_column(s: pd.Series, omit: bool) -> _Column:
         arr = s.to_numpy(dtype=numpy_dtype, na_value=fill)
         if kind == "f":
             nulls = nulls | np.isnan(arr)
-        values = arr.tolist()
-        if not nulls.any():
-            return _Column(values, None, [], [])
-        if not omit:
-            for i in np.flatnonzero(nulls).tolist():
-                values[i] = None
-        return _Column(values, nulls, [], [])
+        return _masked(arr.tolist(), nulls, omit)
     return _object_column(s.astype(object).tolist(), omit)
+
+
+def _masked(values: list[Any], nulls: np.ndarray, omit: bool) -> _Column:
+    """A column of plain values with a null mask: nulls become None unless they are to be omitted."""
+    if not nulls.any():
+        return _Column(values, None, [], [])
+    if not omit:
+        for i in np.flatnonzero(nulls).tolist():
+            values[i] = None
+    return _Column(values, nulls, [], [])
 
 
 def _object_column(values: list[Any], omit: bool) -> _Column:

@@ -69,8 +69,9 @@ class _Reject(Exception):
 class BatchApp:
     """The batch endpoint in front of an API.
 
-    >>> from batchnb.server import create_app
-    >>> app = create_app(db="demo.sqlite3", credentials={"demo": "demo-token"})
+    >>> app = create_app(db=":memory:", credentials={"demo": "demo-token"})
+    >>> app.limits.max_requests
+    50
 
     ``api`` is an ASGI app called in-process for each operation, or
     ``upstream`` the base URL of an HTTP API. ``keyring`` guards the batch
@@ -270,7 +271,7 @@ def create_app(
 ) -> BatchApp:
     """The batch server, in front of the demo Scheduling API (``db``) or an ``upstream`` URL.
 
-    >>> app = create_app(db="demo.sqlite3", credentials={"demo": "demo-token"})
+    >>> app = create_app(db=":memory:", credentials={"demo": "demo-token"})
 
     ``credentials`` maps api keys to tokens. In front of the demo API they are
     required (they are its tenants); in front of an upstream they are
