@@ -63,8 +63,8 @@ _LAZY = {
     "LocalServer": ("batchnb.local", "LocalServer"),
     "create_app": ("batchnb.server.app", "create_app"),
     "from_frame": ("batchnb.frames", "from_frame"),
-    "to_frame": ("batchnb.frames", "to_frame"),
-    "expand": ("batchnb.frames", "expand"),
+    "to_frame": ("batchnb.results", "to_frame"),
+    "expand": ("batchnb.results", "expand"),
     "Composer": ("batchnb.widgets", "Composer"),
     "summary": ("batchnb._display", "summary"),
 }

@@ -352,7 +352,7 @@ class AsyncClient:
             return [r for piece in pieces for r in piece]
         import pandas as pd
 
-        from .frames import to_frame
+        from .results import to_frame
 
         frame = pd.concat(pieces) if len(pieces) > 1 else (pieces[0] if pieces else to_frame([]))
         if index is not None and missing is not None and len(frame) < len(index):
@@ -400,7 +400,7 @@ class AsyncClient:
             responses = merged
         if kind == "responses":
             return responses
-        from .frames import to_frame
+        from .results import to_frame
 
         frame = to_frame(responses)
         if index is not None and len(frame) == len(index):

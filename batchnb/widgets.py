@@ -731,7 +731,7 @@ class Composer:
     def _run(self, batch: Batch, run: int) -> None:
         try:
             responses = _send(self.client, batch)
-            from .frames import to_frame
+            from .results import to_frame
 
             frame = to_frame(responses)
             self.responses, self.result = responses, frame

@@ -20,7 +20,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _common import best_of, report  # noqa: E402
-from batchnb.frames import to_frame  # noqa: E402
+from batchnb.results import to_frame  # noqa: E402
 from batchnb.model import Response  # noqa: E402
 
 TARGET = 2.0

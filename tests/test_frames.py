@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from batchnb._exceptions import BatchValidationError
-from batchnb.frames import expand, from_frame, to_frame
+from batchnb.frames import from_frame
+from batchnb.results import expand, to_frame
 from batchnb.model import Batch, Operation, Response
 from batchnb.refs import ref
 
