@@ -202,3 +202,12 @@ def test_progress_bar_counts_done_and_failed_operations(fresh_server, capsys):
     assert "7/7" in err and "failed=1" in err
     Client(fresh_server.url, **fresh_server.credentials(), max_requests=2).submit(ops[:6], progress=False)
     assert "/6" not in capsys.readouterr().err
+
+
+def test_rate_limit_spaces_batches():
+    t = Recorder([(200, {})] * 4)
+    client = AsyncClient("http://api.test", token="x", transport=t, max_requests=1)
+    result = asyncio.run(client.submit([Operation("GET", f"/a/{i}") for i in range(4)], rate=5, progress=False))
+    posts = t.times[1:]
+    assert result["ok"].all() and len(posts) == 4
+    assert posts[-1] - posts[0] >= 3 / 5 * 0.99  # four batches at five a second: at least 0.6 s from first to last

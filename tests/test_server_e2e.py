@@ -228,3 +228,19 @@ def test_created_rows_are_in_the_database(fresh_server):
     with sqlite3.connect(fresh_server.db) as conn:
         names = [r[0] for r in conn.execute("select name from companies")]
     assert names == ["Persisted"] and out[0].ok
+
+
+def test_gateway_in_front_of_another_http_api(server):
+    """A batch server with --upstream runs batches for an API that has none (here: the demo API over HTTP)."""
+    demo_auth = {"Authorization": f"Bearer {server.credentials()['token']}"}
+    with LocalServer(upstream=server.url, tenants=("gateway",)) as gateway:
+        chained = examples.chained("Through the gateway")
+        for _p, op in chained.walk():
+            op.headers = dict(demo_auth)  # the gateway's own key is never forwarded: operations carry the API's
+        out = gateway.client.submit(chained)
+        assert [r.status for r in out] == [201, 201, 201]
+        assert out[0].body["id"] in out[2].path
+        # Without the API's credentials the API itself says no, and only that operation fails.
+        mixed = gateway.client.submit(Batch([Operation("GET", f"{API}/companies"),
+                                             Operation("GET", f"{API}/companies", headers=demo_auth)]))
+        assert [r.status for r in mixed] == [401, 200]
