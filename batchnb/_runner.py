@@ -25,18 +25,11 @@ from . import refs
 from ._exceptions import BatchHTTPError, TransportError, http_error
 from .engine import result_lookup
 from .journal import Journal, row_key
-from .model import IDEMPOTENT_METHODS, Operation, Response
+from .model import IDEMPOTENT_METHODS, Operation, Response, is_idempotent, referenced_names
 from .plan import Plan, PlannedBatch
 
 #: sends one batch (wire ops) and returns (status, headers, parsed body); raises TransportError.
 Sender = Callable[[list[dict[str, Any]]], Awaitable[tuple[int, dict[str, str], Any]]]
-
-UNKNOWN_POST = "outcome unknown: not resent because it contains POST"
-
-
-def _is_idempotent(ops: list[Operation]) -> bool:
-    return all(o.method in IDEMPOTENT_METHODS for top in ops for _p, o in top.walk())
-
 
 def _unknown_reason(ops: list[Operation]) -> str:
     methods = {o.method for top in ops for _p, o in top.walk()} - IDEMPOTENT_METHODS
@@ -236,7 +229,7 @@ class Runner:
 
     async def _send_with_retries(self, ops: list[Operation]) -> tuple[list[Response], int]:
         wire = [op.to_wire() for op in ops]
-        resendable = _is_idempotent(ops)
+        resendable = is_idempotent(ops)
         attempt = 0
         while True:
             attempt += 1
@@ -350,7 +343,7 @@ def _refers_to(op: Operation, names: set[str]) -> bool:
     """Whether ``op`` (or a child) references one of ``names``."""
     if not names:
         return False
-    return any(r.name in names for _p, o in op.walk() for _w, v in _fields(o) for r in refs.iter_refs(v))
+    return any(referenced_names(o) & names for _p, o in op.walk())
 
 
 def _dropped_names(op: Operation) -> set[str]:
@@ -362,10 +355,7 @@ def _dropped_names(op: Operation) -> set[str]:
 
 def _prune(op: Operation, dropped: set[str], local: dict[int, Response]) -> Operation | None:
     """``op`` without the parts that reference a dropped name (those answer 424 locally)."""
-    names = set()
-    for _w, value in _fields(op):
-        names |= {r.name for r in refs.iter_refs(value)}
-    hit = names & dropped
+    hit = referenced_names(op) & dropped
     if hit:
         origin = getattr(op, "_origin", op)
         why = f"not run: it references {sorted(hit)[0]!r}, which could not run"
@@ -377,12 +367,6 @@ def _prune(op: Operation, dropped: set[str], local: dict[int, Response]) -> Oper
     new = dataclasses.replace(op, requests=[c for c in children if c is not None])
     new._origin = getattr(op, "_origin", op)  # type: ignore[attr-defined]
     return new
-
-
-def _fields(op: Operation) -> list[tuple[str, Any]]:
-    from .model import _ref_fields
-
-    return [(w, v) for w, v in _ref_fields(op)]
 
 
 def _merge(op: Operation, sent: Operation, resp: Response, local: dict[int, Response], attempts: int) -> Response:
@@ -402,4 +386,4 @@ def _merge(op: Operation, sent: Operation, resp: Response, local: dict[int, Resp
     return resp
 
 
-__all__ = ["Runner", "UNKNOWN_POST", "row_key"]
+__all__ = ["Runner", "row_key"]

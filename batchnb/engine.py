@@ -203,7 +203,6 @@ class _Run:
     timeout: float
     deadline: float | None
     results: MutableMapping[str, Response]
-    on_response: Callable[[str, Response], None] | None
 
 
 async def execute(
@@ -215,7 +214,6 @@ async def execute(
     timeout: float = 30.0,
     deadline: float | None = None,
     results: MutableMapping[str, Response] | None = None,
-    on_response: Callable[[str, Response], None] | None = None,
 ) -> list[Response]:
     """Run every operation of ``batch`` through ``dispatch`` and return their responses.
 
@@ -239,7 +237,6 @@ async def execute(
         timeout=timeout,
         deadline=deadline,
         results=results if results is not None else {},
-        on_response=on_response,
     )
     return await _run_list(ops, "requests", run)
 
@@ -251,8 +248,6 @@ async def _run_list(ops: list[Operation], prefix: str, run: _Run) -> list[Respon
         resp = await _run_one(op, pointer, run)
         if op.name:
             run.results[op.name] = resp
-        if run.on_response is not None:
-            run.on_response(pointer, resp)
         if op.requests:
             if resp.ok:
                 resp.responses = await _run_list(op.requests, f"{pointer}.requests", run)
@@ -267,8 +262,6 @@ def _skip(op: Operation, pointer: str, why: str, run: _Run) -> Response:
     resp = Response(op.method, op.path, 424, op.name, 0.0, _error_body("failed_dependency", f"not run: {why}"))
     if op.name:
         run.results[op.name] = resp
-    if run.on_response is not None:
-        run.on_response(pointer, resp)
     resp.responses = [_skip(c, f"{pointer}.requests[{j}]", why, run) for j, c in enumerate(op.requests)]
     return resp
 

@@ -465,6 +465,16 @@ def _reaches(start_ptr: str, target: str | None, flat: list[tuple[str, Operation
     return False
 
 
+def is_idempotent(ops: Iterable[Operation]) -> bool:
+    """True when every operation (children included) is GET, PUT or DELETE: resending changes nothing."""
+    return all(o.method in IDEMPOTENT_METHODS for top in ops for _p, o in top.walk())
+
+
+def referenced_names(op: Operation) -> set[str]:
+    """The names this one operation (not its children) references."""
+    return {r.name for _w, value in _ref_fields(op) for r in refs.iter_refs(value)}
+
+
 def _ref_fields(op: Operation) -> Iterator[tuple[str, Any]]:
     if isinstance(op.path, str):
         yield "path", op.path

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from . import refs
 from ._exceptions import BatchValidationError, Problem
-from .model import IDEMPOTENT_METHODS, Operation, _ref_fields
+from .model import Operation, is_idempotent, referenced_names
 
 __all__ = ["Plan", "PlannedBatch", "make_plan"]
 
@@ -38,7 +37,7 @@ class PlannedBatch:
     @property
     def idempotent(self) -> bool:
         """True when resending the batch cannot create anything twice."""
-        return all(op.method in IDEMPOTENT_METHODS for top in self.operations for _p, op in top.walk())
+        return is_idempotent(self.operations)
 
 
 @dataclass
@@ -103,11 +102,7 @@ def _names_and_refs(op: Operation) -> tuple[int, set[str], set[str], int]:
         size += 1
         if o.name:
             names.add(o.name)
-        for _w, value in _ref_fields(o):
-            if isinstance(value, str) and "${" not in value:
-                continue
-            for r in refs.iter_refs(value):
-                used.add(r.name)
+        used |= referenced_names(o)
 
     def depth(o: Operation) -> int:
         return 1 + max((depth(c) for c in o.requests), default=0)

@@ -158,10 +158,6 @@ def parse(s: str) -> Template:
 Ref.__repr__ = lambda self: f"Ref(name={self.name!r}, query={self.query!r}, ...)"  # type: ignore[method-assign]
 
 
-def has_refs(s: str) -> bool:
-    return "${" in s and any(isinstance(p, Ref) for p in parse(s))
-
-
 def iter_refs(value: Any) -> Iterator[Ref]:
     """Every reference in a JSON value (keys and string values, at any depth)."""
     if isinstance(value, str):
