@@ -4,11 +4,14 @@
     >>> with bn.LocalServer() as server:                       # doctest: +SKIP
     ...     result = server.client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])
 
-The public surface is what ``__all__`` lists; everything else is private.
+The public surface is what ``__all__`` lists, presented as ``batchnb.X``;
+modules whose names start with an underscore are private (see the README's
+layout section for the rule).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ._exceptions import (
@@ -19,13 +22,14 @@ from ._exceptions import (
     PayloadTooLargeError,
     Problem,
     RateLimitedError,
+    RefSyntaxError,
     SubmitInterrupted,
     TransportError,
     UnsupportedMediaTypeError,
 )
 from .client import AsyncClient, Client
 from .model import Batch, Operation, Response
-from .plan import Plan
+from .plan import Plan, PlannedBatch
 from .refs import ref
 
 __version__ = "0.1.0"
@@ -39,17 +43,21 @@ __all__ = [
     "BatchValidationError",
     "Client",
     "Composer",
+    "Limits",
     "LocalServer",
     "Operation",
     "PayloadTooLargeError",
     "Plan",
+    "PlannedBatch",
     "Problem",
     "RateLimitedError",
+    "RefSyntaxError",
     "Response",
     "SubmitInterrupted",
     "TransportError",
     "UnsupportedMediaTypeError",
     "create_app",
+    "create_demo_app",
     "expand",
     "from_frame",
     "ref",
@@ -60,26 +68,71 @@ __all__ = [
 # These need optional extras (server: starlette/uvicorn; notebook: ipywidgets,
 # matplotlib) or pandas; they load on first use so that `import batchnb` stays light.
 _LAZY = {
-    "LocalServer": ("batchnb.local", "LocalServer"),
-    "create_app": ("batchnb.server.app", "create_app"),
-    "from_frame": ("batchnb.frames", "from_frame"),
-    "to_frame": ("batchnb.results", "to_frame"),
-    "expand": ("batchnb.results", "expand"),
-    "Composer": ("batchnb.widgets", "Composer"),
-    "summary": ("batchnb._display", "summary"),
+    "Composer": "batchnb.widgets",
+    "Limits": "batchnb.server.limits",
+    "LocalServer": "batchnb.local",
+    "create_app": "batchnb.server.app",
+    "create_demo_app": "batchnb.demo",
+    "expand": "batchnb.results",
+    "from_frame": "batchnb.frames",
+    "summary": "batchnb._display",
+    "to_frame": "batchnb.results",
 }
+
+
+def _present(value: Any) -> Any:
+    # Reprs, help() and tracebacks say batchnb.Client, not batchnb.client.Client.
+    try:
+        value.__module__ = __name__
+    except (AttributeError, TypeError):
+        pass
+    return value
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
+        value = _present(getattr(importlib.import_module(_LAZY[name]), name))
         globals()[name] = value
         return value
+    if name == "__test__":
+        # For doctest: the examples of the lazy names, which now say they live here.
+        found = {}
+        for lazy in _LAZY:
+            try:
+                found[lazy] = __getattr__(lazy)
+            except ImportError:  # an extra that is not installed
+                continue
+        return found
     raise AttributeError(f"module 'batchnb' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+for _name in __all__:
+    if _name not in _LAZY:
+        _present(globals()[_name])
+del _name
+
+
+def _register_display() -> None:
+    """Draw batches and plans as HTML tables in IPython, without the model knowing how."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    if shell is None:
+        return
+
+    def html_of(obj: Any) -> str:
+        from . import _display
+
+        return _display.batch_html(obj) if isinstance(obj, Batch) else _display.plan_html(obj)
+
+    formatter = shell.display_formatter.formatters["text/html"]
+    formatter.for_type(Batch, html_of)
+    formatter.for_type(Plan, html_of)
+
+
+_register_display()

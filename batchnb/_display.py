@@ -147,7 +147,7 @@ def _operation_cells(number: int, depth: int, op: Operation) -> list[str]:
 def batch_html(batch: Batch) -> str:
     """A batch as an HTML table of its operations (secrets masked).
 
-    >>> from batchnb import examples
+    >>> from batchnb.demo import examples
     >>> "add-company" in batch_html(examples.chained())
     True
     """
@@ -164,7 +164,7 @@ def plan_html(plan: Plan) -> str:
     """A plan as HTML: how many calls, and one row per call.
 
     >>> from batchnb.plan import make_plan
-    >>> from batchnb import examples
+    >>> from batchnb.demo import examples
     >>> "1 HTTP call" in plan_html(make_plan(examples.chained().requests))
     True
     """

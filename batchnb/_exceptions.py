@@ -2,7 +2,8 @@
 
     BatchError                      anything batchnb raises on purpose
     ├── BatchValidationError        bad input, found before anything is sent;
-    │                               carries every Problem with its pointer
+    │   │                           carries every Problem with its pointer
+    │   └── RefSyntaxError          a ${result=…} reference that does not parse
     ├── BatchHTTPError              the server refused a whole batch (4xx/5xx)
     │   ├── AuthenticationError     401
     │   ├── PayloadTooLargeError    413
@@ -31,6 +32,7 @@ __all__ = [
     "PayloadTooLargeError",
     "Problem",
     "RateLimitedError",
+    "RefSyntaxError",
     "SubmitInterrupted",
     "TransportError",
     "UnsupportedMediaTypeError",
@@ -84,6 +86,20 @@ class BatchValidationError(BatchError, ValueError):
     def pointers(self) -> list[str]:
         """The pointers of every problem, in order."""
         return [p.pointer for p in self.problems]
+
+
+class RefSyntaxError(BatchValidationError):
+    """A ``${result=NAME:JSONPATH}`` reference that cannot be parsed; the message says why.
+
+    >>> from batchnb import ref
+    >>> ref("add company", "$.id")
+    Traceback (most recent call last):
+    ...
+    batchnb.RefSyntaxError: 'add company' is not a valid name: use letters, digits, '_', '.', '-'
+    """
+
+    def __init__(self, message: str, pointer: str = "") -> None:
+        super().__init__([Problem(pointer, message)], message)
 
 
 def _summarise(problems: list[Problem], limit: int = 20) -> str:

@@ -34,7 +34,8 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ._secrets import mask_logger
-    from .server.app import Limits, create_app
+    from .demo import create_demo_app
+    from .server import Limits, create_app
 
     api_key = args.api_key or os.environ.get("BATCHNB_API_KEY")
     token = args.token or os.environ.get("BATCHNB_TOKEN")
@@ -54,7 +55,10 @@ def serve(args: argparse.Namespace) -> int:
         max_depth=args.max_depth,
         operation_timeout=args.operation_timeout,
     )
-    app = create_app(db=args.db, upstream=args.upstream, credentials=credentials, limits=limits)
+    if args.upstream is not None:
+        app = create_app(upstream=args.upstream, credentials=credentials, limits=limits)
+    else:
+        app = create_demo_app(db=args.db, credentials=credentials or {}, limits=limits)
     mask_logger("uvicorn.access")
     where = f"upstream {args.upstream}" if args.upstream else f"demo Scheduling API in {args.db}"
     print(f"batchnb: Batch API 2.3 on http://{args.host}:{args.port}/api/2.3/batch, in front of the {where}", flush=True)
@@ -63,7 +67,7 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from . import examples
+    from .demo import examples
     from .local import LocalServer
 
     rows: list[tuple[str, Any]] = []
@@ -164,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("serve", help="run the Batch API 2.3 server (demo API on SQLite, or a gateway)")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--db", default="batchnb-demo.sqlite3", help="SQLite file of the demo API")
+    s.add_argument("--db", default="batchnb-demo.sqlite3", help="SQLite file of the demo API (default batchnb-demo.sqlite3)")
     s.add_argument("--api-key", help="api key of the accepted credentials (or BATCHNB_API_KEY)")
     s.add_argument("--token", help="token of the accepted credentials (or BATCHNB_TOKEN)")
     s.add_argument("--upstream", help="forward operations to this HTTP API instead of the demo API")

@@ -17,19 +17,29 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping, MutableMapping, Protocol
-import re
+from typing import Any, Awaitable, Callable, Iterator, Mapping, MutableMapping, Protocol
 from urllib.parse import quote, unquote
 
 import httpx
 import orjson
 
-from . import refs
-from .model import Batch, Operation, Response, header_problems, path_problem
+from . import refs, rules
+from .model import Batch, Operation, Response
 
-__all__ = ["ASGIDispatcher", "DispatchResult", "Dispatcher", "HTTPDispatcher", "execute"]
+__all__ = [
+    "ASGIDispatcher",
+    "DispatchResult",
+    "Dispatcher",
+    "HTTPDispatcher",
+    "Prepared",
+    "execute",
+    "not_run",
+    "prepare",
+    "result_lookup",
+]
 
 #: response headers worth handing back to the caller (the spec's extension).
 KEPT_HEADERS = ("location", "content-type", "retry-after")
@@ -253,16 +263,22 @@ async def _run_list(ops: list[Operation], prefix: str, run: _Run) -> list[Respon
                 resp.responses = await _run_list(op.requests, f"{pointer}.requests", run)
             else:
                 why = f"its parent {_label(pointer, op)} answered {resp.status}"
-                resp.responses = [_skip(c, f"{pointer}.requests[{j}]", why, run) for j, c in enumerate(op.requests)]
+                resp.responses = [not_run(c, why, run.results) for c in op.requests]
         out.append(resp)
     return out
 
 
-def _skip(op: Operation, pointer: str, why: str, run: _Run) -> Response:
-    resp = Response(op.method, op.path, 424, op.name, 0.0, _error_body("failed_dependency", f"not run: {why}"))
-    if op.name:
-        run.results[op.name] = resp
-    resp.responses = [_skip(c, f"{pointer}.requests[{j}]", why, run) for j, c in enumerate(op.requests)]
+def not_run(op: Operation, why: str, results: MutableMapping[str, Response] | None = None) -> Response:
+    """424 for ``op`` and every operation under it: they cannot run because ``why``.
+
+    >>> not_run(Operation("GET", "/x"), "its parent answered 500").status
+    424
+    """
+    message = f"not run: {why}"
+    resp = Response(op.method, op.path, 424, op.name, 0.0, _error_body("failed_dependency", message))
+    if op.name and results is not None:
+        results[op.name] = resp
+    resp.responses = [not_run(c, why, results) for c in op.requests]
     return resp
 
 
@@ -304,9 +320,9 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
 
     # Non-ASCII text (a literal "/companies/東京") travels percent-encoded as UTF-8, as browsers do.
     path = _NON_ASCII.sub(lambda m: quote(m.group()), path)
-    problem = path_problem(path)
+    problem = rules.path_problem(path)
     if problem is None:
-        problem = next((f"header {k!r}: {m}" for k, v in op_headers.items() for _s, m in header_problems(k, v)), None)
+        problem = next((f"header {k!r}: {m}" for k, v in op_headers.items() for m in rules.header_problems(k, v)), None)
     if problem is not None:
         return Response(op.method, path, 400, op.name, 0.0, _error_body("invalid_operation", f"not run: resolved path or header {problem}"))
 
@@ -349,3 +365,75 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
 
 def _title(name: str) -> str:
     return "-".join(p.capitalize() for p in name.split("-"))
+
+
+# ---------------------------------------------------------------- before a batch: what earlier batches decided
+
+
+@dataclass
+class Prepared:
+    """A batch with the results of earlier batches applied, ready to be sent.
+
+    ``sendable`` is what goes to the API: references to earlier results
+    filled in, and without the operations that cannot run (a reference to a
+    result that failed, matched nothing or has no known outcome), nor those
+    that depend on them in this batch. Those answer 424 here, as the engine
+    would answer them, and :meth:`merge` puts them back in place.
+    """
+
+    operations: list[Operation]
+    sendable: list[Operation]
+    _skipped: dict[int, Response]
+
+    def merge(self, responses: list[Response]) -> list[Response]:
+        """Responses to ``sendable`` (in its order) → responses to ``operations``, with every ``row`` set."""
+        answered = iter(responses)
+        return [self._merge(op, answered) for op in self.operations]
+
+    def _merge(self, op: Operation, answered: Iterator[Response]) -> Response:
+        skipped = self._skipped.get(id(op))
+        if skipped is not None:
+            for (_p, o), (_q, r) in zip(op.walk(), skipped.walk()):
+                r.row = o.row
+            return skipped
+        resp = next(answered)
+        resp.row = op.row
+        kids = iter(resp.responses)
+        resp.responses = [self._merge(child, kids) for child in op.requests]
+        return resp
+
+
+def prepare(ops: list[Operation], lookup: refs.Lookup) -> Prepared:
+    """Fill in what earlier batches answered, and decide here what cannot run.
+
+    ``lookup`` answers references to earlier results and returns None for
+    names of this batch (see :func:`result_lookup` with ``defer_missing``).
+
+    >>> from batchnb.model import Response
+    >>> failed = {"co": Response("POST", "/c", 400)}
+    >>> p = prepare([Operation("GET", "/c/${result=co:$.id}"), Operation("GET", "/x")], result_lookup(failed, defer_missing=True))
+    >>> [op.path for op in p.sendable], p.merge([Response("GET", "/x", 200)])[0].status
+    (['/x'], 424)
+    """
+    skipped: dict[int, Response] = {}
+    dropped: set[str] = set()
+
+    def visit(op: Operation) -> Operation | None:
+        try:
+            # References only point backwards, so one pass in run order sees every drop first.
+            hit = sorted(op.referenced_names() & dropped) if dropped else ()
+            if hit:
+                first = next(r for _f, r in op.references() if r.name == hit[0])
+                raise refs.Unresolved(first, f"operation {hit[0]!r} could not run")
+            path = refs.render(op.path, lookup, encode=refs.segment, partial=True)
+            headers = {k: refs.render(v, lookup, partial=True) for k, v in op.headers.items()} if op.headers else op.headers
+            body = refs.resolve_json(op.body, lookup, partial=True)
+        except refs.Unresolved as exc:
+            skipped[id(op)] = not_run(op, str(exc))
+            dropped.update(o.name for _p, o in op.walk() if o.name)
+            return None
+        children = [c for c in (visit(child) for child in op.requests) if c is not None]
+        return Operation._unchecked(op.method, path, body, op.name, headers, children, op.row)
+
+    sendable = [s for s in (visit(op) for op in ops) if s is not None]
+    return Prepared(list(ops), sendable, skipped)

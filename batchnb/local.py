@@ -20,10 +20,9 @@ from typing import Any, Mapping
 
 from ._secrets import mask_logger
 from .client import AsyncClient, Client
-from .server.app import Limits, create_app
+from .server import Limits
 
 __all__ = ["LocalServer"]
-
 
 
 class LocalServer:
@@ -86,7 +85,14 @@ class LocalServer:
 
         if self.running:
             return self
-        app = create_app(db=self.db, upstream=self._upstream, credentials=self._credentials, limits=self.limits)
+        if self._upstream is not None:
+            from .server import create_app
+
+            app = create_app(upstream=self._upstream, credentials=self._credentials, limits=self.limits)
+        else:
+            from .demo import create_demo_app
+
+            app = create_demo_app(db=self.db, credentials=self._credentials, limits=self.limits)
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))

@@ -2,116 +2,29 @@
 
 Everything that can be wrong with a batch is found here, all at once, each
 problem with a pointer (``requests[2].requests[0].method``), and raised as one
-:class:`~batchnb.BatchValidationError` before anything is sent.
+:class:`~batchnb.BatchValidationError` before anything is sent. The rules
+themselves live in :mod:`batchnb.rules`; this module only says where a
+problem stands in a batch. It knows nothing of how a batch is drawn.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
-from urllib.parse import unquote
 
 import orjson
 
-from . import refs
+from . import refs, rules
 from ._exceptions import BatchValidationError, Problem
 from ._secrets import mask_headers, mask_path
 
-__all__ = ["Batch", "Operation", "Response", "METHODS"]
+__all__ = ["BATCH_PATH", "Batch", "Operation", "Response", "check_batch", "is_idempotent"]
 
 #: where a server takes batches (POST) and tells its limits (GET).
 BATCH_PATH = "/api/2.3/batch"
 
-METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
-#: methods whose repetition changes nothing: a batch made only of these may be resent.
-IDEMPOTENT_METHODS = frozenset({"GET", "PUT", "DELETE"})
-FORBIDDEN_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _OP_FIELDS = frozenset({"path", "method", "body", "name", "headers", "requests"})
-
-
-# ---------------------------------------------------------------- checks
-
-
-def path_problem(path: str) -> str | None:
-    """Why ``path`` is not a safe path relative to the API, or None if it is.
-
-    >>> path_problem("/api/2.1/scheduling/companies") is None
-    True
-    >>> path_problem("//evil.example/x")
-    "must not start with '//' (that names another host)"
-    """
-    if not path.startswith("/"):
-        if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", path):
-            return "must be relative to the API, not an absolute URL"
-        return "must start with '/'"
-    if path.startswith("//"):
-        return "must not start with '//' (that names another host)"
-    if "\\" in path:
-        return "must not contain a backslash"
-    if _CONTROL.search(path):
-        return "must not contain control characters (CR, LF, NUL, …)"
-    if " " in path:
-        return "must not contain spaces (percent-encode them as %20)"
-    route = path.split("?", 1)[0].split("#", 1)[0]
-    decoded = route
-    # Twice: an upstream that decodes once more must not see '..' either.
-    for _ in range(2):
-        decoded = unquote(decoded)
-        if _CONTROL.search(decoded) or "\\" in decoded:
-            return "must not contain encoded control characters or backslashes"
-        if any(seg in (".", "..") for seg in decoded.split("/")):
-            return "must not contain '.' or '..' segments"
-        if decoded.startswith("//"):
-            return "must not start with '//' (that names another host)"
-    return None
-
-
-def _template_path_problem(path: str) -> str | None:
-    # References are filled in later (percent-encoded); check the path with each
-    # one standing for an ordinary segment.
-    if "${" not in path:
-        return path_problem(path)
-    shape = "".join(p if isinstance(p, str) else "x" for p in refs.parse(path))
-    return path_problem(shape)
-
-
-def header_problems(name: str, value: Any) -> list[tuple[str, str]]:
-    """Problems of one header as (sub-pointer, message) pairs."""
-    out = []
-    if not _TOKEN.match(name):
-        out.append(("", f"{name!r} is not a valid header name"))
-    elif name.lower() in FORBIDDEN_HEADERS:
-        out.append(("", f"header {name!r} cannot be set per operation"))
-    if not isinstance(value, str):
-        out.append(("", "header values must be strings"))
-    elif _CONTROL.search(value.replace("\t", " ")):
-        out.append(("", "header value must not contain control characters (CR, LF, NUL, …)"))
-    else:
-        try:
-            value.encode("latin-1")
-        except UnicodeEncodeError:
-            out.append(("", "header value must be Latin-1 text (percent-encode other characters)"))
-    return out
-
-
-def parse_header_lines(text: str) -> tuple[dict[str, str], list[str]]:
-    """``"Name: value"`` lines to a dict; also which lines (by number) are not of that form."""
-    headers: dict[str, str] = {}
-    bad: list[str] = []
-    for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
-        if not line.strip():
-            continue
-        name, sep, value = line.partition(":")
-        if not sep or not name.strip():
-            # Only the line number: the line itself may hold a credential.
-            bad.append(f"line {number}")
-            continue
-        headers[name.strip()] = value.strip()
-    return headers, bad
 
 
 # ---------------------------------------------------------------- Operation
@@ -137,16 +50,40 @@ class Operation:
     requests: list[Operation] = field(default_factory=list)
     #: the DataFrame index label this operation came from (never sent).
     row: Any = field(default=None, compare=False, repr=False)
+    #: problems of ``headers`` given as text lines that are not ``Name: value``.
+    _header_line_problems: list[str] = field(default_factory=list, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.method, str):
             self.method = self.method.upper()
         if isinstance(self.headers, str):
-            parsed, _bad = parse_header_lines(self.headers)
             # Lines that are not "Name: value" are reported by validate().
-            self._bad_header_lines = _bad
-            self.headers = parsed
+            self.headers, self._header_line_problems = rules.parse_header_lines(self.headers)
         self.requests = [op if isinstance(op, Operation) else Operation.from_wire(op) for op in self.requests]
+
+    @classmethod
+    def _unchecked(
+        cls,
+        method: str,
+        path: str,
+        body: Any = None,
+        name: str | None = None,
+        headers: dict[str, str] | None = None,
+        requests: list[Operation] | None = None,
+        row: Any = None,
+    ) -> Operation:
+        """The one fast path: an operation from fields already checked and normalised.
+
+        ``from_frame`` builds a million of these after checking them column by
+        column; ``__init__`` would redo that work row by row. Every field is a
+        parameter here, so a new field cannot be forgotten silently.
+        """
+        op = object.__new__(cls)
+        op.__dict__.update(
+            method=method, path=path, body=body, name=name, headers=headers,
+            requests=[] if requests is None else requests, row=row, _header_line_problems=[],
+        )
+        return op
 
     def to_wire(self) -> dict[str, Any]:
         """The operation as wire JSON (a dict), children included."""
@@ -177,9 +114,8 @@ class Operation:
     def validate(self, pointer: str = "") -> list[Problem]:
         """The problems of this operation and its children (names and references are checked by Batch)."""
         problems: list[Problem] = []
-        _check_operation(self, pointer, problems)
-        for i, child in enumerate(self.requests):
-            problems.extend(child.validate(f"{pointer}.requests[{i}]" if pointer else f"requests[{i}]"))
+        for ptr, op in self.walk(pointer):
+            _check_fields(op, ptr, problems)
         return problems
 
     def walk(self, pointer: str = "") -> Iterator[tuple[str, Operation]]:
@@ -187,6 +123,22 @@ class Operation:
         yield pointer, self
         for i, child in enumerate(self.requests):
             yield from child.walk(f"{pointer}.requests[{i}]")
+
+    def references(self) -> Iterator[tuple[str, refs.Ref]]:
+        """Every reference in this operation (not its children), with the field it stands in.
+
+        >>> [(f, r.name) for f, r in Operation("GET", "/c/${result=co:$.id}").references()]
+        [('path', 'co')]
+
+        Raises :class:`~batchnb.RefSyntaxError` for a reference that does not parse.
+        """
+        for fld, value in _ref_fields(self):
+            for r in refs.iter_refs(value):
+                yield fld, r
+
+    def referenced_names(self) -> set[str]:
+        """The names this one operation (not its children) references."""
+        return {r.name for _f, r in self.references()}
 
     def __repr__(self) -> str:
         parts = [f"{self.method!r}", repr(mask_path(self.path))]
@@ -201,82 +153,126 @@ class Operation:
         return f"Operation({', '.join(parts)})"
 
 
-def _check_operation(op: Operation, pointer: str, problems: list[Problem]) -> None:
-    def add(fld: str, message: str) -> None:
-        problems.append(Problem(f"{pointer}.{fld}" if pointer else fld, message))
+def _ref_fields(op: Operation) -> Iterator[tuple[str, Any]]:
+    """The fields of one operation that may hold references, with their values."""
+    if isinstance(op.path, str):
+        yield "path", op.path
+    if isinstance(op.headers, Mapping):
+        for k, v in op.headers.items():
+            yield f"headers.{k}", v
+    if op.body is not None:
+        yield "body", op.body
 
-    if not isinstance(op.method, str) or not op.method:
-        add("method", "is required and must be a string such as 'GET'")
-    elif op.method not in METHODS:
-        add("method", f"unknown method {op.method!r}; use one of {', '.join(METHODS)}")
-    if not isinstance(op.path, str) or not op.path:
-        add("path", "is required and must be a string such as '/api/2.1/scheduling/companies'")
-    else:
+
+def _at(pointer: str, fld: str) -> str:
+    return f"{pointer}.{fld}" if pointer else fld
+
+
+def _check_fields(op: Operation, pointer: str, problems: list[Problem]) -> None:
+    """The rules for one operation's own fields (not names across the batch, not references' targets)."""
+    message = rules.method_problem(op.method)
+    if message:
+        problems.append(Problem(_at(pointer, "method"), message))
+    if isinstance(op.path, str) and op.path:
         try:
-            msg = _template_path_problem(op.path)
+            message = rules.path_problem(refs.parse(op.path))
         except refs.RefSyntaxError as exc:
-            msg = str(exc)
-        if msg:
-            add("path", msg)
-    if op.name is not None and (not isinstance(op.name, str) or not refs.NAME_PATTERN.match(op.name)):
-        add("name", f"{op.name!r} is not a valid name: use letters, digits, '_', '.', '-'")
-    for line in getattr(op, "_bad_header_lines", ()):
-        add("headers", f"{line} is not of the form 'Name: value'")
+            message = str(exc)
+    else:
+        message = rules.path_problem(op.path)
+    if message:
+        problems.append(Problem(_at(pointer, "path"), message))
+    message = rules.name_problem(op.name)
+    if message:
+        problems.append(Problem(_at(pointer, "name"), message))
+    for message in op._header_line_problems:
+        problems.append(Problem(_at(pointer, "headers"), message))
     if op.headers is not None:
         if not isinstance(op.headers, Mapping):
-            add("headers", "must be an object or 'Name: value' lines")
+            problems.append(Problem(_at(pointer, "headers"), "must be an object or 'Name: value' lines"))
         else:
             for hname, hvalue in op.headers.items():
-                for _sub, message in header_problems(str(hname), hvalue):
-                    add(f"headers.{hname}", message)
+                for message in rules.header_problems(hname, hvalue):
+                    problems.append(Problem(_at(pointer, f"headers.{hname}"), message))
     if op.body is not None:
         try:
             orjson.dumps(op.body)
         except TypeError as exc:
             reason = "is nested too deeply to send as JSON" if "Recursion" in str(exc) else f"is not JSON: {exc}"
-            add("body", reason)
+            problems.append(Problem(_at(pointer, "body"), reason))
 
 
-def _parse_operation(
-    data: Any, pointer: str, problems: list[Problem]
-) -> Operation | None:
+def _parse_operation(data: Any, pointer: str, problems: list[Problem]) -> Operation | None:
     here = pointer or "requests[?]"
     if not isinstance(data, Mapping):
         problems.append(Problem(here, f"must be an object, not {type(data).__name__}"))
         return None
     for key in data:
         if key not in _OP_FIELDS:
-            problems.append(Problem(f"{pointer}.{key}", "unknown field (allowed: path, method, body, name, headers, requests)"))
-    method = data.get("method")
-    path = data.get("path")
-    if "method" in data and not isinstance(method, str):
-        problems.append(Problem(f"{pointer}.method", f"must be a string, not {type(method).__name__}"))
-        method = ""
-    if "path" in data and not isinstance(path, str):
-        problems.append(Problem(f"{pointer}.path", f"must be a string, not {type(path).__name__}"))
-        path = ""
+            problems.append(Problem(_at(pointer, str(key)), "unknown field (allowed: path, method, body, name, headers, requests)"))
     headers = data.get("headers")
     if headers is not None and not isinstance(headers, (str, Mapping)):
-        problems.append(Problem(f"{pointer}.headers", "must be an object or a string of 'Name: value' lines"))
+        problems.append(Problem(_at(pointer, "headers"), "must be an object or a string of 'Name: value' lines"))
         headers = None
     children_raw = data.get("requests")
     children: list[Operation] = []
     if children_raw is not None:
         if not isinstance(children_raw, list):
-            problems.append(Problem(f"{pointer}.requests", "must be a list of operations"))
+            problems.append(Problem(_at(pointer, "requests"), "must be a list of operations"))
         else:
             for i, child in enumerate(children_raw):
                 c = _parse_operation(child, f"{pointer}.requests[{i}]", problems)
                 if c is not None:
                     children.append(c)
-    name = data.get("name")
-    op = Operation(method=method or "", path=path or "", body=data.get("body"), name=name, headers=headers)
+    # Fields of the wrong type go in as they are: the rules say what is wrong with them, once.
+    op = Operation(method=data.get("method"), path=data.get("path"), body=data.get("body"), name=data.get("name"), headers=headers)
     op.requests = children
-    _check_operation(op, pointer, problems)
+    _check_fields(op, pointer, problems)
     return op
 
 
-# ---------------------------------------------------------------- Batch
+def is_idempotent(ops: Iterable[Operation]) -> bool:
+    """True when every operation (children included) is GET, PUT or DELETE: resending changes nothing.
+
+    >>> is_idempotent([Operation("GET", "/x"), Operation("POST", "/y")])
+    False
+    """
+    return all(rules.is_idempotent_method(o.method) for top in ops for _p, o in top.walk())
+
+
+# ---------------------------------------------------------------- the batch as a whole
+
+
+def check_batch(ops: list[Operation], known: Iterable[str] = ()) -> list[Problem]:
+    """Duplicate names, and references that do not parse, are unknown, forward or cyclic.
+
+    ``known`` are names that ran before this batch (filled in by the client).
+
+    >>> check_batch([Operation("GET", "/c/${result=co:$.id}")])
+    [Problem(pointer='requests[0].path', message="${result=co:$.id} refers to 'co', which no operation in the batch is named")]
+    """
+    pointers: list[str] = []
+    names: list[str | None] = []
+    parents: list[int] = []
+    found: list[rules.Reference] = []
+    problems: list[Problem] = []
+    # Depth first, as they run: a parent's position is known before its children's.
+    stack: list[tuple[Operation, str, int]] = [(op, f"requests[{i}]", -1) for i, op in reversed(list(enumerate(ops)))]
+    while stack:
+        op, pointer, parent = stack.pop()
+        here = len(pointers)
+        pointers.append(pointer)
+        names.append(op.name if isinstance(op.name, str) and op.name else None)
+        parents.append(parent)
+        for fld, value in _ref_fields(op):
+            try:
+                found.extend(rules.Reference(here, fld, r.name, r.text) for r in refs.iter_refs(value))
+            except refs.RefSyntaxError as exc:
+                problems.append(Problem(f"{pointer}.{fld}", str(exc)))
+        stack.extend((child, f"{pointer}.requests[{j}]", here) for j, child in reversed(list(enumerate(op.requests))))
+    graph = rules.check_graph(names, found, parents=parents, known=set(known), describe=pointers.__getitem__)
+    problems.extend(Problem(f"{pointers[p.position]}.{p.field}", p.message) for p in graph if p.position is not None)
+    return problems
 
 
 class Batch:
@@ -310,7 +306,7 @@ class Batch:
                     ops.append(op)
         self.requests: list[Operation] = ops
         if validate:
-            problems.extend(check_names_and_refs(ops))
+            problems.extend(check_batch(ops))
             if problems:
                 raise BatchValidationError(_unique(problems))
 
@@ -339,19 +335,18 @@ class Batch:
             op = _parse_operation(item, f"requests[{i}]", problems)
             if op is not None:
                 ops.append(op)
-        batch = cls(ops, validate=False)
-        problems.extend(check_names_and_refs(ops))
+        problems.extend(check_batch(ops))
         if problems:
             raise BatchValidationError(_unique(problems))
-        return batch
+        return cls(ops, validate=False)
 
     def validate(self) -> list[Problem]:
         """Every problem of the batch: operations, duplicate names, references."""
         problems: list[Problem] = []
         for i, op in enumerate(self.requests):
             problems.extend(op.validate(f"requests[{i}]"))
-        problems.extend(check_names_and_refs(self.requests))
-        return problems
+        problems.extend(check_batch(self.requests))
+        return _unique(problems)
 
     def walk(self) -> Iterator[tuple[str, Operation]]:
         """Every operation, depth first (the order they run in), with its pointer."""
@@ -359,18 +354,19 @@ class Batch:
             yield from op.walk(f"requests[{i}]")
 
     @property
+    def shape(self) -> rules.Shape:
+        """How many operations (nested included) and how deep they nest."""
+        return rules.measure(self.requests, _children)
+
+    @property
     def size(self) -> int:
         """How many operations, nested ones included."""
-        return sum(1 for _ in self.walk())
+        return self.shape.size
 
     @property
     def depth(self) -> int:
         """How deep the nesting goes (1 for a flat batch, 0 for an empty one)."""
-
-        def d(op: Operation) -> int:
-            return 1 + max((d(c) for c in op.requests), default=0)
-
-        return max((d(op) for op in self.requests), default=0)
+        return self.shape.depth
 
     def to_wire(self) -> dict[str, Any]:
         """The batch as the wire JSON of the spec (a dict)."""
@@ -392,97 +388,14 @@ class Batch:
     def __repr__(self) -> str:
         return f"Batch({len(self.requests)} operations, {self.size} with nested)"
 
-    def _repr_html_(self) -> str:
-        from ._display import batch_html
 
-        return batch_html(self)
+def _children(op: Operation) -> list[Operation]:
+    return op.requests
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
     """Problems in order, each once (a bad reference in a path is found by two checks)."""
     return list(dict.fromkeys(problems))
-
-
-def check_names_and_refs(ops: list[Operation], known: Iterable[str] = ()) -> list[Problem]:
-    """Duplicate names; unknown, forward and cyclic references; bad reference syntax.
-
-    ``known`` are names that ran before this batch (resolved by the client).
-    """
-    problems: list[Problem] = []
-    flat: list[tuple[str, Operation]] = []
-    for i, op in enumerate(ops):
-        flat.extend(op.walk(f"requests[{i}]"))
-    first_at: dict[str, str] = {}
-    for ptr, op in flat:
-        if isinstance(op.name, str) and op.name:
-            if op.name in first_at:
-                problems.append(Problem(f"{ptr}.name", f"duplicate name {op.name!r} (first used at {first_at[op.name]})"))
-            else:
-                first_at[op.name] = ptr
-    seen = set(known)
-    for ptr, op in flat:
-        for where, value in _ref_fields(op):
-            try:
-                rs = list(refs.iter_refs(value))
-            except refs.RefSyntaxError as exc:
-                problems.append(Problem(f"{ptr}.{where}", str(exc)))
-                continue
-            for r in rs:
-                if r.name in seen:
-                    continue
-                if r.name == op.name:
-                    msg = f"references its own result ({r.text})"
-                elif r.name in first_at:
-                    msg = f"{r.text} refers to {first_at[r.name]}, which runs later (a forward reference)"
-                    if _reaches(first_at[r.name], op.name, flat, first_at):
-                        msg = f"{r.text} makes a cycle: {first_at[r.name]} refers back to this operation"
-                else:
-                    msg = f"{r.text} refers to {r.name!r}, which no operation in the batch is named"
-                problems.append(Problem(f"{ptr}.{where}", msg))
-        if isinstance(op.name, str) and op.name:
-            seen.add(op.name)
-    return problems
-
-
-def _reaches(start_ptr: str, target: str | None, flat: list[tuple[str, Operation]], first_at: dict[str, str]) -> bool:
-    if not target:
-        return False
-    by_ptr = dict(flat)
-    stack, visited = [start_ptr], set()
-    while stack:
-        p = stack.pop()
-        if p in visited or p not in by_ptr:
-            continue
-        visited.add(p)
-        for _w, value in _ref_fields(by_ptr[p]):
-            try:
-                names = {r.name for r in refs.iter_refs(value)}
-            except refs.RefSyntaxError:
-                continue
-            if target in names:
-                return True
-            stack.extend(first_at[n] for n in names if n in first_at)
-    return False
-
-
-def is_idempotent(ops: Iterable[Operation]) -> bool:
-    """True when every operation (children included) is GET, PUT or DELETE: resending changes nothing."""
-    return all(o.method in IDEMPOTENT_METHODS for top in ops for _p, o in top.walk())
-
-
-def referenced_names(op: Operation) -> set[str]:
-    """The names this one operation (not its children) references."""
-    return {r.name for _w, value in _ref_fields(op) for r in refs.iter_refs(value)}
-
-
-def _ref_fields(op: Operation) -> Iterator[tuple[str, Any]]:
-    if isinstance(op.path, str):
-        yield "path", op.path
-    if isinstance(op.headers, Mapping):
-        for k, v in op.headers.items():
-            yield f"headers.{k}", v
-    if op.body is not None:
-        yield "body", op.body
 
 
 # ---------------------------------------------------------------- Response

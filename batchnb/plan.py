@@ -11,8 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
+from . import rules
 from ._exceptions import BatchValidationError, Problem
-from .model import Operation, is_idempotent, referenced_names
+from .model import Operation, is_idempotent
 
 __all__ = ["Plan", "PlannedBatch", "make_plan"]
 
@@ -88,33 +89,25 @@ class Plan:
             f"{cross} reference(s) resolved by the client across batches)"
         )
 
-    def _repr_html_(self) -> str:
-        from ._display import plan_html
-
-        return plan_html(self)
-
 
 def _names_and_refs(op: Operation) -> tuple[int, set[str], set[str], int]:
+    """One unit (an operation with its children): its size, the names it holds,
+    the names it needs from outside, and its depth."""
     names: set[str] = set()
     used: set[str] = set()
-    size = 0
     for _p, o in op.walk():
-        size += 1
         if o.name:
             names.add(o.name)
-        used |= referenced_names(o)
-
-    def depth(o: Operation) -> int:
-        return 1 + max((depth(c) for c in o.requests), default=0)
-
-    return size, names, used - names, depth(op)
+        used |= o.referenced_names()
+    shape = rules.measure([op], lambda o: o.requests)
+    return shape.size, names, used - names, shape.depth
 
 
 def make_plan(
     operations: Iterable[Operation],
     *,
-    max_requests: int = 50,
-    max_depth: int = 4,
+    max_requests: int = rules.DEFAULT_MAX_REQUESTS,
+    max_depth: int = rules.DEFAULT_MAX_DEPTH,
     known: Iterable[str] = (),
 ) -> Plan:
     """Split top-level operations (children attached) into batches within the limits.
@@ -130,9 +123,9 @@ def make_plan(
     for u, (size, names, _used, depth) in enumerate(info):
         where = _where(ops[u], u)
         if size > max_requests:
-            problems.append(Problem(where, f"has {size} operations with its children; the server takes at most {max_requests} in one batch"))
+            problems.append(Problem(where, f"travels with its children as one unit: {rules.too_many(size, max_requests)}"))
         if depth > max_depth:
-            problems.append(Problem(where, f"nests {depth} levels deep; the server allows {max_depth}"))
+            problems.append(Problem(where, rules.too_deep(depth, max_depth)))
         for n in names:
             owner.setdefault(n, u)
     if problems:

@@ -13,7 +13,6 @@ JSONPath is RFC 9535, evaluated by ``jsonpath-rfc9535``.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Iterator
@@ -21,15 +20,13 @@ from urllib.parse import quote
 
 import jsonpath_rfc9535 as _jsonpath
 
-__all__ = ["Ref", "RefSyntaxError", "ref"]
+from ._exceptions import RefSyntaxError
+from .rules import NAME_PATTERN, name_problem
+
+__all__ = ["Ref", "RefSyntaxError", "Unresolved", "iter_refs", "parse", "ref", "render", "resolve_json", "segment"]
 
 _OPEN = "${result="
 _ESCAPE = "$${"
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_.-]+\Z")
-
-
-class RefSyntaxError(ValueError):
-    """A ``${result=…}`` that cannot be parsed; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +63,9 @@ def ref(name: str, path: str = "$") -> str:
     >>> ref("add-company", "$.id")
     '${result=add-company:$.id}'
     """
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise RefSyntaxError(f"invalid operation name {name!r}: use letters, digits, '_', '.', '-'")
+    problem = name_problem("" if name is None else name)
+    if problem:
+        raise RefSyntaxError(problem)
     _compile(path)
     return f"${{result={name}:{path}}}"
 
@@ -134,7 +132,7 @@ def parse(s: str) -> Template:
                 raise RefSyntaxError(f"reference at character {j} has no ':' between name and JSONPath")
             name = s[start:colon]
             if not NAME_PATTERN.match(name):
-                raise RefSyntaxError(f"reference at character {j} names {name!r}, which is not a valid name")
+                raise RefSyntaxError(f"reference at character {j}: {name_problem(name)}")
             end = _end_of_query(s, colon + 1)
             if end < 0:
                 raise RefSyntaxError(f"reference at character {j} is not closed by '}}'")

@@ -15,7 +15,7 @@ import pandas as pd
 
 from . import _display  # noqa: F401 - registers the DataFrame.batchnb accessor (report, summary)
 from ._secrets import mask_path
-from .frames import _gc_paused
+from ._gc import gc_paused
 from .model import Response
 
 __all__ = ["expand", "to_frame"]
@@ -65,7 +65,7 @@ def to_frame(responses: Sequence[Response], index: Sequence[Hashable] | pd.Index
     r1     201   True              NaN
     r2     404  False  no such company
     """
-    with _gc_paused():
+    with gc_paused():
         return _to_frame(list(responses), index)
 
 
@@ -203,6 +203,7 @@ def expand(result: pd.DataFrame, column: Hashable = "body", *, prefix: str | Non
     objects, and keys a row lacks, are NA. Integers stay integers (``Int64``
     when some are missing). Lists stay as they are, one cell each.
 
+    >>> import pandas as pd
     >>> res = pd.DataFrame({"status": [201, 404], "body": [{"id": 7, "address": {"city": "Oslo"}}, "not found"]})
     >>> expand(res)
        status  body.id body.address.city
@@ -217,7 +218,7 @@ def expand(result: pd.DataFrame, column: Hashable = "body", *, prefix: str | Non
     lead = str(column) if prefix is None else prefix
     n = len(result)
     columns: dict[str, list[Any]] = {}
-    with _gc_paused():
+    with gc_paused():
         for i, cell in enumerate(cells.tolist()):
             if isinstance(cell, str) and cell.startswith("{"):
                 cell = _json_object(cell)  # bodies kept as JSON text (submit(bodies="json"))

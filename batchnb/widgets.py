@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import ipywidgets as w
 
-from . import refs
+from . import refs, rules
 from ._display import batch_html, result_html
 from ._exceptions import BatchError, BatchHTTPError, BatchValidationError, TransportError
 from ._secrets import mask_headers, mask_path
-from .model import METHODS, Batch, Operation, header_problems, path_problem
+from .model import Batch, Operation
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -51,20 +51,6 @@ _LABEL = {"description_width": "70px"}
 # ---------------------------------------------------------------- field checks (pure functions)
 
 
-def method_problem(text: str) -> str | None:
-    """Why ``text`` is not a method the API takes, or None.
-
-    >>> method_problem("post") is None, method_problem("FETCH")
-    (True, "unknown method 'FETCH'; use one of GET, POST, PUT, DELETE, PATCH")
-    """
-    method = text.strip().upper()
-    if not method:
-        return "is required"
-    if method not in METHODS:
-        return f"unknown method {method!r}; use one of {', '.join(METHODS)}"
-    return None
-
-
 def parse_body(text: str) -> tuple[Any, str | None]:
     """The body's JSON value (None when empty) and why it does not parse, with line and column.
 
@@ -81,66 +67,12 @@ def parse_body(text: str) -> tuple[Any, str | None]:
         return None, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
 
 
-def reference_problem(value: Any, names: Iterable[str]) -> str | None:
-    """A reference in ``value`` (text or JSON) that does not parse or names no known operation.
-
-    >>> reference_problem("/c/${result=co:$.id}", ["co"]) is None
-    True
-    >>> reference_problem("/c/${result=nope:$.id}", ["co"])
-    "${result=nope:$.id} refers to 'nope', which no operation in the batch is named"
-    """
-    known = set(names)
+def _path_problem(text: str) -> str | None:
+    """The path rule for the path field; a reference stands for the one segment it becomes."""
     try:
-        found = list(refs.iter_refs(value))
+        return rules.path_problem(refs.parse(text) if text else text)
     except refs.RefSyntaxError as exc:
         return str(exc)
-    for r in found:
-        if r.name not in known:
-            return f"{r.text} refers to {r.name!r}, which no operation in the batch is named"
-    return None
-
-
-def path_field_problem(text: str, names: Iterable[str]) -> str | None:
-    """Why a path (maybe with references) cannot be sent, or None.
-
-    >>> path_field_problem("http://example.com/x", [])
-    'must be relative to the API, not an absolute URL'
-    """
-    if not text:
-        return "is required"
-    try:
-        parts = refs.parse(text)
-    except refs.RefSyntaxError as exc:
-        return str(exc)
-    # A reference is filled in later as one percent-encoded segment: check the path with a stand-in.
-    shape = "".join(p if isinstance(p, str) else "x" for p in parts)
-    return path_problem(shape) or reference_problem(text, names)
-
-
-def name_problem(text: str, taken: Iterable[str]) -> str | None:
-    """Why ``text`` cannot name a new operation, or None (an empty name is fine).
-
-    >>> name_problem("add company", [])
-    "'add company' is not a valid name: use letters, digits, '_', '.', '-'"
-    """
-    if not text:
-        return None
-    if not refs.NAME_PATTERN.match(text):
-        return f"{text!r} is not a valid name: use letters, digits, '_', '.', '-'"
-    if text in set(taken):
-        return f"{text!r} is already used by another operation"
-    return None
-
-
-def header_row_problem(key: str, value: str, names: Iterable[str]) -> str | None:
-    """Why one key/value row cannot be sent as a header, or None (an empty row is ignored)."""
-    if not key and not value:
-        return None
-    if not key:
-        return "the header needs a name"
-    for _sub, message in header_problems(key, value):
-        return message
-    return reference_problem(value, names)
 
 
 def masked_wire(batch: Batch) -> dict[str, Any]:
@@ -314,7 +246,7 @@ class Composer:
 
     def _build_fields(self) -> None:
         self.method = _classed(
-            w.Combobox(value="GET", options=list(METHODS), ensure_option=False, description="method", style=_LABEL, layout=w.Layout(width="220px")),
+            w.Combobox(value="GET", options=list(rules.METHODS), ensure_option=False, description="method", style=_LABEL, layout=w.Layout(width="220px")),
             "batchnb-method",
         )
         self.path = _classed(
@@ -405,29 +337,71 @@ class Composer:
         return [(row, row.key.value.strip(), row.value.value) for row in self._header_rows]
 
     def _check_fields(self, *, final: bool) -> dict[str, str]:
-        """Problems of the form's fields, keyed by field; ``final`` also reports empty required fields."""
-        names = self.names
+        """Problems of the form's fields, keyed by field; ``final`` also reports empty required fields.
+
+        Every rule is :mod:`batchnb.rules`'; the form only says which field a problem belongs to.
+        """
         problems: dict[str, str] = {}
-        checks = {
-            "method": method_problem(self.method.value),
-            "path": path_field_problem(self.path.value.strip(), names),
-            "name": name_problem(self.name.value.strip(), names),
-            "parent": None if self.parent.value in (_NONE, *names) else f"no operation is named {self.parent.value!r}",
-        }
-        body, body_problem = parse_body(self.body.value)
-        checks["body"] = body_problem or reference_problem(body, names)
-        for fld, message in checks.items():
-            if message and (final or message != "is required"):
+
+        def put(fld: str, message: str | None) -> None:
+            if message and fld not in problems and (final or not message.startswith("is required")):
                 problems[fld] = message
+
+        names = [e.op.name for e in self._entries]
+        here = len(names)
+        new_name = self.name.value.strip() or None
+        put("method", rules.method_problem(self.method.value.strip()))
+        path = self.path.value.strip()
+        put("path", _path_problem(path))
+        put("name", rules.name_problem(new_name))
+        if self.parent.value != _NONE:
+            _up, linked = rules.link_parents([*names, new_name], [*([None] * here), self.parent.value], describe=self._describe)
+            for p in linked:
+                put("parent", p.message)
+        body, body_problem = parse_body(self.body.value)
+        put("body", body_problem)
+
+        row_messages: dict[int, str] = {}
+        fields: list[tuple[Any, Any]] = [("path", path), ("body", body)]
+        for i, (_row, key, value) in enumerate(self._header_items(), start=1):
+            if not key and not value:
+                continue
+            message = "the header needs a name" if not key else next(iter(rules.header_problems(key, value)), None)
+            if message:
+                row_messages[i] = message
+            else:
+                fields.append((i, value))
+        references: list[rules.Reference] = []
+        for fld, value in fields:
+            try:
+                references.extend(rules.Reference(here, fld, r.name, r.text) for r in refs.iter_refs(value))
+            except refs.RefSyntaxError as exc:
+                if isinstance(fld, int):
+                    row_messages.setdefault(fld, str(exc))
+                else:
+                    put(fld, str(exc))
+        graph = rules.check_graph([*names, new_name], references, describe=self._describe)
+        for p in graph:
+            if p.position != here:
+                continue
+            if isinstance(p.field, int):
+                row_messages.setdefault(p.field, p.message)
+            else:
+                put(str(p.field), p.message)
+
         header_messages = []
-        for i, (row, key, value) in enumerate(self._header_items(), start=1):
-            message = header_row_problem(key, value, names)
+        for i, (row, key, _value) in enumerate(self._header_items(), start=1):
+            message = row_messages.get(i)
             row.error.value = _field_error_html(message)
             if message:
                 header_messages.append(f"header {i} ({key or 'no name'}): {message}")
         if header_messages:
             problems["headers"] = "; ".join(header_messages)
         return problems
+
+    def _describe(self, position: int) -> str:
+        """How a message names the composed operation at ``position``."""
+        return f"operation {position + 1}" if position < len(self._entries) else "this operation"
 
     @property
     def field_errors(self) -> dict[str, str]:
@@ -587,7 +561,7 @@ class Composer:
         users = [
             f"{self._label(i, e)} uses {r.text}"
             for i, e in rest
-            for r in _entry_refs(e)
+            for _f, r in e.op.references()
             if r.name in gone
         ]
         if users:
@@ -791,12 +765,6 @@ def _into_body(body: str, text: str) -> str:
     if '""' in body:
         return body.replace('""', json.dumps(text), 1)
     return body + text
-
-
-def _entry_refs(entry: _Entry) -> list[refs.Ref]:
-    """Every reference in an entry's path, headers and body."""
-    op = entry.op
-    return list(refs.iter_refs([op.path, op.headers or {}, op.body]))
 
 
 def _flatten(op: Operation, parent: str | None) -> Iterable[tuple[Operation, str | None]]:

@@ -24,8 +24,8 @@ from _common import serve
 from batchnb import AsyncClient
 from batchnb.engine import ASGIDispatcher
 from batchnb.server.auth import Keyring
-from batchnb.server.scheduling import scheduling_app
-from batchnb.server.store import Store
+from batchnb.demo.scheduling import scheduling_app
+from batchnb.demo.store import Store
 
 PATH = "/api/2.1/scheduling/companies"
 

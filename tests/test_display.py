@@ -11,7 +11,8 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from batchnb import Batch, Operation, examples
+from batchnb import Batch, Operation
+from batchnb.demo import examples
 from batchnb._display import (
     GREEN,
     GREY,
@@ -77,8 +78,18 @@ def test_batch_html_masks_credentials_and_escapes_html():
     assert "<script>" not in out and "&lt;script&gt;" in out
 
 
-def test_batch_repr_html_uses_the_table():
-    assert examples.chained()._repr_html_() == batch_html(examples.chained())
+def test_ipython_draws_batches_and_plans_as_tables_the_model_knows_nothing_of():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import batchnb
+
+    shell = InteractiveShell.instance()
+    batchnb._register_display()  # what `import batchnb` does inside a running IPython
+    batch = examples.chained()
+    plan = make_plan(batch.requests)
+    assert shell.display_formatter.format(batch)[0]["text/html"] == batch_html(batch)
+    assert shell.display_formatter.format(plan)[0]["text/html"] == plan_html(plan)
+    assert not hasattr(batch, "_repr_html_") and not hasattr(plan, "_repr_html_")
 
 
 def test_plan_html_counts_calls_and_client_refs():
@@ -87,7 +98,6 @@ def test_plan_html_counts_calls_and_client_refs():
     plan = make_plan(ops, max_requests=2)
     out = plan_html(plan)
     assert f"in {plan.calls} HTTP calls" in out
-    assert plan._repr_html_() == out
     assert out.count("<tr>") == plan.calls + 1
 
 

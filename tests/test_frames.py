@@ -278,7 +278,7 @@ def test_reference_in_the_template_itself_must_name_a_row():
     with pytest.raises(BatchValidationError) as err:
         from_frame(df, method="GET", path=f"/c/{ref('co', '$.id')}/staff/{{staff}}")
     assert err.value.pointers == ["path"]
-    assert "which no row is named" in err.value.problems[0].message
+    assert "which no operation in the batch is named" in err.value.problems[0].message
 
 
 def test_forty_companies_and_three_thousand_staff_referencing_them():
@@ -338,7 +338,7 @@ def test_parent_must_be_an_earlier_row():
         from_frame(df)
     assert err.value.pointers == ["row 0, column parent", "row 2, column parent"]
     assert "comes later" in err.value.problems[0].message
-    assert "no row" in err.value.problems[1].message
+    assert "is the name of no operation" in err.value.problems[1].message
 
 
 def test_forward_reference_follows_run_order_not_row_order():

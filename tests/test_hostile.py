@@ -24,7 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import batchnb
-from batchnb.server.app import Limits, create_app
+from batchnb.demo import create_demo_app
+from batchnb.server import Limits, create_app
 
 sys.path.insert(0, str(Path(__file__).parent))  # the helper lives beside the tests, not in a package
 from faults import RecordingUpstream, Reply
@@ -69,7 +70,7 @@ class Rows:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcess, Rows, str]]:
     db = tmp_path_factory.mktemp("hostile") / "demo.sqlite3"
-    caller = InProcess(create_app(db=db, credentials={"demo": TOKEN}))
+    caller = InProcess(create_demo_app(db=db, credentials={"demo": TOKEN}))
     r = caller.post({"requests": [{"method": "POST", "path": CO, "body": {"name": "Anchor"}}]})
     company = r.json()["responses"][0]["body"]["id"]
     yield caller, Rows(db), company

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from batchnb import Batch, BatchValidationError, Operation, Response, ref
-from batchnb.model import path_problem
+from batchnb.rules import path_problem
 
 API = "/api/2.1/scheduling/companies"
 

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchnb.server.auth import Keyring
-from batchnb.server.scheduling import scheduling_app
-from batchnb.server.store import Store
+from batchnb.demo.scheduling import scheduling_app
+from batchnb.demo.store import Store
 
 BASE = "/api/2.1/scheduling"
 CREDS = {"key-a": "tok-a", "key-b": "tok-b"}

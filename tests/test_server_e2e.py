@@ -9,9 +9,10 @@ import pytest
 
 from batchnb import (
     AuthenticationError, Batch, Client, LocalServer, Operation, PayloadTooLargeError,
-    RateLimitedError, UnsupportedMediaTypeError, examples, ref,
+    RateLimitedError, UnsupportedMediaTypeError, ref,
 )
-from batchnb.server.app import Limits
+from batchnb.demo import examples
+from batchnb.server import Limits
 
 from tests.conftest import count
 

@@ -1,4 +1,4 @@
-"""Tests for batchnb.server.store.Store against a real SQLite file."""
+"""Tests for batchnb.demo.store.Store against a real SQLite file."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from batchnb.server.store import InvalidReference, Store, new_id
+from batchnb.demo.store import InvalidReference, Store, new_id
 
 A, B = "key-a", "key-b"
 
@@ -193,7 +193,7 @@ def test_writes_survive_a_killed_process(db_path: Path) -> None:
     # The child answers a write, then dies without closing anything.
     script = (
         "import os, signal, sys\n"
-        "from batchnb.server.store import Store\n"
+        "from batchnb.demo.store import Store\n"
         "s = Store(sys.argv[1])\n"
         "co = s.create('key-a', 'company', {'name': 'Durable'})\n"
         "print(co['id'], flush=True)\n"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from batchnb import AsyncClient, Batch, BatchValidationError, Client, Operation
-from batchnb.widgets import Composer, method_problem, parse_body
+from batchnb.widgets import Composer, parse_body
 
 API = "/api/2.1/scheduling"
 COMPANIES = f"{API}/companies"
@@ -48,10 +48,14 @@ def test_parse_body_reports_line_and_column():
     assert problem == "invalid JSON at line 3, column 15: Expecting property name enclosed in double quotes"
 
 
-def test_method_problem():
-    assert method_problem("patch") is None
-    assert method_problem("") == "is required"
-    assert "unknown method 'FETCH'" in method_problem("fetch")
+def test_method_field_uses_the_rules():
+    composer = Composer()
+    composer.method.value = "patch"
+    assert "method" not in composer.field_errors
+    composer.method.value = "fetch"
+    assert composer.field_errors["method"] == "unknown method 'fetch'; use one of GET, POST, PUT, DELETE, PATCH"
+    composer.method.value = ""
+    assert "method" not in composer.field_errors  # while typing, an empty field is not yet a problem
 
 
 def test_invalid_json_is_shown_next_to_the_body_and_blocks_add(composer):
@@ -92,7 +96,7 @@ def test_non_relative_paths_block_add(composer, path, message):
 def test_empty_path_is_reported_on_add_not_while_typing(composer):
     assert composer.field_errors == {}
     assert composer.add() is False
-    assert composer.errors == ["path: is required"]
+    assert composer.errors == ["path: is required: a path such as '/api/2.1/scheduling/companies'"]
     assert "is required" in composer.path_error.value
 
 
@@ -109,7 +113,7 @@ def test_reference_to_a_name_that_does_not_exist(composer):
 def test_bad_names_and_headers(composer):
     assert add(composer, "POST", COMPANIES, name="co", body={"name": "a"})
     composer.fill("GET", COMPANIES, name="co")
-    assert composer.field_errors == {"name": "'co' is already used by another operation"}
+    assert composer.field_errors == {"name": "duplicate name 'co' (first used at operation 1)"}
     composer.name.value = "has space"
     assert "is not a valid name" in composer.field_errors["name"]
     composer.name.value = ""

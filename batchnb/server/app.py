@@ -3,62 +3,34 @@
     POST /api/2.3/batch     run a batch (auth, 400/401/413/415/429 with pointers)
     GET  /api/2.3/batch     the server's limits, so that clients can split work
 
-Behind it sits the API the operations call: by default the demo Scheduling
-API on SQLite, reached by a direct ASGI call (no network hop); or, with
-``upstream=``, any HTTP API, which turns this server into a batch gateway.
+Behind it sits the API the operations call: an ASGI app reached by a direct
+call in this process (no network hop; :func:`batchnb.demo.create_demo_app`
+puts the demo Scheduling API there), or, with ``upstream=``, any HTTP API,
+which turns this server into a batch gateway.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Mapping
+from urllib.parse import parse_qsl
 
 import httpx
 import orjson
-from starlette.datastructures import Headers, QueryParams
 
+from .. import rules
 from .._exceptions import BatchValidationError, Problem
 from ..engine import ASGIDispatcher, HTTPDispatcher, execute
 from ..model import BATCH_PATH, Batch
 from .auth import Keyring
+from .limits import Limits
 
-__all__ = ["BatchApp", "Limits", "create_app", "BATCH_PATH"]
+__all__ = ["BatchApp", "create_app"]
 
 log = logging.getLogger("batchnb.server")
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one batch may ask of the server.
-
-    >>> Limits(max_requests=100).max_requests
-    100
-    """
-
-    max_requests: int = 50
-    max_depth: int = 4
-    max_body_bytes: int = 1024 * 1024
-    max_response_bytes: int = 10 * 1024 * 1024
-    operation_timeout: float = 30.0
-    batch_timeout: float = 300.0
-    max_concurrent_batches: int = 32
-
-    def to_wire(self) -> dict[str, Any]:
-        d = asdict(self)
-        return {
-            "version": "2.3",
-            "maxRequests": d["max_requests"],
-            "maxDepth": d["max_depth"],
-            "maxBodyBytes": d["max_body_bytes"],
-            "maxResponseBytes": d["max_response_bytes"],
-            "operationTimeout": d["operation_timeout"],
-            "batchTimeout": d["batch_timeout"],
-        }
 
 
 class _Reject(Exception):
@@ -69,7 +41,7 @@ class _Reject(Exception):
 class BatchApp:
     """The batch endpoint in front of an API.
 
-    >>> app = create_app(db=":memory:", credentials={"demo": "demo-token"})
+    >>> app = create_app(upstream="https://api.example")
     >>> app.limits.max_requests
     50
 
@@ -90,7 +62,7 @@ class BatchApp:
         on_shutdown: Callable[[], None] | None = None,
     ) -> None:
         if (api is None) == (upstream is None):
-            raise ValueError("give exactly one of api= (in-process) or upstream= (an HTTP API)")
+            raise BatchValidationError([Problem("api", "give exactly one of api= (an ASGI app, in-process) or upstream= (an HTTP API's URL)")])
         self.api = api
         self.upstream = upstream
         self.keyring = keyring
@@ -162,8 +134,8 @@ class BatchApp:
         await _send_json(send, status, payload, extra)
 
     async def _run(self, scope: dict, receive: Callable) -> dict[str, Any]:
-        headers = Headers(scope=scope)
-        query = QueryParams(scope.get("query_string", b"").decode("latin-1"))
+        headers = _headers(scope)
+        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         if self.keyring is not None and self.keyring.authenticate(headers, query) is None:
             raise _Reject(401, "unauthorized", "Authentication is required to execute this request",
                           [Problem("headers.Authorization", "missing or wrong credentials (Bearer token, or apiKey and token query parameters)")])
@@ -200,7 +172,7 @@ class BatchApp:
         finally:
             self._in_flight -= 1
 
-    def _credentials_to_forward(self, headers: Headers, query: QueryParams) -> tuple[dict[str, str], dict[str, str]]:
+    def _credentials_to_forward(self, headers: Mapping[str, str], query: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         # In front of an upstream, a key that protects the gateway itself stays here.
         if self.upstream is not None and self.keyring is not None:
             return {}, {}
@@ -213,26 +185,26 @@ class BatchApp:
     def _check_limits(self, data: Any) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("requests"), list):
             return  # the model reports the shape problem as a 400
-        count, too_deep = 0, None
-        stack: list[tuple[list, str, int]] = [(data["requests"], "requests", 1)]
-        while stack:
-            items, prefix, depth = stack.pop()
-            for i, item in enumerate(items):
-                count += 1
-                if depth > self.limits.max_depth and too_deep is None:
-                    too_deep = f"{prefix}[{i}]"
-                if isinstance(item, dict) and isinstance(item.get("requests"), list):
-                    stack.append((item["requests"], f"{prefix}[{i}].requests", depth + 1))
+        shape = rules.measure(data["requests"], lambda item: item.get("requests") if isinstance(item, dict) else None)
         details = []
-        if count > self.limits.max_requests:
-            details.append(Problem("requests", f"{count} operations (nested included); the limit is {self.limits.max_requests}"))
-        if too_deep is not None:
-            details.append(Problem(too_deep, f"nested deeper than the limit of {self.limits.max_depth} levels"))
+        if shape.size > self.limits.max_requests:
+            details.append(Problem("requests", rules.too_many(shape.size, self.limits.max_requests)))
+        if shape.depth > self.limits.max_depth:
+            pointer = "".join(f"requests[{i}]" if n == 0 else f".requests[{i}]" for n, i in enumerate(shape.deepest))
+            details.append(Problem(pointer, rules.too_deep(shape.depth, self.limits.max_depth)))
         if details:
             raise _Reject(413, "too_large", "; ".join(p.message for p in details), details)
 
 
-async def _read_body(receive: Callable, headers: Headers, limit: int) -> bytes:
+def _headers(scope: dict) -> dict[str, str]:
+    """The request's headers by lower-case name; the first of repeated ones counts."""
+    out: dict[str, str] = {}
+    for key, value in scope.get("headers", []):
+        out.setdefault(key.decode("latin-1").lower(), value.decode("latin-1"))
+    return out
+
+
+async def _read_body(receive: Callable, headers: Mapping[str, str], limit: int) -> bytes:
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _Reject(413, "too_large", f"the body is {declared} bytes; the limit is {limit}", [Problem("", "body too large")])
@@ -264,26 +236,20 @@ async def _send_json(send: Callable, status: int, payload: Any, headers: Mapping
 
 def create_app(
     *,
-    db: str | Path | None = None,
+    api: ASGIApp | None = None,
     upstream: str | None = None,
     credentials: Mapping[str, str] | None = None,
     limits: Limits = Limits(),
+    on_shutdown: Callable[[], None] | None = None,
 ) -> BatchApp:
-    """The batch server, in front of the demo Scheduling API (``db``) or an ``upstream`` URL.
+    """The batch server in front of ``api`` (an ASGI app, called in-process) or an ``upstream`` URL.
 
-    >>> app = create_app(db=":memory:", credentials={"demo": "demo-token"})
+    >>> app = create_app(upstream="https://api.example", credentials={"gateway": "its-token"})
 
-    ``credentials`` maps api keys to tokens. In front of the demo API they are
-    required (they are its tenants); in front of an upstream they are
-    optional and guard only the gateway.
+    ``credentials`` maps api keys to tokens that may use the batch endpoint.
+    In front of an in-process API they are handed on to each operation (the
+    API judges them); in front of an upstream they guard only the gateway.
+    ``on_shutdown`` runs when the server stops (to close a store, say).
     """
     keyring = Keyring(credentials) if credentials else None
-    if upstream is not None:
-        return BatchApp(upstream=upstream, keyring=keyring, limits=limits)
-    if keyring is None:
-        raise ValueError("the demo API needs credentials (its tenants)")
-    from .scheduling import scheduling_app
-    from .store import Store
-
-    store = Store(db if db is not None else "batchnb-demo.sqlite3")
-    return BatchApp(api=scheduling_app(store, keyring), keyring=keyring, limits=limits, on_shutdown=store.close)
+    return BatchApp(api=api, upstream=upstream, keyring=keyring, limits=limits, on_shutdown=on_shutdown)

@@ -18,6 +18,8 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 
+from .._exceptions import BatchValidationError, Problem
+
 __all__ = ["Keyring"]
 
 
@@ -45,13 +47,13 @@ class Keyring:
         seen_tokens: set[bytes] = set()
         for api_key, token in credentials.items():
             if not isinstance(api_key, str) or not api_key:
-                raise ValueError("api keys must be non-empty strings")
+                raise BatchValidationError([Problem("credentials", "api keys must be non-empty strings")])
             if not isinstance(token, str) or not token:
-                raise ValueError(f"token for api key {api_key!r} must be a non-empty string")
+                raise BatchValidationError([Problem(f"credentials[{api_key!r}]", "a token must be a non-empty string")])
             token_digest = _digest(token)
             # A Bearer token alone must identify one tenant.
             if token_digest in seen_tokens:
-                raise ValueError("two api keys share the same token")
+                raise BatchValidationError([Problem("credentials", "two api keys share the same token")])
             seen_tokens.add(token_digest)
             entries.append((api_key, _digest(api_key), token_digest))
         self._entries: tuple[tuple[str, bytes, bytes], ...] = tuple(entries)

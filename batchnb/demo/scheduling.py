@@ -45,7 +45,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .auth import Keyring
+from ..server.auth import Keyring
 from .store import DEFAULT_LIMIT, ID_PREFIXES, MAX_LIMIT, InvalidReference, Kind, Store
 
 __all__ = ["API_PREFIX", "MAX_BODY_BYTES", "scheduling_app"]

@@ -8,8 +8,8 @@
 
 from __future__ import annotations
 
-from .model import Batch, Operation
-from .refs import ref
+from ..model import Batch, Operation
+from ..refs import ref
 
 __all__ = ["API", "chained", "mixed", "nested", "three_services"]
 

@@ -1,0 +1,380 @@
+"""One submit, from what the analyst handed over to what comes back.
+
+A :class:`Submission` holds everything that belongs to one call of
+``submit``: the operations (built from a frame, a chunk at a time when the
+frame is large and its rows independent), what a journal says ran before,
+the plan, the runner, the progress bar and the shaping of the result. The
+client that starts it keeps only configuration, so two submits on one
+client share nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator, Mapping
+
+import orjson
+
+from ._exceptions import BatchValidationError, Problem, SubmitInterrupted
+from ._runner import Runner
+from ._senders import Sender
+from .journal import Journal, row_key
+from .model import Batch, Operation, Response, check_batch
+from .plan import Plan, make_plan
+
+__all__ = ["Submission", "SubmitOptions"]
+
+BODIES = ("parsed", "json", "none")
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """How one submit runs (the client's defaults already applied)."""
+
+    concurrency: int = 4
+    retries: int = 3
+    retry_operations: bool = False
+    rate: float | None = None
+    journal: str | None = None
+    resume: bool = False
+    progress: bool | None = None
+    bodies: str = "parsed"
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+
+
+class Submission:
+    """One submit: operations in, a result out, every piece of state its own.
+
+    >>> submission = Submission(df, frame_options, limits, sender, SubmitOptions())   # doctest: +SKIP
+    >>> result = await submission.run()                                               # doctest: +SKIP
+
+    Every problem of the input is raised by the constructor, before anything is sent.
+    """
+
+    def __init__(
+        self,
+        work: Any,
+        frame_options: Mapping[str, Any],
+        limits: Mapping[str, Any],
+        sender: Sender,
+        options: SubmitOptions,
+        *,
+        stream: bool = True,
+    ) -> None:
+        if options.bodies not in BODIES:
+            raise BatchValidationError([Problem("bodies", f"must be 'parsed', 'json' or 'none', not {options.bodies!r}")])
+        self._limits = limits
+        self._sender = sender
+        self._options = options
+        ops, self._index, self._kind = _operations_of(work, dict(frame_options), limits, options.concurrency, stream=stream)
+        self._chunks = ops if isinstance(ops, _Chunks) else _Chunks([ops], len(ops))
+        self._done: dict[str, Response] = {}
+        self._known: dict[str, Response] = {}
+        self._first_batch = 0
+        if options.journal and options.resume:
+            self._load_journal(Journal(options.journal))
+        # Every problem is raised here, before anything is sent.
+        self._first_plan = self._plan(self._chunks.first())
+
+    def _load_journal(self, journal: Journal) -> None:
+        state = journal.read()
+        self._done = dict(state.done)
+        for key, resendable in state.in_flight.items():
+            if not resendable:
+                self._done[key] = Response("", "", None, error="outcome unknown: the previous run was interrupted while its batch was in flight")
+        for resp in state.done.values():
+            for _p, r in resp.walk():
+                if r.name:
+                    self._known[r.name] = r
+        self._first_batch = state.last_batch + 1
+
+    @property
+    def plan(self) -> Plan:
+        """How the (first chunk of the) work will be split into HTTP calls; nothing is sent."""
+        return self._first_plan
+
+    def _plan(self, ops: list[Operation]) -> Plan:
+        done = self._done
+        pending = [op for op in ops if row_key(op.row) not in done] if done else ops
+        problems = check_batch(pending, known=self._known.keys())
+        if problems:
+            raise BatchValidationError(problems)
+        return make_plan(
+            pending,
+            max_requests=int(self._limits["maxRequests"]),
+            max_depth=int(self._limits["maxDepth"]),
+            known=self._known.keys(),
+        )
+
+    async def run(self) -> Any:
+        """Send every batch and return the result (responses for a Batch, else a DataFrame)."""
+        opts = self._options
+        chunks = self._chunks
+        total = chunks.total if chunks.streaming else self._first_plan.operations
+        show = opts.progress if opts.progress is not None else (total > int(self._limits["maxRequests"]))
+        bar = _Progress(total, bool(show))
+        journal = Journal(opts.journal) if opts.journal else None
+        runner = Runner(
+            self._sender,
+            concurrency=opts.concurrency,
+            retries=opts.retries,
+            retry_operations=opts.retry_operations,
+            rate=opts.rate,
+            journal=journal,
+            progress=bar,
+            known=self._known,
+            first_batch=self._first_batch,
+            backoff=opts.backoff,
+            max_backoff=opts.max_backoff,
+        )
+        pieces: list[Any] = []
+        chunk: list[Operation] = []
+        plan: Plan | None = None
+        try:
+            for n, chunk in enumerate(chunks):
+                plan = self._first_plan if n == 0 else self._plan(chunk)
+                responses = runner.not_run(plan) if runner.fatal is not None else await runner.run(plan)
+                runner.first_batch += plan.calls
+                runner.outcomes.clear()  # streaming: what is shaped below is all that stays
+                pieces.append(self._shape(chunk, responses))
+                plan = None
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            if plan is not None:
+                pieces.append(self._shape(chunk, runner.collect(plan)))
+            partial = self._join(pieces, missing="not run: interrupted before it was sent")
+            resume = f"; resume with journal={opts.journal!r}, resume=True" if opts.journal else ""
+            raise SubmitInterrupted(
+                "submit was interrupted: finished rows are in .partial; rows in flight have an unknown outcome" + resume,
+                partial=partial,
+            ) from None
+        finally:
+            bar.close()
+            if journal is not None:
+                journal.close()
+        result = self._join(pieces)
+        if runner.fatal is not None:
+            runner.fatal.partial = result
+            raise runner.fatal
+        return result
+
+    # ------------------------------------------------------------ shaping the result
+
+    def _shape(self, ops: list[Operation], responses: list[Response]) -> Any:
+        responses = _keep_bodies(responses, self._options.bodies)
+        if self._done:
+            it = iter(responses)
+            responses = [_relabel(self._done[row_key(op.row)], op) if row_key(op.row) in self._done else next(it) for op in ops]
+        if self._kind == "responses":
+            return responses
+        from .results import to_frame
+
+        frame = to_frame(responses)
+        index = self._chunks.index_of(ops, self._index)
+        if index is not None and len(frame) == len(index):
+            frame = frame.reindex(index)
+        return frame
+
+    def _join(self, pieces: list[Any], missing: str | None = None) -> Any:
+        if self._kind == "responses":
+            return [r for piece in pieces for r in piece]
+        import pandas as pd
+
+        from .results import to_frame
+
+        frame = pd.concat(pieces) if len(pieces) > 1 else (pieces[0] if pieces else to_frame([]))
+        index = self._index
+        if index is not None and missing is not None and len(frame) < len(index):
+            frame = frame.reindex(index)
+            frame["ok"] = frame["ok"].fillna(False).astype(bool)
+            frame["error"] = frame["error"].where(frame["error"].notna(), missing)
+        return frame
+
+
+# ---------------------------------------------------------------- what goes in
+
+
+#: the keyword arguments of ``submit`` that describe how a frame's rows become operations.
+FRAME_OPTIONS = ("method", "path", "body", "name", "headers", "parent", "nulls")
+
+
+def _operations_of(work: Any, frame_options: dict[str, Any], limits: Mapping[str, Any], concurrency: int, *, stream: bool) -> tuple[Any, Any, str]:
+    """The operations of ``work``, its index (for a frame), and what kind of result it wants."""
+    if isinstance(work, Batch):
+        _no_frame_options(frame_options, "a Batch")
+        return _with_rows(work.requests), None, "responses"
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover
+        pd = None
+    if pd is not None and isinstance(work, pd.DataFrame):
+        from .frames import from_frame
+
+        size = _chunk_rows(limits, concurrency)
+        if stream and len(work) > size and _streamable(work, frame_options):
+            return _Chunks.of_frame(work, frame_options, size), work.index, "frame"
+        return from_frame(work, **frame_options), work.index, "frame"
+    if isinstance(work, Iterable) and not isinstance(work, (str, bytes, Mapping)):
+        _no_frame_options(frame_options, "a list of operations")
+        batch = Batch(list(work))  # validates every operation, with pointers
+        return _with_rows(batch.requests), None, "frame"
+    raise BatchValidationError(
+        [Problem("work", f"submit takes a Batch, a list of operations or a DataFrame, not {type(work).__name__}")]
+    )
+
+
+def _no_frame_options(options: dict[str, Any], what: str) -> None:
+    given = [k for k, v in options.items() if k != "nulls" and v is not None]
+    if given:
+        raise BatchValidationError([Problem(k, f"applies to a DataFrame's rows, not to {what}") for k in given])
+
+
+def _chunk_rows(limits: Mapping[str, Any], concurrency: int) -> int:
+    """Rows built and sent at a time when streaming a large frame: many batches, bounded memory."""
+    return max(10_000, int(limits["maxRequests"]) * max(concurrency, 1) * 50)
+
+
+def _streamable(df: Any, options: Mapping[str, Any]) -> bool:
+    """True when rows are independent (no names, parents or references): then the frame can
+    be built and sent a chunk at a time, and every chunk checked before the first is sent."""
+    body = options.get("body")
+    if callable(body):
+        return False
+    data_fields = set(body.values() if isinstance(body, Mapping) else body) if isinstance(body, (Mapping, list, tuple)) else set()
+    for opt in ("name", "parent"):
+        value = options.get(opt)
+        if value is False:
+            continue
+        if value is not None or (opt in df.columns and opt not in data_fields):
+            return False
+    for value in options.values():
+        if isinstance(value, str) and "${" in value:
+            return False
+        if isinstance(value, Mapping) and any("${" in str(v) for v in value.values()):
+            return False
+    for column in df.columns:
+        series = df[column]
+        if series.dtype.kind in "biufcmM":
+            continue
+        if series.astype(str).str.contains("${", regex=False).any():
+            return False
+    return True
+
+
+class _Chunks:
+    """Operations a chunk at a time (a list of lists, or a frame built lazily)."""
+
+    def __init__(self, chunks: Any, total: int, frame: Any = None, options: Mapping[str, Any] | None = None, size: int = 0) -> None:
+        self._chunks = chunks
+        self.total = total
+        self._frame = frame
+        self._options = dict(options or {})
+        self._size = size
+        self._first: list[Operation] | None = None
+
+    @classmethod
+    def of_frame(cls, df: Any, options: Mapping[str, Any], size: int) -> _Chunks:
+        from .frames import from_frame
+
+        problems = []
+        # Every chunk is checked before anything is sent; built again, one at a time, to send.
+        for start in range(0, len(df), size):
+            try:
+                from_frame(df.iloc[start : start + size], **options)
+            except BatchValidationError as exc:
+                problems.extend(exc.problems)
+        if problems:
+            raise BatchValidationError(problems)
+        return cls(None, len(df), df, options, size)
+
+    @property
+    def streaming(self) -> bool:
+        return self._frame is not None
+
+    def first(self) -> list[Operation]:
+        if self._first is None:
+            self._first = next(iter(self))
+        return self._first
+
+    def __iter__(self) -> Iterator[list[Operation]]:
+        if self._frame is None:
+            yield from self._chunks
+            return
+        from .frames import from_frame
+
+        for start in range(0, len(self._frame), self._size):
+            if start == 0 and self._first is not None:
+                first, self._first = self._first, None
+                yield first
+            else:
+                yield from_frame(self._frame.iloc[start : start + self._size], **self._options)
+
+    def index_of(self, chunk: list[Operation], index: Any) -> Any:
+        if self._frame is None:
+            return index
+        return [op.row for op in chunk]
+
+
+def _with_rows(ops: list[Operation]) -> list[Operation]:
+    """Number every operation (depth first) when it has no row label of its own."""
+    counter = 0
+    for top in ops:
+        for _p, op in top.walk():
+            if op.row is None:
+                op.row = counter
+            counter += 1
+    return ops
+
+
+# ---------------------------------------------------------------- what comes out
+
+
+def _keep_bodies(responses: list[Response], bodies: str) -> list[Response]:
+    if bodies == "parsed":
+        return responses
+    for top in responses:
+        for _p, r in top.walk():
+            if r.body is None:
+                continue
+            if bodies == "none" and r.ok:
+                r.body = None
+            elif bodies == "json":
+                r.body = orjson.dumps(r.body).decode()
+    return responses
+
+
+def _relabel(resp: Response, op: Operation) -> Response:
+    """A journal's response put back on the operation it answered (labels come back from keys)."""
+    resp.row = op.row
+    if not resp.method:
+        resp.method, resp.path, resp.name = op.method, op.path, op.name
+    if resp.responses or not op.requests:
+        resp.responses = [_relabel(r, o) for o, r in zip(op.requests, resp.responses)]
+    else:
+        resp.responses = [_relabel(Response("", "", None, error=resp.error), o) for o in op.requests]
+    return resp
+
+
+class _Progress:
+    """A tqdm bar (a widget in Jupyter, text in a terminal) that also counts failures."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.failed = 0
+        self._bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, unit="op", desc="batchnb", dynamic_ncols=True)
+
+    def update(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def set_postfix(self, **kw: Any) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix(**kw)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

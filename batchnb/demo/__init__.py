@@ -1,0 +1,44 @@
+"""The demo: a Scheduling API on SQLite behind the batch server, the spec's worked examples, a CSV.
+
+    >>> from batchnb.demo import create_demo_app
+    >>> app = create_demo_app(db=":memory:", credentials={"demo": "demo-token"})
+
+It is what ``batchnb serve`` and :class:`batchnb.LocalServer` run by default,
+so that everything works on a laptop with no account anywhere. The batch
+server itself (:mod:`batchnb.server`) knows nothing of it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from .._exceptions import BatchValidationError, Problem
+from ..server import BatchApp, Keyring, Limits, create_app
+
+__all__ = ["DEFAULT_DB", "create_demo_app"]
+
+#: where ``batchnb serve`` keeps the demo's data unless told otherwise.
+DEFAULT_DB = "batchnb-demo.sqlite3"
+
+
+def create_demo_app(
+    *,
+    db: str | Path = DEFAULT_DB,
+    credentials: Mapping[str, str],
+    limits: Limits = Limits(),
+) -> BatchApp:
+    """The batch server in front of the demo Scheduling API, stored in the SQLite file ``db``.
+
+    >>> app = create_demo_app(db=":memory:", credentials={"demo": "demo-token", "other": "other-token"})
+
+    ``credentials`` maps api keys to tokens: they are the demo API's tenants,
+    each of which sees only its own data. The store closes when the server stops.
+    """
+    if not credentials:
+        raise BatchValidationError([Problem("credentials", "the demo API needs at least one api key and token (its tenants)")])
+    from .scheduling import scheduling_app
+    from .store import Store
+
+    store = Store(db)
+    return create_app(api=scheduling_app(store, Keyring(credentials)), credentials=credentials, limits=limits, on_shutdown=store.close)

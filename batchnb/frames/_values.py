@@ -1,0 +1,237 @@
+"""Cells to JSON values: every pandas and numpy type an analyst's frame may hold."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import uuid
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from .. import refs
+
+def _is_null(v: Any) -> bool:
+    if v is None or v is pd.NA or v is pd.NaT:
+        return True
+    if isinstance(v, float):  # np.float64 included
+        return v != v
+    if isinstance(v, np.floating):
+        return bool(np.isnan(v))
+    if isinstance(v, (np.datetime64, np.timedelta64)):
+        return bool(np.isnat(v))
+    if isinstance(v, decimal.Decimal):
+        return v.is_nan()
+    return False
+
+
+def _json_value(v: Any, omit: bool) -> Any:
+    """``v`` as plain JSON-able Python (not null at the top; nested nulls handled)."""
+    t = type(v)
+    if t is str or t is int or t is bool:
+        return v
+    if t is float:
+        return None if v != v else v
+    if isinstance(v, Mapping):
+        out = {}
+        for k, x in v.items():
+            key = k if type(k) is str else str(_json_value(k, omit))
+            if _is_null(x):
+                if not omit:
+                    out[key] = None
+            else:
+                out[key] = _json_value(x, omit)
+        return out
+    if isinstance(v, (list, tuple)):
+        # A list keeps its length: a null item stays null whatever ``nulls`` says.
+        return [None if _is_null(x) else _json_value(x, omit) for x in v]
+    if isinstance(v, np.ndarray):
+        if v.dtype.kind in "biu":
+            return v.tolist()  # already Python ints and bools, and fast
+        # tolist() would turn datetime64[ns] into bare integers: go item by item.
+        items = v.tolist() if v.dtype.kind == "f" else list(v)
+        return [None if _is_null(x) else _json_value(x, omit) for x in items]
+    if isinstance(v, np.generic):
+        if isinstance(v, np.bool_):
+            return bool(v)
+        if isinstance(v, np.integer):
+            return int(v)
+        if isinstance(v, np.floating):
+            f = float(v)
+            return None if f != f else f
+        if isinstance(v, np.str_):
+            return str(v)
+        if isinstance(v, np.datetime64):
+            return pd.Timestamp(v).isoformat()
+        if isinstance(v, np.timedelta64):
+            return pd.Timedelta(v).isoformat()
+    if isinstance(v, str):
+        return str(v)
+    if isinstance(v, bool):
+        return bool(v)
+    if isinstance(v, int):
+        return int(v)
+    if isinstance(v, float):
+        return None if v != v else float(v)
+    if isinstance(v, (_dt.date, _dt.time)):  # datetime and pd.Timestamp too
+        return v.isoformat()
+    if isinstance(v, pd.Timedelta):
+        return v.isoformat()
+    if isinstance(v, _dt.timedelta):
+        return pd.Timedelta(v).isoformat()
+    if isinstance(v, decimal.Decimal):
+        return None if v.is_nan() else float(v)
+    if isinstance(v, uuid.UUID):
+        return str(v)
+    if isinstance(v, pd.Period):
+        return str(v)
+    if isinstance(v, (bytes, bytearray)):
+        try:
+            return bytes(v).decode("utf-8")
+        except UnicodeDecodeError:
+            raise TypeError("bytes that are not UTF-8 text cannot be sent as JSON") from None
+    raise TypeError(f"a value of type {type(v).__name__} cannot be sent as JSON")
+
+
+def _may_hold_refs(value: Any) -> bool:
+    # One C-speed pass over a nested value instead of a Python walk.
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, (dict, list)):
+        try:
+            return b"${" in orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return True
+    return False
+
+
+@dataclass
+class _Column:
+    """One column as JSON values: positions of nulls, of bad cells, of possible references."""
+
+    values: list[Any]
+    nulls: np.ndarray | None  # bool per row, None when the column has no null
+    bad: list[tuple[int, str]]
+    ref_rows: list[int]
+
+
+def _json_column(s: pd.Series, omit: bool) -> _Column:
+    """A column as a list of plain Python JSON values, worked out per dtype.
+
+    Null cells hold None unless ``omit`` (then they hold whatever is cheapest,
+    the caller drops them using ``nulls``).
+    """
+    dt = s.dtype
+    if isinstance(dt, np.dtype):
+        kind = dt.kind
+        if kind in "iub":
+            # tolist() already gives Python ints and bools.
+            return _Column(s.tolist(), None, [], [])
+        if kind == "f":
+            arr = s.to_numpy()
+            return _masked(arr.tolist(), np.isnan(arr), omit)
+        if kind == "O":
+            return _object_column(s.tolist(), omit)
+        return _object_column(s.astype(object).tolist(), omit)
+    if isinstance(dt, pd.StringDtype):
+        values = s.tolist()
+        nulls = s.isna().to_numpy(dtype=bool)
+        has_nulls = bool(nulls.any())
+        if has_nulls and not omit:
+            for i in np.flatnonzero(nulls).tolist():
+                values[i] = None
+        ref_rows = np.flatnonzero(s.str.contains("${", regex=False).to_numpy(dtype=bool, na_value=False)).tolist()
+        return _Column(values, nulls if has_nulls else None, [], ref_rows)
+    if isinstance(dt, pd.CategoricalDtype):
+        cats = _json_column(pd.Series(dt.categories), omit)
+        codes = s.cat.codes.to_numpy()
+        nulls = codes < 0
+        if cats.nulls is not None:
+            nulls |= cats.nulls[codes] & (codes >= 0)
+        cat_values = cats.values + [None]  # code -1 picks the trailing None
+        values = [cat_values[c] for c in codes.tolist()]
+        bad_cats = dict(cats.bad)
+        bad = [(i, bad_cats[c]) for i, c in enumerate(codes.tolist()) if c in bad_cats] if bad_cats else []
+        ref_cats = set(cats.ref_rows)
+        ref_rows = [i for i, c in enumerate(codes.tolist()) if c in ref_cats] if ref_cats else []
+        return _Column(values, nulls if nulls.any() else None, bad, ref_rows)
+    kind = getattr(dt, "kind", "O")
+    numpy_dtype = getattr(dt, "numpy_dtype", None)
+    if kind in "iubf" and numpy_dtype is not None and numpy_dtype.kind == kind:
+        # Nullable (masked or Arrow) numbers: the values without their NAs,
+        # then the NAs as a mask, so that Int64 gives ints, never floats.
+        nulls = s.isna().to_numpy(dtype=bool)
+        fill = np.nan if kind == "f" else (False if kind == "b" else 0)
+        arr = s.to_numpy(dtype=numpy_dtype, na_value=fill)
+        if kind == "f":
+            nulls = nulls | np.isnan(arr)
+        return _masked(arr.tolist(), nulls, omit)
+    return _object_column(s.astype(object).tolist(), omit)
+
+
+def _masked(values: list[Any], nulls: np.ndarray, omit: bool) -> _Column:
+    """A column of plain values with a null mask: nulls become None unless they are to be omitted."""
+    if not nulls.any():
+        return _Column(values, None, [], [])
+    if not omit:
+        for i in np.flatnonzero(nulls).tolist():
+            values[i] = None
+    return _Column(values, nulls, [], [])
+
+
+def _object_column(values: list[Any], omit: bool) -> _Column:
+    null_rows: list[int] = []
+    bad: list[tuple[int, str]] = []
+    ref_rows: list[int] = []
+    for i, v in enumerate(values):
+        t = type(v)
+        if t is str:
+            if "${" in v:
+                ref_rows.append(i)
+            continue
+        if t is int or t is bool or (t is float and v == v):
+            continue
+        if _is_null(v):
+            null_rows.append(i)
+            values[i] = None
+            continue
+        try:
+            values[i] = converted = _json_value(v, omit)
+        except TypeError as exc:
+            bad.append((i, str(exc)))
+            values[i] = None
+            continue
+        if _may_hold_refs(converted):
+            ref_rows.append(i)
+    nulls = None
+    if null_rows:
+        nulls = np.zeros(len(values), dtype=bool)
+        nulls[null_rows] = True
+    return _Column(values, nulls, bad, ref_rows)
+
+
+def _texts(s: pd.Series) -> tuple[list[str | None], list[tuple[int, str]]]:
+    """A column as text, for templates, methods and names: None for nulls.
+
+    Numbers and booleans read as their JSON text, dates as ISO 8601.
+    """
+    dt = s.dtype
+    if isinstance(dt, np.dtype) and dt.kind in "iu":
+        return list(map(str, s.tolist())), []
+    if isinstance(dt, np.dtype) and dt.kind == "b":
+        return ["true" if v else "false" for v in s.tolist()], []
+    if isinstance(dt, pd.StringDtype):
+        values = s.tolist()
+        if s.hasnans:
+            values = [v if type(v) is str else None for v in values]
+        return values, []
+    col = _json_column(s, omit=False)
+    values = [v if v is None or type(v) is str else refs.as_text(v) for v in col.values]
+    return values, col.bad
+
+
+def _is_plain_text_column(s: pd.Series) -> bool:
+    return isinstance(s.dtype, np.dtype) and s.dtype.kind in "iub"
