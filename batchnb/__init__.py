@@ -19,6 +19,7 @@ from ._exceptions import (
     BatchError,
     BatchHTTPError,
     BatchValidationError,
+    LocalServerError,
     PayloadTooLargeError,
     Problem,
     RateLimitedError,
@@ -26,6 +27,7 @@ from ._exceptions import (
     SubmitInterrupted,
     TransportError,
     UnsupportedMediaTypeError,
+    WaitTimeout,
 )
 from .client import AsyncClient, Client
 from .model import Batch, Operation, Response
@@ -45,6 +47,7 @@ __all__ = [
     "Composer",
     "Limits",
     "LocalServer",
+    "LocalServerError",
     "Operation",
     "PayloadTooLargeError",
     "Plan",
@@ -56,6 +59,7 @@ __all__ = [
     "SubmitInterrupted",
     "TransportError",
     "UnsupportedMediaTypeError",
+    "WaitTimeout",
     "create_app",
     "create_demo_app",
     "expand",

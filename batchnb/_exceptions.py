@@ -11,8 +11,12 @@
     │   └── RateLimitedError        429 (``retry_after`` seconds, when known)
     ├── TransportError              the batch could not be delivered, or its
     │                               answer could not be read
-    └── SubmitInterrupted           Ctrl-C during a submit; ``partial`` holds
-                                    the result so far
+    ├── SubmitInterrupted           Ctrl-C during a submit; ``partial`` holds
+    │                               the result so far
+    ├── LocalServerError            the embedded server did not start, or is
+    │                               not running (also a RuntimeError)
+    └── WaitTimeout                 a wait ran out of time; the work goes on
+                                    (also a TimeoutError)
 
 A pointer names the offending input the way a user would look for it:
 ``requests[2].requests[0].method`` for a batch, ``row 17, column body`` for a
@@ -29,6 +33,7 @@ __all__ = [
     "BatchError",
     "BatchHTTPError",
     "BatchValidationError",
+    "LocalServerError",
     "PayloadTooLargeError",
     "Problem",
     "RateLimitedError",
@@ -36,6 +41,7 @@ __all__ = [
     "SubmitInterrupted",
     "TransportError",
     "UnsupportedMediaTypeError",
+    "WaitTimeout",
 ]
 
 
@@ -238,3 +244,19 @@ class SubmitInterrupted(BatchError):
     def __init__(self, message: str, *, partial: Any) -> None:
         super().__init__(message)
         self.partial = partial
+
+
+class LocalServerError(BatchError, RuntimeError):
+    """The embedded server did not start, or was used while it is not running.
+
+    >>> issubclass(LocalServerError, RuntimeError)
+    True
+    """
+
+
+class WaitTimeout(BatchError, TimeoutError):
+    """A wait ran out of time; what it waited for is still going on.
+
+    >>> issubclass(WaitTimeout, TimeoutError)
+    True
+    """

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
+from ._exceptions import LocalServerError
 from ._secrets import mask_logger
 from .client import AsyncClient, Client
 from .server import Limits
@@ -72,7 +73,7 @@ class LocalServer:
     def url(self) -> str:
         """The server's base URL (``http://127.0.0.1:PORT``)."""
         if self.port is None:
-            raise RuntimeError("the server is not running; call start() or use it in a with block")
+            raise LocalServerError("the server is not running; call start() or use it in a with block")
         return f"http://127.0.0.1:{self.port}"
 
     @property
@@ -105,7 +106,7 @@ class LocalServer:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the embedded server did not start")
+                raise LocalServerError("the embedded server did not start")
             time.sleep(0.01)
         return self
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import _display  # noqa: F401 - registers the DataFrame.batchnb accessor (report, summary)
 from ._secrets import mask_path
+from ._exceptions import BatchValidationError, Problem
 from ._gc import gc_paused
 from .model import Response
 
@@ -91,7 +92,7 @@ def _to_frame(responses: list[Response], index: Any) -> pd.DataFrame:
     if index is not None:
         idx = index if isinstance(index, pd.Index) else pd.Index(index)
         if len(idx) != n:
-            raise ValueError(f"index has {len(idx)} labels for {n} responses (nested ones included)")
+            raise BatchValidationError([Problem("index", f"has {len(idx)} labels for {n} responses (nested ones included)")])
     else:
         rows = [r.row for r in flat]
         if n and not any(label is None for label in rows):
@@ -211,10 +212,10 @@ def expand(result: pd.DataFrame, column: Hashable = "body", *, prefix: str | Non
     1     404     <NA>               NaN
     """
     if column not in result.columns:
-        raise KeyError(f"the frame has no column {column!r}")
+        raise BatchValidationError([Problem("column", f"the frame has no column {column!r}; it has {list(result.columns)}")])
     cells = result[column]
     if isinstance(cells, pd.DataFrame):
-        raise ValueError(f"column {column!r} appears more than once")
+        raise BatchValidationError([Problem("column", f"{column!r} appears more than once in the frame")])
     lead = str(column) if prefix is None else prefix
     n = len(result)
     columns: dict[str, list[Any]] = {}
@@ -230,5 +231,5 @@ def expand(result: pd.DataFrame, column: Hashable = "body", *, prefix: str | Non
     right = result.iloc[:, position + 1 :]
     clashes = [c for c in new.columns if c in left.columns or c in right.columns]
     if clashes:
-        raise ValueError(f"expanding {column!r} would repeat existing columns: {clashes}")
+        raise BatchValidationError([Problem("column", f"expanding {column!r} would repeat existing columns: {clashes}")])
     return pd.concat([left, new, right], axis=1)

@@ -29,7 +29,7 @@ import ipywidgets as w
 
 from . import refs, rules
 from ._display import batch_html, result_html
-from ._exceptions import BatchError, BatchHTTPError, BatchValidationError, TransportError
+from ._exceptions import BatchError, BatchHTTPError, BatchValidationError, TransportError, WaitTimeout
 from ._secrets import mask_headers, mask_path
 from .model import Batch, Operation
 
@@ -732,13 +732,13 @@ class Composer:
         >>> composer.wait(30).status.tolist()        # doctest: +SKIP
         [201, 201]
 
-        Raises TimeoutError when it is still running after ``timeout`` seconds.
+        Raises :class:`~batchnb.WaitTimeout` (a TimeoutError) when it is still running after ``timeout`` seconds.
         """
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
             if thread.is_alive():
-                raise TimeoutError(f"the submit is still running after {timeout} s")
+                raise WaitTimeout(f"the submit is still running after {timeout} s")
         return self.result
 
     # ------------------------------------------------------------ errors

@@ -123,9 +123,9 @@ def from_frame(
     ``row 17, column method``.
     """
     if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"from_frame needs a pandas DataFrame, not {type(df).__name__}")
+        raise BatchValidationError([Problem("df", f"must be a pandas DataFrame, not {type(df).__name__}")])
     if nulls not in ("omit", "null"):
-        raise ValueError(f"nulls must be 'omit' or 'null', not {nulls!r}")
+        raise BatchValidationError([Problem("nulls", f"must be 'omit' or 'null', not {nulls!r}")])
     with gc_paused():
         return _from_frame(df, method, path, body, name, headers, parent, nulls)
 
