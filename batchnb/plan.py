@@ -20,7 +20,13 @@ __all__ = ["Plan", "PlannedBatch", "make_plan"]
 
 @dataclass
 class PlannedBatch:
-    """One HTTP call of a plan."""
+    """One HTTP call of a plan: its operations (children attached) and what it waits for.
+
+    >>> from batchnb.plan import make_plan
+    >>> plan = make_plan([Operation("POST", "/c", name="co"), Operation("GET", "/c/${result=co:$.id}")], max_requests=1)
+    >>> [(b.index, b.size, sorted(b.depends_on), sorted(b.client_refs)) for b in plan.batches]
+    [(0, 1, [], []), (1, 1, [0], ['co'])]
+    """
 
     index: int
     operations: list[Operation]

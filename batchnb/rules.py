@@ -98,6 +98,7 @@ def name_problem(name: Any) -> str | None:
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_OTHER_HOST = "must not start with '//' (that names another host)"
 #: what stands in for a value filled in later (a reference, a template slot):
 #: one ordinary segment, which is what a percent-encoded value becomes.
 _STAND_IN = "x"
@@ -127,7 +128,7 @@ def path_problem(path: Any) -> str | None:
             return "must be relative to the API, not an absolute URL"
         return "must start with '/'"
     if path.startswith("//"):
-        return "must not start with '//' (that names another host)"
+        return _OTHER_HOST
     if "\\" in path:
         return "must not contain a backslash"
     if _CONTROL.search(path):
@@ -144,7 +145,7 @@ def path_problem(path: Any) -> str | None:
         if any(seg in (".", "..") for seg in decoded.split("/")):
             return "must not contain '.' or '..' segments"
         if decoded.startswith("//"):
-            return "must not start with '//' (that names another host)"
+            return _OTHER_HOST
     return None
 
 
@@ -355,7 +356,7 @@ def check_graph(
     order = _run_order(parents) if parents is not None and any(p >= 0 for p in parents) else None
     refs = list(references)
     edges = [(r.position, first[r.name]) for r in refs if r.position is not None and r.name in first]
-    cyclic = _cyclic_pairs(n, edges) if any(_later(order, j, i) for i, j in edges) else set()
+    cyclic = _cyclic_pairs(edges) if any(_later(order, j, i) for i, j in edges) else set()
     for r in refs:
         if r.name in known:
             continue
@@ -366,10 +367,12 @@ def check_graph(
         for i in range(n) if r.position is None else (r.position,):
             if i == j:
                 problems.append(GraphProblem(i, r.field, f"{r.text} refers to this operation's own result"))
-            elif (i, j) in cyclic:
-                problems.append(GraphProblem(i, r.field, f"{r.text} makes a cycle: {describe(j)} refers back to this operation"))
             elif _later(order, j, i):
-                problems.append(GraphProblem(i, r.field, f"{r.text} refers to {describe(j)}, which runs later (a forward reference)"))
+                if (i, j) in cyclic:
+                    message = f"{r.text} makes a cycle: {describe(j)} refers back to this operation"
+                else:
+                    message = f"{r.text} refers to {describe(j)}, which runs later (a forward reference)"
+                problems.append(GraphProblem(i, r.field, message))
     return problems
 
 
@@ -404,7 +407,7 @@ def _run_order(parents: Sequence[int]) -> list[int]:
     return order
 
 
-def _cyclic_pairs(n: int, edges: list[tuple[int, int]]) -> set[tuple[int, int]]:
+def _cyclic_pairs(edges: list[tuple[int, int]]) -> set[tuple[int, int]]:
     """The edges (i references j) that lie on a cycle: both ends in one strongly connected component.
 
     Iterative Tarjan, so that a long chain cannot exhaust the stack.

@@ -1,0 +1,130 @@
+"""The package as a whole: its public surface, its exceptions, and how its modules depend on each other."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import batchnb
+
+PACKAGE = Path(batchnb.__file__).resolve().parent
+
+
+def test_import_is_light():
+    code = "import sys, batchnb; print(sorted(m for m in ('pandas', 'starlette', 'ipywidgets', 'matplotlib', 'uvicorn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
+
+
+@pytest.mark.parametrize("name", batchnb.__all__)
+def test_every_public_name_is_presented_as_batchnb_and_has_an_example(name):
+    value = getattr(batchnb, name)
+    assert value.__module__ == "batchnb", f"{name} says it lives in {value.__module__}"
+    assert ">>>" in (value.__doc__ or ""), f"{name} has no example in its docstring"
+
+
+def test_every_exception_is_a_batch_error():
+    exceptions = [getattr(batchnb, n) for n in batchnb.__all__ if isinstance(getattr(batchnb, n), type) and issubclass(getattr(batchnb, n), BaseException)]
+    assert len(exceptions) >= 10
+    assert all(issubclass(e, batchnb.BatchError) for e in exceptions)
+    assert issubclass(batchnb.RefSyntaxError, batchnb.BatchValidationError)
+    with pytest.raises(batchnb.BatchError):
+        batchnb.ref("not a name", "$.id")
+
+
+@pytest.mark.parametrize("method", ["__init__", "submit", "send", "limits"])
+def test_the_sync_and_async_twins_have_the_same_explicit_signature(method):
+    sync = inspect.signature(getattr(batchnb.Client, method))
+    asynchronous = inspect.signature(getattr(batchnb.AsyncClient, method))
+    assert list(sync.parameters) == list(asynchronous.parameters)
+    for name, parameter in sync.parameters.items():
+        assert parameter.kind is not inspect.Parameter.VAR_KEYWORD, f"{method}(**{name}) hides its parameters"
+        assert parameter.default == asynchronous.parameters[name].default, name
+
+
+def test_submit_shows_every_parameter_in_help():
+    names = set(inspect.signature(batchnb.Client.submit).parameters)
+    assert {"method", "path", "body", "name", "headers", "parent", "nulls", "dry_run", "journal", "resume",
+            "progress", "concurrency", "retries", "retry_operations", "rate", "bodies"} <= names
+
+
+# ---------------------------------------------------------------- how modules depend on each other
+
+
+def _imports(path: Path, module: str, modules: set[str]) -> set[str]:
+    """The batchnb modules ``module`` imports at run time (typing-only imports left out), function-level ones included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+    found: set[str] = set()
+
+    class Visitor(ast.NodeVisitor):
+        def visit_If(self, node: ast.If) -> None:
+            test = node.test
+            if getattr(test, "id", None) == "TYPE_CHECKING" or getattr(test, "attr", None) == "TYPE_CHECKING":
+                for child in node.orelse:
+                    self.visit(child)
+                return
+            self.generic_visit(node)
+
+        def visit_Import(self, node: ast.Import) -> None:
+            found.update(a.name for a in node.names if a.name.startswith("batchnb"))
+
+        def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            if base.startswith("batchnb"):
+                # `from . import rules` imports the module batchnb.rules; `from .model import Batch`, batchnb.model.
+                found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
+
+    Visitor().visit(tree)
+    return found
+
+
+def _module_graph() -> dict[str, set[str]]:
+    modules = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        modules[".".join(parts)] = path
+    return {name: {d for d in _imports(path, name, set(modules)) if d in modules and d != name} for name, path in modules.items()}
+
+
+def test_no_import_cycle_in_the_package():
+    graph = _module_graph()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_server_never_imports_the_demo_and_the_model_never_draws():
+    graph = _module_graph()
+    for module, deps in graph.items():
+        if module.startswith("batchnb.server"):
+            assert not {d for d in deps if d.startswith("batchnb.demo")}, module
+    assert "batchnb._display" not in graph["batchnb.model"] | graph["batchnb.plan"]
+    assert "batchnb.frames" not in graph["batchnb.results"]

@@ -1,0 +1,292 @@
+"""batchnb.rules: every batch rule, once, as pure functions that answer by position."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from batchnb import rules
+from batchnb.rules import GraphProblem, Reference
+
+PACKAGE = Path(__file__).resolve().parent.parent / "batchnb"
+
+
+def describe(i: int) -> str:
+    return f"op {i}"
+
+
+def messages(problems: list[GraphProblem]) -> list[tuple[int | None, object, str]]:
+    return [(p.position, p.field, p.message) for p in problems]
+
+
+# ---------------------------------------------------------------- methods and names
+
+
+@pytest.mark.parametrize("method", ["GET", "post", "Put", "DELETE", "patch"])
+def test_methods_of_any_case_are_taken(method):
+    assert rules.method_problem(method) is None
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        (None, "is required: one of GET, POST, PUT, DELETE, PATCH"),
+        ("  ", "is required: one of GET, POST, PUT, DELETE, PATCH"),
+        ("FETCH", "unknown method 'FETCH'; use one of GET, POST, PUT, DELETE, PATCH"),
+        (7, "must be a string such as 'GET', not int"),
+    ],
+)
+def test_method_problems(method, message):
+    assert rules.method_problem(method) == message
+
+
+def test_only_get_put_delete_are_idempotent():
+    assert [m for m in rules.METHODS if rules.is_idempotent_method(m)] == ["GET", "PUT", "DELETE"]
+
+
+@pytest.mark.parametrize("name", ["co", "add-company", "a.b_c-9", "X"])
+def test_valid_names(name):
+    assert rules.name_problem(name) is None
+
+
+@pytest.mark.parametrize("name", ["", "a b", "co/1", "é", "a:b", 3, "${x}"])
+def test_invalid_names(name):
+    assert rules.name_problem(name) == f"{name!r} is not a valid name: use letters, digits, '_', '.', '-'"
+
+
+def test_no_name_is_fine():
+    assert rules.name_problem(None) is None
+
+
+# ---------------------------------------------------------------- paths
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("http://evil.example/x", "must be relative to the API, not an absolute URL"),
+        ("companies", "must start with '/'"),
+        ("//evil.example/x", "must not start with '//' (that names another host)"),
+        ("/a\\b", "must not contain a backslash"),
+        ("/a\nb", "must not contain control characters (CR, LF, NUL, …)"),
+        ("/a b", "must not contain spaces (percent-encode them as %20)"),
+        ("/a/../b", "must not contain '.' or '..' segments"),
+        ("/a/%2e%2e/b", "must not contain '.' or '..' segments"),
+        ("/a/%252e%252e/b", "must not contain '.' or '..' segments"),  # an upstream that decodes twice
+        ("/%2F%2Fevil", "must not start with '//' (that names another host)"),
+        ("/a%00b", "must not contain encoded control characters or backslashes"),
+        ("", "is required: a path such as '/api/2.1/scheduling/companies'"),
+        (None, "is required: a path such as '/api/2.1/scheduling/companies'"),
+        (12, "must be a string such as '/api/2.1/scheduling/companies', not int"),
+    ],
+)
+def test_unsafe_paths(path, message):
+    assert rules.path_problem(path) == message
+
+
+@pytest.mark.parametrize("path", ["/", "/api/2.1/scheduling/companies", "/c/x?limit=5&q=a.b", "/c/caf%C3%A9", "/a.b/c..d"])
+def test_safe_paths(path):
+    assert rules.path_problem(path) is None
+
+
+def test_a_path_in_parts_checks_each_stand_in_as_one_segment():
+    slot = object()
+    assert rules.path_problem(["/companies/", slot, "/staff"]) is None
+    # A stand-in cannot rescue a template that is unsafe on its own…
+    assert rules.path_problem([slot, "/staff"]) == "must start with '/'"
+    assert rules.path_problem(["/a/", slot, "/../b"]) == "must not contain '.' or '..' segments"
+    # …and its literal text is judged as written.
+    assert rules.path_problem(("//", slot)) == "must not start with '//' (that names another host)"
+
+
+# ---------------------------------------------------------------- headers
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "found"),
+    [
+        ("X-Request-Id", "abc", []),
+        ("Authorization", "Bearer t\tx", []),
+        ("Host", "x", ["header 'Host' cannot be set per operation"]),
+        ("content-length", "1", ["header 'content-length' cannot be set per operation"]),
+        ("Bad Name", "x", ["'Bad Name' is not a valid header name"]),
+        ("X-A", "line\r\nInjected: 1", ["header value must not contain control characters (CR, LF, NUL, …)"]),
+        ("X-A", "東京", ["header value must be Latin-1 text (percent-encode other characters)"]),
+        ("X-A", 5, ["header values must be strings"]),
+    ],
+)
+def test_header_problems(name, value, found):
+    assert rules.header_problems(name, value) == found
+
+
+def test_header_lines_name_bad_lines_by_number_only():
+    headers, bad = rules.parse_header_lines("Accept: text/plain\r\n\nAuthorization Bearer secret\nX-A:  b ")
+    assert headers == {"Accept": "text/plain", "X-A": "b"}
+    assert bad == ["line 3 is not of the form 'Name: value'"]
+    assert "secret" not in " ".join(bad)
+
+
+# ---------------------------------------------------------------- size and depth
+
+
+def test_measure_counts_nested_operations_and_finds_the_deepest_first():
+    batch = [{"requests": [{}, {"requests": [{"requests": [{}]}]}]}, {"requests": [{"requests": [{"requests": [{}]}]}]}]
+    shape = rules.measure(batch, lambda d: d.get("requests"))
+    assert (shape.size, shape.depth, shape.deepest) == (9, 4, (0, 1, 0, 0))
+
+
+def test_measure_survives_nesting_far_deeper_than_the_recursion_limit():
+    deep: dict = {}
+    for _ in range(20_000):
+        deep = {"requests": [deep]}
+    shape = rules.measure([deep], lambda d: d.get("requests"))
+    assert shape.depth == 20_001 and shape.size == 20_001
+
+
+def test_measure_ignores_children_that_are_not_lists():
+    assert rules.measure([{"requests": "no"}, {"requests": None}], lambda d: d.get("requests")) == rules.Shape(2, 1, (0,))
+    assert rules.measure([], lambda d: d.get("requests")) == rules.Shape(0, 0, ())
+
+
+def test_limit_messages():
+    assert rules.too_many(51, 50) == "51 operations (nested included); the limit is 50 per batch"
+    assert rules.too_deep(5, 4) == "nested 5 levels deep; the limit is 4"
+
+
+# ---------------------------------------------------------------- parents
+
+
+def test_link_parents_by_name():
+    up, problems = rules.link_parents(
+        ["a", "b", None, "d", "e"], [None, "a", "b", "zz", "e"], field="parent_col", describe=describe
+    )
+    assert up == [-1, 0, 1, -1, -1]
+    assert messages(problems) == [
+        (3, "parent_col", "parent 'zz' is the name of no operation"),
+        (4, "parent_col", "parent 'e' is this operation itself"),
+    ]
+
+
+def test_a_parent_must_come_earlier():
+    up, problems = rules.link_parents([None, "later"], ["later", None], describe=describe)
+    assert up == [-1, -1]
+    assert messages(problems) == [(0, "parent", "parent 'later' is op 1, which comes later; a parent must come earlier")]
+
+
+# ---------------------------------------------------------------- the reference graph
+
+
+def ref(position, name, field="path"):
+    return Reference(position, field, name, f"${{result={name}:$.id}}")
+
+
+def test_duplicate_names_point_at_the_first_use():
+    problems = rules.check_graph(["a", "b", "a", "a"], [], describe=describe)
+    assert messages(problems) == [
+        (2, "name", "duplicate name 'a' (first used at op 0)"),
+        (3, "name", "duplicate name 'a' (first used at op 0)"),
+    ]
+
+
+def test_unknown_self_and_forward_references():
+    problems = rules.check_graph(["a", "b", "c"], [ref(0, "c"), ref(1, "b", "body"), ref(2, "nope", "headers.X")], describe=describe)
+    assert messages(problems) == [
+        (0, "path", "${result=c:$.id} refers to op 2, which runs later (a forward reference)"),
+        (1, "body", "${result=b:$.id} refers to this operation's own result"),
+        (2, "headers.X", "${result=nope:$.id} refers to 'nope', which no operation in the batch is named"),
+    ]
+
+
+def test_a_cycle_is_named_as_one():
+    problems = rules.check_graph(["a", "b", "c"], [ref(0, "b"), ref(1, "c"), ref(2, "a")], describe=describe)
+    assert messages(problems) == [
+        (0, "path", "${result=b:$.id} makes a cycle: op 1 refers back to this operation"),
+        (1, "path", "${result=c:$.id} makes a cycle: op 2 refers back to this operation"),
+    ]
+
+
+def test_known_names_come_from_earlier_batches():
+    assert rules.check_graph([None], [ref(0, "earlier")], known={"earlier"}, describe=describe) == []
+
+
+def test_run_order_follows_nesting_not_positions():
+    # Positions: 0 top "a", 1 top "b", 2 child of "a" named "c". Run order: a, c, b.
+    parents = [-1, -1, 0]
+    assert rules.check_graph(["a", "b", "c"], [ref(1, "c")], parents=parents, describe=describe) == []
+    problems = rules.check_graph(["a", "b", "c"], [ref(2, "b")], parents=parents, describe=describe)
+    assert messages(problems) == [(2, "path", "${result=b:$.id} refers to op 1, which runs later (a forward reference)")]
+    # A parent may be referenced by its child (it ran), never the other way round.
+    assert rules.check_graph(["a", None, "c"], [ref(2, "a")], parents=parents, describe=describe) == []
+    problems = rules.check_graph(["a", None, "c"], [ref(0, "c")], parents=parents, describe=describe)
+    assert "forward reference" in problems[0].message
+
+
+def test_a_reference_that_stands_in_every_operation():
+    refs = [Reference(None, "path", "nope", "${result=nope:$.id}")]
+    assert messages(rules.check_graph([None, None], refs, describe=describe)) == [
+        (None, "path", "${result=nope:$.id} refers to 'nope', which no operation in the batch is named")
+    ]
+    # Known to the graph: every operation that runs before the named one refers forward.
+    refs = [Reference(None, "path", "b", "${result=b:$.id}")]
+    assert [p.position for p in rules.check_graph(["a", "b", None], refs, describe=describe)] == [0, 1]
+
+
+def test_a_long_chain_is_checked_without_recursion():
+    n = 50_000
+    names = [f"n{i}" for i in range(n)]
+    chain = [ref(i, f"n{i + 1}") for i in range(n - 1)] + [ref(n - 1, "n0")]  # one big cycle
+    problems = rules.check_graph(names, chain, describe=describe)
+    assert len(problems) == n - 1 and all("makes a cycle" in p.message for p in problems)
+
+
+# ---------------------------------------------------------------- one home
+
+
+RULE_MESSAGES = [
+    "is not a valid name",
+    "unknown method",
+    "is required: one of",
+    "is required: a path such as",
+    "must be relative to the API",
+    "must not start with '//'",
+    "must not contain '.' or '..' segments",
+    "cannot be set per operation",
+    "is not a valid header name",
+    "is not of the form 'Name: value'",
+    "must be Latin-1 text",
+    "which runs later (a forward reference)",
+    "which no operation in the batch is named",
+    "makes a cycle",
+    "duplicate name",
+    "is the name of no operation",
+    "operations (nested included); the limit is",
+    "levels deep; the limit is",
+]
+
+
+def _string_literals(path: Path) -> list[str]:
+    """The text of every string literal in a module's code (docstrings left out), f-strings' text parts included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.value for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
+    ]
+
+
+@pytest.mark.parametrize("text", RULE_MESSAGES)
+def test_each_rule_is_written_once_in_the_package(text):
+    where = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for literal in _string_literals(path)
+        if text in literal
+    ]
+    assert where == ["rules.py"], f"{text!r} is written in {where}"

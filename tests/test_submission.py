@@ -1,0 +1,85 @@
+"""batchnb._submission: each submit keeps its own state, so submits on one client never mix."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pandas as pd
+import pytest
+
+from batchnb import BatchValidationError, LocalServer, Operation
+from batchnb._submission import Submission, SubmitOptions
+
+API = "/api/2.1/scheduling"
+
+
+def chain(tag: str, sites: int) -> pd.DataFrame:
+    """Companies and a service at each, the service naming its company by a reference.
+
+    Both submits below use the same operation names ("co-0", "sv-0", …): only
+    the state of the submit they belong to may resolve them.
+    """
+    companies = pd.DataFrame(
+        {"method": "POST", "path": f"{API}/companies", "name": [f"co-{i}" for i in range(sites)],
+         "body": [{"name": f"{tag} site {i}"} for i in range(sites)]},
+        index=[f"{tag}-co-{i}" for i in range(sites)],
+    )
+    services = pd.DataFrame(
+        {"method": "POST", "path": [f"{API}/companies/${{result=co-{i}:$.id}}/services" for i in range(sites)],
+         "name": [f"sv-{i}" for i in range(sites)],
+         "body": [{"name": f"{tag} cut {i}", "duration": 30} for i in range(sites)]},
+        index=[f"{tag}-sv-{i}" for i in range(sites)],
+    )
+    return pd.concat([companies, services])
+
+
+@pytest.mark.parametrize("mode", ["batch", "direct"])
+def test_two_concurrent_submits_on_one_client_keep_their_own_names(tmp_path, mode):
+    sites = 6
+    with LocalServer(tmp_path / "demo.sqlite3") as server:
+        # One operation per batch: every service's reference crosses batches
+        # and is filled in by the client from its own submit's results.
+        client = server.async_client(mode=mode, max_requests=1, max_depth=4, concurrency=3)
+
+        async def both() -> list[pd.DataFrame]:
+            async with client:
+                return await asyncio.gather(
+                    client.submit(chain("north", sites), progress=False),
+                    client.submit(chain("south", sites), progress=False),
+                )
+
+        results = asyncio.run(asyncio.wait_for(both(), 60))
+
+    for tag, result in zip(("north", "south"), results):
+        assert result["ok"].all(), result.loc[~result["ok"], ["status", "error"]]
+        for i in range(sites):
+            company = result.loc[f"{tag}-co-{i}", "body"]
+            service_path = result.loc[f"{tag}-sv-{i}", "path"]
+            assert company["name"] == f"{tag} site {i}"
+            assert service_path == f"{API}/companies/{company['id']}/services", (tag, i, service_path)
+
+
+def test_every_problem_is_raised_before_anything_is_sent():
+    sent: list[list[Operation]] = []
+
+    async def sender(ops):  # pragma: no cover - must never be called
+        sent.append(ops)
+        raise AssertionError("sent")
+
+    frame = pd.DataFrame({"method": ["GET", "FETCH"], "path": ["/x", "relative"]})
+    with pytest.raises(BatchValidationError) as err:
+        Submission(frame, {}, {"maxRequests": 50, "maxDepth": 4}, sender, SubmitOptions())
+    assert err.value.pointers == ["row 1, column method", "row 1, column path"]
+    with pytest.raises(BatchValidationError) as err:
+        Submission(frame.iloc[:1], {}, {"maxRequests": 50, "maxDepth": 4}, sender, SubmitOptions(bodies="xml"))
+    assert err.value.pointers == ["bodies"]
+    assert sent == []
+
+
+def test_frame_options_apply_to_frames_only():
+    async def sender(ops):  # pragma: no cover
+        raise AssertionError("sent")
+
+    with pytest.raises(BatchValidationError) as err:
+        Submission([Operation("GET", "/x")], {"method": "POST", "path": None, "nulls": "omit"}, {"maxRequests": 50, "maxDepth": 4}, sender, SubmitOptions())
+    assert [str(p) for p in err.value.problems] == ["method: applies to a DataFrame's rows, not to a list of operations"]
