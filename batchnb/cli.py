@@ -202,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``batchnb`` console script."""
+    """Entry point of the ``batchnb`` console script; returns its exit status.
+
+    >>> main(["run", "--help"])           # doctest: +SKIP
+    """
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -49,7 +49,11 @@ _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 @dataclass
 class DispatchResult:
-    """What the API answered to one operation."""
+    """What the API answered to one operation: status, lower-case headers, body bytes.
+
+    >>> DispatchResult(201, {"content-type": "application/json"}, b'{"id": 7}').status
+    201
+    """
 
     status: int
     headers: dict[str, str] = field(default_factory=dict)  # lower-case names
@@ -60,6 +64,9 @@ class Dispatcher(Protocol):
     """Sends one operation to the API.
 
     ``headers`` is a list of (name, value) pairs; ``path`` includes the query.
+
+    >>> async def dispatch(method, path, headers, body):
+    ...     return DispatchResult(200, {}, b"{}")
     """
 
     def __call__(
@@ -289,6 +296,10 @@ def result_lookup(results: Mapping[str, Response], *, defer_missing: bool = Fals
     nothing raises :class:`refs.Unresolved`. A name with no response yet is
     unresolved too, unless ``defer_missing``: then it is left for the server,
     which runs it in the same batch (the client's cross-batch resolution).
+
+    >>> lookup = result_lookup({"co": Response("POST", "/c", 201, body={"id": "co_1"})})
+    >>> lookup(refs.parse("${result=co:$.id}")[0])
+    ['co_1']
     """
 
     def lookup(r: refs.Ref) -> list[Any] | None:
@@ -379,6 +390,10 @@ class Prepared:
     result that failed, matched nothing or has no known outcome), nor those
     that depend on them in this batch. Those answer 424 here, as the engine
     would answer them, and :meth:`merge` puts them back in place.
+
+    >>> p = prepare([Operation("GET", "/x")], result_lookup({}, defer_missing=True))
+    >>> [r.status for r in p.merge([Response("GET", "/x", 200)])]
+    [200]
     """
 
     operations: list[Operation]

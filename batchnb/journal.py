@@ -27,7 +27,12 @@ __all__ = ["Journal", "JournalState", "row_key"]
 
 
 def row_key(label: Any) -> str:
-    """A stable text key for an index label (labels are matched across runs by it)."""
+    """A stable text key for an index label (labels are matched across runs by it).
+
+    >>> import numpy as np
+    >>> row_key(np.int64(3)) == row_key(3), row_key("r1")
+    (True, '"r1"')
+    """
     if hasattr(label, "item"):
         label = label.item()  # numpy scalar
     return json.dumps(label, default=str, sort_keys=True)
@@ -56,7 +61,11 @@ def response_from_record(rec: dict[str, Any]) -> Response:
 
 @dataclass
 class JournalState:
-    """What an earlier run left: final responses by row key, and rows caught in flight."""
+    """What an earlier run left: final responses by row key, and rows caught in flight.
+
+    >>> JournalState().last_batch
+    -1
+    """
 
     done: dict[str, Response] = field(default_factory=dict)
     #: row key -> resendable, for batches sent but never answered.

@@ -120,6 +120,10 @@ def make_plan(
 
     ``known`` names ran before (an earlier run being resumed); references to
     them are filled in by the client.
+
+    >>> ops = [Operation("POST", "/c", name=f"c{i}") for i in range(3)]
+    >>> make_plan(ops, max_requests=2).calls
+    2
     """
     ops = list(operations)
     known = set(known)

@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import jsonpath_rfc9535 as _jsonpath
 
-from ._exceptions import RefSyntaxError
+from ._exceptions import BatchError, RefSyntaxError
 from .rules import NAME_PATTERN, name_problem
 
 __all__ = ["Ref", "RefSyntaxError", "Unresolved", "iter_refs", "parse", "ref", "render", "resolve_json", "segment"]
@@ -157,7 +157,11 @@ Ref.__repr__ = lambda self: f"Ref(name={self.name!r}, query={self.query!r}, ...)
 
 
 def iter_refs(value: Any) -> Iterator[Ref]:
-    """Every reference in a JSON value (keys and string values, at any depth)."""
+    """Every reference in a JSON value (keys and string values, at any depth).
+
+    >>> [r.name for r in iter_refs({"a": ["${result=x:$.id}", "${result=y:$}"]})]
+    ['x', 'y']
+    """
     if isinstance(value, str):
         if "${" in value:
             for p in parse(value):
@@ -172,8 +176,12 @@ def iter_refs(value: Any) -> Iterator[Ref]:
             yield from iter_refs(v)
 
 
-class Unresolved(Exception):
-    """A reference that cannot be filled in: the dependent operation must not run."""
+class Unresolved(BatchError):
+    """A reference that cannot be filled in: the dependent operation must not run.
+
+    >>> str(Unresolved(parse("${result=co:$.id}")[0], "operation 'co' answered 400"))
+    "reference ${result=co:$.id} failed: operation 'co' answered 400"
+    """
 
     def __init__(self, ref: Ref, reason: str) -> None:
         self.ref = ref
@@ -208,12 +216,19 @@ def _escape_json(value: Any) -> Any:
 
 
 def segment(text: str) -> str:
-    """Percent-encode text as one path segment (so a value cannot add a ``/``)."""
+    """Percent-encode text as one path segment (so a value cannot add a ``/``).
+
+    >>> segment("a b/c")
+    'a%20b%2Fc'
+    """
     return quote(text, safe="-._~")
 
 
 def render(s: str, lookup: Lookup, *, encode: Callable[[str], str] | None = None, partial: bool = False) -> str:
     """Resolve every reference in ``s`` as text.
+
+    >>> render("/c/${result=co:$.id}/staff", lambda r: ["co 1"], encode=segment)
+    '/c/co%201/staff'
 
     ``encode`` is applied to each substituted value (``segment`` for paths).
     With ``partial``, references the lookup does not know stay as they are and
@@ -239,6 +254,9 @@ def render(s: str, lookup: Lookup, *, encode: Callable[[str], str] | None = None
 
 def resolve_json(value: Any, lookup: Lookup, *, partial: bool = False) -> Any:
     """Resolve references anywhere in a JSON value.
+
+    >>> resolve_json({"n": "${result=s:$.n}", "t": "n=${result=s:$.n}"}, lambda r: [45])
+    {'n': 45, 't': 'n=45'}
 
     A string that is exactly one reference takes the value with its JSON type
     (several matches make a list); other strings get text substitution.

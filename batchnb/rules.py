@@ -215,6 +215,9 @@ class Shape:
 
     ``deepest`` is the index path of the first operation at the greatest
     depth (``(2, 0)`` is the first child of the third operation).
+
+    >>> Shape(3, 2, (0, 0)).depth
+    2
     """
 
     size: int
@@ -276,6 +279,9 @@ class Reference:
 
     ``position`` is None for a reference that stands in every operation (a
     constant or a template argument of :func:`batchnb.from_frame`).
+
+    >>> Reference(0, "path", "co", "${result=co:$.id}").name
+    'co'
     """
 
     position: int | None
@@ -286,7 +292,11 @@ class Reference:
 
 @dataclass(frozen=True)
 class GraphProblem:
-    """A problem of the graph at ``position`` (None: of every operation), in ``field``."""
+    """A problem of the graph at ``position`` (None: of every operation), in ``field``.
+
+    >>> GraphProblem(2, "name", "duplicate name 'co'").position
+    2
+    """
 
     position: int | None
     field: Hashable

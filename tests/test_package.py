@@ -128,3 +128,33 @@ def test_the_server_never_imports_the_demo_and_the_model_never_draws():
             assert not {d for d in deps if d.startswith("batchnb.demo")}, module
     assert "batchnb._display" not in graph["batchnb.model"] | graph["batchnb.plan"]
     assert "batchnb.frames" not in graph["batchnb.results"]
+
+
+def _public_modules() -> list[str]:
+    """The rule: a module is public unless a part of its dotted name starts with an underscore."""
+    names = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        if not any(p.startswith("_") for p in parts):
+            names.append(".".join(parts))
+    return names
+
+
+@pytest.mark.parametrize("module", _public_modules())
+def test_every_name_a_public_module_exports_has_an_example(module):
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:  # an extra that is not installed
+        pytest.skip(str(exc))
+    exported = getattr(mod, "__all__", None)
+    assert exported is not None, f"{module} has no __all__"
+    missing = [
+        name for name in exported
+        if (inspect.isclass(getattr(mod, name)) or inspect.isroutine(getattr(mod, name)))
+        and ">>>" not in (getattr(mod, name).__doc__ or "")
+    ]
+    assert not missing, f"{module}: no example for {missing}"

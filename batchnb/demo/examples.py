@@ -20,6 +20,9 @@ def chained(location: str = "My Location") -> Batch:
     """A location, a service there, and a staff member at it who offers the service.
 
     Later paths carry the created company's id through references.
+
+    >>> [op.name for op in chained()]
+    ['add-company', 'add-service', 'add-staff']
     """
     company = ref("add-company", "$.id")
     return Batch([
@@ -32,7 +35,11 @@ def chained(location: str = "My Location") -> Batch:
 
 
 def three_services(company_id: str) -> Batch:
-    """Three services added to one location in one call."""
+    """Three services added to one location in one call.
+
+    >>> three_services("co_123").size
+    3
+    """
     path = f"{API}/companies/{company_id}/services"
     return Batch([
         Operation("POST", path, {"name": "Haircut", "duration": 30, "price": 25}, name="haircut"),
@@ -42,7 +49,11 @@ def three_services(company_id: str) -> Batch:
 
 
 def mixed(company_id: str) -> Batch:
-    """Reads and writes side by side; one of them fails (404) without stopping the rest."""
+    """Reads and writes side by side; one of them fails (404) without stopping the rest.
+
+    >>> sorted({op.method for op in mixed("co_123")})
+    ['DELETE', 'GET', 'POST', 'PUT']
+    """
     base = f"{API}/companies/{company_id}"
     return Batch([
         Operation("GET", base, name="get-company"),
@@ -55,7 +66,11 @@ def mixed(company_id: str) -> Batch:
 
 
 def nested(location: str = "Nested Location") -> Batch:
-    """A location whose services and staff are nested under it: they run only if it is created."""
+    """A location whose services and staff are nested under it: they run only if it is created.
+
+    >>> (len(nested()), nested().size, nested().depth)
+    (2, 5, 3)
+    """
     company = ref("nest-company", "$.id")
     return Batch([
         Operation("POST", f"{API}/companies", {"name": location}, name="nest-company", requests=[

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+from .._exceptions import BatchValidationError, Problem
+
 __all__ = ["DEFAULT_LIMIT", "ID_PREFIXES", "MAX_LIMIT", "InvalidReference", "Kind", "Store", "new_id"]
 
 Kind = Literal["company", "service", "staff", "appointment"]
@@ -158,15 +160,18 @@ def new_id(kind: Kind) -> str:
     return f"{_SPECS[kind].prefix}_{secrets.token_hex(6)}"
 
 
-class InvalidReference(ValueError):
+class InvalidReference(BatchValidationError):
     """A write named a service or staff member that is not in the company.
 
-    ``details`` is a list of ``{"field": ..., "message": ...}`` entries, e.g.
-    ``[{"field": "services[0].id", "message": "service 'sv_…' not found in this company"}]``.
+    ``details`` is a list of ``{"field": ..., "message": ...}`` entries, as the API answers them.
+
+    >>> err = InvalidReference([{"field": "services[0].id", "message": "service 'sv_1' not found in this company"}])
+    >>> err.pointers
+    ['services[0].id']
     """
 
     def __init__(self, details: list[dict[str, str]]) -> None:
-        super().__init__("; ".join(f"{d['field']}: {d['message']}" for d in details))
+        super().__init__([Problem(d["field"], d["message"]) for d in details], "; ".join(f"{d['field']}: {d['message']}" for d in details))
         self.details = details
 
 
@@ -174,7 +179,7 @@ def _spec(kind: str) -> _Spec:
     try:
         return _SPECS[kind]
     except KeyError:
-        raise ValueError(f"unknown resource kind {kind!r}") from None
+        raise BatchValidationError([Problem("kind", f"unknown resource kind {kind!r}")]) from None
 
 
 def _dumps(value: Any) -> str:
@@ -357,7 +362,7 @@ class Store:
         spec = _spec(kind)
         self._check_parent(spec, company_id)
         if not 1 <= limit <= MAX_LIMIT or offset < 0:
-            raise ValueError(f"limit must be in 1..{MAX_LIMIT} and offset >= 0")
+            raise BatchValidationError([Problem("limit", f"must be in 1..{MAX_LIMIT}, with offset >= 0")])
         where = "tenant = ? AND company_id = ?" if spec.child else "tenant = ?"
         params: list[Any] = [tenant, company_id] if spec.child else [tenant]
         page_sql = f"SELECT {spec.select_list} FROM {spec.table} WHERE {where} ORDER BY rowid LIMIT ? OFFSET ?"
@@ -473,7 +478,7 @@ class Store:
     @staticmethod
     def _check_parent(spec: _Spec, company_id: str | None) -> None:
         if spec.child and company_id is None:
-            raise ValueError(f"{spec.kind} needs a company_id")
+            raise BatchValidationError([Problem("company_id", f"a {spec.kind} belongs to a company: give its id")])
 
     @staticmethod
     def _item_where(

@@ -34,15 +34,9 @@ def _methods(fr: _Frame, method: Any) -> list[str] | str | None:
     values = fr.values_of(source)
     if values is None:
         return None
-    pointer_col = source.column if source.kind == "column" else "method"
-    # Few distinct methods: check and upper-case each once.
-    verdicts = {m: rules.method_problem(m) for m in set(values)}
-    bad = {m for m, message in verdicts.items() if message}
-    if bad:
-        for i, m in enumerate(values):
-            if m in bad:
-                fr.add(i, pointer_col, verdicts[m])
-    upper = {m: (None if m in bad else m.upper()) for m in verdicts}
+    bad = fr.judge(values, rules.method_problem, source)
+    # Few distinct methods: upper-case each once.
+    upper = {m: (None if m in bad else m.upper()) for m in set(values)}
     return [upper[m] for m in values]
 
 
@@ -140,13 +134,7 @@ def _names(fr: _Frame, name: Any) -> tuple[list[str | None] | None, _Source]:
     values = fr.values_of(source)
     if values is None:
         return None, source
-    pointer_col = source.column if source.kind == "column" else "name"
-    verdicts = {v: rules.name_problem(v) for v in set(values)}
-    bad = {v for v, message in verdicts.items() if message}
-    if bad:
-        for i, v in enumerate(values):
-            if v in bad:
-                fr.add(i, pointer_col, verdicts[v])
+    fr.judge(values, rules.name_problem, source)
     return values, source
 
 

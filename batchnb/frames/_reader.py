@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Hashable
+from typing import Any, Callable, Hashable
 
 import numpy as np
 import pandas as pd
@@ -75,6 +75,18 @@ class _Frame:
 
     def add(self, pos: int, column: Any, message: str) -> None:
         self.problems.add(self.at(pos, column), message, pos)
+
+    def judge(self, values: list[Any], rule: Callable[[Any], str | None], source: _Source) -> set[Any]:
+        """Apply ``rule`` once per distinct value (values repeat a lot) and report every row that
+        breaks it, at the source's column (or its argument); returns the values that break it."""
+        verdicts = {v: rule(v) for v in set(values)}
+        bad = {v for v, message in verdicts.items() if message}
+        if bad:
+            column = source.column if source.kind == "column" else source.arg
+            for i, v in enumerate(values):
+                if v in bad:
+                    self.add(i, column, verdicts[v])
+        return bad
 
     def has(self, column: Hashable) -> bool:
         try:
