@@ -20,6 +20,7 @@ from ._exceptions import (
     BatchHTTPError,
     BatchValidationError,
     LocalServerError,
+    MissingDependency,
     PayloadTooLargeError,
     Problem,
     RateLimitedError,
@@ -48,6 +49,7 @@ __all__ = [
     "Limits",
     "LocalServer",
     "LocalServerError",
+    "MissingDependency",
     "Operation",
     "PayloadTooLargeError",
     "Plan",
@@ -64,6 +66,7 @@ __all__ = [
     "create_demo_app",
     "expand",
     "from_frame",
+    "read_csv",
     "ref",
     "summary",
     "to_frame",
@@ -71,6 +74,8 @@ __all__ = [
 
 # These need optional extras (server: starlette/uvicorn; notebook: ipywidgets,
 # matplotlib) or pandas; they load on first use so that `import batchnb` stays light.
+#: the extra that brings what each lazy name needs, named when it is missing.
+_EXTRAS = {"Composer": "notebook", "LocalServer": "server", "create_demo_app": "server", "summary": "notebook"}
 _LAZY = {
     "Composer": "batchnb.widgets",
     "Limits": "batchnb.server.limits",
@@ -79,6 +84,7 @@ _LAZY = {
     "create_demo_app": "batchnb.demo",
     "expand": "batchnb.results",
     "from_frame": "batchnb.frames",
+    "read_csv": "batchnb.frames",
     "summary": "batchnb._display",
     "to_frame": "batchnb.results",
 }
@@ -97,7 +103,13 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
-        value = _present(getattr(importlib.import_module(_LAZY[name]), name))
+        try:
+            module = importlib.import_module(_LAZY[name])
+        except ImportError as exc:
+            if name in _EXTRAS and exc.name and not exc.name.startswith("batchnb"):
+                raise MissingDependency(f"batchnb.{name} needs {exc.name.split('.')[0]}", _EXTRAS[name]) from None
+            raise
+        value = _present(getattr(module, name))
         globals()[name] = value
         return value
     if name == "__test__":

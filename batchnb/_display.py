@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 import pandas as pd
 
 from ._secrets import mask_headers, mask_path
+from ._extras import require
+from ._text import plural
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -153,7 +155,7 @@ def batch_html(batch: Batch) -> str:
     """
     size, top = batch.size, len(batch.requests)
     nested = f", {size} with nested" if size != top else ""
-    title = f"<b>Batch</b>: {top} operation{'s' if top != 1 else ''}{nested}"
+    title = f"<b>Batch</b>: {plural(top, 'operation')}{nested}"
     if not size:
         return _STYLE + f'<div class="batchnb-batch">{title}</div>'
     table = _table(["#", "name", "method", "path", "headers", "body"], operation_rows(batch), "batchnb-batch-table")
@@ -168,18 +170,14 @@ def plan_html(plan: Plan) -> str:
     >>> "1 HTTP call" in plan_html(make_plan(examples.chained().requests))
     True
     """
-    calls = plan.calls
-    title = (
-        f"<b>Plan</b>: {plan.operations} operations in {calls} HTTP call{'s' if calls != 1 else ''} "
-        f"of at most {plan.max_requests}; {len(plan.client_resolved)} reference(s) resolved by the client across batches"
-    )
+    title = f"<b>Plan</b>: {_esc(plan.summary)}"
     rows = [
         [
             str(b.index),
             str(b.size),
             _esc(_rows_text(b.rows)),
             _esc(", ".join(map(str, sorted(b.depends_on)))),
-            _esc(", ".join(sorted(b.client_refs))),
+            _esc(", ".join(f"{n} (earlier result)" if n in plan.known else n for n in sorted(b.client_refs))),
             "yes" if b.idempotent else "no",
         ]
         for b in plan.batches
@@ -296,7 +294,7 @@ def report_text(result: pd.DataFrame) -> str:
     d = durations(result)
     failed = int((~_ok(result)).sum())
     return (
-        f"{len(result)} operations, {failed} not ok ({counts or 'no rows'}); "
+        f"{plural(len(result), 'operation')}, {failed} not ok ({counts or 'no rows'}); "
         f"duration total {_ms(d['total'])}, p50 {_ms(d['p50'])}, p95 {_ms(d['p95'])}"
     )
 
@@ -331,7 +329,7 @@ def summary(result: pd.DataFrame) -> Figure:
 
     Also available as ``result.batchnb.summary()``.
     """
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", "notebook", "summary()")
 
     fig, (bars, hist) = plt.subplots(1, 2, figsize=(9, 3), layout="constrained")
     # The caller gets the figure; pyplot must not show it a second time at the end of the cell.

@@ -3,7 +3,9 @@
     BatchError                      anything batchnb raises on purpose
     ├── BatchValidationError        bad input, found before anything is sent;
     │   │                           carries every Problem with its pointer
-    │   └── RefSyntaxError          a ${result=…} reference that does not parse
+    │   ├── RefSyntaxError          a ${result=…} reference that does not parse
+    │   └── MissingDependency       an optional library is not installed; names
+    │                               the extra to install (also an ImportError)
     ├── BatchHTTPError              the server refused a whole batch (4xx/5xx)
     │   ├── AuthenticationError     401
     │   ├── PayloadTooLargeError    413
@@ -28,12 +30,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from ._text import plural
+
 __all__ = [
     "AuthenticationError",
     "BatchError",
     "BatchHTTPError",
     "BatchValidationError",
     "LocalServerError",
+    "MissingDependency",
     "PayloadTooLargeError",
     "Problem",
     "RateLimitedError",
@@ -108,9 +113,22 @@ class RefSyntaxError(BatchValidationError):
         super().__init__([Problem(pointer, message)], message)
 
 
+class MissingDependency(BatchValidationError, ImportError):
+    """An optional library is not installed; the message names the extra that brings it.
+
+    >>> str(MissingDependency("summary() needs matplotlib", "notebook"))
+    "summary() needs matplotlib: pip install 'batchnb[notebook]'"
+    """
+
+    def __init__(self, what: str, extra: str) -> None:
+        message = f"{what}: pip install 'batchnb[{extra}]'"
+        super().__init__([Problem("", message)], message)
+        self.extra = extra
+
+
 def _summarise(problems: list[Problem], limit: int = 20) -> str:
     n = len(problems)
-    head = f"{n} problem{'s' if n != 1 else ''} in the input, nothing was sent:"
+    head = f"{plural(n, 'problem')} in the input, nothing was sent:"
     lines = [f"  - {p}" for p in problems[:limit]]
     if n > limit:
         lines.append(f"  … and {n - limit} more (see .problems)")

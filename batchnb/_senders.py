@@ -18,6 +18,7 @@ from typing import Any, Mapping, Protocol
 import httpx
 import orjson
 
+from . import _json
 from ._exceptions import TransportError
 from .engine import Dispatcher, execute
 from .model import BATCH_PATH, Operation, Response
@@ -56,7 +57,7 @@ class BatchEndpoint:
         self._query = dict(query) or None
 
     async def __call__(self, ops: list[Operation]) -> Reply:
-        content = orjson.dumps({"requests": [op.to_wire() for op in ops]})
+        content = _json.dumps({"requests": [op.to_wire() for op in ops]})
         try:
             r = await self._http.post(self._url, content=content, headers=self._headers, params=self._query)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
@@ -64,7 +65,7 @@ class BatchEndpoint:
         except httpx.TransportError as exc:
             raise TransportError(f"the connection failed after the batch was sent ({type(exc).__name__})", sent=True) from None
         try:
-            body = orjson.loads(r.content) if r.content else None
+            body = _json.loads(r.content) if r.content else None
         except orjson.JSONDecodeError:
             body = r.text if r.status_code != 200 else None
         responses = _responses_for(body, ops) if r.status_code == 200 else None

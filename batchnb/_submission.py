@@ -14,12 +14,11 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
-import orjson
-
+from . import _json
 from ._exceptions import BatchValidationError, Problem, SubmitInterrupted
 from ._runner import Runner
 from ._senders import Sender
-from .journal import Journal, row_key
+from .journal import Journal, fingerprints, row_key
 from .model import Batch, Operation, Response, check_batch
 from .plan import Plan, make_plan
 
@@ -62,24 +61,41 @@ class Submission:
         options: SubmitOptions,
         *,
         stream: bool = True,
+        known: Any = None,
     ) -> None:
         if options.bodies not in BODIES:
             raise BatchValidationError([Problem("bodies", f"must be 'parsed', 'json' or 'none', not {options.bodies!r}")])
         self._limits = limits
         self._sender = sender
         self._options = options
-        ops, self._index, self._kind = _operations_of(work, dict(frame_options), limits, options.concurrency, stream=stream)
-        self._chunks = ops if isinstance(ops, _Chunks) else _Chunks([ops], len(ops))
+        journaled = bool(options.journal)
+        self._known: dict[str, Response] = _known_from(known)
+        self._given = frozenset(self._known)
+        frame_options = {**frame_options, "known": self._given} if self._given else dict(frame_options)
+        ops, self._index, self._kind = _operations_of(
+            work, frame_options, limits, options.concurrency, stream=stream, fingerprint=journaled
+        )
+        self._chunks = ops if isinstance(ops, _Chunks) else _Chunks([ops], len(ops), fingerprints=fingerprints(ops) if journaled else None)
         self._done: dict[str, Response] = {}
-        self._known: dict[str, Response] = {}
         self._first_batch = 0
-        if options.journal and options.resume:
-            self._load_journal(Journal(options.journal))
+        self._resumed = False
+        if options.journal:
+            self._open_journal(Journal(options.journal), resume=options.resume)
         # Every problem is raised here, before anything is sent.
         self._first_plan = self._plan(self._chunks.first())
 
-    def _load_journal(self, journal: Journal) -> None:
+    def _open_journal(self, journal: Journal, *, resume: bool) -> None:
+        where = f"journal {str(journal.path)!r}"
+        exists = journal.path.exists() and journal.path.stat().st_size > 0
+        if not resume:
+            if exists:
+                raise BatchValidationError([Problem("journal", f"{where} already holds a run: pass resume=True to continue it, or name another file")])
+            return
+        if not exists:
+            raise BatchValidationError([Problem("journal", f"{where} does not exist: resume=True continues the run that wrote it; leave resume out to start one")])
         state = journal.read()
+        state.check(self._chunks.fingerprints or {}, self._chunks.labels, where)
+        self._resumed = True
         self._done = dict(state.done)
         for key, resendable in state.in_flight.items():
             if not resendable:
@@ -87,7 +103,7 @@ class Submission:
         for resp in state.done.values():
             for _p, r in resp.walk():
                 if r.name:
-                    self._known[r.name] = r
+                    self._known.setdefault(r.name, r)
         self._first_batch = state.last_batch + 1
 
     @property
@@ -98,7 +114,11 @@ class Submission:
     def _plan(self, ops: list[Operation]) -> Plan:
         done = self._done
         pending = [op for op in ops if row_key(op.row) not in done] if done else ops
-        problems = check_batch(pending, known=self._known.keys())
+        problems = [
+            Problem(f"row {op.row!r}", f"is named {op.name!r}, like an operation of the earlier result given as known=; rename one of them")
+            for top in pending for _p, op in top.walk() if op.name and op.name in self._given
+        ]
+        problems += check_batch(pending, known=self._known.keys())
         if problems:
             raise BatchValidationError(problems)
         return make_plan(
@@ -116,6 +136,8 @@ class Submission:
         show = opts.progress if opts.progress is not None else (total > int(self._limits["maxRequests"]))
         bar = _Progress(total, bool(show))
         journal = Journal(opts.journal) if opts.journal else None
+        if journal is not None and not self._resumed:
+            journal.start(self._chunks.fingerprints or {})
         runner = Runner(
             self._sender,
             concurrency=opts.concurrency,
@@ -199,7 +221,9 @@ class Submission:
 FRAME_OPTIONS = ("method", "path", "body", "name", "headers", "parent", "nulls")
 
 
-def _operations_of(work: Any, frame_options: dict[str, Any], limits: Mapping[str, Any], concurrency: int, *, stream: bool) -> tuple[Any, Any, str]:
+def _operations_of(
+    work: Any, frame_options: dict[str, Any], limits: Mapping[str, Any], concurrency: int, *, stream: bool, fingerprint: bool
+) -> tuple[Any, Any, str]:
     """The operations of ``work``, its index (for a frame), and what kind of result it wants."""
     if isinstance(work, Batch):
         _no_frame_options(frame_options, "a Batch")
@@ -213,7 +237,7 @@ def _operations_of(work: Any, frame_options: dict[str, Any], limits: Mapping[str
 
         size = _chunk_rows(limits, concurrency)
         if stream and len(work) > size and _streamable(work, frame_options):
-            return _Chunks.of_frame(work, frame_options, size), work.index, "frame"
+            return _Chunks.of_frame(work, frame_options, size, fingerprint=fingerprint), work.index, "frame"
         return from_frame(work, **frame_options), work.index, "frame"
     if isinstance(work, Iterable) and not isinstance(work, (str, bytes, Mapping)):
         _no_frame_options(frame_options, "a list of operations")
@@ -225,7 +249,7 @@ def _operations_of(work: Any, frame_options: dict[str, Any], limits: Mapping[str
 
 
 def _no_frame_options(options: dict[str, Any], what: str) -> None:
-    given = [k for k, v in options.items() if k != "nulls" and v is not None]
+    given = [k for k, v in options.items() if k not in ("nulls", "known") and v is not None]
     if given:
         raise BatchValidationError([Problem(k, f"applies to a DataFrame's rows, not to {what}") for k in given])
 
@@ -265,28 +289,49 @@ def _streamable(df: Any, options: Mapping[str, Any]) -> bool:
 class _Chunks:
     """Operations a chunk at a time (a list of lists, or a frame built lazily)."""
 
-    def __init__(self, chunks: Any, total: int, frame: Any = None, options: Mapping[str, Any] | None = None, size: int = 0) -> None:
+    def __init__(
+        self,
+        chunks: Any,
+        total: int,
+        frame: Any = None,
+        options: Mapping[str, Any] | None = None,
+        size: int = 0,
+        fingerprints: dict[str, str] | None = None,
+    ) -> None:
         self._chunks = chunks
         self.total = total
         self._frame = frame
         self._options = dict(options or {})
         self._size = size
         self._first: list[Operation] | None = None
+        #: row key -> fingerprint of every operation (kept when a journal records the run).
+        self.fingerprints = fingerprints
+
+    @property
+    def labels(self) -> dict[str, Any]:
+        """Row key -> index label, to name a row in a message."""
+        if self._frame is not None:
+            return {row_key(label): label for label in self._frame.index}
+        return {row_key(op.row): op.row for chunk in self._chunks for top in chunk for _p, op in top.walk()}
 
     @classmethod
-    def of_frame(cls, df: Any, options: Mapping[str, Any], size: int) -> _Chunks:
+    def of_frame(cls, df: Any, options: Mapping[str, Any], size: int, *, fingerprint: bool = False) -> _Chunks:
         from .frames import from_frame
 
         problems = []
+        prints: dict[str, str] | None = {} if fingerprint else None
         # Every chunk is checked before anything is sent; built again, one at a time, to send.
         for start in range(0, len(df), size):
             try:
-                from_frame(df.iloc[start : start + size], **options)
+                ops = from_frame(_rows(df, start, size), **options)
             except BatchValidationError as exc:
                 problems.extend(exc.problems)
+                continue
+            if prints is not None:
+                prints.update(fingerprints(ops))
         if problems:
             raise BatchValidationError(problems)
-        return cls(None, len(df), df, options, size)
+        return cls(None, len(df), df, options, size, prints)
 
     @property
     def streaming(self) -> bool:
@@ -308,12 +353,21 @@ class _Chunks:
                 first, self._first = self._first, None
                 yield first
             else:
-                yield from_frame(self._frame.iloc[start : start + self._size], **self._options)
+                yield from_frame(_rows(self._frame, start, self._size), **self._options)
 
     def index_of(self, chunk: list[Operation], index: Any) -> Any:
         if self._frame is None:
             return index
         return [op.row for op in chunk]
+
+
+def _rows(df: Any, start: int, size: int) -> Any:
+    """Rows ``start`` to ``start + size`` of a frame, still able to name their lines in its CSV file."""
+    part = df.iloc[start : start + size]
+    source = df.attrs.get("batchnb.csv")
+    if source is not None and df.index.equals(source.index):
+        part.attrs["batchnb.csv"] = source.part(start, start + size, part.index)
+    return part
 
 
 def _with_rows(ops: list[Operation]) -> list[Operation]:
@@ -325,6 +379,33 @@ def _with_rows(ops: list[Operation]) -> list[Operation]:
                 op.row = counter
             counter += 1
     return ops
+
+
+def _known_from(earlier: Any) -> dict[str, Response]:
+    """Named responses of an earlier result (a result frame, or responses), for ``submit(known=…)``."""
+    if earlier is None:
+        return {}
+    known: dict[str, Response] = {}
+    if isinstance(earlier, (list, tuple)) and all(isinstance(r, Response) for r in earlier):
+        for top in earlier:
+            for _p, r in top.walk():
+                if r.name:
+                    known[r.name] = r
+        return known
+    columns = getattr(earlier, "columns", None)
+    if columns is None or not {"name", "status", "body"} <= set(columns):
+        raise BatchValidationError([Problem("known", "must be an earlier result: the frame (with name, status and body columns) or the responses submit returned")])
+    for name, status, body in zip(earlier["name"].tolist(), earlier["status"].tolist(), earlier["body"].tolist()):
+        if not isinstance(name, str):
+            continue
+        if isinstance(body, str) and body[:1] in ("{", "["):
+            body = _json.loads(body)  # bodies kept as JSON text (bodies="json")
+        try:
+            code: int | None = int(status)
+        except (TypeError, ValueError):  # a missing status: NA, NaN or None
+            code = None
+        known[name] = Response("", "", code, name, body=body)
+    return known
 
 
 # ---------------------------------------------------------------- what comes out
@@ -340,7 +421,7 @@ def _keep_bodies(responses: list[Response], bodies: str) -> list[Response]:
             if bodies == "none" and r.ok:
                 r.body = None
             elif bodies == "json":
-                r.body = orjson.dumps(r.body).decode()
+                r.body = _json.dumps(r.body).decode()
     return responses
 
 

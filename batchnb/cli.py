@@ -4,6 +4,9 @@
     batchnb serve --upstream https://api.example # a batch gateway in front of another API
     batchnb demo                                 # the spec's worked examples, end to end
     batchnb run ops.csv --url URL -o results.csv # a CSV of operations, batched
+
+Exit status: 0 when every row is ok, 1 when some rows are not, 2 for input
+that cannot be run (nothing was sent).
 """
 
 from __future__ import annotations
@@ -19,6 +22,25 @@ __all__ = ["main"]
 
 DEMO_API_KEY = "demo"
 DEMO_TOKEN = "demo-token"
+#: how many operations ``run --dry-run`` shows before it counts the rest.
+PREVIEW = 20
+
+
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default; descriptions and examples keep their lines.
+
+    An option that is off, or empty, by default says in its own words what happens without it.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class _Usage(Exception):
+    """A mistake in how the command was called: a message, exit status 2, no traceback."""
 
 
 def _is_loopback(host: str) -> bool:
@@ -30,40 +52,53 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def serve(args: argparse.Namespace) -> int:
-    import uvicorn
+def _err(message: str) -> None:
+    print(f"batchnb: {message}", file=sys.stderr)
 
+
+# ---------------------------------------------------------------- serve
+
+
+def serve(args: argparse.Namespace) -> int:
+    from ._extras import require
     from ._secrets import mask_logger
     from .demo import create_demo_app
     from .server import Limits, create_app
 
+    uvicorn = require("uvicorn", "server", "batchnb serve")
     api_key = args.api_key or os.environ.get("BATCHNB_API_KEY")
     token = args.token or os.environ.get("BATCHNB_TOKEN")
+    demo_defaults = args.upstream is None and not token
     if args.upstream is None:
         api_key = api_key or DEMO_API_KEY
         token = token or DEMO_TOKEN
     if token == DEMO_TOKEN and not _is_loopback(args.host):
-        print(
-            f"batchnb serve: refusing to expose the well-known demo credentials on {args.host}; "
-            "set --token (or BATCHNB_TOKEN) and --api-key (or BATCHNB_API_KEY)",
-            file=sys.stderr,
+        raise _Usage(
+            f"serve: refusing to expose the well-known demo credentials on {args.host}; "
+            "set --token (or BATCHNB_TOKEN) and --api-key (or BATCHNB_API_KEY)"
         )
-        return 2
     credentials = {api_key or DEMO_API_KEY: token} if token else None
-    limits = Limits(
-        max_requests=args.max_requests,
-        max_depth=args.max_depth,
-        operation_timeout=args.operation_timeout,
-    )
+    limits = Limits(**{name: getattr(args, name) for name, _default, _help in Limits.described()})
     if args.upstream is not None:
         app = create_app(upstream=args.upstream, credentials=credentials, limits=limits)
+        where = f"the upstream {args.upstream}"
     else:
-        app = create_demo_app(db=args.db, credentials=credentials or {}, limits=limits)
+        db = Path(args.db)
+        if not db.parent.is_dir():
+            raise _Usage(f"serve --db {args.db}: the directory {str(db.parent)!r} does not exist")
+        app = create_demo_app(db=db, credentials=credentials or {}, limits=limits)
+        where = f"the demo Scheduling API in {args.db}"
     mask_logger("uvicorn.access")
-    where = f"upstream {args.upstream}" if args.upstream else f"demo Scheduling API in {args.db}"
-    print(f"batchnb: Batch API 2.3 on http://{args.host}:{args.port}/api/2.3/batch, in front of the {where}", flush=True)
+    print(f"batchnb: Batch API 2.3 on http://{args.host}:{args.port}/api/2.3/batch, in front of {where}", flush=True)
+    if demo_defaults:
+        # The well-known demo credentials, on loopback only: saying them is what makes the demo usable.
+        print(f"batchnb: demo credentials: api key {DEMO_API_KEY!r}, token {DEMO_TOKEN!r} "
+              f"(Authorization: Bearer {DEMO_TOKEN}, or ?apiKey={DEMO_API_KEY}&token={DEMO_TOKEN})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
+
+
+# ---------------------------------------------------------------- demo
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -95,108 +130,214 @@ def demo(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def run(args: argparse.Namespace) -> int:
-    import pandas as pd
+# ---------------------------------------------------------------- run
 
-    from ._exceptions import BatchError, BatchValidationError
-    from .client import Client
+
+def _dtypes(text: str | None) -> dict[str, str]:
+    out = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        column, sep, kind = part.partition("=")
+        if not sep or not column.strip():
+            raise _Usage(f"run --dtype: {part!r} is not of the form column=type (types: int, decimal, bool, str)")
+        out[column.strip()] = kind.strip()
+    return out
+
+
+def _headers(lines: list[str]) -> dict[str, str]:
+    from . import rules
+
+    headers, bad = rules.parse_header_lines("\n".join(lines))
+    if bad:
+        raise _Usage("run --header: each must be of the form 'Name: value'")
+    return headers
+
+
+def _read_input(args: argparse.Namespace) -> Any:
+    from .frames import read_csv
 
     src = Path(args.input)
     if src.suffix.lower() in (".parquet", ".pq"):
-        df = pd.read_parquet(src)
-    else:
-        df = pd.read_csv(src)
-    token = args.token or os.environ.get("BATCHNB_TOKEN")
-    api_key = args.api_key or os.environ.get("BATCHNB_API_KEY")
+        from ._extras import require
+
+        require("pyarrow", "parquet", f"reading {src.name}")
+        if not src.is_file():
+            raise _Usage(f"{args.input}: no such file")
+        import pandas as pd
+
+        return pd.read_parquet(src)
+    return read_csv(src, sep=args.sep, encoding=args.encoding, strings=args.strings, dtype=_dtypes(args.dtype))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ._exceptions import BatchError, BatchValidationError, SubmitInterrupted
+    from ._output import Output
+    from .client import Client
+
+    url = args.url or os.environ.get("BATCHNB_URL")
+    if not url:
+        raise _Usage("run: give the server's address with --url URL (or set BATCHNB_URL)")
+    output = Output(args.output) if args.output else None
+    if output is not None:
+        problems = output.problems()
+        if problems:
+            raise BatchValidationError(problems)
+    df = _read_input(args)
     options: dict[str, Any] = {}
-    if args.method:
-        options["method"] = args.method
-    if args.path:
-        options["path"] = args.path
-    if args.name:
-        options["name"] = args.name
+    for option in ("method", "path", "name"):
+        if getattr(args, option):
+            options[option] = getattr(args, option)
     if args.body_columns:
         options["body"] = [c.strip() for c in args.body_columns.split(",") if c.strip()]
-    client = Client(args.url, api_key=api_key, token=token, concurrency=args.concurrency, retries=args.retries,
+    if args.header:
+        if "headers" in df.columns:
+            raise _Usage("run --header: the file has a 'headers' column already; use one or the other")
+        options["headers"] = _headers(args.header)
+    token = args.token or os.environ.get("BATCHNB_TOKEN")
+    api_key = args.api_key or os.environ.get("BATCHNB_API_KEY")
+    client = Client(url, api_key=api_key, token=token, concurrency=args.concurrency, retries=args.retries,
                     mode="direct" if args.direct else "batch")
+    if args.dry_run:
+        plan = client.submit(df, dry_run=True, **options)
+        _preview(df, plan, options)
+        return 0
+    progress = (not args.quiet) and sys.stderr.isatty()
+    status = 0
     try:
-        result = client.submit(df, journal=args.journal, resume=args.resume, progress=not args.quiet, **options)
-    except BatchValidationError as exc:
-        print(f"batchnb run: {src}: {exc}", file=sys.stderr)
-        return 2
+        result = client.submit(df, journal=args.journal, resume=args.resume, progress=progress, rate=args.rate, **options)
+    except BatchValidationError:
+        raise
+    except SubmitInterrupted as exc:
+        _err(str(exc))
+        result, status = exc.partial, 130
     except BatchError as exc:
-        print(f"batchnb run: {exc}", file=sys.stderr)
+        _err(str(exc))
         result = exc.partial
         if result is None:
             return 1
-    if args.output:
-        out = Path(args.output)
-        saved = result.copy()
-        saved["body"] = saved["body"].map(lambda b: None if b is None else __import__("json").dumps(b))
-        if out.suffix.lower() in (".parquet", ".pq"):
-            saved.to_parquet(out)
-        else:
-            saved.to_csv(out, index_label=df.index.name or "row")
-    _summary(result)
+    report = sys.stderr if output is not None and output.to_stdout else sys.stdout
+    if output is not None and result is not None:
+        table = result if args.only_results else df.join(result, rsuffix="_result")
+        output.write(table)
+    _summary(result, report)
+    if status:
+        return status
     return 0 if bool(result["ok"].all()) else 1
 
 
-def _summary(result: Any) -> None:
+def _preview(df: Any, plan: Any, options: dict[str, Any]) -> None:
+    """The plan, and what each operation will send (credentials masked)."""
+    import json
+
+    from ._secrets import mask_headers, mask_path
+    from .frames import from_frame
+
+    print(f"dry run: nothing was sent. {plan.summary}")
+    ops = from_frame(df, **options)
+    shown = 0
+    for top in ops:
+        for _p, op in top.walk():
+            if shown == PREVIEW:
+                break
+            shown += 1
+            body = "" if op.body is None else " " + json.dumps(op.body, ensure_ascii=False, default=str)[:200]
+            headers = f" headers={mask_headers(op.headers)}" if op.headers else ""
+            print(f"  row {op.row!r}: {op.method} {mask_path(op.path)}{body}{headers}")
+    total = plan.operations
+    if total > shown:
+        print(f"  … and {total - shown} more")
+
+
+def _summary(result: Any, out: Any) -> None:
+    from ._text import plural
+
     total = len(result)
     ok = int(result["ok"].sum())
-    print(f"\n{ok} of {total} rows ok")
+    print(f"\n{ok} of {plural(total, 'row')} ok", file=out)
     counts = result["status"].astype("string").fillna("no status").value_counts()
     for status, n in counts.items():
-        print(f"  {status:>9}  {n}")
+        print(f"  {status:>9}  {n}", file=out)
     failed = result[~result["ok"]]
     if len(failed):
-        print("first failures:")
+        print("first failures:", file=out)
         for label, row in failed.head(10).iterrows():
-            print(f"  row {label!r}: {row['status'] if pd_notna(row['status']) else '—'} {row['error']}")
+            status = row["status"] if row["status"] is not None and row["status"] == row["status"] else "—"
+            print(f"  row {label!r}: {status} {row['error']}", file=out)
 
 
-def pd_notna(v: Any) -> bool:
-    import pandas as pd
+# ---------------------------------------------------------------- the parser
 
-    return bool(pd.notna(v))
+
+RUN_DESCRIPTION = """\
+Run a CSV (or Parquet) file of operations, one per row, in batches.
+
+Each row's method, path, name and body come from the columns of those names
+unless --method, --path, --name or --body-columns say otherwise. A path may
+be a template such as /api/2.1/scheduling/companies/{company_id}/services,
+filled from each row's columns. Cells reach the API as the file says them:
+integers, decimals and true/false only where a whole column is written that
+way; everything else as text; an empty cell is a missing value.
+
+Nothing is sent until every row has been checked, and every problem is
+reported at once with its row and line."""
+
+RUN_EXAMPLES = """\
+examples:
+  batchnb run companies.csv --url http://127.0.0.1:8000 --method POST \\
+      --path /api/2.1/scheduling/companies --body-columns name,timezone -o result.csv
+  batchnb run staff.csv --path '/api/2.1/scheduling/companies/{company_id}/staff' \\
+      --method POST --dtype phone=str --dry-run
+  BATCHNB_URL=https://api.example BATCHNB_TOKEN=... batchnb run ops.csv -o - > result.csv"""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="batchnb", description="Bulk API work from a notebook, with the Batch API 2.3.")
+    from . import __version__
+    from .server.limits import Limits
+
+    p = argparse.ArgumentParser(prog="batchnb", description="Bulk API work from a notebook, with the Batch API 2.3.", formatter_class=_Help)
+    p.add_argument("--version", action="version", version=f"batchnb {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the Batch API 2.3 server (demo API on SQLite, or a gateway)")
-    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--db", default="batchnb-demo.sqlite3", help="SQLite file of the demo API (default batchnb-demo.sqlite3)")
-    s.add_argument("--api-key", help="api key of the accepted credentials (or BATCHNB_API_KEY)")
-    s.add_argument("--token", help="token of the accepted credentials (or BATCHNB_TOKEN)")
-    s.add_argument("--upstream", help="forward operations to this HTTP API instead of the demo API")
-    s.add_argument("--max-requests", type=int, default=50)
-    s.add_argument("--max-depth", type=int, default=4)
-    s.add_argument("--operation-timeout", type=float, default=30.0)
-    s.add_argument("--log-level", default="info")
+    s = sub.add_parser("serve", help="run the Batch API 2.3 server (demo API on SQLite, or a gateway)", formatter_class=_Help,
+                       description="Run the Batch API 2.3 server in front of the demo Scheduling API, or of another HTTP API (--upstream).")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind")
+    s.add_argument("--port", type=int, default=8000, help="port to listen on")
+    s.add_argument("--db", default="batchnb-demo.sqlite3", help="SQLite file of the demo API")
+    s.add_argument("--api-key", help="api key of the accepted credentials (default: BATCHNB_API_KEY, else 'demo' for the demo API)")
+    s.add_argument("--token", help="token of the accepted credentials (default: BATCHNB_TOKEN, else 'demo-token' for the demo API)")
+    s.add_argument("--upstream", help="forward operations to this HTTP API (default: the demo Scheduling API, in-process)")
+    for name, default, what in Limits.described():
+        s.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=f"limit: {what}")
+    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="how much uvicorn logs")
     s.set_defaults(func=serve)
 
-    d = sub.add_parser("demo", help="start the embedded server and run the spec's worked examples")
+    d = sub.add_parser("demo", help="start the embedded server and run the spec's worked examples", formatter_class=_Help)
     d.set_defaults(func=demo)
 
-    r = sub.add_parser("run", help="run a CSV or Parquet file of operations, one per row")
-    r.add_argument("input", help="operations file (.csv or .parquet)")
-    r.add_argument("--url", required=True, help="base URL of the Batch API server")
-    r.add_argument("--api-key", help="api key (or BATCHNB_API_KEY)")
-    r.add_argument("--token", help="token (or BATCHNB_TOKEN; prefer the variable: arguments show in ps)")
-    r.add_argument("--method", help="a method, or the column holding it")
-    r.add_argument("--path", help="a path template such as /api/2.1/scheduling/companies/{company_id}/services")
-    r.add_argument("--name", help="a name template such as co-{site}")
-    r.add_argument("--body-columns", help="comma-separated columns that make the body")
-    r.add_argument("-o", "--output", help="write the result (.csv or .parquet)")
-    r.add_argument("--journal", help="JSON Lines journal, to resume after a crash")
-    r.add_argument("--resume", action="store_true", help="send only rows the journal has no outcome for")
-    r.add_argument("--concurrency", type=int, default=4)
-    r.add_argument("--retries", type=int, default=3)
+    r = sub.add_parser("run", help="run a CSV or Parquet file of operations, one per row", formatter_class=_Help,
+                       description=RUN_DESCRIPTION, epilog=RUN_EXAMPLES)
+    r.add_argument("input", help="operations file (.csv, or .parquet)")
+    r.add_argument("--url", help="base URL of the Batch API server (default: BATCHNB_URL)")
+    r.add_argument("--api-key", help="api key (default: BATCHNB_API_KEY)")
+    r.add_argument("--token", help="token (default: BATCHNB_TOKEN; prefer the variable: arguments show in ps)")
+    r.add_argument("--method", help="a method, or the column holding it (default: the 'method' column)")
+    r.add_argument("--path", help="a path, a template such as /companies/{company_id}/services, or a column (default: the 'path' column)")
+    r.add_argument("--name", help="a name template such as co-{site}, or a column (default: the 'name' column, if any)")
+    r.add_argument("--body-columns", help="comma-separated columns that make the body (default: the 'body' column of JSON objects)")
+    r.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="a header sent with every operation (repeatable)")
+    r.add_argument("--sep", help="the CSV's separator (default: found from the header line: ',', ';' or tab)")
+    r.add_argument("--encoding", default="utf-8", help="the CSV's encoding (utf-8 with or without BOM; 'latin-1' for older Excel)")
+    r.add_argument("--strings", action="store_true", help="send every cell as text")
+    r.add_argument("--dtype", metavar="COL=TYPE,…", help="set columns' types by hand: int, decimal, bool or str (default: each column's type from what it holds)")
+    r.add_argument("-o", "--output", help="write the result: .csv, .parquet, .xlsx, or - for CSV on standard output (default: only the summary)")
+    r.add_argument("--only-results", action="store_true", help="write only the result columns, not the input's")
+    r.add_argument("--journal", help="JSON Lines journal, to resume after a crash (default: none)")
+    r.add_argument("--resume", action="store_true", help="continue the run the journal records: send only rows it has no outcome for")
+    r.add_argument("--concurrency", type=int, default=4, help="batches in flight at once")
+    r.add_argument("--rate", type=float, help="at most this many batches per second (default: no limit)")
+    r.add_argument("--retries", type=int, default=3, help="resends of a batch that was not run (429, 503, dropped before sending)")
     r.add_argument("--direct", action="store_true", help="the API has no batch endpoint: send each operation from here")
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--dry-run", action="store_true", help="check every row and print the plan and each operation; send nothing")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
     r.set_defaults(func=run)
     return p
 
@@ -206,8 +347,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     >>> main(["run", "--help"])           # doctest: +SKIP
     """
+    from ._exceptions import BatchError, BatchValidationError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except _Usage as exc:
+        _err(str(exc))
+    except BatchValidationError as exc:
+        _err(f"{getattr(args, 'input', args.command)}: {exc}")
+    except BatchError as exc:
+        _err(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,8 +39,17 @@ DEFAULT_LIMITS = {"maxRequests": rules.DEFAULT_MAX_REQUESTS, "maxDepth": rules.D
 Body = Sequence[Hashable] | Mapping[str, Hashable] | Callable[[dict], Any] | str | Literal[False] | None
 
 
-def _argument_problems(auth: str, mode: str, api_key: str | None, token: str | None) -> list[Problem]:
+def _argument_problems(base_url: Any, auth: str, mode: str, api_key: str | None, token: str | None) -> list[Problem]:
     problems = []
+    url = base_url if isinstance(base_url, str) else ""
+    scheme, sep, rest = url.partition("://")
+    if not isinstance(base_url, str) or not url.strip():
+        problems.append(Problem("base_url", "is required: the server's address, such as 'http://127.0.0.1:8000'"))
+    elif not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
+        guess = f"'http://{url}'" if not sep else "'http://…' or 'https://…'"
+        problems.append(Problem("base_url", f"{url!r} is not an http(s) URL: write {guess}"))
+    if api_key and not token:
+        problems.append(Problem("token", "api_key was given without a token: the server needs both"))
     if auth not in ("header", "query"):
         problems.append(Problem("auth", f"must be 'header' or 'query', not {auth!r}"))
     elif auth == "query" and not (api_key and token):
@@ -83,7 +92,7 @@ class AsyncClient:
         max_backoff: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        problems = _argument_problems(auth, mode, api_key, token)
+        problems = _argument_problems(base_url, auth, mode, api_key, token)
         if problems:
             raise BatchValidationError(problems)
         if auth == "query":
@@ -214,6 +223,7 @@ class AsyncClient:
         retry_operations: bool = False,
         rate: float | None = None,
         bodies: Literal["parsed", "json", "none"] = "parsed",
+        known: Any = None,
     ) -> Any:
         """Run any number of operations; what comes back matches what went in.
 
@@ -238,6 +248,11 @@ class AsyncClient:
         ``"json"`` (as JSON text: several times less memory for a million
         rows; :func:`batchnb.expand` reads it all the same) or ``"none"``
         (only for rows that are not ok, where they explain the error).
+
+        ``known`` is an earlier result (its frame, or its responses): references
+        to the names it holds are filled in from it, so that fixing three rows
+        of three thousand and sending them again is one call. A dry run shows
+        which references came from it (:attr:`Plan.from_known`).
         """
         frame_options = {"method": method, "path": path, "body": body, "name": name, "headers": headers, "parent": parent, "nulls": nulls}
         options = SubmitOptions(
@@ -253,7 +268,7 @@ class AsyncClient:
             max_backoff=self.max_backoff,
         )
         limits = await self.limits()
-        submission = Submission(work, frame_options, limits, self._sender(), options, stream=not dry_run)
+        submission = Submission(work, frame_options, limits, self._sender(), options, stream=not dry_run, known=known)
         if dry_run:
             return submission.plan
         return await submission.run()
@@ -346,6 +361,7 @@ class Client:
         retry_operations: bool = False,
         rate: float | None = None,
         bodies: Literal["parsed", "json", "none"] = "parsed",
+        known: Any = None,
     ) -> Any:
         """Run any number of operations; see :meth:`AsyncClient.submit` for every argument.
 
@@ -355,6 +371,7 @@ class Client:
             "submit", work, method=method, path=path, body=body, name=name, headers=headers, parent=parent,
             nulls=nulls, dry_run=dry_run, journal=journal, resume=resume, progress=progress,
             concurrency=concurrency, retries=retries, retry_operations=retry_operations, rate=rate, bodies=bodies,
+            known=known,
         )
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ from urllib.parse import quote, unquote
 import httpx
 import orjson
 
-from . import refs, rules
+from . import _json, refs, rules
 from .model import Batch, Operation, Response
 
 __all__ = [
@@ -188,7 +188,7 @@ def encode_body(body: Any) -> tuple[bytes | None, str | None]:
         return None, None
     if isinstance(body, str):
         return body.encode("utf-8"), "text/plain; charset=utf-8"
-    return orjson.dumps(body), "application/json"
+    return _json.dumps(body), "application/json"
 
 
 def decode_body(content: bytes, content_type: str | None) -> Any:
@@ -198,7 +198,7 @@ def decode_body(content: bytes, content_type: str | None) -> Any:
     ct = (content_type or "").lower()
     if "json" in ct or not ct:
         try:
-            return orjson.loads(content)
+            return _json.loads(content)
         except orjson.JSONDecodeError:
             pass
     return content.decode("utf-8", errors="replace")

@@ -1,29 +1,42 @@
 """The journal: an append-only JSON Lines file of what a submit sent and what came back.
 
-Two events per batch, each flushed and synced to disk before going on:
+A run opens with the fingerprint of every operation it will send, then
+writes two events per batch, each flushed and synced to disk before going on:
 
+    {"event": "run", "version": 2, "rows": {"<row key>": "<fingerprint>", ...}}
     {"event": "send", "batch": 3, "rows": [...], "resendable": false}
     {"event": "done", "batch": 3, "responses": [...]}
 
 Reading it back tells, for every row, whether it has a final outcome (a
 ``done`` event), was in flight when the run died (a ``send`` with no
 ``done``: its outcome is unknown), or never left. Resuming sends only the
-last kind, plus in-flight batches that are safe to resend (GET/PUT/DELETE).
-No credentials are written: operations' headers never reach the journal.
+last kind, plus in-flight batches that are safe to resend (GET/PUT/DELETE),
+and only when the rows handed to it are the run's own: a fingerprint of each
+operation (method, path, body, name, and headers without credentials) is
+compared first. No credentials are written: neither headers nor paths'
+credential parameters reach the journal.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from ._secrets import mask_path
-from .model import Response
+import orjson
 
-__all__ = ["Journal", "JournalState", "row_key"]
+from ._exceptions import BatchValidationError, Problem
+from ._json import dumps
+from ._secrets import is_secret_header, mask_path
+from .model import Operation, Response
+
+__all__ = ["Journal", "JournalState", "fingerprint", "row_key"]
+
+#: the journal's format: 2 opens with a "run" event holding every operation's fingerprint.
+VERSION = 2
 
 
 def row_key(label: Any) -> str:
@@ -36,6 +49,38 @@ def row_key(label: Any) -> str:
     if hasattr(label, "item"):
         label = label.item()  # numpy scalar
     return json.dumps(label, default=str, sort_keys=True)
+
+
+def fingerprint(op: Operation) -> str:
+    """A short digest of what ``op`` asks (not its children): method, path, body, name, headers.
+
+    Credentials are left out (a rotated token does not make another run),
+    so the digest says nothing about them.
+
+    >>> fingerprint(Operation("POST", "/c", {"name": "a"})) == fingerprint(Operation("post", "/c", {"name": "a"}))
+    True
+    >>> fingerprint(Operation("POST", "/c", {"name": "a"})) == fingerprint(Operation("POST", "/c", {"name": "b"}))
+    False
+    """
+    headers = sorted((k.lower(), v) for k, v in (op.headers or {}).items() if not is_secret_header(k))
+    try:
+        text = orjson.dumps([op.method, mask_path(op.path), op.name, headers, op.body], option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # integers beyond 64 bits, decimals
+        text = dumps([op.method, mask_path(op.path), op.name, headers, _sorted(op.body)])
+    return hashlib.blake2b(text, digest_size=8).hexdigest()
+
+
+def _sorted(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
+
+
+def fingerprints(ops: Iterable[Operation]) -> dict[str, str]:
+    """Row key → fingerprint for every operation, children included, depth first."""
+    return {row_key(op.row): fingerprint(op) for top in ops for _p, op in top.walk()}
 
 
 def response_to_record(resp: Response) -> dict[str, Any]:
@@ -71,6 +116,25 @@ class JournalState:
     #: row key -> resendable, for batches sent but never answered.
     in_flight: dict[str, bool] = field(default_factory=dict)
     last_batch: int = -1
+    #: row key -> fingerprint of every operation of the run (None: no run recorded).
+    rows: dict[str, str] | None = None
+
+    def check(self, ops: dict[str, str], labels: dict[str, Any], where: str) -> None:
+        """Refuse to continue with operations that are not this run's (``ops``: row key → fingerprint).
+
+        Raises one BatchValidationError naming the first row that is new or differs.
+        """
+        if self.rows is None:
+            raise BatchValidationError([Problem("journal", f"{where} records no run to continue (it was not written by this version of batchnb, or is empty)")])
+        for key, print_ in ops.items():
+            recorded = self.rows.get(key)
+            if recorded is None:
+                message = f"is not one of the {len(self.rows)} rows of the run {where} records; resume=True continues exactly that run"
+            elif recorded != print_:
+                message = f"differs from the operation {where} records for it (method, path, body, name or headers changed); resume=True continues exactly that run"
+            else:
+                continue
+            raise BatchValidationError([Problem(f"row {labels[key]!r}", message)])
 
 
 class Journal:
@@ -103,7 +167,9 @@ class Journal:
                     continue  # a line cut short by a crash: that batch stays unfinished
                 batch = event.get("batch", -1)
                 state.last_batch = max(state.last_batch, batch)
-                if event.get("event") == "send":
+                if event.get("event") == "run":
+                    state.rows = dict(event.get("rows") or {})
+                elif event.get("event") == "send":
                     sent[batch] = (event.get("rows", []), bool(event.get("resendable")))
                 elif event.get("event") == "done":
                     sent.pop(batch, None)
@@ -123,6 +189,10 @@ class Journal:
         self._file.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
+
+    def start(self, rows: dict[str, str]) -> None:
+        """Open a run: every operation's row key and fingerprint."""
+        self._write({"event": "run", "version": VERSION, "rows": rows})
 
     def sent(self, batch: int, rows: list[Any], resendable: bool) -> None:
         self._write({"event": "send", "batch": batch, "rows": [row_key(r) for r in rows], "resendable": resendable})

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ._exceptions import LocalServerError
+from ._extras import require
 from ._secrets import mask_logger
 from .client import AsyncClient, Client
 from .server import Limits
@@ -82,7 +83,7 @@ class LocalServer:
 
     def start(self, timeout: float = 10.0) -> LocalServer:
         """Start serving; returns once the server answers."""
-        import uvicorn
+        uvicorn = require("uvicorn", "server", "LocalServer")
 
         if self.running:
             return self

@@ -13,11 +13,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
-import orjson
-
-from . import refs, rules
+from . import _json, refs, rules
 from ._exceptions import BatchValidationError, Problem
 from ._secrets import mask_headers, mask_path
+from ._text import plural
 
 __all__ = ["BATCH_PATH", "Batch", "Operation", "Response", "check_batch", "is_idempotent"]
 
@@ -196,7 +195,7 @@ def _check_fields(op: Operation, pointer: str, problems: list[Problem]) -> None:
                     problems.append(Problem(_at(pointer, f"headers.{hname}"), message))
     if op.body is not None:
         try:
-            orjson.dumps(op.body)
+            _json.dumps(op.body)
         except TypeError as exc:
             reason = "is nested too deeply to send as JSON" if "Recursion" in str(exc) else f"is not JSON: {exc}"
             problems.append(Problem(_at(pointer, "body"), reason))
@@ -374,7 +373,7 @@ class Batch:
 
     def to_json(self) -> bytes:
         """The batch as wire JSON bytes."""
-        return orjson.dumps(self.to_wire())
+        return _json.dumps(self.to_wire())
 
     def __len__(self) -> int:
         return len(self.requests)
@@ -386,7 +385,7 @@ class Batch:
         return isinstance(other, Batch) and self.requests == other.requests
 
     def __repr__(self) -> str:
-        return f"Batch({len(self.requests)} operations, {self.size} with nested)"
+        return f"Batch({plural(len(self.requests), 'operation')}, {self.size} with nested)"
 
 
 def _children(op: Operation) -> list[Operation]:

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 from . import rules
 from ._exceptions import BatchValidationError, Problem
+from ._text import plural
 from .model import Operation, is_idempotent
 
 __all__ = ["Plan", "PlannedBatch", "make_plan"]
@@ -58,6 +59,8 @@ class Plan:
     batches: list[PlannedBatch]
     max_requests: int
     max_depth: int
+    #: names whose results came from before this submit (filled in by the client).
+    known: frozenset[str] = frozenset()
 
     @property
     def calls(self) -> int:
@@ -72,6 +75,11 @@ class Plan:
     def client_resolved(self) -> list[tuple[int, str]]:
         """(batch, name) for every reference the client fills in across batches."""
         return [(b.index, n) for b in self.batches for n in sorted(b.client_refs)]
+
+    @property
+    def from_known(self) -> list[tuple[int, str]]:
+        """(batch, name) for every reference filled in from earlier results (``submit(known=…)``, a resumed journal)."""
+        return [(b, n) for b, n in self.client_resolved if n in self.known]
 
     def to_frame(self) -> Any:
         """One row per batch: its size, first and last row, and what it waits for."""
@@ -89,10 +97,16 @@ class Plan:
         )
 
     def __repr__(self) -> str:
-        cross = len(self.client_resolved)
+        return f"Plan({self.summary})"
+
+    @property
+    def summary(self) -> str:
+        """The plan in one sentence."""
+        cross, known = len(self.client_resolved), len(self.from_known)
+        earlier = f", {known} of them from earlier results" if known else ""
         return (
-            f"Plan({self.operations} operations in {self.calls} HTTP calls of at most {self.max_requests}; "
-            f"{cross} reference(s) resolved by the client across batches)"
+            f"{plural(self.operations, 'operation')} in {plural(self.calls, 'HTTP call')} of at most {self.max_requests}; "
+            f"{plural(cross, 'reference')} filled in by the client across batches{earlier}"
         )
 
 
@@ -207,7 +221,7 @@ def make_plan(
                 if other != b.index:
                     b.depends_on.add(other)
                     b.client_refs.add(name)
-    return Plan(batches, max_requests, max_depth)
+    return Plan(batches, max_requests, max_depth, frozenset(known))
 
 
 def _make(index: int, units: list[int], ops: list[Operation], info: list) -> PlannedBatch:

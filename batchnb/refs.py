@@ -129,13 +129,13 @@ def parse(s: str) -> Template:
             start = j + len(_OPEN)
             colon = s.find(":", start)
             if colon < 0:
-                raise RefSyntaxError(f"reference at character {j} has no ':' between name and JSONPath")
+                raise RefSyntaxError(f"its reference at character {j} has no ':' between name and JSONPath")
             name = s[start:colon]
             if not NAME_PATTERN.match(name):
-                raise RefSyntaxError(f"reference at character {j}: {name_problem(name)}")
+                raise RefSyntaxError(f"its reference at character {j}: {name_problem(name)}")
             end = _end_of_query(s, colon + 1)
             if end < 0:
-                raise RefSyntaxError(f"reference at character {j} is not closed by '}}'")
+                raise RefSyntaxError(f"its reference at character {j} is not closed by '}}'")
             query = s[colon + 1 : end]
             literal = "".join(buf)
             if literal:

@@ -26,12 +26,21 @@ __all__ = ["expand", "to_frame"]
 
 
 def _error_text(r: Response) -> str:
+    """Why a response is not ok, in words: the fields and reasons the API gave, else its message."""
     if r.error:
         return r.error
     body = r.body
-    if isinstance(body, dict):
-        err = body.get("error")
-        if isinstance(err, dict) and isinstance(err.get("message"), str) and err["message"]:
+    if isinstance(body, str) and body.startswith("{"):
+        body = _json_object(body)  # bodies kept as JSON text (submit(bodies="json"))
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict):
+        details = [d for d in err.get("details") or [] if isinstance(d, dict) and d.get("message")]
+        where = [str(d.get("field") or d.get("pointer") or "") for d in details]
+        if details and any(where):
+            shown = "; ".join(f"{w}: {d['message']}" if w else str(d["message"]) for w, d in zip(where, details[:3]))
+            more = f"; and {len(details) - 3} more" if len(details) > 3 else ""
+            return f"{r.status} {shown}{more}"
+        if isinstance(err.get("message"), str) and err["message"]:
             return err["message"]
     if r.status is None:
         return "no status: the operation did not run"

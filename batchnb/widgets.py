@@ -31,6 +31,7 @@ from . import refs, rules
 from ._display import batch_html, result_html
 from ._exceptions import BatchError, BatchHTTPError, BatchValidationError, TransportError, WaitTimeout
 from ._secrets import mask_headers, mask_path
+from ._text import plural
 from .model import Batch, Operation
 
 if TYPE_CHECKING:
@@ -324,7 +325,7 @@ class Composer:
 
     def __repr__(self) -> str:
         n = len(self._entries)
-        return f"Composer({n} operation{'s' if n != 1 else ''})"
+        return f"Composer({plural(n, 'operation')})"
 
     # ------------------------------------------------------------ reading the form
 
@@ -696,7 +697,7 @@ class Composer:
         self._set_errors([])
         self.results.value = ""
         self.progress.max, self.progress.value, self.progress.bar_style = max(batch.size, 1), 0, "info"
-        self.status.value = f"Submit {run}: sending {batch.size} operation{'s' if batch.size != 1 else ''}…"
+        self.status.value = f"Submit {run}: sending {plural(batch.size, 'operation')}…"
         self.submit_button.disabled = True
         # The kernel's own thread must stay free: the batch goes out from a worker thread.
         self._thread = threading.Thread(target=self._run, args=(batch, run), name="batchnb-composer", daemon=True)
@@ -722,7 +723,7 @@ class Composer:
         self.progress.value = self.progress.max
         self.progress.bar_style = "success" if not failed else "warning"
         verdict = "all ok" if not failed else f"{failed} not ok"
-        self.status.value = f"Submit {run}: {len(frame)} operations, {verdict}"
+        self.status.value = f"Submit {run}: {plural(len(frame), 'operation')}, {verdict}"
         self.results.value = f'<div class="batchnb-results-run" data-run="{run}"><b>Result of submit {run}</b></div>' + result_html(frame)
 
     def wait(self, timeout: float | None = None) -> pd.DataFrame | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .._exceptions import BatchValidationError, Problem
+from .._extras import require
 from ..server import BatchApp, Keyring, Limits, create_app
 
 __all__ = ["DEFAULT_DB", "create_demo_app"]
@@ -37,6 +38,7 @@ def create_demo_app(
     """
     if not credentials:
         raise BatchValidationError([Problem("credentials", "the demo API needs at least one api key and token (its tenants)")])
+    require("starlette", "server", "the demo Scheduling API")
     from .scheduling import scheduling_app
     from .store import Store
 

@@ -21,7 +21,7 @@ argument); the rules themselves are :mod:`batchnb.rules`'.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Hashable, Literal, Mapping, Sequence
+from typing import Any, Callable, Collection, Hashable, Literal, Mapping, Sequence
 
 import pandas as pd
 
@@ -30,15 +30,23 @@ from .._exceptions import BatchValidationError, Problem
 from .._gc import gc_paused
 from ..model import Operation
 from ._builders import _bodies, _headers, _methods, _names, _parents, _paths
+from ._csv import read_csv
 from ._reader import _Frame, _Source
 
-__all__ = ["from_frame"]
+__all__ = ["from_frame", "read_csv"]
 
 
 # ---------------------------------------------------------------- names, parents, references
 
 
-def _check_graph(fr: _Frame, names: list[str | None] | None, name_source: _Source, parents: list[str | None] | None, parent_source: _Source) -> list[int] | None:
+def _check_graph(
+    fr: _Frame,
+    names: list[str | None] | None,
+    name_source: _Source,
+    parents: list[str | None] | None,
+    parent_source: _Source,
+    known: Collection[str],
+) -> list[int] | None:
     """Names, parents and references across rows, by :mod:`batchnb.rules`; each row's parent position."""
 
     def describe(j: int) -> str:
@@ -71,7 +79,7 @@ def _check_graph(fr: _Frame, names: list[str | None] | None, name_source: _Sourc
     if names is None and not references:
         return up
     name_column = name_source.column if name_source.kind == "column" else "name"
-    report(rules.check_graph(row_names, references, parents=up, name_field=name_column, describe=describe))
+    report(rules.check_graph(row_names, references, parents=up, known=known, name_field=name_column, describe=describe))
     return up
 
 
@@ -88,6 +96,7 @@ def from_frame(
     parent: str | Literal[False] | None = None,
     *,
     nulls: str = "omit",
+    known: Collection[str] = (),
 ) -> list[Operation]:
     """One :class:`~batchnb.model.Operation` per row of ``df``, checked all at once.
 
@@ -102,7 +111,8 @@ def from_frame(
     are left out of a body, and so is a nested object left empty by them
     (``nulls="null"`` sends them as null instead). Rows with a ``parent``
     become the children of the earlier row of that ``name``. Each
-    operation's ``row`` is its index label.
+    operation's ``row`` is its index label. ``known`` are names that ran
+    before (an earlier result): rows may reference them.
 
     ``False`` for ``name``, ``headers``, ``parent`` or ``body`` ignores the
     column of that name; a column the body takes a field from is not also
@@ -127,11 +137,11 @@ def from_frame(
     if nulls not in ("omit", "null"):
         raise BatchValidationError([Problem("nulls", f"must be 'omit' or 'null', not {nulls!r}")])
     with gc_paused():
-        return _from_frame(df, method, path, body, name, headers, parent, nulls)
+        return _from_frame(df, method, path, body, name, headers, parent, nulls, frozenset(known))
 
 
 def _from_frame(
-    df: pd.DataFrame, method: Any, path: Any, body: Any, name: Any, headers: Any, parent: Any, nulls: str
+    df: pd.DataFrame, method: Any, path: Any, body: Any, name: Any, headers: Any, parent: Any, nulls: str, known: frozenset[str]
 ) -> list[Operation]:
     fr = _Frame(df, nulls)
     n = fr.n
@@ -154,7 +164,7 @@ def _from_frame(
     # Names must be known to judge parents and references; when they are
     # not, the problems already reported say why.
     if not name_source.broken:
-        up = _check_graph(fr, names, name_source, parent_values, parent_source)
+        up = _check_graph(fr, names, name_source, parent_values, parent_source, known)
     if fr.problems:
         raise BatchValidationError(fr.problems.items)
     if n == 0:

@@ -242,7 +242,7 @@ def _bodies(fr: _Frame, body: Any) -> list[Any] | None:
     if isinstance(body, str):
         if fr.has(body):
             return _body_column(fr, body)
-        fr.problems.add("body", f"names column {body!r} which the frame does not have")
+        fr.problems.add("body", fr.no_column(body))
         return None
     if isinstance(body, Mapping):
         fields = [(str(k), v) for k, v in body.items()]
@@ -255,7 +255,7 @@ def _bodies(fr: _Frame, body: Any) -> list[Any] | None:
     ok = True
     for field_name, column in fields:
         if not fr.has(column):
-            fr.problems.add("body", f"names column {column!r} which the frame does not have")
+            fr.problems.add("body", fr.no_column(column))
             ok = False
             continue
         keys = field_name.split(".")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
@@ -13,8 +14,8 @@ from .._exceptions import Problem
 from ._templates import _SIMPLE_SEGMENT, _Slot, _parse_template, _simple_segment
 from ._values import _Column, _is_plain_text_column, _json_column, _texts
 
-def _at(label: Any, column: Any) -> str:
-    return f"row {label!r}, column {column}"
+def _at(label: Any, column: Any, line: str = "") -> str:
+    return f"row {label!r}{line}, column {column}"
 
 
 class _Problems:
@@ -58,6 +59,9 @@ class _Frame:
         self.df = df
         self.n = len(df)
         self.labels: list[Any] = df.index.tolist()
+        source = df.attrs.get("batchnb.csv")
+        # Lines of the file the frame was read from, while it keeps the rows it was read with.
+        self._csv = source if source is not None and df.index.equals(source.index) else None
         self.omit = nulls == "omit"
         self.problems = _Problems()
         # Placeholders are text; they match column labels that are not
@@ -71,7 +75,16 @@ class _Frame:
         self.ref_hits: list[tuple[int | None, Any, Any]] = []
 
     def at(self, pos: int, column: Any) -> str:
-        return _at(self.labels[pos], column)
+        line = f" (line {self._csv.line_of(pos)} of {self._csv.name})" if self._csv is not None else ""
+        return _at(self.labels[pos], column, line)
+
+    def no_column(self, column: Hashable) -> str:
+        """Why ``column`` cannot be used: the frame has no such column; which it has, and the nearest."""
+        names = [str(c) for c in self.df.columns]
+        close = difflib.get_close_matches(str(column), names, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        shown = ", ".join(repr(n) for n in names[:20]) + (", …" if len(names) > 20 else "")
+        return f"the frame has no column {column!r}{hint} (it has {shown})"
 
     def add(self, pos: int, column: Any, message: str) -> None:
         self.problems.add(self.at(pos, column), message, pos)
@@ -124,7 +137,7 @@ class _Frame:
             if self.has(arg_name):
                 return self._column_source(arg_name, arg_name)
             if required:
-                self.problems.add(arg_name, f"the frame has no {arg_name!r} column; pass {arg_name}= (a column, a template or a constant)")
+                self.problems.add(arg_name, f"{self.no_column(arg_name)}; pass {arg_name}= (a column, a template or a constant)")
                 return _Source("absent", arg_name, broken=True)
             return _Source("absent", arg_name)
         if isinstance(arg, str):
@@ -139,7 +152,7 @@ class _Frame:
                 if isinstance(part, _Slot):
                     column = part.column if self.has(part.column) else self.by_text.get(part.column, _MISSING)
                     if column is _MISSING:
-                        self.problems.add(arg_name, f"template names column {part.column!r} which the frame does not have")
+                        self.problems.add(arg_name, f"the template {{{part.column}}}: {self.no_column(part.column)}")
                         broken = True
                         continue
                     if self._duplicated(arg_name, column):

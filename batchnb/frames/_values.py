@@ -83,7 +83,13 @@ def _json_value(v: Any, omit: bool) -> Any:
     if isinstance(v, _dt.timedelta):
         return pd.Timedelta(v).isoformat()
     if isinstance(v, decimal.Decimal):
-        return None if v.is_nan() else float(v)
+        if v.is_nan():
+            return None
+        if not v.is_finite():
+            raise TypeError(f"{v} is not a number JSON can carry")
+        f = float(v)
+        # A float where it is the very number; else the Decimal, which is written exactly.
+        return f if decimal.Decimal(repr(f)) == v else v
     if isinstance(v, uuid.UUID):
         return str(v)
     if isinstance(v, pd.Period):

@@ -1,13 +1,22 @@
-"""What one batch may ask of the server: :class:`Limits`."""
+"""What one batch may ask of the server: :class:`Limits`.
+
+Each limit is declared once, here, with its default, what it bounds, and
+the name ``GET /api/2.3/batch`` announces it under when a client can act
+on it; ``batchnb serve`` makes a flag of each (``--max-requests``, …).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator
 
 from .. import rules
 
 __all__ = ["Limits"]
+
+
+def _limit(default: Any, help: str, wire: str | None = None) -> Any:
+    return field(default=default, metadata={"help": help, "wire": wire})
 
 
 @dataclass(frozen=True)
@@ -16,24 +25,28 @@ class Limits:
 
     >>> Limits(max_requests=100).to_wire()["maxRequests"]
     100
+    >>> [name for name, _default, _help in Limits.described()][:2]
+    ['max_requests', 'max_depth']
     """
 
-    max_requests: int = rules.DEFAULT_MAX_REQUESTS
-    max_depth: int = rules.DEFAULT_MAX_DEPTH
-    max_body_bytes: int = 1024 * 1024
-    max_response_bytes: int = 10 * 1024 * 1024
-    operation_timeout: float = 30.0
-    batch_timeout: float = 300.0
-    max_concurrent_batches: int = 32
+    max_requests: int = _limit(rules.DEFAULT_MAX_REQUESTS, "operations in one batch, nested ones included", "maxRequests")
+    max_depth: int = _limit(rules.DEFAULT_MAX_DEPTH, "levels of nesting", "maxDepth")
+    max_body_bytes: int = _limit(1024 * 1024, "bytes of one batch request", "maxBodyBytes")
+    max_response_bytes: int = _limit(10 * 1024 * 1024, "bytes of one operation's answer", "maxResponseBytes")
+    operation_timeout: float = _limit(30.0, "seconds one operation may take (then 504)", "operationTimeout")
+    batch_timeout: float = _limit(300.0, "seconds one batch may take (what has not started answers 503)", "batchTimeout")
+    max_concurrent_batches: int = _limit(32, "batches running at once (then 429 with Retry-After)")
 
     def to_wire(self) -> dict[str, Any]:
         """The limits as ``GET /api/2.3/batch`` answers them."""
-        return {
-            "version": "2.3",
-            "maxRequests": self.max_requests,
-            "maxDepth": self.max_depth,
-            "maxBodyBytes": self.max_body_bytes,
-            "maxResponseBytes": self.max_response_bytes,
-            "operationTimeout": self.operation_timeout,
-            "batchTimeout": self.batch_timeout,
-        }
+        out: dict[str, Any] = {"version": "2.3"}
+        for f in fields(self):
+            if f.metadata.get("wire"):
+                out[f.metadata["wire"]] = getattr(self, f.name)
+        return out
+
+    @classmethod
+    def described(cls) -> Iterator[tuple[str, Any, str]]:
+        """(name, default, what it bounds) for every limit, in order."""
+        for f in fields(cls):
+            yield f.name, f.default, f.metadata["help"]
