@@ -37,7 +37,7 @@ from .._exceptions import BatchValidationError, Problem
 __all__ = ["read_csv"]
 
 _INTEGER = re.compile(r"0|-?[1-9][0-9]*")
-_DECIMAL = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?")
+_DECIMAL = re.compile(r"0|-?[1-9][0-9]*|-?(?:0|[1-9][0-9]*)\.[0-9]+")
 _BOOLEAN = {"true": True, "false": False}
 _SEPARATORS = (",", ";", "\t")
 #: the types a column may be given by hand (``dtype=``, ``batchnb run --dtype``).
