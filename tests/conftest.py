@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Iterator
 
@@ -24,7 +23,3 @@ def fresh_server(tmp_path: Path) -> Iterator[LocalServer]:
     with LocalServer(tmp_path / "demo.sqlite3") as srv:
         yield srv
 
-
-def count(db: Path, table: str = "companies") -> int:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(f"select count(*) from {table}").fetchone()[0]

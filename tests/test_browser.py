@@ -13,16 +13,15 @@ import json
 import os
 import re
 import secrets
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import nbformat
 import pytest
+
+from tests.support import free_port, wait_for_http
 
 pytestmark = pytest.mark.browser
 
@@ -57,12 +56,6 @@ try:
     from playwright import sync_api
 except ImportError:
     _missing("the playwright Python package is not installed (pip install playwright)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def notebook_for_the_page(target: Path) -> None:
@@ -113,7 +106,7 @@ def jupyter_lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_up(url, token, proc, tmp_path / "jupyter.log")
+        wait_for_http(f"{url}/api/status?token={token}", proc, 60, (tmp_path / "jupyter.log").read_text)
         yield url, token
     finally:
         proc.terminate()
@@ -123,20 +116,6 @@ def jupyter_lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
             proc.kill()
             proc.wait(5)
         log.close()
-
-
-def wait_until_up(url: str, token: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"JupyterLab exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/api/status", params={"token": token}, timeout=2, trust_env=False).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"JupyterLab did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def test_submit_clicked_in_the_page_shows_coloured_results(jupyter_lab):

@@ -2,25 +2,19 @@
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 
 import httpx
 import pandas as pd
+
+from tests.support import free_port, wait_for_http
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def batchnb(*args, env=ENV, **kw):
     return subprocess.run([sys.executable, "-m", "batchnb.cli", *args], capture_output=True, text=True, env=env, timeout=120, **kw)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_demo_runs_the_worked_examples():
@@ -40,16 +34,13 @@ def test_serve_and_run_a_csv_with_a_bad_row(tmp_path):
     port = free_port()
     db = tmp_path / "serve.sqlite3"
     env = {**ENV, "BATCHNB_API_KEY": "cli", "BATCHNB_TOKEN": "cli-secret"}
-    proc = subprocess.Popen([sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--db", str(db), "--log-level", "warning"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--db", str(db), "--log-level", "warning"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                httpx.get(url + "/api/2.3/batch")
-                break
-            except httpx.HTTPError:
-                time.sleep(0.05)
+        wait_for_http(url + "/api/2.3/batch", proc, 20, log.read_text)
         good = tmp_path / "ops.csv"
         pd.DataFrame({"name": [f"Site {i}" for i in range(30)], "city": "Lyon"}).to_csv(good, index=False)
         out = tmp_path / "result.csv"

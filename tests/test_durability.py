@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,18 +26,10 @@ import pandas as pd
 import pytest
 
 import batchnb
-
-sys.path.insert(0, str(Path(__file__).parent))  # the helper lives beside the tests, not in a package
-from faults import FaultyBatchServer, wait_until
+from tests.support import free_port, wait_for_http
+from tests.support.faults import FaultyBatchServer
 
 CO = "/api/2.1/scheduling/companies"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def integrity(db: Path) -> list[tuple]:
     with sqlite3.connect(db) as conn:
@@ -63,14 +55,7 @@ def serve(tmp_path: Path) -> Iterator[dict[str, Any]]:
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "BATCHNB_API_KEY": "demo", "BATCHNB_TOKEN": token},
     )
     url = f"http://127.0.0.1:{port}"
-
-    def up() -> bool:
-        try:
-            return httpx.get(url + "/api/2.3/batch", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return proc.poll() is not None
-
-    assert wait_until(up, timeout=20) and proc.poll() is None, (tmp_path / "serve.log").read_text()
+    wait_for_http(url + "/api/2.3/batch", proc, 20, (tmp_path / "serve.log").read_text)
     yield {"proc": proc, "url": url, "db": db, "token": token}
     if proc.poll() is None:
         proc.kill()
@@ -113,6 +98,7 @@ def test_server_killed_mid_stream_keeps_every_acknowledged_write(serve: dict[str
     stop.set()
     for t in threads:
         t.join(20)
+    assert not any(t.is_alive() for t in threads), "a sender was still sending 20 s after the server was killed"
     assert not failures, failures
     assert len(acknowledged) >= 100 * 50
     assert integrity(serve["db"]) == [("ok",)]
@@ -123,15 +109,33 @@ def test_server_killed_mid_stream_keeps_every_acknowledged_write(serve: dict[str
 
 
 # ---------------------------------------------------------------- the client killed and resumed
+# The client runs in a process of its own and is killed at a moment chosen by
+# an event, never by a timer: after it has journalled its Nth answered batch
+# (it says so on stdout, then stops), or once the server holds a batch it ran
+# and will never answer.
 
 CLIENT = r"""
-import os, pandas as pd, batchnb
+import os, time, pandas as pd, batchnb
+from batchnb.journal import Journal
+
+stop_after = int(os.environ.get("STOP_AFTER_DONE") or 0)
+if stop_after:
+    write_done, written = Journal.done, []
+
+    def done(self, batch, responses):
+        write_done(self, batch, responses)  # the line is written, flushed and synced when this returns
+        written.append(batch)
+        if len(written) == stop_after:
+            print("ready", flush=True)
+            time.sleep(3600)  # blocks the event loop: no other batch can start or finish
+
+    Journal.done = done
+
 n = int(os.environ["ROWS"])
 col = os.environ["COLUMN"]
 df = pd.DataFrame({col: [f"{os.environ['PREFIX']}-{i}" for i in range(n)]}, index=[f"r{i}" for i in range(n)])
-client = batchnb.Client(os.environ["URL"], api_key=os.environ.get("KEY") or None, token=os.environ["TOKEN"], concurrency=int(os.environ["CONC"]))
-rate = float(os.environ["RATE"]) or None
-client.submit(df, method="POST", path=os.environ["OP_PATH"], body=[col], journal=os.environ["JOURNAL"], progress=False, rate=rate)
+client = batchnb.Client(os.environ["URL"], api_key=os.environ.get("KEY") or None, token=os.environ["TOKEN"], concurrency=1)
+client.submit(df, method="POST", path=os.environ["OP_PATH"], body=[col], journal=os.environ["JOURNAL"], progress=False)
 print("finished", flush=True)
 """
 
@@ -158,38 +162,50 @@ def journal_events(path: Path) -> tuple[dict[int, list[str]], set[int]]:
     return sent, done
 
 
-def run_client_and_kill(env: dict[str, str], journal: Path, when: Any, timeout: float = 60) -> tuple[dict[int, list[str]], set[int]]:
-    proc = subprocess.Popen([sys.executable, "-c", CLIENT], env={**os.environ, **env, "JOURNAL": str(journal)},
+def start_client(env: dict[str, str], journal: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", CLIENT], env={**os.environ, **env, "JOURNAL": str(journal)},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            sent, done = journal_events(journal)
-            if when(sent, done):
-                proc.send_signal(signal.SIGKILL)
-                break
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                pytest.fail(f"the client ended before it could be killed: {out[-2000:]}")
-            assert time.monotonic() < deadline, "the client made no progress"
-            time.sleep(0.002)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(10)
-    assert proc.returncode == -signal.SIGKILL
-    return journal_events(journal)
+
+
+def wait_for_line(proc: subprocess.Popen, line: bytes, timeout: float) -> None:
+    """Read the client's output until ``line`` comes; fail if it ends or ``timeout`` passes first."""
+    assert proc.stdout is not None
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while line not in seen.splitlines():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            pytest.fail(f"the client did not print {line!r} within {timeout} s; it printed: {seen[-2000:].decode(errors='replace')}")
+        readable, _, _ = select.select([proc.stdout], [], [], left)
+        if readable:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                proc.wait(10)
+                pytest.fail(f"the client ended ({proc.returncode}) before printing {line!r}: {seen[-2000:].decode(errors='replace')}")
+            seen += chunk
+
+
+def kill(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    assert proc.returncode == -signal.SIGKILL, f"the client was not killed: it ended with {proc.returncode}"
 
 
 def test_client_killed_between_batches_resumes_to_all_ok_with_no_duplicate(tmp_path: Path) -> None:
-    rows, journal = 2000, tmp_path / "run.jsonl"
+    rows, journal, stop_after = 2000, tmp_path / "run.jsonl", 6
     with batchnb.LocalServer(tmp_path / "demo.sqlite3") as server:
         creds = server.credentials("demo")
         env = {"URL": server.url, "KEY": creds["api_key"], "TOKEN": creds["token"], "ROWS": str(rows), "PREFIX": "resume",
-               "COLUMN": "name", "OP_PATH": CO, "CONC": "2", "RATE": "20"}
-        # Killed at a quiet moment: some batches done, none in flight.
-        sent, done = run_client_and_kill(env, journal, lambda s, d: len(d) >= 6 and set(s) == d)
+               "COLUMN": "name", "OP_PATH": CO, "STOP_AFTER_DONE": str(stop_after)}
+        # Killed at a quiet moment: its sixth batch answered and journalled, nothing else sent.
+        proc = start_client(env, journal)
+        try:
+            wait_for_line(proc, b"ready", timeout=120)
+        finally:
+            kill(proc)
+        sent, done = journal_events(journal)
         in_flight = {key for b, keys in sent.items() if b not in done for key in keys}
+        assert done == set(range(stop_after)) and set(sent) == done, (sorted(sent), sorted(done))
         assert 6 <= len(done) < rows // 50, f"not killed mid-run: {len(done)} batches done"
 
         df = frame_of(rows, "resume", "name")
@@ -211,14 +227,18 @@ def test_client_killed_between_batches_resumes_to_all_ok_with_no_duplicate(tmp_p
 
 
 def test_client_killed_with_a_batch_in_flight_never_resends_it(tmp_path: Path) -> None:
-    rows, journal = 600, tmp_path / "run.jsonl"
-    with FaultyBatchServer(weights={"ok": 1}, answer_delay=0.4) as server:
-        env = {"URL": server.url, "TOKEN": "t", "ROWS": str(rows), "PREFIX": "k", "COLUMN": "key",
-               "OP_PATH": "/items", "CONC": "1", "RATE": "0"}
-        # Killed while the server sits on a batch it has already run.
-        sent, done = run_client_and_kill(
-            env, journal, lambda s, d: len(d) >= 3 and len(set(s) - d) == 1 and server.batches_received == len(s)
-        )
+    rows, journal, held = 600, tmp_path / "run.jsonl", 4
+    # The server runs the fourth batch and never answers it.
+    with FaultyBatchServer(weights={"ok": 1}, hold_batch=held) as server:
+        env = {"URL": server.url, "TOKEN": "t", "ROWS": str(rows), "PREFIX": "k", "COLUMN": "key", "OP_PATH": "/items"}
+        proc = start_client(env, journal)
+        try:
+            assert server.holding.wait(120), f"the server never received batch {held}: {server.batches_received} came"
+        finally:
+            kill(proc)
+        sent, done = journal_events(journal)
+        # The journal says the batch left before it was sent: it is the one in flight.
+        assert set(sent) == set(range(held)) and done == set(range(held - 1)), (sorted(sent), sorted(done))
         in_flight = {key for b, keys in sent.items() if b not in done for key in keys}
         assert len(in_flight) == 50 and server.batches_received == len(sent)
         df = frame_of(rows, "k", "key")

@@ -9,17 +9,13 @@ itself, so the client cannot fool the test by how it labels rows.
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
 import batchnb
 from batchnb import Batch, Operation
-
-sys.path.insert(0, str(Path(__file__).parent))  # the helper lives beside the tests, not in a package
-from faults import DEFAULT_WEIGHTS, FaultyBatchServer, RecordingUpstream, Reply
+from tests.support.faults import DEFAULT_WEIGHTS, FaultyBatchServer, RecordingUpstream, Reply
 
 CLIENT_TIMEOUT = 0.5
 ROWS = 5000

@@ -1,4 +1,4 @@
-"""Tests of batchnb.frames: DataFrames to operations, responses to DataFrames."""
+"""DataFrames to operations (batchnb.frames): shapes, templates, values, references, nesting, problems."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import pytest
 
 from batchnb._exceptions import BatchValidationError
 from batchnb.frames import from_frame
-from batchnb.results import expand, to_frame
-from batchnb.model import Batch, Operation, Response
+from batchnb.model import Batch, Operation
 from batchnb.refs import ref
 
 COMPANIES = "/api/2.1/scheduling/companies"
@@ -86,7 +85,7 @@ def test_template_naming_a_missing_column_is_a_problem_of_the_argument():
     with pytest.raises(BatchValidationError) as err:
         from_frame(df, method="GET", path="/companies/{company}/staff")
     assert [(p.pointer, p.message) for p in err.value.problems] == [
-        ("path", "template names column 'company' which the frame does not have")
+        ("path", "the template {company}: the frame has no column 'company' (it has 'site')")
     ]
 
 
@@ -379,7 +378,7 @@ def test_every_problem_is_reported_at_once_with_rows_and_columns():
         "row 'r5', column name",
         "row 'r6', column path",
     }
-    assert by_pointer["headers"] == "template names column 'site_code' which the frame does not have"
+    assert by_pointer["headers"] == "the template {site_code}: the frame has no column 'site_code' (it has 'method', 'path', 'body', 'name')"
     assert "unknown method 'FETCH'" in by_pointer["row 'r1', column method"]
     assert "required" in by_pointer["row 'r2', column path"]
     assert by_pointer["row 'r3', column body"].startswith("is not valid JSON: ")
@@ -399,101 +398,6 @@ def test_speed_path_is_column_wise(monkeypatch):
     df = pd.DataFrame({"company": [f"c{i}" for i in range(1000)], "a": range(1000), "b": 1.5})
     ops = from_frame(df, method="POST", path="/companies/{company}/staff", body={"a": "a", "x.b": "b"})
     assert ops[999].to_wire() == {"method": "POST", "path": "/companies/c999/staff", "body": {"a": 999, "x": {"b": 1.5}}}
-
-
-# ---------------------------------------------------------------- to_frame
-
-
-def _responses() -> list[Response]:
-    child = Response("POST", "/svc", 201, name="svc", duration=1.0, body={"id": 3}, row="b", batch=0, attempts=1)
-    unnamed_parent = Response("GET", "/p", 200, duration=0.5, body={}, row="d", batch=1, attempts=1)
-    unnamed_parent.responses = [Response("GET", "/p/kid", 424, row="e", batch=1, attempts=1, body={"error": {"message": "reference failed"}})]
-    return [
-        Response("POST", "/co", 201, name="co", duration=2.5, body={"id": 1}, row="a", batch=0, attempts=2, responses=[child]),
-        Response("GET", "/missing", 404, duration=3.0, body="not here", row="c", batch=0, attempts=1),
-        unnamed_parent,
-        Response("GET", "/never", None, error="connection reset", row="f"),
-    ]
-
-
-def test_to_frame_columns_dtypes_and_index():
-    out = to_frame(_responses())
-    assert list(out.columns) == ["name", "method", "path", "status", "ok", "duration", "body", "error", "batch", "attempts", "parent"]
-    assert list(out.index) == ["a", "b", "c", "d", "e", "f"]
-    assert str(out["status"].dtype) == "Int64"
-    assert out["ok"].dtype == bool
-    assert out["duration"].dtype == np.float64
-    assert out["body"].dtype == object
-    assert str(out["batch"].dtype) == "Int64" and str(out["attempts"].dtype) == "Int64"
-    assert out["ok"].tolist() == [True, True, False, True, False, False]
-    assert out["status"].isna().tolist() == [False] * 5 + [True]
-    assert out.loc["a", "attempts"] == 2 and pd.isna(out.loc["f", "batch"])
-    assert np.isnan(out.loc["e", "duration"])
-    assert out.loc["a", "body"] == {"id": 1}
-
-
-def test_to_frame_nested_rows_and_parent_column():
-    out = to_frame(_responses())
-    # The child of a named parent points at its name; of an unnamed one, at its row label.
-    assert [None if pd.isna(v) else v for v in out["parent"]] == [None, "co", None, None, "d", None]
-    # Row labels that are not text stay as they are.
-    rs = [Response("GET", "/p", 200, row=7, responses=[Response("GET", "/k", 200, row=8)])]
-    assert to_frame(rs)["parent"].tolist()[1] == 7
-    assert out.loc["b", "path"] == "/svc"
-
-
-def test_to_frame_error_text():
-    out = to_frame(_responses())
-    errors = out["error"].tolist()
-    assert pd.isna(errors[0]) and pd.isna(errors[1]) and pd.isna(errors[3])
-    assert errors[2] == "HTTP 404"
-    assert errors[4] == "reference failed"
-    assert errors[5] == "connection reset"
-
-
-def test_to_frame_joins_back_onto_the_input_frame():
-    df = pd.DataFrame({"method": "GET", "path": ["/a", "/b"]}, index=[5, 9])
-    ops = from_frame(df)
-    responses = [Response(op.method, op.path, 200, body={"n": i}, row=op.row) for i, op in enumerate(ops)]
-    joined = df.join(to_frame(responses)[["status", "body"]])
-    assert joined.loc[9, "body"] == {"n": 1}
-
-
-def test_to_frame_index_argument_and_default():
-    rs = [Response("GET", "/a", 200), Response("GET", "/b", 500)]
-    assert isinstance(to_frame(rs).index, pd.RangeIndex)
-    assert list(to_frame(rs, index=["x", "y"]).index) == ["x", "y"]
-    with pytest.raises(ValueError):
-        to_frame(rs, index=["x"])
-    assert len(to_frame([])) == 0
-
-
-# ---------------------------------------------------------------- expand
-
-
-def test_expand_flattens_dicts_in_place():
-    res = pd.DataFrame(
-        {
-            "status": [201, 404, 201],
-            "body": [{"id": 1, "address": {"city": "Oslo"}, "tags": ["a"]}, "not found", {"id": 2}],
-            "ok": [True, False, True],
-        },
-        index=["a", "b", "c"],
-    )
-    out = expand(res)
-    assert list(out.columns) == ["status", "body.id", "body.address.city", "body.tags", "ok"]
-    assert list(out.index) == ["a", "b", "c"]
-    assert str(out["body.id"].dtype) == "Int64"
-    assert out["body.id"].tolist()[0] == 1 and pd.isna(out.loc["b", "body.id"])
-    assert out.loc["a", "body.address.city"] == "Oslo" and pd.isna(out.loc["c", "body.address.city"])
-    assert out.loc["a", "body.tags"] == ["a"]
-    assert list(expand(res, prefix="").columns) == ["status", "id", "address.city", "tags", "ok"]
-
-
-def test_expand_after_to_frame():
-    out = expand(to_frame(_responses()))
-    assert "body.id" in out.columns and "body" not in out.columns
-    assert out.loc["e", "body.error.message"] == "reference failed"
 
 
 def test_a_percent_in_the_template_gets_every_value_checked():

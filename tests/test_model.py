@@ -3,7 +3,6 @@ import json
 import pytest
 
 from batchnb import Batch, BatchValidationError, Operation, Response, ref
-from batchnb.rules import path_problem
 
 API = "/api/2.1/scheduling/companies"
 
@@ -70,13 +69,22 @@ def test_references_to_ancestors_and_earlier_siblings_children_are_fine():
     "http://evil.example/x", "//evil.example/x", "/a/../../etc", "/a/%2e%2e/b", "/a/%252e%252e/b", "/a\\b",
     "/a\r\nHost: x", "/a%00b", "relative/path", "/a b", "/a/%2E%2E%2Fb",
 ])
-def test_unsafe_paths_are_refused(path):
-    assert path_problem(path) is not None
+def test_a_batch_refuses_an_unsafe_path_wherever_it_is(path):
+    for ops, pointer in [
+        ([Operation("GET", path)], "requests[0].path"),
+        ([Operation("GET", "/ok", requests=[Operation("GET", path)])], "requests[0].requests[0].path"),
+    ]:
+        with pytest.raises(BatchValidationError) as info:
+            Batch(ops)
+        assert pointer in info.value.pointers, (path, info.value.pointers)
+    with pytest.raises(BatchValidationError) as info:
+        Batch.from_wire({"requests": [{"method": "GET", "path": path}]})
+    assert "requests[0].path" in info.value.pointers
 
 
 @pytest.mark.parametrize("path", ["/api/2.1/scheduling/companies?limit=5", "/a/b.c/d..e", "/a/%20b"])
-def test_safe_paths_pass(path):
-    assert path_problem(path) is None
+def test_a_batch_takes_safe_paths(path):
+    assert Batch([Operation("GET", path)]).requests[0].path == path
 
 
 def test_reprs_mask_credentials():

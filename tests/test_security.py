@@ -16,11 +16,9 @@ import os
 import re
 import secrets
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,8 +30,8 @@ from batchnb import Batch, Operation
 from batchnb.server import auth
 from batchnb.server.auth import Keyring
 
-sys.path.insert(0, str(Path(__file__).parent))  # the helper lives beside the tests, not in a package
-from faults import RecordingUpstream
+from tests.support import count, free_port, wait_for_http
+from tests.support.faults import RecordingUpstream
 
 CO = "/api/2.1/scheduling/companies"
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +46,6 @@ def server() -> Iterator[batchnb.LocalServer]:
 def rows(server: batchnb.LocalServer, sql: str, *params: Any) -> list[tuple]:
     with sqlite3.connect(server.db) as conn:
         return conn.execute(sql, params).fetchall()
-
-
-def company_count(server: batchnb.LocalServer) -> int:
-    return rows(server, "select count(*) from companies")[0][0]
 
 
 def post_batch(server: batchnb.LocalServer, ops: list[dict], headers: dict[str, str] | None = None, params: dict | None = None) -> httpx.Response:
@@ -82,7 +76,7 @@ def test_missing_or_wrong_credentials_run_nothing(server: batchnb.LocalServer) -
         ({}, {"token": demo["token"]}),
         ({"Authorization": "Bearer wrong"}, {"apiKey": "demo", "token": demo["token"]}),  # a wrong header decides
     ]
-    before = company_count(server)
+    before = count(server.db)
     for headers, params in attempts:
         r = post_batch(server, write, headers, params)
         assert r.status_code == 401, (headers, params, r.text)
@@ -91,11 +85,11 @@ def test_missing_or_wrong_credentials_run_nothing(server: batchnb.LocalServer) -
         # The API behind the batch endpoint refuses the same way.
         r = httpx.post(server.url + CO, json={"name": "must not exist"}, headers=headers, params=params, timeout=10)
         assert r.status_code == 401, (headers, params, r.text)
-    assert company_count(server) == before
+    assert count(server.db) == before
     with pytest.raises(batchnb.AuthenticationError) as info:
         batchnb.Client(server.url, api_key="demo", token="wrong").submit(Batch([Operation("POST", CO, {"name": "nope"})]), progress=False)
     assert info.value.status == 401
-    assert company_count(server) == before
+    assert count(server.db) == before
 
 
 def test_keyring_compares_every_entry_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -314,9 +308,7 @@ def test_error_messages_hide_credentials(secret_server: batchnb.LocalServer) -> 
         with pytest.raises(batchnb.AuthenticationError) as info:
             batchnb.Client(secret_server.url, api_key=key, token="wrong-" + token, auth=kind).submit(Batch([Operation("GET", CO)]), progress=False)
         errors.append(info.value)
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            dead = s.getsockname()[1]
+        dead = free_port()
         with pytest.raises(batchnb.BatchError) as info:
             batchnb.Client(f"http://127.0.0.1:{dead}", api_key=key, token=token, auth=kind, retries=0).send(Batch([Operation("GET", CO)]))
         errors.append(info.value)
@@ -385,9 +377,7 @@ def test_logs_results_and_journal_hide_credentials(secret_server: batchnb.LocalS
 def test_serve_access_log_hides_query_credentials(tmp_path: Path) -> None:
     token = secrets.token_urlsafe(18)
     key = f"key{secrets.token_hex(6)}"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     log = (tmp_path / "serve.log").open("w+")
     env = {**os.environ, "BATCHNB_TOKEN": token, "BATCHNB_API_KEY": key}
     proc = subprocess.Popen(
@@ -396,15 +386,7 @@ def test_serve_access_log_hides_query_credentials(tmp_path: Path) -> None:
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx.get(url + "/api/2.3/batch", timeout=1)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
+        wait_for_http(url + "/api/2.3/batch", proc, 20, (tmp_path / "serve.log").read_text)
         for kind in ("header", "query"):
             out = batchnb.Client(url, api_key=key, token=token, auth=kind).send(Batch([Operation("GET", CO)]))
             assert out[0].status == 200

@@ -1,6 +1,5 @@
-"""End to end over real loopback HTTP: uvicorn on 127.0.0.1, the demo API on a SQLite file."""
+"""The batch server (batchnb.server.app) end to end over real loopback HTTP: uvicorn on 127.0.0.1, the demo API on SQLite."""
 
-import asyncio
 import json
 import sqlite3
 
@@ -14,7 +13,7 @@ from batchnb import (
 from batchnb.demo import examples
 from batchnb.server import Limits
 
-from tests.conftest import count
+from tests.support import count
 
 API = "/api/2.1/scheduling"
 
@@ -195,33 +194,6 @@ def test_bad_third_operation_creates_nothing(fresh_server):
         fresh_server.client.submit(Batch(ops))
     assert "requests[2].path" in str(info.value)
     assert count(fresh_server.db) == 0
-
-
-def test_sync_client_inside_a_running_event_loop(server):
-    client = server.client
-
-    async def cell():
-        # What a Jupyter cell does: call the sync API while a loop is running.
-        return client.submit(Batch([Operation("GET", f"{API}/companies")]))
-
-    out = asyncio.run(cell())
-    assert out[0].status == 200
-
-
-def test_async_client_twin(server):
-    async def go():
-        async with server.async_client() as client:
-            return await client.submit(examples.chained("Async Location"))
-
-    assert [r.status for r in asyncio.run(go())] == [201, 201, 201]
-
-
-def test_direct_mode_runs_the_engine_client_side(server):
-    # The demo API is served directly too: no batch endpoint involved, references resolved here.
-    client = Client(server.url, **server.credentials(), mode="direct")
-    out = client.submit(examples.chained("Direct Location"))
-    assert [r.status for r in out] == [201, 201, 201]
-    assert out[2].path.endswith("/staff") and out[0].body["id"] in out[2].path
 
 
 def test_created_rows_are_in_the_database(fresh_server):

@@ -4,7 +4,7 @@ import pandas as pd
 
 from batchnb import ref
 
-from tests.conftest import count
+from tests.support import count
 
 API = "/api/2.1/scheduling"
 

@@ -13,6 +13,8 @@ sync or async code alike.
 - :class:`RecordingUpstream` is an API behind a batch gateway: it records
   every request it receives (to prove that a refused operation never left
   the gateway) and answers what the test scripts.
+- :class:`DroppingServer` reads each batch in full and closes the
+  connection without a word: the client cannot know whether it ran.
 """
 
 from __future__ import annotations
@@ -22,11 +24,10 @@ import collections
 import json
 import random
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
-__all__ = ["FAULTS", "FaultyBatchServer", "Reply", "Request", "RecordingUpstream"]
+__all__ = ["FAULTS", "DroppingServer", "FaultyBatchServer", "Reply", "Request", "RecordingUpstream"]
 
 
 # ---------------------------------------------------------------- HTTP by hand
@@ -226,10 +227,14 @@ class FaultyBatchServer(LoopbackServer):
     calls has met them all. Retry-After, when sent, is ``0`` most of the time,
     so that retries cost no wall-clock time where the protocol lets the server
     decide.
+
+    ``hold_batch=K`` runs the K-th batch it receives (counting from 1) and
+    then never answers it: ``holding`` is set at that moment, the window in
+    which a test kills a client whose batch ran but whose answer never came.
     """
 
     def __init__(self, *, seed: int = 0, weights: dict[str, int] | None = None, stall: float = 1.0,
-                 max_requests: int = 50, inner_429_share: float = 0.3, answer_delay: float = 0.0) -> None:
+                 max_requests: int = 50, inner_429_share: float = 0.3, hold_batch: int | None = None) -> None:
         super().__init__()
         self.rng = random.Random(seed)
         self.weights = dict(weights or DEFAULT_WEIGHTS)
@@ -237,8 +242,9 @@ class FaultyBatchServer(LoopbackServer):
         self.stall = stall
         self.max_requests = max_requests
         self.inner_429_share = inner_429_share
-        #: seconds between running a batch and answering it: a window in which a client can die.
-        self.answer_delay = answer_delay
+        self.hold_batch = hold_batch
+        #: set once the batch numbered ``hold_batch`` has run; its answer never leaves.
+        self.holding = threading.Event()
         self.items: dict[str, Any] = {}
         self.executions: collections.Counter[tuple[str, str]] = collections.Counter()
         self.faults: collections.Counter[str] = collections.Counter()
@@ -293,8 +299,9 @@ class FaultyBatchServer(LoopbackServer):
                 continue
             responses = [self._run(op, refuse=fault == "inner_429") for op in ops]
             payload = json.dumps({"responses": responses}).encode()
-            if self.answer_delay:
-                await asyncio.sleep(self.answer_delay)
+            if self.batches_received == self.hold_batch:
+                self.holding.set()
+                await asyncio.Event().wait()  # until stop() cancels this connection
             if fault == "drop_after_run":
                 return
             if fault == "stall":
@@ -385,11 +392,31 @@ class RecordingUpstream(LoopbackServer):
             await writer.drain()
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` passes; returns its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+# ---------------------------------------------------------------- the dropping server
+
+
+class DroppingServer(LoopbackServer):
+    """Answers ``GET /api/2.3/batch`` with its limits; reads every other request in full, then hangs up.
+
+    ``requests`` holds ``(method, target)`` of every request read: after a
+    dropped batch the client cannot know whether it ran, so this list is what
+    proves how often it was sent.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests: list[tuple[str, str]] = []
+
+    def sent(self, method: str) -> int:
+        return sum(1 for m, _target in self.requests if m == method)
+
+    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            req = await read_request(reader)
+            if req is None:
+                return
+            self.requests.append((req.method, req.target))
+            if req.method != "GET":
+                return  # _accept closes the socket: the batch was read, no answer comes
+            writer.write(encode_reply(200, {"maxRequests": 50, "maxDepth": 4}))
+            await writer.drain()

@@ -1,0 +1,143 @@
+"""The journal (batchnb.journal): what a run sent and what came back, read back after a crash to resume."""
+
+import json
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from batchnb import BatchValidationError, Client, Operation
+from batchnb.journal import Journal, fingerprints, row_key
+from batchnb.model import Response
+
+from tests.support import count
+
+API = "/api/2.1/scheduling"
+
+
+def companies(n, prefix="co"):
+    return [Operation("POST", f"{API}/companies", {"name": f"{prefix} {i}"}, name=f"{prefix}-{i}") for i in range(n)]
+
+
+def test_journal_resume_sends_only_missing_rows_and_never_resends_posts_in_flight(fresh_server, tmp_path):
+    journal = tmp_path / "run.jsonl"
+    ops = companies(40, "r")
+    client = Client(fresh_server.url, **fresh_server.credentials(), max_requests=5)
+    first = client.submit(ops, journal=journal, progress=False)
+    assert first["ok"].all() and count(fresh_server.db) == 40
+    # Simulate a run killed after three batches, with a fourth (POST) batch sent but never answered.
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    kept = [e for e in events if e["event"] == "run" or (e["batch"] < 4 and (e["event"] == "send" or e["batch"] < 3))]
+    journal.write_text("".join(json.dumps(e) + "\n" for e in kept) + '{"event":"done","batch":3,"respo')
+    # The database is reset to what the "killed" run had done: rows of the first 3 batches (15) and the in-flight one (5).
+    with sqlite3.connect(fresh_server.db) as conn:
+        keep = {f"r {i}" for i in range(20)}
+        conn.executemany("delete from companies where name = ?", [(f"r {i}",) for i in range(40) if f"r {i}" not in keep])
+    resumed = client.submit(ops, journal=journal, resume=True, progress=False)
+    assert count(fresh_server.db) == 40  # nothing created twice, nothing missing
+    assert resumed.index.tolist() == list(range(40))
+    assert resumed.loc[:14, "ok"].all() and resumed.loc[20:, "ok"].all()
+    assert resumed.loc[15:19, "status"].isna().all()
+    assert resumed.loc[15:19, "error"].str.startswith("outcome unknown").all()
+    assert Journal(journal).read().done.keys() >= {json.dumps(i) for i in range(40) if not 15 <= i < 20}
+
+
+def answered(rows, status=201):
+    return [Response("POST", "/c", status, row=r, batch=0, attempts=1) for r in rows]
+
+
+def test_a_line_cut_short_by_a_crash_is_ignored_and_its_batch_counts_as_in_flight(tmp_path):
+    path = tmp_path / "run.jsonl"
+    journal = Journal(path)
+    journal.sent(0, ["a", "b"], resendable=False)
+    journal.done(0, answered(["a", "b"]))
+    journal.sent(1, ["c", "d"], resendable=False)
+    journal.close()
+    whole = path.read_text()
+    done_line = json.dumps({"event": "done", "batch": 1, "responses": [r.to_wire() for r in answered(["c", "d"])]})
+    path.write_text(whole + done_line[: len(done_line) // 2])  # the crash came while the answer was being written
+
+    state = Journal(path).read()
+    assert set(state.done) == {'"a"', '"b"'} and state.done['"a"'].status == 201
+    assert state.in_flight == {'"c"': False, '"d"': False}
+    assert state.last_batch == 1
+
+
+def test_an_answered_batch_is_final_and_a_resendable_one_in_flight_says_so(tmp_path):
+    journal = Journal(tmp_path / "run.jsonl")
+    journal.sent(0, [1, 2], resendable=True)
+    journal.sent(1, [3], resendable=False)
+    journal.done(1, answered([3], status=400))
+    journal.close()
+    state = journal.read()
+    assert state.in_flight == {"1": True, "2": True}  # GET/PUT/DELETE only: safe to send again
+    assert list(state.done) == ["3"] and state.done["3"].status == 400 and state.done["3"].row == "3"
+
+
+def test_a_missing_journal_reads_as_a_fresh_start(tmp_path):
+    state = Journal(tmp_path / "never-written.jsonl").read()
+    assert state.done == {} and state.in_flight == {} and state.last_batch == -1
+
+
+def test_the_journal_holds_no_credentials(tmp_path):
+    path = tmp_path / "run.jsonl"
+    journal = Journal(path)
+    journal.sent(0, ["a"], resendable=True)
+    journal.done(0, [Response("GET", "/c?apiKey=k&token=s3cr3t-value", 200, row="a")])
+    journal.close()
+    assert "s3cr3t-value" not in path.read_text()
+    assert Journal(path).read().done['"a"'].path.startswith("/c?")
+
+
+def test_resume_continues_only_the_run_the_journal_records(tmp_path):
+    ops = [Operation("POST", "/c", {"name": "a"}, row="r0"), Operation("POST", "/c", {"name": "b"}, row="r1")]
+    journal = Journal(tmp_path / "run.jsonl")
+    journal.start(fingerprints(ops))
+    journal.close()
+    state = journal.read()
+
+    def check(operations):
+        state.check(fingerprints(operations), {row_key(o.row): o.row for o in operations}, "run.jsonl")
+
+    check(ops)  # the same rows: fine
+    check(ops[:1])  # fewer rows of the same run: fine
+    with pytest.raises(BatchValidationError) as info:
+        check([ops[0], Operation("POST", "/c", {"name": "B"}, row="r1")])
+    assert info.value.pointers == ["row 'r1'"] and "differs from the operation run.jsonl records" in str(info.value)
+    with pytest.raises(BatchValidationError) as info:
+        check([*ops, Operation("POST", "/c", {"name": "c"}, row="r2")])
+    assert info.value.pointers == ["row 'r2'"] and "is not one of the 2 rows" in str(info.value)
+    with pytest.raises(BatchValidationError) as info:
+        Journal(tmp_path / "empty.jsonl").read().check(fingerprints(ops), {}, "empty.jsonl")
+    assert info.value.pointers == ["journal"]
+
+
+def test_a_fingerprint_ignores_credentials_but_not_what_is_asked():
+    def print_of(**changes):
+        fields = {"method": "POST", "path": "/c?token=one", "body": {"n": 1}, "name": "a", "headers": {"Authorization": "Bearer one", "X-Trace": "1"}}
+        return fingerprints([Operation(**{**fields, **changes}, row=0)])["0"]
+
+    same = print_of()
+    assert print_of(path="/c?token=two", headers={"Authorization": "Bearer two", "X-Trace": "1"}) == same
+    for change in ({"method": "PUT"}, {"path": "/d?token=one"}, {"body": {"n": 2}}, {"name": "b"}, {"headers": {"X-Trace": "2"}}):
+        assert print_of(**change) != same, change
+
+
+@pytest.mark.parametrize(("numpy_label", "python_label", "key"), [
+    (np.int64(7), 7, "7"),
+    (np.int32(-1), -1, "-1"),
+    (np.float64(2.5), 2.5, "2.5"),
+    (np.bool_(True), True, "true"),
+    (np.str_("r1"), "r1", '"r1"'),
+])
+def test_row_key_is_the_same_for_numpy_and_python_labels(numpy_label, python_label, key):
+    assert row_key(numpy_label) == row_key(python_label) == key
+
+
+def test_row_key_tells_labels_of_different_types_apart_and_is_stable():
+    keys = [row_key(v) for v in (1, "1", 1.5, None, (1, "a"))]
+    assert len(set(keys)) == len(keys)
+    index = pd.Index([10, 20, 30])
+    assert [row_key(v) for v in index] == [row_key(v) for v in index.tolist()] == ["10", "20", "30"]
+    assert row_key(pd.Timestamp("2024-05-01")) == row_key(pd.Timestamp("2024-05-01").to_pydatetime())

@@ -1,0 +1,231 @@
+"""Running a plan (batchnb._runner): cross-batch references, retries that never duplicate, interrupts, pace, progress."""
+
+import asyncio
+import json
+import time
+
+import httpx
+import pytest
+
+from batchnb import AsyncClient, Batch, Client, Operation, SubmitInterrupted, TransportError, ref
+from batchnb._runner import Runner
+from batchnb._senders import Reply
+from batchnb.journal import Journal
+from batchnb.model import Response
+from batchnb.plan import make_plan
+
+from tests.support import count, wait_until
+from tests.support.faults import DroppingServer
+
+API = "/api/2.1/scheduling"
+
+
+def companies(n, prefix="co"):
+    return [Operation("POST", f"{API}/companies", {"name": f"{prefix} {i}"}, name=f"{prefix}-{i}") for i in range(n)]
+
+
+# ---------------------------------------------------------------- references across batches
+
+
+def test_chain_larger_than_one_batch_is_resolved_across_batches(fresh_server):
+    ops = companies(1) + [
+        Operation("POST", f"{API}/companies/{ref('co-0', '$.id')}/services", {"name": f"s{i}", "duration": 10 + i}, name=f"s{i}")
+        for i in range(24)
+    ] + [Operation("GET", f"{API}/companies/{ref('co-0', '$.id')}/services/{ref('s23', '$.id')}")]
+    client = Client(fresh_server.url, **fresh_server.credentials(), max_requests=10)
+    result = client.submit(ops, progress=False)
+    assert result["ok"].all(), result[~result["ok"]]
+    assert result["batch"].nunique() == 3
+    company_id = result.loc[0, "body"]["id"]
+    assert all(company_id in p for p in result["path"].iloc[1:])
+    assert result.iloc[-1]["body"]["name"] == "s23"
+    assert count(fresh_server.db, "services") == 24
+
+
+def test_failed_dependency_in_an_earlier_batch_is_424_without_sending(fresh_server):
+    ops = [Operation("POST", f"{API}/companies", {"name": ""}, name="bad")] + [
+        Operation("POST", f"{API}/companies/{ref('bad', '$.id')}/services", {"name": f"s{i}"}, name=f"s{i}") for i in range(5)
+    ] + [Operation("GET", f"{API}/companies/x/services/{ref('s4', '$.id')}")]
+    result = Client(fresh_server.url, **fresh_server.credentials(), max_requests=3).submit(ops, progress=False)
+    assert result["status"].tolist() == [400, 424, 424, 424, 424, 424, 424]
+    assert "answered 400" in result.loc[3, "error"]
+
+
+# ---------------------------------------------------------------- retries
+
+
+class Recorder(httpx.AsyncBaseTransport):
+    """A transport that answers from a script and notes when each request came."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.times = []
+        self.bodies = []
+
+    async def handle_async_request(self, request):
+        self.times.append(time.monotonic())
+        if request.method == "GET":
+            return httpx.Response(200, json={"maxRequests": 50, "maxDepth": 4})
+        body = json.loads(await request.aread())
+        self.bodies.append(body)
+        action = self.script.pop(0)
+        if isinstance(action, Exception):
+            raise action
+        status, headers = action
+        if status == 200:
+            return httpx.Response(200, json={"responses": [
+                {"method": op["method"], "path": op["path"], "status": 200, "duration": 1, "body": {"ok": True}}
+                for op in body["requests"]]})
+        return httpx.Response(status, headers=headers, json={"error": {"code": "busy", "message": "busy"}})
+
+
+def test_429_retry_after_is_honoured():
+    t = Recorder([(429, {"Retry-After": "0.5"}), (503, {"Retry-After": "0.3"}), (200, {})])
+    client = AsyncClient("http://api.test", token="x", transport=t)
+    out = asyncio.run(client.submit(Batch([Operation("POST", "/a", {"k": 1})])))
+    posts = t.times[1:]
+    assert out[0].status == 200 and len(posts) == 3
+    assert posts[1] - posts[0] >= 0.5 and posts[2] - posts[1] >= 0.3
+
+
+def test_retries_give_up_with_a_clear_error():
+    t = Recorder([(429, {"Retry-After": "0"})] * 3)
+    result = asyncio.run(AsyncClient("http://api.test", token="x", transport=t, retries=2).submit([Operation("GET", "/a")]))
+    assert result["status"].isna().all() and "answered 429 3 times" in result.loc[0, "error"]
+
+
+def test_outcome_unknown_post_is_not_resent_but_put_is():
+    t = Recorder([httpx.ReadTimeout("slow"), httpx.ReadTimeout("slow"), (200, {})])
+    client = AsyncClient("http://api.test", token="x", transport=t)
+    post = asyncio.run(client.submit([Operation("POST", "/a", {"k": 1}), Operation("GET", "/b")]))
+    assert len(t.bodies) == 1
+    assert post["status"].isna().all()
+    assert (post["error"] == "outcome unknown: not resent because it contains POST").all()
+    put = asyncio.run(client.submit([Operation("PUT", "/a", {"k": 1})]))
+    assert len(t.bodies) == 3 and put.loc[0, "status"] == 200 and put.loc[0, "attempts"] == 2
+
+
+def test_dropped_connection_on_a_post_batch_is_not_resent():
+    with DroppingServer() as srv:
+        client = Client(srv.url, token="x", retries=3)
+        result = client.submit([Operation("POST", f"{API}/companies", {"name": "once"})], progress=False)
+        assert srv.sent("POST") == 1
+        assert result.loc[0, "error"] == "outcome unknown: not resent because it contains POST"
+        client.submit([Operation("DELETE", f"{API}/companies/co_1")], progress=False, retries=2)
+        assert srv.sent("POST") == 1 + 3  # the idempotent batch: 1 + 2 retries
+
+
+class Script:
+    """A sender (the runner's seam) that answers each batch from a script and keeps what it was sent."""
+
+    def __init__(self, *answers):
+        self.answers = list(answers)
+        self.sent = []
+
+    async def __call__(self, ops):
+        self.sent.append([op.path for op in ops])
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        if answer == 200:
+            return Reply(200, {}, [Response(op.method, op.path, 201, op.name, 1.0, {"id": op.path}) for op in ops])
+        return Reply(answer, {}, None, {"error": {"code": "refused", "message": f"refused with {answer}"}})
+
+
+def run(runner, ops, **plan_options):
+    return asyncio.run(runner.run(make_plan(ops, **plan_options)))
+
+
+def test_a_post_batch_that_never_left_is_sent_again():
+    send = Script(TransportError("could not connect", sent=False), 200)
+    out = run(Runner(send, backoff=0), [Operation("POST", "/a", {})])
+    assert send.sent == [["/a"], ["/a"]]
+    assert out[0].status == 201 and out[0].attempts == 2
+
+
+def test_a_batch_that_never_left_says_not_run_once_retries_are_spent():
+    send = Script(*[TransportError("could not connect to the server", sent=False)] * 3)
+    out = run(Runner(send, retries=2, backoff=0), [Operation("POST", "/a", {})])
+    assert len(send.sent) == 3
+    assert out[0].status is None and out[0].error == "not run: could not connect to the server"
+
+
+@pytest.mark.parametrize(("method", "sends", "error"), [
+    ("POST", 1, "outcome unknown: not resent because it contains POST"),
+    ("PUT", 4, "outcome unknown: the server answered 500"),
+])
+def test_a_500_is_resent_only_when_the_batch_is_idempotent(method, sends, error):
+    send = Script(*[500] * 4)
+    out = run(Runner(send, retries=3, backoff=0), [Operation(method, "/a", {})])
+    assert len(send.sent) == sends
+    assert out[0].status is None and out[0].error == error
+
+
+def test_a_refused_batch_stops_every_batch_not_yet_started():
+    send = Script(200, 400)
+    runner = Runner(send, concurrency=1)
+    out = run(runner, [Operation("POST", f"/c{i}", {}) for i in range(4)], max_requests=1)
+    assert send.sent == [["/c0"], ["/c1"]]  # nothing after the refusal was sent
+    assert runner.fatal is not None and runner.fatal.status == 400
+    assert [r.status for r in out] == [201, None, None, None]
+    assert out[1].error == "not run: the server refused the batch: HTTP 400: refused with 400"
+    assert [r.error for r in out[2:]] == ["not run: HTTP 400: refused with 400"] * 2
+
+
+def test_the_journal_has_the_send_before_the_batch_leaves(tmp_path):
+    journal = Journal(tmp_path / "run.jsonl")
+    on_disk_at_send = []
+
+    async def send(ops):
+        # What a crash at this instant would leave: the rows are in flight, not done.
+        on_disk_at_send.append(Journal(journal.path).read())
+        return Reply(200, {}, [Response(op.method, op.path, 201, row=op.row) for op in ops])
+
+    ops = [Operation("POST", f"/c{i}", {}, row=f"r{i}") for i in range(2)]
+    run(Runner(send, concurrency=1, journal=journal), ops, max_requests=1)
+    journal.close()
+    first, second = on_disk_at_send
+    assert first.in_flight == {'"r0"': False} and first.done == {}
+    assert second.in_flight == {'"r1"': False} and set(second.done) == {'"r0"'}
+    assert set(Journal(journal.path).read().done) == {'"r0"', '"r1"'}
+
+
+# ---------------------------------------------------------------- interrupts, progress, pace
+
+
+def test_interrupt_keeps_what_finished(fresh_server):
+    async def go():
+        client = fresh_server.async_client(max_requests=2, concurrency=1)
+        task = asyncio.ensure_future(client.submit(companies(400, "i"), progress=False))
+        # Interrupt mid-run, once some batches are done (polled off the event loop, which keeps sending).
+        await asyncio.to_thread(wait_until, lambda: count(fresh_server.db) >= 10, 60, "no batch was done within 60 s")
+        task.cancel()
+        with pytest.raises(SubmitInterrupted) as info:
+            await task
+        return info.value.partial
+
+    partial = asyncio.run(go())
+    done = int(partial["ok"].sum())
+    assert 0 < done < 400
+    unknown = int(partial["error"].str.startswith("outcome unknown").fillna(False).sum())
+    # Rows in flight when interrupted may have run: they say "outcome unknown", never "not run".
+    assert done <= count(fresh_server.db) <= done + unknown
+    assert partial.loc[~partial["ok"], "error"].str.match(r"not run|outcome unknown").all()
+
+
+def test_progress_bar_counts_done_and_failed_operations(fresh_server, capsys):
+    ops = companies(6, "p") + [Operation("POST", f"{API}/companies", {"name": ""})]
+    Client(fresh_server.url, **fresh_server.credentials(), max_requests=2).submit(ops)  # on by default: 4 batches
+    err = capsys.readouterr().err
+    assert "7/7" in err and "failed=1" in err
+    Client(fresh_server.url, **fresh_server.credentials(), max_requests=2).submit(ops[:6], progress=False)
+    assert "/6" not in capsys.readouterr().err
+
+
+def test_rate_limit_spaces_batches():
+    t = Recorder([(200, {})] * 4)
+    client = AsyncClient("http://api.test", token="x", transport=t, max_requests=1)
+    result = asyncio.run(client.submit([Operation("GET", f"/a/{i}") for i in range(4)], rate=5, progress=False))
+    posts = t.times[1:]
+    assert result["ok"].all() and len(posts) == 4
+    assert posts[-1] - posts[0] >= 3 / 5 * 0.99  # four batches at five a second: at least 0.6 s from first to last
