@@ -30,6 +30,27 @@ def test_serve_refuses_demo_credentials_off_loopback():
     assert r.returncode == 2 and "refusing" in r.stderr
 
 
+def test_serve_takes_each_limit_as_a_flag(tmp_path):
+    port, log = free_port(), tmp_path / "serve.log"
+    env = {**ENV, "BATCHNB_API_KEY": "cli", "BATCHNB_TOKEN": "cli-secret"}
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--db", str(tmp_path / "d.sqlite3"),
+                                 "--log-level", "warning", "--max-requests", "7", "--max-depth", "2", "--operation-timeout", "2.5",
+                                 "--max-concurrent-batches", "0"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.3/batch"
+        wait_for_http(url, proc, 20, log.read_text)
+        announced = httpx.get(url, trust_env=False).json()
+        assert (announced["maxRequests"], announced["maxDepth"], announced["operationTimeout"]) == (7, 2, 2.5)
+        # Not announced, yet in force: no batch may run at once.
+        r = httpx.post(url, json={"requests": [{"method": "GET", "path": "/api/2.1/scheduling/companies"}]},
+                       headers={"Authorization": "Bearer cli-secret"}, trust_env=False)
+        assert r.status_code == 429, r.text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
 def test_serve_and_run_a_csv_with_a_bad_row(tmp_path):
     port = free_port()
     db = tmp_path / "serve.sqlite3"

@@ -1,0 +1,31 @@
+"""What one batch may ask of the server (batchnb.server.limits): each limit declared once, announced as declared."""
+
+from dataclasses import fields
+
+import httpx
+
+from batchnb import LocalServer
+from batchnb.server import Limits
+
+
+def test_the_server_announces_exactly_the_limits_it_was_given():
+    limits = Limits(max_requests=7, max_depth=2, max_body_bytes=1000, max_response_bytes=2000, operation_timeout=2.5, batch_timeout=9.0)
+    with LocalServer(limits=limits) as server:
+        announced = httpx.get(server.url + "/api/2.3/batch", trust_env=False).json()
+    assert announced == limits.to_wire() == {
+        "version": "2.3", "maxRequests": 7, "maxDepth": 2, "maxBodyBytes": 1000, "maxResponseBytes": 2000,
+        "operationTimeout": 2.5, "batchTimeout": 9.0,
+    }
+
+
+def test_every_limit_is_described_once_with_its_default():
+    described = list(Limits.described())
+    assert [name for name, _default, _help in described] == [f.name for f in fields(Limits)]
+    defaults = Limits()
+    for name, default, what in described:
+        assert getattr(defaults, name) == default, name
+        assert what and isinstance(what, str), name
+    assert len({what for _name, _default, what in described}) == len(described)
+    # Only what a client can act on is announced: how many batches run at once is the server's business.
+    assert defaults.max_concurrent_batches == 32
+    assert not any("oncurrent" in key for key in defaults.to_wire())
