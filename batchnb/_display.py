@@ -303,7 +303,7 @@ class Report:
     """A result report that shows as HTML in a notebook and as one line of text elsewhere.
 
     >>> r = Report(pd.DataFrame({"status": [201]}))
-    >>> str(r).startswith("1 operations")
+    >>> str(r).startswith("1 operation,")
     True
     """
 

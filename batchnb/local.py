@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-from ._exceptions import LocalServerError
+from ._exceptions import BatchValidationError, LocalServerError, Problem
 from ._extras import require
 from ._secrets import mask_logger
 from .client import AsyncClient, Client
@@ -119,6 +119,7 @@ class LocalServer:
             self._thread.join(10)
         self._thread = None
         self._server = None
+        self.port = None
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
@@ -132,6 +133,8 @@ class LocalServer:
     def credentials(self, api_key: str | None = None) -> Mapping[str, str]:
         """Client keyword arguments (``api_key``, ``token``) for a tenant; keep them out of outputs."""
         key = api_key or self.tenants[0]
+        if key not in self._credentials:
+            raise BatchValidationError([Problem("api_key", f"{key!r} is not a tenant of this server (it has {', '.join(map(repr, self.tenants))})")])
         return {"api_key": key, "token": self._credentials[key]}
 
     @property
