@@ -107,17 +107,17 @@ _STAND_IN = "x"
 def path_problem(path: Any) -> str | None:
     """Why ``path`` is not a safe path relative to the API, or None if it is.
 
-    ``path`` is text, or a sequence of parts: text, and stand-ins (any other
+    ``path`` is text, or a tuple of parts: text, and stand-ins (any other
     object) for values filled in later (references, template slots). A value
     is percent-encoded as one segment when it is filled in, so each stand-in
     is checked as one plain segment.
 
     >>> path_problem("//evil.example/x")
     "must not start with '//' (that names another host)"
-    >>> path_problem(["/companies/", object(), "/staff"]) is None
+    >>> path_problem(("/companies/", object(), "/staff")) is None
     True
     """
-    if not isinstance(path, str) and isinstance(path, Sequence):
+    if isinstance(path, tuple):
         path = "".join(p if isinstance(p, str) else _STAND_IN for p in path)
     if path is None or (isinstance(path, str) and not path.strip()):
         return "is required: a path such as '/api/2.1/scheduling/companies'"

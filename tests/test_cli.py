@@ -100,3 +100,224 @@ def test_serve_and_run_a_csv_with_a_bad_row(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(10)
+
+
+# ---------------------------------------------------------------- data as written, nothing lost
+
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support import count
+from tests.support.faults import RecordingUpstream, Reply
+
+
+@contextlib.contextmanager
+def serving(tmp_path: Path, *args: str, env: dict | None = None):
+    """`batchnb serve` in a process of its own, on a free loopback port; yields its URL and log."""
+    port, log = free_port(), tmp_path / f"serve-{len(list(tmp_path.glob('serve-*')))}.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--log-level", "warning", *args],
+                                env=env or ENV, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(url + "/api/2.3/batch", proc, 20, log.read_text)
+        yield url, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def demo_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("served")
+    env = {**ENV, "BATCHNB_API_KEY": "cli", "BATCHNB_TOKEN": "cli-secret"}
+    with serving(tmp, "--db", str(tmp / "d.sqlite3"), env=env) as (url, _log):
+        yield url, tmp / "d.sqlite3"
+
+
+RUN_ENV = {**ENV, "BATCHNB_TOKEN": "cli-secret"}
+CO = "/api/2.1/scheduling/companies"
+
+
+def companies_csv(path: Path, names: list[str]) -> Path:
+    path.write_text("name\n" + "\n".join(names) + "\n", encoding="utf-8")
+    return path
+
+
+TRAPS = (
+    "\ufeffzip;big;qty;price;flag;city;quote;note\r\n"
+    "01234;9007199254740993;30;12.50;true;Zoë;\"say \"\"hi\"\"\";\r\n"
+    "75001;;;3.25;FALSE;Ōsaka;\"a;b\";x\r\n"
+)
+
+
+def test_a_csv_of_traps_reaches_the_api_exactly_as_written(tmp_path):
+    """Leading zeros, big integers with gaps, empty cells, unicode, quotes, ';', a BOM, CRLF; then Latin-1 with the flag."""
+    upstream = RecordingUpstream(lambda req: Reply(201, {"ok": True}))
+    with upstream, serving(tmp_path, "--upstream", upstream.url) as (url, _log):
+        traps = tmp_path / "traps.csv"
+        traps.write_bytes(TRAPS.encode("utf-8"))
+        r = batchnb("run", str(traps), "--url", url, "--method", "POST", "--path", "/items/{zip}",
+                    "--body-columns", "zip,big,qty,price,flag,city,quote,note", "-q")
+        assert r.returncode == 0, r.stderr + r.stdout
+        got = sorted((req.target, req.body) for req in upstream.requests)
+        assert [t for t, _b in got] == ["/items/01234", "/items/75001"]
+        assert json.loads(got[0][1]) == {"zip": "01234", "big": 9007199254740993, "qty": 30, "price": 12.5,
+                                         "flag": True, "city": "Zoë", "quote": 'say "hi"'}
+        assert b"9007199254740993" in got[0][1]
+        assert json.loads(got[1][1]) == {"zip": "75001", "price": 3.25, "flag": False, "city": "Ōsaka", "quote": "a;b", "note": "x"}
+
+        upstream.clear()
+        latin = tmp_path / "latin.csv"
+        latin.write_bytes("name;city\nAndré;Zürich\n".encode("latin-1"))
+        args = ("run", str(latin), "--url", url, "--method", "POST", "--path", "/people", "--body-columns", "name,city", "-q")
+        r = batchnb(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert "latin.csv, line 2: byte 0xe9 is not utf-8 text" in r.stderr and "--encoding latin-1" in r.stderr
+        assert upstream.requests == []
+        r = batchnb(*args, "--encoding", "latin-1")
+        assert r.returncode == 0, r.stderr
+        assert [json.loads(req.body) for req in upstream.requests] == [{"name": "André", "city": "Zürich"}]
+
+
+def test_every_output_problem_is_found_before_anything_is_sent(tmp_path, demo_server):
+    url, db = demo_server
+    ops = companies_csv(tmp_path / "ops.csv", ["Kept A", "Kept B"])
+    before = count(db)
+    for target, expected in [
+        (tmp_path / "r.txt", "unknown format '.txt'"),
+        (tmp_path / "missing" / "r.csv", "does not exist"),
+        (tmp_path, "is a directory"),
+    ]:
+        r = batchnb("run", str(ops), "--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "-o", str(target), "-q", env=RUN_ENV)
+        assert r.returncode == 2 and expected in r.stderr, r.stderr
+    # A missing writer, as for a user without pyarrow: refused up front, naming the extra.
+    code = ("import sys; sys.modules['pyarrow'] = None\n"
+            "import importlib.util; real = importlib.util.find_spec\n"
+            "importlib.util.find_spec = lambda n, *a: None if n == 'pyarrow' else real(n, *a)\n"
+            "from batchnb.cli import main; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "run", str(ops), "--url", url, "--method", "POST", "--path", CO,
+                        "--body-columns", "name", "-o", str(tmp_path / "r.parquet"), "-q"],
+                       capture_output=True, text=True, env=RUN_ENV, timeout=120)
+    assert r.returncode == 2 and "pip install 'batchnb[parquet]'" in r.stderr, r.stderr
+    assert count(db) == before
+
+
+def test_output_keeps_the_input_columns_writes_unicode_and_goes_to_stdout(tmp_path, demo_server):
+    url, _db = demo_server
+    ops = tmp_path / "ops.csv"
+    ops.write_text("name,site\nCafé Zoë,north\n,south\n", encoding="utf-8")
+    out = tmp_path / "r.csv"
+    args = ("run", str(ops), "--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "-q")
+    r = batchnb(*args, "-o", str(out), env=RUN_ENV)
+    assert r.returncode == 1  # the second row has no name
+    saved = pd.read_csv(out, index_col="row")
+    assert saved.columns.tolist()[:2] == ["name", "site"] and {"status", "ok", "error", "body", "name_result"} <= set(saved.columns)
+    assert saved["status"].tolist() == [201, 400]
+    assert saved.loc[1, "error"] == "400 name: is required"
+    text = out.read_text(encoding="utf-8")
+    assert "Café Zoë" in text and "\\u00e9" not in text
+    r = batchnb(*args, "-o", "-", "--only-results", env=RUN_ENV)
+    assert r.returncode == 1
+    streamed = pd.read_csv(__import__("io").StringIO(r.stdout), index_col="row")
+    assert "site" not in streamed.columns and streamed["status"].tolist() == [201, 400]
+    assert "1 of 2 rows ok" in r.stderr and "400 name: is required" in r.stderr
+    r = batchnb(*args, "-o", str(tmp_path / "r.xlsx"), env=RUN_ENV)
+    sheet = pd.read_excel(tmp_path / "r.xlsx")
+    assert r.returncode == 1 and sheet["status"].tolist() == [201, 400] and sheet["name"].tolist()[0] == "Café Zoë"
+
+
+def test_resume_against_another_run_is_refused_before_anything_is_sent(tmp_path, demo_server):
+    url, db = demo_server
+    journal = tmp_path / "run.jsonl"
+    first = companies_csv(tmp_path / "first.csv", ["Resume A", "Resume B"])
+    args = ("--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "-q")
+    r = batchnb("run", str(first), *args, "--journal", str(journal), env=RUN_ENV)
+    assert r.returncode == 0, r.stderr
+    before = count(db)
+    other = companies_csv(tmp_path / "other.csv", ["Resume A", "Another B"])
+    r = batchnb("run", str(other), *args, "--journal", str(journal), "--resume", env=RUN_ENV)
+    assert r.returncode == 2 and "row 1: differs from the operation journal" in r.stderr, r.stderr
+    longer = companies_csv(tmp_path / "longer.csv", ["Resume A", "Resume B", "Resume C"])
+    r = batchnb("run", str(longer), *args, "--journal", str(journal), "--resume", env=RUN_ENV)
+    assert r.returncode == 2 and "row 2: is not one of the 2 rows of the run" in r.stderr, r.stderr
+    r = batchnb("run", str(first), *args, "--journal", str(tmp_path / "none.jsonl"), "--resume", env=RUN_ENV)
+    assert r.returncode == 2 and "does not exist" in r.stderr
+    r = batchnb("run", str(first), *args, "--journal", str(journal), env=RUN_ENV)
+    assert r.returncode == 2 and "already holds a run" in r.stderr
+    r = batchnb("run", str(first), *args, "--journal", str(journal), "--resume", env=RUN_ENV)
+    assert r.returncode == 0 and "2 of 2 rows ok" in r.stdout
+    assert count(db) == before  # every refusal sent nothing, and the true resume had nothing left to send
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        (b"", "the file is empty"),
+        (b'name\n"never closed\nx\n', "line 2: a quoted cell opened here is never closed"),
+        ("name\nAndré\n".encode("latin-1"), "byte 0xe9 is not utf-8 text"),
+    ],
+)
+def test_a_users_mistake_gets_a_message_not_a_traceback(tmp_path, demo_server, content, message):
+    url, db = demo_server
+    path = tmp_path / "ops.csv"
+    if content is not None:
+        path.write_bytes(content)
+    before = count(db)
+    r = batchnb("run", str(path), "--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "-q", env=RUN_ENV)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert count(db) == before
+
+
+def test_urls_and_credentials_are_checked_at_once(tmp_path):
+    ops = companies_csv(tmp_path / "ops.csv", ["X"])
+    r = batchnb("run", str(ops), "--url", "127.0.0.1:8765", "--method", "POST", "--path", CO, "-q")
+    assert r.returncode == 2 and "'127.0.0.1:8765' is not an http(s) URL: write 'http://127.0.0.1:8765'" in r.stderr
+    r = batchnb("run", str(ops), "--method", "POST", "--path", CO, "-q", env={k: v for k, v in ENV.items() if k != "BATCHNB_URL"})
+    assert r.returncode == 2 and "--url" in r.stderr and "BATCHNB_URL" in r.stderr
+    r = batchnb("run", str(ops), "--url", "http://127.0.0.1:1", "--api-key", "k", "--method", "POST", "--path", CO, "-q")
+    assert r.returncode == 2 and "api_key was given without a token" in r.stderr
+    r = batchnb("serve", "--db", str(tmp_path / "no" / "such" / "dir" / "d.sqlite3"), "--port", str(free_port()))
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_dry_run_previews_every_operation_with_credentials_masked(tmp_path, demo_server):
+    url, db = demo_server
+    ops = tmp_path / "ops.csv"
+    ops.write_text("name,company\nDry A,1\nDry B,2\n", encoding="utf-8")
+    before = count(db)
+    r = batchnb("run", str(ops), "--method", "POST", "--path", CO + "/{company}/services", "--body-columns", "name",
+                "--header", "Authorization: Bearer other-secret", "--header", "X-Source: import", "--dry-run",
+                env={**RUN_ENV, "BATCHNB_URL": url})
+    assert r.returncode == 0, r.stderr
+    assert "dry run: nothing was sent. 2 operations in 1 HTTP call of at most 50" in r.stdout
+    assert "row 0: POST /api/2.1/scheduling/companies/1/services {\"name\": \"Dry A\"}" in r.stdout
+    assert "'Authorization': '***'" in r.stdout and "'X-Source': 'import'" in r.stdout
+    assert "other-secret" not in r.stdout + r.stderr
+    assert count(db) == before
+
+
+def test_help_version_and_serve_saying_its_demo_credentials(tmp_path):
+    r = batchnb("--version")
+    assert r.returncode == 0 and r.stdout.strip() == "batchnb 0.1.0"
+    r = batchnb("run", "--help")
+    assert "method, path, name and body come from the columns of those names" in " ".join(r.stdout.split())
+    assert r.stdout.rstrip().endswith("batchnb run ops.csv -o - > result.csv") and r.stdout.count("batchnb run ") >= 3
+    assert "(default: 4)" in r.stdout and "(default: utf-8)" in r.stdout
+    with serving(tmp_path, "--db", str(tmp_path / "d.sqlite3")) as (_url, log):
+        assert "demo credentials: api key 'demo', token 'demo-token'" in log.read_text()
+    with serving(tmp_path, "--db", str(tmp_path / "e.sqlite3"), env={**ENV, "BATCHNB_TOKEN": "s3cret-token"}) as (_url, log):
+        assert "credentials" not in log.read_text() and "s3cret-token" not in log.read_text()
+
+
+def test_the_progress_bar_shows_only_on_a_terminal(tmp_path, demo_server):
+    url, _db = demo_server
+    ops = companies_csv(tmp_path / "ops.csv", [f"Bar {i}" for i in range(120)])  # three batches
+    r = batchnb("run", str(ops), "--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "--rate", "50", env=RUN_ENV)
+    assert r.returncode == 0 and "120 of 120 rows ok" in r.stdout
+    assert "op/s" not in r.stderr and "%|" not in r.stderr, r.stderr  # captured: not a terminal, so no bar

@@ -60,6 +60,28 @@ def test_every_bad_argument_is_reported_at_once():
     assert info.value.pointers == ["auth"] and "needs both api_key and token" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("127.0.0.1:8765", "'127.0.0.1:8765' is not an http(s) URL: write 'http://127.0.0.1:8765'"),
+        ("localhost", "'localhost' is not an http(s) URL: write 'http://localhost'"),
+        ("ftp://files.example", "'ftp://files.example' is not an http(s) URL: write 'http://…' or 'https://…'"),
+        ("", "is required: the server's address, such as 'http://127.0.0.1:8000'"),
+    ],
+)
+def test_a_url_without_a_scheme_is_refused_at_once(url, message):
+    # Before, the client took it, sent nothing, and reported POSTs as "outcome unknown".
+    with pytest.raises(BatchValidationError) as info:
+        Client(url, token="t")
+    assert [(p.pointer, p.message) for p in info.value.problems] == [("base_url", message)]
+
+
+def test_an_api_key_without_a_token_is_refused_not_a_silent_401_later():
+    with pytest.raises(BatchValidationError) as info:
+        AsyncClient("http://127.0.0.1:1", api_key="k")
+    assert [(p.pointer, p.message) for p in info.value.problems] == [("token", "api_key was given without a token: the server needs both")]
+
+
 def test_send_is_one_call_and_an_answer_that_is_not_a_batch_response_is_an_error():
     answers = [Reply(200, {"responses": [{"method": "GET", "path": "/x", "status": 200, "body": {"n": 1}}]}), Reply(200, {"hello": "world"})]
     with RecordingUpstream(lambda req: answers.pop(0)) as srv:

@@ -98,3 +98,13 @@ def test_response_from_wire_tolerates_older_servers():
                             "responses": [{"method": "GET", "path": "/y", "status": 424}]})
     assert (r.status, r.duration, r.body, r.ok) == (200, 1.5, {"a": 1}, True)
     assert r.responses[0].ok is False
+
+
+def test_one_mistake_is_reported_once():
+    with pytest.raises(BatchValidationError) as err:
+        Batch.from_wire({"requests": [{"method": 7, "path": ["/x"]}]})
+    assert [str(p) for p in err.value.problems] == [
+        "requests[0].method: must be a string such as 'GET', not int",
+        "requests[0].path: must be a string such as '/api/2.1/scheduling/companies', not list",
+    ]
+    assert repr(Batch([Operation("GET", "/x")])) == "Batch(1 operation, 1 with nested)"

@@ -101,3 +101,17 @@ def test_partial_resolution_keeps_unknown_refs_and_escapes():
 def test_bad_syntax_is_an_error(bad):
     with pytest.raises(RefSyntaxError):
         parse(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("/companies/${result=co:$.id/staff", "its reference at character 11 is not closed by '}'"),
+        ("/c/${result=co $.id}", "its reference at character 3 has no ':' between name and JSONPath"),
+        ("/c/${result=a b:$.id}", "its reference at character 3: 'a b' is not a valid name: use letters, digits, '_', '.', '-'"),
+    ],
+)
+def test_syntax_messages_read_as_english_and_say_where(text, message):
+    with pytest.raises(RefSyntaxError) as err:
+        parse(text)
+    assert str(err.value) == message

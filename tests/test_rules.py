@@ -93,10 +93,12 @@ def test_safe_paths(path):
 
 def test_a_path_in_parts_checks_each_stand_in_as_one_segment():
     slot = object()
-    assert rules.path_problem(["/companies/", slot, "/staff"]) is None
+    assert rules.path_problem(("/companies/", slot, "/staff")) is None
     # A stand-in cannot rescue a template that is unsafe on its own…
-    assert rules.path_problem([slot, "/staff"]) == "must start with '/'"
-    assert rules.path_problem(["/a/", slot, "/../b"]) == "must not contain '.' or '..' segments"
+    assert rules.path_problem((slot, "/staff")) == "must start with '/'"
+    assert rules.path_problem(("/a/", slot, "/../b")) == "must not contain '.' or '..' segments"
+    # …and a list is not a path (it comes from a batch's JSON, where a path is text).
+    assert rules.path_problem(["/x"]) == "must be a string such as '/api/2.1/scheduling/companies', not list"
     # …and its literal text is judged as written.
     assert rules.path_problem(("//", slot)) == "must not start with '//' (that names another host)"
 

@@ -83,3 +83,38 @@ def test_frame_options_apply_to_frames_only():
     with pytest.raises(BatchValidationError) as err:
         Submission([Operation("GET", "/x")], {"method": "POST", "path": None, "nulls": "omit"}, {"maxRequests": 50, "maxDepth": 4}, sender, SubmitOptions())
     assert [str(p) for p in err.value.problems] == ["method: applies to a DataFrame's rows, not to a list of operations"]
+
+
+def test_known_fills_in_references_to_an_earlier_results_names(tmp_path):
+    with LocalServer(tmp_path / "demo.sqlite3") as server:
+        client = server.client
+        first = client.submit(pd.DataFrame({
+            "method": "POST", "path": f"{API}/companies", "name": ["co-ok", "co-bad"], "body": [{"name": "Kept"}, {"name": ""}],
+        }), progress=False)
+        assert first["status"].tolist() == [201, 400]
+        fixed = pd.DataFrame({
+            "method": "POST",
+            "path": [f"{API}/companies/${{result=co-ok:$.id}}/services", f"{API}/companies/${{result=co-bad:$.id}}/services"],
+            "body": [{"name": "Cut", "duration": 30}] * 2,
+        }, index=["r1", "r2"])
+        with pytest.raises(BatchValidationError):
+            client.submit(fixed, dry_run=True)  # without known=, the names are nobody's
+        plan = client.submit(fixed, known=first, dry_run=True)
+        assert sorted(name for _b, name in plan.from_known) == ["co-bad", "co-ok"]
+        assert "2 of them from earlier results" in repr(plan)
+        again = client.submit(fixed, known=first, progress=False)
+        company = first.loc[0, "body"]["id"]
+        assert again.loc["r1", "path"] == f"{API}/companies/{company}/services" and again.loc["r1", "status"] == 201
+        # A name whose operation failed earlier cannot be filled in: 424 here, never sent.
+        assert again.loc["r2", "status"] == 424 and "operation 'co-bad' answered 400" in again.loc["r2", "error"]
+        # JSON-text bodies (bodies="json") are read the same way.
+        as_text = client.submit(pd.DataFrame({"method": "POST", "path": f"{API}/companies", "name": ["co-text"], "body": [{"name": "T"}]}),
+                                bodies="json", progress=False)
+        via_text = client.submit(pd.DataFrame({"method": "GET", "path": [f"{API}/companies/${{result=co-text:$.id}}"]}), known=as_text, progress=False)
+        assert via_text["status"].tolist() == [200]
+        with pytest.raises(BatchValidationError) as err:
+            client.submit(pd.DataFrame({"method": "POST", "path": f"{API}/companies", "name": ["co-ok"], "body": [{"name": "Again"}]}), known=first)
+        assert "like an operation of the earlier result given as known=" in str(err.value)
+        with pytest.raises(BatchValidationError) as err:
+            client.submit(fixed, known=pd.DataFrame({"x": [1]}))
+        assert err.value.pointers == ["known"]

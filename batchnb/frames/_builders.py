@@ -89,7 +89,7 @@ def _shape_problem(path: str | tuple[Any, ...]) -> str | None:
             parts.extend(refs.parse(part) if isinstance(part, str) else (part,))
     except refs.RefSyntaxError as exc:
         return str(exc)
-    return rules.path_problem(parts)
+    return rules.path_problem(tuple(parts))
 
 
 def _path_column(fr: _Frame, column: Hashable) -> list[str | None]:
