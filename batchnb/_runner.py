@@ -78,6 +78,10 @@ class Runner:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.fatal: BatchHTTPError | None = None
+        #: how many batches reached the server (answered, or lost after sending).
+        self.delivered = 0
+        #: why the last batch that never left could not be delivered.
+        self.undelivered: TransportError | None = None
         self.outcomes: dict[int, list[Response]] = {}
         self._in_flight: dict[int, PlannedBatch] = {}
         self._next_start = 0.0
@@ -198,8 +202,13 @@ class Runner:
                 if (not exc.sent or resendable) and can_retry:
                     await asyncio.sleep(self._delay(attempt, None))
                     continue
+                if exc.sent:
+                    self.delivered += 1
+                else:
+                    self.undelivered = exc
                 reason = f"not run: {exc}" if not exc.sent else (_unknown_reason(ops) if not resendable else f"outcome unknown: {exc}")
                 return [_placeholder(op, reason) for op in ops], attempt
+            self.delivered += 1
             status = reply.status
             if status == 200:
                 if reply.responses is not None:

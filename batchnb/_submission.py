@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
 from . import _json
-from ._exceptions import BatchValidationError, Problem, SubmitInterrupted
+from ._exceptions import BatchValidationError, Problem, SubmitInterrupted, TransportError
 from ._runner import Runner
 from ._senders import Sender
+from ._text import plural
 from .journal import Journal, fingerprints, row_key
 from .model import Batch, Operation, Response, check_batch
 from .plan import Plan, make_plan
@@ -179,6 +180,11 @@ class Submission:
         if runner.fatal is not None:
             runner.fatal.partial = result
             raise runner.fatal
+        if runner.delivered == 0 and runner.undelivered is not None:
+            # Not one batch arrived: that is no result, however many rows say "not run".
+            error = TransportError(f"no batch was delivered: {runner.undelivered} (after {plural(opts.retries, 'retry', 'retries')})", sent=False)
+            error.partial = result
+            raise error
         return result
 
     # ------------------------------------------------------------ shaping the result

@@ -118,3 +118,36 @@ def test_known_fills_in_references_to_an_earlier_results_names(tmp_path):
         with pytest.raises(BatchValidationError) as err:
             client.submit(fixed, known=pd.DataFrame({"x": [1]}))
         assert err.value.pointers == ["known"]
+
+
+def test_a_server_that_cannot_be_reached_raises_with_the_frame_in_partial():
+    from tests.support import free_port
+
+    from batchnb import Client, TransportError
+
+    frame = pd.DataFrame({"name": ["a", "b"]})
+    client = Client(f"http://127.0.0.1:{free_port()}", token="t", retries=1, backoff=0.01, max_requests=50, max_depth=4)
+    with pytest.raises(TransportError) as err:
+        client.submit(frame, method="POST", path="/x", body=["name"], progress=False)
+    assert str(err.value).startswith("no batch was delivered: could not connect to") and err.value.sent is False
+    assert err.value.partial["error"].str.startswith("not run:").all() and len(err.value.partial) == 2
+
+
+def test_when_some_batches_arrived_the_frame_comes_back():
+    import httpx
+
+    from batchnb import Client
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            return httpx.Response(200, json={"responses": [{"method": "POST", "path": "/x", "status": 201, "body": {"id": 1}}]})
+        raise httpx.ConnectError("refused", request=request)
+
+    client = Client("http://api.test", token="t", retries=1, backoff=0.01, max_requests=1, max_depth=4, concurrency=1,
+                    transport=httpx.MockTransport(handler))
+    result = client.submit(pd.DataFrame({"name": ["a", "b"]}), method="POST", path="/x", body=["name"], progress=False)
+    assert result["status"].iloc[0] == 201 and pd.isna(result["status"].iloc[1])
+    assert result["error"].iloc[1].startswith("not run: could not connect")
