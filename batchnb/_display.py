@@ -178,7 +178,7 @@ def plan_html(plan: Plan) -> str:
             _esc(_rows_text(b.rows)),
             _esc(", ".join(map(str, sorted(b.depends_on)))),
             _esc(", ".join(f"{n} (earlier result)" if n in plan.known else n for n in sorted(b.client_refs))),
-            "yes" if b.idempotent else "no",
+            "yes" if b.resendable else "no",
         ]
         for b in plan.batches
     ]

@@ -27,6 +27,7 @@ from typing import Any
 
 from . import rules
 from ._exceptions import BatchHTTPError, TransportError, http_error
+from ._keys import RunKeys, keyed
 from ._senders import Sender, retry_after
 from .engine import prepare, result_lookup
 from .journal import Journal
@@ -65,8 +66,11 @@ class Runner:
         first_batch: int = 0,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        keys: RunKeys | None = None,
     ) -> None:
         self.send = send
+        #: the run's idempotency keys, when the API honours them (None: it does not, or they are off).
+        self.keys = keys
         self.concurrency = max(1, concurrency)
         self.retries = max(0, retries)
         self.retry_operations = retry_operations
@@ -143,7 +147,7 @@ class Runner:
                 continue
             if b.index in self._in_flight:
                 reason = "outcome unknown: interrupted while the batch was in flight"
-                if not b.idempotent:
+                if not b.resendable:
                     reason += " (not resent on resume because it contains POST)"
                 self.outcomes[b.index] = [_placeholder(op, reason) for op in b.operations]
 
@@ -176,9 +180,10 @@ class Runner:
 
     async def _run_batch(self, b: PlannedBatch) -> list[Response]:
         number = self.first_batch + b.index
-        prepared = prepare(b.operations, self._lookup)
+        prepared = prepare(b.operations, self._lookup, extra_headers=self.keys.headers_for if self.keys else None)
         if self.journal is not None:
-            self.journal.sent(number, b.rows, b.idempotent)
+            recorded = self.keys.recorded(b.operations) if self.keys is not None else None
+            self.journal.sent(number, b.rows, b.resendable, keys=recorded)
         server: list[Response] = []
         if prepared.sendable:
             server, attempts = await self._send_with_retries(prepared.sendable)
@@ -186,12 +191,12 @@ class Runner:
                 for _p, r in top.walk():
                     if r.attempts is None:
                         r.attempts = attempts
-            if self.retry_operations:
+            if self.retry_operations or self.keys is not None:
                 server = await self._retry_operations(prepared.sendable, server)
         return prepared.merge(server)
 
     async def _send_with_retries(self, ops: list[Operation]) -> tuple[list[Response], int]:
-        resendable = is_idempotent(ops)
+        resendable = is_idempotent(ops) or (self.keys is not None and keyed(ops))
         attempt = 0
         while True:
             attempt += 1
@@ -236,20 +241,24 @@ class Runner:
             return [_placeholder(op, f"not run: the server refused the batch: {err}") for op in ops], attempt
 
     async def _retry_operations(self, ops: list[Operation], server: list[Response]) -> list[Response]:
-        """Resend top-level operations answered 429/503 inside a batch that ran.
+        """Resend top-level operations answered 429/503 inside a batch that ran (``retry_operations``),
+        and keyed ones answered 409 (their key was still in use by an earlier attempt).
 
         Operations that answered 424 only because they depend on one of those
         go again with them; references to operations that did succeed are
         filled in here, so the resent batch stands on its own.
         """
+        statuses = {429, 503} if self.retry_operations else set()
+        if self.keys is not None:
+            statuses.add(409)
         for _ in range(self.retries):
             again: list[int] = []
             waiting: set[str] = set()
             for i, (op, r) in enumerate(zip(ops, server)):
-                if r.status in (429, 503) or (r.status == 424 and _refers_to(op, waiting)):
+                if _retry(op, r, statuses) or (r.status == 424 and _refers_to(op, waiting)):
                     again.append(i)
                     waiting |= {o.name for _p, o in op.walk() if o.name}
-            if not any(server[i].status in (429, 503) for i in again):
+            if not any(_retry(ops[i], server[i], statuses) for i in again):
                 break
             for top in server:
                 for _p, r in top.walk():
@@ -273,6 +282,13 @@ class Runner:
             return min(retry_after, self.max_backoff)
         base = min(self.backoff * (2 ** (attempt - 1)), self.max_backoff)
         return base * (0.5 + random.random() / 2)
+
+
+def _retry(op: Operation, r: Response, statuses: set[int]) -> bool:
+    """Whether an operation's answer says it may be sent again: not run (429, 503), or a key still in use (409)."""
+    if r.status == 409:
+        return 409 in statuses and keyed([op])
+    return r.status in statuses
 
 
 def _refers_to(op: Operation, names: set[str]) -> bool:

@@ -19,6 +19,7 @@ from ._exceptions import BatchValidationError, Problem, SubmitInterrupted, Trans
 from ._runner import Runner
 from ._senders import Sender
 from ._text import plural
+from ._keys import RunKeys, new_run_id
 from .journal import Journal, fingerprints, row_key
 from .model import Batch, Operation, Response, check_batch
 from .plan import Plan, make_plan
@@ -42,6 +43,8 @@ class SubmitOptions:
     bodies: str = "parsed"
     backoff: float = 0.5
     max_backoff: float = 30.0
+    #: "auto" (keys when the server says the API honours them), True (always), False (never).
+    idempotency: bool | str = "auto"
 
 
 class Submission:
@@ -66,6 +69,8 @@ class Submission:
     ) -> None:
         if options.bodies not in BODIES:
             raise BatchValidationError([Problem("bodies", f"must be 'parsed', 'json' or 'none', not {options.bodies!r}")])
+        if options.idempotency not in ("auto", True, False):
+            raise BatchValidationError([Problem("idempotency", f"must be 'auto', True or False, not {options.idempotency!r}")])
         self._limits = limits
         self._sender = sender
         self._options = options
@@ -80,8 +85,11 @@ class Submission:
         self._done: dict[str, Response] = {}
         self._first_batch = 0
         self._resumed = False
+        self._run_id = new_run_id()
         if options.journal:
             self._open_journal(Journal(options.journal), resume=options.resume)
+        honoured = options.idempotency is True or (options.idempotency == "auto" and limits.get("idempotency") is True)
+        self._keys = RunKeys(self._run_id) if honoured else None
         # Every problem is raised here, before anything is sent.
         self._first_plan = self._plan(self._chunks.first())
 
@@ -97,6 +105,8 @@ class Submission:
         state = journal.read()
         state.check(self._chunks.fingerprints or {}, self._chunks.labels, where)
         self._resumed = True
+        if state.run_id:
+            self._run_id = state.run_id  # the same keys as the run being continued
         self._done = dict(state.done)
         for key, resendable in state.in_flight.items():
             if not resendable:
@@ -122,12 +132,16 @@ class Submission:
         problems += check_batch(pending, known=self._known.keys())
         if problems:
             raise BatchValidationError(problems)
-        return make_plan(
+        plan = make_plan(
             pending,
             max_requests=int(self._limits["maxRequests"]),
             max_depth=int(self._limits["maxDepth"]),
             known=self._known.keys(),
         )
+        if self._keys is not None:
+            for b in plan.batches:
+                b.keyed = True  # every POST and PATCH gets a key the API honours
+        return plan
 
     async def run(self) -> Any:
         """Send every batch and return the result (responses for a Batch, else a DataFrame)."""
@@ -138,7 +152,7 @@ class Submission:
         bar = _Progress(total, bool(show))
         journal = Journal(opts.journal) if opts.journal else None
         if journal is not None and not self._resumed:
-            journal.start(self._chunks.fingerprints or {})
+            journal.start(self._chunks.fingerprints or {}, run_id=self._run_id)
         runner = Runner(
             self._sender,
             concurrency=opts.concurrency,
@@ -151,6 +165,7 @@ class Submission:
             first_batch=self._first_batch,
             backoff=opts.backoff,
             max_backoff=opts.max_backoff,
+            keys=self._keys,
         )
         pieces: list[Any] = []
         chunk: list[Operation] = []
@@ -158,7 +173,11 @@ class Submission:
         try:
             for n, chunk in enumerate(chunks):
                 plan = self._first_plan if n == 0 else self._plan(chunk)
+                if self._keys is not None:
+                    self._keys.assign(op for b in plan.batches for op in b.operations)
                 responses = runner.not_run(plan) if runner.fatal is not None else await runner.run(plan)
+                if self._keys is not None:
+                    self._keys.forget(op for b in plan.batches for op in b.operations)
                 runner.first_batch += plan.calls
                 runner.outcomes.clear()  # streaming: what is shaped below is all that stays
                 pieces.append(self._shape(chunk, responses))

@@ -80,13 +80,13 @@ def serve(args: argparse.Namespace) -> int:
     credentials = {api_key or DEMO_API_KEY: token} if token else None
     limits = Limits(**{name: getattr(args, name) for name, _default, _help in Limits.described()})
     if args.upstream is not None:
-        app = create_app(upstream=args.upstream, credentials=credentials, limits=limits)
+        app = create_app(upstream=args.upstream, credentials=credentials, limits=limits, idempotency=args.upstream_idempotency)
         where = f"the upstream {args.upstream}"
     else:
         db = Path(args.db)
         if not db.parent.is_dir():
             raise _Usage(f"serve --db {args.db}: the directory {str(db.parent)!r} does not exist")
-        app = create_demo_app(db=db, credentials=credentials or {}, limits=limits)
+        app = create_demo_app(db=db, credentials=credentials or {}, limits=limits, idempotency_ttl=args.idempotency_ttl)
         where = f"the demo Scheduling API in {args.db}"
     mask_logger("uvicorn.access")
     print(f"batchnb: Batch API 2.3 on http://{args.host}:{args.port}/api/2.3/batch, in front of {where}", flush=True)
@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--api-key", help="api key of the accepted credentials (default: BATCHNB_API_KEY, else 'demo' for the demo API)")
     s.add_argument("--token", help="token of the accepted credentials (default: BATCHNB_TOKEN, else 'demo-token' for the demo API)")
     s.add_argument("--upstream", help="forward operations to this HTTP API (default: the demo Scheduling API, in-process)")
+    s.add_argument("--upstream-idempotency", action="store_true",
+                   help="the upstream honours Idempotency-Key: say so, so that clients resend POSTs whose outcome is unknown")
+    s.add_argument("--idempotency-ttl", type=float, default=24 * 3600.0, help="seconds the demo API keeps an Idempotency-Key")
     for name, default, what in Limits.described():
         s.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=f"limit: {what}")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="how much uvicorn logs")

@@ -224,6 +224,7 @@ class AsyncClient:
         rate: float | None = None,
         bodies: Literal["parsed", "json", "none"] = "parsed",
         known: Any = None,
+        idempotency: bool | Literal["auto"] = "auto",
     ) -> Any:
         """Run any number of operations; what comes back matches what went in.
 
@@ -253,6 +254,14 @@ class AsyncClient:
         to the names it holds are filled in from it, so that fixing three rows
         of three thousand and sending them again is one call. A dry run shows
         which references came from it (:attr:`Plan.from_known`).
+
+        ``idempotency`` gives every POST and PATCH an ``Idempotency-Key``
+        (``"auto"``: when the server says the API honours keys; ``True``:
+        always; ``False``: never). With keys, a batch whose outcome is unknown
+        is sent again with the same keys, and the API answers a repeat with
+        its first answer: each row runs exactly once (the ``replayed`` column
+        says which rows were answered that way). A key set by the user is
+        never replaced.
         """
         frame_options = {"method": method, "path": path, "body": body, "name": name, "headers": headers, "parent": parent, "nulls": nulls}
         options = SubmitOptions(
@@ -266,6 +275,7 @@ class AsyncClient:
             bodies=bodies,
             backoff=self.backoff,
             max_backoff=self.max_backoff,
+            idempotency=idempotency,
         )
         limits = await self.limits()
         submission = Submission(work, frame_options, limits, self._sender(), options, stream=not dry_run, known=known)
@@ -362,6 +372,7 @@ class Client:
         rate: float | None = None,
         bodies: Literal["parsed", "json", "none"] = "parsed",
         known: Any = None,
+        idempotency: bool | Literal["auto"] = "auto",
     ) -> Any:
         """Run any number of operations; see :meth:`AsyncClient.submit` for every argument.
 
@@ -371,7 +382,7 @@ class Client:
             "submit", work, method=method, path=path, body=body, name=name, headers=headers, parent=parent,
             nulls=nulls, dry_run=dry_run, journal=journal, resume=resume, progress=progress,
             concurrency=concurrency, retries=retries, retry_operations=retry_operations, rate=rate, bodies=bodies,
-            known=known,
+            known=known, idempotency=idempotency,
         )
 
     def close(self) -> None:

@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 #: response headers worth handing back to the caller (the spec's extension).
-KEPT_HEADERS = ("location", "content-type", "retry-after")
+KEPT_HEADERS = ("location", "content-type", "retry-after", "idempotent-replayed")
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
@@ -418,11 +418,18 @@ class Prepared:
         return resp
 
 
-def prepare(ops: list[Operation], lookup: refs.Lookup) -> Prepared:
+def prepare(
+    ops: list[Operation],
+    lookup: refs.Lookup,
+    *,
+    extra_headers: Callable[[Operation], Mapping[str, str] | None] | None = None,
+) -> Prepared:
     """Fill in what earlier batches answered, and decide here what cannot run.
 
     ``lookup`` answers references to earlier results and returns None for
     names of this batch (see :func:`result_lookup` with ``defer_missing``).
+    ``extra_headers(op)`` gives headers to add to an operation as it is sent
+    (its idempotency key, say); the operation's own headers are kept.
 
     >>> from batchnb.model import Response
     >>> failed = {"co": Response("POST", "/c", 400)}
@@ -448,6 +455,9 @@ def prepare(ops: list[Operation], lookup: refs.Lookup) -> Prepared:
             dropped.update(o.name for _p, o in op.walk() if o.name)
             return None
         children = [c for c in (visit(child) for child in op.requests) if c is not None]
+        extra = extra_headers(op) if extra_headers is not None else None
+        if extra:
+            headers = {**extra, **(headers or {})}
         return Operation._unchecked(op.method, path, body, op.name, headers, children, op.row)
 
     sendable = [s for s in (visit(op) for op in ops) if s is not None]

@@ -118,6 +118,8 @@ class JournalState:
     last_batch: int = -1
     #: row key -> fingerprint of every operation of the run (None: no run recorded).
     rows: dict[str, str] | None = None
+    #: the run's id: it names the idempotency keys the run sent, so a resume sends the same ones.
+    run_id: str | None = None
 
     def check(self, ops: dict[str, str], labels: dict[str, Any], where: str) -> None:
         """Refuse to continue with operations that are not this run's (``ops``: row key → fingerprint).
@@ -169,6 +171,7 @@ class Journal:
                 state.last_batch = max(state.last_batch, batch)
                 if event.get("event") == "run":
                     state.rows = dict(event.get("rows") or {})
+                    state.run_id = event.get("id")
                 elif event.get("event") == "send":
                     sent[batch] = (event.get("rows", []), bool(event.get("resendable")))
                 elif event.get("event") == "done":
@@ -190,12 +193,16 @@ class Journal:
         self._file.flush()
         os.fsync(self._file.fileno())
 
-    def start(self, rows: dict[str, str]) -> None:
-        """Open a run: every operation's row key and fingerprint."""
-        self._write({"event": "run", "version": VERSION, "rows": rows})
+    def start(self, rows: dict[str, str], run_id: str | None = None) -> None:
+        """Open a run: its id (which names its idempotency keys) and every operation's row key and fingerprint."""
+        self._write({"event": "run", "version": VERSION, "id": run_id, "rows": rows})
 
-    def sent(self, batch: int, rows: list[Any], resendable: bool) -> None:
-        self._write({"event": "send", "batch": batch, "rows": [row_key(r) for r in rows], "resendable": resendable})
+    def sent(self, batch: int, rows: list[Any], resendable: bool, keys: dict[str, Any] | None = None) -> None:
+        """Record a batch before it leaves: its rows, whether it may be resent, and its idempotency keys."""
+        event: dict[str, Any] = {"event": "send", "batch": batch, "rows": [row_key(r) for r in rows], "resendable": resendable}
+        if keys:
+            event["keys"] = keys
+        self._write(event)
 
     def done(self, batch: int, responses: list[Response]) -> None:
         self._write({"event": "done", "batch": batch, "responses": [response_to_record(r) for r in responses]})

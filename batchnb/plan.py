@@ -42,10 +42,32 @@ class PlannedBatch:
         """The row labels (or positions) this batch carries, depth first."""
         return [op.row for top in self.operations for _p, op in top.walk()]
 
+    #: every POST and PATCH goes with an idempotency key the API honours.
+    keyed: bool = False
+
     @property
     def idempotent(self) -> bool:
-        """True when resending the batch cannot create anything twice."""
+        """True when the batch holds only GET, PUT and DELETE: resending it changes nothing."""
         return is_idempotent(self.operations)
+
+    @property
+    def resendable(self) -> bool:
+        """True when resending the batch cannot create anything twice (idempotent, or keyed)."""
+        return self.keyed or self.idempotent
+
+    @property
+    def delivery(self) -> str:
+        """What a run promises for this batch's operations, in words.
+
+        >>> PlannedBatch(0, [Operation("POST", "/c")], 1).delivery
+        'at most once (POST without an idempotency key; outcome unknown if the connection drops)'
+        """
+        if self.idempotent:
+            return "at least once (GET, PUT and DELETE: repeating them is harmless)"
+        if self.keyed:
+            return "exactly once (every POST and PATCH has an idempotency key the API honours)"
+        methods = "/".join(sorted({o.method for top in self.operations for _p, o in top.walk() if not rules.is_idempotent_method(o.method)}))
+        return f"at most once ({methods} without an idempotency key; outcome unknown if the connection drops)"
 
 
 @dataclass
@@ -91,7 +113,8 @@ class Plan:
                 "rows": [b.rows for b in self.batches],
                 "depends_on": [sorted(b.depends_on) for b in self.batches],
                 "client_refs": [sorted(b.client_refs) for b in self.batches],
-                "resendable": [b.idempotent for b in self.batches],
+                "resendable": [b.resendable for b in self.batches],
+                "delivery": [b.delivery for b in self.batches],
             },
             index=pd.RangeIndex(len(self.batches), name="batch"),
         )

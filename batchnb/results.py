@@ -61,9 +61,10 @@ def to_frame(responses: Sequence[Response], index: Sequence[Hashable] | pd.Index
 
     Columns: ``name, method, path, status`` (Int64), ``ok`` (bool),
     ``duration`` (float, ms), ``body``, ``error`` (why, in words, when not
-    ok), ``batch``, ``attempts`` (Int64) and ``parent`` (the parent's name, or
-    its row label when it has none). Nested responses follow their parent,
-    depth first. The index is ``index`` when given, else the operations'
+    ok), ``batch``, ``attempts`` (Int64), ``replayed`` (True when the API
+    answered a resent operation with its first answer, by its idempotency
+    key) and ``parent`` (the parent's name, or its row label when it has
+    none). Nested responses follow their parent, depth first. The index is ``index`` when given, else the operations'
     ``row`` labels when every response has one (so ``df.join(result)`` lines
     up with the input frame), else 0, 1, 2, …
 
@@ -133,9 +134,19 @@ def _to_frame(responses: list[Response], index: Any) -> pd.DataFrame:
         "error": _text_array(errors),
         "batch": _nullable_ints([r.batch for r in flat]),
         "attempts": _nullable_ints([r.attempts for r in flat]),
+        "replayed": np.fromiter((_replayed(r) for r in flat), dtype=bool, count=n),
         "parent": parents,
     }
     return pd.DataFrame(columns, index=idx)
+
+
+def _replayed(r: Response) -> bool:
+    """Whether the API answered with the stored first answer of an idempotency key."""
+    headers = r.headers
+    if not headers:
+        return False
+    value = headers.get("Idempotent-Replayed") or next((v for k, v in headers.items() if k.lower() == "idempotent-replayed"), None)
+    return str(value).strip().lower() == "true"
 
 
 def _object_array(values: list[Any]) -> np.ndarray:

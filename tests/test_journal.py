@@ -21,10 +21,11 @@ def companies(n, prefix="co"):
 
 
 def test_journal_resume_sends_only_missing_rows_and_never_resends_posts_in_flight(fresh_server, tmp_path):
+    # Without idempotency keys (at most once): a POST batch in flight is never resent.
     journal = tmp_path / "run.jsonl"
     ops = companies(40, "r")
     client = Client(fresh_server.url, **fresh_server.credentials(), max_requests=5)
-    first = client.submit(ops, journal=journal, progress=False)
+    first = client.submit(ops, journal=journal, progress=False, idempotency=False)
     assert first["ok"].all() and count(fresh_server.db) == 40
     # Simulate a run killed after three batches, with a fourth (POST) batch sent but never answered.
     events = [json.loads(line) for line in journal.read_text().splitlines()]
@@ -34,7 +35,7 @@ def test_journal_resume_sends_only_missing_rows_and_never_resends_posts_in_fligh
     with sqlite3.connect(fresh_server.db) as conn:
         keep = {f"r {i}" for i in range(20)}
         conn.executemany("delete from companies where name = ?", [(f"r {i}",) for i in range(40) if f"r {i}" not in keep])
-    resumed = client.submit(ops, journal=journal, resume=True, progress=False)
+    resumed = client.submit(ops, journal=journal, resume=True, progress=False, idempotency=False)
     assert count(fresh_server.db) == 40  # nothing created twice, nothing missing
     assert resumed.index.tolist() == list(range(40))
     assert resumed.loc[:14, "ok"].all() and resumed.loc[20:, "ok"].all()

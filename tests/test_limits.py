@@ -12,9 +12,9 @@ def test_the_server_announces_exactly_the_limits_it_was_given():
     limits = Limits(max_requests=7, max_depth=2, max_body_bytes=1000, max_response_bytes=2000, operation_timeout=2.5, batch_timeout=9.0)
     with LocalServer(limits=limits) as server:
         announced = httpx.get(server.url + "/api/2.3/batch", trust_env=False).json()
-    assert announced == limits.to_wire() == {
+    assert announced == {**limits.to_wire(), "idempotency": True} == {
         "version": "2.3", "maxRequests": 7, "maxDepth": 2, "maxBodyBytes": 1000, "maxResponseBytes": 2000,
-        "operationTimeout": 2.5, "batchTimeout": 9.0,
+        "operationTimeout": 2.5, "batchTimeout": 9.0, "idempotency": True,  # the demo API honours Idempotency-Key
     }
 
 

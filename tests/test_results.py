@@ -28,7 +28,7 @@ def _responses() -> list[Response]:
 
 def test_to_frame_columns_dtypes_and_index():
     out = to_frame(_responses())
-    assert list(out.columns) == ["name", "method", "path", "status", "ok", "duration", "body", "error", "batch", "attempts", "parent"]
+    assert list(out.columns) == ["name", "method", "path", "status", "ok", "duration", "body", "error", "batch", "attempts", "replayed", "parent"]
     assert list(out.index) == ["a", "b", "c", "d", "e", "f"]
     assert str(out["status"].dtype) == "Int64"
     assert out["ok"].dtype == bool

@@ -28,6 +28,7 @@ def create_demo_app(
     db: str | Path = DEFAULT_DB,
     credentials: Mapping[str, str],
     limits: Limits = Limits(),
+    idempotency_ttl: float = 24 * 3600.0,
 ) -> BatchApp:
     """The batch server in front of the demo Scheduling API, stored in the SQLite file ``db``.
 
@@ -35,6 +36,8 @@ def create_demo_app(
 
     ``credentials`` maps api keys to tokens: they are the demo API's tenants,
     each of which sees only its own data. The store closes when the server stops.
+    The demo API honours ``Idempotency-Key`` on POST and PATCH, per tenant;
+    a key is kept ``idempotency_ttl`` seconds (a day).
     """
     if not credentials:
         raise BatchValidationError([Problem("credentials", "the demo API needs at least one api key and token (its tenants)")])
@@ -43,4 +46,5 @@ def create_demo_app(
     from .store import Store
 
     store = Store(db)
-    return create_app(api=scheduling_app(store, Keyring(credentials)), credentials=credentials, limits=limits, on_shutdown=store.close)
+    api = scheduling_app(store, Keyring(credentials), key_ttl=idempotency_ttl)
+    return create_app(api=api, credentials=credentials, limits=limits, on_shutdown=store.close, idempotency=True)

@@ -32,9 +32,10 @@ Example:
 from __future__ import annotations
 
 import json
-from functools import partial
 import logging
 import re
+import time
+from functools import partial
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -46,6 +47,7 @@ from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..server.auth import Keyring
+from . import idempotency
 from .store import DEFAULT_LIMIT, ID_PREFIXES, MAX_LIMIT, InvalidReference, Kind, Store
 
 __all__ = ["API_PREFIX", "MAX_BODY_BYTES", "scheduling_app"]
@@ -387,7 +389,7 @@ def _page(query: Mapping[str, str]) -> tuple[int, int, _Errors]:
 class _Call:
     """One authenticated request as the handlers see it."""
 
-    __slots__ = ("scope", "receive", "tenant", "query", "company_id", "item_id")
+    __slots__ = ("scope", "receive", "tenant", "query", "company_id", "item_id", "_body")
 
     def __init__(self, scope: Scope, receive: Receive, tenant: str, query: QueryParams) -> None:
         self.scope = scope
@@ -397,23 +399,31 @@ class _Call:
         params = scope.get("path_params") or {}
         self.company_id: str | None = params.get("company_id")
         self.item_id: str | None = params.get("item_id")
+        self._body: bytes | None = None
+
+    async def body(self) -> bytes:
+        """The request's body, read once (a second call does not wait)."""
+        if self._body is None:
+            chunks: list[bytes] = []
+            size = 0
+            more = True
+            while more:
+                message = await self.receive()
+                if message["type"] == "http.disconnect":
+                    raise _ClientGone
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:
+                    raise _error(413, "payload_too_large", f"Request body exceeds {MAX_BODY_BYTES} bytes")
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            self._body = b"".join(chunks)
+        return self._body
 
     async def json_object(self) -> dict[str, Any]:
-        chunks: list[bytes] = []
-        size = 0
-        more = True
-        while more:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGone
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > MAX_BODY_BYTES:
-                raise _error(413, "payload_too_large", f"Request body exceeds {MAX_BODY_BYTES} bytes")
-            chunks.append(chunk)
-            more = message.get("more_body", False)
+        raw = self._body if self._body is not None else await self.body()
         try:
-            data = json.loads(b"".join(chunks))
+            data = json.loads(raw)
         except (ValueError, RecursionError):
             raise _invalid_body("Request body must be valid JSON") from None
         if not isinstance(data, dict):
@@ -432,9 +442,11 @@ _NO_QUERY = QueryParams()
 class _API:
     """Request handlers, generic over the four resource kinds."""
 
-    def __init__(self, store: Store, keyring: Keyring) -> None:
+    def __init__(self, store: Store, keyring: Keyring, key_ttl: float, key_stale: float) -> None:
         self.store = store
         self.keyring = keyring
+        self.key_ttl = key_ttl
+        self.key_stale = key_stale
 
     # -- dispatch --
 
@@ -454,7 +466,12 @@ class _API:
                 reply = _error(405, "method_not_allowed", f"Method {_shown(scope['method'])} is not allowed here")
                 reply.headers = [(b"allow", allow.encode())]
                 raise reply
-            status, payload, headers = await handler(_Call(scope, receive, tenant, query))
+            call = _Call(scope, receive, tenant, query)
+            keys = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k.lower() == b"idempotency-key"]
+            if keys and scope["method"] in idempotency.METHODS:
+                status, payload, headers = await self._once(call, handler, keys)
+            else:
+                status, payload, headers = await handler(call)
         except _Reply as reply:
             status, payload, headers = reply.status, reply.payload, reply.headers
         except _ClientGone:
@@ -464,6 +481,52 @@ class _API:
             _log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
             status, payload, headers = 500, {"error": {"code": "internal_error", "message": "Internal server error"}}, ()
         await _send(send, status, payload, headers)
+
+    async def _once(self, call: _Call, handler: _Handler, keys: list[str]) -> _Result:
+        """Run ``handler`` once per Idempotency-Key; a repeat gets the first answer."""
+        key, problem = idempotency.parse_key(keys)
+        if problem:
+            raise _error(400, "invalid_idempotency_key", f"Idempotency-Key {problem}", [{"field": idempotency.POINTER, "message": problem}])
+        assert key is not None
+        raw_path = call.scope.get("raw_path") or call.scope["path"].encode()
+        query = call.scope.get("query_string") or b""
+        target = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        # Claimed before the body is read: a repeat that comes while this one
+        # is still arriving (a client resending too early) is told 409.
+        held = self.store.claim_key(call.tenant, key, now=time.time(), ttl=self.key_ttl, stale=self.key_stale)
+        if held is None:
+            return await self._first(call, handler, key, target)
+        if held.state != "done":
+            reply = _error(409, "idempotency_key_in_use", "A request with this Idempotency-Key is still running; retry later",
+                           [{"field": idempotency.POINTER, "message": "is in use by a request that has not finished"}])
+            reply.headers = [(b"retry-after", b"1")]
+            raise reply
+        if held.fingerprint != idempotency.fingerprint(call.scope["method"], target, await call.body()):
+            raise _error(422, "idempotency_key_reused", "This Idempotency-Key was used for a different request",
+                         [{"field": idempotency.POINTER, "message": "was used for another method, path or body"}])
+        replayed = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in held.headers]
+        return held.status or 500, held.body, [*replayed, (b"idempotent-replayed", b"true")]
+
+    async def _first(self, call: _Call, handler: _Handler, key: str, target: str) -> _Result:
+        """The first request with a key: run it, and keep its answer with its writes."""
+        finished = False
+        try:
+            # The body first: nothing may wait inside the transaction below.
+            fingerprint = idempotency.fingerprint(call.scope["method"], target, await call.body())
+            with self.store.atomic():
+                try:
+                    status, payload, headers = _now(handler(call))
+                except _Reply as reply:
+                    status, payload, headers = reply.status, reply.payload, reply.headers
+                if status < 500:
+                    # In the transaction of the writes: a crash keeps both or neither.
+                    kept = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+                    self.store.finish_key(call.tenant, key, fingerprint, status, payload, kept)
+                    finished = True
+        finally:
+            if not finished:
+                self.store.release_key(call.tenant, key)
+        return status, payload, headers
 
     # -- existence checks (error paths only) --
 
@@ -590,7 +653,23 @@ class _Endpoint:
         await self._api.dispatch(scope, receive, send, self._handlers)
 
 
-def scheduling_app(store: Store, keyring: Keyring) -> ASGIApp:
+def _now(coroutine: Awaitable[_Result]) -> _Result:
+    """Run a handler whose body is already read: it must finish without waiting.
+
+    It runs inside a store transaction; a handler that waited there would let
+    another request's writes into that transaction.
+    """
+    try:
+        coroutine.send(None)  # type: ignore[attr-defined]
+    except StopIteration as done:
+        return done.value
+    coroutine.close()  # type: ignore[attr-defined]
+    raise RuntimeError("a handler waited inside its idempotency transaction")
+
+
+def scheduling_app(
+    store: Store, keyring: Keyring, *, key_ttl: float = idempotency.DEFAULT_TTL, key_stale: float = 60.0
+) -> ASGIApp:
     """Build the Scheduling API v2.1 ASGI app over ``store``, guarded by ``keyring``.
 
     Every request must authenticate (Bearer token or ``apiKey``/``token``
@@ -602,7 +681,7 @@ def scheduling_app(store: Store, keyring: Keyring) -> ASGIApp:
         >>> callable(app)  # serve it, mount it, or call it directly as ASGI
         True
     """
-    api = _API(store, keyring)
+    api = _API(store, keyring, key_ttl, key_stale)
 
     async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

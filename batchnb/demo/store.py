@@ -26,14 +26,14 @@ from typing import Any, Literal
 
 from .._exceptions import BatchValidationError, Problem
 
-__all__ = ["DEFAULT_LIMIT", "ID_PREFIXES", "MAX_LIMIT", "InvalidReference", "Kind", "Store", "new_id"]
+__all__ = ["DEFAULT_LIMIT", "ID_PREFIXES", "MAX_LIMIT", "InvalidReference", "KeyRecord", "Kind", "Store", "new_id"]
 
 Kind = Literal["company", "service", "staff", "appointment"]
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS companies (
@@ -88,6 +88,23 @@ CREATE TABLE IF NOT EXISTS appointments (
 CREATE INDEX IF NOT EXISTS appointments_company ON appointments (company_id);
 CREATE INDEX IF NOT EXISTS appointments_service ON appointments (service_id);
 CREATE INDEX IF NOT EXISTS appointments_staff ON appointments (staff_id);
+
+-- Idempotency-Key: a request's key, its fingerprint and its first answer, per tenant.
+-- A row is 'running' while the first request runs; it becomes 'done' in the same
+-- transaction as the request's writes, so one is never kept without the other.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    tenant      TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    fingerprint TEXT,            -- set when the request is done
+    state       TEXT NOT NULL,   -- 'running' or 'done'
+    status      INTEGER,
+    body        TEXT,            -- JSON, or NULL for no body
+    headers     TEXT,            -- JSON list of [name, value]
+    started     REAL NOT NULL,
+    expires     REAL NOT NULL,
+    PRIMARY KEY (tenant, key)
+);
+CREATE INDEX IF NOT EXISTS idempotency_keys_expires ON idempotency_keys (expires);
 """
 
 
@@ -209,7 +226,8 @@ class Store:
         # Autocommit mode: single statements commit at once, multi-statement
         # writes use explicit BEGIN IMMEDIATE ... COMMIT.
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
+        # Re-entrant: atomic() holds it around writes that take it again.
+        self._lock = threading.RLock()
         self._closed = False
         try:
             conn = self._conn
@@ -470,6 +488,68 @@ class Store:
         with self._lock:
             return self._missing_refs(tenant, company_id, fields)
 
+    # -- idempotency keys ------------------------------------------------
+
+    def atomic(self) -> _Atomic:
+        """One transaction around several writes (each write inside joins it).
+
+        Example:
+            >>> with Store(":memory:") as store:
+            ...     with store.atomic():
+            ...         a = store.create("k", "company", {"name": "A"})
+            ...         b = store.create("k", "company", {"name": "B"})
+            ...     len(store.list_items("k", "company"))
+            2
+        """
+        return _Atomic(self)
+
+    def claim_key(self, tenant: str, key: str, *, now: float, ttl: float, stale: float) -> KeyRecord | None:
+        """Claim ``key`` for a request, or return what it holds already.
+
+        None: the key is now this request's (state 'running'). Otherwise the
+        record: 'done' with the first answer, or 'running' (another request
+        holds it). A key past its expiry is gone; a 'running' claim older
+        than ``stale`` seconds belonged to a request that never finished (a
+        crash: its writes were rolled back with it) and is taken over.
+
+        Example:
+            >>> with Store(":memory:") as store:
+            ...     store.claim_key("k", "abc", now=0, ttl=60, stale=10) is None
+            ...     store.claim_key("k", "abc", now=1, ttl=60, stale=10).state
+            True
+            'running'
+        """
+        with self._lock, self._write():
+            self._conn.execute("DELETE FROM idempotency_keys WHERE expires <= ?", (now,))
+            row = self._conn.execute(
+                "SELECT fingerprint, state, status, body, headers, started FROM idempotency_keys WHERE tenant = ? AND key = ?",
+                (tenant, key),
+            ).fetchone()
+            if row is not None and not (row[1] == "running" and now - row[5] >= stale):
+                headers = [tuple(h) for h in json.loads(row[4])] if row[4] else []
+                return KeyRecord(row[0], row[1], row[2], json.loads(row[3]) if row[3] is not None else None, headers)
+            self._conn.execute(
+                "INSERT OR REPLACE INTO idempotency_keys (tenant, key, state, started, expires) VALUES (?, ?, 'running', ?, ?)",
+                (tenant, key, now, now + ttl),
+            )
+            return None
+
+    def finish_key(self, tenant: str, key: str, fingerprint: str, status: int, body: Any, headers: Sequence[tuple[str, str]]) -> None:
+        """Record the request's fingerprint and first answer for a claimed key.
+
+        Call it inside :meth:`atomic`, with the request's writes.
+        """
+        with self._lock, self._write():
+            self._conn.execute(
+                "UPDATE idempotency_keys SET state = 'done', fingerprint = ?, status = ?, body = ?, headers = ? WHERE tenant = ? AND key = ?",
+                (fingerprint, status, None if body is None else _dumps(body), _dumps([list(h) for h in headers]), tenant, key),
+            )
+
+    def release_key(self, tenant: str, key: str) -> None:
+        """Give up a claim whose request did not finish (its writes were rolled back)."""
+        with self._lock, self._write():
+            self._conn.execute("DELETE FROM idempotency_keys WHERE tenant = ? AND key = ? AND state = 'running'", (tenant, key))
+
     # -- internals (caller holds the lock) -------------------------------
 
     def _write(self) -> _Transaction:
@@ -593,15 +673,64 @@ class Store:
         return item
 
 
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the block raises."""
+@dataclass(frozen=True)
+class KeyRecord:
+    """What an idempotency key holds: the request's fingerprint, its state, and its first answer.
 
-    __slots__ = ("_conn",)
+    >>> KeyRecord("9f2c…", "done", 201, {"id": "co_1"}, [("location", "/companies/co_1")]).status
+    201
+    """
+
+    fingerprint: str | None
+    state: str
+    status: int | None
+    body: Any
+    headers: list[tuple[str, str]]
+
+
+class _Atomic:
+    """The store's lock and one transaction, held across several writes."""
+
+    __slots__ = ("_store", "_tx")
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._tx = _Transaction(store._conn)
+
+    def __enter__(self) -> None:
+        self._store._lock.acquire()
+        try:
+            self._tx.__enter__()
+        except BaseException:
+            self._store._lock.release()
+            raise
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._tx.__exit__(exc_type, exc, tb)
+        finally:
+            self._store._lock.release()
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the block raises.
+
+    Inside a transaction already open (``Store.atomic``), it is a savepoint
+    of that one: a failed write undoes only itself, and the outer block
+    commits or rolls back everything together.
+    """
+
+    __slots__ = ("_conn", "_joined")
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
+        self._joined = False
 
     def __enter__(self) -> None:
+        if self._conn.in_transaction:
+            self._joined = True
+            self._conn.execute("SAVEPOINT batchnb_write")
+            return
         # IMMEDIATE takes the write lock up front, so a second process cannot
         # make this transaction fail half-way with SQLITE_BUSY on upgrade.
         self._conn.execute("BEGIN IMMEDIATE")
@@ -612,6 +741,11 @@ class _Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if self._joined:
+            if exc_type is not None:
+                self._conn.execute("ROLLBACK TO batchnb_write")
+            self._conn.execute("RELEASE batchnb_write")
+            return
         if exc_type is None:
             try:
                 self._conn.execute("COMMIT")

@@ -50,6 +50,9 @@ class BatchApp:
     endpoint: in front of the in-process API the same credentials are handed
     on to each operation; in front of an upstream, the gateway's own
     credentials are never forwarded and operations carry their own.
+    ``idempotency`` says whether the API honours ``Idempotency-Key`` (an
+    operation header, passed on with the operation); ``GET /api/2.3/batch``
+    announces it, so that clients may resend a POST whose outcome is unknown.
     """
 
     def __init__(
@@ -60,10 +63,12 @@ class BatchApp:
         keyring: Keyring | None = None,
         limits: Limits = Limits(),
         on_shutdown: Callable[[], None] | None = None,
+        idempotency: bool = False,
     ) -> None:
         if (api is None) == (upstream is None):
             raise BatchValidationError([Problem("api", "give exactly one of api= (an ASGI app, in-process) or upstream= (an HTTP API's URL)")])
         self.api = api
+        self.idempotency = idempotency
         self.upstream = upstream
         self.keyring = keyring
         self.limits = limits
@@ -118,7 +123,7 @@ class BatchApp:
     async def _batch(self, scope: dict, receive: Callable, send: Callable) -> None:
         method = scope["method"]
         if method == "GET":
-            await _send_json(send, 200, self.limits.to_wire())
+            await _send_json(send, 200, {**self.limits.to_wire(), "idempotency": self.idempotency})
             return
         if method != "POST":
             await _send_json(send, 405, _error("method_not_allowed", f"{method} is not allowed here; use POST (or GET for the limits)", [Problem("method", "use POST")]), {"allow": "GET, POST"})
@@ -241,6 +246,7 @@ def create_app(
     credentials: Mapping[str, str] | None = None,
     limits: Limits = Limits(),
     on_shutdown: Callable[[], None] | None = None,
+    idempotency: bool = False,
 ) -> BatchApp:
     """The batch server in front of ``api`` (an ASGI app, called in-process) or an ``upstream`` URL.
 
@@ -250,6 +256,8 @@ def create_app(
     In front of an in-process API they are handed on to each operation (the
     API judges them); in front of an upstream they guard only the gateway.
     ``on_shutdown`` runs when the server stops (to close a store, say).
+    ``idempotency=True`` announces that the API behind honours ``Idempotency-Key``
+    (for a gateway, the operator knows; ``batchnb serve --upstream-idempotency``).
     """
     keyring = Keyring(credentials) if credentials else None
-    return BatchApp(api=api, upstream=upstream, keyring=keyring, limits=limits, on_shutdown=on_shutdown)
+    return BatchApp(api=api, upstream=upstream, keyring=keyring, limits=limits, on_shutdown=on_shutdown, idempotency=idempotency)

@@ -1,0 +1,76 @@
+"""The ``Idempotency-Key`` request header, as the demo API honours it.
+
+IETF httpapi draft "The Idempotency-Key HTTP Header Field": a client that
+may send a POST or PATCH twice (its first answer was lost on the way) sends
+the same key both times; the API runs the request once and answers the
+second time with the first answer. Per tenant:
+
+- the same key and the same request (method, path, body): the stored
+  answer again, same status and body (same ids), with ``Idempotent-Replayed: true``;
+- the same key for a different request: 422;
+- the same key while the first request still runs: 409;
+- a key that is not a string the header can carry: 400 with a pointer.
+
+Keys expire after ``ttl`` seconds (24 hours unless configured).
+
+    >>> parse_key(['"8e03978e-40d5-43e8-bc93-6894a57f9324"'])
+    ('8e03978e-40d5-43e8-bc93-6894a57f9324', None)
+    >>> parse_key(['a b'])[1]
+    'must be a quoted string or a token of visible ASCII characters, 1 to 255 long'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+__all__ = ["HEADER", "METHODS", "POINTER", "fingerprint", "parse_key"]
+
+HEADER = "idempotency-key"
+#: methods a key makes safe to send twice (the others are idempotent already).
+METHODS = frozenset({"POST", "PATCH"})
+#: where a problem with the key is reported.
+POINTER = "headers.Idempotency-Key"
+#: 24 hours: long enough for a client to come back after a crash or a kernel restart.
+DEFAULT_TTL = 24 * 3600.0
+
+_QUOTED = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
+_TOKEN = re.compile(r"[\x21\x23-\x7e]+")
+_SHAPE = "must be a quoted string or a token of visible ASCII characters, 1 to 255 long"
+
+
+def parse_key(values: list[str]) -> tuple[str | None, str | None]:
+    """The key from the header's values, or why it is not one.
+
+    A Structured Field string (``"…"``, as the draft writes it) or, as many
+    clients send it, a bare token.
+
+    >>> parse_key(["order-42"]), parse_key(['"a", "b"'])[1]
+    (('order-42', None), 'must be a quoted string or a token of visible ASCII characters, 1 to 255 long')
+    """
+    if len(values) != 1:
+        return None, "must be given once"
+    value = values[0].strip()
+    quoted = _QUOTED.fullmatch(value)
+    if quoted:
+        key = re.sub(r"\\(.)", r"\1", quoted.group(1))
+    elif _TOKEN.fullmatch(value):
+        key = value
+    else:
+        return None, _SHAPE
+    if not 1 <= len(key) <= 255:
+        return None, _SHAPE
+    return key, None
+
+
+def fingerprint(method: str, target: str, body: bytes) -> str:
+    """What makes two requests the same request: method, path with query, body bytes.
+
+    >>> fingerprint("POST", "/c", b"{}") == fingerprint("POST", "/c", b"{}") != fingerprint("POST", "/c", b"[]")
+    True
+    """
+    digest = hashlib.sha256()
+    for part in (method.upper().encode(), target.encode("latin-1", "replace"), body):
+        digest.update(len(part).to_bytes(8, "big"))
+        digest.update(part)
+    return digest.hexdigest()
