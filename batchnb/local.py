@@ -38,7 +38,9 @@ class LocalServer:
     ``tenants`` names the api keys the demo API knows (each gets a fresh random
     token, never shown); ``server.client`` is authenticated as the first,
     ``server.client_for(key)`` as any other. ``db`` is the SQLite file (a
-    temporary one by default).
+    temporary one by default). With ``upstream``, it is a gateway in front of
+    that HTTP API instead; ``upstream_idempotency`` says the API honours
+    ``Idempotency-Key``.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class LocalServer:
         tenants: tuple[str, ...] = ("demo", "other"),
         limits: Limits = Limits(),
         upstream: str | None = None,
+        upstream_idempotency: bool = False,
         log_level: str = "warning",
         **client_options: Any,
     ) -> None:
@@ -60,6 +63,7 @@ class LocalServer:
         self.tenants = tenants
         self.limits = limits
         self._upstream = upstream
+        self._upstream_idempotency = upstream_idempotency
         self._log_level = log_level
         self._client_options = client_options
         self._server: Any = None
@@ -90,7 +94,8 @@ class LocalServer:
         if self._upstream is not None:
             from .server import create_app
 
-            app = create_app(upstream=self._upstream, credentials=self._credentials, limits=self.limits)
+            app = create_app(upstream=self._upstream, credentials=self._credentials, limits=self.limits,
+                             idempotency=self._upstream_idempotency)
         else:
             from .demo import create_demo_app
 

@@ -7,6 +7,10 @@ Baselines, measured in the same run:
   ``httpx.AsyncClient``, at the same concurrency (target: submit >= 5x this);
 - in-process: the demo API called directly as ASGI, no HTTP at all — the
   physical limit of this server (target: submit >= 0.25x this).
+
+It also prints what idempotency keys cost: the same submit with keys (the
+default against a server that honours them) and without (``idempotency=False``),
+as ops/s (target: keys within 10% of no keys).
 """
 
 from __future__ import annotations
@@ -43,11 +47,11 @@ async def per_row(url: str, token: str, rows: int, concurrency: int) -> float:
         return time.perf_counter() - start
 
 
-async def batched(url: str, token: str, rows: int, concurrency: int) -> float:
+async def batched(url: str, token: str, rows: int, concurrency: int, idempotency: bool | str = "auto") -> float:
     df = pd.DataFrame({"title": [f"row {i}" for i in range(rows)]})
     async with AsyncClient(url, token=token, concurrency=concurrency) as client:
         start = time.perf_counter()
-        result = await client.submit(df, method="POST", path=PATH, body={"name": "title"}, progress=False)
+        result = await client.submit(df, method="POST", path=PATH, body={"name": "title"}, progress=False, idempotency=idempotency)
         elapsed = time.perf_counter() - start
     assert result["ok"].all(), result[~result["ok"]].head()
     return elapsed
@@ -75,6 +79,7 @@ def main() -> None:
     with serve() as (url, token):
         t_row = asyncio.run(per_row(url, token, a.rows, a.concurrency))
         t_batch = asyncio.run(batched(url, token, a.rows, a.concurrency))
+        t_unkeyed = asyncio.run(batched(url, token, a.rows, a.concurrency, idempotency=False))
     t_local = asyncio.run(in_process(a.rows))
     ops = lambda t: a.rows / t  # noqa: E731
     print(f"rows: {a.rows}, concurrency: {a.concurrency}")
@@ -84,6 +89,9 @@ def main() -> None:
     r1, r2 = t_row / t_batch, t_local / t_batch
     print(f"submit vs per-row HTTP: {r1:.1f}x (target >= 5x: {'met' if r1 >= 5 else 'NOT met'})")
     print(f"submit vs in-process:   {r2:.2f}x (target >= 0.25x: {'met' if r2 >= 0.25 else 'NOT met'})")
+    print(f"batchnb submit without idempotency keys:   {t_unkeyed:7.2f} s  {ops(t_unkeyed):9.0f} ops/s")
+    cost = t_batch / t_unkeyed - 1
+    print(f"cost of keys: {cost:+.1%} time (target within 10%: {'met' if cost <= 0.10 else 'NOT met'})")
 
 
 if __name__ == "__main__":

@@ -131,6 +131,22 @@ if stop_after:
 
     Journal.done = done
 
+stop_at_answer = int(os.environ.get("STOP_AT_ANSWER") or 0)
+if stop_at_answer:
+    from batchnb._senders import BatchEndpoint
+
+    send, answered = BatchEndpoint.__call__, []
+
+    async def call(self, ops):
+        reply = await send(self, ops)  # the server ran the batch and answered
+        answered.append(reply)
+        if len(answered) == stop_at_answer:
+            print("ready", flush=True)
+            time.sleep(3600)  # the answer never reaches the journal: the batch stays in flight
+        return reply
+
+    BatchEndpoint.__call__ = call
+
 n = int(os.environ["ROWS"])
 col = os.environ["COLUMN"]
 df = pd.DataFrame({col: [f"{os.environ['PREFIX']}-{i}" for i in range(n)]}, index=[f"r{i}" for i in range(n)])
@@ -256,3 +272,33 @@ def test_client_killed_with_a_batch_in_flight_never_resends_it(tmp_path: Path) -
                 assert pd.isna(row["status"]) and str(row["error"]).startswith("outcome unknown"), (label, row["status"], row["error"])
             else:
                 assert row["status"] == 201, (label, row["status"], row["error"])
+
+
+def test_client_killed_with_an_answered_batch_in_flight_resumes_exactly_once_with_its_keys(tmp_path: Path) -> None:
+    rows, journal, stop_at = 600, tmp_path / "run.jsonl", 4
+    with batchnb.LocalServer(tmp_path / "demo.sqlite3") as server:
+        creds = server.credentials("demo")
+        env = {"URL": server.url, "KEY": creds["api_key"], "TOKEN": creds["token"], "ROWS": str(rows), "PREFIX": "keyed",
+               "COLUMN": "name", "OP_PATH": CO, "STOP_AT_ANSWER": str(stop_at)}
+        # Killed after the server ran the fourth batch and answered, before the client wrote it down.
+        proc = start_client(env, journal)
+        try:
+            wait_for_line(proc, b"ready", timeout=120)
+        finally:
+            kill(proc)
+        sent, done = journal_events(journal)
+        assert set(sent) == set(range(stop_at)) and done == set(range(stop_at - 1)), (sorted(sent), sorted(done))
+        in_flight = set(sent[stop_at - 1])
+        with sqlite3.connect(server.db) as conn:
+            assert conn.execute("select count(*) from companies").fetchone()[0] == stop_at * 50  # the batch in flight did run
+
+        df = frame_of(rows, "keyed", "name")
+        result = server.client.submit(df, method="POST", path=CO, body=["name"], journal=str(journal), resume=True, progress=False)
+        with sqlite3.connect(server.db) as conn:
+            counts = dict(conn.execute("select name, count(*) from companies group by name").fetchall())
+    assert not {n: c for n, c in counts.items() if c > 1}, "created twice"
+    assert len(counts) == rows and result["ok"].all(), result.loc[~result["ok"], ["status", "error"]].head()
+    assert not result["error"].fillna("").str.startswith("outcome unknown").any()
+    # The batch in flight was sent again with the same keys, and the API answered with its first answers.
+    replayed = {json.dumps(label) for label in result.index[result["replayed"]]}
+    assert replayed == in_flight

@@ -229,3 +229,81 @@ def test_rate_limit_spaces_batches():
     posts = t.times[1:]
     assert result["ok"].all() and len(posts) == 4
     assert posts[-1] - posts[0] >= 3 / 5 * 0.99  # four batches at five a second: at least 0.6 s from first to last
+
+
+# ---------------------------------------------------------------- idempotency keys
+
+
+class KeyedScript(Script):
+    """A Script that also keeps the Idempotency-Key each operation went with."""
+
+    def __init__(self, *answers):
+        super().__init__(*answers)
+        self.keys = []
+
+    async def __call__(self, ops):
+        self.keys.append([next((v for k, v in (op.headers or {}).items() if k.lower() == "idempotency-key"), None) for op in ops])
+        if self.answers and isinstance(self.answers[0], list):  # per-operation statuses
+            statuses = self.answers.pop(0)
+            self.sent.append([op.path for op in ops])
+            return Reply(200, {}, [Response(op.method, op.path, s, op.name, 1.0, {"id": op.path}) for op, s in zip(ops, statuses)])
+        return await super().__call__(ops)
+
+
+def keyed_runner(send, **kw):
+    from batchnb._keys import RunKeys
+
+    keys = RunKeys("run-1")
+    return Runner(send, backoff=0, keys=keys, **kw), keys
+
+
+def run_keyed(runner, keys, ops, **plan_options):
+    plan = make_plan(ops, **plan_options)
+    keys.assign(op for b in plan.batches for op in b.operations)
+    return asyncio.run(runner.run(plan))
+
+
+def test_a_keyed_post_batch_whose_outcome_is_unknown_is_resent_with_the_same_keys():
+    send = KeyedScript(TransportError("the connection failed after the batch was sent", sent=True), 502, 200)
+    runner, keys = keyed_runner(send)
+    ops = [Operation("POST", "/a", {}, row="r1"), Operation("PATCH", "/b", {}, row="r2"), Operation("GET", "/c", row="r3")]
+    out = run_keyed(runner, keys, ops)
+    assert len(send.sent) == 3
+    assert send.keys[0] == send.keys[1] == send.keys[2]
+    first = send.keys[0]
+    assert first[0] and first[1] and first[0] != first[1] and first[2] is None  # GET needs none
+    assert [r.status for r in out] == [201, 201, 201] and out[0].attempts == 3
+
+
+def test_without_keys_the_same_batch_is_not_resent():
+    send = KeyedScript(TransportError("the connection failed after the batch was sent", sent=True))
+    out = run(Runner(send, backoff=0), [Operation("POST", "/a", {})])
+    assert len(send.sent) == 1 and send.keys == [[None]]
+    assert out[0].error == "outcome unknown: not resent because it contains POST"
+
+
+def test_a_key_the_user_set_is_never_replaced():
+    send = KeyedScript(TransportError("dropped", sent=True), 200)
+    runner, keys = keyed_runner(send)
+    out = run_keyed(runner, keys, [Operation("POST", "/a", {}, headers={"idempotency-key": '"mine-1"'})])
+    assert send.keys == [['"mine-1"'], ['"mine-1"']] and out[0].status == 201
+    assert send.sent == [["/a"], ["/a"]]
+
+
+def test_a_keyed_operation_answered_409_goes_again_with_its_key():
+    send = KeyedScript([201, 409], [201])
+    runner, keys = keyed_runner(send)
+    out = run_keyed(runner, keys, [Operation("POST", "/a", {}, row=0), Operation("POST", "/b", {}, row=1)])
+    assert send.sent == [["/a", "/b"], ["/b"]]
+    assert send.keys[1] == [send.keys[0][1]]
+    assert [r.status for r in out] == [201, 201]
+
+
+def test_keys_follow_the_server_unless_told():
+    from batchnb._submission import Submission, SubmitOptions
+
+    for idempotency, announced, expected in [("auto", True, True), ("auto", False, False), (True, False, True), (False, True, False)]:
+        send = KeyedScript(200)
+        limits = {"maxRequests": 50, "maxDepth": 4, "idempotency": announced}
+        asyncio.run(Submission(Batch([Operation("POST", "/a", {})]), {}, limits, send, SubmitOptions(idempotency=idempotency)).run())
+        assert (send.keys[0][0] is not None) is expected, (idempotency, announced)

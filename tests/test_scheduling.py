@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -593,3 +594,137 @@ def test_no_input_causes_a_server_error(fuzz_target: tuple[Client, list[str]], b
     assert_json(r)
     if r.status_code == 400:
         assert r.json()["error"]["code"] == "validation_error"
+
+
+# -- Idempotency-Key ------------------------------------------------------
+
+
+def keyed(key: str) -> dict[str, Any]:
+    return {"Idempotency-Key": key.encode("latin-1")}
+
+
+def companies_named(store: Store, name: str) -> int:
+    return store.execute("SELECT count(*) FROM companies WHERE name = ?", (name,))[0][0]
+
+
+def test_the_same_key_and_request_answer_the_first_answer_again(a: Client, store: Store) -> None:
+    first = a.post(f"{BASE}/companies", {"name": "Once"}, headers=keyed('"order-1"'))
+    again = a.post(f"{BASE}/companies", {"name": "Once"}, headers=keyed('"order-1"'))
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json()  # same id
+    assert again.headers["location"] == first.headers["location"]
+    assert again.headers["idempotent-replayed"] == "true" and "idempotent-replayed" not in first.headers
+    assert companies_named(store, "Once") == 1
+    # A first answer that was a refusal is the answer too.
+    bad = [a.post(f"{BASE}/companies", {"name": ""}, headers=keyed("order-2")) for _ in range(2)]
+    assert [r.status_code for r in bad] == [400, 400] and bad[1].headers["idempotent-replayed"] == "true"
+
+
+def test_patch_is_keyed_and_put_delete_need_no_key(a: Client, store: Store) -> None:
+    co = a.company("Patched")
+    for _ in range(2):
+        r = a.patch(f"{BASE}/companies/{co['id']}", {"timezone": "Europe/Oslo"}, headers=keyed("patch-1"))
+        assert r.status_code == 200
+    assert r.headers["idempotent-replayed"] == "true"
+    r = a.put(f"{BASE}/companies/{co['id']}", {"name": "Put"}, headers=keyed("patch-1"))
+    assert r.status_code == 200 and "idempotent-replayed" not in r.headers  # PUT is idempotent by itself: key ignored
+
+
+def test_the_same_key_for_another_request_is_422(a: Client, store: Store) -> None:
+    assert a.post(f"{BASE}/companies", {"name": "First"}, headers=keyed("k-422")).status_code == 201
+    r = a.post(f"{BASE}/companies", {"name": "Second"}, headers=keyed("k-422"))
+    assert r.status_code == 422
+    assert r.json()["error"]["details"] == [{"field": "headers.Idempotency-Key", "message": "was used for another method, path or body"}]
+    assert companies_named(store, "Second") == 0
+
+
+@pytest.mark.parametrize("key", ["", '""', "two words", '"unterminated', "x" * 256, "caf\u00e9", '"a", "b"'])
+def test_a_malformed_key_is_400_with_a_pointer(a: Client, store: Store, key: str) -> None:
+    r = a.post(f"{BASE}/companies", {"name": "Malformed"}, headers=keyed(key))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["details"][0]["field"] == "headers.Idempotency-Key"
+    assert companies_named(store, "Malformed") == 0
+
+
+def test_two_tenants_may_use_one_key_without_seeing_each_other(a: Client, b: Client, store: Store) -> None:
+    ra = a.post(f"{BASE}/companies", {"name": "Tenant A"}, headers=keyed("shared"))
+    rb = b.post(f"{BASE}/companies", {"name": "Tenant B"}, headers=keyed("shared"))
+    assert ra.status_code == rb.status_code == 201 and ra.json()["id"] != rb.json()["id"]
+    assert "idempotent-replayed" not in rb.headers
+    assert b.post(f"{BASE}/companies", {"name": "Tenant B"}, headers=keyed("shared")).json() == rb.json()
+
+
+def test_keys_expire(store: Store) -> None:
+    app = scheduling_app(store, Keyring(CREDS), key_ttl=0)  # every key is gone by the next request
+    client = Client(app, "tok-a")
+    for _ in range(2):
+        assert client.post(f"{BASE}/companies", {"name": "Expired"}, headers=keyed("short")).status_code == 201
+    assert companies_named(store, "Expired") == 2
+
+
+def test_the_same_key_while_the_first_request_runs_is_409(app: Any, store: Store) -> None:
+    """The first request's body is still arriving when its repeat comes: 409, then the first finishes."""
+
+    def scope(body: bytes) -> dict:
+        return {"type": "http", "method": "POST", "path": f"{BASE}/companies", "raw_path": f"{BASE}/companies".encode(),
+                "query_string": b"", "headers": [(b"authorization", b"Bearer tok-a"), (b"content-type", b"application/json"),
+                                                  (b"idempotency-key", b'"slow"'), (b"content-length", str(len(body)).encode())]}
+
+    async def call(body: bytes, arrived: asyncio.Event | None = None) -> tuple[int, dict, dict]:
+        parts = [body[:5], body[5:]]
+        answer: dict = {}
+
+        async def receive() -> dict:
+            part = parts.pop(0)
+            if parts == [] and arrived is not None:
+                await arrived.wait()  # the rest of the body is late
+            return {"type": "http.request", "body": part, "more_body": bool(parts)}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                answer["status"] = message["status"]
+                answer["headers"] = {k.decode(): v.decode() for k, v in message["headers"]}
+            else:
+                answer["body"] = answer.get("body", b"") + message.get("body", b"")
+
+        await app(scope(body), receive, send)
+        return answer["status"], json.loads(answer["body"]), answer["headers"]
+
+    async def both() -> list[tuple[int, dict, dict]]:
+        arrived = asyncio.Event()
+        body = json.dumps({"name": "Slow"}).encode()
+        first = asyncio.create_task(call(body, arrived))
+        await asyncio.sleep(0)  # the first has claimed its key and waits for its body
+        for _ in range(100):
+            if store.execute("SELECT state FROM idempotency_keys WHERE key = 'slow'"):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the first request never claimed its key")
+        second = await call(body)
+        arrived.set()
+        third_first = await first
+        third = await call(body)
+        return [second, third_first, third]
+
+    (s409, b409, h409), (s_first, b_first, _), (s_again, b_again, h_again) = asyncio.run(asyncio.wait_for(both(), 30))
+    assert s409 == 409 and b409["error"]["code"] == "idempotency_key_in_use" and h409["retry-after"] == "1"
+    assert s_first == 201 and s_again == 201 and b_again == b_first and h_again["idempotent-replayed"] == "true"
+    assert companies_named(store, "Slow") == 1
+
+
+def test_the_key_is_kept_in_the_transaction_of_the_write(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """When recording the answer fails, the write it answers is rolled back with it, and the key is free again."""
+    client = Client(scheduling_app(store, Keyring(CREDS)), "tok-a")
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store, "finish_key", broken)
+    r = client.post(f"{BASE}/companies", {"name": "Atomic"}, headers=keyed("atomic"))
+    assert r.status_code == 500
+    assert companies_named(store, "Atomic") == 0
+    assert store.execute("SELECT count(*) FROM idempotency_keys WHERE key = 'atomic'") == [(0,)]
+    monkeypatch.undo()
+    assert client.post(f"{BASE}/companies", {"name": "Atomic"}, headers=keyed("atomic")).status_code == 201
+    assert companies_named(store, "Atomic") == 1

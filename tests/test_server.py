@@ -217,3 +217,33 @@ def test_gateway_in_front_of_another_http_api(server):
         mixed = gateway.client.submit(Batch([Operation("GET", f"{API}/companies"),
                                              Operation("GET", f"{API}/companies", headers=demo_auth)]))
         assert [r.status for r in mixed] == [401, 200]
+
+
+# ---------------------------------------------------------------- idempotency keys
+
+
+def test_the_demo_server_says_it_honours_keys_and_a_gateway_says_what_its_operator_says(server):
+    assert httpx.get(server.url + "/api/2.3/batch").json()["idempotency"] is True
+    with LocalServer(upstream=server.url, tenants=("gw",)) as gateway:
+        assert httpx.get(gateway.url + "/api/2.3/batch").json()["idempotency"] is False
+    with LocalServer(upstream=server.url, tenants=("gw",), upstream_idempotency=True) as gateway:
+        assert httpx.get(gateway.url + "/api/2.3/batch").json()["idempotency"] is True
+
+
+def test_a_keyed_operation_sent_twice_runs_once_and_its_repeat_says_so(fresh_server):
+    op = {"method": "POST", "path": f"{API}/companies", "body": {"name": "Keyed"}, "headers": {"Idempotency-Key": '"twice"'}}
+    first = post_raw(fresh_server, {"requests": [op]}).json()["responses"][0]
+    again = post_raw(fresh_server, {"requests": [op]}).json()["responses"][0]
+    assert first["status"] == again["status"] == 201 and first["body"] == again["body"]
+    assert again["headers"]["Idempotent-Replayed"] == "true" and "Idempotent-Replayed" not in first.get("headers", {})
+    assert count(fresh_server.db) == 1
+
+
+def test_the_gateway_passes_the_key_on_with_each_operation():
+    from tests.support.faults import RecordingUpstream, Reply
+
+    with RecordingUpstream(lambda req: Reply(201, {"id": "x"})) as upstream, LocalServer(upstream=upstream.url, tenants=("gw",)) as gateway:
+        gateway.client.submit(Batch([Operation("POST", "/things", {"n": 1}, headers={"Idempotency-Key": '"k-1"'}),
+                                     Operation("POST", "/things", {"n": 2})]), idempotency=False)
+        keys = [req.header("idempotency-key") for req in upstream.requests]
+    assert keys == ['"k-1"', None]

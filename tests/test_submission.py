@@ -151,3 +151,26 @@ def test_when_some_batches_arrived_the_frame_comes_back():
     result = client.submit(pd.DataFrame({"name": ["a", "b"]}), method="POST", path="/x", body=["name"], progress=False)
     assert result["status"].iloc[0] == 201 and pd.isna(result["status"].iloc[1])
     assert result["error"].iloc[1].startswith("not run: could not connect")
+
+
+def test_a_key_set_per_row_by_a_headers_template_is_sent_as_is_and_makes_the_batch_resendable():
+    from batchnb import TransportError
+    from batchnb._senders import Reply
+    from batchnb.model import Response
+
+    sent = []
+
+    async def sender(ops):
+        sent.append([dict(op.headers or {}) for op in ops])
+        if len(sent) == 1:
+            raise TransportError("the connection failed after the batch was sent", sent=True)
+        return Reply(200, {}, [Response(op.method, op.path, 201, body={"ok": 1}) for op in ops])
+
+    frame = pd.DataFrame({"order": ["A-1", "A-2"], "total": [10, 20]})
+    limits = {"maxRequests": 50, "maxDepth": 4, "idempotency": True}
+    submission = Submission(frame, {"method": "POST", "path": "/orders", "body": ["total"],
+                                    "headers": "Idempotency-Key: order-{order}"}, limits, sender, SubmitOptions(backoff=0.01))
+    assert submission.plan.batches[0].delivery.startswith("exactly once")
+    result = asyncio.run(submission.run())
+    assert sent[0] == sent[1] == [{"Idempotency-Key": "order-A-1"}, {"Idempotency-Key": "order-A-2"}]
+    assert result["status"].tolist() == [201, 201] and result["attempts"].tolist() == [2, 2]

@@ -243,6 +243,19 @@ def test_preview_masks_secrets(composer):
     assert composer.batch.requests[0].headers["Authorization"] == "Bearer s3cret"
 
 
+def test_an_idempotency_key_set_in_the_form_travels_with_its_operation(server):
+    composer = Composer(server.client)
+    composer.fill("POST", COMPANIES, body={"name": "Keyed by hand"})
+    composer.add_header("Idempotency-Key", '"by-hand-1"')
+    assert composer.field_errors == {}
+    composer.add_button.click()
+    assert composer.batch.requests[0].headers == {"Idempotency-Key": '"by-hand-1"'}
+    first = composer.submit(block=True, timeout=30)
+    again = composer.submit(block=True, timeout=30)
+    assert first["status"].tolist() == again["status"].tolist() == [201]
+    assert again.loc[0, "body"]["id"] == first.loc[0, "body"]["id"] and bool(again.loc[0, "replayed"])
+
+
 # ---------------------------------------------------------------- frames
 
 
