@@ -321,3 +321,12 @@ def test_the_progress_bar_shows_only_on_a_terminal(tmp_path, demo_server):
     r = batchnb("run", str(ops), "--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "--rate", "50", env=RUN_ENV)
     assert r.returncode == 0 and "120 of 120 rows ok" in r.stdout
     assert "op/s" not in r.stderr and "%|" not in r.stderr, r.stderr  # captured: not a terminal, so no bar
+
+
+def test_a_gateway_says_its_upstream_honours_keys_only_when_its_operator_says_so(tmp_path):
+    upstream = RecordingUpstream()
+    with upstream:
+        with serving(tmp_path, "--upstream", upstream.url) as (url, _log):
+            assert httpx.get(url + "/api/2.3/batch", trust_env=False).json()["idempotency"] is False
+        with serving(tmp_path, "--upstream", upstream.url, "--upstream-idempotency") as (url, _log):
+            assert httpx.get(url + "/api/2.3/batch", trust_env=False).json()["idempotency"] is True
