@@ -137,11 +137,11 @@ def from_frame(
     if nulls not in ("omit", "null"):
         raise BatchValidationError([Problem("nulls", f"must be 'omit' or 'null', not {nulls!r}")])
     with gc_paused():
-        return _from_frame(df, method, path, body, name, headers, parent, nulls, frozenset(known))
+        return _from_frame(df, method, path, body, name, headers, parent, nulls, known)
 
 
 def _from_frame(
-    df: pd.DataFrame, method: Any, path: Any, body: Any, name: Any, headers: Any, parent: Any, nulls: str, known: frozenset[str]
+    df: pd.DataFrame, method: Any, path: Any, body: Any, name: Any, headers: Any, parent: Any, nulls: str, known: Collection[str]
 ) -> list[Operation]:
     fr = _Frame(df, nulls)
     n = fr.n

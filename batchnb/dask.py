@@ -1,0 +1,470 @@
+"""The same submit, past one machine: a Dask DataFrame in, a Dask DataFrame out.
+
+    >>> import dask.dataframe as dd, batchnb.dask                                   # doctest: +SKIP
+    >>> staff = dd.read_csv("staff-*.csv")                                          # doctest: +SKIP
+    >>> result = batchnb.dask.submit(staff, "http://api.example", token=TOKEN,      # doctest: +SKIP
+    ...                              method="POST", path="/api/2.1/scheduling/companies/{company_id}/staff",
+    ...                              body=["firstName", "lastName"], journal="runs/staff")
+    >>> batchnb.dask.join(staff, result)                                            # doctest: +SKIP
+
+Each partition runs as an ordinary batchnb submit on a worker of
+``dask.distributed``, and the promises of one machine hold across the cluster:
+
+- **once**: the result is persisted when :func:`submit` is called, so computing
+  it again sends nothing; and every partition keeps a journal in a directory
+  every worker sees, so a partition that Dask runs again (its worker died, or
+  the worker holding its result did) sends only what never left. A fence makes
+  an older attempt still running stop before it sends anything more. Rows
+  caught in flight are "outcome unknown", or are sent again with the same
+  idempotency keys where the API honours them.
+- **one limit**: batches in flight (``concurrency``) and batches per second
+  (``rate``) are counted across every worker, for one API and tenant, with
+  named ``distributed.Semaphore`` objects; a 429 with ``Retry-After`` backs
+  every worker off.
+- **rows aligned**: each result partition has its input partition's index
+  (``read_csv`` partitions repeat labels: use :func:`join`, never a plain join).
+- **nothing sent before every partition is checked**, references included: a
+  reference to a row of another partition is refused with both rows named
+  (:func:`by_key` moves each chain into one partition).
+- **credentials never travel in the task graph**: workers get them from a
+  worker plugin, or from their environment (``BATCHNB_TOKEN``, ``BATCHNB_API_KEY``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Hashable, Literal, Mapping, Sequence
+
+from ._exceptions import BatchError, BatchValidationError, Problem
+from ._extras import require
+
+require("dask.dataframe", "dask", "batchnb.dask")
+require("distributed", "dask", "batchnb.dask")
+
+import dask.dataframe as dd  # noqa: E402
+import distributed  # noqa: E402
+import pandas as pd  # noqa: E402
+
+__all__ = ["Cancelled", "Superseded", "by_key", "join", "submit"]
+
+#: the columns a result partition has besides the usual result columns.
+PARTITION = "partition"
+
+
+class Cancelled(BatchError):
+    """The computation was cancelled: the partition sends no new batch.
+
+    >>> issubclass(Cancelled, BatchError)
+    True
+    """
+
+
+class Superseded(BatchError):
+    """A newer attempt at the same partition started: this one sends nothing more.
+
+    >>> issubclass(Superseded, BatchError)
+    True
+    """
+
+
+# ---------------------------------------------------------------- what every task gets
+
+
+@dataclass(frozen=True)
+class _Spec:
+    """Everything a partition's task needs, credentials excepted (they never enter the graph)."""
+
+    submission: str
+    url: str
+    frame_options: dict[str, Any]
+    concurrency: int
+    rate: float | None
+    retries: int
+    idempotency: bool | str
+    bodies: str
+    timeout: float
+    journal: str | None
+    #: names the cluster-wide limits: one API and tenant share them.
+    limit_id: str
+    credentials: str | None
+
+
+class _Credentials(distributed.WorkerPlugin):
+    """Credentials handed to every worker once, outside the task graph."""
+
+    def __init__(self, name: str, api_key: str | None, token: str | None) -> None:
+        self.name = name
+        self.api_key = api_key
+        self.token = token
+
+    def __repr__(self) -> str:
+        return f"_Credentials({self.name!r}, ***)"
+
+
+def _credentials(spec: _Spec) -> dict[str, str | None]:
+    if spec.credentials is not None:
+        plugin = distributed.get_worker().plugins.get(spec.credentials)
+        if plugin is None:
+            raise BatchValidationError([Problem("token", "the credentials of this submit are not on this worker")])
+        return {"api_key": plugin.api_key, "token": plugin.token}
+    return {"api_key": os.environ.get("BATCHNB_API_KEY"), "token": os.environ.get("BATCHNB_TOKEN")}
+
+
+# ---------------------------------------------------------------- checking every partition first
+
+
+class _Anything:
+    """A set of names that holds every name: references are judged across partitions afterwards."""
+
+    def __contains__(self, name: object) -> bool:
+        return True
+
+    def __iter__(self):  # pragma: no cover - only membership is asked
+        return iter(())
+
+
+def _check_partition(pdf: pd.DataFrame, frame_options: dict[str, Any], partition_info: dict | None = None) -> pd.DataFrame:
+    """One row per finding: a problem, a name made here, a name referenced here; and whether all is idempotent."""
+    from . import rules
+    from .frames import from_frame
+
+    number = partition_info["number"] if partition_info else 0
+    rows: list[dict[str, Any]] = []
+    try:
+        ops = from_frame(pdf, **frame_options, known=_Anything())
+    except BatchValidationError as exc:
+        return pd.DataFrame([{"partition": number, "kind": "problem", "row": p.pointer, "value": p.message} for p in exc.problems],
+                            columns=list(_CHECK_META.columns))
+    idempotent = True
+    for top in ops:
+        for _p, op in top.walk():
+            if not rules.is_idempotent_method(op.method):
+                idempotent = False
+            if op.name:
+                rows.append({"partition": number, "kind": "name", "row": repr(op.row), "value": op.name})
+            for referenced in sorted(op.referenced_names() - {op.name}):
+                rows.append({"partition": number, "kind": "ref", "row": repr(op.row), "value": referenced})
+    rows.append({"partition": number, "kind": "idempotent", "row": "", "value": "yes" if idempotent else "no"})
+    return pd.DataFrame(rows, columns=list(_CHECK_META.columns))
+
+
+_CHECK_META = pd.DataFrame({"partition": pd.Series(dtype="int64"), "kind": pd.Series(dtype=object),
+                            "row": pd.Series(dtype=object), "value": pd.Series(dtype=object)})
+
+
+def _problems(found: pd.DataFrame) -> tuple[list[Problem], bool]:
+    """Every problem of every partition, references across partitions included; and whether all is idempotent."""
+    problems = [Problem(f"partition {p}: {row}", message) for p, row, message in
+                found.loc[found["kind"] == "problem", ["partition", "row", "value"]].itertuples(index=False)]
+    made: dict[str, tuple[int, str]] = {}
+    for p, row, name in found.loc[found["kind"] == "name", ["partition", "row", "value"]].itertuples(index=False):
+        made.setdefault(name, (p, row))
+    local = {(p, name) for p, name in found.loc[found["kind"] == "name", ["partition", "value"]].itertuples(index=False)}
+    for p, row, name in found.loc[found["kind"] == "ref", ["partition", "row", "value"]].itertuples(index=False):
+        if (p, name) in local:
+            continue
+        if name in made:
+            q, other = made[name]
+            problems.append(Problem(f"row {row} in partition {p}",
+                                    f"refers to {name!r}, made in partition {q} (row {other}): references work within a partition; "
+                                    "move each chain into one (batchnb.dask.by_key) or send the parents first"))
+        else:
+            problems.append(Problem(f"row {row} in partition {p}", f"refers to {name!r}, which no row of any partition is named"))
+    idempotent = bool((found.loc[found["kind"] == "idempotent", "value"] == "yes").all())
+    return problems, idempotent
+
+
+# ---------------------------------------------------------------- one partition, on a worker
+
+
+class _ClusterSender:
+    """A sender that keeps the cluster-wide limits and stops when its attempt is no longer wanted."""
+
+    def __init__(self, inner: Any, spec: _Spec, fence: _Fence | None, key: str | None) -> None:
+        self.inner = inner
+        self.fence = fence
+        self.key = key
+        # Created by name, here, inside the task: every worker's copy is the same semaphore.
+        self.in_flight = distributed.Semaphore(max_leases=spec.concurrency, name=f"batchnb-in-flight-{spec.limit_id}")
+        self.rate = spec.rate
+        self.starts = None
+        if spec.rate:
+            self.leases = max(1, int(spec.rate))
+            self.starts = distributed.Semaphore(max_leases=self.leases, name=f"batchnb-starts-{spec.limit_id}-{spec.rate:g}")
+        self.backoff = distributed.Variable(f"batchnb-backoff-{spec.limit_id}")
+
+    def _still_wanted(self) -> None:
+        if self.key is not None:
+            task = distributed.get_worker().state.tasks.get(self.key)
+            if task is None or task.state in ("cancelled", "released", "forgotten"):
+                raise Cancelled("the computation was cancelled: no new batch is sent")
+        if self.fence is not None and not self.fence.holds():
+            raise Superseded("a newer attempt at this partition started: this one sends nothing more")
+
+    async def _wait_for_backoff(self) -> None:
+        until = await asyncio.to_thread(self.backoff.get)  # set when the submit started: no wait here
+        wait = float(until) - time.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def __call__(self, ops: list[Any]) -> Any:
+        self._still_wanted()
+        await asyncio.to_thread(self.in_flight.acquire)
+        started = False
+        try:
+            # After the lease: a 429 that the previous holder saw is published before it let go.
+            await self._wait_for_backoff()
+            if self.starts is not None:
+                await asyncio.to_thread(self.starts.acquire)
+                started = True
+            # Checked again after the journal has the batch as sent: a newer attempt that
+            # started since then sees it in the journal, as in flight.
+            self._still_wanted()
+            reply = await self.inner(ops)
+            if reply.status == 429:
+                from ._senders import retry_after
+
+                wait = retry_after(reply.headers) or 1.0
+                await asyncio.to_thread(self.backoff.set, time.time() + wait)
+        finally:
+            if started:
+                # The lease is kept leases/rate seconds after the answer: whatever the network's delays,
+                # the server sees at most `rate` batches start in any second, cluster-wide.
+                threading.Timer(self.leases / self.rate, self.starts.release).start()
+            await asyncio.to_thread(self.in_flight.release)
+        return reply
+
+
+class _Fence:
+    """Which attempt at a partition may send: the newest to start (a file every worker sees)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.attempt = uuid.uuid4().hex
+
+    def take(self) -> None:
+        tmp = self.path.with_suffix(f".{self.attempt}.tmp")
+        tmp.write_text(json.dumps({"attempt": self.attempt, "pid": os.getpid()}))
+        os.replace(tmp, self.path)  # atomic: the newest attempt wins
+
+    def holds(self) -> bool:
+        try:
+            return json.loads(self.path.read_text())["attempt"] == self.attempt
+        except (OSError, ValueError, KeyError):
+            return False
+
+
+def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict | None = None) -> pd.DataFrame:
+    """Run one partition as an ordinary submit, on this worker."""
+    from ._submission import Submission, SubmitOptions
+    from ._sync import run_sync
+    from .client import AsyncClient
+
+    number = partition_info["number"] if partition_info else 0
+    journal, fence = None, None
+    if spec.journal is not None:
+        directory = Path(spec.journal)
+        journal = directory / f"partition-{number:05d}.jsonl"
+        fence = _Fence(directory / f"partition-{number:05d}.fence")
+        fence.take()
+    try:
+        key = distributed.get_worker().get_current_task()
+    except ValueError:  # not in a worker (a local scheduler): nothing to cancel by
+        key = None
+
+    async def go() -> pd.DataFrame:
+        async with AsyncClient(spec.url, **_credentials(spec), timeout=spec.timeout, concurrency=spec.concurrency) as client:
+            limits = await client.limits()
+            options = SubmitOptions(
+                concurrency=spec.concurrency, retries=spec.retries, rate=None, progress=False, bodies=spec.bodies,
+                journal=None if journal is None else str(journal),
+                resume=journal is not None and journal.exists() and journal.stat().st_size > 0,
+                idempotency=spec.idempotency, backoff=client.backoff, max_backoff=client.max_backoff,
+            )
+            sender = _ClusterSender(client._sender(), spec, fence, key)
+            return await Submission(pdf, spec.frame_options, limits, sender, options).run()
+
+    if len(pdf) == 0:
+        result = _empty_result(pdf.index)
+    else:
+        result = run_sync(go)
+    result[PARTITION] = number
+    return _as_meta(result, pdf.index)
+
+
+# ---------------------------------------------------------------- the result's shape
+
+
+def _empty_result(index: pd.Index) -> pd.DataFrame:
+    from .results import to_frame
+
+    frame = to_frame([])
+    frame.index = index[:0]
+    return frame
+
+
+def _as_meta(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
+    """The result with the same dtypes in every partition (the meta's)."""
+    meta = _meta(index)
+    out = frame.reindex(columns=meta.columns)
+    for column, dtype in meta.dtypes.items():
+        if out[column].dtype != dtype:
+            out[column] = out[column].astype(dtype)
+    return out
+
+
+def _meta(index: pd.Index) -> pd.DataFrame:
+    return pd.DataFrame({
+        "name": pd.Series(dtype=object), "method": pd.Series(dtype=object), "path": pd.Series(dtype=object),
+        "status": pd.Series(dtype="Int64"), "ok": pd.Series(dtype=bool), "duration": pd.Series(dtype="float64"),
+        "body": pd.Series(dtype=object), "error": pd.Series(dtype=object), "batch": pd.Series(dtype="Int64"),
+        "attempts": pd.Series(dtype="Int64"), "replayed": pd.Series(dtype=bool), "parent": pd.Series(dtype=object),
+        PARTITION: pd.Series(dtype="int64"),
+    }, index=index[:0])
+
+
+# ---------------------------------------------------------------- the public functions
+
+
+def submit(
+    ddf: dd.DataFrame,
+    url: str,
+    *,
+    token: str | None = None,
+    api_key: str | None = None,
+    method: str | None = None,
+    path: str | None = None,
+    body: Sequence[Hashable] | Mapping[str, Hashable] | Callable[[dict], Any] | str | Literal[False] | None = None,
+    name: str | Literal[False] | None = None,
+    headers: str | Mapping[str, str] | Literal[False] | None = None,
+    parent: str | Literal[False] | None = None,
+    nulls: Literal["omit", "null"] = "omit",
+    journal: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    concurrency: int = 4,
+    rate: float | None = None,
+    retries: int = 3,
+    idempotency: bool | Literal["auto"] = "auto",
+    bodies: Literal["parsed", "json", "none"] = "parsed",
+    timeout: float = 60.0,
+    client: distributed.Client | None = None,
+    wait: bool = True,
+) -> dd.DataFrame:
+    """Submit every row of a Dask DataFrame, a partition per task, once; return the persisted result.
+
+    >>> result = batchnb.dask.submit(ddf, "http://127.0.0.1:8000", token=TOKEN, method="POST",   # doctest: +SKIP
+    ...                              path="/api/2.1/scheduling/companies", body=["name"], journal="runs/companies")
+
+    The arguments are :meth:`batchnb.Client.submit`'s. ``concurrency`` and
+    ``rate`` hold for the whole cluster (for this API and tenant), not per
+    worker. ``journal`` is a directory every worker sees (a shared
+    filesystem): required unless every operation is GET, PUT or DELETE;
+    ``resume=True`` continues the submit that wrote it. ``token`` and
+    ``api_key`` reach the workers through a worker plugin, never through the
+    task graph; without them workers read ``BATCHNB_TOKEN`` and
+    ``BATCHNB_API_KEY`` from their environment. ``client`` is the
+    ``distributed.Client`` (the current one by default).
+
+    The result has the usual result columns plus ``partition``, and each
+    partition keeps its input partition's index: line it up with
+    :func:`join`. With ``wait`` (the default) this returns when every
+    partition has run, and raises the first partition's error.
+
+    Every partition is checked before anything is sent; a reference to a
+    row of another partition is refused, naming both rows.
+    """
+    client = client or distributed.get_client()
+    frame_options = {k: v for k, v in {"method": method, "path": path, "body": body, "name": name, "headers": headers,
+                                       "parent": parent, "nulls": nulls}.items() if v is not None}
+    found = ddf.map_partitions(_check_partition, frame_options, meta=_CHECK_META).compute()
+    problems, idempotent = _problems(found)
+    if journal is None and not idempotent:
+        problems.append(Problem("journal", "is required when a row may create something (POST, PATCH): a directory every "
+                                           "worker sees, so that a partition run again sends only what never left"))
+    if problems:
+        raise BatchValidationError(problems)
+    submission = _start(journal, resume)
+    plugin_name = None
+    if token is not None or api_key is not None:
+        plugin_name = f"batchnb-credentials-{submission}"
+        client.register_plugin(_Credentials(plugin_name, api_key, token), name=plugin_name)
+    import hashlib
+
+    tenant = hashlib.sha256(f"{url}|{api_key or ''}|{token or ''}".encode()).hexdigest()[:16]
+    # Every worker reads it before each batch; a 429 with Retry-After moves it on.
+    distributed.Variable(f"batchnb-backoff-{tenant}", client=client).set(0.0)
+    spec = _Spec(submission=submission, url=url, frame_options=frame_options, concurrency=max(1, concurrency), rate=rate,
+                 retries=retries, idempotency=idempotency, bodies=bodies, timeout=timeout,
+                 journal=None if journal is None else str(Path(journal).resolve()), limit_id=tenant, credentials=plugin_name)
+    result = ddf.map_partitions(_submit_partition, spec, meta=_meta(ddf._meta.index), align_dataframes=False).persist()
+    if wait:
+        futures = distributed.futures_of(result)
+        distributed.wait(futures)
+        if plugin_name is not None:
+            client.unregister_worker_plugin(plugin_name)
+        for future in futures:
+            if future.status == "error":
+                future.result()  # raises the partition's error
+    return result
+
+
+def _start(journal: str | os.PathLike[str] | None, resume: bool) -> str:
+    """A new submission's id, recorded in its journal directory (or the id of the one being resumed)."""
+    if journal is None:
+        return uuid.uuid4().hex
+    directory = Path(journal)
+    marker = directory / "submission.json"
+    if marker.exists():
+        recorded = json.loads(marker.read_text())["submission"]
+        if not resume:
+            raise BatchValidationError([Problem("journal", f"{str(directory)!r} holds the journals of another submit: "
+                                                           "pass resume=True to continue it, or name another directory")])
+        return recorded
+    if resume:
+        raise BatchValidationError([Problem("journal", f"{str(directory)!r} holds no submit to continue")])
+    directory.mkdir(parents=True, exist_ok=True)
+    submission = uuid.uuid4().hex
+    marker.write_text(json.dumps({"submission": submission}))
+    return submission
+
+
+def join(ddf: dd.DataFrame, result: dd.DataFrame, columns: Sequence[str] = ("status", "ok", "error", "body")) -> dd.DataFrame:
+    """The input beside its result, partition by partition (labels may repeat across partitions).
+
+    >>> batchnb.dask.join(staff, result).compute()                # doctest: +SKIP
+
+    ``columns`` are the result columns to keep.
+    """
+    wanted = list(columns)
+    return dd.map_partitions(_join_partition, ddf, result[wanted], align_dataframes=False,
+                             meta=ddf._meta.join(result._meta[wanted]))
+
+
+def _join_partition(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
+    return left.join(right)
+
+
+def by_key(ddf: dd.DataFrame, column: str, npartitions: int | None = None) -> dd.DataFrame:
+    """Move the rows that share ``column`` into one partition, keeping their order (parents before children).
+
+    >>> chains = batchnb.dask.by_key(ops, "site")                  # doctest: +SKIP
+
+    References work within a partition: rows that reference each other must
+    share a key (a site, a customer, …).
+    """
+    order = "_batchnb_order"
+    numbered = ddf.assign(**{order: 1})
+    numbered[order] = numbered[order].cumsum()
+    moved = numbered.shuffle(on=column, npartitions=npartitions or ddf.npartitions)
+    return moved.map_partitions(_in_order, order, meta=numbered._meta.drop(columns=order))
+
+
+def _in_order(pdf: pd.DataFrame, order: str) -> pd.DataFrame:
+    return pdf.sort_values(order, kind="stable").drop(columns=order)
