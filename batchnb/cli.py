@@ -60,41 +60,42 @@ def _err(message: str) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from . import _serving
     from ._extras import require
-    from ._secrets import mask_logger
-    from .demo import create_demo_app
-    from .server import Limits, create_app
+    from .server import Limits
 
     uvicorn = require("uvicorn", "server", "batchnb serve")
     api_key = args.api_key or os.environ.get("BATCHNB_API_KEY")
     token = args.token or os.environ.get("BATCHNB_TOKEN")
-    demo_defaults = args.upstream is None and not token
-    if args.upstream is None:
+    tenants = _serving.credentials_from_environment()
+    demo_defaults = args.upstream is None and not token and not tenants
+    if args.upstream is None and not tenants:
         api_key = api_key or DEMO_API_KEY
         token = token or DEMO_TOKEN
-    if token == DEMO_TOKEN and not _is_loopback(args.host):
+    credentials = {**(tenants or {}), **({api_key or DEMO_API_KEY: token} if token else {})} or None
+    if credentials and DEMO_TOKEN in credentials.values() and not _is_loopback(args.host):
         raise _Usage(
             f"serve: refusing to expose the well-known demo credentials on {args.host}; "
             "set --token (or BATCHNB_TOKEN) and --api-key (or BATCHNB_API_KEY)"
         )
-    credentials = {api_key or DEMO_API_KEY: token} if token else None
-    limits = Limits(**{name: getattr(args, name) for name, _default, _help in Limits.described()})
-    if args.upstream is not None:
-        app = create_app(upstream=args.upstream, credentials=credentials, limits=limits, idempotency=args.upstream_idempotency)
-        where = f"the upstream {args.upstream}"
-    else:
-        db = Path(args.db)
-        if not db.parent.is_dir():
-            raise _Usage(f"serve --db {args.db}: the directory {str(db.parent)!r} does not exist")
-        app = create_demo_app(db=db, credentials=credentials or {}, limits=limits, idempotency_ttl=args.idempotency_ttl)
-        where = f"the demo Scheduling API in {args.db}"
-    mask_logger("uvicorn.access")
-    print(f"batchnb: Batch API 2.3 on http://{args.host}:{args.port}/api/2.3/batch, in front of {where}", flush=True)
+    settings = _serving.ServeSettings(
+        upstream=args.upstream, upstream_idempotency=args.upstream_idempotency, db=args.db, idempotency_ttl=args.idempotency_ttl,
+        limits={name: getattr(args, name) for name, _default, _help in Limits.described()},
+    )
+    app = _serving.build_app(settings, credentials)  # every problem found here, in this process, before any worker starts
+    where = f"the upstream {args.upstream}" if args.upstream else f"the demo Scheduling API in {args.db}"
+    workers = f" ({args.workers} worker processes)" if args.workers > 1 else ""
+    print(f"batchnb: Batch API 2.3 on http://{args.host}:{args.port}/api/2.3/batch, in front of {where}{workers}", flush=True)
     if demo_defaults:
         # The well-known demo credentials, on loopback only: saying them is what makes the demo usable.
         print(f"batchnb: demo credentials: api key {DEMO_API_KEY!r}, token {DEMO_TOKEN!r} "
               f"(Authorization: Bearer {DEMO_TOKEN}, or ?apiKey={DEMO_API_KEY}&token={DEMO_TOKEN})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    if args.workers > 1:
+        os.environ.update(_serving.to_environment(settings, credentials))
+        uvicorn.run("batchnb._serving:app_from_environment", factory=True, workers=args.workers,
+                    host=args.host, port=args.port, log_level=args.log_level)
+    else:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
 
@@ -302,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="address to bind")
     s.add_argument("--port", type=int, default=8000, help="port to listen on")
     s.add_argument("--db", default="batchnb-demo.sqlite3", help="SQLite file of the demo API")
-    s.add_argument("--api-key", help="api key of the accepted credentials (default: BATCHNB_API_KEY, else 'demo' for the demo API)")
+    s.add_argument("--api-key", help="api key of the accepted credentials (default: BATCHNB_API_KEY, else 'demo' for the demo API; "
+                                     "several tenants: BATCHNB_CREDENTIALS, a JSON object of api keys to tokens)")
     s.add_argument("--token", help="token of the accepted credentials (default: BATCHNB_TOKEN, else 'demo-token' for the demo API)")
     s.add_argument("--upstream", help="forward operations to this HTTP API (default: the demo Scheduling API, in-process)")
     s.add_argument("--upstream-idempotency", action="store_true",
@@ -310,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--idempotency-ttl", type=float, default=24 * 3600.0, help="seconds the demo API keeps an Idempotency-Key")
     for name, default, what in Limits.described():
         s.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=f"limit: {what}")
+    s.add_argument("--workers", type=int, default=1,
+                   help="server processes (uvicorn's workers; limits such as --max-concurrent-batches hold per process)")
     s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="how much uvicorn logs")
     s.set_defaults(func=serve)
 

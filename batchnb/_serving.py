@@ -1,0 +1,85 @@
+"""What ``batchnb serve`` runs: its settings, and the app built from them, in one process or several.
+
+With ``--workers N`` uvicorn starts N processes, each of which builds the app
+from the settings the command left in its environment
+(``BATCHNB_SERVE_SETTINGS``, ``BATCHNB_CREDENTIALS``): an application factory,
+:func:`app_from_environment`. The demo store stays one SQLite file in WAL
+mode; a gateway keeps no state between batches, so any number of processes
+(or hosts behind a load balancer) can serve it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ._exceptions import BatchValidationError, Problem
+
+__all__ = ["ServeSettings", "app_from_environment", "build_app"]
+
+SETTINGS_VARIABLE = "BATCHNB_SERVE_SETTINGS"
+#: api key -> token, as JSON: every tenant the server accepts (the demo API's tenants).
+CREDENTIALS_VARIABLE = "BATCHNB_CREDENTIALS"
+
+
+@dataclass
+class ServeSettings:
+    """Everything but credentials that decides what ``batchnb serve`` runs."""
+
+    upstream: str | None = None
+    upstream_idempotency: bool = False
+    db: str = "batchnb-demo.sqlite3"
+    idempotency_ttl: float = 24 * 3600.0
+    limits: dict[str, Any] = field(default_factory=dict)
+
+
+def build_app(settings: ServeSettings, credentials: Mapping[str, str] | None) -> Any:
+    """The batch app in front of the upstream, or of the demo API on its SQLite file."""
+    from ._secrets import mask_logger
+    from .server import Limits, create_app
+
+    mask_logger("uvicorn.access")
+    limits = Limits(**settings.limits)
+    if settings.upstream is not None:
+        return create_app(upstream=settings.upstream, credentials=credentials, limits=limits, idempotency=settings.upstream_idempotency)
+    from .demo import create_demo_app
+
+    db = Path(settings.db)
+    if not db.parent.is_dir():
+        raise BatchValidationError([Problem("--db", f"{settings.db}: the directory {str(db.parent)!r} does not exist")])
+    return create_demo_app(db=db, credentials=credentials or {}, limits=limits, idempotency_ttl=settings.idempotency_ttl)
+
+
+def to_environment(settings: ServeSettings, credentials: Mapping[str, str] | None) -> dict[str, str]:
+    """The variables that carry the settings to worker processes."""
+    env = {SETTINGS_VARIABLE: json.dumps(asdict(settings))}
+    if credentials:
+        env[CREDENTIALS_VARIABLE] = json.dumps(dict(credentials))
+    return env
+
+
+def credentials_from_environment() -> dict[str, str] | None:
+    """Tenants from ``BATCHNB_CREDENTIALS`` (a JSON object of api key -> token), if set."""
+    text = os.environ.get(CREDENTIALS_VARIABLE)
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise BatchValidationError([Problem(CREDENTIALS_VARIABLE, "must be a JSON object of api keys to tokens")])
+    return value
+
+
+def app_from_environment() -> Any:
+    """The application factory each worker process calls (``uvicorn --factory``).
+
+    >>> os.environ["BATCHNB_SERVE_SETTINGS"] = '{"upstream": "https://api.example"}'   # doctest: +SKIP
+    >>> app = app_from_environment()                                                  # doctest: +SKIP
+    """
+    settings = ServeSettings(**json.loads(os.environ[SETTINGS_VARIABLE]))
+    return build_app(settings, credentials_from_environment())
