@@ -51,6 +51,12 @@ class WatchedServer:
     # ------------------------------------------------------------ the watching layer
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["path"] == "/_watch/stats":
+            payload = json.dumps({"batches": len(self.starts), "max_in_flight": self.max_in_flight,
+                                  "max_starts_per_second": self.starts_per_window(1.0)}).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": payload})
+            return
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/api/2.3/batch":
             await self.app(scope, receive, send)
             return
@@ -144,3 +150,12 @@ class WatchedServer:
 
         with sqlite3.connect(self.db) as conn:
             return conn.execute(f"select count(*) from {table}").fetchone()[0]
+
+
+if __name__ == "__main__":
+    # A watched server in a process of its own: prints "listening URL TOKEN", serves until killed.
+    import sys
+
+    with WatchedServer(max_requests=int(sys.argv[1]) if len(sys.argv) > 1 else 50) as watched:
+        print(f"listening {watched.url} {watched.token}", flush=True)
+        watched._thread.join()
