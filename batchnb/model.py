@@ -178,7 +178,7 @@ def _check_fields(op: Operation, pointer: str, problems: list[Problem]) -> None:
         except refs.RefSyntaxError as exc:
             message = str(exc)
     else:
-        message = rules.path_problem(op.path)
+        message = rules.path_problem(op.path, template=False)
     if message:
         problems.append(Problem(_at(pointer, "path"), message))
     message = rules.name_problem(op.name)
@@ -193,6 +193,8 @@ def _check_fields(op: Operation, pointer: str, problems: list[Problem]) -> None:
             for hname, hvalue in op.headers.items():
                 for message in rules.header_problems(hname, hvalue):
                     problems.append(Problem(_at(pointer, f"headers.{hname}"), message))
+            for hname, message in rules.header_set_problems(op.headers):
+                problems.append(Problem(_at(pointer, f"headers.{hname}"), message))
     if op.body is not None:
         try:
             _json.dumps(op.body)
