@@ -603,6 +603,7 @@ def _carry(status: int, body: Any, headers: dict[str, str], level: int, run: _Ru
         return 502, _error_body("unreadable_response", message), {}
     if size > run.answer_room:
         message = f"the API answered {status} with {size} bytes, more than the {run.max_answer_bytes} bytes the batch's answer may still hold"
+        run.answer_room = 0  # full: what comes next would not fit either, so it does not start
         return 502, _error_body("answer_too_large", message), {}
     return status, body, headers
 

@@ -296,3 +296,28 @@ def test_each_rule_is_written_once_in_the_package(text):
         if text in literal
     ]
     assert where == ["rules.py"], f"{text!r} is written in {where}"
+
+
+@pytest.mark.parametrize("name", ["TE", "Upgrade", "Keep-Alive", "Proxy-Connection", "Trailer", "Expect", "proxy-authorization"])
+def test_hop_by_hop_headers_cannot_be_set_per_operation(name):
+    assert rules.header_problems(name, "x") == [f"header {name!r} cannot be set per operation"]
+
+
+def test_a_header_set_twice_in_two_cases_is_refused():
+    assert rules.header_set_problems({"Authorization": "a", "X-A": "1", "authorization": "b"}) == [
+        ("authorization", "header 'authorization' repeats 'Authorization' (header names ignore case)")
+    ]
+    headers, bad = rules.parse_header_lines("Authorization: a\nauthorization: b")
+    assert headers == {"Authorization": "a"} and bad == ["line 2: header 'authorization' repeats 'Authorization' (header names ignore case)"]
+
+
+def test_a_name_nested_deeper_than_the_recursion_limit_is_named_by_its_type():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    assert rules.name_problem(deep) == "a list is not a valid name: use letters, digits, '_', '.', '-'"
+
+
+def test_a_path_given_as_a_list_on_the_wire_is_the_wrong_type():
+    assert rules.path_problem(["/x"], template=False) == "must be a string such as '/api/2.1/scheduling/companies', not list"
+    assert rules.path_problem(["/x"]) is None  # as a template (parts), it is a fine path

@@ -87,3 +87,25 @@ def test_retry_after_in_seconds_or_as_a_date():
     assert 1800 < retry_after({"Retry-After": in_an_hour}) <= 3600
     earlier = format_datetime(datetime.now(timezone.utc) - timedelta(seconds=120), usegmt=True)
     assert retry_after({"Retry-After": earlier}) == 0.0
+
+
+def test_an_answer_that_inflates_past_the_limit_is_an_outcome_unknown_not_a_full_kernel():
+    from tests.support.hostile_upstream import bomb
+
+    payload = bomb(64 * 1024 * 1024)
+
+    async def go(url):
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
+            return await BatchEndpoint(http, url, {}, {}, max_answer_bytes=1_000_000)([Operation("GET", "/x")])
+
+    with RecordingUpstream(lambda req: Reply(200, payload, {"Content-Encoding": "gzip, gzip"})) as srv:
+        with pytest.raises(TransportError) as info:
+            asyncio.run(go(srv.url))
+    assert info.value.sent is True and "larger than 1000000 bytes once decoded" in str(info.value)
+
+
+def test_responses_nested_deeper_than_what_was_sent_are_not_parsed():
+    deep = b'{"method": "GET", "path": "/x", "status": 200, "responses": [' * 900 + b"{}" + b"]}" * 900
+    with RecordingUpstream(lambda req: Reply(200, b'{"responses": [' + deep + b"]}")) as srv:
+        reply = send_through_endpoint(srv.url, [Operation("GET", "/x")])
+    assert reply.status == 200 and reply.responses is None  # not what was sent: its outcome is unknown
