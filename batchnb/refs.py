@@ -242,28 +242,39 @@ def _nesting(query: str) -> int:
     """
     operators = [0]  # per open group
     open_operators = deepest = 0
+    previous = ""
+    for i, c in _outside_quotes(query):
+        counted = False
+        if c in "[(":
+            operators.append(0)
+        elif c in "])" and len(operators) > 1:
+            open_operators -= operators.pop()
+        elif (c == "!" and query[i + 1 : i + 2] != "=") or (c in "&|" and previous == c):
+            operators[-1] += 1
+            open_operators += 1
+            counted = True
+        deepest = max(deepest, len(operators) - 1 + open_operators)
+        previous = "" if counted else c
+    return deepest
+
+
+def _outside_quotes(s: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """Each character of a JSONPath that stands outside its quoted strings, with its index."""
     quote_char = ""
-    i, n = 0, len(query)
-    while i < n:
-        c = query[i]
+    escaped = False
+    for i in range(start, len(s)):
+        c = s[i]
         if quote_char:
-            if c == "\\":
-                i += 1
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
             elif c == quote_char:
                 quote_char = ""
         elif c in "'\"":
             quote_char = c
-        elif c in "[(":
-            operators.append(0)
-        elif c in "])" and len(operators) > 1:
-            open_operators -= operators.pop()
-        elif (c == "!" and query[i + 1 : i + 2] != "=") or query.startswith(("&&", "||"), i):
-            operators[-1] += 1
-            open_operators += 1
-            i += c != "!"
-        deepest = max(deepest, len(operators) - 1 + open_operators)
-        i += 1
-    return deepest
+        else:
+            yield i, c
 
 
 def query_problem(query: str, max_length: int = MAX_QUERY_LENGTH, max_nesting: int = MAX_QUERY_NESTING) -> str | None:
@@ -371,24 +382,13 @@ def _compile(query: str) -> Any:
 def _end_of_query(s: str, start: int) -> int:
     """Index of the ``}`` closing a reference: the first one outside quotes and brackets."""
     depth = 0
-    quote_char = ""
-    i, n = start, len(s)
-    while i < n:
-        c = s[i]
-        if quote_char:
-            if c == "\\":
-                i += 1
-            elif c == quote_char:
-                quote_char = ""
-        elif c in "'\"":
-            quote_char = c
-        elif c in "[(":
+    for i, c in _outside_quotes(s, start):
+        if c in "[(":
             depth += 1
         elif c in "])":
             depth = max(depth - 1, 0)
         elif c == "}" and depth == 0:
             return i
-        i += 1
     return -1
 
 
