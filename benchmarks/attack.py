@@ -119,7 +119,7 @@ def run_attacks(servers: Servers, rounds: int) -> list[str]:
 
 
 def line(label: str, value: str, met: bool, target: str) -> str:
-    return f"{label:<34} {value:<40} target {target:<14} {'met' if met else 'NOT met'}"
+    return f"{label:<42} {value:<22} target {target:<10} {'met' if met else 'NOT met'}"
 
 
 def main() -> int:

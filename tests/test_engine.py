@@ -197,3 +197,16 @@ def test_an_encoded_slash_stays_inside_its_segment_in_process():
     sapp = Starlette(routes=[Route("/items/{item}", item), Route("/items/{item}/services/{sv}", item)])
     out = asyncio.run(execute(Batch([Operation("GET", "/items/co_1%2Fservices%2Fsv_2")]), ASGIDispatcher(sapp)))
     assert out[0].status == 200 and seen == ["co_1%2Fservices%2Fsv_2"]
+
+
+def test_earlier_results_filled_in_client_side_keep_the_same_bounds():
+    from batchnb.engine import prepare, result_lookup
+    from batchnb.model import Response
+
+    earlier = {"co": Response("POST", "/c", 201, body={"id": "co_1/services/sv_2", "blob": "x" * 5000})}
+    ops = [Operation("DELETE", "/c/${result=co:$.id}"), Operation("POST", "/c", {"b": [ref("co", "$.blob")] * 10}), Operation("GET", "/ok")]
+    p = prepare(ops, result_lookup(earlier, defer_missing=True), max_resolved_bytes=20_000)
+    assert [op.path for op in p.sendable] == ["/ok"]
+    out = p.merge([Response("GET", "/ok", 200)])
+    assert [r.status for r in out] == [400, 413, 200]
+    assert "may read as a separator" in out[0].body["error"]["message"]

@@ -98,3 +98,10 @@ def test_response_from_wire_tolerates_older_servers():
                             "responses": [{"method": "GET", "path": "/y", "status": 424}]})
     assert (r.status, r.duration, r.body, r.ok) == (200, 1.5, {"a": 1}, True)
     assert r.responses[0].ok is False
+
+
+def test_a_batch_read_from_json_text_refuses_a_key_written_twice():
+    with pytest.raises(BatchValidationError) as info:
+        Batch.from_wire('{"requests": [{"method": "DELETE", "method": "GET", "path": "/x"}]}')
+    assert info.value.problems[0].pointer == "requests[0]"
+    assert "'method' appears twice" in info.value.problems[0].message

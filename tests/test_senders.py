@@ -8,7 +8,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from batchnb import Client, Operation, TransportError
+from batchnb import Batch, Client, Operation, TransportError
 from batchnb._senders import BatchEndpoint, retry_after
 from batchnb.demo import examples
 
@@ -109,3 +109,20 @@ def test_responses_nested_deeper_than_what_was_sent_are_not_parsed():
     with RecordingUpstream(lambda req: Reply(200, b'{"responses": [' + deep + b"]}")) as srv:
         reply = send_through_endpoint(srv.url, [Operation("GET", "/x")])
     assert reply.status == 200 and reply.responses is None  # not what was sent: its outcome is unknown
+
+
+def test_direct_mode_reads_an_api_answer_within_the_same_bounds():
+    from tests.support.hostile_upstream import bomb
+
+    payload = bomb(64 * 1024 * 1024)
+
+    def respond(req):
+        if req.path == "/bomb":
+            return Reply(200, payload, {"Content-Encoding": "gzip, gzip"})
+        return Reply(200, b"[" * 300 + b"]" * 300)  # deeper than an answer can carry
+
+    with RecordingUpstream(respond) as srv:
+        out = Client(srv.url, token="t", mode="direct").send(Batch([Operation("GET", "/bomb"), Operation("GET", "/deep")]))
+    assert [r.status for r in out] == [502, 502]
+    assert "larger than 10485760 bytes once decoded" in out[0].body["error"]["message"]
+    assert "nested too deeply" in out[1].body["error"]["message"]
