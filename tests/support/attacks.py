@@ -269,7 +269,8 @@ def catastrophic_regular_expressions(s: Servers) -> None:
     batch = {"requests": [
         src,
         {"method": "GET", "path": CO + "/" + _ref("src", f"$[?match(@, '{evil}')]")},
-        {"method": "GET", "path": CO + "/" + _ref("src", f"$[?search(@, '{evil}')]")},
+        # Only the name is all 'a's; a random id may well hold 'a' and a later letter, which search() would find.
+        {"method": "GET", "path": CO + "/" + _ref("src", f"$[?match(@, 'a+') && search(@, '{evil}')]")},
         {"method": "GET", "path": CO + "/" + _ref("src", "$[?match(@, 'a+')]")},
     ]}
     answers: list[httpx.Response] = []
