@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["dumps", "loads"]
+__all__ = ["DuplicateKey", "dumps", "loads", "loads_strict"]
 
 #: a run of 19 or more digits may be an integer beyond 64 bits (2**63 has 19 digits).
 _LONG_DIGITS = re.compile(rb"\d{19,}")
@@ -36,13 +36,20 @@ def _exact(value: Any) -> Any:
 
 
 def dumps(value: Any) -> bytes:
-    """``value`` as compact UTF-8 JSON; integers of any size and decimals written exactly."""
+    """``value`` as compact UTF-8 JSON; integers of any size and decimals written exactly.
+
+    Raises TypeError for what JSON cannot hold, nesting past orjson's limit
+    of 254 levels included.
+    """
     try:
         return orjson.dumps(value, default=_exact)
     except TypeError as exc:
         if "Integer exceeds 64-bit range" not in str(exc):
             raise
-    return orjson.dumps(_big_ints_as_fragments(value), default=_exact)
+    try:
+        return orjson.dumps(_big_ints_as_fragments(value), default=_exact)
+    except RecursionError:
+        raise TypeError("Recursion limit reached") from None
 
 
 def _big_ints_as_fragments(value: Any) -> Any:
@@ -57,12 +64,102 @@ def _big_ints_as_fragments(value: Any) -> Any:
 
 
 def loads(data: bytes | str) -> Any:
-    """Parse JSON; integers beyond 64 bits come back as exact Python ints, not floats."""
+    """Parse JSON; integers beyond 64 bits come back as exact Python ints, not floats.
+
+    Raises ``orjson.JSONDecodeError`` (a ValueError) for anything that is
+    not JSON, nesting past 1,024 levels included.
+    """
     raw = data.encode("utf-8") if isinstance(data, str) else data
     value = orjson.loads(raw)
     if _LONG_DIGITS.search(raw) and _has_inexact_number(value):
-        return json.loads(raw)
+        return _exact_loads(raw)
     return value
+
+
+def _exact_loads(raw: bytes, **hooks: Any) -> Any:
+    """The standard library's parser (exact integers), its recursion made a decoding error."""
+    try:
+        return json.loads(raw, **hooks)
+    except RecursionError:
+        raise orjson.JSONDecodeError("nested too deeply", raw.decode("utf-8", "replace"), 0) from None
+
+
+class DuplicateKey(ValueError):
+    """A JSON object that names one key twice; ``pointer`` says where (``requests[0]``).
+
+    >>> try:
+    ...     loads_strict(b'{"requests": [{"method": "DELETE", "method": "GET"}]}')
+    ... except DuplicateKey as exc:
+    ...     print(exc)
+    requests[0]: the key 'method' appears twice in one object
+    """
+
+    def __init__(self, pointer: str, key: str) -> None:
+        self.pointer = pointer
+        self.message = f"the key {key!r} appears twice in one object"
+        super().__init__(f"{pointer}: {self.message}" if pointer else self.message)
+
+
+#: a JSON string, escapes included (unrolled, so that it runs in linear time).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def loads_strict(data: bytes | str) -> Any:
+    """:func:`loads`, refusing an object that names a key twice (JSON leaves that open; orjson keeps the last).
+
+    >>> loads_strict(b'{"a": 1, "b": {"a": 2}}')
+    {'a': 1, 'b': {'a': 2}}
+    """
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    value = loads(raw)
+    # Outside strings, each ':' of valid JSON separates one member: as many
+    # members parsed as colons written means that no key was written twice.
+    if _members(value) != _STRING.sub(b"", raw).count(b":"):
+        _find_duplicate(raw)
+    return value
+
+
+def _members(value: Any) -> int:
+    count = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+class _Repeated(dict):
+    """An object parsed with a key written twice: the key, kept for the pointer."""
+
+    key: str = ""
+
+
+def _mark_repeats(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, val in pairs:
+        if key in out and not isinstance(out, _Repeated):
+            out = _Repeated(out)
+            out.key = key
+        out[key] = val
+    return out
+
+
+def _find_duplicate(raw: bytes) -> None:
+    """Raise :class:`DuplicateKey` for the first object, in reading order, that repeats a key."""
+    value = _exact_loads(raw, object_pairs_hook=_mark_repeats)
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, pointer = stack.pop()
+        if isinstance(item, _Repeated):
+            raise DuplicateKey(pointer, item.key)
+        if isinstance(item, dict):
+            stack.extend((v, f"{pointer}.{k}" if pointer else str(k)) for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, f"{pointer}[{i}]") for i, v in reversed(list(enumerate(item))))
 
 
 def _has_inexact_number(value: Any) -> bool:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any, Mapping
+from urllib.parse import unquote_plus
 
 MASK = "***"
 
 _SECRET_HEADER = re.compile(r"authorization|cookie|api[-_]?key|token|secret|password|session", re.I)
-_SECRET_QUERY = re.compile(r"([?&](?:apiKey|api_key|token|access_token|key|secret|password)=)[^&#]*", re.I)
+#: query parameters that carry credentials, by their name as a server reads it (decoded, any case).
+_SECRET_PARAMS = frozenset({"apikey", "api_key", "token", "access_token", "key", "secret", "password"})
+#: one ``name=value`` parameter of a query, as written (a value ends at '&', '#' or a blank).
+_PARAM = re.compile(r"([?&])([^=&#\s?]*)=([^&#\s\"]*)")
 
 
 def is_secret_header(name: str) -> bool:
@@ -24,10 +28,21 @@ def mask_headers(headers: Mapping[str, Any] | None) -> dict[str, Any] | None:
 
 
 def mask_path(path: str) -> str:
-    """Hide credential query parameters: ``/x?apiKey=k&token=t`` → ``/x?apiKey=***&token=***``."""
+    """Hide credential query parameters: ``/x?apiKey=k&token=t`` → ``/x?apiKey=***&token=***``.
+
+    A name is judged as the server reads it, percent-decoded: ``%74oken`` is
+    ``token``, and its value is hidden too.
+    """
     if "?" not in path:
         return path
-    return _SECRET_QUERY.sub(lambda m: m.group(1) + MASK, path)
+    query_at = path.index("?")
+
+    def hide(m: re.Match[str]) -> str:
+        if unquote_plus(m.group(2)).strip().lower() in _SECRET_PARAMS:
+            return f"{m.group(1)}{m.group(2)}={MASK}"
+        return m.group(0)
+
+    return path[:query_at] + _PARAM.sub(hide, path[query_at:])
 
 
 def scrub(text: str, secrets: list[str]) -> str:

@@ -20,8 +20,11 @@ import orjson
 
 from . import _json
 from ._exceptions import TransportError
-from .engine import Dispatcher, execute
+from .engine import Dispatcher, ResponseTooLarge, UnreadableResponse, execute, read_bounded
 from .model import BATCH_PATH, Operation, Response
+
+#: the most a batch's answer may take once decoded, here in the notebook's memory.
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
 
 __all__ = ["BatchEndpoint", "InProcessEngine", "Reply", "Sender", "retry_after"]
 
@@ -48,26 +51,49 @@ class Sender(Protocol):
 
 
 class BatchEndpoint:
-    """A Batch API 2.3 server: one ``POST /api/2.3/batch`` per batch."""
+    """A Batch API 2.3 server: one ``POST /api/2.3/batch`` per batch.
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, headers: Mapping[str, str], query: Mapping[str, str]) -> None:
+    Its answer is read as untrusted input: at most ``max_answer_bytes``
+    once decoded (a few compressed bytes may not inflate to gigabytes in the
+    kernel), and its responses parsed only as deep as the batch that was sent.
+    """
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        *,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
+    ) -> None:
         self._http = http
         self._url = base_url + BATCH_PATH
         self._headers = {**headers, "Content-Type": "application/json"}
         self._query = dict(query) or None
+        self._max = max_answer_bytes
 
     async def __call__(self, ops: list[Operation]) -> Reply:
         content = _json.dumps({"requests": [op.to_wire() for op in ops]})
+        request = self._http.build_request("POST", self._url, content=content, headers=self._headers, params=self._query)
         try:
-            r = await self._http.post(self._url, content=content, headers=self._headers, params=self._query)
+            r = await self._http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransportError(f"could not connect to {self._url} ({type(exc).__name__})", sent=False) from None
         except httpx.TransportError as exc:
             raise TransportError(f"the connection failed after the batch was sent ({type(exc).__name__})", sent=True) from None
         try:
-            body = _json.loads(r.content) if r.content else None
+            raw = await read_bounded(r, self._max)
+        except httpx.TransportError as exc:
+            raise TransportError(f"the connection failed after the batch was sent ({type(exc).__name__})", sent=True) from None
+        except (ResponseTooLarge, UnreadableResponse) as exc:
+            raise TransportError(f"the server's answer could not be read: {exc}", sent=True) from None
+        finally:
+            await r.aclose()
+        try:
+            body = _json.loads(raw) if raw else None
         except orjson.JSONDecodeError:
-            body = r.text if r.status_code != 200 else None
+            body = raw.decode("utf-8", "replace") if r.status_code != 200 else None
         responses = _responses_for(body, ops) if r.status_code == 200 else None
         return Reply(r.status_code, dict(r.headers), responses, body)
 
@@ -90,12 +116,16 @@ def _responses_for(body: Any, ops: list[Operation]) -> list[Response] | None:
     """The server's responses, if they match what was sent in shape; else None."""
     if not isinstance(body, dict) or not isinstance(body.get("responses"), list):
         return None
-    resps = [Response.from_wire(r) for r in body["responses"] if isinstance(r, dict)]
 
-    def same_shape(o: list[Operation], r: list[Response]) -> bool:
-        return len(o) == len(r) and all(same_shape(a.requests, b.responses) for a, b in zip(o, r))
+    def same_shape(o: list[Operation], r: Any) -> bool:
+        # On the raw answer first, so that nothing is parsed deeper than what was sent.
+        if not isinstance(r, list) or len(o) != len(r) or not all(isinstance(x, dict) for x in r):
+            return False
+        return all(same_shape(a.requests, b.get("responses") or []) for a, b in zip(o, r))
 
-    return resps if same_shape(ops, resps) else None
+    if not same_shape(ops, body["responses"]):
+        return None
+    return [Response.from_wire(r) for r in body["responses"]]
 
 
 def retry_after(headers: Mapping[str, str]) -> float | None:

@@ -19,6 +19,7 @@ import asyncio
 import math
 import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterator, Mapping, MutableMapping, Protocol
 from urllib.parse import quote, unquote
@@ -27,24 +28,40 @@ import httpx
 import orjson
 
 from . import _json, refs, rules
+from ._exceptions import BatchError
 from .model import Batch, Operation, Response
 
 __all__ = [
     "ASGIDispatcher",
+    "BodyReader",
+    "DEFAULT_MAX_ANSWER_BYTES",
+    "DEFAULT_MAX_RESOLVED_BYTES",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DispatchResult",
     "Dispatcher",
     "HTTPDispatcher",
     "Prepared",
+    "ResponseTooLarge",
+    "UnreadableResponse",
     "execute",
     "not_run",
     "prepare",
     "result_lookup",
+    "route_path",
 ]
 
 #: response headers worth handing back to the caller (the spec's extension).
 KEPT_HEADERS = ("location", "content-type", "retry-after", "idempotent-replayed")
+#: bytes of one operation's answer, once decoded.
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+#: bytes that references may fill into one operation (path, headers and body together).
+DEFAULT_MAX_RESOLVED_BYTES = 1024 * 1024
+#: bytes of a whole batch's answer.
+DEFAULT_MAX_ANSWER_BYTES = 16 * 1024 * 1024
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+#: levels the batch answer wraps around one operation's body at the top level:
+#: the answer object, its "responses" list, the response object.
+_ANSWER_LEVELS = 3
 
 
 @dataclass
@@ -74,8 +91,115 @@ class Dispatcher(Protocol):
     ) -> Awaitable[DispatchResult]: ...
 
 
-class ResponseTooLarge(Exception):
-    pass
+class ResponseTooLarge(BatchError):
+    """An API's answer larger, once decoded, than the limit: the operation answers 502.
+
+    >>> str(ResponseTooLarge(1000))
+    "the API's answer is larger than 1000 bytes once decoded"
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the API's answer is larger than {limit} bytes once decoded")
+
+
+class UnreadableResponse(BatchError):
+    """An API's answer in an encoding that cannot be read (or is corrupt): the operation answers 502.
+
+    >>> str(UnreadableResponse("br"))
+    "the API's answer is encoded as 'br', which cannot be decoded here"
+    """
+
+    def __init__(self, encoding: str) -> None:
+        super().__init__(f"the API's answer is encoded as {encoding!r}, which cannot be decoded here")
+
+
+class _Deflate:
+    """``deflate`` as servers send it: a zlib stream mostly, raw deflate data sometimes."""
+
+    def __init__(self) -> None:
+        self._inner = zlib.decompressobj()
+        self._started = False
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if not self._started:
+            self._started = True
+            try:
+                return self._inner.decompress(data, max_length)
+            except zlib.error:
+                self._inner = zlib.decompressobj(-zlib.MAX_WBITS)
+        return self._inner.decompress(data, max_length)
+
+    def flush(self) -> bytes:
+        return self._inner.flush()
+
+
+def _inflater(encoding: str) -> Any:
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return _Deflate()
+    raise UnreadableResponse(encoding)
+
+
+class BodyReader:
+    """Decodes an answer chunk by chunk (``Content-Encoding`` layers undone) and stops past ``limit`` decoded bytes.
+
+    >>> import gzip
+    >>> reader = BodyReader("gzip", limit=1000)
+    >>> reader.feed(gzip.compress(b"x" * 10)); reader.finish()
+    b'xxxxxxxxxx'
+    >>> BodyReader("gzip", limit=1000).feed(gzip.compress(b"x" * 5000))
+    Traceback (most recent call last):
+    ...
+    batchnb.engine.ResponseTooLarge: the API's answer is larger than 1000 bytes once decoded
+
+    Each layer is inflated with a bound on its output, so a few bytes that
+    would inflate to gigabytes stop as soon as they pass the limit.
+    """
+
+    def __init__(self, content_encoding: str | None, limit: int) -> None:
+        names = [e.strip().lower() for e in (content_encoding or "").split(",")]
+        # Applied in the order listed, so undone in reverse; identity is no layer.
+        self._encodings = [e for e in reversed(names) if e and e != "identity"]
+        self._layers = [_inflater(e) for e in self._encodings]
+        self._sizes = [0] * len(self._layers)
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next chunk as it came off the wire."""
+        for i, layer in enumerate(self._layers):
+            chunk = self._inflate(i, layer, chunk)
+        self._keep(chunk)
+
+    def _inflate(self, i: int, layer: Any, data: bytes) -> bytes:
+        room = self._limit - self._sizes[i]
+        try:
+            out = layer.decompress(data, room + 1)
+        except zlib.error:
+            raise UnreadableResponse(f"corrupt {self._encodings[i]}") from None
+        # Less than asked for means every input byte was used; more than room is too much.
+        if len(out) > room:
+            raise ResponseTooLarge(self._limit)
+        self._sizes[i] += len(out)
+        return out
+
+    def _keep(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size > self._limit:
+            raise ResponseTooLarge(self._limit)
+        if chunk:
+            self._chunks.append(chunk)
+
+    def finish(self) -> bytes:
+        """The whole decoded body."""
+        tail = b""
+        for i, layer in enumerate(self._layers):
+            out = self._inflate(i, layer, tail) if tail else b""
+            tail = out + layer.flush()
+        self._keep(tail)
+        return b"".join(self._chunks)
 
 
 class HTTPDispatcher:
@@ -94,23 +218,43 @@ class HTTPDispatcher:
         self._max = max_response_bytes
 
     async def __call__(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None) -> DispatchResult:
+        if not any(k.lower() == "accept-encoding" for k, _v in headers):
+            headers = [*headers, ("accept-encoding", "gzip, deflate")]  # what BodyReader can undo
         request = self._client.build_request(method, self._base + path, headers=headers, content=body)
         response = await self._client.send(request, stream=True, follow_redirects=False)
         try:
-            chunks, size = [], 0
-            async for chunk in response.aiter_raw():
-                size += len(chunk)
-                if size > self._max:
-                    raise ResponseTooLarge(f"the API's response is larger than {self._max} bytes")
-                chunks.append(chunk)
+            content = await read_bounded(response, self._max)
         finally:
             await response.aclose()
-        content = b"".join(chunks)
-        encoding = response.headers.get("content-encoding")
-        if encoding and content:
-            # aiter_raw skips decoding so that the size limit counts wire bytes.
-            content = httpx.Response(200, headers={"content-encoding": encoding}, content=content).read()
         return DispatchResult(response.status_code, {k.lower(): v for k, v in response.headers.items()}, content)
+
+
+async def read_bounded(response: httpx.Response, limit: int) -> bytes:
+    """A streamed response's body, decoded, refused past ``limit`` decoded bytes (see :class:`BodyReader`)."""
+    if response.is_stream_consumed:
+        # Made in memory, content given (a test transport's answer): already decoded, only counted here.
+        reader = BodyReader(None, limit)
+        reader.feed(response.content)
+        return reader.finish()
+    reader = BodyReader(response.headers.get("content-encoding"), limit)
+    async for chunk in response.aiter_raw():  # raw: the reader decodes, and counts as it goes
+        reader.feed(chunk)
+    return reader.finish()
+
+
+_ENCODED_SLASH = re.compile("%2f", re.IGNORECASE)
+
+
+def route_path(raw_path: str) -> str:
+    """The path an ASGI app routes on: percent-decoded, but an encoded ``/`` stays encoded.
+
+    >>> route_path("/companies/co%20X%2Fservices%2Fsv_Y")
+    '/companies/co X%2Fservices%2Fsv_Y'
+
+    ASGI servers decode ``%2F`` into a ``/``, so a value encoded as one
+    segment would become several; here it stays one segment.
+    """
+    return "%2F".join(unquote(part) for part in _ENCODED_SLASH.split(raw_path))
 
 
 class ASGIDispatcher:
@@ -134,7 +278,7 @@ class ASGIDispatcher:
             "http_version": "1.1",
             "method": method,
             "scheme": "http",
-            "path": unquote(raw_path),
+            "path": route_path(raw_path),
             "raw_path": raw_path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
             "root_path": "",
@@ -156,27 +300,23 @@ class ASGIDispatcher:
 
         status = 500
         out_headers: dict[str, str] = {}
-        chunks: list[bytes] = []
-        size = 0
+        reader: BodyReader | None = None
 
         async def send(message: Mapping[str, Any]) -> None:
-            nonlocal status, size
+            nonlocal status, reader
             if message["type"] == "http.response.start":
                 status = message["status"]
                 for k, v in message.get("headers", []):
                     out_headers[k.decode("latin-1").lower()] = v.decode("latin-1")
-            elif message["type"] == "http.response.body":
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self._max:
-                    raise ResponseTooLarge(f"the API's response is larger than {self._max} bytes")
-                chunks.append(chunk)
+                reader = BodyReader(out_headers.get("content-encoding"), self._max)
+            elif message["type"] == "http.response.body" and reader is not None:
+                reader.feed(message.get("body", b""))
 
         try:
             await self._app(scope, receive, send)
         finally:
             disconnected.set()
-        return DispatchResult(status, out_headers, b"".join(chunks))
+        return DispatchResult(status, out_headers, reader.finish() if reader is not None else b"")
 
 
 # ---------------------------------------------------------------- execution
@@ -220,6 +360,11 @@ class _Run:
     timeout: float
     deadline: float | None
     results: MutableMapping[str, Response]
+    max_resolved_bytes: int
+    max_jsonpath_nodes: int
+    max_answer_bytes: int
+    #: bytes of the batch's answer not yet spent.
+    answer_room: int
 
 
 async def execute(
@@ -231,6 +376,9 @@ async def execute(
     timeout: float = 30.0,
     deadline: float | None = None,
     results: MutableMapping[str, Response] | None = None,
+    max_resolved_bytes: int = DEFAULT_MAX_RESOLVED_BYTES,
+    max_jsonpath_nodes: int = refs.DEFAULT_MAX_NODES,
+    max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
 ) -> list[Response]:
     """Run every operation of ``batch`` through ``dispatch`` and return their responses.
 
@@ -245,6 +393,13 @@ async def execute(
     ``time.monotonic()`` value) bounds the whole batch: what has not started
     by then answers 503. ``results`` holds named responses of earlier batches
     (the client's cross-batch references) and receives this batch's.
+
+    Bounds, each a clear status for the one operation it concerns: the
+    values references fill into an operation (``max_resolved_bytes``, else
+    413), the nodes one reference's JSONPath may visit (``max_jsonpath_nodes``,
+    else 424), and the size of the whole answer (``max_answer_bytes``): an
+    answer that does not fit is that operation's 502, and once the answer is
+    full, what has not started answers 503.
     """
     ops = batch.requests if isinstance(batch, Batch) else list(batch)
     run = _Run(
@@ -254,6 +409,10 @@ async def execute(
         timeout=timeout,
         deadline=deadline,
         results=results if results is not None else {},
+        max_resolved_bytes=max_resolved_bytes,
+        max_jsonpath_nodes=max_jsonpath_nodes,
+        max_answer_bytes=max_answer_bytes,
+        answer_room=max_answer_bytes,
     )
     return await _run_list(ops, "requests", run)
 
@@ -275,27 +434,38 @@ async def _run_list(ops: list[Operation], prefix: str, run: _Run) -> list[Respon
     return out
 
 
-def not_run(op: Operation, why: str, results: MutableMapping[str, Response] | None = None) -> Response:
-    """424 for ``op`` and every operation under it: they cannot run because ``why``.
+def not_run(
+    op: Operation,
+    why: str,
+    results: MutableMapping[str, Response] | None = None,
+    *,
+    status: int = 424,
+    code: str = "failed_dependency",
+) -> Response:
+    """424 (or ``status``) for ``op`` and every operation under it: they cannot run because ``why``.
 
     >>> not_run(Operation("GET", "/x"), "its parent answered 500").status
     424
     """
     message = f"not run: {why}"
-    resp = Response(op.method, op.path, 424, op.name, 0.0, _error_body("failed_dependency", message))
+    resp = Response(op.method, op.path, status, op.name, 0.0, _error_body(code, message))
     if op.name and results is not None:
         results[op.name] = resp
-    resp.responses = [not_run(c, why, results) for c in op.requests]
+    resp.responses = [not_run(c, why, results, status=status, code=code) for c in op.requests]
     return resp
 
 
-def result_lookup(results: Mapping[str, Response], *, defer_missing: bool = False) -> refs.Lookup:
+def result_lookup(
+    results: Mapping[str, Response], *, defer_missing: bool = False, max_nodes: int = refs.DEFAULT_MAX_NODES
+) -> refs.Lookup:
     """A reference lookup over named responses.
 
-    A reference to a response that failed, has no known outcome or matches
-    nothing raises :class:`refs.Unresolved`. A name with no response yet is
-    unresolved too, unless ``defer_missing``: then it is left for the server,
-    which runs it in the same batch (the client's cross-batch resolution).
+    A reference to a response that failed, has no known outcome, has no
+    body or matches nothing raises :class:`refs.Unresolved`; so does a
+    JSONPath that would visit more than ``max_nodes`` nodes. A name with no
+    response yet is unresolved too, unless ``defer_missing``: then it is
+    left for the server, which runs it in the same batch (the client's
+    cross-batch resolution).
 
     >>> lookup = result_lookup({"co": Response("POST", "/c", 201, body={"id": "co_1"})})
     >>> lookup(refs.parse("${result=co:$.id}")[0])
@@ -312,7 +482,10 @@ def result_lookup(results: Mapping[str, Response], *, defer_missing: bool = Fals
             raise refs.Unresolved(r, f"the outcome of {r.name!r} is unknown")
         if not done.ok:
             raise refs.Unresolved(r, f"operation {r.name!r} answered {done.status}")
-        values = r.find(done.body)
+        if done.body is None:
+            # Not '$' = null: an answer without a body holds nothing to fill in.
+            raise refs.Unresolved(r, f"operation {r.name!r} answered {done.status} with no body")
+        values = r.find(done.body, max_nodes)
         if not values:
             raise refs.Unresolved(r, f"{r.query} matched nothing in the result of {r.name!r}")
         return values
@@ -320,14 +493,56 @@ def result_lookup(results: Mapping[str, Response], *, defer_missing: bool = Fals
     return lookup
 
 
-async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
-    lookup = result_lookup(run.results)
+def _measured(lookup: refs.Lookup, limit: int) -> refs.Lookup:
+    """``lookup``, refusing (413) once the values it gave come to more than ``limit`` bytes of JSON.
+
+    Counted value by value, so that a value used a thousand times is
+    refused after a few uses, not serialised a thousand times.
+    """
+    used = 0
+
+    def measured(r: refs.Ref) -> list[Any] | None:
+        nonlocal used
+        values = lookup(r)
+        for value in values or ():
+            try:
+                used += len(_json.dumps(value))
+            except TypeError:
+                raise refs.Unresolved(r, "its value cannot be sent as JSON (nested too deeply)") from None
+            if used > limit:
+                raise refs.Refused(r, f"the values its references fill in come to more than {limit} bytes", 413, "resolved_too_large")
+        return values
+
+    return measured
+
+
+def _carried_size(body: Any, level: int) -> int | None:
+    """Bytes ``body`` adds to the batch's answer at nesting ``level``, or None if the answer could not hold it.
+
+    Serialised wrapped in as many levels as the answer puts around it:
+    orjson refuses 255 levels, and the final answer must not fail there.
+    """
+    wrapped = body
+    for _ in range(_ANSWER_LEVELS + 2 * level):
+        wrapped = [wrapped]
     try:
-        path = refs.render(op.path, lookup, encode=refs.segment)
+        return len(_json.dumps(wrapped)) - 2 * (_ANSWER_LEVELS + 2 * level)
+    except TypeError:
+        return None
+
+
+def _refused(op: Operation, path: str, status: int, code: str, message: str) -> Response:
+    return Response(op.method, path, status, op.name, 0.0, _error_body(code, message))
+
+
+async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
+    lookup = _measured(result_lookup(run.results, max_nodes=run.max_jsonpath_nodes), run.max_resolved_bytes)
+    try:
+        path = refs.render_path(op.path, lookup)
         op_headers = {k: refs.render(v, lookup) for k, v in (op.headers or {}).items()}
         body = refs.resolve_json(op.body, lookup)
     except refs.Unresolved as exc:
-        return Response(op.method, op.path, 424, op.name, 0.0, _error_body("failed_dependency", f"not run: {exc}"))
+        return _refused(op, op.path, exc.status, exc.code, f"not run: {exc}")
 
     # Non-ASCII text (a literal "/companies/東京") travels percent-encoded as UTF-8, as browsers do.
     path = _NON_ASCII.sub(lambda m: quote(m.group()), path)
@@ -335,10 +550,12 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     if problem is None:
         problem = next((f"header {k!r}: {m}" for k, v in op_headers.items() for m in rules.header_problems(k, v)), None)
     if problem is not None:
-        return Response(op.method, path, 400, op.name, 0.0, _error_body("invalid_operation", f"not run: resolved path or header {problem}"))
+        return _refused(op, path, 400, "invalid_operation", f"not run: resolved path or header {problem}")
 
     if run.deadline is not None and time.monotonic() >= run.deadline:
-        return Response(op.method, path, 503, op.name, 0.0, _error_body("deadline_exceeded", "not run: the batch ran out of time"))
+        return _refused(op, path, 503, "deadline_exceeded", "not run: the batch ran out of time")
+    if run.answer_room <= 0:
+        return _refused(op, path, 503, "answer_full", f"not run: the batch's answer reached its limit of {run.max_answer_bytes} bytes")
 
     content, content_type = encode_body(body)
     own = {k.lower() for k in op_headers}
@@ -360,6 +577,8 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
         status, rbody, rheaders = 504, _error_body("timeout", f"the operation took longer than {timeout:g} s"), {}
     except ResponseTooLarge as exc:
         status, rbody, rheaders = 502, _error_body("response_too_large", str(exc)), {}
+    except UnreadableResponse as exc:
+        status, rbody, rheaders = 502, _error_body("unreadable_response", str(exc)), {}
     except Exception as exc:  # noqa: BLE001 - the API failing must not fail the batch
         # The exception text may hold the URL, and so credentials in its query: name the kind only.
         status, rbody, rheaders = 502, _error_body("upstream_error", f"the API could not be reached ({type(exc).__name__})"), {}
@@ -367,11 +586,26 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
         status = result.status
         rheaders = {k: v for k, v in result.headers.items() if k in KEPT_HEADERS}
         rbody = decode_body(result.body, result.headers.get("content-type"))
+        status, rbody, rheaders = _carry(status, rbody, rheaders, pointer.count(".requests["), run)
+    run.answer_room -= len(path) + (_carried_size(rbody, 0) or 0)
     duration = round((time.perf_counter() - started) * 1000, 3)
     if not math.isfinite(duration):
         duration = 0.0
     headers_out = {_title(k): v for k, v in rheaders.items()}
     return Response(op.method, path, status, op.name, duration, rbody, headers_out)
+
+
+def _carry(status: int, body: Any, headers: dict[str, str], level: int, run: _Run) -> tuple[int, Any, dict[str, str]]:
+    """The API's answer as the batch's answer can carry it: itself, or a 502 that says why not."""
+    size = _carried_size(body, level)
+    if size is None:
+        message = f"the API answered {status}, nested too deeply for the batch's answer to carry"
+        return 502, _error_body("unreadable_response", message), {}
+    if size > run.answer_room:
+        message = f"the API answered {status} with {size} bytes, more than the {run.max_answer_bytes} bytes the batch's answer may still hold"
+        run.answer_room = 0  # full: what comes next would not fit either, so it does not start
+        return 502, _error_body("answer_too_large", message), {}
+    return status, body, headers
 
 
 def _title(name: str) -> str:
@@ -422,6 +656,7 @@ def prepare(
     ops: list[Operation],
     lookup: refs.Lookup,
     *,
+    max_resolved_bytes: int = DEFAULT_MAX_RESOLVED_BYTES,
     extra_headers: Callable[[Operation], Mapping[str, str] | None] | None = None,
 ) -> Prepared:
     """Fill in what earlier batches answered, and decide here what cannot run.
@@ -447,11 +682,12 @@ def prepare(
             if hit:
                 first = next(r for _f, r in op.references() if r.name == hit[0])
                 raise refs.Unresolved(first, f"operation {hit[0]!r} could not run")
-            path = refs.render(op.path, lookup, encode=refs.segment, partial=True)
-            headers = {k: refs.render(v, lookup, partial=True) for k, v in op.headers.items()} if op.headers else op.headers
-            body = refs.resolve_json(op.body, lookup, partial=True)
+            measured = _measured(lookup, max_resolved_bytes)
+            path = refs.render_path(op.path, measured, partial=True)
+            headers = {k: refs.render(v, measured, partial=True) for k, v in op.headers.items()} if op.headers else op.headers
+            body = refs.resolve_json(op.body, measured, partial=True)
         except refs.Unresolved as exc:
-            skipped[id(op)] = not_run(op, str(exc))
+            skipped[id(op)] = not_run(op, str(exc), status=exc.status, code=exc.code)
             dropped.update(o.name for _p, o in op.walk() if o.name)
             return None
         children = [c for c in (visit(child) for child in op.requests) if c is not None]

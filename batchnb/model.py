@@ -9,7 +9,6 @@ problem stands in a batch. It knows nothing of how a batch is drawn.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -193,6 +192,8 @@ def _check_fields(op: Operation, pointer: str, problems: list[Problem]) -> None:
             for hname, hvalue in op.headers.items():
                 for message in rules.header_problems(hname, hvalue):
                     problems.append(Problem(_at(pointer, f"headers.{hname}"), message))
+            for hname, message in rules.header_set_problems(op.headers):
+                problems.append(Problem(_at(pointer, f"headers.{hname}"), message))
     if op.body is not None:
         try:
             _json.dumps(op.body)
@@ -318,7 +319,9 @@ class Batch:
         """
         if isinstance(data, (str, bytes, bytearray)):
             try:
-                data = json.loads(data)
+                data = _json.loads_strict(bytes(data) if isinstance(data, bytearray) else data)
+            except _json.DuplicateKey as exc:
+                raise BatchValidationError([Problem(exc.pointer, exc.message)]) from None
             except ValueError as exc:
                 raise BatchValidationError([Problem("", f"malformed JSON: {exc}")]) from None
         if not isinstance(data, Mapping):

@@ -7,26 +7,290 @@ body, text elsewhere, percent-encoding in a path, ``$${`` as a literal ``${``)
 live here and nowhere else, so the server's engine and the client's
 cross-batch resolution cannot disagree.
 
-JSONPath is RFC 9535, evaluated by ``jsonpath-rfc9535``.
+JSONPath is RFC 9535, evaluated by ``jsonpath-rfc9535`` in an environment
+of our own that bounds what one reference may cost, since both the query (a
+batch) and the document (an API's answer) may be hostile:
+
+- a JSONPath is at most :data:`MAX_QUERY_LENGTH` characters and nests at
+  most :data:`MAX_QUERY_NESTING` levels (brackets, parentheses, ``!``,
+  ``&&``, ``||``), checked before it is compiled;
+- evaluating one visits at most ``max_nodes`` nodes (descents and regular
+  expressions count too), segment by segment rather than as a chain of
+  nested generators, so a long query cannot exhaust the stack;
+- ``match`` and ``search`` run their I-Regexp on RE2, in linear time;
+- what is kept between calls (parsed strings, compiled queries) is bounded
+  by size, not by count.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
+from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar
 from urllib.parse import quote
 
-import jsonpath_rfc9535 as _jsonpath
+import iregexp_check
+import re2
+from jsonpath_rfc9535 import JSONPathEnvironment, JSONPathError
+from jsonpath_rfc9535.function_extensions import ExpressionType, FilterFunction
+from jsonpath_rfc9535.node import JSONPathNode
 
 from ._exceptions import BatchError, RefSyntaxError
-from .rules import NAME_PATTERN, name_problem
+from .rules import NAME_PATTERN, name_problem, path_value_problem
 
-__all__ = ["Ref", "RefSyntaxError", "Unresolved", "iter_refs", "parse", "ref", "render", "resolve_json", "segment"]
+__all__ = [
+    "DEFAULT_MAX_NODES",
+    "MAX_QUERY_LENGTH",
+    "MAX_QUERY_NESTING",
+    "Ref",
+    "RefSyntaxError",
+    "Refused",
+    "Unresolved",
+    "iter_refs",
+    "parse",
+    "query_problem",
+    "ref",
+    "render",
+    "render_path",
+    "resolve_json",
+    "segment",
+]
 
 _OPEN = "${result="
 _ESCAPE = "$${"
+
+#: the longest JSONPath a reference may hold, in characters.
+MAX_QUERY_LENGTH = 1000
+#: how deeply brackets, parentheses and filter operators (``!``, ``&&``, ``||``) may nest in one.
+MAX_QUERY_NESTING = 32
+#: how many nodes evaluating one reference may visit, unless told otherwise.
+DEFAULT_MAX_NODES = 100_000
+#: how deep ``..`` descends (the library's own bound, kept).
+_MAX_DESCENT = 100
+
+
+# ---------------------------------------------------------------- bounded caches
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class _SizedCache(Generic[K, V]):
+    """A least-recently-used cache bounded by the total weight of its entries, not their number.
+
+    A string key weighs its length: a million distinct one-megabyte strings
+    cannot pile up in memory, however few entries that is.
+    """
+
+    def __init__(self, max_weight: int, weigh: Callable[[K], int]) -> None:
+        self._max = max_weight
+        self._weigh = weigh
+        self._weight = 0
+        self._items: OrderedDict[K, tuple[V, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K, make: Callable[[K], V]) -> V:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit[0]
+        value = make(key)
+        weight = self._weigh(key)
+        if weight <= self._max // 16:  # one entry never takes over the cache
+            with self._lock:
+                if key not in self._items:
+                    self._items[key] = (value, weight)
+                    self._weight += weight
+                while self._weight > self._max:
+                    _key, (_value, w) = self._items.popitem(last=False)
+                    self._weight -= w
+        return value
+
+    @property
+    def weight(self) -> int:
+        return self._weight
+
+
+# ---------------------------------------------------------------- evaluation, bounded
+
+
+class _OverBudget(Exception):
+    pass
+
+
+class _Budget:
+    """Nodes an evaluation may still visit."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, nodes: int) -> None:
+        self.left = nodes
+
+    def spend(self, nodes: int) -> None:
+        self.left -= nodes
+        if self.left < 0:
+            raise _OverBudget
+
+
+#: the budget of the evaluation running in this context (evaluation never awaits, so one at a time).
+_BUDGET: ContextVar[_Budget | None] = ContextVar("batchnb_jsonpath_budget", default=None)
+
+
+def _spend(nodes: int) -> None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.spend(nodes)
+
+
+#: RE2 options: no logging to stderr, and a small memory bound per compiled pattern.
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False
+_RE2_OPTIONS.max_mem = 256 * 1024
+
+
+def _i_regexp_to_re2(pattern: str) -> str:
+    """An I-Regexp (RFC 9485) in RE2's syntax.
+
+    The two differ outside character classes only: ``.`` matches any
+    character but CR and LF, and ``^`` and ``$`` are plain characters.
+    """
+    out: list[str] = []
+    escaped = in_class = False
+    for ch in pattern:
+        if escaped:
+            out.append(ch)
+            escaped = False
+        elif ch == "\\":
+            out.append(ch)
+            escaped = True
+        elif in_class:
+            out.append(ch)
+            in_class = ch != "]"
+        elif ch == "[":
+            out.append(ch)
+            in_class = True
+        elif ch == ".":
+            out.append("[^\\n\\r]")
+        elif ch in "^$":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _regexp(pattern: object) -> Any:
+    """The compiled RE2 for an I-Regexp, or None when it is not one (then nothing matches)."""
+    if not isinstance(pattern, str) or len(pattern) > MAX_QUERY_LENGTH or not iregexp_check.check(pattern):
+        return None
+    try:
+        return re2.compile(_i_regexp_to_re2(pattern), _RE2_OPTIONS)  # re2 keeps the last 128 compiled
+    except (re2.error, UnicodeEncodeError):
+        return None
+
+
+class _RegexpFunction(FilterFunction):
+    """RFC 9535's ``match`` / ``search``, on RE2: linear in the text, whatever the pattern."""
+
+    arg_types = [ExpressionType.VALUE, ExpressionType.VALUE]
+    return_type = ExpressionType.LOGICAL
+
+    def __init__(self, whole: bool) -> None:
+        self._whole = whole
+
+    def __call__(self, string: object, pattern: object) -> bool:
+        if not isinstance(string, str):
+            return False
+        regexp = _regexp(pattern)
+        if regexp is None:
+            return False
+        _spend(1 + len(string) // 1024)
+        try:
+            found = regexp.fullmatch(string) if self._whole else regexp.search(string)
+        except UnicodeEncodeError:  # a lone surrogate: not text RE2 can read
+            return False
+        return found is not None
+
+
+class _Environment(JSONPathEnvironment):
+    """The JSONPath environment of references: RE2 for regular expressions, descents on a budget."""
+
+    def setup_function_extensions(self) -> None:
+        super().setup_function_extensions()
+        self.function_extensions["match"] = _RegexpFunction(whole=True)
+        self.function_extensions["search"] = _RegexpFunction(whole=False)
+
+    @property  # type: ignore[override]
+    def max_recursion_depth(self) -> int:
+        # The descent segment reads this once for every node it visits: the
+        # one place where the cost of '..' can be counted as it is spent.
+        _spend(1)
+        return _MAX_DESCENT
+
+
+_ENV = _Environment()
+
+
+def _nesting(query: str) -> int:
+    """How deeply brackets, parentheses and filter operators nest in ``query`` (quotes skipped).
+
+    ``!``, ``&&`` and ``||`` count as a level each within their group: the
+    JSONPath library parses and evaluates each of them one call deeper.
+    """
+    operators = [0]  # per open group
+    open_operators = deepest = 0
+    previous = ""
+    for i, c in _outside_quotes(query):
+        counted = False
+        if c in "[(":
+            operators.append(0)
+        elif c in "])" and len(operators) > 1:
+            open_operators -= operators.pop()
+        elif (c == "!" and query[i + 1 : i + 2] != "=") or (c in "&|" and previous == c):
+            operators[-1] += 1
+            open_operators += 1
+            counted = True
+        deepest = max(deepest, len(operators) - 1 + open_operators)
+        previous = "" if counted else c
+    return deepest
+
+
+def _outside_quotes(s: str, start: int = 0) -> Iterator[tuple[int, str]]:
+    """Each character of a JSONPath that stands outside its quoted strings, with its index."""
+    quote_char = ""
+    escaped = False
+    for i in range(start, len(s)):
+        c = s[i]
+        if quote_char:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == quote_char:
+                quote_char = ""
+        elif c in "'\"":
+            quote_char = c
+        else:
+            yield i, c
+
+
+def query_problem(query: str, max_length: int = MAX_QUERY_LENGTH, max_nesting: int = MAX_QUERY_NESTING) -> str | None:
+    """Why a reference's JSONPath is beyond what may be evaluated, or None.
+
+    >>> query_problem("$.id") is None
+    True
+    >>> query_problem("$" + ".a" * 600)
+    'its JSONPath is 1201 characters long; the limit is 1000'
+    """
+    if len(query) > max_length:
+        return f"its JSONPath is {len(query)} characters long; the limit is {max_length}"
+    nesting = _nesting(query)
+    if nesting > max_nesting:
+        return f"its JSONPath nests {nesting} levels deep (brackets, parentheses, !, &&, ||); the limit is {max_nesting}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -46,9 +310,34 @@ class Ref:
     def text(self) -> str:
         return f"${{result={self.name}:{self.query}}}"
 
-    def find(self, document: Any) -> list[Any]:
-        """Every value the JSONPath selects in ``document``."""
-        return [node.value for node in self.compiled.find(document)]
+    def find(self, document: Any, max_nodes: int = DEFAULT_MAX_NODES) -> list[Any]:
+        """Every value the JSONPath selects in ``document``, visiting at most ``max_nodes`` nodes.
+
+        >>> parse("${result=co:$.items[*].id}")[0].find({"items": [{"id": 1}, {"id": 2}]})
+        [1, 2]
+
+        Raises :class:`Unresolved` when the evaluation would visit more
+        nodes, descend deeper than 100 levels or nest calls too deeply.
+        """
+        budget = _Budget(max_nodes)
+        token = _BUDGET.set(budget)
+        try:
+            nodes = [JSONPathNode(value=document, location=(), parent=None, root=document)]
+            # Segment by segment: the library chains one generator per segment,
+            # which a long query would nest deeper than the stack allows.
+            for seg in self.compiled.segments:
+                found = []
+                for node in seg.resolve(nodes):
+                    budget.spend(1)
+                    found.append(node)
+                nodes = found
+            return [node.value for node in nodes]
+        except _OverBudget:
+            raise Unresolved(self, f"{self.query} visits more than {max_nodes} nodes of the result of {self.name!r}") from None
+        except (JSONPathError, RecursionError):
+            raise Unresolved(self, f"{self.query} nests too deeply to evaluate on the result of {self.name!r}") from None
+        finally:
+            _BUDGET.reset(token)
 
     def __str__(self) -> str:
         return self.text
@@ -70,39 +359,43 @@ def ref(name: str, path: str = "$") -> str:
     return f"${{result={name}:{path}}}"
 
 
-@lru_cache(maxsize=4096)
-def _compile(query: str) -> Any:
+def _compile_now(query: str) -> Any:
+    problem = query_problem(query)
+    if problem:
+        raise RefSyntaxError(problem)
     try:
-        return _jsonpath.compile(query)
-    except _jsonpath.JSONPathError as exc:
+        return _ENV.compile(query)
+    except JSONPathError as exc:
         raise RefSyntaxError(f"JSONPath {query!r} does not parse: {exc}") from None
+    except RecursionError:  # a last guard: the nesting bound keeps the parser well inside the stack
+        raise RefSyntaxError(f"JSONPath {query[:40]!r}… nests too deeply to compile") from None
+
+
+#: a compiled query of n characters takes about 150 n bytes: 64 MB at most.
+_COMPILED: _SizedCache[str, Any] = _SizedCache(400_000, len)
+
+
+def _compile(query: str) -> Any:
+    return _COMPILED.get(query, _compile_now)
 
 
 def _end_of_query(s: str, start: int) -> int:
     """Index of the ``}`` closing a reference: the first one outside quotes and brackets."""
     depth = 0
-    quote_char = ""
-    i, n = start, len(s)
-    while i < n:
-        c = s[i]
-        if quote_char:
-            if c == "\\":
-                i += 1
-            elif c == quote_char:
-                quote_char = ""
-        elif c in "'\"":
-            quote_char = c
-        elif c in "[(":
+    for i, c in _outside_quotes(s, start):
+        if c in "[(":
             depth += 1
         elif c in "])":
             depth = max(depth - 1, 0)
         elif c == "}" and depth == 0:
             return i
-        i += 1
     return -1
 
 
-@lru_cache(maxsize=65536)
+#: parsed strings, weighed by length (each is kept about twice: text and parts): 16 MB at most.
+_PARSED: _SizedCache[str, Template] = _SizedCache(8 * 1024 * 1024, len)
+
+
 def parse(s: str) -> Template:
     """Split ``s`` into literal text and references.
 
@@ -113,6 +406,10 @@ def parse(s: str) -> Template:
     """
     if "$" not in s:
         return (s,)
+    return _PARSED.get(s, _parse)
+
+
+def _parse(s: str) -> Template:
     parts: list[Any] = []
     buf: list[str] = []
     i, n = 0, len(s)
@@ -162,18 +459,18 @@ def iter_refs(value: Any) -> Iterator[Ref]:
     >>> [r.name for r in iter_refs({"a": ["${result=x:$.id}", "${result=y:$}"]})]
     ['x', 'y']
     """
-    if isinstance(value, str):
-        if "${" in value:
-            for p in parse(value):
-                if isinstance(p, Ref):
-                    yield p
-    elif isinstance(value, dict):
-        for k, v in value.items():
-            yield from iter_refs(k)
-            yield from iter_refs(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from iter_refs(v)
+    stack = [value]  # not recursion: a hostile body may nest a thousand levels deep
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "${" in item:
+                yield from (p for p in parse(item) if isinstance(p, Ref))
+        elif isinstance(item, dict):
+            for k, v in reversed(list(item.items())):
+                stack.append(v)
+                stack.append(k)
+        elif isinstance(item, list):
+            stack.extend(reversed(item))
 
 
 class Unresolved(BatchError):
@@ -181,12 +478,32 @@ class Unresolved(BatchError):
 
     >>> str(Unresolved(parse("${result=co:$.id}")[0], "operation 'co' answered 400"))
     "reference ${result=co:$.id} failed: operation 'co' answered 400"
+
+    ``status`` and ``code`` are what the operation answers instead (424,
+    a failed dependency, unless a subclass says otherwise).
     """
+
+    status = 424
+    code = "failed_dependency"
 
     def __init__(self, ref: Ref, reason: str) -> None:
         self.ref = ref
         self.reason = reason
         super().__init__(f"reference {ref.text} failed: {reason}")
+
+
+class Refused(Unresolved):
+    """A reference whose value may not be used where it stands: too large, or unsafe in a path.
+
+    >>> err = Refused(parse("${result=co:$.id}")[0], "too large", 413, "resolved_too_large")
+    >>> (err.status, err.code)
+    (413, 'resolved_too_large')
+    """
+
+    def __init__(self, ref: Ref, reason: str, status: int, code: str) -> None:
+        super().__init__(ref, reason)
+        self.status = status
+        self.code = code
 
 
 #: ``lookup(ref)`` returns the values a reference stands for, raises
@@ -236,18 +553,44 @@ def render(s: str, lookup: Lookup, *, encode: Callable[[str], str] | None = None
     """
     if "$" not in s:
         return s
+    return _render(s, lookup, lambda _ref, text, _in_query: encode(text) if encode is not None else text, partial)
+
+
+def render_path(s: str, lookup: Lookup, *, partial: bool = False) -> str:
+    """Resolve every reference in a path: each value one percent-encoded segment, or a query value.
+
+    >>> render_path("/c/${result=co:$.id}/s?q=${result=co:$.id}", lambda r: ["a b"])
+    '/c/a%20b/s?q=a%20b'
+
+    A value that would stand before the ``?`` and holds a ``/`` (or a
+    backslash) raises :class:`Refused` (400): an API that decodes ``%2F``
+    before it routes would read it as a separator.
+    """
+    if "$" not in s:
+        return s
+
+    def encode(part: Ref, text: str, in_query: bool) -> str:
+        problem = None if in_query else path_value_problem(text)
+        if problem:
+            raise Refused(part, problem, 400, "unsafe_path_value")
+        return segment(text)
+
+    return _render(s, lookup, encode, partial)
+
+
+def _render(s: str, lookup: Lookup, encode: Callable[[Ref, str, bool], str], partial: bool) -> str:
     out: list[str] = []
+    in_query = False
     for part in parse(s):
         if isinstance(part, str):
+            in_query = in_query or "?" in part
             out.append(_escape(part) if partial else part)
             continue
         values = lookup(part)
         if values is None:
             out.append(part.text)
             continue
-        text = ",".join(as_text(v) for v in values)
-        if encode is not None:
-            text = encode(text)
+        text = encode(part, ",".join(as_text(v) for v in values), in_query)
         out.append(_escape(text) if partial else text)
     return "".join(out)
 

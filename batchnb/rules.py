@@ -32,6 +32,7 @@ __all__ = [
     "Shape",
     "check_graph",
     "header_problems",
+    "header_set_problems",
     "is_idempotent_method",
     "link_parents",
     "measure",
@@ -39,6 +40,7 @@ __all__ = [
     "name_problem",
     "parse_header_lines",
     "path_problem",
+    "path_value_problem",
     "too_deep",
     "too_many",
 ]
@@ -90,7 +92,9 @@ def name_problem(name: Any) -> str | None:
     if name is None:
         return None
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        return f"{name!r} is not a valid name: use letters, digits, '_', '.', '-'"
+        # A container is named by its type, not its repr: a hostile one may nest a thousand levels deep.
+        shown = f"a {type(name).__name__}" if isinstance(name, (dict, list, tuple)) else repr(name)
+        return f"{shown} is not a valid name: use letters, digits, '_', '.', '-'"
     return None
 
 
@@ -116,6 +120,8 @@ def path_problem(path: Any) -> str | None:
     "must not start with '//' (that names another host)"
     >>> path_problem(("/companies/", object(), "/staff")) is None
     True
+
+    Any other sequence (a list, off the wire) is a value of the wrong type, not parts.
     """
     if isinstance(path, tuple):
         path = "".join(p if isinstance(p, str) else _STAND_IN for p in path)
@@ -149,10 +155,28 @@ def path_problem(path: Any) -> str | None:
     return None
 
 
+def path_value_problem(text: str) -> str | None:
+    """Why a value filled into a path's route (before any ``?``) cannot be sent, or None.
+
+    A value is percent-encoded as one segment, but an API that decodes
+    ``%2F`` before it routes would still read a ``/`` in it as a separator:
+    such a value could reach another resource, so it is refused.
+
+    >>> path_value_problem("co_1") is None, path_value_problem("co_1/services/sv_2")
+    (True, "a value filled into the path holds '/' or a backslash, which an API may read as a separator")
+    """
+    if "/" in text or "\\" in text:
+        return "a value filled into the path holds '/' or a backslash, which an API may read as a separator"
+    return None
+
+
 # ---------------------------------------------------------------- headers
 
-#: headers an operation may not set: they belong to the connection, not to the operation.
-FORBIDDEN_HEADERS = frozenset({"host", "content-length", "connection", "transfer-encoding"})
+#: headers an operation may not set: they belong to the connection (hop by hop), not to the operation.
+FORBIDDEN_HEADERS = frozenset({
+    "host", "content-length", "connection", "transfer-encoding", "te", "upgrade", "keep-alive",
+    "proxy-connection", "proxy-authenticate", "proxy-authorization", "trailer", "expect",
+})
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 
 
@@ -161,8 +185,11 @@ def header_problems(name: Any, value: Any) -> list[str]:
 
     >>> header_problems("Host", "example.com")
     ["header 'Host' cannot be set per operation"]
-    >>> header_problems("X-Note", "caf\\u00e9") == []
-    True
+    >>> header_problems("X-Note", "caf\\u00e9")
+    ['header value must be ASCII text (percent-encode other characters)']
+
+    A value is what HTTP can carry as it is: ASCII, with no space or tab at
+    either end (they would be dropped or refused on the way).
     """
     out = []
     if not isinstance(name, str) or not _TOKEN.match(name):
@@ -173,12 +200,36 @@ def header_problems(name: Any, value: Any) -> list[str]:
         out.append("header values must be strings")
     elif _CONTROL.search(value.replace("\t", " ")):
         out.append("header value must not contain control characters (CR, LF, NUL, …)")
-    else:
-        try:
-            value.encode("latin-1")
-        except UnicodeEncodeError:
-            out.append("header value must be Latin-1 text (percent-encode other characters)")
+    elif not value.isascii():
+        out.append("header value must be ASCII text (percent-encode other characters)")
+    elif value != value.strip(" \t"):
+        out.append("header value must not start or end with a space or a tab")
     return out
+
+
+def header_set_problems(names: Iterable[Any]) -> list[tuple[Any, str]]:
+    """(name, why) for each header name that repeats an earlier one in another case.
+
+    HTTP header names are case-insensitive: ``Authorization`` and
+    ``authorization`` in one operation are the same header set twice, and
+    which one the API would see is anybody's guess.
+
+    >>> header_set_problems(["Authorization", "X-A", "authorization"])
+    [('authorization', "header 'authorization' repeats 'Authorization' (header names ignore case)")]
+    """
+    first: dict[str, Any] = {}
+    out = []
+    for name in names:
+        key = name.lower() if isinstance(name, str) else name
+        if key in first:
+            out.append((name, _repeats(name, first[key])))
+        else:
+            first[key] = name
+    return out
+
+
+def _repeats(name: str, earlier: str) -> str:
+    return f"header {name!r} repeats {earlier!r} (header names ignore case)"
 
 
 def parse_header_lines(text: str) -> tuple[dict[str, str], list[str]]:
@@ -190,6 +241,7 @@ def parse_header_lines(text: str) -> tuple[dict[str, str], list[str]]:
     ({'Accept': 'text/plain'}, ["line 2 is not of the form 'Name: value'"])
     """
     headers: dict[str, str] = {}
+    first: dict[str, str] = {}
     bad: list[str] = []
     for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
         if not line.strip():
@@ -198,7 +250,12 @@ def parse_header_lines(text: str) -> tuple[dict[str, str], list[str]]:
         if not sep or not name.strip():
             bad.append(f"line {number} is not of the form 'Name: value'")
             continue
-        headers[name.strip()] = value.strip()
+        name = name.strip()
+        if name.lower() in first:
+            bad.append(f"line {number}: {_repeats(name, first[name.lower()])}")
+            continue
+        first[name.lower()] = name
+        headers[name] = value.strip()
     return headers, bad
 
 

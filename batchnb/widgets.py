@@ -364,10 +364,14 @@ class Composer:
 
         row_messages: dict[int, str] = {}
         fields: list[tuple[Any, Any]] = [("path", path), ("body", body)]
-        for i, (_row, key, value) in enumerate(self._header_items(), start=1):
+        items = list(enumerate(self._header_items(), start=1))
+        repeated = dict(rules.header_set_problems(key for _i, (_row, key, _v) in items if key))
+        for i, (_row, key, value) in items:
             if not key and not value:
                 continue
             message = "the header needs a name" if not key else next(iter(rules.header_problems(key, value)), None)
+            if message is None and key in repeated:
+                message = repeated.pop(key)
             if message:
                 row_messages[i] = message
             else:

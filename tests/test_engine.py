@@ -121,3 +121,92 @@ def test_http_dispatcher_does_not_follow_redirects():
 
     out = asyncio.run(go())
     assert out[0].status == 302 and out[0].headers["Location"] == "http://elsewhere.invalid/"
+
+
+# ---------------------------------------------------------------- bounds on what an API answers
+
+
+def test_a_nested_gzip_bomb_stops_at_the_decoded_limit():
+    from tests.support.faults import RecordingUpstream, Reply
+    from tests.support.hostile_upstream import bomb
+
+    payload = bomb(64 * 1024 * 1024)  # a few hundred bytes on the wire
+    with RecordingUpstream(lambda req: Reply(200, payload, {"Content-Encoding": "gzip, gzip"})) as up:
+        async def go():
+            async with httpx.AsyncClient(trust_env=False) as http:
+                return await execute(Batch([Operation("GET", "/bomb")]), HTTPDispatcher(http, up.url, max_response_bytes=1_000_000))
+
+        out = asyncio.run(go())
+    assert out[0].status == 502, out[0].body
+    assert out[0].body["error"]["message"] == "the API's answer is larger than 1000000 bytes once decoded"
+
+
+def test_a_reference_into_an_answer_without_a_body_does_not_run():
+    async def empty(request):
+        return PlainResponse(status_code=204)
+
+    eapp = Starlette(routes=[Route("/empty", empty, methods=["DELETE"]), Route("/items/{item}", echo, methods=["GET"])])
+    ops = Batch([Operation("DELETE", "/empty", name="e"), Operation("GET", f"/items/{ref('e', '$')}")])
+    CALLS.clear()
+    out = asyncio.run(execute(ops, ASGIDispatcher(eapp)))
+    assert [r.status for r in out] == [204, 424]
+    assert "answered 204 with no body" in out[1].body["error"]["message"]
+    assert CALLS == []  # no GET /items/null
+
+
+def test_values_that_references_fill_in_are_bounded_per_operation():
+    batch = Batch([
+        Operation("POST", "/items/x", name="x"),
+        Operation("POST", "/items/y", {"copies": [ref("x", "$")] * 2000}),
+        Operation("POST", "/items/z", {"one": ref("x", "$")}),
+    ])
+    out = run(batch, max_resolved_bytes=10_000)
+    assert [r.status for r in out] == [201, 413, 201]
+    assert out[1].body["error"] == {"code": "resolved_too_large", "message": out[1].body["error"]["message"]}
+    assert "more than 10000 bytes" in out[1].body["error"]["message"]
+    assert [c[1] for c in CALLS] == ["/items/x", "/items/z"]
+
+
+def test_the_whole_answer_is_bounded():
+    out = run(Batch([Operation("GET", "/items/big")] * 4 + [Operation("GET", "/items/a")]), max_bytes=10_000, max_answer_bytes=12_000)
+    assert [r.status for r in out] == [200, 200, 502, 503, 503]
+    assert out[2].body["error"]["code"] == "answer_too_large"
+    assert out[3].body["error"]["message"] == "not run: the batch's answer reached its limit of 12000 bytes"
+
+
+def test_an_answer_too_deep_to_carry_is_that_operations_502():
+    async def deep(request):
+        return PlainResponse(b"[" * 300 + b"]" * 300, media_type="application/json")
+
+    dapp = Starlette(routes=[Route("/deep", deep), Route("/items/{item}", echo, methods=["POST"])])
+    out = asyncio.run(execute(Batch([Operation("POST", "/items/w"), Operation("GET", "/deep")]), ASGIDispatcher(dapp)))
+    assert [r.status for r in out] == [201, 502]
+    assert "nested too deeply" in out[1].body["error"]["message"]
+    from batchnb import _json
+
+    _json.dumps({"responses": [r.to_wire() for r in out]})  # the batch's answer can be written
+
+
+def test_an_encoded_slash_stays_inside_its_segment_in_process():
+    seen = []
+
+    async def item(request):
+        seen.append(request.path_params["item"])
+        return JSONResponse({"ok": True})
+
+    sapp = Starlette(routes=[Route("/items/{item}", item), Route("/items/{item}/services/{sv}", item)])
+    out = asyncio.run(execute(Batch([Operation("GET", "/items/co_1%2Fservices%2Fsv_2")]), ASGIDispatcher(sapp)))
+    assert out[0].status == 200 and seen == ["co_1%2Fservices%2Fsv_2"]
+
+
+def test_earlier_results_filled_in_client_side_keep_the_same_bounds():
+    from batchnb.engine import prepare, result_lookup
+    from batchnb.model import Response
+
+    earlier = {"co": Response("POST", "/c", 201, body={"id": "co_1/services/sv_2", "blob": "x" * 5000})}
+    ops = [Operation("DELETE", "/c/${result=co:$.id}"), Operation("POST", "/c", {"b": [ref("co", "$.blob")] * 10}), Operation("GET", "/ok")]
+    p = prepare(ops, result_lookup(earlier, defer_missing=True), max_resolved_bytes=20_000)
+    assert [op.path for op in p.sendable] == ["/ok"]
+    out = p.merge([Response("GET", "/ok", 200)])
+    assert [r.status for r in out] == [400, 413, 200]
+    assert "may read as a separator" in out[0].body["error"]["message"]

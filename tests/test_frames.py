@@ -426,3 +426,13 @@ def test_a_name_column_used_as_body_data_is_not_an_operation_name():
     df = pd.DataFrame({"method": "GET", "path": ["/a"], "name": ["a b"], "body": ["{not json"]})
     (op,) = from_frame(df, name=False, body=False)
     assert op.name is None and op.body is None
+
+
+def test_a_header_given_twice_in_two_cases_is_refused_up_front():
+    df = pd.DataFrame({"h": [{"Authorization": "Bearer a", "authorization": "Bearer b"}, '{"X-A": "1", "x-a": "2"}']})
+    with pytest.raises(BatchValidationError) as err:
+        from_frame(df, method="GET", path="/x", headers="h")
+    assert [str(p) for p in err.value.problems] == [
+        "row 0, column h: header 'authorization' repeats 'Authorization' (header names ignore case)",
+        "row 1, column h: header 'x-a' repeats 'X-A' (header names ignore case)",
+    ]

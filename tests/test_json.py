@@ -30,3 +30,26 @@ def test_ordinary_values_take_the_fast_path_and_floats_stay_floats():
 def test_unknown_types_are_still_refused():
     with pytest.raises(TypeError):
         _json.dumps({"s": {1, 2}})
+
+
+def test_a_key_written_twice_is_refused_with_where():
+    with pytest.raises(_json.DuplicateKey) as info:
+        _json.loads_strict(b'{"requests": [{"path": "/x"}, {"method": "DELETE", "path": "/y", "method": "GET"}]}')
+    assert info.value.pointer == "requests[1]" and "'method' appears twice" in info.value.message
+    # Colons inside strings are not members: no false alarm.
+    assert _json.loads_strict(b'{"a": "x:y\\":", "b": [{"c": ":"}]}') == {"a": 'x:y":', "b": [{"c": ":"}]}
+
+
+def test_strict_reading_keeps_integers_beyond_64_bits_exact():
+    assert _json.loads_strict(b'{"n": 1180591620717411303424}') == {"n": 2**70}
+
+
+def test_deep_json_with_long_integers_is_a_decoding_error_not_a_recursion_error():
+    deep = b"[" * 1000 + b"12345678901234567890123" + b"]" * 1000
+    with pytest.raises(ValueError):
+        _json.loads(deep)
+    value: object = 2**70
+    for _ in range(2000):
+        value = [value]
+    with pytest.raises(TypeError, match="Recursion"):
+        _json.dumps(value)

@@ -108,3 +108,10 @@ def test_one_mistake_is_reported_once():
         "requests[0].path: must be a string such as '/api/2.1/scheduling/companies', not list",
     ]
     assert repr(Batch([Operation("GET", "/x")])) == "Batch(1 operation, 1 with nested)"
+
+
+def test_a_batch_read_from_json_text_refuses_a_key_written_twice():
+    with pytest.raises(BatchValidationError) as info:
+        Batch.from_wire('{"requests": [{"method": "DELETE", "method": "GET", "path": "/x"}]}')
+    assert info.value.problems[0].pointer == "requests[0]"
+    assert "'method' appears twice" in info.value.problems[0].message

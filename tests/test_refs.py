@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from batchnb import ref
@@ -115,3 +117,121 @@ def test_syntax_messages_read_as_english_and_say_where(text, message):
     with pytest.raises(RefSyntaxError) as err:
         parse(text)
     assert str(err.value) == message
+
+
+# ---------------------------------------------------------------- bounds: hostile queries and documents
+
+
+def test_a_jsonpath_longer_than_the_limit_is_refused_before_it_is_compiled():
+    with pytest.raises(RefSyntaxError, match="5001 characters long; the limit is 1000"):
+        parse("${result=co:$" + ".a" * 2500 + "}")
+
+
+def test_a_jsonpath_at_the_length_limit_is_evaluated_without_a_chain_of_generators():
+    # 499 segments: the library alone nests one generator per segment, deeper than the stack allows.
+    doc = leaf = {}
+    for _ in range(499):
+        leaf["a"] = {}
+        leaf = leaf["a"]
+    leaf["a"] = "bottom"
+    (r,) = parse("${result=d:$" + ".a" * 499 + "}")
+    assert r.find(doc) == [{"a": "bottom"}]
+
+
+@pytest.mark.parametrize(
+    ("query", "nesting"),
+    [("$.a", 0), ("$[0]", 1), ("$[?@.a]", 1), ("$[?(@.a && @.b)]", 3), ("$[?!!@.a]", 3), ("$['[[[']", 1), ("$[?@[?@[?@]]]", 3)],
+)
+def test_nesting_counts_brackets_parentheses_and_filter_operators(query, nesting):
+    from batchnb.refs import _nesting
+
+    assert _nesting(query) == nesting
+
+
+@pytest.mark.parametrize("query", ["$[?" + "!" * 40 + "@.a]", "$" + "[?@" * 40 + "]" * 40, "$[?" + "(" * 40 + "@" + ")" * 40 + "]",
+                                   "$[?" + " && ".join(["@.a"] * 40) + "]"])
+def test_deep_jsonpaths_are_refused_not_a_recursion_error(query):
+    with pytest.raises(RefSyntaxError, match="the limit is 32"):
+        parse("${result=co:" + query + "}")
+
+
+def test_evaluation_visits_a_bounded_number_of_nodes():
+    doc = {"items": [{"k": i, "v": [i] * 10} for i in range(200)]}
+    fifty = "[" + ",".join(["*"] * 50) + "]"
+    (r,) = parse("${result=big:$.items" + fifty + fifty + "}")
+    with pytest.raises(Unresolved, match="visits more than 1000 nodes"):
+        r.find(doc, max_nodes=1000)
+    (descent,) = parse("${result=big:$..*..*}")
+    with pytest.raises(Unresolved, match="visits more than 1000 nodes"):
+        descent.find(doc, max_nodes=1000)
+    assert len(descent.find({"a": {"b": 1}})) == 1
+
+
+def test_catastrophic_regular_expressions_run_in_linear_time():
+    import threading
+
+    (r,) = parse("${result=s:$[?match(@, '(a|aa|aaa)+[b-z]')]}")
+    (s,) = parse("${result=s:$[?search(@, '(x+x+)+y')]}")
+    found: list = []
+    worker = threading.Thread(target=lambda: found.append((r.find(["a" * 40]), s.find(["x" * 5000]))), daemon=True)
+    worker.start()
+    worker.join(60)  # a deadline, not a measure: a backtracking engine needs hours here
+    assert not worker.is_alive(), "the regular expression is still running after 60 s"
+    assert found == [([], [])]
+
+
+@pytest.mark.parametrize(
+    ("function", "pattern", "text", "matches"),
+    [
+        ("match", "a.c", "abc", True),
+        ("match", "a.c", "a\nc", False),  # '.' is any character but CR and LF
+        ("match", "a.c", "a\rc", False),
+        ("match", "b", "abc", False),  # match is the whole string
+        ("search", "b", "abc", True),
+        ("search", "^a", "^abc", True),  # '^' and '$' are plain characters in I-Regexp
+        ("search", "c$", "abc", False),
+        ("match", "\\p{Lu}+", "ÉTÉ", True),
+        ("match", "[^a]b", "xb", True),
+        ("match", "(?:a)", "a", False),  # not I-Regexp: matches nothing
+        ("match", "(a", "a", False),
+    ],
+)
+def test_match_and_search_follow_i_regexp(function, pattern, text, matches):
+    (r,) = parse(f"${{result=s:$[?{function}(@, {json.dumps(pattern)})]}}")
+    assert r.find([text]) == ([text] if matches else [])
+
+
+def test_parsed_strings_are_not_kept_beyond_a_size():
+    import gc
+    import secrets
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(40):
+            parse("/x$" + secrets.token_hex(500_000))  # 1 MB each, every one different
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 10 * 1024 * 1024, f"40 unique 1 MB strings left {kept / 2**20:.0f} MB behind"
+
+
+def test_references_are_found_in_values_nested_far_deeper_than_the_recursion_limit():
+    from batchnb.refs import iter_refs
+
+    value: object = "${result=x:$.id}"
+    for _ in range(5000):
+        value = [value]
+    assert [r.name for r in iter_refs(value)] == ["x"]
+
+
+def test_a_value_in_a_path_may_not_bring_a_slash_before_the_query():
+    from batchnb.refs import Refused, render_path
+
+    lookup = lookup_from({"co": {"id": "co_1/services/sv_2", "q": "a/b"}})
+    with pytest.raises(Refused, match="may read as a separator") as info:
+        render_path("/companies/${result=co:$.id}", lookup)
+    assert info.value.status == 400
+    assert render_path("/companies?name=${result=co:$.q}", lookup) == "/companies?name=a%2Fb"

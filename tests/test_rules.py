@@ -115,7 +115,10 @@ def test_a_path_in_parts_checks_each_stand_in_as_one_segment():
         ("content-length", "1", ["header 'content-length' cannot be set per operation"]),
         ("Bad Name", "x", ["'Bad Name' is not a valid header name"]),
         ("X-A", "line\r\nInjected: 1", ["header value must not contain control characters (CR, LF, NUL, …)"]),
-        ("X-A", "東京", ["header value must be Latin-1 text (percent-encode other characters)"]),
+        ("X-A", "東京", ["header value must be ASCII text (percent-encode other characters)"]),
+        ("X-A", "café", ["header value must be ASCII text (percent-encode other characters)"]),
+        ("X-A", " padded", ["header value must not start or end with a space or a tab"]),
+        ("X-A", "padded\t", ["header value must not start or end with a space or a tab"]),
         ("X-A", 5, ["header values must be strings"]),
     ],
 )
@@ -257,7 +260,10 @@ RULE_MESSAGES = [
     "cannot be set per operation",
     "is not a valid header name",
     "is not of the form 'Name: value'",
-    "must be Latin-1 text",
+    "must be ASCII text",
+    "must not start or end with a space or a tab",
+    "header names ignore case",
+    "which an API may read as a separator",
     "which runs later (a forward reference)",
     "which no operation in the batch is named",
     "makes a cycle",
@@ -292,3 +298,28 @@ def test_each_rule_is_written_once_in_the_package(text):
         if text in literal
     ]
     assert where == ["rules.py"], f"{text!r} is written in {where}"
+
+
+@pytest.mark.parametrize("name", ["TE", "Upgrade", "Keep-Alive", "Proxy-Connection", "Trailer", "Expect", "proxy-authorization"])
+def test_hop_by_hop_headers_cannot_be_set_per_operation(name):
+    assert rules.header_problems(name, "x") == [f"header {name!r} cannot be set per operation"]
+
+
+def test_a_header_set_twice_in_two_cases_is_refused():
+    assert rules.header_set_problems({"Authorization": "a", "X-A": "1", "authorization": "b"}) == [
+        ("authorization", "header 'authorization' repeats 'Authorization' (header names ignore case)")
+    ]
+    headers, bad = rules.parse_header_lines("Authorization: a\nauthorization: b")
+    assert headers == {"Authorization": "a"} and bad == ["line 2: header 'authorization' repeats 'Authorization' (header names ignore case)"]
+
+
+def test_a_name_nested_deeper_than_the_recursion_limit_is_named_by_its_type():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    assert rules.name_problem(deep) == "a list is not a valid name: use letters, digits, '_', '.', '-'"
+
+
+def test_a_path_given_as_a_list_on_the_wire_is_the_wrong_type():
+    assert rules.path_problem(["/x"]) == "must be a string such as '/api/2.1/scheduling/companies', not list"
+    assert rules.path_problem(("/x",)) is None  # a tuple is a template's parts: a fine path

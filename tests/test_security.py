@@ -391,6 +391,8 @@ def test_serve_access_log_hides_query_credentials(tmp_path: Path) -> None:
             out = batchnb.Client(url, api_key=key, token=token, auth=kind).send(Batch([Operation("GET", CO)]))
             assert out[0].status == 200
         httpx.get(url + CO, params={"apiKey": key, "token": token}, timeout=5)
+        # The server reads parameter names decoded: '%74oken' is 'token', and authenticates…
+        assert httpx.get(f"{url}{CO}?apiKey={key}&%74oken={token}", timeout=5).status_code == 200
         httpx.get(url + CO + "/x%2F..", params={"apiKey": key, "token": token}, timeout=5)
     finally:
         proc.send_signal(signal.SIGINT)
@@ -421,3 +423,20 @@ def test_stored_notebook_outputs_hold_no_credentials(notebook: Path) -> None:
         assert DEMO_TOKEN not in outputs, f"{notebook.name} cell {i}: an output shows the demo token"
         found = BEARER.findall(outputs) + ASSIGNED.findall(outputs)
         assert not found, f"{notebook.name} cell {i}: an output shows a credential: {found[0][:4]}…"
+
+
+@pytest.mark.parametrize(
+    ("path", "masked"),
+    [
+        ("/x?apiKey=k&token=t", "/x?apiKey=***&token=***"),
+        ("/x?apiKey=demo&%74oken=demo-token", "/x?apiKey=***&%74oken=***"),
+        ("/x?a=1&%54OKEN=s&b=2", "/x?a=1&%54OKEN=***&b=2"),
+        ("http://h/p?x=1&api%5Fkey=zz#f", "http://h/p?x=1&api%5Fkey=***#f"),
+        ('GET /x?tok%65n=abc HTTP/1.1', "GET /x?tok%65n=*** HTTP/1.1"),
+        ("/x?tokens=1&x=2", "/x?tokens=1&x=2"),
+    ],
+)
+def test_masking_judges_a_parameter_by_the_name_the_server_reads(path: str, masked: str) -> None:
+    from batchnb._secrets import mask_path
+
+    assert mask_path(path) == masked

@@ -8,7 +8,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from batchnb import Client, Operation, TransportError
+from batchnb import Batch, Client, Operation, TransportError
 from batchnb._senders import BatchEndpoint, retry_after
 from batchnb.demo import examples
 
@@ -87,3 +87,42 @@ def test_retry_after_in_seconds_or_as_a_date():
     assert 1800 < retry_after({"Retry-After": in_an_hour}) <= 3600
     earlier = format_datetime(datetime.now(timezone.utc) - timedelta(seconds=120), usegmt=True)
     assert retry_after({"Retry-After": earlier}) == 0.0
+
+
+def test_an_answer_that_inflates_past_the_limit_is_an_outcome_unknown_not_a_full_kernel():
+    from tests.support.hostile_upstream import bomb
+
+    payload = bomb(64 * 1024 * 1024)
+
+    async def go(url):
+        async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
+            return await BatchEndpoint(http, url, {}, {}, max_answer_bytes=1_000_000)([Operation("GET", "/x")])
+
+    with RecordingUpstream(lambda req: Reply(200, payload, {"Content-Encoding": "gzip, gzip"})) as srv:
+        with pytest.raises(TransportError) as info:
+            asyncio.run(go(srv.url))
+    assert info.value.sent is True and "larger than 1000000 bytes once decoded" in str(info.value)
+
+
+def test_responses_nested_deeper_than_what_was_sent_are_not_parsed():
+    deep = b'{"method": "GET", "path": "/x", "status": 200, "responses": [' * 500 + b"{}" + b"]}" * 500  # 1,002 levels of JSON: orjson reads it
+    with RecordingUpstream(lambda req: Reply(200, b'{"responses": [' + deep + b"]}")) as srv:
+        reply = send_through_endpoint(srv.url, [Operation("GET", "/x")])
+    assert reply.status == 200 and reply.responses is None  # not what was sent: its outcome is unknown
+
+
+def test_direct_mode_reads_an_api_answer_within_the_same_bounds():
+    from tests.support.hostile_upstream import bomb
+
+    payload = bomb(64 * 1024 * 1024)
+
+    def respond(req):
+        if req.path == "/bomb":
+            return Reply(200, payload, {"Content-Encoding": "gzip, gzip"})
+        return Reply(200, b"[" * 300 + b"]" * 300)  # deeper than an answer can carry
+
+    with RecordingUpstream(respond) as srv:
+        out = Client(srv.url, token="t", mode="direct").send(Batch([Operation("GET", "/bomb"), Operation("GET", "/deep")]))
+    assert [r.status for r in out] == [502, 502]
+    assert "larger than 10485760 bytes once decoded" in out[0].body["error"]["message"]
+    assert "nested too deeply" in out[1].body["error"]["message"]

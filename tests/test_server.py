@@ -247,3 +247,75 @@ def test_the_gateway_passes_the_key_on_with_each_operation():
                                      Operation("POST", "/things", {"n": 2})]), idempotency=False)
         keys = [req.header("idempotency-key") for req in upstream.requests]
     assert keys == ['"k-1"', None]
+
+
+# ---------------------------------------------------------------- one request cannot stop the server
+
+
+def test_a_slow_body_holds_no_slot_and_is_refused_with_408(tmp_path):
+    import socket
+
+    limits = Limits(max_concurrent_batches=2, body_timeout=1.0)
+    with LocalServer(tmp_path / "db.sqlite3", limits=limits) as srv:
+        head = (f"POST /api/2.3/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.credentials()['token']}\r\n"
+                "Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{").encode()
+        slow = [socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(5)]
+        try:
+            for sock in slow:
+                sock.sendall(head)
+            # Five bodies on their way, two slots: an ordinary batch still runs.
+            r = post_raw(srv, {"requests": [{"method": "GET", "path": f"{API}/companies"}]})
+            assert r.status_code == 200, r.text
+            for sock in slow:
+                reply = b""
+                while b"did not arrive" not in reply and (chunk := sock.recv(4096)):
+                    reply += chunk
+                assert reply.startswith(b"HTTP/1.1 408") and b"the batch did not arrive within 1 s" in reply, reply
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+def test_a_key_written_twice_is_refused_not_silently_dropped(fresh_server):
+    raw = ('{"requests": [{"method": "POST", "method": "GET", "path": "%s/companies", "body": {"name": "x"}}]}' % API).encode()
+    r = post_raw(fresh_server, raw)
+    assert r.status_code == 400
+    assert r.json()["error"]["details"] == [{"pointer": "requests[0]", "message": "the key 'method' appears twice in one object"}]
+    assert count(fresh_server.db) == 0
+
+
+def test_the_gateway_keeps_integers_beyond_64_bits_exact_and_no_cookie():
+    from tests.support.faults import RecordingUpstream, Reply
+
+    def respond(req):
+        if req.path == "/login":
+            return Reply(200, {"ok": True}, {"Set-Cookie": "session=caller-a; Path=/"})
+        return Reply(200, b'{"n": 1180591620717411303424}')
+
+    with RecordingUpstream(respond) as up, LocalServer(upstream=up.url, tenants=("gate",)) as gw:
+        token = gw.credentials("gate")["token"]
+        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        first = httpx.post(gw.url + "/api/2.3/batch", headers=headers, timeout=30,
+                           content=b'{"requests": [{"method": "GET", "path": "/login"}]}')
+        second = httpx.post(gw.url + "/api/2.3/batch", headers=headers, timeout=30,
+                            content=b'{"requests": [{"method": "POST", "path": "/n", "body": {"n": 1180591620717411303424}}]}')
+    assert first.status_code == second.status_code == 200, second.text
+    assert b'"body":{"n":1180591620717411303424}' in second.content
+    posted = up.requests[1]
+    assert posted.body == b'{"n":1180591620717411303424}'
+    assert posted.header("cookie") is None, "the upstream's cookie for one batch went out with another"
+
+
+def test_an_answer_too_deep_for_the_batch_is_a_502_and_the_batch_answers(tmp_path):
+    from tests.support.faults import RecordingUpstream, Reply
+
+    deep = b"[" * 300 + b"]" * 300
+    with RecordingUpstream(lambda req: Reply(200, deep if req.path == "/deep" else {"made": True})) as up, \
+            LocalServer(upstream=up.url, tenants=("gate",)) as gw:
+        r = httpx.post(gw.url + "/api/2.3/batch", timeout=30,
+                       headers={"Authorization": f"Bearer {gw.credentials('gate')['token']}", "Content-Type": "application/json"},
+                       json={"requests": [{"method": "POST", "path": "/write"}, {"method": "GET", "path": "/deep"}]})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json", r.text[:300]
+    out = r.json()["responses"]
+    assert [x["status"] for x in out] == [200, 502] and out[0]["body"] == {"made": True}
+    assert "nested too deeply" in out[1]["body"]["error"]["message"]

@@ -405,3 +405,11 @@ def test_submit_needs_operations_and_a_client(server):
     assert add(lonely, "GET", "/x")
     lonely.submit_button.click()
     assert "no client" in lonely.errors[0]
+
+
+def test_a_header_row_repeating_another_in_another_case_is_marked(composer):
+    composer.fill("GET", COMPANIES)
+    composer.add_header("Authorization", "Bearer a")
+    composer.add_header("authorization", "Bearer b")
+    assert composer.field_errors == {"headers": "header 2 (authorization): header 'authorization' repeats 'Authorization' (header names ignore case)"}
+    assert composer.add() is False

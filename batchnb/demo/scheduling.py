@@ -46,6 +46,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..engine import route_path
 from ..server.auth import Keyring
 from . import idempotency
 from .store import DEFAULT_LIMIT, ID_PREFIXES, MAX_LIMIT, InvalidReference, Kind, Store
@@ -696,7 +697,16 @@ def scheduling_app(
         base = f"{API_PREFIX}/companies/{{company_id}}/{_PLURAL[kind]}"
         routes.append(Route(base, _endpoint(api, kind, collection=True)))
         routes.append(Route(base + "/{item_id}", _endpoint(api, kind, collection=False)))
-    return Router(routes, redirect_slashes=False, default=not_found)
+    router = Router(routes, redirect_slashes=False, default=not_found)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        raw_path = scope.get("raw_path") if scope["type"] == "http" else None
+        if raw_path:
+            # Routed on what the client wrote: an encoded '/' inside an id stays inside it.
+            scope = {**scope, "path": route_path(raw_path.decode("latin-1").partition("?")[0])}
+        await router(scope, receive, send)
+
+    return app
 
 
 def _endpoint(api: _API, kind: Kind, *, collection: bool) -> _Endpoint:

@@ -224,6 +224,8 @@ def _parse_headers(value: Any, problems: _Problems, pointer: str) -> dict[str, s
         for message in rules.header_problems(str(k), v):
             problems.add(pointer, f"{k}: {message}" if message.startswith("header value") else message)
         out[str(k)] = v
+    for _name, message in rules.header_set_problems(out):
+        problems.add(pointer, message)
     return out
 
 

@@ -11,15 +11,17 @@ which turns this server into a batch gateway.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from typing import Any, Awaitable, Callable, Mapping
+from http.cookiejar import CookieJar, DefaultCookiePolicy
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 from urllib.parse import parse_qsl
 
 import httpx
-import orjson
 
-from .. import rules
+from .. import _json, refs, rules
 from .._exceptions import BatchValidationError, Problem
 from ..engine import ASGIDispatcher, HTTPDispatcher, execute
 from ..model import BATCH_PATH, Batch
@@ -117,7 +119,7 @@ class BatchApp:
         if self.api is not None:
             return ASGIDispatcher(self.api, max_response_bytes=self.limits.max_response_bytes)
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.limits.operation_timeout, trust_env=False)
+            self._http = httpx.AsyncClient(timeout=self.limits.operation_timeout, trust_env=False, cookies=_NO_COOKIES)
         return HTTPDispatcher(self._http, self.upstream or "", max_response_bytes=self.limits.max_response_bytes)
 
     async def _batch(self, scope: dict, receive: Callable, send: Callable) -> None:
@@ -129,14 +131,14 @@ class BatchApp:
             await _send_json(send, 405, _error("method_not_allowed", f"{method} is not allowed here; use POST (or GET for the limits)", [Problem("method", "use POST")]), {"allow": "GET, POST"})
             return
         try:
-            status, payload = 200, await self._run(scope, receive)
-            extra: dict[str, str] = {}
+            status, body, extra = 200, _json.dumps(await self._run(scope, receive)), {}
         except _Reject as r:
-            status, payload, extra = r.status, _error(r.code, r.message, r.details), r.headers
+            status, body, extra = r.status, _json.dumps(_error(r.code, r.message, r.details)), r.headers
         except Exception:  # noqa: BLE001 - a batch must never answer a bare 500
             log.exception("batch failed")
-            status, payload, extra = 500, _error("internal_error", "the server failed while running the batch", [Problem("", "internal error")]), {}
-        await _send_json(send, status, payload, extra)
+            error = _error("internal_error", "the server failed while running the batch", [Problem("", "internal error")])
+            status, body, extra = 500, _json.dumps(error), {}
+        await _send(send, status, body, extra)
 
     async def _run(self, scope: dict, receive: Callable) -> dict[str, Any]:
         headers = _headers(scope)
@@ -148,22 +150,12 @@ class BatchApp:
         if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
             raise _Reject(415, "unsupported_media_type", f"the batch must be sent as application/json, not {media or 'no content type'!r}",
                           [Problem("headers.Content-Type", "use application/json")])
-        if self._in_flight >= self.limits.max_concurrent_batches:
-            raise _Reject(429, "too_many_requests", f"more than {self.limits.max_concurrent_batches} batches at once; retry later",
-                          [Problem("", "rate limited")], {"retry-after": "1"})
-        self._in_flight += 1
-        try:
-            raw = await _read_body(receive, headers, self.limits.max_body_bytes)
-            try:
-                data = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                raise _Reject(400, "malformed_json", f"the body is not valid JSON: {exc}", [Problem("", str(exc))]) from None
-            self._check_limits(data)
-            try:
-                batch = Batch.from_wire(data)
-            except BatchValidationError as exc:
-                raise _Reject(400, "invalid_batch", f"the batch is invalid ({len(exc.problems)} problem(s)); nothing ran", exc.problems) from None
-            fwd_headers, fwd_query = self._credentials_to_forward(headers, query)
+        raw = await _read_body(receive, headers, self.limits.max_body_bytes, self.limits.body_timeout)
+        batch = self._parse(raw)
+        fwd_headers, fwd_query = self._credentials_to_forward(headers, query)
+        # The slot is taken only now, for work ready to run: a client still
+        # sending its body (slowly, on purpose or not) holds none.
+        async with self._slot():
             started = time.monotonic()
             responses = await execute(
                 batch,
@@ -172,10 +164,49 @@ class BatchApp:
                 query=fwd_query,
                 timeout=self.limits.operation_timeout,
                 deadline=started + self.limits.batch_timeout,
+                max_resolved_bytes=self.limits.max_resolved_bytes,
+                max_jsonpath_nodes=self.limits.max_jsonpath_nodes,
+                max_answer_bytes=self.limits.max_answer_bytes,
             )
             return {"responses": [r.to_wire() for r in responses]}
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        if self._in_flight >= self.limits.max_concurrent_batches:
+            raise _Reject(429, "too_many_requests", f"more than {self.limits.max_concurrent_batches} batches at once; retry later",
+                          [Problem("", "rate limited")], {"retry-after": "1"})
+        self._in_flight += 1
+        try:
+            yield
         finally:
             self._in_flight -= 1
+
+    def _parse(self, raw: bytes) -> Batch:
+        """The batch in ``raw``, or the 400/413 that says what is wrong with it; nothing has run."""
+        try:
+            data = _json.loads_strict(raw)
+        except _json.DuplicateKey as exc:
+            raise _Reject(400, "malformed_json", f"the body is ambiguous JSON: {exc}", [Problem(exc.pointer, exc.message)]) from None
+        except ValueError as exc:
+            raise _Reject(400, "malformed_json", f"the body is not valid JSON: {exc}", [Problem("", str(exc))]) from None
+        self._check_limits(data)
+        try:
+            batch = Batch.from_wire(data)
+        except BatchValidationError as exc:
+            raise _Reject(400, "invalid_batch", f"the batch is invalid ({len(exc.problems)} problem(s)); nothing ran", exc.problems) from None
+        self._check_references(batch)
+        return batch
+
+    def _check_references(self, batch: Batch) -> None:
+        """This server's bounds on JSONPaths, when it sets them lower than the ceilings every parse applies."""
+        details = [
+            Problem(f"{pointer}.{fld}", problem)
+            for pointer, op in batch.walk()
+            for fld, r in op.references()
+            if (problem := refs.query_problem(r.query, self.limits.max_jsonpath_length, self.limits.max_jsonpath_nesting))
+        ]
+        if details:
+            raise _Reject(400, "invalid_batch", f"the batch is invalid ({len(details)} problem(s)); nothing ran", details)
 
     def _credentials_to_forward(self, headers: Mapping[str, str], query: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         # In front of an upstream, a key that protects the gateway itself stays here.
@@ -209,22 +240,26 @@ def _headers(scope: dict) -> dict[str, str]:
     return out
 
 
-async def _read_body(receive: Callable, headers: Mapping[str, str], limit: int) -> bytes:
+async def _read_body(receive: Callable, headers: Mapping[str, str], limit: int, timeout: float) -> bytes:
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _Reject(413, "too_large", f"the body is {declared} bytes; the limit is {limit}", [Problem("", "body too large")])
     chunks, size = [], 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Reject(400, "disconnected", "the client went away", [Problem("", "incomplete body")])
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _Reject(413, "too_large", f"the body is over the limit of {limit} bytes", [Problem("", "body too large")])
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise _Reject(400, "disconnected", "the client went away", [Problem("", "incomplete body")])
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise _Reject(413, "too_large", f"the body is over the limit of {limit} bytes", [Problem("", "body too large")])
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise _Reject(408, "body_timeout", f"the batch did not arrive within {timeout:g} s", [Problem("", "incomplete body")]) from None
 
 
 def _error(code: str, message: str, details: list[Problem]) -> dict[str, Any]:
@@ -232,11 +267,19 @@ def _error(code: str, message: str, details: list[Problem]) -> dict[str, Any]:
 
 
 async def _send_json(send: Callable, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-    body = orjson.dumps(payload)
+    await _send(send, status, _json.dumps(payload), headers)
+
+
+async def _send(send: Callable, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items())
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+#: the gateway's cookie jar accepts none: an upstream's Set-Cookie for one
+#: caller must never ride along with another caller's operations.
+_NO_COOKIES = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
 
 
 def create_app(

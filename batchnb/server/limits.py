@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterator
 
-from .. import rules
+from .. import engine, refs, rules
+from .._exceptions import BatchValidationError, Problem
 
 __all__ = ["Limits"]
 
@@ -32,10 +33,39 @@ class Limits:
     max_requests: int = _limit(rules.DEFAULT_MAX_REQUESTS, "operations in one batch, nested ones included", "maxRequests")
     max_depth: int = _limit(rules.DEFAULT_MAX_DEPTH, "levels of nesting", "maxDepth")
     max_body_bytes: int = _limit(1024 * 1024, "bytes of one batch request", "maxBodyBytes")
-    max_response_bytes: int = _limit(10 * 1024 * 1024, "bytes of one operation's answer", "maxResponseBytes")
+    body_timeout: float = _limit(10.0, "seconds to receive one batch request, once its headers are in (then 408)", "bodyTimeout")
+    max_response_bytes: int = _limit(engine.DEFAULT_MAX_RESPONSE_BYTES, "bytes of one operation's answer, once decoded (then 502)", "maxResponseBytes")
+    max_answer_bytes: int = _limit(
+        engine.DEFAULT_MAX_ANSWER_BYTES,
+        "bytes of one batch's answer (an answer that does not fit is its operation's 502; what has not started then answers 503)",
+        "maxAnswerBytes",
+    )
+    max_resolved_bytes: int = _limit(
+        engine.DEFAULT_MAX_RESOLVED_BYTES, "bytes that references fill into one operation (then 413)", "maxResolvedBytes"
+    )
+    max_jsonpath_length: int = _limit(
+        refs.MAX_QUERY_LENGTH, f"characters of one reference's JSONPath (at most {refs.MAX_QUERY_LENGTH}; then 400)", "maxJsonPathLength"
+    )
+    max_jsonpath_nesting: int = _limit(
+        refs.MAX_QUERY_NESTING,
+        f"levels of brackets, parentheses, !, && and || nested in one JSONPath (at most {refs.MAX_QUERY_NESTING}; then 400)",
+        "maxJsonPathNesting",
+    )
+    max_jsonpath_nodes: int = _limit(
+        refs.DEFAULT_MAX_NODES, "nodes one reference's JSONPath may visit in a result (then 424)", "maxJsonPathNodes"
+    )
     operation_timeout: float = _limit(30.0, "seconds one operation may take (then 504)", "operationTimeout")
     batch_timeout: float = _limit(300.0, "seconds one batch may take (what has not started answers 503)", "batchTimeout")
     max_concurrent_batches: int = _limit(32, "batches running at once (then 429 with Retry-After)")
+
+    def __post_init__(self) -> None:
+        problems = []
+        # Past these, the JSONPath library's parser would run out of stack: they can be lowered, not raised.
+        for name, ceiling in (("max_jsonpath_length", refs.MAX_QUERY_LENGTH), ("max_jsonpath_nesting", refs.MAX_QUERY_NESTING)):
+            if getattr(self, name) > ceiling:
+                problems.append(Problem(name, f"must be at most {ceiling}"))
+        if problems:
+            raise BatchValidationError(problems)
 
     def to_wire(self) -> dict[str, Any]:
         """The limits as ``GET /api/2.3/batch`` answers them."""

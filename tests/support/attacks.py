@@ -1,0 +1,506 @@
+"""The attack corpus: every kind of request that once crashed, froze or leaked from ``batchnb serve``.
+
+:func:`running` starts three real processes on loopback: ``batchnb serve``
+with the demo API, a hostile upstream (:mod:`tests.support.hostile_upstream`),
+and ``batchnb serve --upstream`` in front of it (a gateway). Each attack in
+:data:`ATTACKS` sends its requests and asserts the status and the message it
+must get; ``tests/test_attacks.py`` runs them one by one with a liveness probe
+after each, and ``benchmarks/attack.py`` runs them while a steady client works.
+
+Every answer goes through :class:`Served`, which counts 5xx and bare
+(non-JSON) answers in a :class:`Tally`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import httpx
+
+from tests.support import free_port, wait_for_http
+
+ROOT = Path(__file__).resolve().parents[2]
+CO = "/api/2.1/scheduling/companies"
+BATCH = "/api/2.3/batch"
+#: the corpus's servers take a batch body in at most this long: the slow-client attack waits it out.
+BODY_TIMEOUT = 2.0
+#: the gateway's answer limit: a batch of /big answers passes it at the eighth.
+GATEWAY_MAX_ANSWER = 2_000_000
+
+
+@dataclass
+class Tally:
+    """What every answer of the corpus was: counts of 5xx and of bare (non-JSON) answers."""
+
+    answers: int = 0
+    server_errors: int = 0
+    bare: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def note(self, r: httpx.Response) -> None:
+        self.answers += 1
+        if r.status_code >= 500:
+            self.server_errors += 1
+            self.examples.append(f"{r.status_code} {r.request.url.path}: {r.text[:200]}")
+        if not r.headers.get("content-type", "").startswith("application/json"):
+            self.bare += 1
+            self.examples.append(f"bare {r.status_code} {r.request.url.path}: {r.text[:200]}")
+
+
+@dataclass
+class Served:
+    """One ``batchnb serve`` process: its URL, credentials (None for the open gateway) and log."""
+
+    url: str
+    proc: subprocess.Popen
+    log: Path
+    tally: Tally
+    api_key: str | None = None
+    token: str | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def headers(self, **extra: str) -> dict[str, str]:
+        auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return {**auth, "Content-Type": "application/json", **extra}
+
+    def post(self, payload: Any, *, headers: dict[str, str] | None = None, params: dict[str, str] | None = None, timeout: float = 120) -> httpx.Response:
+        content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        r = httpx.post(self.url + BATCH, content=content, headers=self.headers() if headers is None else headers,
+                       params=params, timeout=timeout, trust_env=False)
+        self.tally.note(r)
+        return r
+
+    def run(self, ops: list[dict]) -> list[dict]:
+        """Post a batch that must run; its responses."""
+        r = self.post({"requests": ops})
+        assert r.status_code == 200, r.text[:500]
+        return r.json()["responses"]
+
+    def probe(self) -> None:
+        """The server answers its limits, and its process is alive."""
+        assert self.proc.poll() is None, f"the server died (exit {self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
+        r = httpx.get(self.url + BATCH, timeout=60, trust_env=False)
+        self.tally.note(r)
+        assert r.status_code == 200 and r.json()["version"] == "2.3", r.text[:300]
+
+    def rss(self) -> int:
+        """The process's resident memory, in bytes."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS for the server process")
+
+
+@dataclass
+class Servers:
+    demo: Served
+    gateway: Served
+    upstream: str
+
+    def seen_upstream(self) -> list[dict]:
+        return httpx.get(self.upstream + "/__seen", timeout=30, trust_env=False).json()
+
+
+def _serve(args: list[str], log: Path, env: dict[str, str], tally: Tally, **creds: str | None) -> Served:
+    port = free_port()
+    out = log.open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--log-level", "info",
+         "--body-timeout", str(BODY_TIMEOUT), *args],
+        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=ROOT,
+    )
+    served = Served(f"http://127.0.0.1:{port}", proc, log, tally, **creds)
+    wait_for_http(served.url + BATCH, proc, 30, log.read_text)
+    return served
+
+
+@contextlib.contextmanager
+def running(tmp: Path, tally: Tally | None = None) -> Iterator[Servers]:
+    """The demo server, the hostile upstream and the gateway in front of it, each its own process."""
+    tally = tally or Tally()
+    procs: list[subprocess.Popen] = []
+    try:
+        up_port = free_port()
+        up_log = (tmp / "upstream.log").open("w")
+        upstream = subprocess.Popen([sys.executable, "-m", "tests.support.hostile_upstream", str(up_port)],
+                                    stdout=up_log, stderr=subprocess.STDOUT, cwd=ROOT)
+        procs.append(upstream)
+        up_url = f"http://127.0.0.1:{up_port}"
+        wait_for_http(up_url + "/__seen", upstream, 60, (tmp / "upstream.log").read_text)
+        key, token = f"key{secrets.token_hex(4)}", secrets.token_urlsafe(18)
+        demo = _serve(["--db", str(tmp / "demo.sqlite3")], tmp / "demo.log",
+                      {"BATCHNB_API_KEY": key, "BATCHNB_TOKEN": token}, tally, api_key=key, token=token)
+        procs.append(demo.proc)
+        gateway = _serve(["--upstream", up_url, "--max-answer-bytes", str(GATEWAY_MAX_ANSWER)], tmp / "gateway.log",
+                         {"BATCHNB_API_KEY": "", "BATCHNB_TOKEN": ""}, tally)
+        procs.append(gateway.proc)
+        servers = Servers(demo, gateway, up_url)
+        _seed(servers)
+        yield servers
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+#: companies with long names, so that a list of them is a large value to reference.
+SEEDED = 60
+
+
+def _seed(s: Servers) -> None:
+    for start in (0, 40):
+        ops = [{"method": "POST", "path": CO, "body": {"name": f"{i:03d}" + "x" * 187}} for i in range(start, min(start + 40, SEEDED))]
+        assert all(r["status"] == 201 for r in s.demo.run(ops))
+
+
+# ---------------------------------------------------------------- expectations
+
+
+def expect(r: httpx.Response, status: int, message: str, pointer: str | None = None) -> None:
+    """A batch refused as a whole: its status, a message holding ``message``, and a pointer."""
+    assert r.status_code == status, (r.status_code, r.text[:500])
+    err = r.json()["error"]
+    text = err["message"] + " " + " ".join(d["message"] for d in err["details"])
+    assert message in text, (message, err)
+    if pointer is not None:
+        assert pointer in [d["pointer"] for d in err["details"]], (pointer, err["details"])
+
+
+def expect_ops(r: httpx.Response, statuses: list[int], messages: dict[int, str] | None = None) -> list[dict]:
+    """A batch that ran: each operation's status, and for some a message holding the text given."""
+    assert r.status_code == 200, (r.status_code, r.text[:500])
+    out = r.json()["responses"]
+    assert [x["status"] for x in out] == statuses, [(x["status"], str(x["body"])[:200]) for x in out]
+    for i, text in (messages or {}).items():
+        assert text in out[i]["body"]["error"]["message"], (text, out[i]["body"])
+    return out
+
+
+def _ref(name: str, query: str) -> str:
+    return f"${{result={name}:{query}}}"
+
+
+# ---------------------------------------------------------------- 1. crash: long and nested JSONPaths
+
+
+def jsonpath_of_40000_segments(s: Servers) -> None:
+    path = CO + "/" + _ref("co", "$" + ".a" * 40_000)
+    r = s.demo.post({"requests": [{"method": "GET", "path": CO, "name": "co"}, {"method": "GET", "path": path}]})
+    expect(r, 400, "characters long; the limit is 1000", "requests[1].path")
+
+
+def jsonpath_of_5000_segments(s: Servers) -> None:
+    r = s.demo.post({"requests": [{"method": "GET", "path": CO, "name": "co"},
+                                  {"method": "GET", "path": CO, "body": _ref("co", "$" + ".a" * 5000)}]})
+    expect(r, 400, "characters long; the limit is 1000", "requests[1].body")
+
+
+def jsonpath_at_the_length_limit_is_evaluated(s: Servers) -> None:
+    query = "$" + ".a" * 499  # 999 characters: allowed, and evaluated without a chain of 499 generators
+    r = s.demo.post({"requests": [{"method": "GET", "path": CO, "name": "co"}, {"method": "GET", "path": CO + "/" + _ref("co", query)}]})
+    expect_ops(r, [200, 424], {1: "matched nothing"})
+
+
+def jsonpath_filters_nested_40_deep(s: Servers) -> None:
+    query = "$" + "[?@" * 40 + "]" * 40
+    r = s.demo.post({"requests": [{"method": "GET", "path": CO, "name": "co"}, {"method": "GET", "path": CO + "/" + _ref("co", query)}]})
+    expect(r, 400, "levels deep (brackets, parentheses, !, &&, ||); the limit is 32", "requests[1].path")
+
+
+def jsonpath_of_900_negations(s: Servers) -> None:
+    query = "$[?" + "!" * 900 + "@.a]"
+    r = s.demo.post({"requests": [{"method": "GET", "path": CO, "name": "co"}, {"method": "GET", "path": CO + "/" + _ref("co", query)}]})
+    expect(r, 400, "the limit is 32", "requests[1].path")
+
+
+def jsonpath_visiting_every_node_many_times(s: Servers) -> None:
+    fifty = "[" + ",".join(["*"] * 50) + "]"  # a union selects its nodes as often as it names them
+    query = "$.items" + fifty + fifty
+    r = s.demo.post({"requests": [{"method": "GET", "path": CO + "?limit=100", "name": "all"},
+                                  {"method": "POST", "path": CO, "body": {"name": _ref("all", query)}}]})
+    expect_ops(r, [200, 424], {1: "visits more than 100000 nodes"})
+
+
+# ---------------------------------------------------------------- 2. no state of one batch in another
+
+
+def nothing_of_one_batch_reaches_another(s: Servers) -> None:
+    a_secret, b_secret = secrets.token_hex(8), secrets.token_hex(8)
+    r = s.gateway.post({"requests": [
+        {"method": "GET", "path": "/cookie/A", "headers": {"X-Caller": f"A-{a_secret}"}},
+        {"method": "GET", "path": "/a-own", "headers": {"Authorization": f"Bearer A-own-{a_secret}"}},
+    ]}, headers={"Authorization": f"Bearer A-batch-{a_secret}", "Content-Type": "application/json"},
+        params={"apiKey": "A", "token": f"A-query-{a_secret}"})
+    expect_ops(r, [200, 200])
+    r = s.gateway.post({"requests": [{"method": "GET", "path": f"/b-{b_secret}"}, {"method": "GET", "path": "/cookie/B"}]},
+                       headers={"Content-Type": "application/json"})
+    expect_ops(r, [200, 200])
+    b_requests = [q for q in s.seen_upstream() if q["target"].startswith(f"/b-{b_secret}")]
+    assert b_requests, "batch B's operation never reached the upstream"
+    for q in b_requests:
+        carried = json.dumps(q)
+        assert a_secret not in carried and "session=" not in carried, f"batch B's upstream request carried batch A's state: {carried}"
+
+
+# ---------------------------------------------------------------- 3. regular expressions in linear time
+
+
+def catastrophic_regular_expressions(s: Servers) -> None:
+    src = {"method": "POST", "path": CO, "body": {"name": "a" * 30}, "name": "src"}
+    evil = "(a|aa|aaa)+[b-z]"
+    batch = {"requests": [
+        src,
+        {"method": "GET", "path": CO + "/" + _ref("src", f"$[?match(@, '{evil}')]")},
+        # Only the name is all 'a's; a random id may well hold 'a' and a later letter, which search() would find.
+        {"method": "GET", "path": CO + "/" + _ref("src", f"$[?match(@, 'a+') && search(@, '{evil}')]")},
+        {"method": "GET", "path": CO + "/" + _ref("src", "$[?match(@, 'a+')]")},
+    ]}
+    answers: list[httpx.Response] = []
+    attack = threading.Thread(target=lambda: answers.append(s.demo.post(batch)), daemon=True)
+    attack.start()
+    # While the batch runs, the server answers others: a backtracking engine would freeze it for minutes.
+    r = httpx.get(s.demo.url + BATCH, timeout=30, trust_env=False)
+    s.demo.tally.note(r)
+    assert r.status_code == 200
+    attack.join(120)
+    assert answers, "the batch with a catastrophic regular expression got no answer"
+    expect_ops(answers[0], [201, 424, 424, 404], {1: "matched nothing"})
+
+
+# ---------------------------------------------------------------- 4. amplification
+
+
+def one_result_referenced_16000_times(s: Servers) -> None:
+    r = s.demo.post({"requests": [
+        {"method": "GET", "path": CO + "?limit=100", "name": "all"},
+        {"method": "POST", "path": CO, "body": {"name": "x", "tags": [_ref("all", "$")] * 16_000}},
+    ]})
+    expect_ops(r, [200, 413], {1: "more than 1048576 bytes"})
+
+
+def two_hundred_references_in_a_path(s: Servers) -> None:
+    r = s.demo.post({"requests": [
+        {"method": "GET", "path": CO + "?limit=100", "name": "all"},
+        {"method": "GET", "path": CO + "/" + _ref("all", "$.items[*].name") * 200},
+    ]})
+    expect_ops(r, [200, 413], {1: "more than 1048576 bytes"})
+
+
+def answers_past_the_answer_limit(s: Servers) -> None:
+    r = s.gateway.post({"requests": [{"method": "GET", "path": "/big"}] * 20})
+    expect_ops(r, [200] * 7 + [502] + [503] * 12, {7: "the batch's answer may still hold", 8: "reached its limit"})
+
+
+# ---------------------------------------------------------------- 5. caches bounded by size
+
+
+def unique_megabyte_strings_are_not_kept(s: Servers) -> None:
+    before = s.demo.rss()
+    for i in range(120):
+        path = f"/x$${i}" + secrets.token_hex(450_000)  # '$' makes it a string that is parsed for references
+        expect_ops(s.demo.post({"requests": [{"method": "GET", "path": path}]}), [404])
+    grown = s.demo.rss() - before
+    assert grown < 100 * 1024 * 1024, f"120 unique 900 KB paths left the server {grown / 2**20:.0f} MB larger"
+
+
+# ---------------------------------------------------------------- 6. decompression
+
+
+def nested_gzip_bomb(s: Servers) -> None:
+    r = s.gateway.post({"requests": [{"method": "GET", "path": "/bomb"}, {"method": "GET", "path": "/after"}]})
+    expect_ops(r, [502, 200], {0: "larger than 10485760 bytes once decoded"})
+
+
+def an_encoding_nobody_asked_for(s: Servers) -> None:
+    expect_ops(s.gateway.post({"requests": [{"method": "GET", "path": "/br"}]}), [502], {0: "cannot be decoded here"})
+
+
+# ---------------------------------------------------------------- 7. slow clients
+
+
+def slow_bodies_hold_no_slot(s: Servers) -> None:
+    head = (f"POST {BATCH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s.demo.token}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n").encode()
+    slow = []
+    try:
+        for _ in range(40):  # more than the 32 batches that may run at once
+            sock = socket.create_connection(("127.0.0.1", s.demo.port), timeout=30)
+            sock.sendall(head + b'{"requests": [')
+            slow.append(sock)
+        expect_ops(s.demo.post({"requests": [{"method": "GET", "path": CO + "?limit=1"}]}), [200])
+        for sock in slow:
+            reply = b""
+            while b"did not arrive within" not in reply and (chunk := sock.recv(65536)):
+                reply += chunk  # until the message, or the server closes; the socket's timeout bounds each wait
+            assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within" in reply, reply[:400]
+    finally:
+        for sock in slow:
+            sock.close()
+
+
+# ---------------------------------------------------------------- 8. deep input
+
+
+def _with_deep(field: str, levels: int = 1000) -> bytes:
+    """A batch of one operation whose ``field`` holds arrays nested ``levels`` deep (written as text: no parser here recurses)."""
+    return (b'{"requests": [{"method": "POST", "path": "' + CO.encode() + b'", "' + field.encode() + b'": '
+            + b"[" * levels + b"]" * levels + b"}]}")
+
+
+def deep_body(s: Servers) -> None:
+    expect(s.demo.post(_with_deep("body")), 400, "nested too deeply", "requests[0].body")
+
+
+def deep_headers(s: Servers) -> None:
+    expect(s.demo.post(_with_deep("headers")), 400, "must be an object or a string", "requests[0].headers")
+    raw = _with_deep("headers").replace(b'"headers": ', b'"headers": {"X-A": ', 1).replace(b"}]}", b"}}]}")
+    expect(s.demo.post(raw), 400, "header values must be strings", "requests[0].headers.X-A")
+
+
+def deep_name(s: Servers) -> None:
+    expect(s.demo.post(_with_deep("name")), 400, "a list is not a valid name", "requests[0].name")
+
+
+def deep_requests(s: Servers) -> None:
+    op = b'{"method": "GET", "path": "/x"}'
+    raw = b'{"method": "GET", "path": "/x", "requests": [' * 500 + op + b"]}" * 500  # 1,002 levels of JSON
+    expect(s.demo.post(b'{"requests": [' + raw + b"]}"), 413, "nested 501 levels deep; the limit is 4")
+
+
+def json_deeper_than_any_parser_takes(s: Servers) -> None:
+    expect(s.demo.post(b"[" * 5000 + b"]" * 5000), 400, "not valid JSON")
+
+
+def deep_upstream_answer_after_a_write(s: Servers) -> None:
+    r = s.gateway.post({"requests": [{"method": "POST", "path": "/write", "body": {"n": 1}}, {"method": "GET", "path": "/deep"}]})
+    out = expect_ops(r, [200, 502], {1: "nested too deeply for the batch's answer to carry"})
+    assert out[0]["body"]["method"] == "POST"  # the write's answer came back with the rest
+
+
+# ---------------------------------------------------------------- 9. secrets in logs
+
+
+def percent_encoded_credential_names(s: Servers) -> None:
+    params = {"apiKey": s.demo.api_key or "", "%74oken": s.demo.token or ""}
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    r = httpx.post(f"{s.demo.url}{BATCH}?{query}", content=json.dumps({"requests": [{"method": "GET", "path": CO + "?limit=1"}]}),
+                   headers={"Content-Type": "application/json"}, timeout=60, trust_env=False)
+    s.demo.tally.note(r)
+    expect_ops(r, [200])  # the server reads the name decoded: it authenticates…
+    log = s.demo.log.read_text()
+    assert "%74oken=***" in log, log[-2000:]
+    assert (s.demo.token or "") not in log, "the access log shows the token"  # …and the log hides it
+
+
+# ---------------------------------------------------------------- 10. a value cannot add a path segment
+
+
+def a_referenced_value_cannot_add_a_segment(s: Servers) -> None:
+    r = s.demo.post({"requests": [
+        {"method": "POST", "path": CO, "body": {"name": "victim"}, "name": "co"},
+        {"method": "POST", "path": CO + "/" + _ref("co", "$.id") + "/services", "body": {"name": "kept"}, "name": "sv"},
+        {"method": "POST", "path": CO, "body": {"name": _ref("co", "$.id") + "/services/" + _ref("sv", "$.id")}, "name": "evil"},
+        {"method": "DELETE", "path": CO + "/" + _ref("evil", "$.name")},
+        {"method": "GET", "path": CO + "/" + _ref("co", "$.id") + "/services/" + _ref("sv", "$.id")},
+    ]})
+    expect_ops(r, [201, 201, 201, 400, 200], {3: "may read as a separator"})
+
+
+def an_encoded_slash_stays_in_its_segment(s: Servers) -> None:
+    co, sv = (x["body"]["id"] for x in s.demo.run([
+        {"method": "POST", "path": CO, "body": {"name": "victim"}, "name": "co"},
+        {"method": "POST", "path": CO + "/" + _ref("co", "$.id") + "/services", "body": {"name": "kept"}},
+    ]))
+    r = s.demo.post({"requests": [{"method": "DELETE", "path": f"{CO}/{co}%2Fservices%2F{sv}"},
+                                  {"method": "GET", "path": f"{CO}/{co}/services/{sv}"}]})
+    expect_ops(r, [404, 200])
+
+
+# ---------------------------------------------------------------- also found, smaller
+
+
+def reference_into_an_answer_without_body(s: Servers) -> None:
+    r = s.gateway.post({"requests": [{"method": "GET", "path": "/empty", "name": "e"}, {"method": "GET", "path": "/x/" + _ref("e", "$")}]})
+    expect_ops(r, [204, 424], {1: "answered 204 with no body"})
+
+
+def header_values_http_cannot_carry(s: Servers) -> None:
+    for value, message in (("café", "must be ASCII text"), (" padded", "must not start or end with a space")):
+        r = s.gateway.post({"requests": [{"method": "GET", "path": "/h", "headers": {"X-A": value}}]})
+        expect(r, 400, message, "requests[0].headers.X-A")
+
+
+def hop_by_hop_headers(s: Servers) -> None:
+    for name in ("TE", "Upgrade", "Keep-Alive", "Proxy-Connection", "Trailer", "Expect"):
+        r = s.gateway.post({"requests": [{"method": "GET", "path": "/h", "headers": {name: "x"}}]})
+        expect(r, 400, "cannot be set per operation", f"requests[0].headers.{name}")
+
+
+def authorization_twice(s: Servers) -> None:
+    r = s.gateway.post({"requests": [{"method": "GET", "path": "/h", "headers": {"Authorization": "Bearer a", "authorization": "Bearer b"}}]})
+    expect(r, 400, "repeats 'Authorization'", "requests[0].headers.authorization")
+
+
+def duplicate_keys(s: Servers) -> None:
+    raw = b'{"requests": [{"method": "DELETE", "method": "GET", "path": "/api/2.1/scheduling/companies"}]}'
+    expect(s.demo.post(raw), 400, "the key 'method' appears twice", "requests[0]")
+
+
+def integers_beyond_64_bits(s: Servers) -> None:
+    out = expect_ops(s.gateway.post({"requests": [{"method": "POST", "path": "/echo", "body": {"n": 2**70}}, {"method": "GET", "path": "/bigint"}]}),
+                     [200, 200])
+    assert json.loads(out[0]["body"]["body"]) == {"n": 2**70} and '"n":1180591620717411303424' in out[0]["body"]["body"], out[0]["body"]
+    assert out[1]["body"] == {"n": 2**70}, out[1]["body"]
+
+
+#: (issue item, attack): every kind of the issue, in its order.
+ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
+    ("1 crash", jsonpath_of_40000_segments),
+    ("1 crash", jsonpath_of_5000_segments),
+    ("1 crash", jsonpath_at_the_length_limit_is_evaluated),
+    ("1 crash", jsonpath_visiting_every_node_many_times),
+    ("2 cross-caller state", nothing_of_one_batch_reaches_another),
+    ("3 regex time", catastrophic_regular_expressions),
+    ("4 amplification", one_result_referenced_16000_times),
+    ("4 amplification", two_hundred_references_in_a_path),
+    ("4 amplification", answers_past_the_answer_limit),
+    ("5 caches", unique_megabyte_strings_are_not_kept),
+    ("6 decompression", nested_gzip_bomb),
+    ("6 decompression", an_encoding_nobody_asked_for),
+    ("7 slow clients", slow_bodies_hold_no_slot),
+    ("8 deep input", deep_body),
+    ("8 deep input", deep_headers),
+    ("8 deep input", deep_name),
+    ("8 deep input", deep_requests),
+    ("8 deep input", json_deeper_than_any_parser_takes),
+    ("8 deep input", jsonpath_filters_nested_40_deep),
+    ("8 deep input", jsonpath_of_900_negations),
+    ("8 deep input", deep_upstream_answer_after_a_write),
+    ("9 secrets in logs", percent_encoded_credential_names),
+    ("10 path segments", a_referenced_value_cannot_add_a_segment),
+    ("10 path segments", an_encoded_slash_stays_in_its_segment),
+    ("smaller", reference_into_an_answer_without_body),
+    ("smaller", header_values_http_cannot_carry),
+    ("smaller", hop_by_hop_headers),
+    ("smaller", authorization_twice),
+    ("smaller", duplicate_keys),
+    ("smaller", integers_beyond_64_bits),
+]
