@@ -1,9 +1,10 @@
-"""The ``batchnb`` command: ``serve``, ``demo`` and ``run``.
+"""The ``batchnb`` command: ``serve``, ``demo``, ``run`` and ``sanitize-config``.
 
     batchnb serve --db demo.sqlite3              # the batch server with the demo API
     batchnb serve --upstream https://api.example # a batch gateway in front of another API
     batchnb demo                                 # the spec's worked examples, end to end
     batchnb run ops.csv --url URL -o results.csv # a CSV of operations, batched
+    batchnb sanitize-config                      # the nbval sanitizer's path
 
 Exit status: 0 when every row is ok, 1 when some rows are not, 2 for input
 that cannot be run (nothing was sent).
@@ -264,6 +265,24 @@ def _summary(result: Any, out: Any) -> None:
             print(f"  row {label!r}: {status} {row['error']}", file=out)
 
 
+# ---------------------------------------------------------------- sanitize-config
+
+
+SANITIZE_DESCRIPTION = """\
+Print the path of the nbval sanitizer that ships with batchnb: rules that hide
+what batchnb prints that changes from run to run (the demo API's ids, UUIDs,
+ISO timestamps, loopback ports, temporary files, durations), and nothing else.
+
+  pytest --nbval --nbval-sanitize-with "$(batchnb sanitize-config)" notebooks/"""
+
+
+def sanitize_config(args: argparse.Namespace) -> int:
+    from ._nbval import SANITIZE_CONFIG
+
+    print(SANITIZE_CONFIG.read_text(encoding="utf-8") if args.show else SANITIZE_CONFIG, end="" if args.show else "\n")
+    return 0
+
+
 # ---------------------------------------------------------------- the parser
 
 
@@ -339,6 +358,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--dry-run", action="store_true", help="check every row and print the plan and each operation; send nothing")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
     r.set_defaults(func=run)
+
+    c = sub.add_parser("sanitize-config", help="print the path of the nbval sanitizer that ships with batchnb", formatter_class=_Help,
+                       description=SANITIZE_DESCRIPTION)
+    c.add_argument("--show", action="store_true", help="print the rules themselves instead of the file's path")
+    c.set_defaults(func=sanitize_config)
     return p
 
 
