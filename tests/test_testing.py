@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -200,3 +202,10 @@ def test_pytest_plugins_in_a_conftest_is_the_other_way_in(pytester):
     run = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", "-q")
     run.assert_outcomes(passed=4, failed=1)
 
+
+def test_the_readmes_example_of_the_fixture_passes(pytester):
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("**The pytest fixtures**", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    pytester.makepyfile(test_from_readme=example)
+    pytester.runpytest_subprocess("-p", "batchnb.testing", "-p", "no:cacheprovider", "-q").assert_outcomes(passed=1)
