@@ -369,6 +369,7 @@ class BatchAccessor:
     >>> result.batchnb.report()     # HTML: counts by status, durations, failed rows first   # doctest: +SKIP
     >>> result.batchnb.summary()    # a matplotlib Figure                                     # doctest: +SKIP
     >>> result.batchnb.failed       # the rows that did not succeed                           # doctest: +SKIP
+    >>> result.batchnb.stable()     # without durations, ids as <id1>, <id2>, …: the same every run  # doctest: +SKIP
 
     The accessor takes ``result.batchnb``; the column of that name stays ``result["batch"]``.
     """
@@ -388,6 +389,28 @@ class BatchAccessor:
     def failed(self) -> pd.DataFrame:
         """The rows whose status is not 2xx (or that never ran)."""
         return self._frame[~_ok(self._frame)]
+
+    def stable(self, *, patterns: Iterable[str] = (), keys: str | None = None) -> pd.DataFrame:
+        """The result without what changes between identical runs: a regression check when shown.
+
+        >>> result = pd.DataFrame({"path": ["/c", "/c/co_4ba06eb22da7/staff"], "status": [201, 201],
+        ...                        "duration": [0.4, 0.3], "body": [{"id": "co_4ba06eb22da7"}, {"companyId": "co_4ba06eb22da7"}]})
+        >>> result.batchnb.stable()
+                     path  status                    body
+        0              /c     201         {'id': '<id1>'}
+        1  /c/<id1>/staff     201  {'companyId': '<id1>'}
+
+        ``duration`` is dropped; each id (a value under a key such as ``id``,
+        ``companyId`` or ``company_id``, a UUID, a demo API id, or text that
+        matches one of ``patterns``) becomes ``<id1>``, ``<id2>``, … in order
+        of first appearance, the same placeholder wherever the id appears
+        (bodies, paths, errors, other columns); creation and change times
+        (``createdAt``, ``updated_at``) become ``<time>``. ``keys`` replaces
+        the regular expression that says which keys hold ids.
+        """
+        from ._stable import stable
+
+        return stable(self._frame, patterns=patterns, keys=keys)
 
     def _repr_html_(self) -> str:
         return result_html(self._frame)

@@ -1,12 +1,14 @@
-"""The ``batchnb`` command: ``serve``, ``demo`` and ``run``.
+"""The ``batchnb`` command: ``serve``, ``demo``, ``run`` and ``sanitize-config``.
 
     batchnb serve --db demo.sqlite3              # the batch server with the demo API
     batchnb serve --upstream https://api.example # a batch gateway in front of another API
     batchnb demo                                 # the spec's worked examples, end to end
     batchnb run ops.csv --url URL -o results.csv # a CSV of operations, batched
+    batchnb run ops.csv --url URL --expect expected.csv --junit report.xml   # a regression test
+    batchnb sanitize-config                      # the nbval sanitizer's path
 
-Exit status: 0 when every row is ok, 1 when some rows are not, 2 for input
-that cannot be run (nothing was sent).
+Exit status: 0 when every row is ok (with --expect: as expected), 1 when
+some rows are not, 2 for input that cannot be run (nothing was sent).
 """
 
 from __future__ import annotations
@@ -183,6 +185,11 @@ def run(args: argparse.Namespace) -> int:
         if problems:
             raise BatchValidationError(problems)
     df = _read_input(args)
+    check = None
+    if args.expect or args.junit:
+        from ._regression import Check
+
+        check = Check(df, expect=args.expect, junit=args.junit, source=args.input)
     options: dict[str, Any] = {}
     for option in ("method", "path", "name"):
         if getattr(args, option):
@@ -220,8 +227,11 @@ def run(args: argparse.Namespace) -> int:
         table = result if args.only_results else df.join(result, rsuffix="_result")
         output.write(table)
     _summary(result, report)
+    verdict = check.finish(result, report) if check is not None else None
     if status:
         return status
+    if verdict is not None:
+        return verdict
     return 0 if bool(result["ok"].all()) else 1
 
 
@@ -249,6 +259,8 @@ def _preview(df: Any, plan: Any, options: dict[str, Any]) -> None:
 
 
 def _summary(result: Any, out: Any) -> None:
+    import pandas as pd
+
     from ._text import plural
 
     total = len(result)
@@ -261,8 +273,26 @@ def _summary(result: Any, out: Any) -> None:
     if len(failed):
         print("first failures:", file=out)
         for label, row in failed.head(10).iterrows():
-            status = row["status"] if row["status"] is not None and row["status"] == row["status"] else "—"
+            status = "—" if pd.isna(row["status"]) else row["status"]
             print(f"  row {label!r}: {status} {row['error']}", file=out)
+
+
+# ---------------------------------------------------------------- sanitize-config
+
+
+SANITIZE_DESCRIPTION = """\
+Print the path of the nbval sanitizer that ships with batchnb: rules that hide
+what batchnb prints that changes from run to run (the demo API's ids, UUIDs,
+ISO timestamps, loopback ports, temporary files, durations), and nothing else.
+
+  pytest --nbval --nbval-sanitize-with "$(batchnb sanitize-config)" notebooks/"""
+
+
+def sanitize_config(args: argparse.Namespace) -> int:
+    from ._nbval import SANITIZE_CONFIG
+
+    print(SANITIZE_CONFIG.read_text(encoding="utf-8") if args.show else SANITIZE_CONFIG, end="" if args.show else "\n")
+    return 0
 
 
 # ---------------------------------------------------------------- the parser
@@ -287,6 +317,7 @@ examples:
       --path /api/2.1/scheduling/companies --body-columns name,timezone -o result.csv
   batchnb run staff.csv --path '/api/2.1/scheduling/companies/{company_id}/staff' \\
       --method POST --dtype phone=str --dry-run
+  batchnb run ops.csv --url "$API" --expect expected.csv --junit report.xml   # a regression test in CI
   BATCHNB_URL=https://api.example BATCHNB_TOKEN=... batchnb run ops.csv -o - > result.csv"""
 
 
@@ -345,7 +376,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--direct", action="store_true", help="the API has no batch endpoint: send each operation from here")
     r.add_argument("--dry-run", action="store_true", help="check every row and print the plan and each operation; send nothing")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
+    r.add_argument("--expect", metavar="FILE", help="compare the result with FILE (a CSV: what -o wrote on a good run, or row/name, "
+                   "status and body fields as JSONPath columns such as $.name); exit 1 and print the rows that differ "
+                   "(default: exit 1 when a row is not ok)")
+    r.add_argument("--junit", metavar="FILE", help="write a JUnit XML report to FILE: a test case per row, a failure per row "
+                   "that differs (or, without --expect, is not ok)")
     r.set_defaults(func=run)
+
+    c = sub.add_parser("sanitize-config", help="print the path of the nbval sanitizer that ships with batchnb", formatter_class=_Help,
+                       description=SANITIZE_DESCRIPTION)
+    c.add_argument("--show", action="store_true", help="print the rules themselves instead of the file's path")
+    c.set_defaults(func=sanitize_config)
     return p
 
 
