@@ -64,8 +64,11 @@ class RunKeys:
     True
     """
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, *, unique_rows: bool = False) -> None:
         self.run_id = run_id
+        # With a label per row (a frame with a unique index) no row is a
+        # label's second one, and a million labels need not be remembered.
+        self._unique_rows = unique_rows
         self._seen: dict[str, int] = {}
         self._keys: dict[int, str] = {}
 
@@ -79,8 +82,9 @@ class RunKeys:
                 if rules.is_idempotent_method(op.method) or user_key(op) is not None:
                     continue
                 label = row_key(op.row)
-                n = self._seen.get(label, 0)
-                self._seen[label] = n + 1
+                n = 0 if self._unique_rows else self._seen.get(label, 0)
+                if not self._unique_rows:
+                    self._seen[label] = n + 1
                 digest = hashlib.blake2b(f"{label}#{n}".encode(), digest_size=8, key=self.run_id.encode()).hexdigest()
                 self._keys[id(op)] = f'"{self.run_id}-{digest}"'
 

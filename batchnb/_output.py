@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._exceptions import BatchValidationError, Problem
+from ._jsonarray import holds_values
 
 __all__ = ["Output"]
 
@@ -73,8 +74,8 @@ class Output:
         """Write ``frame``: JSON values as JSON text, unicode as itself."""
         table = frame.copy()
         for column in table.columns:
-            if table[column].dtype == object:
-                table[column] = table[column].map(_as_text)
+            if holds_values(table[column]):
+                table[column] = table[column].astype(object).map(_as_text)
         index_label = frame.index.name or "row"
         if self.to_stdout:
             table.to_csv(stdout or sys.stdout, index_label=index_label)

@@ -26,6 +26,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from ._jsonarray import holds_values
+
 __all__ = ["DEFAULT_ID_KEYS", "Stabiliser", "parse_json_text", "stable"]
 
 #: keys (and column names) whose values are ids.
@@ -94,7 +96,7 @@ class Stabiliser:
         for column in frame.columns:
             if self._is_key(column):
                 self._keyed.update(filter(None, map(_id_text, frame[column])))
-            elif frame[column].dtype == object:
+            elif holds_values(frame[column]):
                 for value in frame[column]:
                     self._learn_value(value)
         return self
@@ -123,7 +125,7 @@ class Stabiliser:
         """A copy of ``frame`` with ids as placeholders, numbered row by row as they first appear."""
         columns = list(frame.columns)
         # Only cells that may hold ids change; numbers, flags and statuses stay as they are.
-        touched = [c for c in columns if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c]) or self._is_key(c)]
+        touched = [c for c in columns if holds_values(frame[c]) or pd.api.types.is_string_dtype(frame[c]) or self._is_key(c)]
         keyed_columns = {c for c in touched if self._is_key(c)}
         cells = {c: frame[c].tolist() for c in touched}
         labels = frame.index.tolist()

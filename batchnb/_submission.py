@@ -89,7 +89,8 @@ class Submission:
         if options.journal:
             self._open_journal(Journal(options.journal), resume=options.resume)
         honoured = options.idempotency is True or (options.idempotency == "auto" and limits.get("idempotency") is True)
-        self._keys = RunKeys(self._run_id) if honoured else None
+        unique_rows = self._kind == "frame" and self._index is not None and self._index.is_unique
+        self._keys = RunKeys(self._run_id, unique_rows=unique_rows) if honoured else None
         # Every problem is raised here, before anything is sent.
         self._first_plan = self._plan(self._chunks.first())
 
@@ -215,9 +216,11 @@ class Submission:
             responses = [_relabel(self._done[row_key(op.row)], op) if row_key(op.row) in self._done else next(it) for op in ops]
         if self._kind == "responses":
             return responses
-        from .results import to_frame
+        from .results import _json_bodies, to_frame
 
         frame = to_frame(responses)
+        if self._options.bodies == "parsed":
+            frame = _json_bodies(frame)
         index = self._chunks.index_of(ops, self._index)
         if index is not None and len(frame) == len(index):
             frame = frame.reindex(index)
@@ -228,9 +231,9 @@ class Submission:
             return [r for piece in pieces for r in piece]
         import pandas as pd
 
-        from .results import to_frame
+        from .results import _concat, to_frame
 
-        frame = pd.concat(pieces) if len(pieces) > 1 else (pieces[0] if pieces else to_frame([]))
+        frame = _concat(pieces) if len(pieces) > 1 else (pieces[0] if pieces else to_frame([]))
         index = self._index
         if index is not None and missing is not None and len(frame) < len(index):
             frame = frame.reindex(index)

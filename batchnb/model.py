@@ -10,7 +10,7 @@ problem stands in a batch. It knows nothing of how a batch is drawn.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from . import _json, refs, rules
 from ._exceptions import BatchValidationError, Problem
@@ -49,7 +49,7 @@ class Operation:
     #: the DataFrame index label this operation came from (never sent).
     row: Any = field(default=None, compare=False, repr=False)
     #: problems of ``headers`` given as text lines that are not ``Name: value``.
-    _header_line_problems: list[str] = field(default_factory=list, init=False, compare=False, repr=False)
+    _header_line_problems: Sequence[str] = field(default=(), init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.method, str):
@@ -77,10 +77,20 @@ class Operation:
         parameter here, so a new field cannot be forgotten silently.
         """
         op = object.__new__(cls)
-        op.__dict__.update(
-            method=method, path=path, body=body, name=name, headers=headers,
-            requests=[] if requests is None else requests, row=row, _header_line_problems=[],
-        )
+        # Attributes one by one keep the instance's compact storage (writing
+        # to __dict__ would make a dict per operation); a field left at its
+        # default is read from the class.
+        op.method = method
+        op.path = path
+        if body is not None:
+            op.body = body
+        if name is not None:
+            op.name = name
+        if headers is not None:
+            op.headers = headers
+        op.requests = [] if requests is None else requests
+        if row is not None:
+            op.row = row
         return op
 
     def to_wire(self) -> dict[str, Any]:

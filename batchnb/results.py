@@ -7,6 +7,8 @@ spreads a column of JSON objects over dotted columns.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from typing import Any, Hashable, Sequence
 
 import numpy as np
@@ -17,6 +19,8 @@ from . import _display  # noqa: F401 - registers the DataFrame.batchnb accessor 
 from ._secrets import mask_path
 from ._exceptions import BatchValidationError, Problem
 from ._gc import gc_paused
+from ._jsonarray import JSONArray, JSONDtype
+from ._jsonarray import _concat as _concat_json
 from .model import Response
 
 __all__ = ["expand", "to_frame"]
@@ -49,8 +53,12 @@ def _error_text(r: Response) -> str:
 
 def _nullable_ints(values: list[int | None]) -> pd.arrays.IntegerArray:
     # numpy with a mask is several times faster than pd.array(list, "Int64").
-    if None not in values:
-        return pd.arrays.IntegerArray(np.array(values, dtype=np.int64), np.zeros(len(values), dtype=bool))
+    try:
+        data = np.fromiter(values, dtype=np.int64, count=len(values))
+    except TypeError:  # a None among them
+        pass
+    else:
+        return pd.arrays.IntegerArray(data, np.zeros(len(values), dtype=bool))
     mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
     data = np.array([0 if v is None else v for v in values], dtype=np.int64)
     return pd.arrays.IntegerArray(data, mask)
@@ -81,9 +89,10 @@ def to_frame(responses: Sequence[Response], index: Sequence[Hashable] | pd.Index
 
 
 def _to_frame(responses: list[Response], index: Any) -> pd.DataFrame:
-    flat: list[Response]
+    flat = responses
     up: list[int] | None = None
-    if any(r.responses for r in responses):
+    fields = _Fields(flat)
+    if any(fields.children):
         flat, up = [], []
 
         def visit(r: Response, parent_pos: int) -> None:
@@ -95,23 +104,20 @@ def _to_frame(responses: list[Response], index: Any) -> pd.DataFrame:
 
         for r in responses:
             visit(r, -1)
-    else:
-        flat = responses
+        fields = _Fields(flat)
     n = len(flat)
 
     if index is not None:
         idx = index if isinstance(index, pd.Index) else pd.Index(index)
         if len(idx) != n:
             raise BatchValidationError([Problem("index", f"has {len(idx)} labels for {n} responses (nested ones included)")])
+    elif n and None not in fields.rows:
+        idx = _index(fields.rows)
     else:
-        rows = [r.row for r in flat]
-        if n and not any(label is None for label in rows):
-            idx = pd.Index(rows)
-        else:
-            idx = pd.RangeIndex(n)
+        idx = pd.RangeIndex(n)
 
-    names = [r.name for r in flat]
-    status = _nullable_ints([r.status for r in flat])
+    names = fields.names
+    status = _nullable_ints(fields.statuses)
     status_values = status.to_numpy(dtype=np.int64, na_value=0)
     ok = (status_values >= 200) & (status_values < 300)
     # Failures are few: explain only those.
@@ -125,26 +131,108 @@ def _to_frame(responses: list[Response], index: Any) -> pd.DataFrame:
         parents = _object_array([None if j < 0 else (names[j] if names[j] is not None else labels[j]) for j in up])
     columns = {
         "name": _text_array(names),
-        "method": _text_array([r.method for r in flat]),
-        "path": _text_array([mask_path(r.path) if "?" in r.path else r.path for r in flat]),
+        "method": _text_array(fields.methods),
+        "path": _paths(fields.paths),
         "status": status,
         "ok": ok,
-        "duration": np.array([r.duration for r in flat], dtype=np.float64),
-        "body": _object_array([r.body for r in flat]),
+        "duration": np.fromiter(fields.durations, dtype=np.float64, count=n),
+        "body": _object_array(fields.bodies),
         "error": _text_array(errors),
-        "batch": _nullable_ints([r.batch for r in flat]),
-        "attempts": _nullable_ints([r.attempts for r in flat]),
-        "replayed": np.fromiter((_replayed(r) for r in flat), dtype=bool, count=n),
+        "batch": _nullable_ints(fields.batches),
+        "attempts": _nullable_ints(fields.attempts),
+        "replayed": _replayed_flags(fields.headers),
         "parent": parents,
     }
-    return pd.DataFrame(columns, index=idx)
+    # Every array above is new: the frame may take them as they are.
+    return pd.DataFrame(columns, index=idx, copy=False)
 
 
-def _replayed(r: Response) -> bool:
+class _Fields:
+    """Each field of the responses as a list.
+
+    Made in one pass: a million responses visited once each cost less than
+    once per field.
+    """
+
+    def __init__(self, responses: list[Response]) -> None:
+        n = len(responses)
+        self.names: list[str | None] = [None] * n
+        self.methods: list[str] = [""] * n
+        self.paths: list[str] = [""] * n
+        self.statuses: list[int | None] = [None] * n
+        self.durations: list[float | None] = [None] * n
+        self.bodies: list[Any] = [None] * n
+        self.batches: list[int | None] = [None] * n
+        self.attempts: list[int | None] = [None] * n
+        self.headers: list[dict[str, str]] = [{}] * n
+        self.rows: list[Hashable] = [None] * n
+        self.children: list[list[Response]] = [[]] * n
+        names, methods, paths, statuses, durations, bodies = self.names, self.methods, self.paths, self.statuses, self.durations, self.bodies
+        batches, attempts, headers, rows, children = self.batches, self.attempts, self.headers, self.rows, self.children
+        for i, r in enumerate(responses):
+            names[i] = r.name
+            methods[i] = r.method
+            paths[i] = r.path
+            statuses[i] = r.status
+            durations[i] = r.duration
+            bodies[i] = r.body
+            batches[i] = r.batch
+            attempts[i] = r.attempts
+            headers[i] = r.headers
+            rows[i] = r.row
+            children[i] = r.responses
+
+
+def _paths(paths: list[str]) -> Any:
+    """Paths as text, credentials masked (only a path with a query can hold one)."""
+    if any(map(operator.contains, paths, itertools.repeat("?"))):
+        paths = [mask_path(p) if "?" in p else p for p in paths]
+    return _text_array(paths)
+
+
+def _index(labels: list[Hashable]) -> pd.Index:
+    """The row labels as an index; integer labels (the usual RangeIndex of a frame) without pandas' per-label inference."""
+    if set(map(type, labels)) == {int}:
+        try:
+            return pd.Index(np.fromiter(labels, dtype=np.int64, count=len(labels)))
+        except OverflowError:
+            pass
+    return pd.Index(labels)
+
+
+def _replayed_flags(headers: list[dict[str, str]]) -> np.ndarray:
+    flags = np.zeros(len(headers), dtype=bool)
+    # Most responses carry no headers: look only at those that do.
+    if any(headers):
+        for i in np.flatnonzero(np.fromiter(map(bool, headers), dtype=bool, count=len(headers))).tolist():
+            flags[i] = _replayed(headers[i])
+    return flags
+
+
+def _json_bodies(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its bodies kept as JSON text, each parsed when it is read (a result's default)."""
+    frame["body"] = JSONArray._from_values(frame["body"].tolist())
+    return frame
+
+
+def _concat(pieces: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat(pieces)`` for the chunks of one result; the chunks lose their JSON columns.
+
+    Each chunk's bodies are freed as soon as they are copied, so that joining
+    a million rows does not hold their bodies twice.
+    """
+    columns = list(pieces[0].columns)
+    moved = [c for c in columns if isinstance(pieces[0][c].dtype, JSONDtype)]
+    held = {c: [p.pop(c).array for p in pieces] for c in moved}
+    frame = pd.concat(pieces)
+    for c in moved:
+        # In its place again (selecting the columns in order would copy them all).
+        frame.insert(columns.index(c), c, _concat_json(held.pop(c)))
+    return frame
+
+
+def _replayed(headers: dict[str, str]) -> bool:
     """Whether the API answered with the stored first answer of an idempotency key."""
-    headers = r.headers
-    if not headers:
-        return False
     value = headers.get("Idempotent-Replayed") or next((v for k, v in headers.items() if k.lower() == "idempotent-replayed"), None)
     return str(value).strip().lower() == "true"
 

@@ -436,3 +436,76 @@ def test_a_header_given_twice_in_two_cases_is_refused_up_front():
         "row 0, column h: header 'authorization' repeats 'Authorization' (header names ignore case)",
         "row 1, column h: header 'x-a' repeats 'X-A' (header names ignore case)",
     ]
+
+
+# ---------------------------------------------------------------- column-wise building: as row by row
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from batchnb import _json  # noqa: E402
+
+TEXTS = ["a", "b", None, "..", "a b", "x/y", "%2e", "50%", "ü", "${result=co:$.id}", "${result=", "", "E"]
+TEMPLATES = ["/s/{t}", "/s/{t}/n/{n}", "/s/{o}-{t}", "/p%2{t}", "/{f}/{t}/{n}", "/c/{n}", "/x/{c}/{t}"]
+
+
+def _outcome(df: pd.DataFrame, **kw) -> tuple[list[dict] | None, list[tuple[str, str]]]:
+    try:
+        ops = from_frame(df, known={"co"}, **kw)
+    except BatchValidationError as exc:
+        return None, [(p.pointer, p.message) for p in exc.problems]
+    return [op.to_wire() for op in ops], []
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(TEXTS), st.integers(-3, 3), st.booleans(), st.sampled_from([1, 1.0, True, "1", None, "a/b"]), st.sampled_from(["k", "l", None])),
+        min_size=1, max_size=12,
+    ),
+    template=st.sampled_from(TEMPLATES),
+    body=st.sampled_from([None, {"t": "t", "x.n": "n"}, ["o", "f"], {"c": "c"}]),
+)
+def test_a_frame_builds_as_its_rows_each_alone(rows, template, body):
+    # Values repeat, and each distinct value is worked out once for all its
+    # rows: what every row gets, operations and problems with their
+    # pointers, must be what it gets alone.
+    df = pd.DataFrame(
+        {
+            "t": pd.Series([r[0] for r in rows], dtype="str"),
+            "n": [r[1] for r in rows],
+            "f": [r[2] for r in rows],
+            "o": pd.Series([r[3] for r in rows], dtype=object),
+            "c": pd.Categorical([r[4] for r in rows]),
+        },
+        index=[f"r{i}" for i in range(len(rows))],
+    )
+    kw = {"method": "POST", "path": template, "body": body if body is not None else False}
+    whole_ops, whole_problems = _outcome(df, **kw)
+    alone = [_outcome(df.iloc[[i]], **kw) for i in range(len(df))]
+    assert whole_problems == [p for _ops, problems in alone for p in problems]
+    if whole_ops is not None:
+        assert whole_ops == [op for ops, _problems in alone for op in ops]
+
+
+def test_operations_built_column_wise_are_the_operations_of_their_fields():
+    df = pd.DataFrame(
+        {
+            "site": ["a", "b", "a"],
+            "n": [1, 2, 3],
+            "name": ["x", None, "z"],
+            "headers": ["X-A: 1", None, '{"X-B": "2"}'],
+            "city": ["Lyon", None, "Nice"],
+        },
+        index=[10, 11, 12],
+    )
+    ops = from_frame(df, method="put", path="/s/{site}/{n}", body={"address.city": "city", "n": "n"})
+    rebuilt = [Operation(op.method, op.path, body=op.body, name=op.name, headers=op.headers) for op in ops]
+    assert ops == rebuilt
+    assert [op.row for op in ops] == [10, 11, 12]
+    assert [op.to_wire() for op in ops] == [op.to_wire() for op in rebuilt]
+    # The bytes the client sends for a batch, either way.
+    assert _json.dumps({"requests": [op.to_wire() for op in ops]}) == Batch(rebuilt).to_json()
+    assert ops[1].to_wire() == {"method": "PUT", "path": "/s/b/2", "body": {"n": 2}}
+    ops[0].requests.append(Operation("GET", "/child"))
+    assert ops[2].requests == [] and ops[0].requests[0].path == "/child"

@@ -307,3 +307,17 @@ def test_keys_follow_the_server_unless_told():
         limits = {"maxRequests": 50, "maxDepth": 4, "idempotency": announced}
         asyncio.run(Submission(Batch([Operation("POST", "/a", {})]), {}, limits, send, SubmitOptions(idempotency=idempotency)).run())
         assert (send.keys[0][0] is not None) is expected, (idempotency, announced)
+
+
+def test_keys_of_a_frame_with_a_unique_index_are_the_keys_counted_per_label():
+    from batchnb._keys import RunKeys
+
+    ops = [Operation("POST", f"/a/{i}", {}, row=label) for i, label in enumerate(["r1", 7, ("t", 2)])]
+    counted, unique = RunKeys("run-1"), RunKeys("run-1", unique_rows=True)
+    counted.assign(ops)
+    unique.assign(ops)
+    assert [counted.headers_for(op) for op in ops] == [unique.headers_for(op) for op in ops]
+    assert unique._seen == {}  # nothing kept per row
+    again = [Operation("POST", "/b", {}, row="r1"), Operation("POST", "/c", {}, row="r1")]
+    counted.assign(again)
+    assert counted.headers_for(again[0]) != counted.headers_for(again[1])  # a label's second row gets its own

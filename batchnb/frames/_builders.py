@@ -64,21 +64,25 @@ def _paths(fr: _Frame, path: Any) -> list[str | None] | str | None:
     literal = "".join(p for p in source.template if not isinstance(p, _Slot))
     if "${" in literal:
         fr.ref_hits.append((None, "path", literal))
-    paths, check_rows = fr.fill(source, encode=True)
+    filled = fr.fill(source, encode=True)
     if "%" in literal:
         # A '%' in the template could join a value into an escape ('%2' + 'E'
         # reads as '.'): no value is harmless then, check them all.
-        first_slot = next(p.column for p in source.template if isinstance(p, _Slot))
-        check_rows = [(i, first_slot) for i in range(fr.n)]
-    verdicts: dict[str, str | None] = {}
-    for i, column in check_rows:
-        p = paths[i]
-        if p is None:
-            continue
-        message = verdicts[p] if p in verdicts else verdicts.setdefault(p, _shape_problem(p))
-        if message:
-            fr.add(i, column, f"makes the path {p!r} unsafe: it {message}")
-    return paths
+        checks = [(filled.slots[0].column, np.ones(fr.n, dtype=bool))]
+    else:
+        checks = [(slot.column, slot.coded.rows_where(slot.unsafe)) for slot in filled.slots if slot.unsafe is not None]
+    # Each distinct path is judged once, and only if some row needs it.
+    wanted = np.zeros(len(filled.texts), dtype=bool)
+    for _column, rows in checks:
+        wanted[filled.codes[rows & ~filled.empty]] = True
+    verdicts = {k: _shape_problem(filled.texts[k]) for k in np.flatnonzero(wanted).tolist()}
+    bad = np.zeros(len(filled.texts), dtype=bool)
+    bad[[k for k, message in verdicts.items() if message]] = True
+    for column, rows in checks:
+        for i in np.flatnonzero(rows & ~filled.empty & bad[filled.codes]).tolist():
+            p = filled.values[i]
+            fr.add(i, column, f"makes the path {p!r} unsafe: it {verdicts[int(filled.codes[i])]}")
+    return filled.values
 
 
 def _shape_problem(path: str | tuple[Any, ...]) -> str | None:
@@ -164,7 +168,7 @@ def _headers(fr: _Frame, headers: Any) -> list[dict[str, str] | None] | None:
             fr.ref_hits.append((None, "headers", got))
         return [dict(got) for _ in range(fr.n)]
     if source.kind == "template":
-        cells: list[Any] = fr.fill(source, encode=False)[0]
+        cells: list[Any] = fr.fill(source, encode=False).values
         pointer_col: Any = "headers"
     else:
         pointer_col = source.column

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Hashable
 
@@ -11,8 +12,8 @@ import pandas as pd
 
 from .. import refs
 from .._exceptions import Problem
-from ._templates import _SIMPLE_SEGMENT, _Slot, _parse_template, _simple_segment
-from ._values import _Column, _is_plain_text_column, _json_column, _texts
+from ._templates import _Slot, _parse_template, _simple_segment
+from ._values import _Coded, _Column, _coded_texts, _is_plain_text_column, _json_column, _object_array, _texts
 
 def _at(label: Any, column: Any, line: str = "") -> str:
     return f"row {label!r}{line}, column {column}"
@@ -70,7 +71,8 @@ class _Frame:
         for c in df.columns:
             self.by_text.setdefault(str(c), c)
         self._json_cache: dict[Hashable, _Column] = {}
-        self._text_cache: dict[Hashable, tuple[list[str | None], list[tuple[int, str]]]] = {}
+        self._coded_cache: dict[Hashable, _Coded] = {}
+        self._text_cache: dict[Hashable, list[str | None]] = {}
         #: (position or None for every row, column for the pointer, text or JSON value holding references)
         self.ref_hits: list[tuple[int | None, Any, Any]] = []
 
@@ -121,13 +123,25 @@ class _Frame:
                 self.add(i, column, message)
         return col
 
+    def coded(self, column: Hashable) -> _Coded:
+        """The column's text (None for nulls) as distinct values and a code per row."""
+        got = self._coded_cache.get(column)
+        if got is None:
+            s = self.series(column)
+            got = _coded_texts(s)
+            if got is None:
+                values, bad = _texts(s)
+                for i, message in bad:
+                    self.add(i, column, message)
+                got = _Coded.of_rows(values)
+            self._coded_cache[column] = got
+        return got
+
     def texts(self, column: Hashable) -> list[str | None]:
         got = self._text_cache.get(column)
         if got is None:
-            got = self._text_cache[column] = _texts(self.series(column))
-            for i, message in got[1]:
-                self.add(i, column, message)
-        return got[0]
+            got = self._text_cache[column] = self.coded(column).per_row()
+        return got
 
     def resolve(self, arg_name: str, arg: Any, *, required: bool = False) -> _Source:
         """Apply the rule: an existing column, else a template, else a constant."""
@@ -174,82 +188,75 @@ class _Frame:
             return True
         return False
 
-    def fill(self, source: _Source, encode: bool) -> tuple[list[str | None], list[tuple[int, Any]]]:
-        """Fill a template per row. Also the rows whose values need a full path check.
+    def fill(self, source: _Source, encode: bool) -> _Filled:
+        """Fill a template per row, each distinct combination of values once.
 
         ``encode`` percent-encodes each value as a path segment; a value that
         holds references keeps them verbatim (the server fills them in).
         """
-        template = source.template
-        acc: list[str] | None = None
-        prefix = ""
-        empty_rows: list[tuple[int, Any]] = []
-        check_rows: list[tuple[int, Any]] = []
-        for part in template:
+        slots: list[_Filled.Slot] = []
+        pieces: list[Any] = []  # literal text, or the index of a slot
+        for part in source.template:
             if not isinstance(part, _Slot):
-                if acc is None:
-                    prefix += part
-                else:
-                    acc = [a + part for a in acc]
+                pieces.append(part)
                 continue
-            column = part.column
-            values = self.texts(column)
+            coded = self.coded(part.column)
+            unsafe = None
             if encode:
-                values = self._encoded(column, values, check_rows)
-            if None in values:
-                empty_rows.extend((i, column) for i, v in enumerate(values) if v is None)
-                values = [v if v is not None else "" for v in values]
-            if acc is None:
-                acc = [prefix + v for v in values] if prefix else values
-            else:
-                acc = [a + v for a, v in zip(acc, values)]
-        if acc is None:  # only possible for a broken template
-            acc = [prefix] * self.n
-        out: list[str | None] = acc  # type: ignore[assignment]
-        if empty_rows:
-            out = list(acc)
-            for i, column in empty_rows:
-                self.add(i, column, f"is empty, but the {source.arg} template needs it")
-                out[i] = None
-        return out, check_rows
+                coded, unsafe = self._encoded(part.column, coded)
+            pieces.append(len(slots))
+            slots.append(_Filled.Slot(part.column, coded, unsafe))
+        codes, firsts = _combine([slot.coded.codes for slot in slots], self.n)
+        # The text of each combination, from the first row that has it.
+        columns = [
+            itertools.repeat(p) if isinstance(p, str) else (v or "" for v in _object_array(slots[p].coded.values)[slots[p].coded.codes[firsts]].tolist())
+            for p in pieces
+        ]
+        texts = ["".join(parts) for parts in zip(*columns)] if slots else ["".join(pieces)]
+        values: list[str | None] = _object_array(texts)[codes].tolist()
+        empty = np.zeros(self.n, dtype=bool)
+        for slot in slots:
+            nulls = slot.coded.rows_where([v is None for v in slot.coded.values])
+            for i in np.flatnonzero(nulls).tolist():
+                self.add(i, slot.column, f"is empty, but the {source.arg} template needs it")
+            empty |= nulls
+        for i in np.flatnonzero(empty).tolist():
+            values[i] = None
+        return _Filled(values, texts, codes, slots, empty)
 
-    def _encoded(self, column: Hashable, values: list[str | None], check_rows: list[tuple[int, Any]]) -> list[str | None]:
-        s = self.series(column)
-        if _is_plain_text_column(s):
-            return values  # digits, '-', 'true', 'false': nothing to encode
-        if isinstance(s.dtype, pd.StringDtype):
-            simple = s.str.fullmatch(_SIMPLE_SEGMENT).to_numpy(dtype=bool, na_value=True)
-            todo = np.flatnonzero(~simple).tolist()
-        else:
-            todo = [i for i, v in enumerate(values) if v is not None and not _simple_segment(v)]
-        if not todo:
-            return values
-        values = list(values)
-        # Values repeat (one company, many staff): encode each distinct one once.
-        memo: dict[str, str] = {}
-        for i in todo:
-            v = values[i]
-            if v is None:
-                continue
-            check_rows.append((i, column))
-            done = memo.get(v)
-            if done is not None:
-                values[i] = done
-                continue
+    def _encoded(self, column: Hashable, coded: _Coded) -> tuple[_Coded, np.ndarray | None]:
+        """The column's values as path segments; also which values were not plain (their rows need a full path check)."""
+        if _is_plain_text_column(self.series(column)):
+            return coded, None  # digits, '-', 'true', 'false': nothing to encode
+        unsafe = np.array([v is not None and not _simple_segment(v) for v in coded.values], dtype=bool)
+        if not unsafe.any():
+            return coded, unsafe
+        values = list(coded.values)
+        broken: dict[int, str] = {}
+        with_refs: list[int] = []
+        for k in np.flatnonzero(unsafe).tolist():
+            v = values[k]
             if "${" in v:
                 try:
                     parts = refs.parse(v)
                 except refs.RefSyntaxError as exc:
-                    self.add(i, column, str(exc))
+                    broken[k] = str(exc)
                     continue
                 if any(isinstance(p, refs.Ref) for p in parts):
                     # The reference is filled in by the server, which encodes
                     # its value; only the literal text around it is ours to encode.
-                    self.ref_hits.append((i, column, v))
-                    values[i] = "".join(refs.segment(p) if isinstance(p, str) else p.text for p in parts)
+                    with_refs.append(k)
+                    values[k] = "".join(refs.segment(p) if isinstance(p, str) else p.text for p in parts)
                     continue
-            values[i] = memo[v] = refs.segment(v)
-        return values
+            values[k] = refs.segment(v)
+        if broken:
+            rows = coded.rows_where([k in broken for k in range(len(values))])
+            for i in np.flatnonzero(rows).tolist():
+                self.add(i, column, broken[int(coded.codes[i])])
+        if with_refs:
+            rows = coded.rows_where(np.isin(np.arange(len(values)), with_refs))
+            self.ref_hits.extend((i, column, coded.values[coded.codes[i]]) for i in np.flatnonzero(rows).tolist())
+        return _Coded(coded.codes, values), unsafe
 
     def values_of(self, source: _Source) -> list[str | None] | None:
         """Per-row text of a column or template source (not encoded)."""
@@ -257,7 +264,39 @@ class _Frame:
             return None
         if source.kind == "column":
             return self.texts(source.column)
-        return self.fill(source, encode=False)[0]
+        return self.fill(source, encode=False).values
+
+
+@dataclass
+class _Filled:
+    """A template filled for every row: the texts, and what a check of them needs."""
+
+    @dataclass
+    class Slot:
+        column: Hashable
+        coded: _Coded  # its values as filled in (encoded for a path)
+        unsafe: np.ndarray | None  # per distinct value: not a plain segment, so the filled path needs a check
+
+    values: list[str | None]  # per row; None where a slot was empty
+    texts: list[str]  # per distinct combination of slot values
+    codes: np.ndarray  # per row, its combination
+    slots: list[Slot]
+    empty: np.ndarray  # per row
+
+
+def _combine(codes: list[np.ndarray], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """One code per distinct combination of the given codes, and the first row of each."""
+    if not codes:
+        return np.zeros(n, dtype=np.intp), np.zeros(1, dtype=np.intp)
+    combined = codes[0]
+    for more in codes[1:]:
+        # Renumbered after each step, so that the product stays below n * n.
+        combined = pd.factorize(combined.astype(np.int64) * (int(more.max(initial=0)) + 1) + more)[0]
+    size = int(combined.max(initial=-1)) + 1
+    firsts = np.zeros(size, dtype=np.intp)
+    # Written backwards, so that the first row of each code is the one left.
+    firsts[combined[::-1]] = np.arange(n - 1, -1, -1)
+    return combined, firsts
 
 
 _MISSING = object()

@@ -143,14 +143,11 @@ def _json_column(s: pd.Series, omit: bool) -> _Column:
             return _object_column(s.tolist(), omit)
         return _object_column(s.astype(object).tolist(), omit)
     if isinstance(dt, pd.StringDtype):
-        values = s.tolist()
-        nulls = s.isna().to_numpy(dtype=bool)
-        has_nulls = bool(nulls.any())
-        if has_nulls and not omit:
-            for i in np.flatnonzero(nulls).tolist():
-                values[i] = None
-        ref_rows = np.flatnonzero(s.str.contains("${", regex=False).to_numpy(dtype=bool, na_value=False)).tolist()
-        return _Column(values, nulls if has_nulls else None, [], ref_rows)
+        coded = _coded_texts(s)
+        assert coded is not None  # text columns always have a coded form
+        nulls = coded.rows_where([v is None for v in coded.values])
+        refs_ = coded.rows_where([v is not None and "${" in v for v in coded.values])
+        return _Column(coded.per_row(), nulls if nulls.any() else None, [], np.flatnonzero(refs_).tolist())
     if isinstance(dt, pd.CategoricalDtype):
         cats = _json_column(pd.Series(dt.categories), omit)
         codes = s.cat.codes.to_numpy()
@@ -224,19 +221,64 @@ def _texts(s: pd.Series) -> tuple[list[str | None], list[tuple[int, str]]]:
 
     Numbers and booleans read as their JSON text, dates as ISO 8601.
     """
-    dt = s.dtype
-    if isinstance(dt, np.dtype) and dt.kind in "iu":
-        return list(map(str, s.tolist())), []
-    if isinstance(dt, np.dtype) and dt.kind == "b":
-        return ["true" if v else "false" for v in s.tolist()], []
-    if isinstance(dt, pd.StringDtype):
-        values = s.tolist()
-        if s.hasnans:
-            values = [v if type(v) is str else None for v in values]
-        return values, []
+    coded = _coded_texts(s)
+    if coded is not None:
+        return coded.per_row(), []
     col = _json_column(s, omit=False)
     values = [v if v is None or type(v) is str else refs.as_text(v) for v in col.values]
     return values, col.bad
+
+
+@dataclass
+class _Coded:
+    """A column as its distinct values and, per row, the position of its value among them.
+
+    Values repeat (one company for many staff): whatever is worked out from a
+    value is worked out once, and the rows share the resulting objects.
+
+    >>> c = _coded_texts(pd.Series(["a", None, "a"], dtype="str"))
+    >>> c.values, c.codes.tolist(), c.per_row()
+    (['a', None], [0, 1, 0], ['a', None, 'a'])
+    """
+
+    codes: np.ndarray  # per row, an index into ``values``
+    values: list[Any]  # None stands for every null
+
+    @classmethod
+    def of_rows(cls, values: list[Any]) -> _Coded:
+        """Each row its own value (a column whose equal values may still read differently)."""
+        return cls(np.arange(len(values)), values)
+
+    def per_row(self) -> list[Any]:
+        return _object_array(self.values)[self.codes].tolist()
+
+    def rows_where(self, flags: list[bool] | np.ndarray) -> np.ndarray:
+        """A mask of the rows whose value is flagged (``flags`` has one entry per distinct value)."""
+        return np.asarray(flags, dtype=bool)[self.codes] if len(self.values) else np.zeros(len(self.codes), dtype=bool)
+
+
+def _object_array(values: list[Any]) -> np.ndarray:
+    # fromiter keeps each value one object (np.array would make a 2-D array of equal-length lists).
+    return np.fromiter(values, dtype=object, count=len(values))
+
+
+def _coded_texts(s: pd.Series) -> _Coded | None:
+    """A column of text, integers or booleans as the text of its distinct values, or None for
+    any other dtype (where values that compare equal, such as ``1`` and ``1.0``, read differently)."""
+    dt = s.dtype
+    if not (isinstance(dt, pd.StringDtype) or (isinstance(dt, np.dtype) and dt.kind in "iub")):
+        return None
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    if isinstance(dt, pd.StringDtype):
+        values: list[Any] = uniques.tolist()
+    elif dt.kind == "b":
+        values = ["true" if v else "false" for v in uniques.tolist()]
+    else:
+        values = list(map(str, uniques.tolist()))
+    if len(codes) and codes.min() < 0:
+        codes = np.where(codes < 0, len(values), codes)
+        values.append(None)
+    return _Coded(codes, values)
 
 
 def _is_plain_text_column(s: pd.Series) -> bool:
