@@ -379,6 +379,7 @@ async def execute(
     max_resolved_bytes: int = DEFAULT_MAX_RESOLVED_BYTES,
     max_jsonpath_nodes: int = refs.DEFAULT_MAX_NODES,
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+    parallel: int = 1,
 ) -> list[Response]:
     """Run every operation of ``batch`` through ``dispatch`` and return their responses.
 
@@ -400,6 +401,12 @@ async def execute(
     else 424), and the size of the whole answer (``max_answer_bytes``): an
     answer that does not fit is that operation's 502, and once the answer is
     full, what has not started answers 503.
+
+    ``parallel`` is how many operations may be in flight at once. With 1
+    (the spec's order) they run one at a time, depth first. With more, an
+    operation starts as soon as its parent and every operation it references
+    have finished; answers keep their places, and what cannot run answers as
+    it would in order (the same 424s, the same messages).
     """
     ops = batch.requests if isinstance(batch, Batch) else list(batch)
     run = _Run(
@@ -414,6 +421,8 @@ async def execute(
         max_answer_bytes=max_answer_bytes,
         answer_room=max_answer_bytes,
     )
+    if parallel > 1:
+        return await _run_concurrently(ops, run, parallel)
     return await _run_list(ops, "requests", run)
 
 
@@ -432,6 +441,79 @@ async def _run_list(ops: list[Operation], prefix: str, run: _Run) -> list[Respon
                 resp.responses = [not_run(c, why, run.results) for c in op.requests]
         out.append(resp)
     return out
+
+
+@dataclass
+class _Node:
+    """One operation of a batch, in run order, with where it stands and what it waits for."""
+
+    op: Operation
+    pointer: str
+    parent: int
+    size: int = 1  # this operation and everything under it
+    children: list[int] = field(default_factory=list)
+    waits_for: set[int] = field(default_factory=set)
+
+
+def _nodes(ops: list[Operation]) -> list[_Node]:
+    """The batch's operations in run order (depth first), each with its parent and the operations it references."""
+    nodes: list[_Node] = []
+    stack = [(op, f"requests[{i}]", -1) for i, op in reversed(list(enumerate(ops)))]
+    while stack:
+        op, pointer, parent = stack.pop()
+        here = len(nodes)
+        nodes.append(_Node(op, pointer, parent))
+        if parent >= 0:
+            nodes[parent].children.append(here)
+        stack.extend((c, f"{pointer}.requests[{j}]", here) for j, c in reversed(list(enumerate(op.requests))))
+    for node in reversed(nodes):
+        for child in node.children:
+            node.size += nodes[child].size
+    named: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        if node.op.name:
+            named.setdefault(node.op.name, i)
+    for i, node in enumerate(nodes):
+        # A name that is not in this batch is an earlier batch's result: nothing to wait for.
+        node.waits_for = {named[n] for n in node.op.referenced_names() if named.get(n, i) != i}
+    return nodes
+
+
+async def _run_concurrently(ops: list[Operation], run: _Run, limit: int) -> list[Response]:
+    """Up to ``limit`` operations in flight; each starts when its parent and its references have finished."""
+    nodes = _nodes(ops)
+    answers: list[Response | None] = [None] * len(nodes)
+    finished = [asyncio.Event() for _ in nodes]
+    gate = asyncio.Semaphore(limit)
+
+    async def one(i: int) -> None:
+        node = nodes[i]
+        try:
+            if node.parent >= 0:
+                await finished[node.parent].wait()
+            if answers[i] is not None:
+                return  # its parent failed: answered with the parent's subtree
+            for j in node.waits_for:
+                await finished[j].wait()
+            async with gate:
+                resp = await _run_one(node.op, node.pointer, run)
+            answers[i] = resp
+            if node.op.name:
+                run.results[node.op.name] = resp
+            if node.children and not resp.ok:
+                why = f"its parent {_label(node.pointer, node.op)} answered {resp.status}"
+                for child in node.children:
+                    skipped = not_run(nodes[child].op, why, run.results)
+                    for j, r in zip(range(child, child + nodes[child].size), (r for _p, r in skipped.walk())):
+                        answers[j] = r
+        finally:
+            finished[i].set()
+
+    await asyncio.gather(*(one(i) for i in range(len(nodes))))
+    for node, resp in zip(nodes, answers):
+        assert resp is not None
+        resp.responses = [answers[c] for c in node.children]  # type: ignore[misc]
+    return [answers[i] for i, node in enumerate(nodes) if node.parent < 0]  # type: ignore[misc]
 
 
 def not_run(

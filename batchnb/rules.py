@@ -38,6 +38,7 @@ __all__ = [
     "measure",
     "method_problem",
     "name_problem",
+    "parallel_problem",
     "parse_header_lines",
     "path_problem",
     "path_value_problem",
@@ -257,6 +258,22 @@ def parse_header_lines(text: str) -> tuple[dict[str, str], list[str]]:
         first[name.lower()] = name
         headers[name] = value.strip()
     return headers, bad
+
+
+# ---------------------------------------------------------------- operations in flight at once
+
+
+def parallel_problem(parallel: Any, limit: int | None = None) -> str | None:
+    """Why ``parallel`` cannot say how many of a batch's operations run at once, or None.
+
+    >>> parallel_problem(4) is None, parallel_problem(0), parallel_problem(64, limit=16)
+    (True, 'must be a whole number, at least 1', 'asks for 64 operations at once; this server runs at most 16')
+    """
+    if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
+        return "must be a whole number, at least 1"
+    if limit is not None and parallel > limit:
+        return f"asks for {parallel} operations at once; this server runs at most {limit}"
+    return None
 
 
 # ---------------------------------------------------------------- size and depth

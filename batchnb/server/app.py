@@ -167,6 +167,7 @@ class BatchApp:
                 max_resolved_bytes=self.limits.max_resolved_bytes,
                 max_jsonpath_nodes=self.limits.max_jsonpath_nodes,
                 max_answer_bytes=self.limits.max_answer_bytes,
+                parallel=batch.parallel,
             )
             return {"responses": [r.to_wire() for r in responses]}
 
@@ -195,6 +196,9 @@ class BatchApp:
         except BatchValidationError as exc:
             raise _Reject(400, "invalid_batch", f"the batch is invalid ({len(exc.problems)} problem(s)); nothing ran", exc.problems) from None
         self._check_references(batch)
+        message = rules.parallel_problem(batch.parallel, self.limits.max_parallel)
+        if message:
+            raise _Reject(400, "invalid_batch", f"the batch is invalid: parallel {message}", [Problem("parallel", message)])
         return batch
 
     def _check_references(self, batch: Batch) -> None:
