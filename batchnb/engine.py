@@ -19,9 +19,11 @@ import asyncio
 import math
 import re
 import time
+import types
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterator, Mapping, MutableMapping, Protocol
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Awaitable, Callable, Coroutine, Generator, Iterator, Protocol, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import httpx
@@ -29,6 +31,7 @@ import orjson
 
 from . import _json, refs, rules
 from ._exceptions import BatchError
+from ._timing import Timings
 from .model import Batch, Operation, Response
 
 __all__ = [
@@ -49,6 +52,8 @@ __all__ = [
     "result_lookup",
     "route_path",
 ]
+
+T = TypeVar("T")
 
 #: response headers worth handing back to the caller (the spec's extension).
 KEPT_HEADERS = ("location", "content-type", "retry-after", "idempotent-replayed")
@@ -278,7 +283,7 @@ class ASGIDispatcher:
             "http_version": "1.1",
             "method": method,
             "scheme": "http",
-            "path": route_path(raw_path),
+            "path": route_path(raw_path) if "%" in raw_path else raw_path,
             "raw_path": raw_path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
             "root_path": "",
@@ -288,13 +293,15 @@ class ASGIDispatcher:
             "state": {},
         }
         sent_body = False
-        disconnected = asyncio.Event()
+        disconnected: asyncio.Event | None = None  # made only for an app that listens past the body
 
         async def receive() -> dict[str, Any]:
-            nonlocal sent_body
+            nonlocal sent_body, disconnected
             if not sent_body:
                 sent_body = True
                 return {"type": "http.request", "body": body or b"", "more_body": False}
+            if disconnected is None:
+                disconnected = asyncio.Event()
             await disconnected.wait()
             return {"type": "http.disconnect"}
 
@@ -315,7 +322,8 @@ class ASGIDispatcher:
         try:
             await self._app(scope, receive, send)
         finally:
-            disconnected.set()
+            if disconnected is not None:
+                disconnected.set()
         return DispatchResult(status, out_headers, reader.finish() if reader is not None else b"")
 
 
@@ -365,6 +373,7 @@ class _Run:
     max_answer_bytes: int
     #: bytes of the batch's answer not yet spent.
     answer_room: int
+    timings: Timings | None = None
 
 
 async def execute(
@@ -380,6 +389,7 @@ async def execute(
     max_jsonpath_nodes: int = refs.DEFAULT_MAX_NODES,
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     parallel: int = 1,
+    timings: Timings | None = None,
 ) -> list[Response]:
     """Run every operation of ``batch`` through ``dispatch`` and return their responses.
 
@@ -407,6 +417,9 @@ async def execute(
     operation starts as soon as its parent and every operation it references
     have finished; answers keep their places, and what cannot run answers as
     it would in order (the same 424s, the same messages).
+
+    ``timings``, when given, receives the seconds each phase took (see
+    :mod:`batchnb._timing`): resolving references, the API, carrying answers.
     """
     ops = batch.requests if isinstance(batch, Batch) else list(batch)
     run = _Run(
@@ -420,6 +433,7 @@ async def execute(
         max_jsonpath_nodes=max_jsonpath_nodes,
         max_answer_bytes=max_answer_bytes,
         answer_room=max_answer_bytes,
+        timings=timings,
     )
     if parallel > 1:
         return await _run_concurrently(ops, run, parallel)
@@ -613,21 +627,69 @@ def _carried_size(body: Any, level: int) -> int | None:
         return None
 
 
+async def _bounded(coro: Awaitable[T], timeout: float) -> T:
+    """``await coro``, raising TimeoutError once it has waited ``timeout`` seconds in all.
+
+    The timer is armed only when ``coro`` first waits: an in-process API
+    often answers without ever waiting, and a timer per operation (what
+    ``asyncio.timeout`` arms) would cost more than some answers. Code that
+    never waits cannot be interrupted by any timeout, so nothing is lost.
+    """
+    if not isinstance(coro, types.CoroutineType):  # any other awaitable: the plain way
+        async with asyncio.timeout(timeout):
+            return await coro
+    started = time.monotonic()
+    try:
+        pending = coro.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    async with asyncio.timeout(max(timeout - (time.monotonic() - started), 0.0)):
+        return await _resumed(coro, pending)
+
+
+@types.coroutine
+def _resumed(coro: Coroutine[Any, Any, T], pending: Any) -> Generator[Any, Any, T]:
+    """Go on awaiting ``coro``, which has already handed ``pending`` (what it waits for) up to the event loop."""
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # a cancellation (the timeout's), delivered where coro waits
+            try:
+                pending = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration as done:
+                return done.value
+
+
 def _refused(op: Operation, path: str, status: int, code: str, message: str) -> Response:
     return Response(op.method, path, status, op.name, 0.0, _error_body(code, message))
 
 
 async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
-    lookup = _measured(result_lookup(run.results, max_nodes=run.max_jsonpath_nodes), run.max_resolved_bytes)
-    try:
-        path = refs.render_path(op.path, lookup)
-        op_headers = {k: refs.render(v, lookup) for k, v in (op.headers or {}).items()}
-        body = refs.resolve_json(op.body, lookup)
-    except refs.Unresolved as exc:
-        return _refused(op, op.path, exc.status, exc.code, f"not run: {exc}")
+    began = time.perf_counter()
+    path, op_headers = op.path, op.headers or {}
+    content, content_type = encode_body(op.body)
+    # Most operations hold no reference: "${" shows in the JSON text of one that does.
+    if "$" in path or any("$" in v for v in op_headers.values()) or (content is not None and b"${" in content):
+        lookup = _measured(result_lookup(run.results, max_nodes=run.max_jsonpath_nodes), run.max_resolved_bytes)
+        try:
+            path = refs.render_path(path, lookup)
+            op_headers = {k: refs.render(v, lookup) for k, v in op_headers.items()}
+            if content is not None and b"${" in content:
+                content, content_type = encode_body(refs.resolve_json(op.body, lookup))
+        except refs.Unresolved as exc:
+            return _refused(op, op.path, exc.status, exc.code, f"not run: {exc}")
 
-    # Non-ASCII text (a literal "/companies/東京") travels percent-encoded as UTF-8, as browsers do.
-    path = _NON_ASCII.sub(lambda m: quote(m.group()), path)
+    if not path.isascii():
+        # Non-ASCII text (a literal "/companies/東京") travels percent-encoded as UTF-8, as browsers do.
+        path = _NON_ASCII.sub(lambda m: quote(m.group()), path)
     problem = rules.path_problem(path)
     if problem is None:
         problem = next((f"header {k!r}: {m}" for k, v in op_headers.items() for m in rules.header_problems(k, v)), None)
@@ -639,7 +701,6 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     if run.answer_room <= 0:
         return _refused(op, path, 503, "answer_full", f"not run: the batch's answer reached its limit of {run.max_answer_bytes} bytes")
 
-    content, content_type = encode_body(body)
     own = {k.lower() for k in op_headers}
     send_headers = [(k, v) for k, v in run.headers if k.lower() not in own]
     send_headers.extend(op_headers.items())
@@ -653,9 +714,10 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     if run.deadline is not None:
         timeout = min(timeout, max(run.deadline - time.monotonic(), 0.001))
     started = time.perf_counter()
+    result: DispatchResult | None = None
     try:
-        result = await asyncio.wait_for(run.dispatch(op.method, target, send_headers, content), timeout)
-    except asyncio.TimeoutError:
+        result = await _bounded(run.dispatch(op.method, target, send_headers, content), timeout)
+    except TimeoutError:
         status, rbody, rheaders = 504, _error_body("timeout", f"the operation took longer than {timeout:g} s"), {}
     except ResponseTooLarge as exc:
         status, rbody, rheaders = 502, _error_body("response_too_large", str(exc)), {}
@@ -664,34 +726,49 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     except Exception as exc:  # noqa: BLE001 - the API failing must not fail the batch
         # The exception text may hold the URL, and so credentials in its query: name the kind only.
         status, rbody, rheaders = 502, _error_body("upstream_error", f"the API could not be reached ({type(exc).__name__})"), {}
-    else:
+    answered = time.perf_counter()
+    if result is not None:
         status = result.status
-        rheaders = {k: v for k, v in result.headers.items() if k in KEPT_HEADERS}
+        rheaders = {k: result.headers[k] for k in KEPT_HEADERS if k in result.headers}
         rbody = decode_body(result.body, result.headers.get("content-type"))
-        status, rbody, rheaders = _carry(status, rbody, rheaders, pointer.count(".requests["), run)
-    run.answer_room -= len(path) + (_carried_size(rbody, 0) or 0)
-    duration = round((time.perf_counter() - started) * 1000, 3)
+        status, rbody, rheaders, size = _carry(status, rbody, rheaders, pointer.count(".requests["), run)
+    else:
+        size = _carried_size(rbody, 0) or 0
+    run.answer_room -= len(path) + size
+    duration = round((answered - started) * 1000, 3)
     if not math.isfinite(duration):
         duration = 0.0
-    headers_out = {_title(k): v for k, v in rheaders.items()}
+    headers_out = {_TITLED.get(k) or _title(k): v for k, v in rheaders.items()}
+    if run.timings is not None:
+        run.timings.add("resolve", started - began)
+        run.timings.add("api", answered - started)
+        run.timings.add("carry", time.perf_counter() - answered)
     return Response(op.method, path, status, op.name, duration, rbody, headers_out)
 
 
-def _carry(status: int, body: Any, headers: dict[str, str], level: int, run: _Run) -> tuple[int, Any, dict[str, str]]:
-    """The API's answer as the batch's answer can carry it: itself, or a 502 that says why not."""
+def _carry(status: int, body: Any, headers: dict[str, str], level: int, run: _Run) -> tuple[int, Any, dict[str, str], int]:
+    """The API's answer as the batch's answer can carry it (itself, or a 502 that says why not), and its size there."""
     size = _carried_size(body, level)
     if size is None:
         message = f"the API answered {status}, nested too deeply for the batch's answer to carry"
-        return 502, _error_body("unreadable_response", message), {}
+        return _refused_answer(502, "unreadable_response", message)
     if size > run.answer_room:
         message = f"the API answered {status} with {size} bytes, more than the {run.max_answer_bytes} bytes the batch's answer may still hold"
         run.answer_room = 0  # full: what comes next would not fit either, so it does not start
-        return 502, _error_body("answer_too_large", message), {}
-    return status, body, headers
+        return _refused_answer(502, "answer_too_large", message)
+    return status, body, headers, size
+
+
+def _refused_answer(status: int, code: str, message: str) -> tuple[int, Any, dict[str, str], int]:
+    body = _error_body(code, message)
+    return status, body, {}, len(_json.dumps(body))
 
 
 def _title(name: str) -> str:
     return "-".join(p.capitalize() for p in name.split("-"))
+
+
+_TITLED = {name: _title(name) for name in KEPT_HEADERS}
 
 
 # ---------------------------------------------------------------- before a batch: what earlier batches decided

@@ -10,7 +10,8 @@ problem stands in a batch. It knows nothing of how a batch is drawn.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Mapping
+from typing import Any, Iterable, Iterator
 
 from . import _json, refs, rules
 from ._exceptions import BatchValidationError, Problem

@@ -1,14 +1,17 @@
 """The engine against small in-process ASGI apps: order, nesting, 424s, headers, timeouts."""
 
 import asyncio
+import time
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response as PlainResponse
 from starlette.routing import Route
 
 from batchnb import Batch, Operation, ref
+from batchnb import engine
 from batchnb.engine import ASGIDispatcher, HTTPDispatcher, execute
 
 CALLS: list[tuple[str, str, str | None, str]] = []
@@ -305,3 +308,91 @@ def test_parallel_outcomes_are_the_sequential_outcomes():
         assert outcome(concurrent) == outcome(sequential)
 
     check()
+
+
+# ---------------------------------------------------------------- the per-operation timeout
+
+
+def test_an_answer_that_never_waits_needs_no_timer() -> None:
+    async def instant() -> str:
+        return "at once"
+
+    assert asyncio.run(engine._bounded(instant(), 0.0)) == "at once"
+
+
+def test_an_answer_that_waits_past_the_timeout_is_a_timeout_and_is_cancelled() -> None:
+    cleaned = []
+
+    async def slow() -> str:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            cleaned.append("cancelled inside")
+        return "late"
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await engine._bounded(slow(), 0.05)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert cleaned == ["cancelled inside"]
+
+
+def test_time_spent_before_the_first_wait_counts() -> None:
+    async def busy_then_wait() -> str:
+        time.sleep(0.1)  # synchronous work: no timeout can interrupt it, but it is spent
+        await asyncio.sleep(0.2)
+        return "late"
+
+    async def main() -> None:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await engine._bounded(busy_then_wait(), 0.15)
+        assert time.monotonic() - started < 5, "the timer did not fire"
+
+    asyncio.run(main())
+
+
+def test_waiting_answers_and_errors_come_through() -> None:
+    async def waits(n: int) -> int:
+        for _ in range(n):
+            await asyncio.sleep(0)
+        return n
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("from the API")
+
+    async def fails_at_once() -> None:
+        raise KeyError("at once")
+
+    async def main() -> None:
+        assert await engine._bounded(waits(3), 5) == 3
+        with pytest.raises(ValueError, match="from the API"):
+            await engine._bounded(fails(), 5)
+        with pytest.raises(KeyError):
+            await engine._bounded(fails_at_once(), 5)
+        assert await engine._bounded(asyncio.ensure_future(waits(1)), 5) == 1  # any awaitable
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_caller_cancels_the_operation() -> None:
+    seen = []
+
+    async def waits_long() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def main() -> None:
+        task = asyncio.ensure_future(engine._bounded(waits_long(), 30))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert seen == ["cancelled"]

@@ -387,3 +387,20 @@ def test_the_client_asks_no_more_than_the_server_runs_and_direct_mode_honours_pa
         direct = Client(upstream.url, token="t", mode="direct")
         result = direct.submit(ops, parallel=5, progress=False)
         assert result["ok"].all() and state["most"] == 5
+
+
+def test_a_batch_answer_says_where_its_time_went(server):
+    """Server-Timing: each phase between the socket and the API, in milliseconds; the API's phase holds the operations' durations."""
+    from batchnb._timing import PHASES, read_header
+
+    payload = {"requests": [{"method": "POST", "path": "/api/2.1/scheduling/companies", "body": {"name": f"Timed {i}"}} for i in range(5)]}
+    r = post_raw(server, payload)
+    assert r.status_code == 200
+    phases = read_header(r.headers["server-timing"])
+    assert set(phases) == set(PHASES)
+    assert all(ms >= 0 for ms in phases.values())
+    durations = sum(op["duration"] for op in r.json()["responses"])
+    assert phases["api"] == pytest.approx(durations, abs=0.01 * len(payload["requests"]))
+    assert "Bearer" not in r.headers["server-timing"]
+    # A refused batch says nothing of phases it never reached.
+    assert "server-timing" not in post_raw(server, {"requests": [{"method": "GET"}]}).headers
