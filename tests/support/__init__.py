@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Callable, TypeVar
 
 import httpx
 
-__all__ = ["count", "free_port", "wait_for_http", "wait_until"]
+__all__ = ["count", "free_port", "stop", "wait_for_http", "wait_until"]
 
 T = TypeVar("T")
 
@@ -65,3 +66,13 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float, output: Call
             return False
 
     wait_until(up, timeout, lambda: f"{url} did not answer within {timeout} s:\n{output()[-3000:]}", interval=0.05)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Ask ``proc`` to end with ``sig``; kill it if it has not within ``timeout`` seconds."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
