@@ -29,23 +29,17 @@ import httpx
 import pandas as pd
 
 from _common import free_port, _wait_ready
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support: how to start a server that says its port
+from tests.support import listening  # noqa: E402
 from batchnb import AsyncClient
 
 HERE = Path(__file__).resolve().parent
 TARGET = 5.0
 
 
-@contextlib.contextmanager
-def slow_api(delay: float) -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, str(HERE / "_slow_api.py"), "--delay", str(delay)], stdout=subprocess.PIPE, text=True)
-    try:
-        line = proc.stdout.readline() if proc.stdout else ""
-        if not line.startswith("listening "):
-            raise SystemExit(f"the slow API did not start: {line}")
-        yield f"http://127.0.0.1:{int(line.split()[1])}"
-    finally:
-        proc.kill()
-        proc.wait(10)
+def slow_api(delay: float) -> contextlib.AbstractContextManager[str]:
+    return listening([sys.executable, str(HERE / "_slow_api.py"), "--delay", str(delay)], "the slow API")
 
 
 @contextlib.contextmanager

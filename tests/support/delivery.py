@@ -10,15 +10,14 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
-import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pandas as pd
+
+from . import listening
 
 __all__ = ["API", "companies_and_services", "duplicated", "fault_proxy", "proxy_stats"]
 
@@ -26,22 +25,12 @@ API = "/api/2.1/scheduling"
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-@contextlib.contextmanager
-def fault_proxy(target: str, seed: int, **faults: float) -> Iterator[str]:
+def fault_proxy(target: str, seed: int, **faults: float) -> contextlib.AbstractContextManager[str]:
     """The fault proxy in front of ``target``; ``faults`` are its options (``drop=0.1``, ``stall_seconds=2.5``…)."""
     args = [sys.executable, "-m", "tests.support.fault_proxy", "--target", target, "--seed", str(seed)]
     for name, value in faults.items():
         args += ["--" + name.replace("_", "-"), str(value)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        first = proc.stdout.readline() if proc.stdout else ""
-        if not first.startswith("listening "):
-            raise RuntimeError(f"the fault proxy did not start: {first}{proc.stdout.read() if proc.poll() is not None and proc.stdout else ''}")
-        yield f"http://127.0.0.1:{int(first.split()[1])}"
-    finally:
-        proc.kill()
-        proc.wait(10)
+    return listening(args, "the fault proxy", cwd=ROOT)
 
 
 def proxy_stats(proxy: str) -> dict[str, int]:
