@@ -33,7 +33,7 @@ Kind = Literal["company", "service", "staff", "appointment"]
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS companies (
@@ -251,6 +251,7 @@ class Store:
         except BaseException:
             self._conn.close()
             raise
+        self._checkpointer = _Checkpointer.start(self.path, self._conn)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -264,6 +265,8 @@ class Store:
         with self._lock:
             if not self._closed:
                 self._closed = True
+                if self._checkpointer is not None:
+                    self._checkpointer.stop()
                 self._conn.close()
 
     def __enter__(self) -> Store:
@@ -716,6 +719,57 @@ class _Atomic:
             self._tx.__exit__(exc_type, exc, tb)
         finally:
             self._store._lock.release()
+
+
+class _Checkpointer:
+    """Copies the WAL back into the database file from a thread of its own, every ``interval`` seconds.
+
+    SQLite's own checkpoints run inside whichever commit crosses 1,000 WAL
+    pages, and end with an fsync: that commit, and the event loop that made
+    it, would wait for the disk. Here writers only append to the WAL
+    (``synchronous = NORMAL``: a commit survives a killed process), and this
+    thread, on its own connection, moves pages over and syncs them while the
+    server goes on. PASSIVE: it never blocks a reader or a writer, and
+    another process's checkpointer (``serve --workers``) may skip a turn.
+    """
+
+    #: seconds between checkpoints.
+    INTERVAL = 0.25
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="batchnb-store-checkpoint", daemon=True)
+
+    @classmethod
+    def start(cls, path: str, conn: sqlite3.Connection) -> _Checkpointer | None:
+        """Take checkpoints over from ``conn``'s commits, for a database in a WAL file; None for one in memory."""
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        if mode != "wal":
+            return None
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        # After a checkpoint resets it, the WAL file is cut back to this size.
+        conn.execute(f"PRAGMA journal_size_limit = {64 * 1024 * 1024}")
+        checkpointer = cls(path)
+        checkpointer._thread.start()
+        return checkpointer
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout = 1000")
+            while not self._stopped.wait(self.INTERVAL):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:
+                    pass  # busy or locked: the next turn tries again
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        """Stop, after the turn under way; the last connection to close checkpoints what is left."""
+        self._stopped.set()
+        self._thread.join(10)
 
 
 class _Transaction:
