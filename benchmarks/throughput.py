@@ -34,7 +34,8 @@ import httpx
 import pandas as pd
 
 from _common import cpu_seconds, served
-from batchnb import AsyncClient
+from batchnb import AsyncClient, Operation
+from batchnb._keys import HEADER, RunKeys, new_run_id
 from batchnb._timing import PHASES, read_header
 from batchnb.demo.scheduling import scheduling_app
 from batchnb.demo.store import Store
@@ -58,13 +59,21 @@ class ServerTimings(httpx.AsyncHTTPTransport):
         return response
 
 
+def run_keys(rows: int) -> list[str]:
+    """The Idempotency-Key ``submit`` sends for each of ``rows`` rows (a fresh run's), so that the baselines send the same."""
+    keys = RunKeys(new_run_id())
+    ops = [Operation("POST", PATH, row=i) for i in range(rows)]
+    keys.assign(ops)
+    return [keys.headers_for(op)[HEADER] for op in ops]  # type: ignore[index]
+
+
 async def per_row(url: str, token: str, rows: int, concurrency: int, keyed: bool) -> float:
     queue = iter(range(rows))
-    run = f"row-{time.monotonic_ns()}"
+    keys = run_keys(rows) if keyed else []
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, trust_env=False) as http:
         async def worker() -> None:
             for i in queue:
-                headers = {"Idempotency-Key": f"{run}-{i}"} if keyed else None
+                headers = {HEADER: keys[i]} if keyed else None
                 r = await http.post(url + PATH, json={"name": f"row {i}"}, headers=headers)
                 assert r.status_code == 201, r.text
 
@@ -89,10 +98,10 @@ async def in_process(rows: int, keyed: bool) -> float:
         store = Store(Path(tmp) / "inproc.sqlite3")
         dispatch = ASGIDispatcher(scheduling_app(store, Keyring({"bench": "in-process"})))
         base = [("authorization", "Bearer in-process"), ("content-type", "application/json")]
-        run = f"inproc-{time.monotonic_ns()}"
+        keys = run_keys(rows) if keyed else []
         start = time.perf_counter()
         for i in range(rows):
-            headers = [*base, ("idempotency-key", f"{run}-{i}")] if keyed else base
+            headers = [*base, ("idempotency-key", keys[i])] if keyed else base
             r = await dispatch("POST", PATH, headers, b'{"name":"row %d"}' % i)
             assert r.status == 201
         elapsed = time.perf_counter() - start
