@@ -66,15 +66,21 @@ class BatchEndpoint:
         query: Mapping[str, str],
         *,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        parallel: int = 1,
     ) -> None:
         self._http = http
         self._url = base_url + BATCH_PATH
         self._headers = {**headers, "Content-Type": "application/json"}
         self._query = dict(query) or None
         self._max = max_answer_bytes
+        #: how many of a batch's operations the server may run at once (1: one at a time, in order).
+        self._parallel = parallel
 
     async def __call__(self, ops: list[Operation]) -> Reply:
-        content = _json.dumps({"requests": [op.to_wire() for op in ops]})
+        batch: dict[str, Any] = {"requests": [op.to_wire() for op in ops]}
+        if self._parallel > 1:
+            batch["parallel"] = self._parallel
+        content = _json.dumps(batch)
         request = self._http.build_request("POST", self._url, content=content, headers=self._headers, params=self._query)
         try:
             r = await self._http.send(request, stream=True)
@@ -101,14 +107,18 @@ class BatchEndpoint:
 class InProcessEngine:
     """The engine in this process, each operation sent to the API by ``dispatch``."""
 
-    def __init__(self, dispatch: Dispatcher, headers: Mapping[str, str], query: Mapping[str, str], timeout: float) -> None:
+    def __init__(
+        self, dispatch: Dispatcher, headers: Mapping[str, str], query: Mapping[str, str], timeout: float, *, parallel: int = 1
+    ) -> None:
         self._dispatch = dispatch
         self._headers = dict(headers)
         self._query = dict(query)
         self._timeout = timeout
+        self._parallel = parallel
 
     async def __call__(self, ops: list[Operation]) -> Reply:
-        responses = await execute(ops, self._dispatch, headers=self._headers, query=self._query, timeout=self._timeout)
+        responses = await execute(ops, self._dispatch, headers=self._headers, query=self._query, timeout=self._timeout,
+                                  parallel=self._parallel)
         return Reply(200, {}, responses)
 
 

@@ -97,6 +97,7 @@ def serve(args: argparse.Namespace) -> int:
         uvicorn.run("batchnb._serving:app_from_environment", factory=True, workers=args.workers,
                     host=args.host, port=args.port, log_level=args.log_level)
     else:
+        _serving.settle_heap()
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 

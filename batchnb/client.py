@@ -135,11 +135,14 @@ class AsyncClient:
             self._http = httpx.AsyncClient(timeout=self.timeout, transport=self._transport, trust_env=False)
         return self._http
 
-    def _sender(self) -> Sender:
+    def _sender(self, parallel: int = 1, limits: Mapping[str, Any] | None = None) -> Sender:
         headers, query = self._credentials()
         if self.mode == "direct":
-            return InProcessEngine(HTTPDispatcher(self._client(), self.base_url), headers, query, self.timeout)
-        return BatchEndpoint(self._client(), self.base_url, headers, query)
+            # The engine runs here: as many at once as asked.
+            return InProcessEngine(HTTPDispatcher(self._client(), self.base_url), headers, query, self.timeout, parallel=parallel)
+        # Held to what the server says it runs at once; one that says nothing runs them one at a time.
+        most = int(limits.get("maxParallel") or 1) if limits is not None else parallel
+        return BatchEndpoint(self._client(), self.base_url, headers, query, parallel=max(1, min(parallel, most)))
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -189,7 +192,7 @@ class AsyncClient:
         Batch-level errors raise typed exceptions (:class:`AuthenticationError`,
         :class:`PayloadTooLargeError`, …) carrying the server's message and pointers.
         """
-        reply = await self._sender()(batch.requests)
+        reply = await self._sender(batch.parallel)(batch.requests)
         if reply.status != 200:
             raise http_error(reply.status, reply.body, retry_after(reply.headers))
         if reply.responses is None:
@@ -225,6 +228,7 @@ class AsyncClient:
         bodies: Literal["parsed", "json", "none"] = "parsed",
         known: Any = None,
         idempotency: bool | Literal["auto"] = "auto",
+        parallel: int = 1,
     ) -> Any:
         """Run any number of operations; what comes back matches what went in.
 
@@ -262,6 +266,13 @@ class AsyncClient:
         its first answer: each row runs exactly once (the ``replayed`` column
         says which rows were answered that way). A key set by the user is
         never replaced.
+
+        ``parallel`` lets the server run that many of a batch's operations at
+        once (up to the ``maxParallel`` it announces; one at a time, in order,
+        by default). An operation still starts only after its parent and every
+        operation it references, and answers keep their places; for an API
+        far away (100 ms a request), this is what makes a batch of 50 take
+        less than 5 seconds.
         """
         frame_options = {"method": method, "path": path, "body": body, "name": name, "headers": headers, "parent": parent, "nulls": nulls}
         options = SubmitOptions(
@@ -278,7 +289,10 @@ class AsyncClient:
             idempotency=idempotency,
         )
         limits = await self.limits()
-        submission = Submission(work, frame_options, limits, self._sender(), options, stream=not dry_run, known=known)
+        problem = rules.parallel_problem(parallel)
+        if problem:
+            raise BatchValidationError([Problem("parallel", problem)])
+        submission = Submission(work, frame_options, limits, self._sender(parallel, limits), options, stream=not dry_run, known=known)
         if dry_run:
             return submission.plan
         return await submission.run()
@@ -373,6 +387,7 @@ class Client:
         bodies: Literal["parsed", "json", "none"] = "parsed",
         known: Any = None,
         idempotency: bool | Literal["auto"] = "auto",
+        parallel: int = 1,
     ) -> Any:
         """Run any number of operations; see :meth:`AsyncClient.submit` for every argument.
 
@@ -382,7 +397,7 @@ class Client:
             "submit", work, method=method, path=path, body=body, name=name, headers=headers, parent=parent,
             nulls=nulls, dry_run=dry_run, journal=journal, resume=resume, progress=progress,
             concurrency=concurrency, retries=retries, retry_operations=retry_operations, rate=rate, bodies=bodies,
-            known=known, idempotency=idempotency,
+            known=known, idempotency=idempotency, parallel=parallel,
         )
 
     def close(self) -> None:

@@ -19,9 +19,11 @@ import asyncio
 import math
 import re
 import time
+import types
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterator, Mapping, MutableMapping, Protocol
+from collections.abc import Mapping, MutableMapping
+from typing import Any, Awaitable, Callable, Coroutine, Generator, Iterator, Protocol, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import httpx
@@ -29,6 +31,7 @@ import orjson
 
 from . import _json, refs, rules
 from ._exceptions import BatchError
+from ._timing import Timings
 from .model import Batch, Operation, Response
 
 __all__ = [
@@ -49,6 +52,8 @@ __all__ = [
     "result_lookup",
     "route_path",
 ]
+
+T = TypeVar("T")
 
 #: response headers worth handing back to the caller (the spec's extension).
 KEPT_HEADERS = ("location", "content-type", "retry-after", "idempotent-replayed")
@@ -278,7 +283,7 @@ class ASGIDispatcher:
             "http_version": "1.1",
             "method": method,
             "scheme": "http",
-            "path": route_path(raw_path),
+            "path": route_path(raw_path) if "%" in raw_path else raw_path,
             "raw_path": raw_path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
             "root_path": "",
@@ -288,13 +293,15 @@ class ASGIDispatcher:
             "state": {},
         }
         sent_body = False
-        disconnected = asyncio.Event()
+        disconnected: asyncio.Event | None = None  # made only for an app that listens past the body
 
         async def receive() -> dict[str, Any]:
-            nonlocal sent_body
+            nonlocal sent_body, disconnected
             if not sent_body:
                 sent_body = True
                 return {"type": "http.request", "body": body or b"", "more_body": False}
+            if disconnected is None:
+                disconnected = asyncio.Event()
             await disconnected.wait()
             return {"type": "http.disconnect"}
 
@@ -315,7 +322,8 @@ class ASGIDispatcher:
         try:
             await self._app(scope, receive, send)
         finally:
-            disconnected.set()
+            if disconnected is not None:
+                disconnected.set()
         return DispatchResult(status, out_headers, reader.finish() if reader is not None else b"")
 
 
@@ -365,6 +373,7 @@ class _Run:
     max_answer_bytes: int
     #: bytes of the batch's answer not yet spent.
     answer_room: int
+    timings: Timings | None = None
 
 
 async def execute(
@@ -379,6 +388,8 @@ async def execute(
     max_resolved_bytes: int = DEFAULT_MAX_RESOLVED_BYTES,
     max_jsonpath_nodes: int = refs.DEFAULT_MAX_NODES,
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+    parallel: int = 1,
+    timings: Timings | None = None,
 ) -> list[Response]:
     """Run every operation of ``batch`` through ``dispatch`` and return their responses.
 
@@ -400,6 +411,15 @@ async def execute(
     else 424), and the size of the whole answer (``max_answer_bytes``): an
     answer that does not fit is that operation's 502, and once the answer is
     full, what has not started answers 503.
+
+    ``parallel`` is how many operations may be in flight at once. With 1
+    (the spec's order) they run one at a time, depth first. With more, an
+    operation starts as soon as its parent and every operation it references
+    have finished; answers keep their places, and what cannot run answers as
+    it would in order (the same 424s, the same messages).
+
+    ``timings``, when given, receives the seconds each phase took (see
+    :mod:`batchnb._timing`): resolving references, the API, carrying answers.
     """
     ops = batch.requests if isinstance(batch, Batch) else list(batch)
     run = _Run(
@@ -413,7 +433,10 @@ async def execute(
         max_jsonpath_nodes=max_jsonpath_nodes,
         max_answer_bytes=max_answer_bytes,
         answer_room=max_answer_bytes,
+        timings=timings,
     )
+    if parallel > 1:
+        return await _run_concurrently(ops, run, parallel)
     return await _run_list(ops, "requests", run)
 
 
@@ -432,6 +455,79 @@ async def _run_list(ops: list[Operation], prefix: str, run: _Run) -> list[Respon
                 resp.responses = [not_run(c, why, run.results) for c in op.requests]
         out.append(resp)
     return out
+
+
+@dataclass
+class _Node:
+    """One operation of a batch, in run order, with where it stands and what it waits for."""
+
+    op: Operation
+    pointer: str
+    parent: int
+    size: int = 1  # this operation and everything under it
+    children: list[int] = field(default_factory=list)
+    waits_for: set[int] = field(default_factory=set)
+
+
+def _nodes(ops: list[Operation]) -> list[_Node]:
+    """The batch's operations in run order (depth first), each with its parent and the operations it references."""
+    nodes: list[_Node] = []
+    stack = [(op, f"requests[{i}]", -1) for i, op in reversed(list(enumerate(ops)))]
+    while stack:
+        op, pointer, parent = stack.pop()
+        here = len(nodes)
+        nodes.append(_Node(op, pointer, parent))
+        if parent >= 0:
+            nodes[parent].children.append(here)
+        stack.extend((c, f"{pointer}.requests[{j}]", here) for j, c in reversed(list(enumerate(op.requests))))
+    for node in reversed(nodes):
+        for child in node.children:
+            node.size += nodes[child].size
+    named: dict[str, int] = {}
+    for i, node in enumerate(nodes):
+        if node.op.name:
+            named.setdefault(node.op.name, i)
+    for i, node in enumerate(nodes):
+        # A name that is not in this batch is an earlier batch's result: nothing to wait for.
+        node.waits_for = {named[n] for n in node.op.referenced_names() if named.get(n, i) != i}
+    return nodes
+
+
+async def _run_concurrently(ops: list[Operation], run: _Run, limit: int) -> list[Response]:
+    """Up to ``limit`` operations in flight; each starts when its parent and its references have finished."""
+    nodes = _nodes(ops)
+    answers: list[Response | None] = [None] * len(nodes)
+    finished = [asyncio.Event() for _ in nodes]
+    gate = asyncio.Semaphore(limit)
+
+    async def one(i: int) -> None:
+        node = nodes[i]
+        try:
+            if node.parent >= 0:
+                await finished[node.parent].wait()
+            if answers[i] is not None:
+                return  # its parent failed: answered with the parent's subtree
+            for j in node.waits_for:
+                await finished[j].wait()
+            async with gate:
+                resp = await _run_one(node.op, node.pointer, run)
+            answers[i] = resp
+            if node.op.name:
+                run.results[node.op.name] = resp
+            if node.children and not resp.ok:
+                why = f"its parent {_label(node.pointer, node.op)} answered {resp.status}"
+                for child in node.children:
+                    skipped = not_run(nodes[child].op, why, run.results)
+                    for j, r in zip(range(child, child + nodes[child].size), (r for _p, r in skipped.walk())):
+                        answers[j] = r
+        finally:
+            finished[i].set()
+
+    await asyncio.gather(*(one(i) for i in range(len(nodes))))
+    for node, resp in zip(nodes, answers):
+        assert resp is not None
+        resp.responses = [answers[c] for c in node.children]  # type: ignore[misc]
+    return [answers[i] for i, node in enumerate(nodes) if node.parent < 0]  # type: ignore[misc]
 
 
 def not_run(
@@ -531,21 +627,69 @@ def _carried_size(body: Any, level: int) -> int | None:
         return None
 
 
+async def _bounded(coro: Awaitable[T], timeout: float) -> T:
+    """``await coro``, raising TimeoutError once it has waited ``timeout`` seconds in all.
+
+    The timer is armed only when ``coro`` first waits: an in-process API
+    often answers without ever waiting, and a timer per operation (what
+    ``asyncio.timeout`` arms) would cost more than some answers. Code that
+    never waits cannot be interrupted by any timeout, so nothing is lost.
+    """
+    if not isinstance(coro, types.CoroutineType):  # any other awaitable: the plain way
+        async with asyncio.timeout(timeout):
+            return await coro
+    started = time.monotonic()
+    try:
+        pending = coro.send(None)
+    except StopIteration as done:
+        return cast(T, done.value)
+    async with asyncio.timeout(max(timeout - (time.monotonic() - started), 0.0)):
+        return await _resumed(coro, pending)
+
+
+@types.coroutine
+def _resumed(coro: Coroutine[Any, Any, T], pending: Any) -> Generator[Any, Any, T]:
+    """Go on awaiting ``coro``, which has already handed ``pending`` (what it waits for) up to the event loop."""
+    while True:
+        try:
+            sent = yield pending
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # a cancellation (the timeout's), delivered where coro waits
+            try:
+                pending = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                pending = coro.send(sent)
+            except StopIteration as done:
+                return done.value
+
+
 def _refused(op: Operation, path: str, status: int, code: str, message: str) -> Response:
     return Response(op.method, path, status, op.name, 0.0, _error_body(code, message))
 
 
 async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
-    lookup = _measured(result_lookup(run.results, max_nodes=run.max_jsonpath_nodes), run.max_resolved_bytes)
-    try:
-        path = refs.render_path(op.path, lookup)
-        op_headers = {k: refs.render(v, lookup) for k, v in (op.headers or {}).items()}
-        body = refs.resolve_json(op.body, lookup)
-    except refs.Unresolved as exc:
-        return _refused(op, op.path, exc.status, exc.code, f"not run: {exc}")
+    began = time.perf_counter()
+    path, op_headers = op.path, op.headers or {}
+    content, content_type = encode_body(op.body)
+    # Most operations hold no reference: "${" shows in the JSON text of one that does.
+    if "$" in path or any("$" in v for v in op_headers.values()) or (content is not None and b"${" in content):
+        lookup = _measured(result_lookup(run.results, max_nodes=run.max_jsonpath_nodes), run.max_resolved_bytes)
+        try:
+            path = refs.render_path(path, lookup)
+            op_headers = {k: refs.render(v, lookup) for k, v in op_headers.items()}
+            if content is not None and b"${" in content:
+                content, content_type = encode_body(refs.resolve_json(op.body, lookup))
+        except refs.Unresolved as exc:
+            return _refused(op, op.path, exc.status, exc.code, f"not run: {exc}")
 
-    # Non-ASCII text (a literal "/companies/東京") travels percent-encoded as UTF-8, as browsers do.
-    path = _NON_ASCII.sub(lambda m: quote(m.group()), path)
+    if not path.isascii():
+        # Non-ASCII text (a literal "/companies/東京") travels percent-encoded as UTF-8, as browsers do.
+        path = _NON_ASCII.sub(lambda m: quote(m.group()), path)
     problem = rules.path_problem(path)
     if problem is None:
         problem = next((f"header {k!r}: {m}" for k, v in op_headers.items() for m in rules.header_problems(k, v)), None)
@@ -557,7 +701,6 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     if run.answer_room <= 0:
         return _refused(op, path, 503, "answer_full", f"not run: the batch's answer reached its limit of {run.max_answer_bytes} bytes")
 
-    content, content_type = encode_body(body)
     own = {k.lower() for k in op_headers}
     send_headers = [(k, v) for k, v in run.headers if k.lower() not in own]
     send_headers.extend(op_headers.items())
@@ -571,9 +714,10 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     if run.deadline is not None:
         timeout = min(timeout, max(run.deadline - time.monotonic(), 0.001))
     started = time.perf_counter()
+    result: DispatchResult | None = None
     try:
-        result = await asyncio.wait_for(run.dispatch(op.method, target, send_headers, content), timeout)
-    except asyncio.TimeoutError:
+        result = await _bounded(run.dispatch(op.method, target, send_headers, content), timeout)
+    except TimeoutError:
         status, rbody, rheaders = 504, _error_body("timeout", f"the operation took longer than {timeout:g} s"), {}
     except ResponseTooLarge as exc:
         status, rbody, rheaders = 502, _error_body("response_too_large", str(exc)), {}
@@ -582,34 +726,49 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     except Exception as exc:  # noqa: BLE001 - the API failing must not fail the batch
         # The exception text may hold the URL, and so credentials in its query: name the kind only.
         status, rbody, rheaders = 502, _error_body("upstream_error", f"the API could not be reached ({type(exc).__name__})"), {}
-    else:
+    answered = time.perf_counter()
+    if result is not None:
         status = result.status
-        rheaders = {k: v for k, v in result.headers.items() if k in KEPT_HEADERS}
+        rheaders = {k: result.headers[k] for k in KEPT_HEADERS if k in result.headers}
         rbody = decode_body(result.body, result.headers.get("content-type"))
-        status, rbody, rheaders = _carry(status, rbody, rheaders, pointer.count(".requests["), run)
-    run.answer_room -= len(path) + (_carried_size(rbody, 0) or 0)
-    duration = round((time.perf_counter() - started) * 1000, 3)
+        status, rbody, rheaders, size = _carry(status, rbody, rheaders, pointer.count(".requests["), run)
+    else:
+        size = _carried_size(rbody, 0) or 0
+    run.answer_room -= len(path) + size
+    duration = round((answered - started) * 1000, 3)
     if not math.isfinite(duration):
         duration = 0.0
-    headers_out = {_title(k): v for k, v in rheaders.items()}
+    headers_out = {_TITLED.get(k) or _title(k): v for k, v in rheaders.items()}
+    if run.timings is not None:
+        run.timings.add("resolve", started - began)
+        run.timings.add("api", answered - started)
+        run.timings.add("carry", time.perf_counter() - answered)
     return Response(op.method, path, status, op.name, duration, rbody, headers_out)
 
 
-def _carry(status: int, body: Any, headers: dict[str, str], level: int, run: _Run) -> tuple[int, Any, dict[str, str]]:
-    """The API's answer as the batch's answer can carry it: itself, or a 502 that says why not."""
+def _carry(status: int, body: Any, headers: dict[str, str], level: int, run: _Run) -> tuple[int, Any, dict[str, str], int]:
+    """The API's answer as the batch's answer can carry it (itself, or a 502 that says why not), and its size there."""
     size = _carried_size(body, level)
     if size is None:
         message = f"the API answered {status}, nested too deeply for the batch's answer to carry"
-        return 502, _error_body("unreadable_response", message), {}
+        return _refused_answer(502, "unreadable_response", message)
     if size > run.answer_room:
         message = f"the API answered {status} with {size} bytes, more than the {run.max_answer_bytes} bytes the batch's answer may still hold"
         run.answer_room = 0  # full: what comes next would not fit either, so it does not start
-        return 502, _error_body("answer_too_large", message), {}
-    return status, body, headers
+        return _refused_answer(502, "answer_too_large", message)
+    return status, body, headers, size
+
+
+def _refused_answer(status: int, code: str, message: str) -> tuple[int, Any, dict[str, str], int]:
+    body = _error_body(code, message)
+    return status, body, {}, len(_json.dumps(body))
 
 
 def _title(name: str) -> str:
     return "-".join(p.capitalize() for p in name.split("-"))
+
+
+_TITLED = {name: _title(name) for name in KEPT_HEADERS}
 
 
 # ---------------------------------------------------------------- before a batch: what earlier batches decided

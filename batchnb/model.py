@@ -10,7 +10,8 @@ problem stands in a batch. It knows nothing of how a batch is drawn.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any, Iterable, Iterator, Sequence
 
 from . import _json, refs, rules
 from ._exceptions import BatchValidationError, Problem
@@ -23,6 +24,7 @@ __all__ = ["BATCH_PATH", "Batch", "Operation", "Response", "check_batch", "is_id
 BATCH_PATH = "/api/2.3/batch"
 
 _OP_FIELDS = frozenset({"path", "method", "body", "name", "headers", "requests"})
+_BATCH_FIELDS = frozenset({"requests", "parallel"})
 
 
 # ---------------------------------------------------------------- Operation
@@ -297,13 +299,19 @@ class Batch:
     (2, 2)
 
     Construction checks every operation, name and reference, and raises one
-    BatchValidationError with a pointer per problem.
+    BatchValidationError with a pointer per problem. ``parallel`` is how many
+    of its operations the server may run at once (1, the spec's order: one at
+    a time, depth first); dependencies are kept either way.
     """
 
-    __slots__ = ("requests",)
+    __slots__ = ("requests", "parallel")
 
-    def __init__(self, requests: Iterable[Operation | Mapping[str, Any]] = (), *, validate: bool = True) -> None:
+    def __init__(self, requests: Iterable[Operation | Mapping[str, Any]] = (), *, validate: bool = True, parallel: int = 1) -> None:
         problems: list[Problem] = []
+        message = rules.parallel_problem(parallel)
+        if message:
+            problems.append(Problem("parallel", message))
+        self.parallel = parallel
         ops: list[Operation] = []
         for i, item in enumerate(requests):
             if isinstance(item, Operation):
@@ -340,8 +348,12 @@ class Batch:
         if not isinstance(reqs, list):
             raise BatchValidationError([Problem("requests", "is required and must be a list of operations")])
         problems: list[Problem] = [
-            Problem(key, "unknown field (a batch has only 'requests')") for key in data if key != "requests"
+            Problem(key, "unknown field (a batch has only 'requests' and 'parallel')") for key in data if key not in _BATCH_FIELDS
         ]
+        parallel = data.get("parallel", 1)
+        message = rules.parallel_problem(parallel)
+        if message:
+            problems.append(Problem("parallel", message))
         ops = []
         for i, item in enumerate(reqs):
             op = _parse_operation(item, f"requests[{i}]", problems)
@@ -350,7 +362,7 @@ class Batch:
         problems.extend(check_batch(ops))
         if problems:
             raise BatchValidationError(_unique(problems))
-        return cls(ops, validate=False)
+        return cls(ops, validate=False, parallel=parallel)
 
     def validate(self) -> list[Problem]:
         """Every problem of the batch: operations, duplicate names, references."""
@@ -382,7 +394,10 @@ class Batch:
 
     def to_wire(self) -> dict[str, Any]:
         """The batch as the wire JSON of the spec (a dict)."""
-        return {"requests": [op.to_wire() for op in self.requests]}
+        out: dict[str, Any] = {"requests": [op.to_wire() for op in self.requests]}
+        if self.parallel != 1:
+            out["parallel"] = self.parallel
+        return out
 
     def to_json(self) -> bytes:
         """The batch as wire JSON bytes."""
@@ -395,7 +410,7 @@ class Batch:
         return iter(self.requests)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Batch) and self.requests == other.requests
+        return isinstance(other, Batch) and self.requests == other.requests and self.parallel == other.parallel
 
     def __repr__(self) -> str:
         return f"Batch({plural(len(self.requests), 'operation')}, {self.size} with nested)"

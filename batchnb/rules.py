@@ -38,6 +38,7 @@ __all__ = [
     "measure",
     "method_problem",
     "name_problem",
+    "parallel_problem",
     "parse_header_lines",
     "path_problem",
     "path_value_problem",
@@ -103,6 +104,10 @@ def name_problem(name: Any) -> str | None:
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _OTHER_HOST = "must not start with '//' (that names another host)"
+_DOT_SEGMENTS = "must not contain '.' or '..' segments"
+#: a path of letters, digits and ``_.~-`` segments, no query: nothing in it decodes to anything else.
+_PLAIN_PATH = re.compile(r"/[A-Za-z0-9_.~-][A-Za-z0-9_.~/-]*\Z|/\Z")
+_DOT_SEGMENT = re.compile(r"/\.\.?(?=/|\Z)")
 #: what stands in for a value filled in later (a reference, a template slot):
 #: one ordinary segment, which is what a percent-encoded value becomes.
 _STAND_IN = "x"
@@ -125,6 +130,14 @@ def path_problem(path: Any) -> str | None:
     """
     if isinstance(path, tuple):
         path = "".join(p if isinstance(p, str) else _STAND_IN for p in path)
+    if type(path) is str and _PLAIN_PATH.match(path):
+        # The common case, decided in one match: nothing here can decode into anything else.
+        return _DOT_SEGMENTS if _DOT_SEGMENT.search(path) else None
+    return _path_problem(path)
+
+
+def _path_problem(path: Any) -> str | None:
+    """:func:`path_problem` for any path, the long way (also the fast path's reference)."""
     if path is None or (isinstance(path, str) and not path.strip()):
         return "is required: a path such as '/api/2.1/scheduling/companies'"
     if not isinstance(path, str):
@@ -149,7 +162,7 @@ def path_problem(path: Any) -> str | None:
         if _CONTROL.search(decoded) or "\\" in decoded:
             return "must not contain encoded control characters or backslashes"
         if any(seg in (".", "..") for seg in decoded.split("/")):
-            return "must not contain '.' or '..' segments"
+            return _DOT_SEGMENTS
         if decoded.startswith("//"):
             return _OTHER_HOST
     return None
@@ -257,6 +270,22 @@ def parse_header_lines(text: str) -> tuple[dict[str, str], list[str]]:
         first[name.lower()] = name
         headers[name] = value.strip()
     return headers, bad
+
+
+# ---------------------------------------------------------------- operations in flight at once
+
+
+def parallel_problem(parallel: Any, limit: int | None = None) -> str | None:
+    """Why ``parallel`` cannot say how many of a batch's operations run at once, or None.
+
+    >>> parallel_problem(4) is None, parallel_problem(0), parallel_problem(64, limit=16)
+    (True, 'must be a whole number, at least 1', 'asks for 64 operations at once; this server runs at most 16')
+    """
+    if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
+        return "must be a whole number, at least 1"
+    if limit is not None and parallel > limit:
+        return f"asks for {parallel} operations at once; this server runs at most {limit}"
+    return None
 
 
 # ---------------------------------------------------------------- size and depth

@@ -26,6 +26,22 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(max_requests: int = 50) -> Iterator[tuple[str, str]]:
     """``batchnb serve`` in its own process (as in production) on a free loopback port: (url, token)."""
+    with served(max_requests) as (url, token, _pid):
+        yield url, token
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) process ``pid`` has used so far, where /proc tells it."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def served(max_requests: int = 50) -> Iterator[tuple[str, str, int]]:
+    """:func:`serve`, also giving the server's process id: (url, token, pid)."""
     token = secrets.token_urlsafe(18)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="batchnb-bench-") as tmp:
@@ -39,7 +55,7 @@ def serve(max_requests: int = 50) -> Iterator[tuple[str, str]]:
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(proc, url)
-            yield url, token
+            yield url, token, proc.pid
         finally:
             proc.terminate()
             try:

@@ -54,7 +54,7 @@ def watched_server() -> Iterator[tuple[str, str]]:
         proc.wait(10)
 
 
-def main() -> None:
+def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--partitions", type=int, default=20)
@@ -85,7 +85,8 @@ def main() -> None:
     print(f"overhead of the cluster: {overhead:+.1%} (target within 20%: {'met' if overhead <= 0.20 else 'NOT met'})")
     print(f"batches in flight at once, as the server saw them: {seen['max_in_flight']} (limit {a.concurrency}: "
           f"{'met' if seen['max_in_flight'] <= a.concurrency else 'NOT met'}); batches: {seen['batches'] - before['batches']}")
+    return 0 if overhead <= 0.20 and seen["max_in_flight"] <= a.concurrency else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

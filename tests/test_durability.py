@@ -207,19 +207,24 @@ def kill(proc: subprocess.Popen) -> None:
     assert proc.returncode == -signal.SIGKILL, f"the client was not killed: it ended with {proc.returncode}"
 
 
+def kill_when_ready(server: batchnb.LocalServer, journal: Path, rows: int, prefix: str, **stop: int) -> tuple[dict[int, list[str]], set[int]]:
+    """A client posting ``rows`` companies to ``server``, killed when it says it reached ``stop``: the journal's (sent, done)."""
+    creds = server.credentials("demo")
+    env = {"URL": server.url, "KEY": creds["api_key"], "TOKEN": creds["token"], "ROWS": str(rows), "PREFIX": prefix,
+           "COLUMN": "name", "OP_PATH": CO, **{name.upper(): str(value) for name, value in stop.items()}}
+    proc = start_client(env, journal)
+    try:
+        wait_for_line(proc, b"ready", timeout=120)
+    finally:
+        kill(proc)
+    return journal_events(journal)
+
+
 def test_client_killed_between_batches_resumes_to_all_ok_with_no_duplicate(tmp_path: Path) -> None:
     rows, journal, stop_after = 2000, tmp_path / "run.jsonl", 6
     with batchnb.LocalServer(tmp_path / "demo.sqlite3") as server:
-        creds = server.credentials("demo")
-        env = {"URL": server.url, "KEY": creds["api_key"], "TOKEN": creds["token"], "ROWS": str(rows), "PREFIX": "resume",
-               "COLUMN": "name", "OP_PATH": CO, "STOP_AFTER_DONE": str(stop_after)}
         # Killed at a quiet moment: its sixth batch answered and journalled, nothing else sent.
-        proc = start_client(env, journal)
-        try:
-            wait_for_line(proc, b"ready", timeout=120)
-        finally:
-            kill(proc)
-        sent, done = journal_events(journal)
+        sent, done = kill_when_ready(server, journal, rows, "resume", stop_after_done=stop_after)
         in_flight = {key for b, keys in sent.items() if b not in done for key in keys}
         assert done == set(range(stop_after)) and set(sent) == done, (sorted(sent), sorted(done))
         assert 6 <= len(done) < rows // 50, f"not killed mid-run: {len(done)} batches done"
@@ -277,16 +282,8 @@ def test_client_killed_with_a_batch_in_flight_never_resends_it(tmp_path: Path) -
 def test_client_killed_with_an_answered_batch_in_flight_resumes_exactly_once_with_its_keys(tmp_path: Path) -> None:
     rows, journal, stop_at = 600, tmp_path / "run.jsonl", 4
     with batchnb.LocalServer(tmp_path / "demo.sqlite3") as server:
-        creds = server.credentials("demo")
-        env = {"URL": server.url, "KEY": creds["api_key"], "TOKEN": creds["token"], "ROWS": str(rows), "PREFIX": "keyed",
-               "COLUMN": "name", "OP_PATH": CO, "STOP_AT_ANSWER": str(stop_at)}
         # Killed after the server ran the fourth batch and answered, before the client wrote it down.
-        proc = start_client(env, journal)
-        try:
-            wait_for_line(proc, b"ready", timeout=120)
-        finally:
-            kill(proc)
-        sent, done = journal_events(journal)
+        sent, done = kill_when_ready(server, journal, rows, "keyed", stop_at_answer=stop_at)
         assert set(sent) == set(range(stop_at)) and done == set(range(stop_at - 1)), (sorted(sent), sorted(done))
         in_flight = set(sent[stop_at - 1])
         with sqlite3.connect(server.db) as conn:

@@ -1,14 +1,17 @@
 """The engine against small in-process ASGI apps: order, nesting, 424s, headers, timeouts."""
 
 import asyncio
+import time
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response as PlainResponse
 from starlette.routing import Route
 
 from batchnb import Batch, Operation, ref
+from batchnb import engine
 from batchnb.engine import ASGIDispatcher, HTTPDispatcher, execute
 
 CALLS: list[tuple[str, str, str | None, str]] = []
@@ -210,3 +213,186 @@ def test_earlier_results_filled_in_client_side_keep_the_same_bounds():
     out = p.merge([Response("GET", "/ok", 200)])
     assert [r.status for r in out] == [400, 413, 200]
     assert "may read as a separator" in out[0].body["error"]["message"]
+
+
+# ---------------------------------------------------------------- operations in flight at once
+
+
+class Timeline:
+    """A dispatcher that takes ``delay`` per operation and keeps when each started and ended."""
+
+    def __init__(self, delay: float = 0.02) -> None:
+        self.delay = delay
+        self.spans: dict[str, tuple[float, float]] = {}
+        self.in_flight = 0
+        self.most = 0
+
+    async def __call__(self, method, path, headers, body):
+        import json as _json
+        import time as _time
+
+        from batchnb.engine import DispatchResult
+
+        start = _time.monotonic()
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.in_flight -= 1
+        key = path.split("?")[0]
+        self.spans[key] = (start, _time.monotonic())
+        status = 400 if key.endswith("/fail") else 201
+        return DispatchResult(status, {"content-type": "application/json"}, _json.dumps({"id": key.rsplit("/", 1)[-1]}).encode())
+
+
+def test_parallel_operations_wait_for_their_parent_and_references_and_keep_their_places():
+    t = Timeline()
+    ops = [
+        Operation("POST", "/a", name="a", requests=[Operation("POST", f"/a1/{ref('a', '$.id')}", name="a1")]),
+        Operation("POST", "/b", name="b"),
+        Operation("POST", f"/c/{ref('b', '$.id')}/{ref('a1', '$.id')}", name="c"),
+        *[Operation("POST", f"/free{i}") for i in range(6)],
+    ]
+    out = asyncio.run(execute(ops, t, parallel=4))
+    # (each answer's id is its path's last segment: a1 answered "a")
+    assert [r.path for top in out for _p, r in top.walk()] == ["/a", "/a1/a", "/b", "/c/b/a", *[f"/free{i}" for i in range(6)]]
+    assert t.most == 4  # the cap, reached
+    start, end = {k: s for k, (s, _e) in t.spans.items()}, {k: e for k, (_s, e) in t.spans.items()}
+    assert start["/a1/a"] >= end["/a"]  # after its parent
+    assert start["/c/b/a"] >= max(end["/b"], end["/a1/a"])  # after everything it references
+    assert start["/b"] < end["/a"]  # independent operations overlap
+
+
+def test_parallel_one_is_the_specs_order():
+    t = Timeline(delay=0.001)
+    ops = [Operation("POST", f"/op{i}") for i in range(5)]
+    asyncio.run(execute(ops, t, parallel=1))
+    assert t.most == 1
+    assert sorted(t.spans, key=lambda k: t.spans[k][0]) == [f"/op{i}" for i in range(5)]
+
+
+def _random_batch(draw):
+    from hypothesis import strategies as st
+
+    names: list[str] = []
+    count = [0]
+
+    def op(depth: int) -> Operation:
+        count[0] += 1
+        i = count[0]
+        fails = draw(st.booleans().map(lambda b: b and i % 3 == 0))
+        used = draw(st.lists(st.sampled_from(names), max_size=2, unique=True)) if names else []
+        path = f"/n{i}" + "".join(f"/{ref(n, '$.id')}" for n in used) + ("/fail" if fails else "")
+        kids = [op(depth + 1) for _ in range(draw(st.integers(0, 2 if depth < 2 else 0)))]
+        names.append(f"n{i}")
+        return Operation("POST", path, name=f"n{i}", requests=kids)
+
+    return [op(0) for _ in range(draw(st.integers(1, 5)))]
+
+
+def test_parallel_outcomes_are_the_sequential_outcomes():
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.data(), st.integers(2, 8))
+    def check(data, parallel):
+        ops = _random_batch(data.draw)
+        sequential = asyncio.run(execute(ops, Timeline(delay=0)))
+        concurrent = asyncio.run(execute(ops, Timeline(delay=0), parallel=parallel))
+
+        def outcome(responses):
+            return [(p, r.name, r.path, r.status, r.body) for top in responses for p, r in [("", top), *top.walk()]]
+
+        assert outcome(concurrent) == outcome(sequential)
+
+    check()
+
+
+# ---------------------------------------------------------------- the per-operation timeout
+
+
+def test_an_answer_that_never_waits_needs_no_timer() -> None:
+    async def instant() -> str:
+        return "at once"
+
+    assert asyncio.run(engine._bounded(instant(), 0.0)) == "at once"
+
+
+def test_an_answer_that_waits_past_the_timeout_is_a_timeout_and_is_cancelled() -> None:
+    cleaned = []
+
+    async def slow() -> str:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            cleaned.append("cancelled inside")
+        return "late"
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await engine._bounded(slow(), 0.05)
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert cleaned == ["cancelled inside"]
+
+
+def test_time_spent_before_the_first_wait_counts() -> None:
+    async def busy_then_wait() -> str:
+        time.sleep(0.1)  # synchronous work: no timeout can interrupt it, but it is spent
+        await asyncio.sleep(0.2)
+        return "late"
+
+    async def main() -> None:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            await engine._bounded(busy_then_wait(), 0.15)
+        assert time.monotonic() - started < 5, "the timer did not fire"
+
+    asyncio.run(main())
+
+
+def test_waiting_answers_and_errors_come_through() -> None:
+    async def waits(n: int) -> int:
+        for _ in range(n):
+            await asyncio.sleep(0)
+        return n
+
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("from the API")
+
+    async def fails_at_once() -> None:
+        raise KeyError("at once")
+
+    async def main() -> None:
+        assert await engine._bounded(waits(3), 5) == 3
+        with pytest.raises(ValueError, match="from the API"):
+            await engine._bounded(fails(), 5)
+        with pytest.raises(KeyError):
+            await engine._bounded(fails_at_once(), 5)
+        assert await engine._bounded(asyncio.ensure_future(waits(1)), 5) == 1  # any awaitable
+
+    asyncio.run(main())
+
+
+def test_a_cancelled_caller_cancels_the_operation() -> None:
+    seen = []
+
+    async def waits_long() -> None:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    async def main() -> None:
+        task = asyncio.ensure_future(engine._bounded(waits_long(), 30))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+    assert seen == ["cancelled"]

@@ -11,67 +11,17 @@ nothing is created twice either, and the rows whose outcome is unknown say so.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import sqlite3
-import subprocess
-import sys
-from pathlib import Path
-from typing import Iterator
 
 import httpx
-import pandas as pd
 import pytest
 
 from batchnb import Client, LocalServer
 
-from tests.support import wait_until
+from tests.support.delivery import companies_and_services, duplicated, fault_proxy, proxy_stats as stats
 
-API = "/api/2.1/scheduling"
-ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.slow
-
-
-@contextlib.contextmanager
-def fault_proxy(target: str, seed: int, **faults: float) -> Iterator[str]:
-    args = [sys.executable, "-m", "tests.support.fault_proxy", "--target", target, "--seed", str(seed)]
-    for name, value in faults.items():
-        args += ["--" + name.replace("_", "-"), str(value)]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        first = proc.stdout.readline() if proc.stdout else ""
-        assert first.startswith("listening "), f"the fault proxy did not start: {first}{proc.stdout.read() if proc.poll() is not None else ''}"
-        yield f"http://127.0.0.1:{int(first.split()[1])}"
-    finally:
-        proc.kill()
-        proc.wait(10)
-
-
-def stats(proxy: str) -> dict[str, int]:
-    return httpx.get(proxy + "/_proxy/stats", trust_env=False, timeout=10).json()
-
-
-def companies_and_services(n: int, tag: str, headers: dict[str, str] | None = None) -> pd.DataFrame:
-    """``n`` companies, each with a service nested under it that names it by reference: 2n rows."""
-    rows = []
-    for i in range(n):
-        rows.append({"label": f"co{i}", "method": "POST", "path": f"{API}/companies", "name": f"co-{i}", "parent": None,
-                     "body": {"name": f"{tag} {i}"}})
-        rows.append({"label": f"sv{i}", "method": "POST", "path": f"{API}/companies/${{result=co-{i}:$.id}}/services",
-                     "name": None, "parent": f"co-{i}", "body": {"name": f"{tag} cut {i}", "duration": 30}})
-    frame = pd.DataFrame(rows).set_index("label")
-    if headers:
-        frame["headers"] = [headers] * len(frame)
-    return frame
-
-
-def duplicated(db: Path, tag: str) -> dict[str, int]:
-    with sqlite3.connect(db) as conn:
-        return dict(conn.execute("SELECT name, count(*) FROM companies WHERE name LIKE ? GROUP BY name HAVING count(*) > 1",
-                                 (f"{tag} %",)).fetchall())
 
 
 def test_5000_rows_through_a_faulty_network_arrive_exactly_once(tmp_path):

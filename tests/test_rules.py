@@ -6,6 +6,8 @@ import ast
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from batchnb import rules
 from batchnb.rules import GraphProblem, Reference
@@ -323,3 +325,9 @@ def test_a_name_nested_deeper_than_the_recursion_limit_is_named_by_its_type():
 def test_a_path_given_as_a_list_on_the_wire_is_the_wrong_type():
     assert rules.path_problem(["/x"]) == "must be a string such as '/api/2.1/scheduling/companies', not list"
     assert rules.path_problem(("/x",)) is None  # a tuple is a template's parts: a fine path
+
+
+@given(st.text(alphabet="/._~-aZ09%?# \\", max_size=12))
+def test_the_fast_path_for_plain_paths_agrees_with_the_long_way(tail: str) -> None:
+    path = "/" + tail
+    assert rules.path_problem(path) == rules._path_problem(path)

@@ -675,6 +675,8 @@ def test_the_same_key_while_the_first_request_runs_is_409(app: Any, store: Store
         answer: dict = {}
 
         async def receive() -> dict:
+            if arrived is not None:
+                reading.set()
             part = parts.pop(0)
             if parts == [] and arrived is not None:
                 await arrived.wait()  # the rest of the body is late
@@ -690,17 +692,17 @@ def test_the_same_key_while_the_first_request_runs_is_409(app: Any, store: Store
         await app(scope(body), receive, send)
         return answer["status"], json.loads(answer["body"]), answer["headers"]
 
+    reading = asyncio.Event()
+
     async def both() -> list[tuple[int, dict, dict]]:
         arrived = asyncio.Event()
         body = json.dumps({"name": "Slow"}).encode()
         first = asyncio.create_task(call(body, arrived))
         await asyncio.sleep(0)  # the first has claimed its key and waits for its body
-        for _ in range(100):
-            if store.execute("SELECT state FROM idempotency_keys WHERE key = 'slow'"):
-                break
+        deadline = asyncio.get_running_loop().time() + 10
+        while not reading.is_set():  # the key is claimed before the body is read
+            assert asyncio.get_running_loop().time() < deadline, "the first request never started reading its body"
             await asyncio.sleep(0.01)
-        else:
-            raise AssertionError("the first request never claimed its key")
         second = await call(body)
         arrived.set()
         third_first = await first
@@ -720,7 +722,7 @@ def test_the_key_is_kept_in_the_transaction_of_the_write(store: Store, monkeypat
     def broken(*args: Any, **kwargs: Any) -> None:
         raise sqlite3.OperationalError("disk I/O error")
 
-    monkeypatch.setattr(store, "finish_key", broken)
+    monkeypatch.setattr(store, "keep_key", broken)
     r = client.post(f"{BASE}/companies", {"name": "Atomic"}, headers=keyed("atomic"))
     assert r.status_code == 500
     assert companies_named(store, "Atomic") == 0
@@ -728,3 +730,19 @@ def test_the_key_is_kept_in_the_transaction_of_the_write(store: Store, monkeypat
     monkeypatch.undo()
     assert client.post(f"{BASE}/companies", {"name": "Atomic"}, headers=keyed("atomic")).status_code == 201
     assert companies_named(store, "Atomic") == 1
+
+
+def test_a_repeat_in_another_process_gets_the_first_answer(tmp_path: Path) -> None:
+    """Two server processes on one SQLite file (``serve --workers``): the key is looked up in the transaction of the write."""
+    first_store, second_store = Store(tmp_path / "shared.sqlite3"), Store(tmp_path / "shared.sqlite3")
+    try:
+        one = Client(scheduling_app(first_store, Keyring(CREDS)), "tok-a")
+        other = Client(scheduling_app(second_store, Keyring(CREDS)), "tok-a")
+        first = one.post(f"{BASE}/companies", {"name": "Across"}, headers=keyed("across"))
+        again = other.post(f"{BASE}/companies", {"name": "Across"}, headers=keyed("across"))
+        assert first.status_code == again.status_code == 201 and again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        assert companies_named(second_store, "Across") == 1
+    finally:
+        first_store.close()
+        second_store.close()

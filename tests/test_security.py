@@ -30,7 +30,7 @@ from batchnb import Batch, Operation
 from batchnb.server import auth
 from batchnb.server.auth import Keyring
 
-from tests.support import count, free_port, wait_for_http
+from tests.support import count, free_port, stop, wait_for_http
 from tests.support.faults import RecordingUpstream
 
 CO = "/api/2.1/scheduling/companies"
@@ -395,12 +395,7 @@ def test_serve_access_log_hides_query_credentials(tmp_path: Path) -> None:
         assert httpx.get(f"{url}{CO}?apiKey={key}&%74oken={token}", timeout=5).status_code == 200
         httpx.get(url + CO + "/x%2F..", params={"apiKey": key, "token": token}, timeout=5)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop(proc, signal.SIGINT)
     log.seek(0)
     text = log.read()
     assert "/api/2.3/batch" in text, text[-2000:]  # the access log was on

@@ -21,7 +21,7 @@ import pytest
 
 from batchnb import AsyncClient, Client
 
-from tests.support import free_port, wait_for_http
+from tests.support import free_port, stop, wait_for_http
 from tests.test_server import (  # noqa: F401 - collected here, against two processes
     test_400_with_pointers,
     test_401_without_or_with_wrong_credentials_runs_nothing,
@@ -65,12 +65,7 @@ class Served:
             wait_for_http(self.url + "/api/2.3/batch", proc, 60, self._log.read_text)
             yield self
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+            stop(proc, signal.SIGTERM, 20)
 
     def credentials(self, api_key: str | None = None) -> dict[str, str]:
         key = api_key or self.tenants[0]

@@ -319,3 +319,88 @@ def test_an_answer_too_deep_for_the_batch_is_a_502_and_the_batch_answers(tmp_pat
     out = r.json()["responses"]
     assert [x["status"] for x in out] == [200, 502] and out[0]["body"] == {"made": True}
     assert "nested too deeply" in out[1]["body"]["error"]["message"]
+
+
+# ---------------------------------------------------------------- operations of one batch in flight at once
+
+
+def _slow_upstream(delay: float = 0.05):
+    import asyncio as _asyncio
+
+    from tests.support.faults import RecordingUpstream, Reply
+
+    state = {"now": 0, "most": 0}
+
+    async def respond(req):
+        state["now"] += 1
+        state["most"] = max(state["most"], state["now"])
+        try:
+            await _asyncio.sleep(delay)
+        finally:
+            state["now"] -= 1
+        return Reply(400 if req.path.endswith("/fail") else 201, {"id": req.path.rsplit("/", 1)[-1]})
+
+    return RecordingUpstream(respond), state
+
+
+def test_the_server_announces_how_many_operations_it_runs_at_once_and_refuses_more(server):
+    announced = httpx.get(server.url + "/api/2.3/batch").json()["maxParallel"]
+    assert announced == Limits().max_parallel
+    op = {"method": "GET", "path": f"{API}/companies"}
+    for parallel, message in [(announced + 1, f"asks for {announced + 1} operations at once; this server runs at most {announced}"),
+                              (0, "must be a whole number, at least 1"), ("4", "must be a whole number, at least 1")]:
+        r = post_raw(server, {"requests": [op], "parallel": parallel})
+        assert r.status_code == 400 and {"pointer": "parallel", "message": message} in r.json()["error"]["details"], r.text
+
+
+def test_a_gateway_runs_a_batchs_operations_at_once_when_asked_and_keeps_every_dependency():
+    upstream, state = _slow_upstream()
+    ops = [Operation("POST", f"/things/{i}", name=f"t{i}") for i in range(12)]
+    ops.append(Operation("POST", f"/after/{ref('t3', '$.id')}", name="after",
+                         requests=[Operation("POST", f"/child/{ref('after', '$.id')}")]))
+    ops.append(Operation("POST", "/x/fail", name="bad", requests=[Operation("POST", "/never")]))
+    ops.append(Operation("POST", f"/needs/{ref('bad', '$.id')}"))
+    with upstream, LocalServer(upstream=upstream.url, tenants=("gw",)) as gateway:
+        sequential = gateway.client.submit(Batch(ops), idempotency=False)
+        assert state["most"] == 1
+        first_run = len(upstream.requests)
+        concurrent = gateway.client.submit(Batch(ops), parallel=6, idempotency=False)
+        assert state["most"] == 6
+        order = [req.path for req in upstream.requests[first_run:]]
+
+    def outcome(responses):
+        return [(r.name, r.path, r.status, r.body) for top in responses for _p, r in top.walk()]
+
+    assert outcome(concurrent) == outcome(sequential)  # places, statuses, 424 chain and messages alike
+    assert [r.status for r in concurrent[-3:]] == [201, 400, 424]
+    assert order.index("/after/3") > order.index("/things/3") and order.index("/child/3") > order.index("/after/3")
+    assert "/never" not in order
+
+
+def test_the_client_asks_no_more_than_the_server_runs_and_direct_mode_honours_parallel():
+    upstream, state = _slow_upstream(0.02)
+    ops = [Operation("POST", f"/things/{i}") for i in range(20)]
+    with upstream, LocalServer(upstream=upstream.url, tenants=("gw",), limits=Limits(max_parallel=3)) as gateway:
+        result = gateway.client.submit(ops, parallel=10, idempotency=False, progress=False)
+        assert result["ok"].all() and state["most"] == 3  # held to the 3 the server announced
+        state["most"] = 0
+        direct = Client(upstream.url, token="t", mode="direct")
+        result = direct.submit(ops, parallel=5, progress=False)
+        assert result["ok"].all() and state["most"] == 5
+
+
+def test_a_batch_answer_says_where_its_time_went(server):
+    """Server-Timing: each phase between the socket and the API, in milliseconds; the API's phase holds the operations' durations."""
+    from batchnb._timing import PHASES, read_header
+
+    payload = {"requests": [{"method": "POST", "path": "/api/2.1/scheduling/companies", "body": {"name": f"Timed {i}"}} for i in range(5)]}
+    r = post_raw(server, payload)
+    assert r.status_code == 200
+    phases = read_header(r.headers["server-timing"])
+    assert set(phases) == set(PHASES)
+    assert all(ms >= 0 for ms in phases.values())
+    durations = sum(op["duration"] for op in r.json()["responses"])
+    assert phases["api"] == pytest.approx(durations, abs=0.01 * len(payload["requests"]))
+    assert "Bearer" not in r.headers["server-timing"]
+    # A refused batch says nothing of phases it never reached.
+    assert "server-timing" not in post_raw(server, {"requests": [{"method": "GET"}]}).headers

@@ -225,3 +225,29 @@ def test_close_is_idempotent(db_path: Path) -> None:
     store.close()
     with pytest.raises(sqlite3.ProgrammingError):
         store.execute("SELECT 1")
+
+
+def test_checkpoints_run_beside_the_writes_not_inside_them(tmp_path: Path) -> None:
+    """Commits only append to the WAL; the store's own thread copies it into the file, and stops with the store."""
+    from tests.support import wait_until
+
+    db = tmp_path / "ckpt.sqlite3"
+    store = Store(db)
+    try:
+        assert store.execute("PRAGMA wal_autocheckpoint") == [(0,)]
+        checkpointer = store._checkpointer._thread
+        assert checkpointer.is_alive() and checkpointer.name == "batchnb-store-checkpoint"
+        before = db.stat().st_size
+        for i in range(2000):
+            store.create("k", "company", {"name": f"Checkpointed {i}"})
+        wait_until(lambda: db.stat().st_size > before + 100_000, 10, "the WAL was never copied into the database file")
+    finally:
+        store.close()
+    assert not checkpointer.is_alive()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("select count(*) from companies").fetchone() == (2000,)
+
+
+def test_a_store_in_memory_has_no_checkpointer() -> None:
+    with Store(":memory:") as store:
+        assert store._checkpointer is None

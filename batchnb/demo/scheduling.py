@@ -49,7 +49,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..engine import route_path
 from ..server.auth import Keyring
 from . import idempotency
-from .store import DEFAULT_LIMIT, ID_PREFIXES, MAX_LIMIT, InvalidReference, Kind, Store
+from .store import DEFAULT_LIMIT, ID_PREFIXES, MAX_LIMIT, InvalidReference, KeyRecord, Kind, Store
 
 __all__ = ["API_PREFIX", "MAX_BODY_BYTES", "scheduling_app"]
 
@@ -64,6 +64,13 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 _RawHeaders = Sequence[tuple[bytes, bytes]]
 _Result = tuple[int, Any, _RawHeaders]
+
+
+class _Undone(Exception):
+    """Leaves a keyed request's transaction so that its writes are undone: ``reply`` is its refusal, None when the key held an answer."""
+
+    def __init__(self, reply: "_Reply | None") -> None:
+        self.reply = reply
 
 
 class _Reply(Exception):
@@ -443,11 +450,12 @@ _NO_QUERY = QueryParams()
 class _API:
     """Request handlers, generic over the four resource kinds."""
 
-    def __init__(self, store: Store, keyring: Keyring, key_ttl: float, key_stale: float) -> None:
+    def __init__(self, store: Store, keyring: Keyring, key_ttl: float) -> None:
         self.store = store
         self.keyring = keyring
         self.key_ttl = key_ttl
-        self.key_stale = key_stale
+        #: (tenant, key) of the keyed requests running in this process.
+        self.running: set[tuple[str, str]] = set()
 
     # -- dispatch --
 
@@ -489,45 +497,67 @@ class _API:
         if problem:
             raise _error(400, "invalid_idempotency_key", f"Idempotency-Key {problem}", [{"field": idempotency.POINTER, "message": problem}])
         assert key is not None
-        raw_path = call.scope.get("raw_path") or call.scope["path"].encode()
-        query = call.scope.get("query_string") or b""
-        target = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         # Claimed before the body is read: a repeat that comes while this one
-        # is still arriving (a client resending too early) is told 409.
-        held = self.store.claim_key(call.tenant, key, now=time.time(), ttl=self.key_ttl, stale=self.key_stale)
-        if held is None:
-            return await self._first(call, handler, key, target)
-        if held.state != "done":
+        # is still arriving (a client resending too early) is told 409. In
+        # another process, the repeat waits for this one's transaction and
+        # gets its answer.
+        claim = (call.tenant, key)
+        if claim in self.running:
             reply = _error(409, "idempotency_key_in_use", "A request with this Idempotency-Key is still running; retry later",
                            [{"field": idempotency.POINTER, "message": "is in use by a request that has not finished"}])
             reply.headers = [(b"retry-after", b"1")]
             raise reply
-        if held.fingerprint != idempotency.fingerprint(call.scope["method"], target, await call.body()):
-            raise _error(422, "idempotency_key_reused", "This Idempotency-Key was used for a different request",
-                         [{"field": idempotency.POINTER, "message": "was used for another method, path or body"}])
-        replayed = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in held.headers]
-        return held.status or 500, held.body, [*replayed, (b"idempotent-replayed", b"true")]
-
-    async def _first(self, call: _Call, handler: _Handler, key: str, target: str) -> _Result:
-        """The first request with a key: run it, and keep its answer with its writes."""
-        finished = False
+        self.running.add(claim)
         try:
-            # The body first: nothing may wait inside the transaction below.
+            raw_path = call.scope.get("raw_path") or call.scope["path"].encode()
+            query = call.scope.get("query_string") or b""
+            target = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+            # The body first: nothing may wait inside the transactions below.
             fingerprint = idempotency.fingerprint(call.scope["method"], target, await call.body())
+            return self._first_or_replay(call, handler, key, fingerprint)
+        finally:
+            self.running.discard(claim)
+
+    def _first_or_replay(self, call: _Call, handler: _Handler, key: str, fingerprint: str) -> _Result:
+        """Run the request and keep its answer with its writes, or, if the key holds an answer already, undo and replay it."""
+        now = time.time()
+        try:
             with self.store.atomic():
                 try:
                     status, payload, headers = _now(handler(call))
                 except _Reply as reply:
-                    status, payload, headers = reply.status, reply.payload, reply.headers
-                if status < 500:
-                    # In the transaction of the writes: a crash keeps both or neither.
-                    kept = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
-                    self.store.finish_key(call.tenant, key, fingerprint, status, payload, kept)
-                    finished = True
-        finally:
-            if not finished:
-                self.store.release_key(call.tenant, key)
-        return status, payload, headers
+                    raise _Undone(reply) from None  # a refusal's partial writes (if any) are not kept
+                if status < 500 and not self._keep(call, key, fingerprint, (status, payload, headers), now):
+                    raise _Undone(None)
+            return status, payload, headers
+        except _Undone as undone:
+            held = self.store.find_key(call.tenant, key, now=now)
+            if held is not None:
+                return self._replay(held, fingerprint)
+            reply = undone.reply
+            assert reply is not None, "the key held an answer a moment ago"
+            if reply.status >= 500:
+                raise reply from None  # not kept: a retry may run it
+            refused = reply.status, reply.payload, reply.headers
+            with self.store.atomic():
+                if self._keep(call, key, fingerprint, refused, now):
+                    return refused
+            held = self.store.find_key(call.tenant, key, now=now)  # kept by another process in between
+            assert held is not None
+            return self._replay(held, fingerprint)
+
+    def _keep(self, call: _Call, key: str, fingerprint: str, answer: _Result, now: float) -> bool:
+        status, payload, headers = answer
+        kept = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
+        return self.store.keep_key(call.tenant, key, fingerprint, status, payload, kept, now=now, ttl=self.key_ttl)
+
+    @staticmethod
+    def _replay(held: KeyRecord, fingerprint: str) -> _Result:
+        if held.fingerprint != fingerprint:
+            raise _error(422, "idempotency_key_reused", "This Idempotency-Key was used for a different request",
+                         [{"field": idempotency.POINTER, "message": "was used for another method, path or body"}])
+        replayed = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in held.headers]
+        return held.status, held.body, [*replayed, (b"idempotent-replayed", b"true")]
 
     # -- existence checks (error paths only) --
 
@@ -669,7 +699,7 @@ def _now(coroutine: Awaitable[_Result]) -> _Result:
 
 
 def scheduling_app(
-    store: Store, keyring: Keyring, *, key_ttl: float = idempotency.DEFAULT_TTL, key_stale: float = 60.0
+    store: Store, keyring: Keyring, *, key_ttl: float = idempotency.DEFAULT_TTL
 ) -> ASGIApp:
     """Build the Scheduling API v2.1 ASGI app over ``store``, guarded by ``keyring``.
 
@@ -682,7 +712,7 @@ def scheduling_app(
         >>> callable(app)  # serve it, mount it, or call it directly as ASGI
         True
     """
-    api = _API(store, keyring, key_ttl, key_stale)
+    api = _API(store, keyring, key_ttl)
 
     async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

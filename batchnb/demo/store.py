@@ -33,7 +33,7 @@ Kind = Literal["company", "service", "staff", "appointment"]
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1000
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS companies (
@@ -90,13 +90,14 @@ CREATE INDEX IF NOT EXISTS appointments_service ON appointments (service_id);
 CREATE INDEX IF NOT EXISTS appointments_staff ON appointments (staff_id);
 
 -- Idempotency-Key: a request's key, its fingerprint and its first answer, per tenant.
--- A row is 'running' while the first request runs; it becomes 'done' in the same
--- transaction as the request's writes, so one is never kept without the other.
+-- A row is written in the same transaction as the request's writes, so one is
+-- never kept without the other. (state is always 'done': files written by
+-- earlier versions may hold 'running' rows, which are skipped.)
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     tenant      TEXT NOT NULL,
     key         TEXT NOT NULL,
     fingerprint TEXT,            -- set when the request is done
-    state       TEXT NOT NULL,   -- 'running' or 'done'
+    state       TEXT NOT NULL,   -- 'done'
     status      INTEGER,
     body        TEXT,            -- JSON, or NULL for no body
     headers     TEXT,            -- JSON list of [name, value]
@@ -104,8 +105,13 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     expires     REAL NOT NULL,
     PRIMARY KEY (tenant, key)
 );
-CREATE INDEX IF NOT EXISTS idempotency_keys_expires ON idempotency_keys (expires);
+-- No index on expires: every keyed write would pay for it; the sweep (rare) scans.
+DROP INDEX IF EXISTS idempotency_keys_expires;
 """
+
+
+#: seconds between sweeps of expired idempotency keys.
+_PURGE_EVERY = 600.0
 
 
 @dataclass(frozen=True)
@@ -229,6 +235,7 @@ class Store:
         # Re-entrant: atomic() holds it around writes that take it again.
         self._lock = threading.RLock()
         self._closed = False
+        self._purged = float("-inf")
         try:
             conn = self._conn
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
@@ -244,6 +251,7 @@ class Store:
         except BaseException:
             self._conn.close()
             raise
+        self._checkpointer = _Checkpointer.start(self.path, self._conn)
 
     # -- lifecycle -------------------------------------------------------
 
@@ -257,6 +265,8 @@ class Store:
         with self._lock:
             if not self._closed:
                 self._closed = True
+                if self._checkpointer is not None:
+                    self._checkpointer.stop()
                 self._conn.close()
 
     def __enter__(self) -> Store:
@@ -491,7 +501,7 @@ class Store:
     # -- idempotency keys ------------------------------------------------
 
     def atomic(self) -> _Atomic:
-        """One transaction around several writes (each write inside joins it).
+        """One transaction around several writes: each write inside joins it, and they are kept or undone together.
 
         Example:
             >>> with Store(":memory:") as store:
@@ -503,52 +513,52 @@ class Store:
         """
         return _Atomic(self)
 
-    def claim_key(self, tenant: str, key: str, *, now: float, ttl: float, stale: float) -> KeyRecord | None:
-        """Claim ``key`` for a request, or return what it holds already.
-
-        None: the key is now this request's (state 'running'). Otherwise the
-        record: 'done' with the first answer, or 'running' (another request
-        holds it). A key past its expiry is gone; a 'running' claim older
-        than ``stale`` seconds belonged to a request that never finished (a
-        crash: its writes were rolled back with it) and is taken over.
+    def find_key(self, tenant: str, key: str, *, now: float) -> KeyRecord | None:
+        """The first answer kept for ``key``, or None if it has none (never used, or expired).
 
         Example:
             >>> with Store(":memory:") as store:
-            ...     store.claim_key("k", "abc", now=0, ttl=60, stale=10) is None
-            ...     store.claim_key("k", "abc", now=1, ttl=60, stale=10).state
+            ...     with store.atomic():
+            ...         store.keep_key("k", "abc", "9f2c", 201, {"id": "co_1"}, [], now=0, ttl=60)
+            ...     store.find_key("k", "abc", now=1).status, store.find_key("k", "abc", now=61)
             True
-            'running'
+            (201, None)
         """
-        with self._lock, self._write():
-            self._conn.execute("DELETE FROM idempotency_keys WHERE expires <= ?", (now,))
+        with self._lock:
             row = self._conn.execute(
-                "SELECT fingerprint, state, status, body, headers, started FROM idempotency_keys WHERE tenant = ? AND key = ?",
-                (tenant, key),
+                "SELECT fingerprint, status, body, headers FROM idempotency_keys WHERE tenant = ? AND key = ? AND expires > ? AND state = 'done'",
+                (tenant, key, now),
             ).fetchone()
-            if row is not None and not (row[1] == "running" and now - row[5] >= stale):
-                headers = [tuple(h) for h in json.loads(row[4])] if row[4] else []
-                return KeyRecord(row[0], row[1], row[2], json.loads(row[3]) if row[3] is not None else None, headers)
-            self._conn.execute(
-                "INSERT OR REPLACE INTO idempotency_keys (tenant, key, state, started, expires) VALUES (?, ?, 'running', ?, ?)",
-                (tenant, key, now, now + ttl),
-            )
+        if row is None:
             return None
+        headers = [tuple(h) for h in json.loads(row[3])] if row[3] else []
+        return KeyRecord(row[0], row[1], json.loads(row[2]) if row[2] is not None else None, headers)
 
-    def finish_key(self, tenant: str, key: str, fingerprint: str, status: int, body: Any, headers: Sequence[tuple[str, str]]) -> None:
-        """Record the request's fingerprint and first answer for a claimed key.
+    def keep_key(self, tenant: str, key: str, fingerprint: str, status: int, body: Any, headers: Sequence[tuple[str, str]],
+                 *, now: float, ttl: float) -> bool:
+        """Keep the request's fingerprint and first answer under ``key`` for ``ttl`` seconds; False if the key holds one already.
 
-        Call it inside :meth:`atomic`, with the request's writes.
+        Call it inside :meth:`atomic`, after the request's writes: a crash
+        keeps both or neither, and on False the caller undoes the writes
+        (leaves the block with an exception) and answers what
+        :meth:`find_key` holds. Looking after writing, in one statement,
+        saves a query on every first request; repeats are the rare case.
         """
-        with self._lock, self._write():
-            self._conn.execute(
-                "UPDATE idempotency_keys SET state = 'done', fingerprint = ?, status = ?, body = ?, headers = ? WHERE tenant = ? AND key = ?",
-                (fingerprint, status, None if body is None else _dumps(body), _dumps([list(h) for h in headers]), tenant, key),
+        with self._lock:
+            if now - self._purged >= _PURGE_EVERY:
+                # Expired keys are replaced below anyway; this only keeps the table small.
+                self._conn.execute("DELETE FROM idempotency_keys WHERE expires <= ?", (now,))
+                self._purged = now
+            cursor = self._conn.execute(
+                "INSERT INTO idempotency_keys (tenant, key, fingerprint, state, status, body, headers, started, expires)"
+                " VALUES (?, ?, ?, 'done', ?, ?, ?, ?, ?)"
+                " ON CONFLICT (tenant, key) DO UPDATE SET fingerprint = excluded.fingerprint, state = 'done',"
+                " status = excluded.status, body = excluded.body, headers = excluded.headers,"
+                " started = excluded.started, expires = excluded.expires"
+                " WHERE idempotency_keys.expires <= excluded.started OR idempotency_keys.state != 'done'",
+                (tenant, key, fingerprint, status, None if body is None else _dumps(body), _dumps([list(h) for h in headers]), now, now + ttl),
             )
-
-    def release_key(self, tenant: str, key: str) -> None:
-        """Give up a claim whose request did not finish (its writes were rolled back)."""
-        with self._lock, self._write():
-            self._conn.execute("DELETE FROM idempotency_keys WHERE tenant = ? AND key = ? AND state = 'running'", (tenant, key))
+            return cursor.rowcount == 1
 
     # -- internals (caller holds the lock) -------------------------------
 
@@ -675,15 +685,14 @@ class Store:
 
 @dataclass(frozen=True)
 class KeyRecord:
-    """What an idempotency key holds: the request's fingerprint, its state, and its first answer.
+    """What an idempotency key holds: the request's fingerprint and its first answer.
 
-    >>> KeyRecord("9f2c…", "done", 201, {"id": "co_1"}, [("location", "/companies/co_1")]).status
+    >>> KeyRecord("9f2c…", 201, {"id": "co_1"}, [("location", "/companies/co_1")]).status
     201
     """
 
-    fingerprint: str | None
-    state: str
-    status: int | None
+    fingerprint: str
+    status: int
     body: Any
     headers: list[tuple[str, str]]
 
@@ -712,12 +721,63 @@ class _Atomic:
             self._store._lock.release()
 
 
+class _Checkpointer:
+    """Copies the WAL back into the database file from a thread of its own, every ``interval`` seconds.
+
+    SQLite's own checkpoints run inside whichever commit crosses 1,000 WAL
+    pages, and end with an fsync: that commit, and the event loop that made
+    it, would wait for the disk. Here writers only append to the WAL
+    (``synchronous = NORMAL``: a commit survives a killed process), and this
+    thread, on its own connection, moves pages over and syncs them while the
+    server goes on. PASSIVE: it never blocks a reader or a writer, and
+    another process's checkpointer (``serve --workers``) may skip a turn.
+    """
+
+    #: seconds between checkpoints.
+    INTERVAL = 0.25
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="batchnb-store-checkpoint", daemon=True)
+
+    @classmethod
+    def start(cls, path: str, conn: sqlite3.Connection) -> _Checkpointer | None:
+        """Take checkpoints over from ``conn``'s commits, for a database in a WAL file; None for one in memory."""
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        if mode != "wal":
+            return None
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        # After a checkpoint resets it, the WAL file is cut back to this size.
+        conn.execute(f"PRAGMA journal_size_limit = {64 * 1024 * 1024}")
+        checkpointer = cls(path)
+        checkpointer._thread.start()
+        return checkpointer
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout = 1000")
+            while not self._stopped.wait(self.INTERVAL):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error:
+                    pass  # busy or locked: the next turn tries again
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        """Stop, after the turn under way; the last connection to close checkpoints what is left."""
+        self._stopped.set()
+        self._thread.join(10)
+
+
 class _Transaction:
     """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the block raises.
 
-    Inside a transaction already open (``Store.atomic``), it is a savepoint
-    of that one: a failed write undoes only itself, and the outer block
-    commits or rolls back everything together.
+    Inside a transaction already open (``Store.atomic``), it joins that one:
+    the outer block commits or rolls back everything together. (A single
+    statement that fails undoes itself; SQLite keeps the transaction.)
     """
 
     __slots__ = ("_conn", "_joined")
@@ -729,7 +789,6 @@ class _Transaction:
     def __enter__(self) -> None:
         if self._conn.in_transaction:
             self._joined = True
-            self._conn.execute("SAVEPOINT batchnb_write")
             return
         # IMMEDIATE takes the write lock up front, so a second process cannot
         # make this transaction fail half-way with SQLITE_BUSY on upgrade.
@@ -742,9 +801,6 @@ class _Transaction:
         tb: TracebackType | None,
     ) -> None:
         if self._joined:
-            if exc_type is not None:
-                self._conn.execute("ROLLBACK TO batchnb_write")
-            self._conn.execute("RELEASE batchnb_write")
             return
         if exc_type is None:
             try:

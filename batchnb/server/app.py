@@ -23,6 +23,7 @@ import httpx
 
 from .. import _json, refs, rules
 from .._exceptions import BatchValidationError, Problem
+from .._timing import Timings
 from ..engine import ASGIDispatcher, HTTPDispatcher, execute
 from ..model import BATCH_PATH, Batch
 from .auth import Keyring
@@ -130,8 +131,13 @@ class BatchApp:
         if method != "POST":
             await _send_json(send, 405, _error("method_not_allowed", f"{method} is not allowed here; use POST (or GET for the limits)", [Problem("method", "use POST")]), {"allow": "GET, POST"})
             return
+        timings = Timings()
         try:
-            status, body, extra = 200, _json.dumps(await self._run(scope, receive)), {}
+            answer = await self._run(scope, receive, timings)
+            began = time.perf_counter()
+            body = _json.dumps(answer)
+            timings.add("serialise", time.perf_counter() - began)
+            status, extra = 200, {"server-timing": timings.header()}
         except _Reject as r:
             status, body, extra = r.status, _json.dumps(_error(r.code, r.message, r.details)), r.headers
         except Exception:  # noqa: BLE001 - a batch must never answer a bare 500
@@ -140,7 +146,7 @@ class BatchApp:
             status, body, extra = 500, _json.dumps(error), {}
         await _send(send, status, body, extra)
 
-    async def _run(self, scope: dict, receive: Callable) -> dict[str, Any]:
+    async def _run(self, scope: dict, receive: Callable, timings: Timings) -> dict[str, Any]:
         headers = _headers(scope)
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         if self.keyring is not None and self.keyring.authenticate(headers, query) is None:
@@ -150,8 +156,12 @@ class BatchApp:
         if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
             raise _Reject(415, "unsupported_media_type", f"the batch must be sent as application/json, not {media or 'no content type'!r}",
                           [Problem("headers.Content-Type", "use application/json")])
+        began = time.perf_counter()
         raw = await _read_body(receive, headers, self.limits.max_body_bytes, self.limits.body_timeout)
+        read = time.perf_counter()
         batch = self._parse(raw)
+        timings.add("read", read - began)
+        timings.add("parse", time.perf_counter() - read)
         fwd_headers, fwd_query = self._credentials_to_forward(headers, query)
         # The slot is taken only now, for work ready to run: a client still
         # sending its body (slowly, on purpose or not) holds none.
@@ -167,8 +177,13 @@ class BatchApp:
                 max_resolved_bytes=self.limits.max_resolved_bytes,
                 max_jsonpath_nodes=self.limits.max_jsonpath_nodes,
                 max_answer_bytes=self.limits.max_answer_bytes,
+                parallel=batch.parallel,
+                timings=timings,
             )
-            return {"responses": [r.to_wire() for r in responses]}
+            began = time.perf_counter()
+            answer = {"responses": [r.to_wire() for r in responses]}
+            timings.add("serialise", time.perf_counter() - began)
+            return answer
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -195,10 +210,15 @@ class BatchApp:
         except BatchValidationError as exc:
             raise _Reject(400, "invalid_batch", f"the batch is invalid ({len(exc.problems)} problem(s)); nothing ran", exc.problems) from None
         self._check_references(batch)
+        message = rules.parallel_problem(batch.parallel, self.limits.max_parallel)
+        if message:
+            raise _Reject(400, "invalid_batch", f"the batch is invalid: parallel {message}", [Problem("parallel", message)])
         return batch
 
     def _check_references(self, batch: Batch) -> None:
         """This server's bounds on JSONPaths, when it sets them lower than the ceilings every parse applies."""
+        if self.limits.max_jsonpath_length >= refs.MAX_QUERY_LENGTH and self.limits.max_jsonpath_nesting >= refs.MAX_QUERY_NESTING:
+            return  # every parse has checked these already
         details = [
             Problem(f"{pointer}.{fld}", problem)
             for pointer, op in batch.walk()

@@ -54,6 +54,7 @@ class Limits:
     max_jsonpath_nodes: int = _limit(
         refs.DEFAULT_MAX_NODES, "nodes one reference's JSONPath may visit in a result (then 424)", "maxJsonPathNodes"
     )
+    max_parallel: int = _limit(16, "operations of one batch in flight at once, when the batch asks for it (its 'parallel' field)", "maxParallel")
     operation_timeout: float = _limit(30.0, "seconds one operation may take (then 504)", "operationTimeout")
     batch_timeout: float = _limit(300.0, "seconds one batch may take (what has not started answers 503)", "batchTimeout")
     max_concurrent_batches: int = _limit(32, "batches running at once (then 429 with Retry-After)")

@@ -5,16 +5,19 @@ Misbehaving loopback servers live in :mod:`tests.support.faults`.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 import httpx
 
-__all__ = ["count", "free_port", "wait_for_http", "wait_until"]
+__all__ = ["count", "free_port", "listening", "stop", "wait_for_http", "wait_until"]
 
 T = TypeVar("T")
 
@@ -65,3 +68,29 @@ def wait_for_http(url: str, proc: subprocess.Popen, timeout: float, output: Call
             return False
 
     wait_until(up, timeout, lambda: f"{url} did not answer within {timeout} s:\n{output()[-3000:]}", interval=0.05)
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10) -> None:
+    """Ask ``proc`` to end with ``sig``; kill it if it has not within ``timeout`` seconds."""
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def listening(args: list[str], what: str, cwd: Path | None = None) -> Iterator[str]:
+    """Run ``args``, a server that prints ``listening PORT`` first; yield its loopback URL, kill it after."""
+    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        first = proc.stdout.readline() if proc.stdout else ""
+        if not first.startswith("listening "):
+            rest = proc.stdout.read() if proc.poll() is not None and proc.stdout else ""
+            raise RuntimeError(f"{what} did not start: {first}{rest}")
+        yield f"http://127.0.0.1:{int(first.split()[1])}"
+    finally:
+        proc.kill()
+        proc.wait(10)
