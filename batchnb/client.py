@@ -249,10 +249,12 @@ class AsyncClient:
         batch). ``concurrency`` and ``retries`` override the client's.
         ``retry_operations`` resends operations answered 429/503 inside a
         batch that ran. ``rate`` caps batches per second. ``bodies`` says how
-        response bodies are kept: ``"parsed"`` (JSON as Python objects),
-        ``"json"`` (as JSON text: several times less memory for a million
-        rows; :func:`batchnb.expand` reads it all the same) or ``"none"``
-        (only for rows that are not ok, where they explain the error).
+        response bodies are kept: ``"parsed"`` (the default: each body read as
+        Python objects, ``result.body[i]["id"]``, from a ``json`` column that
+        holds compact JSON text and parses a cell when it is read, about five
+        times less memory than the objects), ``"json"`` (the text itself, a
+        ``str`` per row; :func:`batchnb.expand` reads it all the same) or
+        ``"none"`` (only for rows that are not ok, where they explain the error).
 
         ``known`` is an earlier result (its frame, or its responses): references
         to the names it holds are filled in from it, so that fixing three rows
