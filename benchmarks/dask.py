@@ -8,7 +8,10 @@ The same 20,000 POST rows, against a server in a process of its own:
   with a cluster-wide limit of 4 batches in flight.
 Target: the cluster within 20% of one process (on one machine the cluster
 only adds work: semaphores, journals, scheduling). The server counts the
-batches it had in flight at once: it must never see more than the limit.
+batches it had in flight at once: it must never see more than the limit. It
+waits ``--delay`` (20 ms) before running each batch, as an API across a network
+would: without a wait the demo API runs each batch to its end before the next
+one starts, and the server would never see two at once, limit or not.
 """
 
 from __future__ import annotations
@@ -40,8 +43,8 @@ PATH = "/api/2.1/scheduling/companies"
 
 
 @contextlib.contextmanager
-def watched_server() -> Iterator[tuple[str, str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.watching"], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+def watched_server(delay: float) -> Iterator[tuple[str, str]]:
+    proc = subprocess.Popen([sys.executable, "-m", "tests.support.watching", "50", str(delay)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         line = proc.stdout.readline() if proc.stdout else ""
@@ -59,9 +62,10 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=20_000)
     p.add_argument("--partitions", type=int, default=20)
     p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--delay", type=float, default=0.02, help="seconds the server waits before running each batch")
     a = p.parse_args()
     frame = lambda tag: pd.DataFrame({"name": [f"{tag} {i}" for i in range(a.rows)]})  # noqa: E731
-    with watched_server() as (url, token), tempfile.TemporaryDirectory() as tmp:
+    with watched_server(a.delay) as (url, token), tempfile.TemporaryDirectory() as tmp:
         client = bn.Client(url, api_key="demo", token=token, concurrency=a.concurrency)
         start = time.perf_counter()
         single = client.submit(frame("single"), method="POST", path=PATH, body=["name"], progress=False)
@@ -79,7 +83,8 @@ def main() -> int:
         seen = httpx.get(url + "/_watch/stats").json()
     ops = lambda t: a.rows / t  # noqa: E731
     overhead = t_cluster / t_single - 1
-    print(f"rows: {a.rows}; partitions: {a.partitions}; 2 worker processes; limit {a.concurrency} batches in flight")
+    print(f"rows: {a.rows}; partitions: {a.partitions}; 2 worker processes; limit {a.concurrency} batches in flight; "
+          f"the server waits {a.delay * 1000:g} ms before each batch")
     print(f"baseline one process, Client.submit:  {t_single:6.2f} s  {ops(t_single):7.0f} ops/s")
     print(f"batchnb.dask.submit on the cluster:   {t_cluster:6.2f} s  {ops(t_cluster):7.0f} ops/s")
     print(f"overhead of the cluster: {overhead:+.1%} (target within 20%: {'met' if overhead <= 0.20 else 'NOT met'})")

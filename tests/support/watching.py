@@ -154,8 +154,10 @@ class WatchedServer:
 
 if __name__ == "__main__":
     # A watched server in a process of its own: prints "listening URL TOKEN", serves until killed.
+    # Arguments: [max_requests [delay seconds before each batch runs]].
     import sys
 
-    with WatchedServer(max_requests=int(sys.argv[1]) if len(sys.argv) > 1 else 50) as watched:
+    args = sys.argv[1:]
+    with WatchedServer(max_requests=int(args[0]) if args else 50, delay=float(args[1]) if len(args) > 1 else 0.0) as watched:
         print(f"listening {watched.url} {watched.token}", flush=True)
         watched._thread.join()
