@@ -67,6 +67,7 @@ def serve(args: argparse.Namespace) -> int:
     from .server import Limits
 
     uvicorn = require("uvicorn", "server", "batchnb serve")
+    from .server._head import bounded_http
     api_key = args.api_key or os.environ.get("BATCHNB_API_KEY")
     token = args.token or os.environ.get("BATCHNB_TOKEN")
     tenants = _serving.credentials_from_environment()
@@ -92,13 +93,14 @@ def serve(args: argparse.Namespace) -> int:
         # The well-known demo credentials, on loopback only: saying them is what makes the demo usable.
         print(f"batchnb: demo credentials: api key {DEMO_API_KEY!r}, token {DEMO_TOKEN!r} "
               f"(Authorization: Bearer {DEMO_TOKEN}, or ?apiKey={DEMO_API_KEY}&token={DEMO_TOKEN})", flush=True)
+    http = bounded_http(args.head_timeout)
     if args.workers > 1:
         os.environ.update(_serving.to_environment(settings, credentials))
         uvicorn.run("batchnb._serving:app_from_environment", factory=True, workers=args.workers,
-                    host=args.host, port=args.port, log_level=args.log_level)
+                    host=args.host, port=args.port, log_level=args.log_level, http=http)
     else:
         _serving.settle_heap()
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=http)
     return 0
 
 

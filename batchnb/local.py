@@ -88,6 +88,7 @@ class LocalServer:
     def start(self, timeout: float = 10.0) -> LocalServer:
         """Start serving; returns once the server answers."""
         uvicorn = require("uvicorn", "server", "LocalServer")
+        from .server._head import bounded_http
 
         if self.running:
             return self
@@ -104,7 +105,7 @@ class LocalServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level=self._log_level, access_log=False, lifespan="on")
+        config = uvicorn.Config(app, log_level=self._log_level, access_log=False, lifespan="on", http=bounded_http(self.limits.head_timeout))
         mask_logger("uvicorn.access")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="batchnb-server", daemon=True)

@@ -276,6 +276,38 @@ def test_a_slow_body_holds_no_slot_and_is_refused_with_408(tmp_path):
                 sock.close()
 
 
+def test_a_slow_head_is_answered_408_and_its_connection_closed(tmp_path):
+    import socket
+
+    def read_until_closed(sock: socket.socket) -> bytes:
+        reply = b""
+        while chunk := sock.recv(4096):  # the socket's timeout bounds each wait
+            reply += chunk
+        return reply
+
+    with LocalServer(tmp_path / "db.sqlite3", limits=Limits(head_timeout=0.5)) as srv:
+        silent, partial, kept = (socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(3))
+        try:
+            partial.sendall(b"GET /api/2.3/batch HTTP/1.1\r\nHost: x\r\n")
+            # A kept-alive connection: one whole request, then only the start of the next one's head.
+            kept.sendall(b"GET /api/2.3/batch HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = b""
+            while b"\r\n\r\n" not in first or len(first.partition(b"\r\n\r\n")[2]) < int(first.lower().split(b"content-length: ")[1].split(b"\r\n")[0]):
+                first += kept.recv(4096)
+            assert first.startswith(b"HTTP/1.1 200"), first
+            kept.sendall(b"GET /api/2.3/batch HTTP/1.1\r\nHo")
+            # Meanwhile the server answers whole requests as ever.
+            assert httpx.get(srv.url + "/api/2.3/batch", trust_env=False).status_code == 200
+            for sock in (silent, partial, kept):
+                reply = read_until_closed(sock)
+                assert reply.startswith(b"HTTP/1.1 408"), reply
+                assert reply.endswith(b"the request's line and headers did not arrive within 0.5 s\", "
+                                      b"\"details\": [{\"pointer\": \"\", \"message\": \"incomplete request head\"}]}}"), reply
+        finally:
+            for sock in (silent, partial, kept):
+                sock.close()
+
+
 def test_a_key_written_twice_is_refused_not_silently_dropped(fresh_server):
     raw = ('{"requests": [{"method": "POST", "method": "GET", "path": "%s/companies", "body": {"name": "x"}}]}' % API).encode()
     r = post_raw(fresh_server, raw)

@@ -33,6 +33,7 @@ class Limits:
     max_requests: int = _limit(rules.DEFAULT_MAX_REQUESTS, "operations in one batch, nested ones included", "maxRequests")
     max_depth: int = _limit(rules.DEFAULT_MAX_DEPTH, "levels of nesting", "maxDepth")
     max_body_bytes: int = _limit(1024 * 1024, "bytes of one batch request", "maxBodyBytes")
+    head_timeout: float = _limit(10.0, "seconds to receive a request's line and headers, from the connection's or the head's first byte (then 408, and the connection closes)")
     body_timeout: float = _limit(10.0, "seconds to receive one batch request, once its headers are in (then 408)", "bodyTimeout")
     max_response_bytes: int = _limit(engine.DEFAULT_MAX_RESPONSE_BYTES, "bytes of one operation's answer, once decoded (then 502)", "maxResponseBytes")
     max_answer_bytes: int = _limit(

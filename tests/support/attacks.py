@@ -34,6 +34,8 @@ CO = "/api/2.1/scheduling/companies"
 BATCH = "/api/2.3/batch"
 #: the corpus's servers take a batch body in at most this long: the slow-client attack waits it out.
 BODY_TIMEOUT = 2.0
+#: ... and a request's line and headers in at most this long.
+HEAD_TIMEOUT = 2.0
 #: the gateway's answer limit: a batch of /big answers passes it at the eighth.
 GATEWAY_MAX_ANSWER = 2_000_000
 
@@ -119,7 +121,7 @@ def _serve(args: list[str], log: Path, env: dict[str, str], tally: Tally, **cred
     out = log.open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--log-level", "info",
-         "--body-timeout", str(BODY_TIMEOUT), *args],
+         "--body-timeout", str(BODY_TIMEOUT), "--head-timeout", str(HEAD_TIMEOUT), *args],
         stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=ROOT,
     )
     served = Served(f"http://127.0.0.1:{port}", proc, log, tally, **creds)
@@ -356,6 +358,28 @@ def slow_bodies_hold_no_slot(s: Servers) -> None:
             sock.close()
 
 
+def slow_heads_hold_no_socket(s: Servers) -> None:
+    # Before the app sees a request: connections that say nothing, or send their headers a few bytes at a time.
+    partial = f"POST {BATCH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer".encode()
+    slow = []
+    try:
+        for i in range(40):
+            sock = socket.create_connection(("127.0.0.1", s.demo.port), timeout=30)
+            if i % 2:
+                sock.sendall(partial)
+            slow.append(sock)
+        expect_ops(s.demo.post({"requests": [{"method": "GET", "path": CO + "?limit=1"}]}), [200])
+        for sock in slow:
+            reply = b""
+            while b"did not arrive within" not in reply and (chunk := sock.recv(65536)):
+                reply += chunk  # the socket's timeout bounds each wait
+            assert reply.startswith(b"HTTP/1.1 408") and b"line and headers did not arrive within" in reply, reply[:400]
+            assert sock.recv(1) == b"", "the connection is closed after the 408"
+    finally:
+        for sock in slow:
+            sock.close()
+
+
 # ---------------------------------------------------------------- 8. deep input
 
 
@@ -486,6 +510,7 @@ ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("6 decompression", nested_gzip_bomb),
     ("6 decompression", an_encoding_nobody_asked_for),
     ("7 slow clients", slow_bodies_hold_no_slot),
+    ("7 slow clients", slow_heads_hold_no_socket),
     ("8 deep input", deep_body),
     ("8 deep input", deep_headers),
     ("8 deep input", deep_name),

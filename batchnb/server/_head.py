@@ -1,0 +1,81 @@
+"""A bound on the time a request's line and headers may take to arrive.
+
+uvicorn hands a request to the app once its headers are in, and the app
+bounds the body from there (``body_timeout``). Until then nothing is
+bounded: a connection that sends nothing, or a header line a byte a minute,
+is kept open for ever, and a few hundred of them hold every socket the
+process may open. :func:`bounded_http` is the HTTP protocol ``batchnb serve``
+and :class:`~batchnb.LocalServer` give uvicorn: its own h11 protocol, which
+answers 408 and closes a connection whose request head has not arrived
+``head_timeout`` seconds after the connection opened or after the head's
+first byte (an idle kept-alive connection is uvicorn's keep-alive timeout's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+from typing import Any, Callable
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+__all__ = ["bounded_http"]
+
+
+def bounded_http(head_timeout: float) -> Callable[..., asyncio.Protocol]:
+    """The ``http`` protocol to give uvicorn: h11, with ``head_timeout`` seconds for a request's head.
+
+    A partial of a class, so that it travels to ``--workers`` processes.
+
+    >>> import uvicorn
+    >>> config = uvicorn.Config(app=None, http=bounded_http(10.0))
+    """
+    return functools.partial(_HeadBoundedH11, head_timeout=head_timeout)
+
+
+class _HeadBoundedH11(H11Protocol):
+    def __init__(self, *args: Any, head_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timeout = head_timeout
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._watch_head()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self._watch_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _watch_head(self) -> None:
+        # The client is IDLE in h11's terms until a whole request head is in.
+        waiting = self.conn.their_state is h11.IDLE and not self.transport.is_closing()
+        if waiting and self._head_timer is None:
+            self._head_timer = self.loop.call_later(self._head_timeout, self._head_too_slow)
+        elif not waiting:
+            self._stop_head_timer()
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_too_slow(self) -> None:
+        self._head_timer = None
+        if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
+            return
+        message = f"the request's line and headers did not arrive within {self._head_timeout:g} s"
+        body = json.dumps({"error": {"code": "head_timeout", "message": message, "details": [{"pointer": "", "message": "incomplete request head"}]}})
+        head = (
+            "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        )
+        # h11 cannot answer a request it has not seen: the answer is written as bytes.
+        self.transport.write(head.encode("ascii") + body.encode("utf-8"))
+        self.transport.close()
