@@ -194,14 +194,14 @@ def test_cancelling_stops_new_batches(cluster, tmp_path):
 
 
 def test_credentials_never_travel_in_the_task_graph(cluster, tmp_path):
-    with WatchedServer() as server:
+    # The first batch's answer is held, so that its task is still on the scheduler when the graph is read.
+    with WatchedServer(hold=lambda n, body: n == 1) as server:
         result = bd.submit(dd.from_pandas(names_frame(40, "Secret"), npartitions=2), server.url, api_key="demo", token=server.token,
                            method="POST", path=CO, body=["name"], journal=tmp_path / "j", client=cluster, wait=False)
-        def graph() -> list[bytes]:
-            return cluster.run_on_scheduler(lambda dask_scheduler: [pickle.dumps(ts.run_spec) for ts in dask_scheduler.tasks.values()
-                                                                    if ts.run_spec is not None])
-
-        specs = wait_until(graph, 30, "the scheduler never held the submit's tasks")
+        wait_until(server.holding.is_set, 30, "no batch reached the server")
+        specs = cluster.run_on_scheduler(lambda dask_scheduler: [pickle.dumps(ts.run_spec) for ts in dask_scheduler.tasks.values()
+                                                                 if ts.run_spec is not None])
+        server.release()
         distributed.wait(distributed.futures_of(result), timeout=60)
         assert result.compute()["ok"].all()
     assert specs and not any(server.token.encode() in spec for spec in specs)
