@@ -105,14 +105,7 @@ class JSONArray(ExtensionArray):
     @classmethod
     def _from_values(cls, values: Sequence[Any]) -> JSONArray:
         """From JSON-able Python values; None (and pandas' missing markers) for missing."""
-        dumps = _json.dumps
-        texts = []
-        for v in values:
-            if v is None or (not isinstance(v, (dict, list, str)) and _is_missing(v)):
-                texts.append(b"")
-            else:
-                texts.append(dumps(v))
-        return cls._from_texts(texts)
+        return cls._from_texts([_text(v) for v in values])
 
     @classmethod
     def _from_sequence(cls, scalars: Any, *, dtype: Any = None, copy: bool = False) -> JSONArray:

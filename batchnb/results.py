@@ -91,8 +91,7 @@ def to_frame(responses: Sequence[Response], index: Sequence[Hashable] | pd.Index
 def _to_frame(responses: list[Response], index: Any) -> pd.DataFrame:
     flat = responses
     up: list[int] | None = None
-    fields = _Fields(flat)
-    if any(fields.children):
+    if any(r.responses for r in responses):
         flat, up = [], []
 
         def visit(r: Response, parent_pos: int) -> None:
@@ -104,7 +103,7 @@ def _to_frame(responses: list[Response], index: Any) -> pd.DataFrame:
 
         for r in responses:
             visit(r, -1)
-        fields = _Fields(flat)
+    fields = _Fields(flat)
     n = len(flat)
 
     if index is not None:
@@ -166,9 +165,8 @@ class _Fields:
         self.attempts: list[int | None] = [None] * n
         self.headers: list[dict[str, str]] = [{}] * n
         self.rows: list[Hashable] = [None] * n
-        self.children: list[list[Response]] = [[]] * n
         names, methods, paths, statuses, durations, bodies = self.names, self.methods, self.paths, self.statuses, self.durations, self.bodies
-        batches, attempts, headers, rows, children = self.batches, self.attempts, self.headers, self.rows, self.children
+        batches, attempts, headers, rows = self.batches, self.attempts, self.headers, self.rows
         for i, r in enumerate(responses):
             names[i] = r.name
             methods[i] = r.method
@@ -180,7 +178,6 @@ class _Fields:
             attempts[i] = r.attempts
             headers[i] = r.headers
             rows[i] = r.row
-            children[i] = r.responses
 
 
 def _paths(paths: list[str]) -> Any:
