@@ -21,6 +21,9 @@ from typing import Any, Callable
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from .._exceptions import Problem
+from .app import _error
+
 __all__ = ["bounded_http"]
 
 
@@ -71,7 +74,7 @@ class _HeadBoundedH11(H11Protocol):
         if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
             return
         message = f"the request's line and headers did not arrive within {self._head_timeout:g} s"
-        body = json.dumps({"error": {"code": "head_timeout", "message": message, "details": [{"pointer": "", "message": "incomplete request head"}]}})
+        body = json.dumps(_error("head_timeout", message, [Problem("", "incomplete request head")]))
         head = (
             "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"

@@ -341,40 +341,33 @@ def an_encoding_nobody_asked_for(s: Servers) -> None:
 def slow_bodies_hold_no_slot(s: Servers) -> None:
     head = (f"POST {BATCH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s.demo.token}\r\n"
             "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n").encode()
-    slow = []
-    try:
-        for _ in range(40):  # more than the 32 batches that may run at once
-            sock = socket.create_connection(("127.0.0.1", s.demo.port), timeout=30)
-            sock.sendall(head + b'{"requests": [')
-            slow.append(sock)
-        expect_ops(s.demo.post({"requests": [{"method": "GET", "path": CO + "?limit=1"}]}), [200])
-        for sock in slow:
-            reply = b""
-            while b"did not arrive within" not in reply and (chunk := sock.recv(65536)):
-                reply += chunk  # until the message, or the server closes; the socket's timeout bounds each wait
-            assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within" in reply, reply[:400]
-    finally:
-        for sock in slow:
-            sock.close()
+    # More than the 32 batches that may run at once.
+    _slow_clients_get_408(s, [head + b'{"requests": ['] * 40, b"the batch did not arrive within", closed=False)
 
 
 def slow_heads_hold_no_socket(s: Servers) -> None:
     # Before the app sees a request: connections that say nothing, or send their headers a few bytes at a time.
     partial = f"POST {BATCH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer".encode()
+    _slow_clients_get_408(s, [b"", partial] * 20, b"line and headers did not arrive within", closed=True)
+
+
+def _slow_clients_get_408(s: Servers, sends: list[bytes], message: bytes, *, closed: bool) -> None:
+    """A socket per item of ``sends`` that sends it and stops; an ordinary batch still runs, and each socket gets its 408."""
     slow = []
     try:
-        for i in range(40):
+        for data in sends:
             sock = socket.create_connection(("127.0.0.1", s.demo.port), timeout=30)
-            if i % 2:
-                sock.sendall(partial)
+            if data:
+                sock.sendall(data)
             slow.append(sock)
         expect_ops(s.demo.post({"requests": [{"method": "GET", "path": CO + "?limit=1"}]}), [200])
         for sock in slow:
             reply = b""
-            while b"did not arrive within" not in reply and (chunk := sock.recv(65536)):
-                reply += chunk  # the socket's timeout bounds each wait
-            assert reply.startswith(b"HTTP/1.1 408") and b"line and headers did not arrive within" in reply, reply[:400]
-            assert sock.recv(1) == b"", "the connection is closed after the 408"
+            while message not in reply and (chunk := sock.recv(65536)):
+                reply += chunk  # until the message, or the server closes; the socket's timeout bounds each wait
+            assert reply.startswith(b"HTTP/1.1 408") and message in reply, reply[:400]
+            if closed:
+                assert sock.recv(1) == b"", "the connection is closed after the 408"
     finally:
         for sock in slow:
             sock.close()
