@@ -436,3 +436,55 @@ def test_a_batch_answer_says_where_its_time_went(server):
     assert "Bearer" not in r.headers["server-timing"]
     # A refused batch says nothing of phases it never reached.
     assert "server-timing" not in post_raw(server, {"requests": [{"method": "GET"}]}).headers
+
+
+def _demo_post(app, payload: dict) -> tuple[int, dict]:
+    """One batch posted to an in-process app: its status and JSON answer."""
+    import asyncio
+
+    async def post() -> httpx.Response:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://batchnb") as http:
+            return await http.post("/api/2.3/batch", json=payload, headers={"Authorization": "Bearer tok"})
+
+    r = asyncio.run(post())
+    return r.status_code, r.json()
+
+
+def test_a_batch_against_the_demo_commits_its_writes_once_before_it_answers(tmp_path):
+    from batchnb.demo import create_demo_app
+
+    app = create_demo_app(db=tmp_path / "one-commit.sqlite3", credentials={"k": "tok"})
+    store = app._group_writes.__self__  # the demo's store, which groups each batch's writes
+    statements: list[str] = []
+    store._conn.set_trace_callback(lambda sql: statements.append(sql.split()[0].upper()))
+    requests = [{"method": "POST", "path": f"{API}/companies", "body": {"name": f"co {i}"}} for i in range(10)]
+    requests.insert(5, {"method": "POST", "path": f"{API}/companies", "body": {"name": 7}})  # refused, in the middle
+    status, answer = _demo_post(app, {"requests": requests})
+    assert status == 200
+    assert [r["status"] for r in answer["responses"]] == [201] * 5 + [400] + [201] * 5
+    assert statements.count("COMMIT") == 1, statements
+    assert count(tmp_path / "one-commit.sqlite3", "companies") == 10  # kept, as seen from another connection
+    store.close()
+
+
+def test_a_batch_whose_writes_cannot_be_kept_answers_500_and_no_operation(tmp_path):
+    """``group_writes`` failing as it ends (the commit failed): no operation's answer may say it ran."""
+    import contextlib
+
+    from batchnb.demo.scheduling import scheduling_app
+    from batchnb.demo.store import Store, WritesLost
+    from batchnb.server import Keyring, create_app
+
+    store = Store(tmp_path / "lost.sqlite3")
+
+    @contextlib.contextmanager
+    def lose_them():
+        with store.group():
+            yield
+        raise WritesLost()
+
+    app = create_app(api=scheduling_app(store, Keyring({"k": "tok"})), credentials={"k": "tok"}, group_writes=lose_them)
+    status, answer = _demo_post(app, {"requests": [{"method": "POST", "path": f"{API}/companies", "body": {"name": "x"}}]})
+    assert status == 500 and "responses" not in answer
+    assert answer["error"]["code"] == "internal_error"
+    store.close()

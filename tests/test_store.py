@@ -251,3 +251,101 @@ def test_checkpoints_run_beside_the_writes_not_inside_them(tmp_path: Path) -> No
 def test_a_store_in_memory_has_no_checkpointer() -> None:
     with Store(":memory:") as store:
         assert store._checkpointer is None
+
+
+# -- writes kept together (Store.group) ------------------------------------
+
+
+def _names_seen_by_another_connection(db_path: Path) -> list[str]:
+    with sqlite3.connect(db_path) as other:
+        return [name for (name,) in other.execute("SELECT name FROM companies ORDER BY name")]
+
+
+def _statements(store: Store) -> list[str]:
+    seen: list[str] = []
+    store._conn.set_trace_callback(lambda sql: seen.append(sql.split()[0].upper()))
+    return seen
+
+
+def test_a_group_commits_its_writes_once_when_it_ends(store: Store, db_path: Path) -> None:
+    seen = _statements(store)
+    with store.group():
+        for name in ("A", "B", "C"):
+            _company(store, name=name)
+        assert _names_seen_by_another_connection(db_path) == []  # not yet kept: no one has been told
+        assert [c["name"] for c in store.list_items(A, "company")] == ["A", "B", "C"]  # the group sees its own
+    assert _names_seen_by_another_connection(db_path) == ["A", "B", "C"]
+    assert seen.count("BEGIN") == 1 and seen.count("COMMIT") == 1 and seen.count("SAVEPOINT") == 3, seen
+
+
+def test_a_write_that_fails_in_a_group_undoes_itself_only(store: Store, db_path: Path) -> None:
+    with store.group():
+        co = _company(store, name="Kept")
+        with pytest.raises(InvalidReference):
+            store.create(A, "staff", {"firstName": "N", "lastName": "O", "services": [{"id": "sv_000000000000"}]}, company_id=co["id"])
+        _company(store, name="Kept too")
+    assert _names_seen_by_another_connection(db_path) == ["Kept", "Kept too"]
+    assert store.list_items(A, "staff", company_id=co["id"]) == []
+
+
+def test_a_request_outside_the_group_commits_what_it_holds_first(store: Store, db_path: Path) -> None:
+    """A request outside the group never reads a write that a crash could still lose."""
+    import contextvars
+
+    with store.group():
+        co = _company(store, name="Grouped")
+        outside = contextvars.Context()  # another request's context: in no group
+        assert outside.run(store.get, A, "company", co["id"]) == co
+        assert _names_seen_by_another_connection(db_path) == ["Grouped"]  # committed before it was read
+        _company(store, name="Later")
+    assert _names_seen_by_another_connection(db_path) == ["Grouped", "Later"]
+
+
+def test_groups_of_concurrent_tasks_each_commit_before_they_end(store: Store, db_path: Path) -> None:
+    import asyncio
+
+    async def batch(name: str, seen_after: dict[str, list[str]]) -> None:
+        with store.group():
+            _company(store, name=f"{name}1")
+            await asyncio.sleep(0)  # the other task writes in between, into the same transaction
+            _company(store, name=f"{name}2")
+        seen_after[name] = _names_seen_by_another_connection(db_path)
+
+    seen_after: dict[str, list[str]] = {}
+
+    async def main() -> None:
+        await asyncio.gather(batch("x", seen_after), batch("y", seen_after))
+
+    asyncio.run(main())
+    for name, names in seen_after.items():
+        assert {f"{name}1", f"{name}2"} <= set(names), seen_after
+    assert _names_seen_by_another_connection(db_path) == ["x1", "x2", "y1", "y2"]
+
+
+def test_a_group_whose_commit_fails_says_its_writes_are_lost(store: Store, db_path: Path) -> None:
+    from batchnb.demo.store import WritesLost
+
+    # A deferred foreign key is checked at COMMIT: the one way to make a real COMMIT fail on demand.
+    store.execute("CREATE TABLE parents (id INTEGER PRIMARY KEY)")
+    store.execute("CREATE TABLE children (parent INTEGER REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)")
+    with pytest.raises(WritesLost) as caught:
+        with store.group():
+            _company(store, name="Lost")
+            store.execute("INSERT INTO children VALUES (42)")
+    assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
+    assert _names_seen_by_another_connection(db_path) == []
+    assert _company(store, name="After")["name"] == "After"  # the store goes on
+    assert _names_seen_by_another_connection(db_path) == ["After"]
+
+
+def test_a_group_holds_the_write_lock_for_a_bounded_time(store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another process waits for the write lock a group holds: a long group commits on the way, now and then."""
+    from batchnb.demo import store as store_module
+
+    monkeypatch.setattr(store_module, "_HOLD_LIMIT", 0.0)
+    seen = _statements(store)
+    with store.group():
+        _company(store, name="one")
+        _company(store, name="two")
+    assert seen.count("COMMIT") == 2, seen
+    assert _names_seen_by_another_connection(db_path) == ["one", "two"]

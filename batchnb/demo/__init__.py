@@ -47,4 +47,6 @@ def create_demo_app(
 
     store = Store(db)
     api = scheduling_app(store, Keyring(credentials), key_ttl=idempotency_ttl)
-    return create_app(api=api, credentials=credentials, limits=limits, on_shutdown=store.close, idempotency=True)
+    # Each batch's writes are committed once, before its answer is sent (Store.group).
+    return create_app(api=api, credentials=credentials, limits=limits, on_shutdown=store.close, idempotency=True,
+                      group_writes=store.group)

@@ -36,6 +36,7 @@ DEFAULT_TTL = 24 * 3600.0
 
 _QUOTED = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
 _TOKEN = re.compile(r"[\x21\x23-\x7e]+")
+_ESCAPE = re.compile(r"\\(.)")
 _SHAPE = "must be a quoted string or a token of visible ASCII characters, 1 to 255 long"
 
 
@@ -53,7 +54,9 @@ def parse_key(values: list[str]) -> tuple[str | None, str | None]:
     value = values[0].strip()
     quoted = _QUOTED.fullmatch(value)
     if quoted:
-        key = re.sub(r"\\(.)", r"\1", quoted.group(1))
+        key = quoted.group(1)
+        if "\\" in key:
+            key = _ESCAPE.sub(r"\1", key)
     elif _TOKEN.fullmatch(value):
         key = value
     else:

@@ -46,6 +46,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import _json
 from ..engine import route_path
 from ..server.auth import Keyring
 from . import idempotency
@@ -116,6 +117,10 @@ _ASCII_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def _encode(payload: Any) -> bytes:
+    try:
+        return _json.dumps(payload)  # the fast path; the same compact JSON
+    except TypeError:
+        pass  # a lone surrogate, which only an escape can carry
     try:
         return _ENCODER.encode(payload).encode("utf-8")
     except UnicodeEncodeError:
@@ -431,9 +436,13 @@ class _Call:
     async def json_object(self) -> dict[str, Any]:
         raw = self._body if self._body is not None else await self.body()
         try:
-            data = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise _invalid_body("Request body must be valid JSON") from None
+            data = _json.loads(raw)
+        except ValueError:
+            # What the fast parser refuses but Python's reads (NaN, lone surrogates), read as before.
+            try:
+                data = json.loads(raw)
+            except (ValueError, RecursionError):
+                raise _invalid_body("Request body must be valid JSON") from None
         if not isinstance(data, dict):
             raise _invalid_body("Request body must be a JSON object")
         return data

@@ -14,19 +14,23 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import sqlite3
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
 
+from .. import _json
 from .._exceptions import BatchValidationError, Problem
 
-__all__ = ["DEFAULT_LIMIT", "ID_PREFIXES", "MAX_LIMIT", "InvalidReference", "KeyRecord", "Kind", "Store", "new_id"]
+__all__ = ["DEFAULT_LIMIT", "ID_PREFIXES", "MAX_LIMIT", "InvalidReference", "KeyRecord", "Kind", "Store", "WritesLost", "new_id"]
 
 Kind = Literal["company", "service", "staff", "appointment"]
 
@@ -206,14 +210,18 @@ def _spec(kind: str) -> _Spec:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return _json.dumps(value).decode("utf-8")
+    except TypeError:  # a lone surrogate: Python's encoder escapes it
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class Store:
     """The Scheduling API's data in one SQLite file (WAL mode).
 
-    Every write is committed before the method returns. All methods are
-    thread-safe; they share one connection guarded by a lock.
+    Every write is committed before the method returns, except inside
+    :meth:`group`, which commits its writes together when it ends. All
+    methods are thread-safe; they share one connection guarded by a lock.
 
     ``kind`` is one of ``"company"``, ``"service"``, ``"staff"``,
     ``"appointment"``; the last three need ``company_id``. ``fields`` use the
@@ -234,6 +242,15 @@ class Store:
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         # Re-entrant: atomic() holds it around writes that take it again.
         self._lock = threading.RLock()
+        self._use = _Use(self)
+        #: write blocks open in this synchronous step (an inner one joins the outer).
+        self._depth = 0
+        #: the groups' transaction open on the connection (its generation), 0 for none.
+        self._held = 0
+        self._held_since = 0.0
+        self._generation = 0
+        #: generations whose COMMIT failed: the groups that wrote in them must not say their writes were kept.
+        self._lost: set[int] = set()
         self._closed = False
         self._purged = float("-inf")
         try:
@@ -265,9 +282,13 @@ class Store:
         with self._lock:
             if not self._closed:
                 self._closed = True
-                if self._checkpointer is not None:
-                    self._checkpointer.stop()
-                self._conn.close()
+                try:
+                    if self._held:
+                        self._commit_held()
+                finally:
+                    if self._checkpointer is not None:
+                        self._checkpointer.stop()
+                    self._conn.close()
 
     def __enter__(self) -> Store:
         return self
@@ -291,7 +312,7 @@ class Store:
             ...     store.execute("PRAGMA foreign_keys")
             [(1,)]
         """
-        with self._lock:
+        with self._use:
             return self._conn.execute(sql, params).fetchall()
 
     # -- public operations -----------------------------------------------
@@ -304,7 +325,7 @@ class Store:
             ...     store.company_exists("k", "co_000000000000")
             False
         """
-        with self._lock:
+        with self._use:
             return self._company_exists(tenant, company_id)
 
     def create(
@@ -336,7 +357,7 @@ class Store:
         head = ["id", "tenant"] + (["company_id"] if spec.child else [])
         cols = head + [col for _, col in spec.columns]
         sql = f"INSERT INTO {spec.table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-        with self._lock, self._write():
+        with self._use, self._write():
             if spec.child:
                 assert company_id is not None
                 if not self._company_exists(tenant, company_id):
@@ -364,7 +385,7 @@ class Store:
         """
         spec = _spec(kind)
         self._check_parent(spec, company_id)
-        with self._lock:
+        with self._use:
             return self._get(spec, tenant, item_id, company_id)
 
     def list_items(
@@ -394,7 +415,7 @@ class Store:
         where = "tenant = ? AND company_id = ?" if spec.child else "tenant = ?"
         params: list[Any] = [tenant, company_id] if spec.child else [tenant]
         page_sql = f"SELECT {spec.select_list} FROM {spec.table} WHERE {where} ORDER BY rowid LIMIT ? OFFSET ?"
-        with self._lock:
+        with self._use:
             if spec.child:
                 assert company_id is not None
                 if not self._company_exists(tenant, company_id):
@@ -447,7 +468,7 @@ class Store:
                 sets.append(f"{col} = ?")
                 values.append(value)
         where, params = self._item_where(spec, tenant, item_id, company_id)
-        with self._lock, self._write():
+        with self._use, self._write():
             # Checked first so an unknown id is "not found" even when the
             # body also names unknown references.
             if self._conn.execute(f"SELECT 1 FROM {spec.table} WHERE {where}", params).fetchone() is None:
@@ -481,7 +502,7 @@ class Store:
         spec = _spec(kind)
         self._check_parent(spec, company_id)
         where, params = self._item_where(spec, tenant, item_id, company_id)
-        with self._lock:
+        with self._use, self._write():
             cur = self._conn.execute(f"DELETE FROM {spec.table} WHERE {where}", params)
             return cur.rowcount > 0
 
@@ -495,8 +516,83 @@ class Store:
             ...     store.missing_references("k", "co_000000000000", {"serviceId": "sv_000000000000"})
             [{'field': 'serviceId', 'message': "service 'sv_000000000000' not found in this company"}]
         """
-        with self._lock:
+        with self._use:
             return self._missing_refs(tenant, company_id, fields)
+
+    # -- writes kept together --------------------------------------------
+
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """Keep the writes made in this context in one transaction, committed once when it ends.
+
+        A commit per write is most of what a write costs (the WAL pages are
+        written out at each one); the batch server runs each batch's
+        operations in a group, so that a batch commits once. Each write is
+        still its own unit inside it (a savepoint): a write that fails undoes
+        itself only. The group's end commits before the batch's answer is
+        sent, so no one is told of a write that a crash could still lose.
+        Requests outside the group commit what is open before they read or
+        write, so they never see a write that is not yet kept. Raises
+        :class:`WritesLost` when the commit fails.
+
+        Example:
+            >>> with Store(":memory:") as store:
+            ...     with store.group():
+            ...         a = store.create("k", "company", {"name": "A"})
+            ...         b = store.create("k", "company", {"name": "B"})
+            ...     len(store.list_items("k", "company"))
+            2
+        """
+        group = _Group(self)
+        token = _GROUP.set(group)
+        try:
+            yield
+        finally:
+            _GROUP.reset(token)
+            with self._lock:
+                if self._held and self._held in group.generations:
+                    try:
+                        self._commit_held()
+                    except sqlite3.Error as exc:
+                        raise WritesLost() from exc
+            if group.generations & self._lost:
+                raise WritesLost()
+
+    def _grouped(self) -> _Group | None:
+        group = _GROUP.get()
+        return group if group is not None and group.store is self else None
+
+    def _hold(self, group: _Group) -> None:
+        """Join the groups' open transaction, opening one if there is none (caller holds the lock)."""
+        if self._held and time.monotonic() - self._held_since > _HOLD_LIMIT:
+            # Other processes wait for the write lock this holds: let them in now and then.
+            self._commit_held()
+        if not self._held:
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._generation += 1
+            self._held, self._held_since = self._generation, time.monotonic()
+        group.generations.add(self._held)
+
+    def _settle(self) -> None:
+        """Commit the groups' open transaction before a request outside them reads or writes (caller holds the lock)."""
+        if self._held and self._grouped() is None:
+            self._commit_held()
+
+    def _commit_held(self) -> None:
+        generation, self._held = self._held, 0
+        try:
+            self._conn.execute("COMMIT")
+        except BaseException:
+            self._lost.add(generation)
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    def _lose_held(self) -> None:
+        """The open transaction is gone (SQLite rolled it back after an error): its groups lost their writes."""
+        if self._held:
+            self._lost.add(self._held)
+            self._held = 0
 
     # -- idempotency keys ------------------------------------------------
 
@@ -524,7 +620,7 @@ class Store:
             True
             (201, None)
         """
-        with self._lock:
+        with self._use:
             row = self._conn.execute(
                 "SELECT fingerprint, status, body, headers FROM idempotency_keys WHERE tenant = ? AND key = ? AND expires > ? AND state = 'done'",
                 (tenant, key, now),
@@ -544,7 +640,7 @@ class Store:
         :meth:`find_key` holds. Looking after writing, in one statement,
         saves a query on every first request; repeats are the rare case.
         """
-        with self._lock:
+        with self._use:
             if now - self._purged >= _PURGE_EVERY:
                 # Expired keys are replaced below anyway; this only keeps the table small.
                 self._conn.execute("DELETE FROM idempotency_keys WHERE expires <= ?", (now,))
@@ -563,7 +659,7 @@ class Store:
     # -- internals (caller holds the lock) -------------------------------
 
     def _write(self) -> _Transaction:
-        return _Transaction(self._conn)
+        return _Transaction(self)
 
     @staticmethod
     def _check_parent(spec: _Spec, company_id: str | None) -> None:
@@ -704,7 +800,7 @@ class _Atomic:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._tx = _Transaction(store._conn)
+        self._tx = _Transaction(store)
 
     def __enter__(self) -> None:
         self._store._lock.acquire()
@@ -773,26 +869,38 @@ class _Checkpointer:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the block raises.
+    """One write: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back if the block raises.
 
-    Inside a transaction already open (``Store.atomic``), it joins that one:
-    the outer block commits or rolls back everything together. (A single
+    Inside a write already open (``Store.atomic``), it joins that one: the
+    outer block commits or rolls back everything together. (A single
     statement that fails undoes itself; SQLite keeps the transaction.)
+    Inside :meth:`Store.group` it is a savepoint in the group's transaction:
+    released on success, rolled back to on failure.
     """
 
-    __slots__ = ("_conn", "_joined")
+    __slots__ = ("_mode", "_store")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self._joined = False
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._mode = _JOINED
 
     def __enter__(self) -> None:
-        if self._conn.in_transaction:
-            self._joined = True
-            return
-        # IMMEDIATE takes the write lock up front, so a second process cannot
-        # make this transaction fail half-way with SQLITE_BUSY on upgrade.
-        self._conn.execute("BEGIN IMMEDIATE")
+        store = self._store
+        if store._depth:
+            self._mode = _JOINED
+        else:
+            group = store._grouped()
+            if group is not None:
+                store._hold(group)
+                store._conn.execute("SAVEPOINT batchnb_write")
+                self._mode = _SAVEPOINT
+            else:
+                store._settle()
+                # IMMEDIATE takes the write lock up front, so a second process cannot
+                # make this transaction fail half-way with SQLITE_BUSY on upgrade.
+                store._conn.execute("BEGIN IMMEDIATE")
+                self._mode = _OWN
+        store._depth += 1
 
     def __exit__(
         self,
@@ -800,11 +908,25 @@ class _Transaction:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._joined:
+        store = self._store
+        store._depth -= 1
+        conn = store._conn
+        if self._mode == _JOINED:
+            return
+        if self._mode == _SAVEPOINT:
+            if not conn.in_transaction:
+                # SQLite rolled the whole transaction back (an I/O error, a full disk).
+                store._lose_held()
+                if exc_type is None:
+                    raise WritesLost()
+                return
+            if exc_type is not None:
+                conn.execute("ROLLBACK TO batchnb_write")
+            conn.execute("RELEASE batchnb_write")
             return
         if exc_type is None:
             try:
-                self._conn.execute("COMMIT")
+                conn.execute("COMMIT")
                 return
             except BaseException:
                 self._rollback()
@@ -814,5 +936,55 @@ class _Transaction:
     def _rollback(self) -> None:
         # SQLite rolls back by itself after some errors; a second ROLLBACK
         # would fail and hide the original exception.
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
+        if self._store._conn.in_transaction:
+            self._store._conn.execute("ROLLBACK")
+
+
+_JOINED, _SAVEPOINT, _OWN = 0, 1, 2
+
+#: seconds the groups' transaction may hold the write lock before a write commits it.
+_HOLD_LIMIT = 0.05
+
+
+class WritesLost(sqlite3.OperationalError):
+    """The transaction that held a group's writes could not be committed: they are not kept.
+
+    >>> str(WritesLost())
+    'the writes of this group could not be committed and are not kept'
+    """
+
+    def __init__(self) -> None:
+        super().__init__("the writes of this group could not be committed and are not kept")
+
+
+@dataclass(eq=False)
+class _Group:
+    """One :meth:`Store.group`: the generations of the groups' transaction its writes went into."""
+
+    store: Store
+    generations: set[int] = field(default_factory=set)
+
+
+_GROUP: ContextVar[_Group | None] = ContextVar("batchnb_store_group", default=None)
+
+
+class _Use:
+    """The store's lock, and a commit of what groups hold open when the caller is not in one of them."""
+
+    __slots__ = ("_store",)
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        store = self._store
+        store._lock.acquire()
+        try:
+            if store._held and not store._depth:
+                store._settle()
+        except BaseException:
+            store._lock.release()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        self._store._lock.release()

@@ -16,7 +16,7 @@ import contextlib
 import logging
 import time
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Mapping
 from urllib.parse import parse_qsl
 
 import httpx
@@ -56,6 +56,11 @@ class BatchApp:
     ``idempotency`` says whether the API honours ``Idempotency-Key`` (an
     operation header, passed on with the operation); ``GET /api/2.3/batch``
     announces it, so that clients may resend a POST whose outcome is unknown.
+    ``group_writes``, for an in-process API, makes the context each batch's
+    operations run in, left before the batch's answer is sent: the API may
+    keep the batch's writes in one transaction and commit them there, once
+    (the demo does: :meth:`batchnb.demo.store.Store.group`). If leaving it
+    raises, the batch answers 500 and no operation's answer is sent.
     """
 
     def __init__(
@@ -67,10 +72,12 @@ class BatchApp:
         limits: Limits = Limits(),
         on_shutdown: Callable[[], None] | None = None,
         idempotency: bool = False,
+        group_writes: Callable[[], ContextManager[None]] | None = None,
     ) -> None:
         if (api is None) == (upstream is None):
             raise BatchValidationError([Problem("api", "give exactly one of api= (an ASGI app, in-process) or upstream= (an HTTP API's URL)")])
         self.api = api
+        self._group_writes = group_writes if api is not None else None
         self.idempotency = idempotency
         self.upstream = upstream
         self.keyring = keyring
@@ -167,23 +174,27 @@ class BatchApp:
         # sending its body (slowly, on purpose or not) holds none.
         async with self._slot():
             started = time.monotonic()
-            responses = await execute(
-                batch,
-                self._dispatcher(),
-                headers=fwd_headers,
-                query=fwd_query,
-                timeout=self.limits.operation_timeout,
-                deadline=started + self.limits.batch_timeout,
-                max_resolved_bytes=self.limits.max_resolved_bytes,
-                max_jsonpath_nodes=self.limits.max_jsonpath_nodes,
-                max_answer_bytes=self.limits.max_answer_bytes,
-                parallel=batch.parallel,
-                timings=timings,
-            )
+            with self._group_writes() if self._group_writes is not None else contextlib.nullcontext():
+                responses = await self._execute(batch, fwd_headers, fwd_query, started, timings)
             began = time.perf_counter()
             answer = {"responses": [r.to_wire() for r in responses]}
             timings.add("serialise", time.perf_counter() - began)
             return answer
+
+    async def _execute(self, batch: Batch, headers: dict[str, str], query: dict[str, str], started: float, timings: Timings) -> list[Any]:
+        return await execute(
+            batch,
+            self._dispatcher(),
+            headers=headers,
+            query=query,
+            timeout=self.limits.operation_timeout,
+            deadline=started + self.limits.batch_timeout,
+            max_resolved_bytes=self.limits.max_resolved_bytes,
+            max_jsonpath_nodes=self.limits.max_jsonpath_nodes,
+            max_answer_bytes=self.limits.max_answer_bytes,
+            parallel=batch.parallel,
+            timings=timings,
+        )
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -310,6 +321,7 @@ def create_app(
     limits: Limits = Limits(),
     on_shutdown: Callable[[], None] | None = None,
     idempotency: bool = False,
+    group_writes: Callable[[], ContextManager[None]] | None = None,
 ) -> BatchApp:
     """The batch server in front of ``api`` (an ASGI app, called in-process) or an ``upstream`` URL.
 
@@ -321,6 +333,8 @@ def create_app(
     ``on_shutdown`` runs when the server stops (to close a store, say).
     ``idempotency=True`` announces that the API behind honours ``Idempotency-Key``
     (for a gateway, the operator knows; ``batchnb serve --upstream-idempotency``).
+    ``group_writes`` is the context each batch's operations run in (see :class:`BatchApp`).
     """
     keyring = Keyring(credentials) if credentials else None
-    return BatchApp(api=api, upstream=upstream, keyring=keyring, limits=limits, on_shutdown=on_shutdown, idempotency=idempotency)
+    return BatchApp(api=api, upstream=upstream, keyring=keyring, limits=limits, on_shutdown=on_shutdown,
+                    idempotency=idempotency, group_writes=group_writes)
