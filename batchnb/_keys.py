@@ -78,8 +78,8 @@ class RunKeys:
         Two rows with one label get different keys (the second counts as the label's second row).
         """
         for top in ops:
-            for _p, op in top.walk():
-                if rules.is_idempotent_method(op.method) or user_key(op) is not None:
+            for op in _each(top):
+                if rules.is_idempotent_method(op.method) or (op.headers and user_key(op) is not None):
                     continue
                 label = row_key(op.row)
                 n = 0 if self._unique_rows else self._seen.get(label, 0)
@@ -91,7 +91,7 @@ class RunKeys:
     def forget(self, ops: Iterable[Operation]) -> None:
         """Drop the keys of operations that have been sent (a large run goes a chunk at a time)."""
         for top in ops:
-            for _p, op in top.walk():
+            for op in _each(top):
                 self._keys.pop(id(op), None)
 
     def headers_for(self, op: Operation) -> Mapping[str, str] | None:
@@ -108,3 +108,8 @@ class RunKeys:
                 if key is not None:
                     out[row_key(op.row)] = key
         return out
+
+
+def _each(top: Operation) -> Iterable[Operation]:
+    """``top`` and every operation under it (most have none: no generator for them)."""
+    return (top,) if not top.requests else [op for _p, op in top.walk()]

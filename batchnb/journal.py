@@ -48,6 +48,8 @@ def row_key(label: Any) -> str:
     """
     if hasattr(label, "item"):
         label = label.item()  # numpy scalar
+    if type(label) is int:
+        return str(label)  # what json.dumps writes, without its machinery (most labels are a RangeIndex's)
     return json.dumps(label, default=str, sort_keys=True)
 
 

@@ -243,6 +243,20 @@ def _parse_operation(data: Any, pointer: str, problems: list[Problem]) -> Operat
     return op
 
 
+def _may_hold_references(text: bytes) -> bool:
+    """Whether some string of this JSON text may hold ``${``.
+
+    Only a ``\\u`` escape writes a ``$`` or ``{`` that the text does not show as
+    itself, so text with neither ``${`` nor ``\\u`` holds no reference.
+
+    >>> _may_hold_references(b'{"path": "/c/${result=co:$.id}"}'), _may_hold_references(b'{"path": "/c/$\\\\u007b"}')
+    (True, True)
+    >>> _may_hold_references(b'{"path": "/c/{x}", "price": "$5"}')
+    False
+    """
+    return b"${" in text or b"\\u" in text
+
+
 def is_idempotent(ops: Iterable[Operation]) -> bool:
     """True when every operation (children included) is GET, PUT or DELETE: resending changes nothing.
 
@@ -255,10 +269,12 @@ def is_idempotent(ops: Iterable[Operation]) -> bool:
 # ---------------------------------------------------------------- the batch as a whole
 
 
-def check_batch(ops: list[Operation], known: Iterable[str] = ()) -> list[Problem]:
+def check_batch(ops: list[Operation], known: Iterable[str] = (), *, references: bool = True) -> list[Problem]:
     """Duplicate names, and references that do not parse, are unknown, forward or cyclic.
 
     ``known`` are names that ran before this batch (filled in by the client).
+    ``references=False`` says that no operation holds ``${`` anywhere (the
+    caller has seen the batch's text), so that only names are checked.
 
     >>> check_batch([Operation("GET", "/c/${result=co:$.id}")])
     [Problem(pointer='requests[0].path', message="${result=co:$.id} refers to 'co', which no operation in the batch is named")]
@@ -276,7 +292,7 @@ def check_batch(ops: list[Operation], known: Iterable[str] = ()) -> list[Problem
         pointers.append(pointer)
         names.append(op.name if isinstance(op.name, str) and op.name else None)
         parents.append(parent)
-        for fld, value in _ref_fields(op):
+        for fld, value in _ref_fields(op) if references else ():
             try:
                 found.extend(rules.Reference(here, fld, r.name, r.text) for r in refs.iter_refs(value))
             except refs.RefSyntaxError as exc:
@@ -329,13 +345,17 @@ class Batch:
                 raise BatchValidationError(_unique(problems))
 
     @classmethod
-    def from_wire(cls, data: Any) -> Batch:
+    def from_wire(cls, data: Any, *, text: bytes | None = None) -> Batch:
         """Parse a wire batch (a dict, or JSON text/bytes).
 
         >>> Batch.from_wire('{"requests": [{"method": "GET", "path": "/x"}]}').size
         1
+
+        ``text``, the JSON text ``data`` was parsed from, lets the parse skip
+        looking for references in a batch whose text holds none.
         """
         if isinstance(data, (str, bytes, bytearray)):
+            text = data.encode("utf-8") if isinstance(data, str) else bytes(data)
             try:
                 data = _json.loads_strict(bytes(data) if isinstance(data, bytearray) else data)
             except _json.DuplicateKey as exc:
@@ -359,7 +379,7 @@ class Batch:
             op = _parse_operation(item, f"requests[{i}]", problems)
             if op is not None:
                 ops.append(op)
-        problems.extend(check_batch(ops))
+        problems.extend(check_batch(ops, references=text is None or _may_hold_references(text)))
         if problems:
             raise BatchValidationError(_unique(problems))
         return cls(ops, validate=False, parallel=parallel)

@@ -136,6 +136,9 @@ class Plan:
 def _names_and_refs(op: Operation) -> tuple[int, set[str], set[str], int]:
     """One unit (an operation with its children): its size, the names it holds,
     the names it needs from outside, and its depth."""
+    if not op.requests:  # most operations: one, with no children
+        own = {op.name} if op.name else set()
+        return 1, own, op.referenced_names() - own, 1
     names: set[str] = set()
     used: set[str] = set()
     for _p, o in op.walk():

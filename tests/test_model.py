@@ -115,3 +115,14 @@ def test_a_batch_read_from_json_text_refuses_a_key_written_twice():
         Batch.from_wire('{"requests": [{"method": "DELETE", "method": "GET", "path": "/x"}]}')
     assert info.value.problems[0].pointer == "requests[0]"
     assert "'method' appears twice" in info.value.problems[0].message
+
+
+@pytest.mark.parametrize("path", ["/c/${result=nope:$.id}", "/c/$\\u007bresult=nope:$.id}", "/c/\\u0024{result=nope:$.id}"])
+def test_a_reference_is_checked_however_its_text_is_escaped(path: str) -> None:
+    """The parse skips looking for references only in text that cannot hold one: an escaped ``${`` is still one."""
+    raw = ('{"requests": [{"method": "GET", "path": "%s"}]}' % path).encode()
+    for parse in (lambda: Batch.from_wire(raw), lambda: Batch.from_wire(json.loads(raw), text=raw)):
+        with pytest.raises(BatchValidationError) as info:
+            parse()
+        assert [p.pointer for p in info.value.problems] == ["requests[0].path"]
+        assert "nope" in info.value.problems[0].message

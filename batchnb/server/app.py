@@ -217,7 +217,7 @@ class BatchApp:
             raise _Reject(400, "malformed_json", f"the body is not valid JSON: {exc}", [Problem("", str(exc))]) from None
         self._check_limits(data)
         try:
-            batch = Batch.from_wire(data)
+            batch = Batch.from_wire(data, text=raw)
         except BatchValidationError as exc:
             raise _Reject(400, "invalid_batch", f"the batch is invalid ({len(exc.problems)} problem(s)); nothing ran", exc.problems) from None
         self._check_references(batch)
