@@ -11,6 +11,7 @@ client share nothing.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -171,9 +172,18 @@ class Submission:
         pieces: list[Any] = []
         chunk: list[Operation] = []
         plan: Plan | None = None
+        # While one chunk is in flight, a thread of this submit's own builds and
+        # plans the next and shapes the last (chunks are independent rows), so
+        # the server is not kept waiting between chunks. One thread: its work
+        # runs in the order it is given.
+        helper = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchnb-submit")
+        shaped: concurrent.futures.Future[Any] | None = None
         try:
-            for n, chunk in enumerate(chunks):
-                plan = self._first_plan if n == 0 else self._plan(chunk)
+            upcoming = iter(chunks)
+            ready: tuple[list[Operation], Plan] | None = (next(upcoming), self._first_plan)
+            while ready is not None:
+                chunk, plan = ready
+                following = helper.submit(self._prepare, upcoming)
                 if self._keys is not None:
                     self._keys.assign(op for b in plan.batches for op in b.operations)
                 responses = runner.not_run(plan) if runner.fatal is not None else await runner.run(plan)
@@ -181,9 +191,16 @@ class Submission:
                     self._keys.forget(op for b in plan.batches for op in b.operations)
                 runner.first_batch += plan.calls
                 runner.outcomes.clear()  # streaming: what is shaped below is all that stays
-                pieces.append(self._shape(chunk, responses))
+                if shaped is not None:
+                    pieces.append(shaped.result())  # done by now, or about to be: the chunk before
+                shaped = helper.submit(self._shape, chunk, responses)
                 plan = None
+                ready = await asyncio.wrap_future(following)
+            if shaped is not None:
+                pieces.append(await asyncio.wrap_future(shaped))
         except (asyncio.CancelledError, KeyboardInterrupt):
+            if shaped is not None:
+                pieces.append(shaped.result())
             if plan is not None:
                 pieces.append(self._shape(chunk, runner.collect(plan)))
             partial = self._join(pieces, missing="not run: interrupted before it was sent")
@@ -193,6 +210,7 @@ class Submission:
                 partial=partial,
             ) from None
         finally:
+            helper.shutdown(wait=False, cancel_futures=True)
             bar.close()
             if journal is not None:
                 journal.close()
@@ -206,6 +224,11 @@ class Submission:
             error.partial = result
             raise error
         return result
+
+    def _prepare(self, upcoming: Iterator[list[Operation]]) -> tuple[list[Operation], Plan] | None:
+        """The next chunk and its plan, or None when there is none."""
+        chunk = next(upcoming, None)
+        return None if chunk is None else (chunk, self._plan(chunk))
 
     # ------------------------------------------------------------ shaping the result
 
@@ -283,8 +306,14 @@ def _no_frame_options(options: dict[str, Any], what: str) -> None:
 
 
 def _chunk_rows(limits: Mapping[str, Any], concurrency: int) -> int:
-    """Rows built and sent at a time when streaming a large frame: many batches, bounded memory."""
-    return max(10_000, int(limits["maxRequests"]) * max(concurrency, 1) * 50)
+    """Rows built and sent at a time when streaming a large frame: many batches, bounded memory.
+
+    Small enough that the first chunk, planned before anything is sent, and
+    the last, shaped after everything came back, are a small part of the
+    time; the others are built and shaped while the one before or after is
+    in flight.
+    """
+    return max(2_000, int(limits["maxRequests"]) * max(concurrency, 1) * 10)
 
 
 def _streamable(df: Any, options: Mapping[str, Any]) -> bool:

@@ -59,7 +59,7 @@ def test_template_frame_with_nesting_and_expand(fresh_server):
 
 
 def test_a_large_frame_streams_chunk_by_chunk_and_checks_every_chunk_first(fresh_server):
-    rows = 12_500  # more than one chunk of 10,000 rows
+    rows = 12_500  # several chunks of 2,000 rows
     df = pd.DataFrame({"title": [f"T{i}" for i in range(rows)], "city": "Lyon"}, index=pd.RangeIndex(rows) * 2)
     client = fresh_server.client
     opts = dict(method="POST", path=f"{API}/companies", body={"name": "title", "address.city": "city"}, progress=False)
