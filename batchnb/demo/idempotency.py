@@ -52,6 +52,9 @@ def parse_key(values: list[str]) -> tuple[str | None, str | None]:
     if len(values) != 1:
         return None, "must be given once"
     value = values[0].strip()
+    inner = value[1:-1]
+    if len(value) > 2 and value[0] == value[-1] == '"' and inner.isascii() and inner.isprintable() and '"' not in inner and "\\" not in inner:
+        return (inner, None) if len(inner) <= 255 else (None, _SHAPE)  # the common case, without the pattern
     quoted = _QUOTED.fullmatch(value)
     if quoted:
         key = quoted.group(1)
