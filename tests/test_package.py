@@ -158,3 +158,36 @@ def test_every_name_a_public_module_exports_has_an_example(module):
         and ">>>" not in (getattr(mod, name).__doc__ or "")
     ]
     assert not missing, f"{module}: no example for {missing}"
+
+
+def test_a_request_through_httpx_looks_for_no_module(server):
+    """httpcore imports sniffio on every request and does without it, but a failed import is not remembered:
+    were it missing, every request would search ``sys.path`` again (a dependency for that reason)."""
+    import asyncio
+    import importlib.abc
+
+    import httpx
+
+    looked_for: list[str] = []
+
+    class Watch(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):  # asked only for modules not imported yet
+            looked_for.append(name)
+            return None
+
+    async def get(http: httpx.AsyncClient) -> None:
+        assert (await http.get(server.url + "/api/2.3/batch")).status_code == 200
+
+    async def main() -> None:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            await get(http)  # whatever the first request imports, it imports once
+            sys.meta_path.insert(0, watch)
+            try:
+                for _ in range(3):
+                    await get(http)
+            finally:
+                sys.meta_path.remove(watch)
+
+    watch = Watch()
+    asyncio.run(main())
+    assert looked_for == []
