@@ -7,14 +7,14 @@ import time
 import httpx
 import pytest
 
-from batchnb import AsyncClient, Batch, Client, Operation, SubmitInterrupted, TransportError, ref
+from batchnb import AsyncClient, Batch, Client, Operation, TransportError, ref
 from batchnb._runner import Runner
 from batchnb._senders import Reply
 from batchnb.journal import Journal
 from batchnb.model import Response
 from batchnb.plan import make_plan
 
-from tests.support import count, wait_until
+from tests.support import count, interrupted_when
 from tests.support.faults import DroppingServer
 
 API = "/api/2.1/scheduling"
@@ -194,17 +194,10 @@ def test_the_journal_has_the_send_before_the_batch_leaves(tmp_path):
 
 
 def test_interrupt_keeps_what_finished(fresh_server):
-    async def go():
-        client = fresh_server.async_client(max_requests=2, concurrency=1)
-        task = asyncio.ensure_future(client.submit(companies(400, "i"), progress=False))
-        # Interrupt mid-run, once some batches are done (polled off the event loop, which keeps sending).
-        await asyncio.to_thread(wait_until, lambda: count(fresh_server.db) >= 10, 60, "no batch was done within 60 s")
-        task.cancel()
-        with pytest.raises(SubmitInterrupted) as info:
-            await task
-        return info.value.partial
-
-    partial = asyncio.run(go())
+    client = fresh_server.async_client(max_requests=2, concurrency=1)
+    # Interrupted mid-run, once some batches are done.
+    partial = interrupted_when(client.submit(companies(400, "i"), progress=False),
+                               lambda: count(fresh_server.db) >= 10, "no batch was done within 60 s")
     done = int(partial["ok"].sum())
     assert 0 < done < 400
     unknown = int(partial["error"].str.startswith("outcome unknown").fillna(False).sum())

@@ -95,26 +95,12 @@ def test_bodies_can_be_kept_as_json_text_or_only_for_failures(fresh_server):
 
 def test_a_streamed_frame_interrupted_mid_way_keeps_its_finished_chunks_in_order(fresh_server):
     """Chunks are built and shaped beside the one in flight: an interrupt still gives every row, in the frame's order."""
-    import asyncio
-
-    import pytest
-
-    from batchnb import SubmitInterrupted
-    from tests.support import wait_until
+    from tests.support import interrupted_when
 
     rows = 12_000  # six chunks of 2,000 rows
     df = pd.DataFrame({"title": [f"S{i}" for i in range(rows)]}, index=pd.RangeIndex(rows)[::-1])
-
-    async def go() -> pd.DataFrame:
-        client = fresh_server.async_client()
-        task = asyncio.ensure_future(client.submit(df, method="POST", path=f"{API}/companies", body={"name": "title"}, progress=False))
-        await asyncio.to_thread(wait_until, lambda: count(fresh_server.db) >= 4_500, 60, "the third chunk never started within 60 s")
-        task.cancel()
-        with pytest.raises(SubmitInterrupted) as info:
-            await task
-        return info.value.partial
-
-    partial = asyncio.run(go())
+    submit = fresh_server.async_client().submit(df, method="POST", path=f"{API}/companies", body={"name": "title"}, progress=False)
+    partial = interrupted_when(submit, lambda: count(fresh_server.db) >= 4_500, "the third chunk never started within 60 s")
     assert partial.index.equals(df.index)
     done = int(partial["ok"].sum())
     assert 4_000 <= done < rows  # rows the server ran but had not answered yet are "outcome unknown"

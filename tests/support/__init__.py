@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from typing import Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import httpx
 
@@ -94,3 +94,25 @@ def listening(args: list[str], what: str, cwd: Path | None = None) -> Iterator[s
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def interrupted_when(submit: Any, ready: Callable[[], Any], message: str, timeout: float = 60) -> Any:
+    """Start the coroutine ``submit``, cancel it once ``ready()`` holds, and return the ``.partial`` it raises with.
+
+    ``ready`` is polled off the event loop, which keeps sending meanwhile.
+    """
+    import asyncio
+
+    import pytest
+
+    from batchnb import SubmitInterrupted
+
+    async def go() -> Any:
+        task = asyncio.ensure_future(submit)
+        await asyncio.to_thread(wait_until, ready, timeout, message)
+        task.cancel()
+        with pytest.raises(SubmitInterrupted) as info:
+            await task
+        return info.value.partial
+
+    return asyncio.run(go())
