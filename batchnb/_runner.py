@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any
+from typing import Any, Callable
 
 from . import rules
 from ._exceptions import BatchHTTPError, TransportError, http_error
@@ -93,12 +93,19 @@ class Runner:
 
     # ------------------------------------------------------------ orchestration
 
-    async def run(self, plan: Plan) -> list[Response]:
-        """Every top-level response, in the plan's operation order."""
+    async def run(self, plan: Plan, *, on_first_answer: Callable[[], None] | None = None) -> list[Response]:
+        """Every top-level response, in the plan's operation order.
+
+        ``on_first_answer`` is called once, when the first batch has been
+        answered: by then every slot holds a batch, and work on the side
+        (building the next chunk) keeps no batch waiting to be sent.
+        """
         done = {b.index: asyncio.Event() for b in plan.batches}
         sem = asyncio.Semaphore(self.concurrency)
+        first_answer = on_first_answer
 
         async def one(b: PlannedBatch) -> None:
+            nonlocal first_answer
             try:
                 for d in sorted(b.depends_on):
                     await done[d].wait()
@@ -112,6 +119,9 @@ class Runner:
                         self.outcomes[b.index] = await self._run_batch(b)
                         self._in_flight.pop(b.index, None)
                     self._record(b, self.outcomes[b.index])
+                    if first_answer is not None:
+                        call, first_answer = first_answer, None
+                        call()
             finally:
                 done[b.index].set()
 

@@ -174,33 +174,50 @@ class Submission:
         plan: Plan | None = None
         # While one chunk is in flight, a thread of this submit's own builds and
         # plans the next and shapes the last (chunks are independent rows), so
-        # the server is not kept waiting between chunks. One thread: its work
-        # runs in the order it is given.
+        # the server is not kept waiting between chunks. It starts once the
+        # chunk's first batch is answered: by then every slot holds a batch,
+        # and the thread, which shares the interpreter with the event loop,
+        # delays no batch's sending. One thread: its work runs in the order given.
         helper = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchnb-submit")
-        shaped: concurrent.futures.Future[Any] | None = None
+        shaped: list[concurrent.futures.Future[Any]] = []  # chunk by chunk, in order
+        to_shape: tuple[list[Operation], list[Response]] | None = None  # the chunk after those
         try:
             upcoming = iter(chunks)
-            ready: tuple[list[Operation], Plan] | None = (next(upcoming), self._first_plan)
+            first = next(upcoming)
+            if self._keys is not None:
+                self._keys.assign(op for b in self._first_plan.batches for op in b.operations)
+            ready: tuple[list[Operation], Plan] | None = (first, self._first_plan)
             while ready is not None:
                 chunk, plan = ready
-                following = helper.submit(self._prepare, upcoming)
-                if self._keys is not None:
-                    self._keys.assign(op for b in plan.batches for op in b.operations)
-                responses = runner.not_run(plan) if runner.fatal is not None else await runner.run(plan)
+                following: list[concurrent.futures.Future[Any]] = []
+
+                def on_the_side() -> None:
+                    nonlocal to_shape
+                    if to_shape is not None:
+                        shaped.append(helper.submit(self._shape, *to_shape))
+                        to_shape = None
+                    following.append(helper.submit(self._prepare, upcoming))
+
+                if runner.fatal is not None:
+                    responses = runner.not_run(plan)
+                else:
+                    responses = await runner.run(plan, on_first_answer=on_the_side)
+                if not following:
+                    on_the_side()  # no batch was answered (none sent, or none to send)
                 if self._keys is not None:
                     self._keys.forget(op for b in plan.batches for op in b.operations)
                 runner.first_batch += plan.calls
-                runner.outcomes.clear()  # streaming: what is shaped below is all that stays
-                if shaped is not None:
-                    pieces.append(shaped.result())  # done by now, or about to be: the chunk before
-                shaped = helper.submit(self._shape, chunk, responses)
-                plan = None
-                ready = await asyncio.wrap_future(following)
-            if shaped is not None:
-                pieces.append(await asyncio.wrap_future(shaped))
+                runner.outcomes.clear()  # streaming: what is shaped is all that stays
+                to_shape, plan = (chunk, responses), None
+                ready = await asyncio.wrap_future(following[0])
+            for job in shaped:
+                pieces.append(await asyncio.wrap_future(job))
+            if to_shape is not None:
+                pieces.append(self._shape(*to_shape))
         except (asyncio.CancelledError, KeyboardInterrupt):
-            if shaped is not None:
-                pieces.append(shaped.result())
+            pieces = [job.result() for job in shaped]
+            if to_shape is not None:
+                pieces.append(self._shape(*to_shape))
             if plan is not None:
                 pieces.append(self._shape(chunk, runner.collect(plan)))
             partial = self._join(pieces, missing="not run: interrupted before it was sent")
@@ -226,9 +243,16 @@ class Submission:
         return result
 
     def _prepare(self, upcoming: Iterator[list[Operation]]) -> tuple[list[Operation], Plan] | None:
-        """The next chunk and its plan, or None when there is none."""
+        """The next chunk and its plan, its keys given, or None when there is none."""
         chunk = next(upcoming, None)
-        return None if chunk is None else (chunk, self._plan(chunk))
+        if chunk is None:
+            return None
+        plan = self._plan(chunk)
+        if self._keys is not None:
+            # Beside the event loop, which sends the chunk before with its keys: each
+            # operation has its own entry, and the keys are given chunk after chunk.
+            self._keys.assign(op for b in plan.batches for op in b.operations)
+        return chunk, plan
 
     # ------------------------------------------------------------ shaping the result
 
