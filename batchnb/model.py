@@ -355,9 +355,10 @@ class Batch:
         looking for references in a batch whose text holds none.
         """
         if isinstance(data, (str, bytes, bytearray)):
-            text = data.encode("utf-8") if isinstance(data, str) else bytes(data)
             try:
-                data = _json.loads_strict(bytes(data) if isinstance(data, bytearray) else data)
+                # A lone surrogate fails to encode: a ValueError, malformed JSON like any other.
+                text = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+                data = _json.loads_strict(text)
             except _json.DuplicateKey as exc:
                 raise BatchValidationError([Problem(exc.pointer, exc.message)]) from None
             except ValueError as exc:

@@ -126,3 +126,10 @@ def test_a_reference_is_checked_however_its_text_is_escaped(path: str) -> None:
             parse()
         assert [p.pointer for p in info.value.problems] == ["requests[0].path"]
         assert "nope" in info.value.problems[0].message
+
+
+def test_wire_text_that_cannot_be_utf8_is_malformed_json_with_a_pointer() -> None:
+    with pytest.raises(BatchValidationError) as info:
+        Batch.from_wire('{"requests": ["\ud800"]}')
+    assert [p.pointer for p in info.value.problems] == [""]
+    assert info.value.problems[0].message.startswith("malformed JSON")
