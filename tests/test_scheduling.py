@@ -746,3 +746,17 @@ def test_a_repeat_in_another_process_gets_the_first_answer(tmp_path: Path) -> No
     finally:
         first_store.close()
         second_store.close()
+
+
+@pytest.mark.parametrize("value, expected", [
+    ('"abc"', "abc"), ('"a b"', "a b"), ('  "k-1"  ', "k-1"), ("tok", "tok"), ('"a\\"b"', 'a"b'), ('"a\\\\b"', "a\\b"),
+    ('"' + "x" * 255 + '"', "x" * 255), ('"' + "x" * 256 + '"', None), ('""', None), ('"', None),
+    ('"a\x01"', None), ('"\u00e9"', None), ('"a"b"', None), ('"a\\"', None),
+])
+def test_an_idempotency_key_is_read_the_same_with_or_without_its_pattern(value, expected):
+    """Plain quoted keys take a short way around the pattern; every value reads as the pattern says."""
+    from batchnb.demo.idempotency import parse_key
+
+    key, problem = parse_key([value])
+    assert key == expected
+    assert (problem is None) == (expected is not None)

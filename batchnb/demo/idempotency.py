@@ -53,10 +53,9 @@ def parse_key(values: list[str]) -> tuple[str | None, str | None]:
         return None, "must be given once"
     value = values[0].strip()
     inner = value[1:-1]
-    if len(value) > 2 and value[0] == value[-1] == '"' and inner.isascii() and inner.isprintable() and '"' not in inner and "\\" not in inner:
-        return (inner, None) if len(inner) <= 255 else (None, _SHAPE)  # the common case, without the pattern
-    quoted = _QUOTED.fullmatch(value)
-    if quoted:
+    if len(value) >= 2 and value[0] == value[-1] == '"' and inner.isascii() and inner.isprintable() and '"' not in inner and "\\" not in inner:
+        key = inner  # the common case, what _QUOTED matches without escapes, read without the pattern
+    elif quoted := _QUOTED.fullmatch(value):
         key = quoted.group(1)
         if "\\" in key:
             key = _ESCAPE.sub(r"\1", key)
