@@ -183,10 +183,7 @@ class Submission:
         to_shape: tuple[list[Operation], list[Response]] | None = None  # the chunk after those
         try:
             upcoming = iter(chunks)
-            first = next(upcoming)
-            if self._keys is not None:
-                self._keys.assign(op for b in self._first_plan.batches for op in b.operations)
-            ready: tuple[list[Operation], Plan] | None = (first, self._first_plan)
+            ready: tuple[list[Operation], Plan] | None = self._keyed(next(upcoming), self._first_plan)
             while ready is not None:
                 chunk, plan = ready
                 following: list[concurrent.futures.Future[Any]] = []
@@ -205,7 +202,7 @@ class Submission:
                 if not following:
                     on_the_side()  # no batch was answered (none sent, or none to send)
                 if self._keys is not None:
-                    self._keys.forget(op for b in plan.batches for op in b.operations)
+                    self._keys.forget(_planned(plan))
                 runner.first_batch += plan.calls
                 runner.outcomes.clear()  # streaming: what is shaped is all that stays
                 to_shape, plan = (chunk, responses), None
@@ -245,13 +242,14 @@ class Submission:
     def _prepare(self, upcoming: Iterator[list[Operation]]) -> tuple[list[Operation], Plan] | None:
         """The next chunk and its plan, its keys given, or None when there is none."""
         chunk = next(upcoming, None)
-        if chunk is None:
-            return None
-        plan = self._plan(chunk)
+        return None if chunk is None else self._keyed(chunk, self._plan(chunk))
+
+    def _keyed(self, chunk: list[Operation], plan: Plan) -> tuple[list[Operation], Plan]:
+        """``chunk`` and its plan, every POST and PATCH in it given its key."""
         if self._keys is not None:
-            # Beside the event loop, which sends the chunk before with its keys: each
-            # operation has its own entry, and the keys are given chunk after chunk.
-            self._keys.assign(op for b in plan.batches for op in b.operations)
+            # Also beside the event loop (see _prepare), which sends the chunk before
+            # with its keys: each operation has its own entry, given chunk after chunk.
+            self._keys.assign(_planned(plan))
         return chunk, plan
 
     # ------------------------------------------------------------ shaping the result
@@ -276,8 +274,6 @@ class Submission:
     def _join(self, pieces: list[Any], missing: str | None = None) -> Any:
         if self._kind == "responses":
             return [r for piece in pieces for r in piece]
-        import pandas as pd
-
         from .results import _concat, to_frame
 
         frame = _concat(pieces) if len(pieces) > 1 else (pieces[0] if pieces else to_frame([]))
@@ -327,6 +323,11 @@ def _no_frame_options(options: dict[str, Any], what: str) -> None:
     given = [k for k, v in options.items() if k not in ("nulls", "known") and v is not None]
     if given:
         raise BatchValidationError([Problem(k, f"applies to a DataFrame's rows, not to {what}") for k in given])
+
+
+def _planned(plan: Plan) -> Iterator[Operation]:
+    """The top-level operations of ``plan``, batch by batch, in the order they are sent."""
+    return (op for b in plan.batches for op in b.operations)
 
 
 def _chunk_rows(limits: Mapping[str, Any], concurrency: int) -> int:
