@@ -374,6 +374,8 @@ class _Run:
     #: bytes of the batch's answer not yet spent.
     answer_room: int
     timings: Timings | None = None
+    #: the operations passed the model's checks as they stand: what no reference changed is not checked again.
+    checked: bool = False
 
 
 async def execute(
@@ -390,6 +392,7 @@ async def execute(
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     parallel: int = 1,
     timings: Timings | None = None,
+    checked: bool = False,
 ) -> list[Response]:
     """Run every operation of ``batch`` through ``dispatch`` and return their responses.
 
@@ -418,6 +421,12 @@ async def execute(
     have finished; answers keep their places, and what cannot run answers as
     it would in order (the same 424s, the same messages).
 
+    ``checked`` says that every operation's path and headers passed the
+    model's checks as they stand (a batch from :meth:`Batch.from_wire`):
+    only what a reference fills in, or a non-ASCII path once encoded, is
+    checked again before it is sent. Operations made any other way (the
+    client's, with earlier batches' results filled in) are checked here.
+
     ``timings``, when given, receives the seconds each phase took (see
     :mod:`batchnb._timing`): resolving references, the API, carrying answers.
     """
@@ -434,6 +443,7 @@ async def execute(
         max_answer_bytes=max_answer_bytes,
         answer_room=max_answer_bytes,
         timings=timings,
+        checked=checked,
     )
     if parallel > 1:
         return await _run_concurrently(ops, run, parallel)
@@ -676,8 +686,10 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     began = time.perf_counter()
     path, op_headers = op.path, op.headers or {}
     content, content_type = encode_body(op.body)
+    check = not run.checked
     # Most operations hold no reference: "${" shows in the JSON text of one that does.
-    if "$" in path or any("$" in v for v in op_headers.values()) or (content is not None and b"${" in content):
+    if "$" in path or (op_headers and "$" in "".join(op_headers.values())) or (content is not None and b"${" in content):
+        check = True
         lookup = _measured(result_lookup(run.results, max_nodes=run.max_jsonpath_nodes), run.max_resolved_bytes)
         try:
             path = refs.render_path(path, lookup)
@@ -688,13 +700,15 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
             return _refused(op, op.path, exc.status, exc.code, f"not run: {exc}")
 
     if not path.isascii():
+        check = True
         # Non-ASCII text (a literal "/companies/東京") travels percent-encoded as UTF-8, as browsers do.
         path = _NON_ASCII.sub(lambda m: quote(m.group()), path)
-    problem = rules.path_problem(path)
-    if problem is None:
-        problem = next((f"header {k!r}: {m}" for k, v in op_headers.items() for m in rules.header_problems(k, v)), None)
-    if problem is not None:
-        return _refused(op, path, 400, "invalid_operation", f"not run: resolved path or header {problem}")
+    if check:
+        problem = rules.path_problem(path)
+        if problem is None:
+            problem = next((f"header {k!r}: {m}" for k, v in op_headers.items() for m in rules.header_problems(k, v)), None)
+        if problem is not None:
+            return _refused(op, path, 400, "invalid_operation", f"not run: resolved path or header {problem}")
 
     if run.deadline is not None and time.monotonic() >= run.deadline:
         return _refused(op, path, 503, "deadline_exceeded", "not run: the batch ran out of time")

@@ -183,7 +183,7 @@ def _check_fields(op: Operation, pointer: str, problems: list[Problem]) -> None:
     message = rules.method_problem(op.method)
     if message:
         problems.append(Problem(_at(pointer, "method"), message))
-    if isinstance(op.path, str) and op.path:
+    if isinstance(op.path, str) and "$" in op.path:
         try:
             message = rules.path_problem(refs.parse(op.path))
         except refs.RefSyntaxError as exc:

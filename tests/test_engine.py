@@ -104,6 +104,25 @@ def test_timeout_response_size_and_unsafe_resolved_path():
     assert out[0].status == 504 and out[1].status == 502 and out[3].status == 201
 
 
+def test_what_a_checked_batch_fills_in_or_encodes_is_checked_again_and_an_unchecked_operation_always() -> None:
+    # A value filled in by a reference, into the path and into a header, is checked as it is sent, checked batch or not.
+    filled = Batch([
+        Operation("POST", "/items/a", "line 1\nEvil: 1", name="a"),  # text, echoed as it came: with its newline
+        Operation("GET", "/items/${result=a:$.seen}"),
+        Operation("GET", "/items/b", headers={"X-Seen": "${result=a:$.seen}"}),
+    ])
+    out = run(filled, checked=True)
+    assert [r.status for r in out] == [201, 400, 400]
+    assert "resolved path or header" in out[1].body["error"]["message"] and "X-Seen" in out[2].body["error"]["message"]
+    # Made the unchecked way (as the client fills in earlier batches' results): checked here whatever the flag says.
+    sneaky = [Operation._unchecked("GET", "/items/../admin"), Operation._unchecked("GET", "/items/c", headers={"Host": "evil"})]
+    assert [r.status for r in run(sneaky)] == [400, 400]
+    assert CALLS == []
+    # A non-ASCII path is percent-encoded, then checked, in a checked batch too.
+    out = run(Batch([Operation("GET", "/items/東京")]), checked=True)
+    assert out[0].status == 201 and CALLS[0][1] == "/items/東京"
+
+
 def test_deadline_stops_what_has_not_started():
     import time
 

@@ -331,3 +331,15 @@ def test_a_path_given_as_a_list_on_the_wire_is_the_wrong_type():
 def test_the_fast_path_for_plain_paths_agrees_with_the_long_way(tail: str) -> None:
     path = "/" + tail
     assert rules.path_problem(path) == rules._path_problem(path)
+
+
+@given(st.sampled_from(["X-Note", "Idempotency-Key", "host", "Bad Name", "é", "", "X\n"]),
+       st.text(alphabet=" \t\x00\x7f\r\n!~az09é\"", max_size=8))
+def test_the_fast_path_for_plain_headers_agrees_with_the_long_way(name: str, value: str) -> None:
+    assert rules.header_problems(name, value) == rules._header_problems(name, value)
+    assert rules.header_problems(name, 5) == rules._header_problems(name, 5)
+
+
+def test_a_lone_header_cannot_repeat_another_but_a_list_of_names_is_still_compared() -> None:
+    assert rules.header_set_problems({"Authorization": "a"}) == []
+    assert rules.header_set_problems(["Authorization", "authorization"])[0][0] == "authorization"

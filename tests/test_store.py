@@ -110,6 +110,24 @@ def test_staff_services_keep_order_and_drop_duplicates(store: Store) -> None:
     assert again["services"] == [{"id": s1["id"]}]
 
 
+def test_what_create_answers_is_what_is_read_back_for_every_kind(store: Store) -> None:
+    # create builds its answer from what it wrote instead of reading the row again: the two must agree, types included.
+    co = store.create(A, "company", {"name": "Salon", "address": {"street": "1 Main", "city": "Köln", "zip": None, "country": "DE"},
+                                     "timezone": "Europe/Berlin", "phone": None})
+    sv = store.create(A, "service", {"name": "Cut", "duration": 45, "price": 10, "currency": "EUR"}, company_id=co["id"])
+    sv2 = store.create(A, "service", {"name": "Dye", "price": 12.5}, company_id=co["id"])
+    st = store.create(A, "staff", {"firstName": "Ada", "lastName": "L", "email": "a@b.c",
+                                   "services": [{"id": sv2["id"]}, {"id": sv["id"]}, {"id": sv2["id"]}]}, company_id=co["id"])
+    ap = store.create(A, "appointment", {"serviceId": sv["id"], "staffId": st["id"], "start": "2025-01-31T14:30:00+01:00",
+                                         "customer": {"name": "Bo", "email": None}}, company_id=co["id"])
+    for kind, item in (("company", co), ("service", sv), ("service", sv2), ("staff", st), ("appointment", ap)):
+        read = store.get(A, kind, item["id"], company_id=item.get("companyId"))
+        assert item == read and list(item) == list(read), kind
+        assert [type(v) for v in item.values()] == [type(v) for v in read.values()], kind
+    assert st["services"] == [{"id": sv2["id"]}, {"id": sv["id"]}]
+    assert ap["status"] == "booked" and type(sv["price"]) is int and sv2["duration"] == 30
+
+
 def test_references_must_be_in_the_same_company(store: Store) -> None:
     mine = _company(store, A)
     other = _company(store, A, "Other")

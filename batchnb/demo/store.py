@@ -364,12 +364,8 @@ class Store:
         """
         spec = _spec(kind)
         self._check_parent(spec, company_id)
-        values = []
-        for api, _col in spec.columns:
-            value = fields.get(api, spec.defaults.get(api))
-            if value is not None and api in spec.json_fields:
-                value = _dumps(value)
-            values.append(value)
+        given = [fields.get(api, spec.defaults.get(api)) for api, _col in spec.columns]
+        values = [_dumps(v) if v is not None and api in spec.json_fields else v for (api, _col), v in zip(spec.columns, given)]
         head = ["id", "tenant"] + (["company_id"] if spec.child else [])
         cols = head + [col for _, col in spec.columns]
         sql = f"INSERT INTO {spec.table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
@@ -380,9 +376,12 @@ class Store:
                     return None
                 self._raise_missing_refs(tenant, company_id, fields)
             item_id = self._insert(spec, sql, [tenant, company_id] if spec.child else [tenant], values)
+            # What was written, as _get would read it back (no column converts what it holds), without reading it.
+            item: dict[str, Any] = {"id": item_id, "companyId": company_id} if spec.child else {"id": item_id}
+            item.update(zip((api for api, _col in spec.columns), given))
             if kind == "staff":
-                self._set_staff_services(item_id, fields.get("services") or [])
-            return self._get(spec, tenant, item_id, company_id)
+                item["services"] = [{"id": s} for s in self._set_staff_services(item_id, fields.get("services") or [])]
+            return item
 
     def get(
         self,
@@ -708,7 +707,8 @@ class Store:
                     raise
         raise AssertionError("unreachable")
 
-    def _set_staff_services(self, staff_id: str, services: Sequence[Mapping[str, str]]) -> None:
+    def _set_staff_services(self, staff_id: str, services: Sequence[Mapping[str, str]]) -> list[str]:
+        """Link the staff member to ``services`` (first mention of each, in order); the ids linked."""
         seen: set[str] = set()
         rows = []
         for ref in services:
@@ -720,6 +720,7 @@ class Store:
             self._conn.executemany(
                 "INSERT INTO staff_services (staff_id, service_id, position) VALUES (?, ?, ?)", rows
             )
+        return [service_id for _staff, service_id, _pos in rows]
 
     def _missing_refs(
         self, tenant: str, company_id: str | None, fields: Mapping[str, Any]

@@ -194,6 +194,7 @@ class BatchApp:
             max_answer_bytes=self.limits.max_answer_bytes,
             parallel=batch.parallel,
             timings=timings,
+            checked=True,  # Batch.from_wire checked every path and header
         )
 
     @contextlib.asynccontextmanager
