@@ -259,6 +259,8 @@ def route_path(raw_path: str) -> str:
     ASGI servers decode ``%2F`` into a ``/``, so a value encoded as one
     segment would become several; here it stays one segment.
     """
+    if "%" not in raw_path:
+        return raw_path  # nothing encoded, nothing to decode
     return "%2F".join(unquote(part) for part in _ENCODED_SLASH.split(raw_path))
 
 

@@ -409,7 +409,9 @@ def test_not_found_cases(a: Client) -> None:
 
 
 def test_unknown_route_and_wrong_method(a: Client) -> None:
-    for path in ("/nope", f"{BASE}/companies/", f"{BASE}/widgets", f"{BASE}/companies/x/y/z/w"):
+    for path in ("/nope", f"{BASE}/companies/", f"{BASE}/widgets", f"{BASE}/companies/x/y/z/w", f"{BASE}/companiesX",
+                 f"{BASE}/companies//services", f"{BASE}/companies/x/services/", f"{BASE}/companies/x/widgets",
+                 f"{BASE}/companies/x/companies", f"{BASE}/companies/x/services//", "/api/2.1/scheduling"):
         r = a.get(path)
         assert r.status_code == 404, path
         assert_json(r)
@@ -760,3 +762,23 @@ def test_an_idempotency_key_is_read_the_same_with_or_without_its_pattern(value, 
     key, problem = parse_key([value])
     assert key == expected
     assert (problem is None) == (expected is not None)
+
+
+def test_the_app_answers_lifespan_and_closes_websockets(store: Store) -> None:
+    app = scheduling_app(store, Keyring(CREDS))
+    sent: list[dict] = []
+
+    async def go(kind: str, incoming: list[dict]) -> None:
+        async def receive() -> dict:
+            return incoming.pop(0)
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await app({"type": kind, "asgi": {"version": "3.0"}}, receive, send)
+
+    asyncio.run(go("lifespan", [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]))
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    sent.clear()
+    asyncio.run(go("websocket", [{"type": "websocket.connect"}]))
+    assert sent == [{"type": "websocket.close", "code": 1000}]
