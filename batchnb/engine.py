@@ -163,9 +163,11 @@ class BodyReader:
     """
 
     def __init__(self, content_encoding: str | None, limit: int) -> None:
-        names = [e.strip().lower() for e in (content_encoding or "").split(",")]
-        # Applied in the order listed, so undone in reverse; identity is no layer.
-        self._encodings = [e for e in reversed(names) if e and e != "identity"]
+        self._encodings: list[str] = []
+        if content_encoding:
+            names = [e.strip().lower() for e in content_encoding.split(",")]
+            # Applied in the order listed, so undone in reverse; identity is no layer.
+            self._encodings = [e for e in reversed(names) if e and e != "identity"]
         self._layers = [_inflater(e) for e in self._encodings]
         self._sizes = [0] * len(self._layers)
         self._limit = limit
@@ -174,8 +176,9 @@ class BodyReader:
 
     def feed(self, chunk: bytes) -> None:
         """Take the next chunk as it came off the wire."""
-        for i, layer in enumerate(self._layers):
-            chunk = self._inflate(i, layer, chunk)
+        if self._layers:
+            for i, layer in enumerate(self._layers):
+                chunk = self._inflate(i, layer, chunk)
         self._keep(chunk)
 
     def _inflate(self, i: int, layer: Any, data: bytes) -> bytes:

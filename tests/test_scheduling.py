@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchnb.server.auth import Keyring
+from batchnb.demo import idempotency
 from batchnb.demo.scheduling import scheduling_app
 from batchnb.demo.store import Store
 
@@ -782,3 +783,10 @@ def test_the_app_answers_lifespan_and_closes_websockets(store: Store) -> None:
     sent.clear()
     asyncio.run(go("websocket", [{"type": "websocket.connect"}]))
     assert sent == [{"type": "websocket.close", "code": 1000}]
+
+
+def test_a_requests_fingerprint_is_the_one_kept_keys_were_stored_with() -> None:
+    # Kept keys outlive a server's version: the same request must give the same fingerprint, or its repeat answers 422.
+    assert idempotency.fingerprint("post", "/api/2.1/scheduling/companies", b'{"name":"A"}') == (
+        "f8cd8e38819268148b0062672dbc73610bbf2d79491bdbc6ca3c0ad9b9ea4488")
+    assert idempotency.fingerprint("POST", "/a", b"b") != idempotency.fingerprint("POST", "/ab", b"")

@@ -132,6 +132,11 @@ class _Spec:
     child: bool = True
 
     @functools.cached_property
+    def insert_sql(self) -> str:
+        cols = ["id", "tenant"] + (["company_id"] if self.child else []) + [col for _, col in self.columns]
+        return f"INSERT INTO {self.table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+
+    @functools.cached_property
     def select_list(self) -> str:
         return ", ".join(["id", "company_id"] if self.child else ["id"]) + "".join(
             f", {col}" for _, col in self.columns
@@ -366,16 +371,13 @@ class Store:
         self._check_parent(spec, company_id)
         given = [fields.get(api, spec.defaults.get(api)) for api, _col in spec.columns]
         values = [_dumps(v) if v is not None and api in spec.json_fields else v for (api, _col), v in zip(spec.columns, given)]
-        head = ["id", "tenant"] + (["company_id"] if spec.child else [])
-        cols = head + [col for _, col in spec.columns]
-        sql = f"INSERT INTO {spec.table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
         with self._use, self._write():
             if spec.child:
                 assert company_id is not None
                 if not self._company_exists(tenant, company_id):
                     return None
                 self._raise_missing_refs(tenant, company_id, fields)
-            item_id = self._insert(spec, sql, [tenant, company_id] if spec.child else [tenant], values)
+            item_id = self._insert(spec, spec.insert_sql, [tenant, company_id] if spec.child else [tenant], values)
             # What was written, as _get would read it back (no column converts what it holds), without reading it.
             item: dict[str, Any] = {"id": item_id, "companyId": company_id} if spec.child else {"id": item_id}
             item.update(zip((api for api, _col in spec.columns), given))
