@@ -198,14 +198,15 @@ def _check_fields(op: Operation, pointer: str, problems: list[Problem]) -> None:
     for message in op._header_line_problems:
         problems.append(Problem(_at(pointer, "headers"), message))
     if op.headers is not None:
-        if not isinstance(op.headers, Mapping):
+        if type(op.headers) is not dict and not isinstance(op.headers, Mapping):
             problems.append(Problem(_at(pointer, "headers"), "must be an object or 'Name: value' lines"))
         else:
             for hname, hvalue in op.headers.items():
                 for message in rules.header_problems(hname, hvalue):
                     problems.append(Problem(_at(pointer, f"headers.{hname}"), message))
-            for hname, message in rules.header_set_problems(op.headers):
-                problems.append(Problem(_at(pointer, f"headers.{hname}"), message))
+            if len(op.headers) > 1:
+                for hname, message in rules.header_set_problems(op.headers):
+                    problems.append(Problem(_at(pointer, f"headers.{hname}"), message))
     if op.body is not None:
         try:
             _json.dumps(op.body)
@@ -237,8 +238,14 @@ def _parse_operation(data: Any, pointer: str, problems: list[Problem]) -> Operat
                 if c is not None:
                     children.append(c)
     # Fields of the wrong type go in as they are: the rules say what is wrong with them, once.
-    op = Operation(method=data.get("method"), path=data.get("path"), body=data.get("body"), name=data.get("name"), headers=headers)
-    op.requests = children
+    method = data.get("method")
+    if isinstance(headers, str):
+        op = Operation(method=method, path=data.get("path"), body=data.get("body"), name=data.get("name"), headers=headers)
+        op.requests = children
+    else:
+        # What __init__ would do to these fields is upper-casing the method: the short way, checked just below.
+        op = Operation._unchecked(method.upper() if isinstance(method, str) else method, data.get("path"), data.get("body"),
+                                  data.get("name"), headers, children)
     _check_fields(op, pointer, problems)
     return op
 

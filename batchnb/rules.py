@@ -62,6 +62,8 @@ def method_problem(method: Any) -> str | None:
     >>> method_problem("post") is None, method_problem("")
     (True, 'is required: one of GET, POST, PUT, DELETE, PATCH')
     """
+    if method in METHODS:
+        return None  # the common case: one already in upper case
     if method is None or (isinstance(method, str) and not method.strip()):
         return "is required: one of " + ", ".join(METHODS)
     if not isinstance(method, str):

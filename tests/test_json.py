@@ -38,6 +38,10 @@ def test_a_key_written_twice_is_refused_with_where():
     assert info.value.pointer == "requests[1]" and "'method' appears twice" in info.value.message
     # Colons inside strings are not members: no false alarm.
     assert _json.loads_strict(b'{"a": "x:y\\":", "b": [{"c": ":"}]}') == {"a": 'x:y":', "b": [{"c": ":"}]}
+    # A key written twice is found whether or not some string holds a colon.
+    for text in (b'{"a": "12:00", "a": 1}', b'{"a": 1, "a": 2}', b'{"x": {"t": "a:b:c", "t": 1}}'):
+        with pytest.raises(_json.DuplicateKey):
+            _json.loads_strict(text)
 
 
 def test_strict_reading_keeps_integers_beyond_64_bits_exact():
