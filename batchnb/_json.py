@@ -25,8 +25,29 @@ import orjson
 
 __all__ = ["DuplicateKey", "dumps", "loads", "loads_strict"]
 
-#: a run of 19 or more digits may be an integer beyond 64 bits (2**63 has 19 digits).
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+#: every digit to "0", everything else to a space: a run of digits becomes a run of zeros.
+_DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def has_long_digits(raw: bytes | memoryview) -> bool:
+    """Whether ``raw`` holds a run of 19 or more digits: it may be an integer beyond 64 bits (2**63 has 19 digits).
+
+    >>> has_long_digits(b'{"n": 9223372036854775808}'), has_long_digits(b'{"n": 922337203685477580}')
+    (True, False)
+
+    A byte translation and a substring search, both in C: a regular
+    expression tries a match at every position, ten times slower here. A
+    large buffer goes a megabyte at a time, so that no copy of it is made.
+    """
+    if type(raw) is bytes and len(raw) <= _PIECE:
+        return _LONG_RUN in raw.translate(_DIGITS_AS_ZEROS)
+    view = memoryview(raw)
+    # Each piece reaches 18 bytes into the next: a run that starts in it is seen whole.
+    return any(_LONG_RUN in bytes(view[at:at + _PIECE + 18]).translate(_DIGITS_AS_ZEROS) for at in range(0, len(view), _PIECE))
+
+
+_PIECE = 1 << 20
 
 
 def _exact(value: Any) -> Any:
@@ -71,7 +92,7 @@ def loads(data: bytes | str) -> Any:
     """
     raw = data.encode("utf-8") if isinstance(data, str) else data
     value = orjson.loads(raw)
-    if _LONG_DIGITS.search(raw) and _has_inexact_number(value):
+    if has_long_digits(raw) and _has_inexact_number(value):
         return _exact_loads(raw)
     return value
 

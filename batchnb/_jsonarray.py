@@ -86,7 +86,7 @@ class JSONArray(ExtensionArray):
         self._offsets = offsets
         self._view = memoryview(data)
         if long_digits is None:
-            long_digits = _json._LONG_DIGITS.search(self._view) is not None
+            long_digits = _json.has_long_digits(self._view)
         self._long_digits = long_digits
         # orjson reads integers past 64 bits as floats: only a buffer with 19
         # digits in a row may hold one and needs the exact (slower) reader.

@@ -57,3 +57,14 @@ def test_deep_json_with_long_integers_is_a_decoding_error_not_a_recursion_error(
         value = [value]
     with pytest.raises(TypeError, match="Recursion"):
         _json.dumps(value)
+
+
+def test_long_digit_runs_are_found_anywhere_in_a_large_buffer_too() -> None:
+    piece = _json._PIECE
+    for at in (0, 5, piece - 19, piece - 10, piece - 1, piece, 2 * piece + 7):
+        raw = bytearray(b" " * (3 * piece))
+        raw[at:at + 19] = b"1" * 19
+        assert _json.has_long_digits(memoryview(raw)), at
+        raw[at + 18] = ord("x")  # 18 digits: not long
+        assert not _json.has_long_digits(memoryview(raw)), at
+    assert _json.has_long_digits(b"[12345678901234567890]") and not _json.has_long_digits(b"[123456789012345678, 1.5]")
