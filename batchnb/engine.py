@@ -40,6 +40,7 @@ __all__ = [
     "DEFAULT_MAX_ANSWER_BYTES",
     "DEFAULT_MAX_RESOLVED_BYTES",
     "DEFAULT_MAX_RESPONSE_BYTES",
+    "DirectDispatcher",
     "DispatchResult",
     "Dispatcher",
     "HTTPDispatcher",
@@ -330,6 +331,28 @@ class ASGIDispatcher:
             if disconnected is not None:
                 disconnected.set()
         return DispatchResult(status, out_headers, reader.finish() if reader is not None else b"")
+
+
+class DirectDispatcher:
+    """Dispatch through an in-process API's own dispatcher (no ASGI messages), its answers bounded like the others'.
+
+    >>> async def api(method, path, headers, body):
+    ...     return DispatchResult(200, {"content-type": "application/json"}, b"{}")
+    >>> d = DirectDispatcher(api, max_response_bytes=1000)
+
+    ``dispatch`` gives decoded bytes (no ``Content-Encoding`` to undo); an
+    answer longer than ``max_response_bytes`` is refused as from any API.
+    """
+
+    def __init__(self, dispatch: Dispatcher, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+        self._dispatch = dispatch
+        self._max = max_response_bytes
+
+    async def __call__(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None) -> DispatchResult:
+        result = await self._dispatch(method, path, headers, body)
+        if len(result.body) > self._max:
+            raise ResponseTooLarge(self._max)
+        return result
 
 
 # ---------------------------------------------------------------- execution

@@ -415,3 +415,14 @@ def test_a_cancelled_caller_cancels_the_operation() -> None:
 
     asyncio.run(asyncio.wait_for(main(), 10))
     assert seen == ["cancelled"]
+
+
+def test_a_direct_dispatcher_bounds_answers_like_the_others() -> None:
+    async def api(method, path, headers, body):
+        size = int(path.rsplit("/", 1)[1])
+        return engine.DispatchResult(200, {"content-type": "text/plain"}, b"x" * size)
+
+    direct = engine.DirectDispatcher(api, max_response_bytes=100)
+    out = asyncio.run(execute(Batch([Operation("GET", "/items/100"), Operation("GET", "/items/101")]), direct))
+    assert [r.status for r in out] == [200, 502]
+    assert out[1].body["error"]["code"] == "response_too_large"

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -790,3 +791,45 @@ def test_a_requests_fingerprint_is_the_one_kept_keys_were_stored_with() -> None:
     assert idempotency.fingerprint("post", "/api/2.1/scheduling/companies", b'{"name":"A"}') == (
         "f8cd8e38819268148b0062672dbc73610bbf2d79491bdbc6ca3c0ad9b9ea4488")
     assert idempotency.fingerprint("POST", "/a", b"b") != idempotency.fingerprint("POST", "/ab", b"")
+
+
+def test_called_directly_the_api_answers_as_it_does_through_asgi(store: Store) -> None:
+    # The batch server calls the demo without ASGI (SchedulingApp.dispatch): every answer must be the same.
+    from batchnb.demo.scheduling import MAX_BODY_BYTES
+    from batchnb.engine import ASGIDispatcher
+
+    app = scheduling_app(store, Keyring(CREDS))
+    through_asgi = ASGIDispatcher(app, max_response_bytes=10 * MAX_BODY_BYTES)
+    auth = [("Authorization", "Bearer tok-a")]
+    co = asyncio.run(app.dispatch("POST", f"{BASE}/companies", [*auth, ("Content-Type", "application/json")], b'{"name": "A"}'))
+    assert co.status == 201 and co.headers["location"].endswith(orjson.loads(co.body)["id"])
+    co_id = orjson.loads(co.body)["id"]
+    cases = [
+        ("GET", f"{BASE}/companies", auth, None),
+        ("GET", f"{BASE}/companies?limit=1&offset=0", auth, None),
+        ("GET", f"{BASE}/companies/{co_id}", auth, None),
+        ("GET", f"{BASE}/companies?apiKey=key-a&token=tok-a", [], None),
+        ("GET", f"{BASE}/companies/co_000000000000", auth, None),
+        ("GET", f"{BASE}/companies/co%2Fx/services", auth, None),
+        ("GET", f"{BASE}/companies/%E6%9D%B1", auth, None),
+        ("GET", f"{BASE}/companies", [("authorization", "Bearer nope")], None),
+        ("GET", f"{BASE}/companies", [], None),
+        ("DELETE", f"{BASE}/companies", auth, None),
+        ("GET", f"{BASE}/widgets", auth, None),
+        ("PATCH", f"{BASE}/companies/{co_id}", auth, b'{"phone": 5}'),
+        ("POST", f"{BASE}/companies", auth, b"not json"),
+        ("POST", f"{BASE}/companies", auth, b'{"name": "' + b"x" * MAX_BODY_BYTES + b'"}'),
+        ("POST", f"{BASE}/companies", [*auth, ("Idempotency-Key", "no quotes, spaces")], b'{"name": "B"}'),
+        ("PUT", f"{BASE}/companies/{co_id}", [*auth, ("Idempotency-Key", '"k-put"')], b'{"name": "C"}'),
+    ]
+    for method, path, headers, body in cases:
+        a = asyncio.run(through_asgi(method, path, headers, body))
+        d = asyncio.run(app.dispatch(method, path, headers, body))
+        assert (d.status, d.headers, d.body) == (a.status, a.headers, a.body), (method, path)
+    # A keyed POST sent one way is replayed the other way, with the first answer.
+    keyed = [*auth, ("Idempotency-Key", '"k-1"')]
+    first = asyncio.run(through_asgi("POST", f"{BASE}/companies", keyed, b'{"name": "K"}'))
+    again = asyncio.run(app.dispatch("POST", f"{BASE}/companies", keyed, b'{"name": "K"}'))
+    assert first.status == again.status == 201 and first.body == again.body and again.headers["idempotent-replayed"] == "true"
+    other = asyncio.run(app.dispatch("POST", f"{BASE}/companies", keyed, b'{"name": "other"}'))
+    assert other.status == 422

@@ -47,6 +47,7 @@ def create_demo_app(
 
     store = Store(db)
     api = scheduling_app(store, Keyring(credentials), key_ttl=idempotency_ttl)
-    # Each batch's writes are committed once, before its answer is sent (Store.group).
+    # Each batch's writes are committed once, before its answer is sent (Store.group);
+    # its operations call the API directly, without ASGI's messages (SchedulingApp.dispatch).
     return create_app(api=api, credentials=credentials, limits=limits, on_shutdown=store.close, idempotency=True,
-                      group_writes=store.group)
+                      group_writes=store.group, dispatch=api.dispatch)

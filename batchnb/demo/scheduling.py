@@ -44,15 +44,15 @@ from typing import Any
 from urllib.parse import quote
 
 from starlette.datastructures import QueryParams
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from .. import _json
-from ..engine import route_path
+from ..engine import DispatchResult, route_path
 from ..server.auth import Keyring
 from . import idempotency
 from .store import DEFAULT_LIMIT, ID_PREFIXES, MAX_LIMIT, InvalidReference, KeyRecord, Kind, Store
 
-__all__ = ["API_PREFIX", "MAX_BODY_BYTES", "scheduling_app"]
+__all__ = ["API_PREFIX", "MAX_BODY_BYTES", "SchedulingApp", "scheduling_app"]
 
 API_PREFIX = "/api/2.1/scheduling"
 MAX_BODY_BYTES = 1024 * 1024
@@ -399,24 +399,52 @@ def _page(query: Mapping[str, str]) -> tuple[int, int, _Errors]:
 # -- requests ------------------------------------------------------------
 
 
+@dataclass
+class _Request:
+    """What the API reads of one request, however it came: through ASGI or from the batch engine directly."""
+
+    method: str
+    #: the path as the client wrote it, for messages.
+    path: str
+    #: what the path names (None: nothing here).
+    route: "_Route | None"
+    #: the path as sent, with its query.
+    target: str
+    root_path: str
+    query_string: str
+    authorization: str | None
+    keys: list[str]
+    #: where the body is read from (ASGI), or None when ``body`` is the whole of it.
+    receive: Receive | None = None
+    body: bytes = b""
+
+
 class _Call:
     """One authenticated request as the handlers see it."""
 
-    __slots__ = ("scope", "receive", "tenant", "query", "company_id", "item_id", "_body")
+    __slots__ = ("method", "target", "root_path", "receive", "tenant", "query", "company_id", "item_id", "_body", "_given")
 
-    def __init__(self, scope: Scope, receive: Receive, tenant: str, query: QueryParams,
-                 company_id: str | None, item_id: str | None) -> None:
-        self.scope = scope
-        self.receive = receive
+    def __init__(self, request: _Request, tenant: str, query: QueryParams, company_id: str | None, item_id: str | None) -> None:
+        self.method = request.method
+        #: the path as sent, with its query: what the request's fingerprint covers.
+        self.target = request.target
+        self.root_path = request.root_path
+        self.receive = request.receive
         self.tenant = tenant
         self.query = query
         self.company_id = company_id
         self.item_id = item_id
+        self._given = request.body
         self._body: bytes | None = None
 
     async def body(self) -> bytes:
         """The request's body, read once (a second call does not wait)."""
         if self._body is None:
+            if self.receive is None:
+                if len(self._given) > MAX_BODY_BYTES:
+                    raise _too_large()
+                self._body = self._given
+                return self._body
             chunks: list[bytes] = []
             size = 0
             more = True
@@ -427,7 +455,7 @@ class _Call:
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > MAX_BODY_BYTES:
-                    raise _error(413, "payload_too_large", f"Request body exceeds {MAX_BODY_BYTES} bytes")
+                    raise _too_large()
                 chunks.append(chunk)
                 more = message.get("more_body", False)
             self._body = b"".join(chunks)
@@ -446,6 +474,10 @@ class _Call:
         if not isinstance(data, dict):
             raise _invalid_body("Request body must be a JSON object")
         return data
+
+
+def _too_large() -> _Reply:
+    return _error(413, "payload_too_large", f"Request body exceeds {MAX_BODY_BYTES} bytes")
 
 
 def _invalid_body(message: str) -> _Reply:
@@ -468,45 +500,35 @@ class _API:
 
     # -- dispatch --
 
-    async def dispatch(self, scope: Scope, receive: Receive, send: Send, route: _Route | None) -> None:
-        raw_query = scope.get("query_string")
-        query = QueryParams(raw_query) if raw_query else _NO_QUERY
-        # The two headers read here, in one pass: a batch's operation carries few headers, a client's request more.
-        authorization: list[str] = []
-        keys: list[str] = []
-        for name, value in scope.get("headers", ()):
-            name = name.lower()
-            if name == b"authorization":
-                authorization.append(value.decode("latin-1"))
-            elif name == b"idempotency-key":
-                keys.append(value.decode("latin-1"))
+    async def answer(self, request: _Request) -> _Result | None:
+        """The status, payload and headers to answer ``request`` with; None when the client left before its body came."""
+        query = QueryParams(request.query_string) if request.query_string else _NO_QUERY
+        method = request.method
         try:
-            tenant = self.keyring.authenticate({"authorization": authorization[0]} if authorization else {}, query)
+            tenant = self.keyring.authenticate({"authorization": request.authorization} if request.authorization is not None else {}, query)
             if tenant is None:
                 raise _error(401, "unauthorized", "Authentication is required to execute this request")
-            if route is None:
-                raise _error(404, "not_found", f"No route for {_shown(scope['method'])} {_shown(scope['path'], 200)}")
-            handlers, company_id, item_id = route
-            handler = handlers.get(scope["method"])
+            if request.route is None:
+                raise _error(404, "not_found", f"No route for {_shown(method)} {_shown(request.path, 200)}")
+            handlers, company_id, item_id = request.route
+            handler = handlers.get(method)
             if handler is None:
                 allow = ", ".join(handlers)
-                reply = _error(405, "method_not_allowed", f"Method {_shown(scope['method'])} is not allowed here")
+                reply = _error(405, "method_not_allowed", f"Method {_shown(method)} is not allowed here")
                 reply.headers = [(b"allow", allow.encode())]
                 raise reply
-            call = _Call(scope, receive, tenant, query, company_id, item_id)
-            if keys and scope["method"] in idempotency.METHODS:
-                status, payload, headers = await self._once(call, handler, keys)
-            else:
-                status, payload, headers = await handler(call)
+            call = _Call(request, tenant, query, company_id, item_id)
+            if request.keys and method in idempotency.METHODS:
+                return await self._once(call, handler, request.keys)
+            return await handler(call)
         except _Reply as reply:
-            status, payload, headers = reply.status, reply.payload, reply.headers
+            return reply.status, reply.payload, reply.headers
         except _ClientGone:
-            return
+            return None
         except Exception:
             # Last resort: a bug must still produce a JSON answer.
-            _log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
-            status, payload, headers = 500, {"error": {"code": "internal_error", "message": "Internal server error"}}, ()
-        await _send(send, status, payload, headers)
+            _log.exception("unhandled error in %s %s", method, request.path)
+            return 500, {"error": {"code": "internal_error", "message": "Internal server error"}}, ()
 
     async def _once(self, call: _Call, handler: _Handler, keys: list[str]) -> _Result:
         """Run ``handler`` once per Idempotency-Key; a repeat gets the first answer."""
@@ -526,11 +548,8 @@ class _API:
             raise reply
         self.running.add(claim)
         try:
-            raw_path = call.scope.get("raw_path") or call.scope["path"].encode()
-            query = call.scope.get("query_string") or b""
-            target = raw_path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
             # The body first: nothing may wait inside the transactions below.
-            fingerprint = idempotency.fingerprint(call.scope["method"], target, await call.body())
+            fingerprint = idempotency.fingerprint(call.method, call.target, await call.body())
             return self._first_or_replay(call, handler, key, fingerprint)
         finally:
             self.running.discard(claim)
@@ -600,8 +619,7 @@ class _API:
             path = f"{API_PREFIX}/companies/{item_id}"
         else:
             path = f"{API_PREFIX}/companies/{call.company_id}/{_PLURAL[kind]}/{item_id}"
-        root = call.scope.get("root_path") or ""
-        return (b"location", (quote(root) + path).encode("latin-1"))
+        return (b"location", (quote(call.root_path) + path).encode("latin-1"))
 
     # -- handlers --
 
@@ -703,7 +721,7 @@ def _now(coroutine: Awaitable[_Result]) -> _Result:
 
 def scheduling_app(
     store: Store, keyring: Keyring, *, key_ttl: float = idempotency.DEFAULT_TTL
-) -> ASGIApp:
+) -> SchedulingApp:
     """Build the Scheduling API v2.1 ASGI app over ``store``, guarded by ``keyring``.
 
     Every request must authenticate (Bearer token or ``apiKey``/``token``
@@ -716,14 +734,50 @@ def scheduling_app(
         True
     """
     api = _API(store, keyring, key_ttl)
-    route = _router(api)
+    return SchedulingApp(api, _router(api))
 
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+
+class SchedulingApp:
+    """The Scheduling API as an ASGI app, and as the batch engine's dispatcher for calls in this process.
+
+    >>> app = scheduling_app(Store(":memory:"), Keyring({"key-a": "tok-a"}))
+    >>> import asyncio
+    >>> asyncio.run(app.dispatch("GET", "/api/2.1/scheduling/companies", [("Authorization", "Bearer tok-a")], None)).status
+    200
+
+    Both ways read a request into the same :class:`_Request` and answer it
+    the same way; :meth:`dispatch` only skips ASGI's messages, which cost a
+    batch's operations more than some of their answers.
+    """
+
+    __slots__ = ("_api", "_route")
+
+    def __init__(self, api: _API, route: Callable[[str], _Route | None]) -> None:
+        self._api = api
+        self._route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            raw_path = scope.get("raw_path")
+            raw = scope.get("raw_path") or scope["path"].encode()
             # Routed on what the client wrote: an encoded '/' inside an id stays inside it.
-            path = route_path(raw_path.decode("latin-1").partition("?")[0]) if raw_path else scope["path"]
-            await api.dispatch(scope, receive, send, route(_below_root(path, scope.get("root_path") or "")))
+            path = route_path(raw.decode("latin-1").partition("?")[0]) if scope.get("raw_path") else scope["path"]
+            query = scope.get("query_string") or b""
+            root = scope.get("root_path") or ""
+            authorization: str | None = None
+            keys: list[str] = []
+            for name, value in scope.get("headers", ()):
+                name = name.lower()
+                if name == b"authorization":
+                    if authorization is None:
+                        authorization = value.decode("latin-1")
+                elif name == b"idempotency-key":
+                    keys.append(value.decode("latin-1"))
+            request = _Request(scope["method"], scope["path"], self._route(_below_root(path, root)),
+                               raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else ""), root,
+                               query.decode("latin-1"), authorization, keys, receive)
+            answer = await self._api.answer(request)
+            if answer is not None:
+                await _send(send, *answer)
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1000})
         elif scope["type"] == "lifespan":
@@ -735,7 +789,35 @@ def scheduling_app(
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
-    return app
+    async def dispatch(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None) -> DispatchResult:
+        """One operation, called in this process: what :class:`~batchnb.engine.ASGIDispatcher` would answer, without ASGI.
+
+        ``path`` holds the query, as the engine sends it; header names are any case.
+        """
+        raw_path, _, query = path.partition("?")
+        authorization: str | None = None
+        keys: list[str] = []
+        for name, value in headers:
+            name = name.lower()
+            if name == "authorization":
+                if authorization is None:
+                    authorization = value
+            elif name == "idempotency-key":
+                keys.append(value)
+        routed = route_path(raw_path)
+        request = _Request(method, routed, self._route(routed), raw_path + ("?" + query if query else ""), "", query,
+                           authorization, keys, None, body or b"")
+        answer = await self._api.answer(request)
+        assert answer is not None, "a body given whole cannot be cut short"
+        status, payload, extra = answer
+        out: dict[str, str] = {}
+        content = b""
+        if payload is not None:
+            content = _encode(payload)
+            out = {"content-type": "application/json", "content-length": str(len(content))}
+        for name, value in extra:
+            out[name.decode("latin-1").lower()] = value.decode("latin-1")
+        return DispatchResult(status, out, content)
 
 
 #: handlers by method, the company's id, the item's id: what a path names.

@@ -24,7 +24,7 @@ import httpx
 from .. import _json, refs, rules
 from .._exceptions import BatchValidationError, Problem
 from .._timing import Timings
-from ..engine import ASGIDispatcher, HTTPDispatcher, execute
+from ..engine import ASGIDispatcher, DirectDispatcher, Dispatcher, HTTPDispatcher, execute
 from ..model import BATCH_PATH, Batch
 from .auth import Keyring
 from .limits import Limits
@@ -61,6 +61,10 @@ class BatchApp:
     keep the batch's writes in one transaction and commit them there, once
     (the demo does: :meth:`batchnb.demo.store.Store.group`). If leaving it
     raises, the batch answers 500 and no operation's answer is sent.
+    ``dispatch``, for an in-process API, calls it the way the engine calls
+    any API (:class:`~batchnb.engine.Dispatcher`), without ASGI's messages
+    (the demo's :meth:`~batchnb.demo.scheduling.SchedulingApp.dispatch`);
+    ``api`` still serves its requests that come over HTTP.
     """
 
     def __init__(
@@ -73,11 +77,13 @@ class BatchApp:
         on_shutdown: Callable[[], None] | None = None,
         idempotency: bool = False,
         group_writes: Callable[[], ContextManager[None]] | None = None,
+        dispatch: Dispatcher | None = None,
     ) -> None:
         if (api is None) == (upstream is None):
             raise BatchValidationError([Problem("api", "give exactly one of api= (an ASGI app, in-process) or upstream= (an HTTP API's URL)")])
         self.api = api
         self._group_writes = group_writes if api is not None else None
+        self._direct = dispatch if api is not None else None
         self.idempotency = idempotency
         self.upstream = upstream
         self.keyring = keyring
@@ -124,6 +130,8 @@ class BatchApp:
             self._on_shutdown = None
 
     def _dispatcher(self) -> Any:
+        if self._direct is not None:
+            return DirectDispatcher(self._direct, max_response_bytes=self.limits.max_response_bytes)
         if self.api is not None:
             return ASGIDispatcher(self.api, max_response_bytes=self.limits.max_response_bytes)
         if self._http is None:
@@ -323,6 +331,7 @@ def create_app(
     on_shutdown: Callable[[], None] | None = None,
     idempotency: bool = False,
     group_writes: Callable[[], ContextManager[None]] | None = None,
+    dispatch: Dispatcher | None = None,
 ) -> BatchApp:
     """The batch server in front of ``api`` (an ASGI app, called in-process) or an ``upstream`` URL.
 
@@ -334,8 +343,9 @@ def create_app(
     ``on_shutdown`` runs when the server stops (to close a store, say).
     ``idempotency=True`` announces that the API behind honours ``Idempotency-Key``
     (for a gateway, the operator knows; ``batchnb serve --upstream-idempotency``).
-    ``group_writes`` is the context each batch's operations run in (see :class:`BatchApp`).
+    ``group_writes`` is the context each batch's operations run in, and
+    ``dispatch`` how they call ``api`` without ASGI (see :class:`BatchApp`).
     """
     keyring = Keyring(credentials) if credentials else None
     return BatchApp(api=api, upstream=upstream, keyring=keyring, limits=limits, on_shutdown=on_shutdown,
-                    idempotency=idempotency, group_writes=group_writes)
+                    idempotency=idempotency, group_writes=group_writes, dispatch=dispatch)
