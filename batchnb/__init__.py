@@ -72,10 +72,10 @@ __all__ = [
     "to_frame",
 ]
 
-# These need optional extras (server: starlette/uvicorn; notebook: ipywidgets,
+# These need optional extras (server: uvicorn; notebook: ipywidgets,
 # matplotlib) or pandas; they load on first use so that `import batchnb` stays light.
 #: the extra that brings what each lazy name needs, named when it is missing.
-_EXTRAS = {"Composer": "notebook", "LocalServer": "server", "create_demo_app": "server", "summary": "notebook"}
+_EXTRAS = {"Composer": "notebook", "LocalServer": "server", "summary": "notebook"}
 _LAZY = {
     "Composer": "batchnb.widgets",
     "Limits": "batchnb.server.limits",

@@ -271,10 +271,12 @@ def route_path(raw_path: str) -> str:
 class ASGIDispatcher:
     """Dispatch by calling an ASGI app directly, in this process.
 
-    >>> from starlette.responses import JSONResponse
     >>> async def app(scope, receive, send):
-    ...     await JSONResponse({"ok": True})(scope, receive, send)
-    >>> d = ASGIDispatcher(app)
+    ...     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+    ...     await send({"type": "http.response.body", "body": b'{"ok": true}'})
+    >>> import asyncio
+    >>> asyncio.run(ASGIDispatcher(app)("GET", "/x", [], None)).body
+    b'{"ok": true}'
     """
 
     def __init__(self, app: Callable[..., Awaitable[None]], *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Mapping
 
 from .._exceptions import BatchValidationError, Problem
-from .._extras import require
 from ..server import BatchApp, Keyring, Limits, create_app
 
 __all__ = ["DEFAULT_DB", "create_demo_app"]
@@ -41,7 +40,6 @@ def create_demo_app(
     """
     if not credentials:
         raise BatchValidationError([Problem("credentials", "the demo API needs at least one api key and token (its tenants)")])
-    require("starlette", "server", "the demo Scheduling API")
     from .scheduling import scheduling_app
     from .store import Store
 

@@ -1,10 +1,12 @@
-"""The demo Scheduling API v2.1 as a plain ASGI app over a :class:`Store`.
+"""The demo Scheduling API v2.1 over a :class:`Store`: a plain ASGI app, and a dispatcher the batch engine calls directly.
 
-The batch server calls this app in-process for every operation of a batch,
-so the request path is kept short: no middleware, a router that splits the
-path into its segments (eight routes need no regular expressions), handlers
-that speak ASGI directly, and synchronous SQLite calls (each takes
-microseconds, far less than a thread hand-off would).
+The batch server calls this API in-process for every operation of a batch,
+so the request path is kept short: its own dispatcher (:meth:`SchedulingApp.dispatch`,
+no ASGI messages), no middleware, a router that splits the path into its
+segments (eight routes need no regular expressions), and synchronous SQLite
+calls (each takes microseconds, far less than a thread hand-off would).
+Requests over HTTP come through the ASGI app; both ways read a request into
+one record and answer it with the same code.
 
 Routes, all under ``/api/2.1/scheduling``::
 
@@ -37,14 +39,12 @@ import logging
 import re
 import time
 from functools import partial
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
-from starlette.datastructures import QueryParams
-from starlette.types import Receive, Scope, Send
 
 from .. import _json
 from ..engine import DispatchResult, route_path
@@ -58,6 +58,11 @@ API_PREFIX = "/api/2.1/scheduling"
 MAX_BODY_BYTES = 1024 * 1024
 
 _log = logging.getLogger(__name__)
+
+# ASGI's three: a connection's scope, and the calls that receive and send its messages.
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -424,7 +429,7 @@ class _Call:
 
     __slots__ = ("method", "target", "root_path", "receive", "tenant", "query", "company_id", "item_id", "_body", "_given")
 
-    def __init__(self, request: _Request, tenant: str, query: QueryParams, company_id: str | None, item_id: str | None) -> None:
+    def __init__(self, request: _Request, tenant: str, query: Mapping[str, str], company_id: str | None, item_id: str | None) -> None:
         self.method = request.method
         #: the path as sent, with its query: what the request's fingerprint covers.
         self.target = request.target
@@ -485,7 +490,7 @@ def _invalid_body(message: str) -> _Reply:
 
 
 _Handler = Callable[[_Call], Awaitable[_Result]]
-_NO_QUERY = QueryParams()
+_NO_QUERY: Mapping[str, str] = {}
 
 
 class _API:
@@ -502,7 +507,8 @@ class _API:
 
     async def answer(self, request: _Request) -> _Result | None:
         """The status, payload and headers to answer ``request`` with; None when the client left before its body came."""
-        query = QueryParams(request.query_string) if request.query_string else _NO_QUERY
+        # A name given twice counts with its last value.
+        query = dict(parse_qsl(request.query_string, keep_blank_values=True)) if request.query_string else _NO_QUERY
         method = request.method
         try:
             tenant = self.keyring.authenticate({"authorization": request.authorization} if request.authorization is not None else {}, query)

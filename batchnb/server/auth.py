@@ -67,7 +67,7 @@ class Keyring:
     def authenticate(self, headers: Mapping[str, str], query: Mapping[str, str]) -> str | None:
         """Return the authenticated tenant's api_key, or ``None``.
 
-        ``headers`` should be case-insensitive (e.g. starlette ``Headers``);
+        ``headers`` should be case-insensitive (an ASGI server's, say);
         plain dicts work with ``authorization`` or ``Authorization`` keys.
         When an Authorization header is present it decides alone: a wrong
         Bearer token is rejected even if the query holds valid credentials.
