@@ -773,7 +773,7 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     answered = time.perf_counter()
     if result is not None:
         status = result.status
-        rheaders = {k: result.headers[k] for k in KEPT_HEADERS if k in result.headers}
+        rheaders = {_TITLED[k]: result.headers[k] for k in KEPT_HEADERS if k in result.headers}
         rbody = decode_body(result.body, result.headers.get("content-type"))
         status, rbody, rheaders, size = _carry(status, rbody, rheaders, pointer.count(".requests["), run)
     else:
@@ -782,12 +782,11 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     duration = round((answered - started) * 1000, 3)
     if not math.isfinite(duration):
         duration = 0.0
-    headers_out = {_TITLED.get(k) or _title(k): v for k, v in rheaders.items()}
     if run.timings is not None:
         run.timings.add("resolve", started - began)
         run.timings.add("api", answered - started)
         run.timings.add("carry", time.perf_counter() - answered)
-    return Response(op.method, path, status, op.name, duration, rbody, headers_out)
+    return Response(op.method, path, status, op.name, duration, rbody, rheaders)
 
 
 def _carry(status: int, body: Any, headers: dict[str, str], level: int, run: _Run) -> tuple[int, Any, dict[str, str], int]:

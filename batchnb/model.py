@@ -217,14 +217,15 @@ def _check_fields(op: Operation, pointer: str, problems: list[Problem]) -> None:
 
 def _parse_operation(data: Any, pointer: str, problems: list[Problem]) -> Operation | None:
     here = pointer or "requests[?]"
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):
         problems.append(Problem(here, f"must be an object, not {type(data).__name__}"))
         return None
-    for key in data:
-        if key not in _OP_FIELDS:
-            problems.append(Problem(_at(pointer, str(key)), "unknown field (allowed: path, method, body, name, headers, requests)"))
+    if not data.keys() <= _OP_FIELDS:
+        for key in data:
+            if key not in _OP_FIELDS:
+                problems.append(Problem(_at(pointer, str(key)), "unknown field (allowed: path, method, body, name, headers, requests)"))
     headers = data.get("headers")
-    if headers is not None and not isinstance(headers, (str, Mapping)):
+    if headers is not None and type(headers) is not dict and not isinstance(headers, (str, Mapping)):
         problems.append(Problem(_at(pointer, "headers"), "must be an object or a string of 'Name: value' lines"))
         headers = None
     children_raw = data.get("requests")
@@ -304,7 +305,8 @@ def check_batch(ops: list[Operation], known: Iterable[str] = (), *, references: 
                 found.extend(rules.Reference(here, fld, r.name, r.text) for r in refs.iter_refs(value))
             except refs.RefSyntaxError as exc:
                 problems.append(Problem(f"{pointer}.{fld}", str(exc)))
-        stack.extend((child, f"{pointer}.requests[{j}]", here) for j, child in reversed(list(enumerate(op.requests))))
+        if op.requests:
+            stack.extend((child, f"{pointer}.requests[{j}]", here) for j, child in reversed(list(enumerate(op.requests))))
     graph = rules.check_graph(names, found, parents=parents, known=set(known), describe=pointers.__getitem__)
     problems.extend(Problem(f"{pointers[p.position]}.{p.field}", p.message) for p in graph if p.position is not None)
     return problems
