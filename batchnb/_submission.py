@@ -87,11 +87,11 @@ class Submission:
         self._first_batch = 0
         self._resumed = False
         self._run_id = new_run_id()
+        self._recorded_keys: dict[str, str] = {}
         if options.journal:
             self._open_journal(Journal(options.journal), resume=options.resume)
         honoured = options.idempotency is True or (options.idempotency == "auto" and limits.get("idempotency") is True)
-        unique_rows = self._kind == "frame" and self._index is not None and self._index.is_unique
-        self._keys = RunKeys(self._run_id, unique_rows=unique_rows) if honoured else None
+        self._keys = RunKeys(self._run_id, recorded=self._recorded_keys) if honoured else None
         # Every problem is raised here, before anything is sent.
         self._first_plan = self._plan(self._chunks.first())
 
@@ -107,8 +107,8 @@ class Submission:
         state = journal.read()
         state.check(self._chunks.fingerprints or {}, self._chunks.labels, where)
         self._resumed = True
-        if state.run_id:
-            self._run_id = state.run_id  # the same keys as the run being continued
+        # A row sent before goes again with the key it went with; the rest are numbered under this run's own id.
+        self._recorded_keys = state.keys
         self._done = dict(state.done)
         for key, resendable in state.in_flight.items():
             if not resendable:

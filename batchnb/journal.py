@@ -120,8 +120,10 @@ class JournalState:
     last_batch: int = -1
     #: row key -> fingerprint of every operation of the run (None: no run recorded).
     rows: dict[str, str] | None = None
-    #: the run's id: it names the idempotency keys the run sent, so a resume sends the same ones.
+    #: the run's id (it names the idempotency keys the run numbered).
     run_id: str | None = None
+    #: row key -> the idempotency key it was last sent with: a resume sends it with the same one.
+    keys: dict[str, str] = field(default_factory=dict)
 
     def check(self, ops: dict[str, str], labels: dict[str, Any], where: str) -> None:
         """Refuse to continue with operations that are not this run's (``ops``: row key → fingerprint).
@@ -176,6 +178,7 @@ class Journal:
                     state.run_id = event.get("id")
                 elif event.get("event") == "send":
                     sent[batch] = (event.get("rows", []), bool(event.get("resendable")))
+                    state.keys.update(event.get("keys") or {})
                 elif event.get("event") == "done":
                     sent.pop(batch, None)
                     for rec in event.get("responses", []):

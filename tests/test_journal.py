@@ -142,3 +142,28 @@ def test_row_key_tells_labels_of_different_types_apart_and_is_stable():
     index = pd.Index([10, 20, 30])
     assert [row_key(v) for v in index] == [row_key(v) for v in index.tolist()] == ["10", "20", "30"]
     assert row_key(pd.Timestamp("2024-05-01")) == row_key(pd.Timestamp("2024-05-01").to_pydatetime())
+
+
+def test_a_resumed_run_sends_the_rows_in_flight_with_their_recorded_keys_in_any_order(fresh_server, tmp_path):
+    # With keys: the batch in flight ran; resumed from a frame in another order, its rows go with the keys
+    # the journal recorded for them, and the API answers with its first answers instead of acting twice.
+    journal = tmp_path / "run.jsonl"
+    df = pd.DataFrame({"name": [f"k {i}" for i in range(20)]}, index=[f"r{i}" for i in range(20)])
+    client = Client(fresh_server.url, **fresh_server.credentials(), max_requests=5)
+    first = client.submit(df, method="POST", path=f"{API}/companies", body=["name"], journal=journal, progress=False)
+    assert first["ok"].all() and count(fresh_server.db) == 20
+    events = [json.loads(line) for line in journal.read_text().splitlines()]
+    sends = [e for e in events if e["event"] == "send"]
+    assert all(e["resendable"] and len(e["keys"]) == len(e["rows"]) for e in sends)
+    journal.write_text("".join(json.dumps(e) + "\n" for e in events if not (e["event"] == "done" and e["batch"] == 3)))
+    in_flight = {k: v for e in sends if e["batch"] == 3 for k, v in e["keys"].items()}
+    assert len(in_flight) == 5
+
+    resumed = client.submit(df.iloc[::-1], method="POST", path=f"{API}/companies", body=["name"], journal=journal, resume=True,
+                            progress=False)
+    assert count(fresh_server.db) == 20 and resumed["ok"].all()
+    replayed = {row_key(label) for label in resumed.index[resumed["replayed"]]}
+    assert replayed == set(in_flight)
+    # What the resumed run recorded sending: the same keys for those rows.
+    later = [json.loads(line) for line in journal.read_text().splitlines()][len(events) - 1:]
+    assert [e["keys"] for e in later if e["event"] == "send"] == [in_flight]

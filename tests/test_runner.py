@@ -302,15 +302,21 @@ def test_keys_follow_the_server_unless_told():
         assert (send.keys[0][0] is not None) is expected, (idempotency, announced)
 
 
-def test_keys_of_a_frame_with_a_unique_index_are_the_keys_counted_per_label():
+def test_keys_are_numbered_in_the_order_they_are_sent_and_a_recorded_key_comes_back_once():
     from batchnb._keys import RunKeys
 
-    ops = [Operation("POST", f"/a/{i}", {}, row=label) for i, label in enumerate(["r1", 7, ("t", 2)])]
-    counted, unique = RunKeys("run-1"), RunKeys("run-1", unique_rows=True)
-    counted.assign(ops)
-    unique.assign(ops)
-    assert [counted.headers_for(op) for op in ops] == [unique.headers_for(op) for op in ops]
-    assert unique._seen == {}  # nothing kept per row
-    again = [Operation("POST", "/b", {}, row="r1"), Operation("POST", "/c", {}, row="r1")]
-    counted.assign(again)
-    assert counted.headers_for(again[0]) != counted.headers_for(again[1])  # a label's second row gets its own
+    ops = [Operation("POST", f"/a/{i}", {}, row=label) for i, label in enumerate(["r1", 7, ("t", 2), "r1"])]
+    ops.insert(2, Operation("GET", "/x", row="g"))
+    keys = RunKeys("run-1")
+    keys.assign(ops[:3])
+    keys.assign(ops[3:])  # the next chunk
+    sent = [keys.headers_for(op)["Idempotency-Key"] for op in ops if op.method == "POST"]
+    # The run's id and a number: nothing of the rows' labels reaches the API.
+    assert sent == [f'"run-1-{n:016x}"' for n in range(4)]
+    assert keys.headers_for(ops[2]) is None
+    # Continuing a run: a row the journal saw sent goes again with its key (once), the others are numbered anew.
+    again = [Operation("POST", "/b", {}, row="r1"), Operation("POST", "/c", {}, row="r1"), Operation("POST", "/d", {}, row="r9")]
+    later = RunKeys("run-2", recorded={'"r1"': '"run-1-0000000000000000"'})
+    later.assign(again)
+    assert [later.headers_for(op)["Idempotency-Key"] for op in again] == [
+        '"run-1-0000000000000000"', '"run-2-0000000000000000"', '"run-2-0000000000000001"']
