@@ -122,7 +122,7 @@ class JournalState:
     rows: dict[str, str] | None = None
     #: the run's id (it names the idempotency keys the run numbered).
     run_id: str | None = None
-    #: row key -> the idempotency key it was last sent with: a resume sends it with the same one.
+    #: row key -> the idempotency key each row in flight went with: a resume sends it with the same one.
     keys: dict[str, str] = field(default_factory=dict)
 
     def check(self, ops: dict[str, str], labels: dict[str, Any], where: str) -> None:
@@ -161,7 +161,7 @@ class Journal:
         state = JournalState()
         if not self.path.exists():
             return state
-        sent: dict[int, tuple[list[str], bool]] = {}
+        sent: dict[int, tuple[list[str], bool, dict[str, str]]] = {}
         with self.path.open("r", encoding="utf-8") as f:
             for line in f:
                 line = line.strip()
@@ -177,17 +177,18 @@ class Journal:
                     state.rows = dict(event.get("rows") or {})
                     state.run_id = event.get("id")
                 elif event.get("event") == "send":
-                    sent[batch] = (event.get("rows", []), bool(event.get("resendable")))
-                    state.keys.update(event.get("keys") or {})
+                    sent[batch] = (event.get("rows", []), bool(event.get("resendable")), event.get("keys") or {})
                 elif event.get("event") == "done":
                     sent.pop(batch, None)
                     for rec in event.get("responses", []):
                         resp = response_from_record(rec)
                         state.done[rec["row"]] = resp
-        for rows, resendable in sent.values():
+        for rows, resendable, keys in sent.values():
             for key in rows:
                 if key not in state.done:
                     state.in_flight[key] = resendable
+                    if key in keys:
+                        state.keys[key] = keys[key]
         return state
 
     def _write(self, event: dict[str, Any]) -> None:

@@ -158,6 +158,7 @@ def test_a_resumed_run_sends_the_rows_in_flight_with_their_recorded_keys_in_any_
     journal.write_text("".join(json.dumps(e) + "\n" for e in events if not (e["event"] == "done" and e["batch"] == 3)))
     in_flight = {k: v for e in sends if e["batch"] == 3 for k, v in e["keys"].items()}
     assert len(in_flight) == 5
+    assert Journal(journal).read().keys == in_flight  # only the rows in flight: the others are done
 
     resumed = client.submit(df.iloc[::-1], method="POST", path=f"{API}/companies", body=["name"], journal=journal, resume=True,
                             progress=False)
