@@ -39,7 +39,7 @@ import logging
 import re
 import time
 from functools import partial
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -412,7 +412,7 @@ class _Request:
     #: the path as the client wrote it, for messages.
     path: str
     #: what the path names (None: nothing here).
-    route: "_Route | None"
+    route: _Route | None
     #: the path as sent, with its query.
     target: str
     root_path: str
@@ -769,15 +769,7 @@ class SchedulingApp:
             path = route_path(raw.decode("latin-1").partition("?")[0]) if scope.get("raw_path") else scope["path"]
             query = scope.get("query_string") or b""
             root = scope.get("root_path") or ""
-            authorization: str | None = None
-            keys: list[str] = []
-            for name, value in scope.get("headers", ()):
-                name = name.lower()
-                if name == b"authorization":
-                    if authorization is None:
-                        authorization = value.decode("latin-1")
-                elif name == b"idempotency-key":
-                    keys.append(value.decode("latin-1"))
+            authorization, keys = _read_headers((n.decode("latin-1"), v.decode("latin-1")) for n, v in scope.get("headers", ()))
             request = _Request(scope["method"], scope["path"], self._route(_below_root(path, root)),
                                raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else ""), root,
                                query.decode("latin-1"), authorization, keys, receive)
@@ -801,15 +793,7 @@ class SchedulingApp:
         ``path`` holds the query, as the engine sends it; header names are any case.
         """
         raw_path, _, query = path.partition("?")
-        authorization: str | None = None
-        keys: list[str] = []
-        for name, value in headers:
-            name = name.lower()
-            if name == "authorization":
-                if authorization is None:
-                    authorization = value
-            elif name == "idempotency-key":
-                keys.append(value)
+        authorization, keys = _read_headers(headers)
         routed = route_path(raw_path)
         request = _Request(method, routed, self._route(routed), raw_path + ("?" + query if query else ""), "", query,
                            authorization, keys, None, body or b"")
@@ -824,6 +808,20 @@ class SchedulingApp:
         for name, value in extra:
             out[name.decode("latin-1").lower()] = value.decode("latin-1")
         return DispatchResult(status, out, content)
+
+
+def _read_headers(headers: Iterable[tuple[str, str]]) -> tuple[str | None, list[str]]:
+    """The two headers the API reads, in one pass: the first ``Authorization``, and every ``Idempotency-Key``."""
+    authorization: str | None = None
+    keys: list[str] = []
+    for name, value in headers:
+        name = name.lower()
+        if name == "authorization":
+            if authorization is None:
+                authorization = value
+        elif name == "idempotency-key":
+            keys.append(value)
+    return authorization, keys
 
 
 #: handlers by method, the company's id, the item's id: what a path names.
