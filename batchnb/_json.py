@@ -28,6 +28,8 @@ __all__ = ["DuplicateKey", "dumps", "loads", "loads_strict"]
 #: every digit to "0", everything else to a space: a run of digits becomes a run of zeros.
 _DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
 _LONG_RUN = b"0" * 19
+#: bytes a large buffer is searched in at a time.
+_PIECE = 1 << 20
 
 
 def has_long_digits(raw: bytes | memoryview) -> bool:
@@ -45,9 +47,6 @@ def has_long_digits(raw: bytes | memoryview) -> bool:
     view = memoryview(raw)
     # Each piece reaches 18 bytes into the next: a run that starts in it is seen whole.
     return any(_LONG_RUN in bytes(view[at:at + _PIECE + 18]).translate(_DIGITS_AS_ZEROS) for at in range(0, len(view), _PIECE))
-
-
-_PIECE = 1 << 20
 
 
 def _exact(value: Any) -> Any:
