@@ -147,8 +147,15 @@ def expected_status(value: Any, pointer: str) -> str:
         number = int(value)
     if number is not None and 100 <= number <= 599:
         return str(number)
-    raise BatchValidationError([Problem(pointer, f"{value!r} is not a status: use a number such as 201, "
-                                                 "a class such as '4xx', or None for an operation that did not run")])
+    raise BatchValidationError(
+        [
+            Problem(
+                pointer,
+                f"{value!r} is not a status: use a number such as 201, "
+                "a class such as '4xx', or None for an operation that did not run",
+            )
+        ]
+    )
 
 
 def status_matches(expected: str, got: str) -> bool:
@@ -184,7 +191,9 @@ class _Rows:
         self.statuses = [canon(v) for v in frame["status"]] if "status" in frame.columns else [""] * n
 
     def difference(self, i: int, field: str, expected: str, got: str) -> Difference:
-        return Difference(self.labels[i], self.names[i], field, expected, got, self.errors[i], i if self.result else None)
+        return Difference(
+            self.labels[i], self.names[i], field, expected, got, self.errors[i], i if self.result else None
+        )
 
 
 def ok_differences(result: pd.DataFrame) -> list[Difference]:
@@ -194,7 +203,9 @@ def ok_differences(result: pd.DataFrame) -> list[Difference]:
     ['404']
     """
     rows = _Rows(result)
-    return [rows.difference(i, "status", "2xx", rows.statuses[i] or "none") for i in np.flatnonzero(~_ok(result).to_numpy())]
+    return [
+        rows.difference(i, "status", "2xx", rows.statuses[i] or "none") for i in np.flatnonzero(~_ok(result).to_numpy())
+    ]
 
 
 def status_differences(result: pd.DataFrame, expected: Mapping[Any, Any] | pd.Series) -> tuple[int, list[Difference]]:
@@ -223,8 +234,15 @@ def status_differences(result: pd.DataFrame, expected: Mapping[Any, Any] | pd.Se
         labelled = by_label.get(key, []) if not isinstance(key, bool) else []
         named = by_name.get(key, []) if isinstance(key, str) else []
         if labelled and named and labelled != named:
-            raise BatchValidationError([Problem(f"expected[{key!r}]", f"is the label of one row ({rows.labels[labelled[0]]}) and the name of "
-                                                                       f"another (row {rows.labels[named[0]]}); use a key that names one row only")])
+            raise BatchValidationError(
+                [
+                    Problem(
+                        f"expected[{key!r}]",
+                        f"is the label of one row ({rows.labels[labelled[0]]}) and the name of "
+                        f"another (row {rows.labels[named[0]]}); use a key that names one row only",
+                    )
+                ]
+            )
         found = labelled or named
         if not found:
             checked += 1
@@ -259,7 +277,9 @@ class Expected:
             return cls(expected, "label", "the expected frame")
         if isinstance(expected, (str, Path)):
             return cls.read(expected)
-        raise BatchValidationError([Problem("expected", f"must be a DataFrame or the path of a CSV file, not {type(expected).__name__}")])
+        raise BatchValidationError(
+            [Problem("expected", f"must be a DataFrame or the path of a CSV file, not {type(expected).__name__}")]
+        )
 
     @classmethod
     def read(cls, path: str | Path) -> Expected:
@@ -274,7 +294,9 @@ class Expected:
         name, raw = _read(path)
         text = _decode(raw, "utf-8", name)
         if not text.strip():
-            raise BatchValidationError([Problem(name, "is empty: an expected file needs a header line and a line per row")])
+            raise BatchValidationError(
+                [Problem(name, "is empty: an expected file needs a header line and a line per row")]
+            )
         try:
             frame = pd.read_csv(io.StringIO(text), sep=_sniff(text), dtype=str, keep_default_na=False, na_filter=False)
         except (pd.errors.ParserError, ValueError) as exc:
@@ -321,15 +343,21 @@ class Expected:
             have, skip = set(columns), set(ignore)
             unknown = [c for c in self.frame.columns if c not in have and c not in skip and c not in self.paths]
             if unknown:
-                problems.append(Problem(self.source, f"has {plural(len(unknown), 'column')} the result does not: "
-                                                     f"{', '.join(map(repr, unknown))} (name body fields as JSONPaths such as "
-                                                     "'$.name', or leave the columns out)"))
+                problems.append(
+                    Problem(
+                        self.source,
+                        f"has {plural(len(unknown), 'column')} the result does not: "
+                        f"{', '.join(map(repr, unknown))} (name body fields as JSONPaths such as "
+                        "'$.name', or leave the columns out)",
+                    )
+                )
         if problems:
             raise BatchValidationError(problems[:50])
 
 
-def frame_differences(actual: pd.DataFrame, expected: Expected, *, ignore: Iterable[Any] = VOLATILE,
-                      patterns: Iterable[str] = ()) -> tuple[int, list[Difference]]:
+def frame_differences(
+    actual: pd.DataFrame, expected: Expected, *, ignore: Iterable[Any] = VOLATILE, patterns: Iterable[str] = ()
+) -> tuple[int, list[Difference]]:
     """How many rows were compared, and every value of ``expected`` that ``actual`` does not match.
 
     >>> actual = pd.DataFrame({"name": ["a", "b"], "status": [201, 400], "body": [{"id": "co_4ba06eb22da7"}, {}]})
@@ -356,7 +384,9 @@ def frame_differences(actual: pd.DataFrame, expected: Expected, *, ignore: Itera
     k = 0
     for e, a in pairs:
         if a is None or e is None:
-            diffs.append(exp_rows.difference(e, "", A_ROW, NO_ROW) if a is None else rows.difference(a, "", NO_ROW, A_ROW))
+            diffs.append(
+                exp_rows.difference(e, "", A_ROW, NO_ROW) if a is None else rows.difference(a, "", NO_ROW, A_ROW)
+            )
             continue
         if check_status:
             wanted = expected_status(expected.frame["status"].iat[e], "")
@@ -408,7 +438,7 @@ def _column(actual: pd.DataFrame, column: Any, body: str, rows: list[int]) -> li
 
     query = _compile(column)
     out = []
-    for value in (actual[body].iloc[rows].tolist() if body in actual.columns else [None] * len(rows)):
+    for value in actual[body].iloc[rows].tolist() if body in actual.columns else [None] * len(rows):
         if isinstance(value, str):
             value = parse_json_text(value)
         found = query.find(value).values() if isinstance(value, (dict, list)) else []

@@ -182,7 +182,9 @@ def plan_html(plan: Plan) -> str:
         ]
         for b in plan.batches
     ]
-    table = _table(["batch", "operations", "rows", "waits for", "client refs", "resendable"], rows, "batchnb-plan-table")
+    table = _table(
+        ["batch", "operations", "rows", "waits for", "client refs", "resendable"], rows, "batchnb-plan-table"
+    )
     return _STYLE + f'<div class="batchnb-plan">{title}{table}</div>'
 
 
@@ -252,7 +254,7 @@ def result_html(result: pd.DataFrame, *, max_rows: int = _REPORT_ROWS) -> str:
         f'<div class="batchnb-report-head"><b>{len(result)} operation{"s" if len(result) != 1 else ""}</b>, '
         f"{failed} not ok &nbsp; {badges}<br>"
         f'<span class="batchnb-durations">duration total {_ms(d["total"])}, '
-        f'p50 {_ms(d["p50"])}, p95 {_ms(d["p95"])}</span></div>'
+        f"p50 {_ms(d['p50'])}, p95 {_ms(d['p95'])}</span></div>"
     )
     rows = failed_first(result)
     shown = rows.head(max_rows)
@@ -349,7 +351,11 @@ def _draw_statuses(ax: Any, counts: pd.Series) -> None:
 
 
 def _draw_durations(ax: Any, result: pd.DataFrame) -> None:
-    d = pd.to_numeric(result["duration"], errors="coerce").dropna() if "duration" in result.columns else pd.Series([], dtype=float)
+    d = (
+        pd.to_numeric(result["duration"], errors="coerce").dropna()
+        if "duration" in result.columns
+        else pd.Series([], dtype=float)
+    )
     if d.empty:
         ax.text(0.5, 0.5, "no durations", ha="center", va="center", transform=ax.transAxes)
     else:

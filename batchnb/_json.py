@@ -46,7 +46,10 @@ def has_long_digits(raw: bytes | memoryview) -> bool:
         return _LONG_RUN in raw.translate(_DIGITS_AS_ZEROS)
     view = memoryview(raw)
     # Each piece reaches 18 bytes into the next: a run that starts in it is seen whole.
-    return any(_LONG_RUN in bytes(view[at:at + _PIECE + 18]).translate(_DIGITS_AS_ZEROS) for at in range(0, len(view), _PIECE))
+    return any(
+        _LONG_RUN in bytes(view[at : at + _PIECE + 18]).translate(_DIGITS_AS_ZEROS)
+        for at in range(0, len(view), _PIECE)
+    )
 
 
 def _exact(value: Any) -> Any:

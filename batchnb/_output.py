@@ -54,7 +54,12 @@ class Output:
             return [Problem("-o", f"{self.target!r} is a directory; name a file in it")]
         spec = FORMATS.get(path.suffix.lower())
         if spec is None:
-            return [Problem("-o", f"{self.target!r}: unknown format {path.suffix or '(no ending)'!r}; use .csv, .parquet or .xlsx (or - for CSV on standard output)")]
+            return [
+                Problem(
+                    "-o",
+                    f"{self.target!r}: unknown format {path.suffix or '(no ending)'!r}; use .csv, .parquet or .xlsx (or - for CSV on standard output)",
+                )
+            ]
         name, module, extra = spec
         if module is not None and importlib.util.find_spec(module) is None:
             return [Problem("-o", f"{self.target!r}: writing {name} needs {module}: pip install 'batchnb[{extra}]'")]

@@ -39,7 +39,9 @@ __all__ = ["Runner"]
 
 def _unknown_reason(ops: list[Operation]) -> str:
     methods = {o.method for top in ops for _p, o in top.walk() if not rules.is_idempotent_method(o.method)}
-    return f"outcome unknown: not resent because it contains {'/'.join(sorted(methods))}" if methods else "outcome unknown"
+    return (
+        f"outcome unknown: not resent because it contains {'/'.join(sorted(methods))}" if methods else "outcome unknown"
+    )
 
 
 def _placeholder(op: Operation, error: str) -> Response:
@@ -221,7 +223,11 @@ class Runner:
                     self.delivered += 1
                 else:
                     self.undelivered = exc
-                reason = f"not run: {exc}" if not exc.sent else (_unknown_reason(ops) if not resendable else f"outcome unknown: {exc}")
+                reason = (
+                    f"not run: {exc}"
+                    if not exc.sent
+                    else (_unknown_reason(ops) if not resendable else f"outcome unknown: {exc}")
+                )
                 return [_placeholder(op, reason) for op in ops], attempt
             self.delivered += 1
             status = reply.status
@@ -238,7 +244,9 @@ class Runner:
                 if can_retry:
                     await asyncio.sleep(self._delay(attempt, wait))
                     continue
-                return [_placeholder(op, f"not run: the server answered {status} {attempt} times") for op in ops], attempt
+                return [
+                    _placeholder(op, f"not run: the server answered {status} {attempt} times") for op in ops
+                ], attempt
             if status >= 500:
                 if resendable and can_retry:
                     await asyncio.sleep(self._delay(attempt, wait))

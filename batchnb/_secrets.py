@@ -58,7 +58,9 @@ class MaskCredentials(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple) and record.args:
-            record.args = tuple(mask_path(str(a)) if isinstance(a, str) or type(a).__name__ == "URL" else a for a in record.args)
+            record.args = tuple(
+                mask_path(str(a)) if isinstance(a, str) or type(a).__name__ == "URL" else a for a in record.args
+            )
         return True
 
 

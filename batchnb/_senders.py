@@ -81,17 +81,23 @@ class BatchEndpoint:
         if self._parallel > 1:
             batch["parallel"] = self._parallel
         content = _json.dumps(batch)
-        request = self._http.build_request("POST", self._url, content=content, headers=self._headers, params=self._query)
+        request = self._http.build_request(
+            "POST", self._url, content=content, headers=self._headers, params=self._query
+        )
         try:
             r = await self._http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransportError(f"could not connect to {self._url} ({type(exc).__name__})", sent=False) from None
         except httpx.TransportError as exc:
-            raise TransportError(f"the connection failed after the batch was sent ({type(exc).__name__})", sent=True) from None
+            raise TransportError(
+                f"the connection failed after the batch was sent ({type(exc).__name__})", sent=True
+            ) from None
         try:
             raw = await read_bounded(r, self._max)
         except httpx.TransportError as exc:
-            raise TransportError(f"the connection failed after the batch was sent ({type(exc).__name__})", sent=True) from None
+            raise TransportError(
+                f"the connection failed after the batch was sent ({type(exc).__name__})", sent=True
+            ) from None
         except (ResponseTooLarge, UnreadableResponse) as exc:
             raise TransportError(f"the server's answer could not be read: {exc}", sent=True) from None
         finally:
@@ -108,7 +114,13 @@ class InProcessEngine:
     """The engine in this process, each operation sent to the API by ``dispatch``."""
 
     def __init__(
-        self, dispatch: Dispatcher, headers: Mapping[str, str], query: Mapping[str, str], timeout: float, *, parallel: int = 1
+        self,
+        dispatch: Dispatcher,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        timeout: float,
+        *,
+        parallel: int = 1,
     ) -> None:
         self._dispatch = dispatch
         self._headers = dict(headers)
@@ -117,8 +129,14 @@ class InProcessEngine:
         self._parallel = parallel
 
     async def __call__(self, ops: list[Operation]) -> Reply:
-        responses = await execute(ops, self._dispatch, headers=self._headers, query=self._query, timeout=self._timeout,
-                                  parallel=self._parallel)
+        responses = await execute(
+            ops,
+            self._dispatch,
+            headers=self._headers,
+            query=self._query,
+            timeout=self._timeout,
+            parallel=self._parallel,
+        )
         return Reply(200, {}, responses)
 
 

@@ -45,14 +45,23 @@ def build_app(settings: ServeSettings, credentials: Mapping[str, str] | None) ->
     mask_logger("uvicorn.access")
     limits = Limits(**settings.limits)
     if settings.upstream is not None:
-        app = create_app(upstream=settings.upstream, credentials=credentials, limits=limits, idempotency=settings.upstream_idempotency)
+        app = create_app(
+            upstream=settings.upstream,
+            credentials=credentials,
+            limits=limits,
+            idempotency=settings.upstream_idempotency,
+        )
     else:
         from .demo import create_demo_app
 
         db = Path(settings.db)
         if not db.parent.is_dir():
-            raise BatchValidationError([Problem("--db", f"{settings.db}: the directory {str(db.parent)!r} does not exist")])
-        app = create_demo_app(db=db, credentials=credentials or {}, limits=limits, idempotency_ttl=settings.idempotency_ttl)
+            raise BatchValidationError(
+                [Problem("--db", f"{settings.db}: the directory {str(db.parent)!r} does not exist")]
+            )
+        app = create_demo_app(
+            db=db, credentials=credentials or {}, limits=limits, idempotency_ttl=settings.idempotency_ttl
+        )
     return app
 
 

@@ -125,7 +125,9 @@ class Stabiliser:
         """A copy of ``frame`` with ids as placeholders, numbered row by row as they first appear."""
         columns = list(frame.columns)
         # Only cells that may hold ids change; numbers, flags and statuses stay as they are.
-        touched = [c for c in columns if holds_values(frame[c]) or pd.api.types.is_string_dtype(frame[c]) or self._is_key(c)]
+        touched = [
+            c for c in columns if holds_values(frame[c]) or pd.api.types.is_string_dtype(frame[c]) or self._is_key(c)
+        ]
         keyed_columns = {c for c in touched if self._is_key(c)}
         cells = {c: frame[c].tolist() for c in touched}
         labels = frame.index.tolist()
@@ -154,7 +156,12 @@ class Stabiliser:
     def _value(self, value: Any, *, json_text: bool = False, key: Any = None) -> Any:
         if key is not None and self._is_key(key) and _id_text(value):
             return self._placeholder(_id_text(value))
-        if key is not None and isinstance(value, str) and _TIME_KEYS.match(_last_name(key)) and _ISO_TIME.fullmatch(value.strip()):
+        if (
+            key is not None
+            and isinstance(value, str)
+            and _TIME_KEYS.match(_last_name(key))
+            and _ISO_TIME.fullmatch(value.strip())
+        ):
             return _TIME
         if isinstance(value, str):
             if json_text:
@@ -180,7 +187,10 @@ class Stabiliser:
         if not self._keyed or not _SEGMENT.search(text):
             return self._pattern.sub(self._matched, text)
         # Segment by segment, so that ids are numbered in the order they appear in the text.
-        return "".join(self._placeholder(p) if p in self._keyed else self._pattern.sub(self._matched, p) for p in _SEGMENT.split(text))
+        return "".join(
+            self._placeholder(p) if p in self._keyed else self._pattern.sub(self._matched, p)
+            for p in _SEGMENT.split(text)
+        )
 
     def _matched(self, match: re.Match[str]) -> str:
         return self._placeholder(match.group(0))

@@ -69,9 +69,13 @@ class Submission:
         known: Any = None,
     ) -> None:
         if options.bodies not in BODIES:
-            raise BatchValidationError([Problem("bodies", f"must be 'parsed', 'json' or 'none', not {options.bodies!r}")])
+            raise BatchValidationError(
+                [Problem("bodies", f"must be 'parsed', 'json' or 'none', not {options.bodies!r}")]
+            )
         if options.idempotency not in ("auto", True, False):
-            raise BatchValidationError([Problem("idempotency", f"must be 'auto', True or False, not {options.idempotency!r}")])
+            raise BatchValidationError(
+                [Problem("idempotency", f"must be 'auto', True or False, not {options.idempotency!r}")]
+            )
         self._limits = limits
         self._sender = sender
         self._options = options
@@ -82,7 +86,11 @@ class Submission:
         ops, self._index, self._kind = _operations_of(
             work, frame_options, limits, options.concurrency, stream=stream, fingerprint=journaled
         )
-        self._chunks = ops if isinstance(ops, _Chunks) else _Chunks([ops], len(ops), fingerprints=fingerprints(ops) if journaled else None)
+        self._chunks = (
+            ops
+            if isinstance(ops, _Chunks)
+            else _Chunks([ops], len(ops), fingerprints=fingerprints(ops) if journaled else None)
+        )
         self._done: dict[str, Response] = {}
         self._first_batch = 0
         self._resumed = False
@@ -100,10 +108,24 @@ class Submission:
         exists = journal.path.exists() and journal.path.stat().st_size > 0
         if not resume:
             if exists:
-                raise BatchValidationError([Problem("journal", f"{where} already holds a run: pass resume=True to continue it, or name another file")])
+                raise BatchValidationError(
+                    [
+                        Problem(
+                            "journal",
+                            f"{where} already holds a run: pass resume=True to continue it, or name another file",
+                        )
+                    ]
+                )
             return
         if not exists:
-            raise BatchValidationError([Problem("journal", f"{where} does not exist: resume=True continues the run that wrote it; leave resume out to start one")])
+            raise BatchValidationError(
+                [
+                    Problem(
+                        "journal",
+                        f"{where} does not exist: resume=True continues the run that wrote it; leave resume out to start one",
+                    )
+                ]
+            )
         state = journal.read()
         state.check(self._chunks.fingerprints or {}, self._chunks.labels, where)
         self._resumed = True
@@ -112,7 +134,12 @@ class Submission:
         self._done = dict(state.done)
         for key, resendable in state.in_flight.items():
             if not resendable:
-                self._done[key] = Response("", "", None, error="outcome unknown: the previous run was interrupted while its batch was in flight")
+                self._done[key] = Response(
+                    "",
+                    "",
+                    None,
+                    error="outcome unknown: the previous run was interrupted while its batch was in flight",
+                )
         for resp in state.done.values():
             for _p, r in resp.walk():
                 if r.name:
@@ -128,8 +155,13 @@ class Submission:
         done = self._done
         pending = [op for op in ops if row_key(op.row) not in done] if done else ops
         problems = [
-            Problem(f"row {op.row!r}", f"is named {op.name!r}, like an operation of the earlier result given as known=; rename one of them")
-            for top in pending for _p, op in top.walk() if op.name and op.name in self._given
+            Problem(
+                f"row {op.row!r}",
+                f"is named {op.name!r}, like an operation of the earlier result given as known=; rename one of them",
+            )
+            for top in pending
+            for _p, op in top.walk()
+            if op.name and op.name in self._given
         ]
         problems += check_batch(pending, known=self._known.keys())
         if problems:
@@ -220,7 +252,8 @@ class Submission:
             partial = self._join(pieces, missing="not run: interrupted before it was sent")
             resume = f"; resume with journal={opts.journal!r}, resume=True" if opts.journal else ""
             raise SubmitInterrupted(
-                "submit was interrupted: finished rows are in .partial; rows in flight have an unknown outcome" + resume,
+                "submit was interrupted: finished rows are in .partial; rows in flight have an unknown outcome"
+                + resume,
                 partial=partial,
             ) from None
         finally:
@@ -234,7 +267,10 @@ class Submission:
             raise runner.fatal
         if runner.delivered == 0 and runner.undelivered is not None:
             # Not one batch arrived: that is no result, however many rows say "not run".
-            error = TransportError(f"no batch was delivered: {runner.undelivered} (after {plural(opts.retries, 'retry', 'retries')})", sent=False)
+            error = TransportError(
+                f"no batch was delivered: {runner.undelivered} (after {plural(opts.retries, 'retry', 'retries')})",
+                sent=False,
+            )
             error.partial = result
             raise error
         return result
@@ -258,7 +294,9 @@ class Submission:
         responses = _keep_bodies(responses, self._options.bodies)
         if self._done:
             it = iter(responses)
-            responses = [_relabel(self._done[row_key(op.row)], op) if row_key(op.row) in self._done else next(it) for op in ops]
+            responses = [
+                _relabel(self._done[row_key(op.row)], op) if row_key(op.row) in self._done else next(it) for op in ops
+            ]
         if self._kind == "responses":
             return responses
         from .results import _json_bodies, to_frame
@@ -293,7 +331,13 @@ FRAME_OPTIONS = ("method", "path", "body", "name", "headers", "parent", "nulls")
 
 
 def _operations_of(
-    work: Any, frame_options: dict[str, Any], limits: Mapping[str, Any], concurrency: int, *, stream: bool, fingerprint: bool
+    work: Any,
+    frame_options: dict[str, Any],
+    limits: Mapping[str, Any],
+    concurrency: int,
+    *,
+    stream: bool,
+    fingerprint: bool,
 ) -> tuple[Any, Any, str]:
     """The operations of ``work``, its index (for a frame), and what kind of result it wants."""
     if isinstance(work, Batch):
@@ -347,7 +391,9 @@ def _streamable(df: Any, options: Mapping[str, Any]) -> bool:
     body = options.get("body")
     if callable(body):
         return False
-    data_fields = set(body.values() if isinstance(body, Mapping) else body) if isinstance(body, (Mapping, list, tuple)) else set()
+    data_fields = (
+        set(body.values() if isinstance(body, Mapping) else body) if isinstance(body, (Mapping, list, tuple)) else set()
+    )
     for opt in ("name", "parent"):
         value = options.get(opt)
         if value is False:
@@ -476,7 +522,14 @@ def _known_from(earlier: Any) -> dict[str, Response]:
         return known
     columns = getattr(earlier, "columns", None)
     if columns is None or not {"name", "status", "body"} <= set(columns):
-        raise BatchValidationError([Problem("known", "must be an earlier result: the frame (with name, status and body columns) or the responses submit returned")])
+        raise BatchValidationError(
+            [
+                Problem(
+                    "known",
+                    "must be an earlier result: the frame (with name, status and body columns) or the responses submit returned",
+                )
+            ]
+        )
     for name, status, body in zip(earlier["name"].tolist(), earlier["status"].tolist(), earlier["body"].tolist()):
         if not isinstance(name, str):
             continue

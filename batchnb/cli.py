@@ -36,7 +36,11 @@ class _Help(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.option_strings and action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in text:
+        if (
+            action.option_strings
+            and action.default not in (None, False, [], argparse.SUPPRESS)
+            and "default" not in text
+        ):
             text += " (default: %(default)s)"
         return text
 
@@ -68,6 +72,7 @@ def serve(args: argparse.Namespace) -> int:
 
     uvicorn = require("uvicorn", "server", "batchnb serve")
     from .server._head import bounded_http
+
     api_key = args.api_key or os.environ.get("BATCHNB_API_KEY")
     token = args.token or os.environ.get("BATCHNB_TOKEN")
     tenants = _serving.credentials_from_environment()
@@ -82,22 +87,40 @@ def serve(args: argparse.Namespace) -> int:
             "set --token (or BATCHNB_TOKEN) and --api-key (or BATCHNB_API_KEY)"
         )
     settings = _serving.ServeSettings(
-        upstream=args.upstream, upstream_idempotency=args.upstream_idempotency, db=args.db, idempotency_ttl=args.idempotency_ttl,
+        upstream=args.upstream,
+        upstream_idempotency=args.upstream_idempotency,
+        db=args.db,
+        idempotency_ttl=args.idempotency_ttl,
         limits={name: getattr(args, name) for name, _default, _help in Limits.described()},
     )
-    app = _serving.build_app(settings, credentials)  # every problem found here, in this process, before any worker starts
+    app = _serving.build_app(
+        settings, credentials
+    )  # every problem found here, in this process, before any worker starts
     where = f"the upstream {args.upstream}" if args.upstream else f"the demo Scheduling API in {args.db}"
     workers = f" ({args.workers} worker processes)" if args.workers > 1 else ""
-    print(f"batchnb: Batch API 2.3 on http://{args.host}:{args.port}/api/2.3/batch, in front of {where}{workers}", flush=True)
+    print(
+        f"batchnb: Batch API 2.3 on http://{args.host}:{args.port}/api/2.3/batch, in front of {where}{workers}",
+        flush=True,
+    )
     if demo_defaults:
         # The well-known demo credentials, on loopback only: saying them is what makes the demo usable.
-        print(f"batchnb: demo credentials: api key {DEMO_API_KEY!r}, token {DEMO_TOKEN!r} "
-              f"(Authorization: Bearer {DEMO_TOKEN}, or ?apiKey={DEMO_API_KEY}&token={DEMO_TOKEN})", flush=True)
+        print(
+            f"batchnb: demo credentials: api key {DEMO_API_KEY!r}, token {DEMO_TOKEN!r} "
+            f"(Authorization: Bearer {DEMO_TOKEN}, or ?apiKey={DEMO_API_KEY}&token={DEMO_TOKEN})",
+            flush=True,
+        )
     http = bounded_http(args.head_timeout)
     if args.workers > 1:
         os.environ.update(_serving.to_environment(settings, credentials))
-        uvicorn.run("batchnb._serving:app_from_environment", factory=True, workers=args.workers,
-                    host=args.host, port=args.port, log_level=args.log_level, http=http)
+        uvicorn.run(
+            "batchnb._serving:app_from_environment",
+            factory=True,
+            workers=args.workers,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            http=http,
+        )
     else:
         _serving.settle_heap()
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=http)
@@ -205,8 +228,14 @@ def run(args: argparse.Namespace) -> int:
         options["headers"] = _headers(args.header)
     token = args.token or os.environ.get("BATCHNB_TOKEN")
     api_key = args.api_key or os.environ.get("BATCHNB_API_KEY")
-    client = Client(url, api_key=api_key, token=token, concurrency=args.concurrency, retries=args.retries,
-                    mode="direct" if args.direct else "batch")
+    client = Client(
+        url,
+        api_key=api_key,
+        token=token,
+        concurrency=args.concurrency,
+        retries=args.retries,
+        mode="direct" if args.direct else "batch",
+    )
     if args.dry_run:
         plan = client.submit(df, dry_run=True, **options)
         _preview(df, plan, options)
@@ -214,7 +243,9 @@ def run(args: argparse.Namespace) -> int:
     progress = (not args.quiet) and sys.stderr.isatty()
     status = 0
     try:
-        result = client.submit(df, journal=args.journal, resume=args.resume, progress=progress, rate=args.rate, **options)
+        result = client.submit(
+            df, journal=args.journal, resume=args.resume, progress=progress, rate=args.rate, **options
+        )
     except BatchValidationError:
         raise
     except SubmitInterrupted as exc:
@@ -328,66 +359,141 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .server.limits import Limits
 
-    p = argparse.ArgumentParser(prog="batchnb", description="Bulk API work from a notebook, with the Batch API 2.3.", formatter_class=_Help)
+    p = argparse.ArgumentParser(
+        prog="batchnb", description="Bulk API work from a notebook, with the Batch API 2.3.", formatter_class=_Help
+    )
     p.add_argument("--version", action="version", version=f"batchnb {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the Batch API 2.3 server (demo API on SQLite, or a gateway)", formatter_class=_Help,
-                       description="Run the Batch API 2.3 server in front of the demo Scheduling API, or of another HTTP API (--upstream).")
+    s = sub.add_parser(
+        "serve",
+        help="run the Batch API 2.3 server (demo API on SQLite, or a gateway)",
+        formatter_class=_Help,
+        description="Run the Batch API 2.3 server in front of the demo Scheduling API, or of another HTTP API (--upstream).",
+    )
     s.add_argument("--host", default="127.0.0.1", help="address to bind")
     s.add_argument("--port", type=int, default=8000, help="port to listen on")
     s.add_argument("--db", default="batchnb-demo.sqlite3", help="SQLite file of the demo API")
-    s.add_argument("--api-key", help="api key of the accepted credentials (default: BATCHNB_API_KEY, else 'demo' for the demo API; "
-                                     "several tenants: BATCHNB_CREDENTIALS, a JSON object of api keys to tokens)")
-    s.add_argument("--token", help="token of the accepted credentials (default: BATCHNB_TOKEN, else 'demo-token' for the demo API)")
-    s.add_argument("--upstream", help="forward operations to this HTTP API (default: the demo Scheduling API, in-process)")
-    s.add_argument("--upstream-idempotency", action="store_true",
-                   help="the upstream honours Idempotency-Key: say so, so that clients resend POSTs whose outcome is unknown")
-    s.add_argument("--idempotency-ttl", type=float, default=24 * 3600.0, help="seconds the demo API keeps an Idempotency-Key")
+    s.add_argument(
+        "--api-key",
+        help="api key of the accepted credentials (default: BATCHNB_API_KEY, else 'demo' for the demo API; "
+        "several tenants: BATCHNB_CREDENTIALS, a JSON object of api keys to tokens)",
+    )
+    s.add_argument(
+        "--token", help="token of the accepted credentials (default: BATCHNB_TOKEN, else 'demo-token' for the demo API)"
+    )
+    s.add_argument(
+        "--upstream", help="forward operations to this HTTP API (default: the demo Scheduling API, in-process)"
+    )
+    s.add_argument(
+        "--upstream-idempotency",
+        action="store_true",
+        help="the upstream honours Idempotency-Key: say so, so that clients resend POSTs whose outcome is unknown",
+    )
+    s.add_argument(
+        "--idempotency-ttl", type=float, default=24 * 3600.0, help="seconds the demo API keeps an Idempotency-Key"
+    )
     for name, default, what in Limits.described():
         s.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=f"limit: {what}")
-    s.add_argument("--workers", type=int, default=1,
-                   help="server processes (uvicorn's workers; limits such as --max-concurrent-batches hold per process)")
-    s.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"], help="how much uvicorn logs")
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes (uvicorn's workers; limits such as --max-concurrent-batches hold per process)",
+    )
+    s.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="how much uvicorn logs",
+    )
     s.set_defaults(func=serve)
 
-    d = sub.add_parser("demo", help="start the embedded server and run the spec's worked examples", formatter_class=_Help)
+    d = sub.add_parser(
+        "demo", help="start the embedded server and run the spec's worked examples", formatter_class=_Help
+    )
     d.set_defaults(func=demo)
 
-    r = sub.add_parser("run", help="run a CSV or Parquet file of operations, one per row", formatter_class=_Help,
-                       description=RUN_DESCRIPTION, epilog=RUN_EXAMPLES)
+    r = sub.add_parser(
+        "run",
+        help="run a CSV or Parquet file of operations, one per row",
+        formatter_class=_Help,
+        description=RUN_DESCRIPTION,
+        epilog=RUN_EXAMPLES,
+    )
     r.add_argument("input", help="operations file (.csv, or .parquet)")
     r.add_argument("--url", help="base URL of the Batch API server (default: BATCHNB_URL)")
     r.add_argument("--api-key", help="api key (default: BATCHNB_API_KEY)")
     r.add_argument("--token", help="token (default: BATCHNB_TOKEN; prefer the variable: arguments show in ps)")
     r.add_argument("--method", help="a method, or the column holding it (default: the 'method' column)")
-    r.add_argument("--path", help="a path, a template such as /companies/{company_id}/services, or a column (default: the 'path' column)")
+    r.add_argument(
+        "--path",
+        help="a path, a template such as /companies/{company_id}/services, or a column (default: the 'path' column)",
+    )
     r.add_argument("--name", help="a name template such as co-{site}, or a column (default: the 'name' column, if any)")
-    r.add_argument("--body-columns", help="comma-separated columns that make the body (default: the 'body' column of JSON objects)")
-    r.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'", help="a header sent with every operation (repeatable)")
+    r.add_argument(
+        "--body-columns", help="comma-separated columns that make the body (default: the 'body' column of JSON objects)"
+    )
+    r.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a header sent with every operation (repeatable)",
+    )
     r.add_argument("--sep", help="the CSV's separator (default: found from the header line: ',', ';' or tab)")
-    r.add_argument("--encoding", default="utf-8", help="the CSV's encoding (utf-8 with or without BOM; 'latin-1' for older Excel)")
+    r.add_argument(
+        "--encoding", default="utf-8", help="the CSV's encoding (utf-8 with or without BOM; 'latin-1' for older Excel)"
+    )
     r.add_argument("--strings", action="store_true", help="send every cell as text")
-    r.add_argument("--dtype", metavar="COL=TYPE,…", help="set columns' types by hand: int, decimal, bool or str (default: each column's type from what it holds)")
-    r.add_argument("-o", "--output", help="write the result: .csv, .parquet, .xlsx, or - for CSV on standard output (default: only the summary)")
+    r.add_argument(
+        "--dtype",
+        metavar="COL=TYPE,…",
+        help="set columns' types by hand: int, decimal, bool or str (default: each column's type from what it holds)",
+    )
+    r.add_argument(
+        "-o",
+        "--output",
+        help="write the result: .csv, .parquet, .xlsx, or - for CSV on standard output (default: only the summary)",
+    )
     r.add_argument("--only-results", action="store_true", help="write only the result columns, not the input's")
     r.add_argument("--journal", help="JSON Lines journal, to resume after a crash (default: none)")
-    r.add_argument("--resume", action="store_true", help="continue the run the journal records: send only rows it has no outcome for")
+    r.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run the journal records: send only rows it has no outcome for",
+    )
     r.add_argument("--concurrency", type=int, default=4, help="batches in flight at once")
     r.add_argument("--rate", type=float, help="at most this many batches per second (default: no limit)")
-    r.add_argument("--retries", type=int, default=3, help="resends of a batch that was not run (429, 503, dropped before sending)")
+    r.add_argument(
+        "--retries", type=int, default=3, help="resends of a batch that was not run (429, 503, dropped before sending)"
+    )
     r.add_argument("--direct", action="store_true", help="the API has no batch endpoint: send each operation from here")
-    r.add_argument("--dry-run", action="store_true", help="check every row and print the plan and each operation; send nothing")
+    r.add_argument(
+        "--dry-run", action="store_true", help="check every row and print the plan and each operation; send nothing"
+    )
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar (it shows only on a terminal anyway)")
-    r.add_argument("--expect", metavar="FILE", help="compare the result with FILE (a CSV: what -o wrote on a good run, or row/name, "
-                   "status and body fields as JSONPath columns such as $.name); exit 1 and print the rows that differ "
-                   "(default: exit 1 when a row is not ok)")
-    r.add_argument("--junit", metavar="FILE", help="write a JUnit XML report to FILE: a test case per row, a failure per row "
-                   "that differs (or, without --expect, is not ok)")
+    r.add_argument(
+        "--expect",
+        metavar="FILE",
+        help="compare the result with FILE (a CSV: what -o wrote on a good run, or row/name, "
+        "status and body fields as JSONPath columns such as $.name); exit 1 and print the rows that differ "
+        "(default: exit 1 when a row is not ok)",
+    )
+    r.add_argument(
+        "--junit",
+        metavar="FILE",
+        help="write a JUnit XML report to FILE: a test case per row, a failure per row "
+        "that differs (or, without --expect, is not ok)",
+    )
     r.set_defaults(func=run)
 
-    c = sub.add_parser("sanitize-config", help="print the path of the nbval sanitizer that ships with batchnb", formatter_class=_Help,
-                       description=SANITIZE_DESCRIPTION)
+    c = sub.add_parser(
+        "sanitize-config",
+        help="print the path of the nbval sanitizer that ships with batchnb",
+        formatter_class=_Help,
+        description=SANITIZE_DESCRIPTION,
+    )
     c.add_argument("--show", action="store_true", help="print the rules themselves instead of the file's path")
     c.set_defaults(func=sanitize_config)
     return p

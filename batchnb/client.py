@@ -139,7 +139,9 @@ class AsyncClient:
         headers, query = self._credentials()
         if self.mode == "direct":
             # The engine runs here: as many at once as asked.
-            return InProcessEngine(HTTPDispatcher(self._client(), self.base_url), headers, query, self.timeout, parallel=parallel)
+            return InProcessEngine(
+                HTTPDispatcher(self._client(), self.base_url), headers, query, self.timeout, parallel=parallel
+            )
         # Held to what the server says it runs at once; one that says nothing runs them one at a time.
         most = int(limits.get("maxParallel") or 1) if limits is not None else parallel
         return BatchEndpoint(self._client(), self.base_url, headers, query, parallel=max(1, min(parallel, most)))
@@ -276,7 +278,15 @@ class AsyncClient:
         far away (100 ms a request), this is what makes a batch of 50 take
         less than 5 seconds.
         """
-        frame_options = {"method": method, "path": path, "body": body, "name": name, "headers": headers, "parent": parent, "nulls": nulls}
+        frame_options = {
+            "method": method,
+            "path": path,
+            "body": body,
+            "name": name,
+            "headers": headers,
+            "parent": parent,
+            "nulls": nulls,
+        }
         options = SubmitOptions(
             concurrency=concurrency or self.concurrency,
             retries=self.retries if retries is None else retries,
@@ -294,7 +304,9 @@ class AsyncClient:
         problem = rules.parallel_problem(parallel)
         if problem:
             raise BatchValidationError([Problem("parallel", problem)])
-        submission = Submission(work, frame_options, limits, self._sender(parallel, limits), options, stream=not dry_run, known=known)
+        submission = Submission(
+            work, frame_options, limits, self._sender(parallel, limits), options, stream=not dry_run, known=known
+        )
         if dry_run:
             return submission.plan
         return await submission.run()
@@ -329,9 +341,19 @@ class Client:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._options = dict(
-            api_key=api_key, token=token, headers=headers, auth=auth, timeout=timeout, mode=mode,
-            concurrency=concurrency, retries=retries, max_requests=max_requests, max_depth=max_depth,
-            backoff=backoff, max_backoff=max_backoff, transport=transport,
+            api_key=api_key,
+            token=token,
+            headers=headers,
+            auth=auth,
+            timeout=timeout,
+            mode=mode,
+            concurrency=concurrency,
+            retries=retries,
+            max_requests=max_requests,
+            max_depth=max_depth,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            transport=transport,
         )
         self._async = AsyncClient(base_url, **self._options)  # checks the options once
 
@@ -396,10 +418,27 @@ class Client:
         >>> result = client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])   # doctest: +SKIP
         """
         return self._call(
-            "submit", work, method=method, path=path, body=body, name=name, headers=headers, parent=parent,
-            nulls=nulls, dry_run=dry_run, journal=journal, resume=resume, progress=progress,
-            concurrency=concurrency, retries=retries, retry_operations=retry_operations, rate=rate, bodies=bodies,
-            known=known, idempotency=idempotency, parallel=parallel,
+            "submit",
+            work,
+            method=method,
+            path=path,
+            body=body,
+            name=name,
+            headers=headers,
+            parent=parent,
+            nulls=nulls,
+            dry_run=dry_run,
+            journal=journal,
+            resume=resume,
+            progress=progress,
+            concurrency=concurrency,
+            retries=retries,
+            retry_operations=retry_operations,
+            rate=rate,
+            bodies=bodies,
+            known=known,
+            idempotency=idempotency,
+            parallel=parallel,
         )
 
     def close(self) -> None:

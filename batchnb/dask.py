@@ -130,7 +130,9 @@ class _Anything:
         return iter(())
 
 
-def _check_partition(pdf: pd.DataFrame, frame_options: dict[str, Any], partition_info: dict | None = None) -> pd.DataFrame:
+def _check_partition(
+    pdf: pd.DataFrame, frame_options: dict[str, Any], partition_info: dict | None = None
+) -> pd.DataFrame:
     """One row per finding: a problem, a name made here, a name referenced here; and whether all is idempotent."""
     from . import rules
     from .frames import from_frame
@@ -140,8 +142,10 @@ def _check_partition(pdf: pd.DataFrame, frame_options: dict[str, Any], partition
     try:
         ops = from_frame(pdf, **frame_options, known=_Anything())
     except BatchValidationError as exc:
-        return pd.DataFrame([{"partition": number, "kind": "problem", "row": p.pointer, "value": p.message} for p in exc.problems],
-                            columns=list(_CHECK_META.columns))
+        return pd.DataFrame(
+            [{"partition": number, "kind": "problem", "row": p.pointer, "value": p.message} for p in exc.problems],
+            columns=list(_CHECK_META.columns),
+        )
     idempotent = True
     for top in ops:
         for _p, op in top.walk():
@@ -155,28 +159,46 @@ def _check_partition(pdf: pd.DataFrame, frame_options: dict[str, Any], partition
     return pd.DataFrame(rows, columns=list(_CHECK_META.columns))
 
 
-_CHECK_META = pd.DataFrame({"partition": pd.Series(dtype="int64"), "kind": pd.Series(dtype=object),
-                            "row": pd.Series(dtype=object), "value": pd.Series(dtype=object)})
+_CHECK_META = pd.DataFrame(
+    {
+        "partition": pd.Series(dtype="int64"),
+        "kind": pd.Series(dtype=object),
+        "row": pd.Series(dtype=object),
+        "value": pd.Series(dtype=object),
+    }
+)
 
 
 def _problems(found: pd.DataFrame) -> tuple[list[Problem], bool]:
     """Every problem of every partition, references across partitions included; and whether all is idempotent."""
-    problems = [Problem(f"partition {p}: {row}", message) for p, row, message in
-                found.loc[found["kind"] == "problem", ["partition", "row", "value"]].itertuples(index=False)]
+    problems = [
+        Problem(f"partition {p}: {row}", message)
+        for p, row, message in found.loc[found["kind"] == "problem", ["partition", "row", "value"]].itertuples(
+            index=False
+        )
+    ]
     made: dict[str, tuple[int, str]] = {}
     for p, row, name in found.loc[found["kind"] == "name", ["partition", "row", "value"]].itertuples(index=False):
         made.setdefault(name, (p, row))
-    local = {(p, name) for p, name in found.loc[found["kind"] == "name", ["partition", "value"]].itertuples(index=False)}
+    local = {
+        (p, name) for p, name in found.loc[found["kind"] == "name", ["partition", "value"]].itertuples(index=False)
+    }
     for p, row, name in found.loc[found["kind"] == "ref", ["partition", "row", "value"]].itertuples(index=False):
         if (p, name) in local:
             continue
         if name in made:
             q, other = made[name]
-            problems.append(Problem(f"row {row} in partition {p}",
-                                    f"refers to {name!r}, made in partition {q} (row {other}): references work within a partition; "
-                                    "move each chain into one (batchnb.dask.by_key) or send the parents first"))
+            problems.append(
+                Problem(
+                    f"row {row} in partition {p}",
+                    f"refers to {name!r}, made in partition {q} (row {other}): references work within a partition; "
+                    "move each chain into one (batchnb.dask.by_key) or send the parents first",
+                )
+            )
         else:
-            problems.append(Problem(f"row {row} in partition {p}", f"refers to {name!r}, which no row of any partition is named"))
+            problems.append(
+                Problem(f"row {row} in partition {p}", f"refers to {name!r}, which no row of any partition is named")
+            )
     idempotent = bool((found.loc[found["kind"] == "idempotent", "value"] == "yes").all())
     return problems, idempotent
 
@@ -197,7 +219,9 @@ class _ClusterSender:
         self.starts = None
         if spec.rate:
             self.leases = max(1, int(spec.rate))
-            self.starts = distributed.Semaphore(max_leases=self.leases, name=f"batchnb-starts-{spec.limit_id}-{spec.rate:g}")
+            self.starts = distributed.Semaphore(
+                max_leases=self.leases, name=f"batchnb-starts-{spec.limit_id}-{spec.rate:g}"
+            )
         self.backoff = distributed.Variable(f"batchnb-backoff-{spec.limit_id}")
 
     def _still_wanted(self) -> None:
@@ -280,13 +304,21 @@ def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict | Non
         key = None
 
     async def go() -> pd.DataFrame:
-        async with AsyncClient(spec.url, **_credentials(spec), timeout=spec.timeout, concurrency=spec.concurrency) as client:
+        async with AsyncClient(
+            spec.url, **_credentials(spec), timeout=spec.timeout, concurrency=spec.concurrency
+        ) as client:
             limits = await client.limits()
             options = SubmitOptions(
-                concurrency=spec.concurrency, retries=spec.retries, rate=None, progress=False, bodies=spec.bodies,
+                concurrency=spec.concurrency,
+                retries=spec.retries,
+                rate=None,
+                progress=False,
+                bodies=spec.bodies,
                 journal=None if journal is None else str(journal),
                 resume=journal is not None and journal.exists() and journal.stat().st_size > 0,
-                idempotency=spec.idempotency, backoff=client.backoff, max_backoff=client.max_backoff,
+                idempotency=spec.idempotency,
+                backoff=client.backoff,
+                max_backoff=client.max_backoff,
             )
             sender = _ClusterSender(client._sender(), spec, fence, key)
             return await Submission(pdf, spec.frame_options, limits, sender, options).run()
@@ -321,13 +353,24 @@ def _as_meta(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
 
 
 def _meta(index: pd.Index) -> pd.DataFrame:
-    return pd.DataFrame({
-        "name": pd.Series(dtype=object), "method": pd.Series(dtype=object), "path": pd.Series(dtype=object),
-        "status": pd.Series(dtype="Int64"), "ok": pd.Series(dtype=bool), "duration": pd.Series(dtype="float64"),
-        "body": pd.Series(dtype=object), "error": pd.Series(dtype=object), "batch": pd.Series(dtype="Int64"),
-        "attempts": pd.Series(dtype="Int64"), "replayed": pd.Series(dtype=bool), "parent": pd.Series(dtype=object),
-        PARTITION: pd.Series(dtype="int64"),
-    }, index=index[:0])
+    return pd.DataFrame(
+        {
+            "name": pd.Series(dtype=object),
+            "method": pd.Series(dtype=object),
+            "path": pd.Series(dtype=object),
+            "status": pd.Series(dtype="Int64"),
+            "ok": pd.Series(dtype=bool),
+            "duration": pd.Series(dtype="float64"),
+            "body": pd.Series(dtype=object),
+            "error": pd.Series(dtype=object),
+            "batch": pd.Series(dtype="Int64"),
+            "attempts": pd.Series(dtype="Int64"),
+            "replayed": pd.Series(dtype=bool),
+            "parent": pd.Series(dtype=object),
+            PARTITION: pd.Series(dtype="int64"),
+        },
+        index=index[:0],
+    )
 
 
 # ---------------------------------------------------------------- the public functions
@@ -381,13 +424,29 @@ def submit(
     row of another partition is refused, naming both rows.
     """
     client = client or distributed.get_client()
-    frame_options = {k: v for k, v in {"method": method, "path": path, "body": body, "name": name, "headers": headers,
-                                       "parent": parent, "nulls": nulls}.items() if v is not None}
+    frame_options = {
+        k: v
+        for k, v in {
+            "method": method,
+            "path": path,
+            "body": body,
+            "name": name,
+            "headers": headers,
+            "parent": parent,
+            "nulls": nulls,
+        }.items()
+        if v is not None
+    }
     found = ddf.map_partitions(_check_partition, frame_options, meta=_CHECK_META).compute()
     problems, idempotent = _problems(found)
     if journal is None and not idempotent:
-        problems.append(Problem("journal", "is required when a row may create something (POST, PATCH): a directory every "
-                                           "worker sees, so that a partition run again sends only what never left"))
+        problems.append(
+            Problem(
+                "journal",
+                "is required when a row may create something (POST, PATCH): a directory every "
+                "worker sees, so that a partition run again sends only what never left",
+            )
+        )
     if problems:
         raise BatchValidationError(problems)
     submission = _start(journal, resume)
@@ -400,9 +459,20 @@ def submit(
     tenant = hashlib.sha256(f"{url}|{api_key or ''}|{token or ''}".encode()).hexdigest()[:16]
     # Every worker reads it before each batch; a 429 with Retry-After moves it on.
     distributed.Variable(f"batchnb-backoff-{tenant}", client=client).set(0.0)
-    spec = _Spec(submission=submission, url=url, frame_options=frame_options, concurrency=max(1, concurrency), rate=rate,
-                 retries=retries, idempotency=idempotency, bodies=bodies, timeout=timeout,
-                 journal=None if journal is None else str(Path(journal).resolve()), limit_id=tenant, credentials=plugin_name)
+    spec = _Spec(
+        submission=submission,
+        url=url,
+        frame_options=frame_options,
+        concurrency=max(1, concurrency),
+        rate=rate,
+        retries=retries,
+        idempotency=idempotency,
+        bodies=bodies,
+        timeout=timeout,
+        journal=None if journal is None else str(Path(journal).resolve()),
+        limit_id=tenant,
+        credentials=plugin_name,
+    )
     result = ddf.map_partitions(_submit_partition, spec, meta=_meta(ddf._meta.index), align_dataframes=False).persist()
     if wait:
         futures = distributed.futures_of(result)
@@ -424,8 +494,15 @@ def _start(journal: str | os.PathLike[str] | None, resume: bool) -> str:
     if marker.exists():
         recorded = json.loads(marker.read_text())["submission"]
         if not resume:
-            raise BatchValidationError([Problem("journal", f"{str(directory)!r} holds the journals of another submit: "
-                                                           "pass resume=True to continue it, or name another directory")])
+            raise BatchValidationError(
+                [
+                    Problem(
+                        "journal",
+                        f"{str(directory)!r} holds the journals of another submit: "
+                        "pass resume=True to continue it, or name another directory",
+                    )
+                ]
+            )
         return recorded
     if resume:
         raise BatchValidationError([Problem("journal", f"{str(directory)!r} holds no submit to continue")])
@@ -435,7 +512,9 @@ def _start(journal: str | os.PathLike[str] | None, resume: bool) -> str:
     return submission
 
 
-def join(ddf: dd.DataFrame, result: dd.DataFrame, columns: Sequence[str] = ("status", "ok", "error", "body")) -> dd.DataFrame:
+def join(
+    ddf: dd.DataFrame, result: dd.DataFrame, columns: Sequence[str] = ("status", "ok", "error", "body")
+) -> dd.DataFrame:
     """The input beside its result, partition by partition (labels may repeat across partitions).
 
     >>> batchnb.dask.join(staff, result).compute()                # doctest: +SKIP
@@ -443,8 +522,9 @@ def join(ddf: dd.DataFrame, result: dd.DataFrame, columns: Sequence[str] = ("sta
     ``columns`` are the result columns to keep.
     """
     wanted = list(columns)
-    return dd.map_partitions(_join_partition, ddf, result[wanted], align_dataframes=False,
-                             meta=ddf._meta.join(result._meta[wanted]))
+    return dd.map_partitions(
+        _join_partition, ddf, result[wanted], align_dataframes=False, meta=ddf._meta.join(result._meta[wanted])
+    )
 
 
 def _join_partition(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:

@@ -221,12 +221,16 @@ class HTTPDispatcher:
     not followed, so an operation never leaves the API's host.
     """
 
-    def __init__(self, client: httpx.AsyncClient, base_url: str, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, base_url: str, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
         self._max = max_response_bytes
 
-    async def __call__(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None) -> DispatchResult:
+    async def __call__(
+        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
+    ) -> DispatchResult:
         if not any(k.lower() == "accept-encoding" for k, _v in headers):
             headers = [*headers, ("accept-encoding", "gzip, deflate")]  # what BodyReader can undo
         request = self._client.build_request(method, self._base + path, headers=headers, content=body)
@@ -279,11 +283,15 @@ class ASGIDispatcher:
     b'{"ok": true}'
     """
 
-    def __init__(self, app: Callable[..., Awaitable[None]], *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES) -> None:
+    def __init__(
+        self, app: Callable[..., Awaitable[None]], *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    ) -> None:
         self._app = app
         self._max = max_response_bytes
 
-    async def __call__(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None) -> DispatchResult:
+    async def __call__(
+        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
+    ) -> DispatchResult:
         raw_path, _, query = path.partition("?")
         scope = {
             "type": "http",
@@ -350,7 +358,9 @@ class DirectDispatcher:
         self._dispatch = dispatch
         self._max = max_response_bytes
 
-    async def __call__(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None) -> DispatchResult:
+    async def __call__(
+        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
+    ) -> DispatchResult:
         result = await self._dispatch(method, path, headers, body)
         if len(result.body) > self._max:
             raise ResponseTooLarge(self._max)
@@ -646,7 +656,9 @@ def _measured(lookup: refs.Lookup, limit: int) -> refs.Lookup:
             except TypeError:
                 raise refs.Unresolved(r, "its value cannot be sent as JSON (nested too deeply)") from None
             if used > limit:
-                raise refs.Refused(r, f"the values its references fill in come to more than {limit} bytes", 413, "resolved_too_large")
+                raise refs.Refused(
+                    r, f"the values its references fill in come to more than {limit} bytes", 413, "resolved_too_large"
+                )
         return values
 
     return measured
@@ -718,7 +730,11 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     content, content_type = encode_body(op.body)
     check = not run.checked
     # Most operations hold no reference: "${" shows in the JSON text of one that does.
-    if "$" in path or (op_headers and "$" in "".join(op_headers.values())) or (content is not None and b"${" in content):
+    if (
+        "$" in path
+        or (op_headers and "$" in "".join(op_headers.values()))
+        or (content is not None and b"${" in content)
+    ):
         check = True
         lookup = _measured(result_lookup(run.results, max_nodes=run.max_jsonpath_nodes), run.max_resolved_bytes)
         try:
@@ -736,14 +752,22 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     if check:
         problem = rules.path_problem(path)
         if problem is None:
-            problem = next((f"header {k!r}: {m}" for k, v in op_headers.items() for m in rules.header_problems(k, v)), None)
+            problem = next(
+                (f"header {k!r}: {m}" for k, v in op_headers.items() for m in rules.header_problems(k, v)), None
+            )
         if problem is not None:
             return _refused(op, path, 400, "invalid_operation", f"not run: resolved path or header {problem}")
 
     if run.deadline is not None and time.monotonic() >= run.deadline:
         return _refused(op, path, 503, "deadline_exceeded", "not run: the batch ran out of time")
     if run.answer_room <= 0:
-        return _refused(op, path, 503, "answer_full", f"not run: the batch's answer reached its limit of {run.max_answer_bytes} bytes")
+        return _refused(
+            op,
+            path,
+            503,
+            "answer_full",
+            f"not run: the batch's answer reached its limit of {run.max_answer_bytes} bytes",
+        )
 
     own = {k.lower() for k in op_headers}
     send_headers = [(k, v) for k, v in run.headers if k.lower() not in own]
@@ -769,7 +793,11 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
         status, rbody, rheaders = 502, _error_body("unreadable_response", str(exc)), {}
     except Exception as exc:  # noqa: BLE001 - the API failing must not fail the batch
         # The exception text may hold the URL, and so credentials in its query: name the kind only.
-        status, rbody, rheaders = 502, _error_body("upstream_error", f"the API could not be reached ({type(exc).__name__})"), {}
+        status, rbody, rheaders = (
+            502,
+            _error_body("upstream_error", f"the API could not be reached ({type(exc).__name__})"),
+            {},
+        )
     answered = time.perf_counter()
     if result is not None:
         status = result.status
@@ -789,7 +817,9 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     return Response(op.method, path, status, op.name, duration, rbody, rheaders)
 
 
-def _carry(status: int, body: Any, headers: dict[str, str], level: int, run: _Run) -> tuple[int, Any, dict[str, str], int]:
+def _carry(
+    status: int, body: Any, headers: dict[str, str], level: int, run: _Run
+) -> tuple[int, Any, dict[str, str], int]:
     """The API's answer as the batch's answer can carry it (itself, or a 502 that says why not), and its size there."""
     size = _carried_size(body, level)
     if size is None:
@@ -886,7 +916,9 @@ def prepare(
                 raise refs.Unresolved(first, f"operation {hit[0]!r} could not run")
             measured = _measured(lookup, max_resolved_bytes)
             path = refs.render_path(op.path, measured, partial=True)
-            headers = {k: refs.render(v, measured, partial=True) for k, v in op.headers.items()} if op.headers else op.headers
+            headers = (
+                {k: refs.render(v, measured, partial=True) for k, v in op.headers.items()} if op.headers else op.headers
+            )
             body = refs.resolve_json(op.body, measured, partial=True)
         except refs.Unresolved as exc:
             skipped[id(op)] = not_run(op, str(exc), status=exc.status, code=exc.code)

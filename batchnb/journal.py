@@ -131,7 +131,14 @@ class JournalState:
         Raises one BatchValidationError naming the first row that is new or differs.
         """
         if self.rows is None:
-            raise BatchValidationError([Problem("journal", f"{where} records no run to continue (it was not written by this version of batchnb, or is empty)")])
+            raise BatchValidationError(
+                [
+                    Problem(
+                        "journal",
+                        f"{where} records no run to continue (it was not written by this version of batchnb, or is empty)",
+                    )
+                ]
+            )
         for key, print_ in ops.items():
             recorded = self.rows.get(key)
             if recorded is None:
@@ -205,7 +212,12 @@ class Journal:
 
     def sent(self, batch: int, rows: list[Any], resendable: bool, keys: dict[str, Any] | None = None) -> None:
         """Record a batch before it leaves: its rows, whether it may be resent, and its idempotency keys."""
-        event: dict[str, Any] = {"event": "send", "batch": batch, "rows": [row_key(r) for r in rows], "resendable": resendable}
+        event: dict[str, Any] = {
+            "event": "send",
+            "batch": batch,
+            "rows": [row_key(r) for r in rows],
+            "resendable": resendable,
+        }
         if keys:
             event["keys"] = keys
         self._write(event)

@@ -95,8 +95,12 @@ class LocalServer:
         if self._upstream is not None:
             from .server import create_app
 
-            app = create_app(upstream=self._upstream, credentials=self._credentials, limits=self.limits,
-                             idempotency=self._upstream_idempotency)
+            app = create_app(
+                upstream=self._upstream,
+                credentials=self._credentials,
+                limits=self.limits,
+                idempotency=self._upstream_idempotency,
+            )
         else:
             from .demo import create_demo_app
 
@@ -105,10 +109,14 @@ class LocalServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
-        config = uvicorn.Config(app, log_level=self._log_level, access_log=False, lifespan="on", http=bounded_http(self.limits.head_timeout))
+        config = uvicorn.Config(
+            app, log_level=self._log_level, access_log=False, lifespan="on", http=bounded_http(self.limits.head_timeout)
+        )
         mask_logger("uvicorn.access")
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]}, name="batchnb-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="batchnb-server", daemon=True
+        )
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self._server.started:
@@ -140,7 +148,14 @@ class LocalServer:
         """Client keyword arguments (``api_key``, ``token``) for a tenant; keep them out of outputs."""
         key = api_key or self.tenants[0]
         if key not in self._credentials:
-            raise BatchValidationError([Problem("api_key", f"{key!r} is not a tenant of this server (it has {', '.join(map(repr, self.tenants))})")])
+            raise BatchValidationError(
+                [
+                    Problem(
+                        "api_key",
+                        f"{key!r} is not a tenant of this server (it has {', '.join(map(repr, self.tenants))})",
+                    )
+                ]
+            )
         return {"api_key": key, "token": self._credentials[key]}
 
     @property

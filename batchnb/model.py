@@ -223,7 +223,11 @@ def _parse_operation(data: Any, pointer: str, problems: list[Problem]) -> Operat
     if not data.keys() <= _OP_FIELDS:
         for key in data:
             if key not in _OP_FIELDS:
-                problems.append(Problem(_at(pointer, str(key)), "unknown field (allowed: path, method, body, name, headers, requests)"))
+                problems.append(
+                    Problem(
+                        _at(pointer, str(key)), "unknown field (allowed: path, method, body, name, headers, requests)"
+                    )
+                )
     headers = data.get("headers")
     if headers is not None and type(headers) is not dict and not isinstance(headers, (str, Mapping)):
         problems.append(Problem(_at(pointer, "headers"), "must be an object or a string of 'Name: value' lines"))
@@ -241,12 +245,20 @@ def _parse_operation(data: Any, pointer: str, problems: list[Problem]) -> Operat
     # Fields of the wrong type go in as they are: the rules say what is wrong with them, once.
     method = data.get("method")
     if isinstance(headers, str):
-        op = Operation(method=method, path=data.get("path"), body=data.get("body"), name=data.get("name"), headers=headers)
+        op = Operation(
+            method=method, path=data.get("path"), body=data.get("body"), name=data.get("name"), headers=headers
+        )
         op.requests = children
     else:
         # What __init__ would do to these fields is upper-casing the method: the short way, checked just below.
-        op = Operation._unchecked(method.upper() if isinstance(method, str) else method, data.get("path"), data.get("body"),
-                                  data.get("name"), headers, children)
+        op = Operation._unchecked(
+            method.upper() if isinstance(method, str) else method,
+            data.get("path"),
+            data.get("body"),
+            data.get("name"),
+            headers,
+            children,
+        )
     _check_fields(op, pointer, problems)
     return op
 
@@ -306,7 +318,9 @@ def check_batch(ops: list[Operation], known: Iterable[str] = (), *, references: 
             except refs.RefSyntaxError as exc:
                 problems.append(Problem(f"{pointer}.{fld}", str(exc)))
         if op.requests:
-            stack.extend((child, f"{pointer}.requests[{j}]", here) for j, child in reversed(list(enumerate(op.requests))))
+            stack.extend(
+                (child, f"{pointer}.requests[{j}]", here) for j, child in reversed(list(enumerate(op.requests)))
+            )
     graph = rules.check_graph(names, found, parents=parents, known=set(known), describe=pointers.__getitem__)
     problems.extend(Problem(f"{pointers[p.position]}.{p.field}", p.message) for p in graph if p.position is not None)
     return problems
@@ -331,7 +345,9 @@ class Batch:
 
     __slots__ = ("requests", "parallel")
 
-    def __init__(self, requests: Iterable[Operation | Mapping[str, Any]] = (), *, validate: bool = True, parallel: int = 1) -> None:
+    def __init__(
+        self, requests: Iterable[Operation | Mapping[str, Any]] = (), *, validate: bool = True, parallel: int = 1
+    ) -> None:
         problems: list[Problem] = []
         message = rules.parallel_problem(parallel)
         if message:
@@ -378,7 +394,9 @@ class Batch:
         if not isinstance(reqs, list):
             raise BatchValidationError([Problem("requests", "is required and must be a list of operations")])
         problems: list[Problem] = [
-            Problem(key, "unknown field (a batch has only 'requests' and 'parallel')") for key in data if key not in _BATCH_FIELDS
+            Problem(key, "unknown field (a batch has only 'requests' and 'parallel')")
+            for key in data
+            if key not in _BATCH_FIELDS
         ]
         parallel = data.get("parallel", 1)
         message = rules.parallel_problem(parallel)

@@ -66,7 +66,16 @@ class PlannedBatch:
             return "at least once (GET, PUT and DELETE: repeating them is harmless)"
         if self.keyed:
             return "exactly once (every POST and PATCH has an idempotency key the API honours)"
-        methods = "/".join(sorted({o.method for top in self.operations for _p, o in top.walk() if not rules.is_idempotent_method(o.method)}))
+        methods = "/".join(
+            sorted(
+                {
+                    o.method
+                    for top in self.operations
+                    for _p, o in top.walk()
+                    if not rules.is_idempotent_method(o.method)
+                }
+            )
+        )
         return f"at most once ({methods} without an idempotency key; outcome unknown if the connection drops)"
 
 
@@ -173,7 +182,9 @@ def make_plan(
     for u, (size, names, _used, depth) in enumerate(info):
         where = _where(ops[u], u)
         if size > max_requests:
-            problems.append(Problem(where, f"travels with its children as one unit: {rules.too_many(size, max_requests)}"))
+            problems.append(
+                Problem(where, f"travels with its children as one unit: {rules.too_many(size, max_requests)}")
+            )
         if depth > max_depth:
             problems.append(Problem(where, rules.too_deep(depth, max_depth)))
         for n in names:

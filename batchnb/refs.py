@@ -289,7 +289,9 @@ def query_problem(query: str, max_length: int = MAX_QUERY_LENGTH, max_nesting: i
         return f"its JSONPath is {len(query)} characters long; the limit is {max_length}"
     nesting = _nesting(query)
     if nesting > max_nesting:
-        return f"its JSONPath nests {nesting} levels deep (brackets, parentheses, !, &&, ||); the limit is {max_nesting}"
+        return (
+            f"its JSONPath nests {nesting} levels deep (brackets, parentheses, !, &&, ||); the limit is {max_nesting}"
+        )
     return None
 
 
@@ -333,9 +335,13 @@ class Ref:
                 nodes = found
             return [node.value for node in nodes]
         except _OverBudget:
-            raise Unresolved(self, f"{self.query} visits more than {max_nodes} nodes of the result of {self.name!r}") from None
+            raise Unresolved(
+                self, f"{self.query} visits more than {max_nodes} nodes of the result of {self.name!r}"
+            ) from None
         except (JSONPathError, RecursionError):
-            raise Unresolved(self, f"{self.query} nests too deeply to evaluate on the result of {self.name!r}") from None
+            raise Unresolved(
+                self, f"{self.query} nests too deeply to evaluate on the result of {self.name!r}"
+            ) from None
         finally:
             _BUDGET.reset(token)
 

@@ -109,7 +109,9 @@ def _to_frame(responses: list[Response], index: Any) -> pd.DataFrame:
     if index is not None:
         idx = index if isinstance(index, pd.Index) else pd.Index(index)
         if len(idx) != n:
-            raise BatchValidationError([Problem("index", f"has {len(idx)} labels for {n} responses (nested ones included)")])
+            raise BatchValidationError(
+                [Problem("index", f"has {len(idx)} labels for {n} responses (nested ones included)")]
+            )
     elif n and None not in fields.rows:
         idx = _index(fields.rows)
     else:
@@ -165,7 +167,14 @@ class _Fields:
         self.attempts: list[int | None] = [None] * n
         self.headers: list[dict[str, str]] = [{}] * n
         self.rows: list[Hashable] = [None] * n
-        names, methods, paths, statuses, durations, bodies = self.names, self.methods, self.paths, self.statuses, self.durations, self.bodies
+        names, methods, paths, statuses, durations, bodies = (
+            self.names,
+            self.methods,
+            self.paths,
+            self.statuses,
+            self.durations,
+            self.bodies,
+        )
         batches, attempts, headers, rows = self.batches, self.attempts, self.headers, self.rows
         for i, r in enumerate(responses):
             names[i] = r.name
@@ -230,7 +239,9 @@ def _concat(pieces: list[pd.DataFrame]) -> pd.DataFrame:
 
 def _replayed(headers: dict[str, str]) -> bool:
     """Whether the API answered with the stored first answer of an idempotency key."""
-    value = headers.get("Idempotent-Replayed") or next((v for k, v in headers.items() if k.lower() == "idempotent-replayed"), None)
+    value = headers.get("Idempotent-Replayed") or next(
+        (v for k, v in headers.items() if k.lower() == "idempotent-replayed"), None
+    )
     return str(value).strip().lower() == "true"
 
 
@@ -317,7 +328,9 @@ def expand(result: pd.DataFrame, column: Hashable = "body", *, prefix: str | Non
     1     404     <NA>               NaN
     """
     if column not in result.columns:
-        raise BatchValidationError([Problem("column", f"the frame has no column {column!r}; it has {list(result.columns)}")])
+        raise BatchValidationError(
+            [Problem("column", f"the frame has no column {column!r}; it has {list(result.columns)}")]
+        )
     cells = result[column]
     if isinstance(cells, pd.DataFrame):
         raise BatchValidationError([Problem("column", f"{column!r} appears more than once in the frame")])
@@ -336,5 +349,7 @@ def expand(result: pd.DataFrame, column: Hashable = "body", *, prefix: str | Non
     right = result.iloc[:, position + 1 :]
     clashes = [c for c in new.columns if c in left.columns or c in right.columns]
     if clashes:
-        raise BatchValidationError([Problem("column", f"expanding {column!r} would repeat existing columns: {clashes}")])
+        raise BatchValidationError(
+            [Problem("column", f"expanding {column!r} would repeat existing columns: {clashes}")]
+        )
     return pd.concat([left, new, right], axis=1)

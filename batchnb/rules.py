@@ -188,10 +188,22 @@ def path_value_problem(text: str) -> str | None:
 # ---------------------------------------------------------------- headers
 
 #: headers an operation may not set: they belong to the connection (hop by hop), not to the operation.
-FORBIDDEN_HEADERS = frozenset({
-    "host", "content-length", "connection", "transfer-encoding", "te", "upgrade", "keep-alive",
-    "proxy-connection", "proxy-authenticate", "proxy-authorization", "trailer", "expect",
-})
+FORBIDDEN_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "connection",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "trailer",
+        "expect",
+    }
+)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
 #: a value of printable ASCII that neither starts nor ends with a space: nothing in it can be a problem.
 _PLAIN_VALUE = re.compile(r"(?:[!-~](?:[ -~]*[!-~])?)?\Z")
@@ -208,7 +220,13 @@ def header_problems(name: Any, value: Any) -> list[str]:
     A value is what HTTP can carry as it is: ASCII, with no space or tab at
     either end (they would be dropped or refused on the way).
     """
-    if type(name) is str and type(value) is str and _PLAIN_VALUE.match(value) and _TOKEN.match(name) and name.lower() not in FORBIDDEN_HEADERS:
+    if (
+        type(name) is str
+        and type(value) is str
+        and _PLAIN_VALUE.match(value)
+        and _TOKEN.match(name)
+        and name.lower() not in FORBIDDEN_HEADERS
+    ):
         return []  # the common case, decided in two matches
     return _header_problems(name, value)
 
@@ -426,7 +444,11 @@ def link_parents(
         elif j == i:
             problems.append(GraphProblem(i, field, f"parent {parent!r} is this operation itself"))
         elif j > i:
-            problems.append(GraphProblem(i, field, f"parent {parent!r} is {describe(j)}, which comes later; a parent must come earlier"))
+            problems.append(
+                GraphProblem(
+                    i, field, f"parent {parent!r} is {describe(j)}, which comes later; a parent must come earlier"
+                )
+            )
         else:
             up[i] = j
     return up, problems
@@ -459,7 +481,9 @@ def check_graph(
     problems: list[GraphProblem] = []
     for i, name in enumerate(names):
         if name is not None and first[name] != i:
-            problems.append(GraphProblem(i, name_field, f"duplicate name {name!r} (first used at {describe(first[name])})"))
+            problems.append(
+                GraphProblem(i, name_field, f"duplicate name {name!r} (first used at {describe(first[name])})")
+            )
     order = _run_order(parents) if parents is not None and any(p >= 0 for p in parents) else None
     refs = list(references)
     edges = [(r.position, first[r.name]) for r in refs if r.position is not None and r.name in first]
@@ -469,7 +493,11 @@ def check_graph(
             continue
         j = first.get(r.name)
         if j is None:
-            problems.append(GraphProblem(r.position, r.field, f"{r.text} refers to {r.name!r}, which no operation in the batch is named"))
+            problems.append(
+                GraphProblem(
+                    r.position, r.field, f"{r.text} refers to {r.name!r}, which no operation in the batch is named"
+                )
+            )
             continue
         for i in range(n) if r.position is None else (r.position,):
             if i == j:
@@ -558,4 +586,6 @@ def _cyclic_pairs(edges: list[tuple[int, int]]) -> set[tuple[int, int]]:
             if work:
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[v])
-    return {(i, j) for i, j in edges if i != j and component.get(i) is not None and component.get(i) == component.get(j)}
+    return {
+        (i, j) for i, j in edges if i != j and component.get(i) is not None and component.get(i) == component.get(j)
+    }

@@ -171,10 +171,19 @@ def _safely(method: Callable[..., Any]) -> Callable[..., Any]:
 class _HeaderRow:
     """One key/value header row of the form, with its own remove button and error label."""
 
-    def __init__(self, key: str, value: str, on_change: Callable[..., None], on_remove: Callable[[_HeaderRow], None]) -> None:
-        self.key = _classed(w.Text(value=key, placeholder="Header-Name", layout=w.Layout(width="200px")), "batchnb-header-key")
-        self.value = _classed(w.Text(value=value, placeholder="value", layout=w.Layout(width="360px")), "batchnb-header-value")
-        self.remove = _classed(w.Button(description="✕", tooltip="remove this header", layout=w.Layout(width="36px")), "batchnb-header-remove")
+    def __init__(
+        self, key: str, value: str, on_change: Callable[..., None], on_remove: Callable[[_HeaderRow], None]
+    ) -> None:
+        self.key = _classed(
+            w.Text(value=key, placeholder="Header-Name", layout=w.Layout(width="200px")), "batchnb-header-key"
+        )
+        self.value = _classed(
+            w.Text(value=value, placeholder="value", layout=w.Layout(width="360px")), "batchnb-header-value"
+        )
+        self.remove = _classed(
+            w.Button(description="✕", tooltip="remove this header", layout=w.Layout(width="36px")),
+            "batchnb-header-remove",
+        )
         self.error = _classed(w.HTML(), "batchnb-error", "batchnb-error-header")
         self.key.observe(on_change, names="value")
         self.value.observe(on_change, names="value")
@@ -223,74 +232,134 @@ class Composer:
         self._build_actions()
         self._build_outputs()
         self.widget = _classed(
-            w.VBox([
-                _classed(w.HTML("<b>Batch composer</b> — one operation at a time; <i>Add</i> puts it in the batch below."), "batchnb-title"),
-                _row(self.method, self.method_error),
-                _row(self.path, self.path_error),
-                _row(self.name, self.name_error),
-                _row(self.parent, self.parent_error),
-                _row(_classed(w.Label("headers", layout=w.Layout(width="74px")), "batchnb-label"), self.add_header_button),
-                self.headers,
-                self.body,
-                self.body_error,
-                self.reference_box,
-                _row(self.add_button, self.remove_button, self.clear_button, self.preview_button, self.submit_button),
-                self.error_area,
-                self.selected,
-                self.operations,
-                self.preview,
-                _row(self.progress, self.status),
-                self.results,
-            ]),
+            w.VBox(
+                [
+                    _classed(
+                        w.HTML(
+                            "<b>Batch composer</b> — one operation at a time; <i>Add</i> puts it in the batch below."
+                        ),
+                        "batchnb-title",
+                    ),
+                    _row(self.method, self.method_error),
+                    _row(self.path, self.path_error),
+                    _row(self.name, self.name_error),
+                    _row(self.parent, self.parent_error),
+                    _row(
+                        _classed(w.Label("headers", layout=w.Layout(width="74px")), "batchnb-label"),
+                        self.add_header_button,
+                    ),
+                    self.headers,
+                    self.body,
+                    self.body_error,
+                    self.reference_box,
+                    _row(
+                        self.add_button, self.remove_button, self.clear_button, self.preview_button, self.submit_button
+                    ),
+                    self.error_area,
+                    self.selected,
+                    self.operations,
+                    self.preview,
+                    _row(self.progress, self.status),
+                    self.results,
+                ]
+            ),
             "batchnb-composer",
         )
 
     def _build_fields(self) -> None:
         self.method = _classed(
-            w.Combobox(value="GET", options=list(rules.METHODS), ensure_option=False, description="method", style=_LABEL, layout=w.Layout(width="220px")),
+            w.Combobox(
+                value="GET",
+                options=list(rules.METHODS),
+                ensure_option=False,
+                description="method",
+                style=_LABEL,
+                layout=w.Layout(width="220px"),
+            ),
             "batchnb-method",
         )
         self.path = _classed(
-            w.Text(placeholder="/api/2.1/scheduling/companies", description="path", style=_LABEL, layout=w.Layout(width="620px")),
+            w.Text(
+                placeholder="/api/2.1/scheduling/companies",
+                description="path",
+                style=_LABEL,
+                layout=w.Layout(width="620px"),
+            ),
             "batchnb-path",
         )
         self.name = _classed(
-            w.Text(placeholder="optional: a name other operations can reference", description="name", style=_LABEL, layout=w.Layout(width="420px")),
+            w.Text(
+                placeholder="optional: a name other operations can reference",
+                description="name",
+                style=_LABEL,
+                layout=w.Layout(width="420px"),
+            ),
             "batchnb-name",
         )
         self.parent = _classed(
-            w.Dropdown(options=[("(none)", _NONE)], value=_NONE, description="parent", style=_LABEL, layout=w.Layout(width="320px")),
+            w.Dropdown(
+                options=[("(none)", _NONE)],
+                value=_NONE,
+                description="parent",
+                style=_LABEL,
+                layout=w.Layout(width="320px"),
+            ),
             "batchnb-parent",
         )
         self.headers = _classed(w.VBox([]), "batchnb-headers")
-        self.add_header_button = _classed(w.Button(description="+ header", layout=w.Layout(width="90px")), "batchnb-header-add")
+        self.add_header_button = _classed(
+            w.Button(description="+ header", layout=w.Layout(width="90px")), "batchnb-header-add"
+        )
         self.body = _classed(
-            w.Textarea(placeholder='{"name": "My Location"}', description="body", style=_LABEL, rows=6, layout=w.Layout(width="620px")),
+            w.Textarea(
+                placeholder='{"name": "My Location"}',
+                description="body",
+                style=_LABEL,
+                rows=6,
+                layout=w.Layout(width="620px"),
+            ),
             "batchnb-body",
         )
         self.method_error, self.path_error, self.name_error, self.parent_error, self.body_error = (
-            _classed(w.HTML(), "batchnb-error", f"batchnb-error-{f}") for f in ("method", "path", "name", "parent", "body")
+            _classed(w.HTML(), "batchnb-error", f"batchnb-error-{f}")
+            for f in ("method", "path", "name", "parent", "body")
         )
         for field in (self.method, self.path, self.name, self.body, self.parent):
             field.observe(self._on_field_change, names="value")
         self.add_header_button.on_click(lambda _b: self._safe_add_header())
 
     def _build_reference_helper(self) -> None:
-        self.ref_name = _classed(w.Dropdown(options=[], description="result of", style=_LABEL, layout=w.Layout(width="260px")), "batchnb-ref-name")
-        self.ref_path = _classed(w.Text(value="$.id", description="JSONPath", style=_LABEL, layout=w.Layout(width="220px")), "batchnb-ref-path")
-        self.ref_into = _classed(w.Dropdown(options=list(_INTO), value="path", description="into", style=_LABEL, layout=w.Layout(width="200px")), "batchnb-ref-into")
+        self.ref_name = _classed(
+            w.Dropdown(options=[], description="result of", style=_LABEL, layout=w.Layout(width="260px")),
+            "batchnb-ref-name",
+        )
+        self.ref_path = _classed(
+            w.Text(value="$.id", description="JSONPath", style=_LABEL, layout=w.Layout(width="220px")),
+            "batchnb-ref-path",
+        )
+        self.ref_into = _classed(
+            w.Dropdown(
+                options=list(_INTO), value="path", description="into", style=_LABEL, layout=w.Layout(width="200px")
+            ),
+            "batchnb-ref-into",
+        )
         self.insert_button = _classed(
-            w.Button(description="Insert", tooltip='appends to the path or header value; in the body, fills the first "" (else appends)'),
+            w.Button(
+                description="Insert",
+                tooltip='appends to the path or header value; in the body, fills the first "" (else appends)',
+            ),
             "batchnb-ref-insert",
         )
         self.ref_error = _classed(w.HTML(), "batchnb-error", "batchnb-error-ref")
         self.insert_button.on_click(lambda _b: self.insert_reference())
         self.reference_box = _classed(
-            w.VBox([
-                _classed(w.HTML("<i>Reference an earlier result</i>"), "batchnb-label"),
-                _row(self.ref_name, self.ref_path, self.ref_into, self.insert_button),
-                self.ref_error,
-            ]),
+            w.VBox(
+                [
+                    _classed(w.HTML("<i>Reference an earlier result</i>"), "batchnb-label"),
+                    _row(self.ref_name, self.ref_path, self.ref_into, self.insert_button),
+                    self.ref_error,
+                ]
+            ),
             "batchnb-references",
         )
 
@@ -299,7 +368,9 @@ class Composer:
         self.remove_button = _classed(w.Button(description="Remove selected", icon="minus"), "batchnb-remove")
         self.clear_button = _classed(w.Button(description="Clear", icon="trash"), "batchnb-clear")
         self.preview_button = _classed(w.Button(description="Preview", icon="eye"), "batchnb-preview-button")
-        self.submit_button = _classed(w.Button(description="Submit", button_style="primary", icon="paper-plane"), "batchnb-submit")
+        self.submit_button = _classed(
+            w.Button(description="Submit", button_style="primary", icon="paper-plane"), "batchnb-submit"
+        )
         self.add_button.on_click(lambda _b: self.add())
         self.remove_button.on_click(lambda _b: self.remove())
         self.clear_button.on_click(lambda _b: self.clear())
@@ -308,10 +379,15 @@ class Composer:
 
     def _build_outputs(self) -> None:
         self.error_area = _classed(w.HTML(), "batchnb-errors")
-        self.selected = _classed(w.Select(options=[], rows=4, description="selected", style=_LABEL, layout=w.Layout(width="620px")), "batchnb-selected")
+        self.selected = _classed(
+            w.Select(options=[], rows=4, description="selected", style=_LABEL, layout=w.Layout(width="620px")),
+            "batchnb-selected",
+        )
         self.operations = _classed(w.HTML(), "batchnb-operations")
         self.preview = _classed(w.HTML(), "batchnb-preview")
-        self.progress = _classed(w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="200px")), "batchnb-progress")
+        self.progress = _classed(
+            w.IntProgress(value=0, min=0, max=1, layout=w.Layout(width="200px")), "batchnb-progress"
+        )
         self.status = _classed(w.HTML(), "batchnb-status")
         self.results = _classed(w.HTML(), "batchnb-results")
 
@@ -356,7 +432,9 @@ class Composer:
         put("path", _path_problem(path))
         put("name", rules.name_problem(new_name))
         if self.parent.value != _NONE:
-            _up, linked = rules.link_parents([*names, new_name], [*([None] * here), self.parent.value], describe=self._describe)
+            _up, linked = rules.link_parents(
+                [*names, new_name], [*([None] * here), self.parent.value], describe=self._describe
+            )
             for p in linked:
                 put("parent", p.message)
         body, body_problem = parse_body(self.body.value)
@@ -431,7 +509,9 @@ class Composer:
         headers = {key: value for _row, key, value in self._header_items() if key}
         name = self.name.value.strip() or None
         body, _ = parse_body(self.body.value)
-        op = Operation(self.method.value.strip().upper(), self.path.value.strip(), body=body, name=name, headers=headers or None)
+        op = Operation(
+            self.method.value.strip().upper(), self.path.value.strip(), body=body, name=name, headers=headers or None
+        )
         return op, (self.parent.value or None)
 
     # ------------------------------------------------------------ changing the form
@@ -504,7 +584,9 @@ class Composer:
         """
         self.ref_error.value = ""
         if not self.ref_name.value:
-            self.ref_error.value = _field_error_html("name an operation and add it first: only named operations can be referenced")
+            self.ref_error.value = _field_error_html(
+                "name an operation and add it first: only named operations can be referenced"
+            )
             return None
         try:
             text = refs.ref(self.ref_name.value, self.ref_path.value.strip() or "$")
@@ -538,7 +620,10 @@ class Composer:
         problems = self._check_fields(final=True)
         self._show_field_errors(problems)
         if problems:
-            self._set_errors([f"{fld}: {message}" for fld, message in problems.items()], title="Not added: fix the fields marked in red.")
+            self._set_errors(
+                [f"{fld}: {message}" for fld, message in problems.items()],
+                title="Not added: fix the fields marked in red.",
+            )
             return False
         op, parent = self._form_operation()
         candidate = [*self._entries, _Entry(op, parent)]
@@ -563,12 +648,7 @@ class Composer:
         doomed = _descendants(self._entries, index)
         rest = [(i, e) for i, e in enumerate(self._entries) if i not in doomed]
         gone = {self._entries[i].op.name for i in doomed} - {None}
-        users = [
-            f"{self._label(i, e)} uses {r.text}"
-            for i, e in rest
-            for _f, r in e.op.references()
-            if r.name in gone
-        ]
+        users = [f"{self._label(i, e)} uses {r.text}" for i, e in rest for _f, r in e.op.references() if r.name in gone]
         if users:
             self._set_errors(users, title="Not removed: other operations use its result; remove them first.")
             return False
@@ -632,8 +712,14 @@ class Composer:
         import pandas as pd
 
         rows = [
-            {"name": e.op.name, "method": e.op.method, "path": e.op.path, "body": e.op.body,
-             "headers": dict(e.op.headers) if e.op.headers else None, "parent": e.parent}
+            {
+                "name": e.op.name,
+                "method": e.op.method,
+                "path": e.op.path,
+                "body": e.op.body,
+                "headers": dict(e.op.headers) if e.op.headers else None,
+                "parent": e.parent,
+            }
             for e in self._entries
         ]
         return pd.DataFrame(rows, columns=list(OPERATION_COLUMNS), dtype=object)
@@ -728,7 +814,10 @@ class Composer:
         self.progress.bar_style = "success" if not failed else "warning"
         verdict = "all ok" if not failed else f"{failed} not ok"
         self.status.value = f"Submit {run}: {plural(len(frame), 'operation')}, {verdict}"
-        self.results.value = f'<div class="batchnb-results-run" data-run="{run}"><b>Result of submit {run}</b></div>' + result_html(frame)
+        self.results.value = (
+            f'<div class="batchnb-results-run" data-run="{run}"><b>Result of submit {run}</b></div>'
+            + result_html(frame)
+        )
 
     def wait(self, timeout: float | None = None) -> pd.DataFrame | None:
         """Wait for the running submit; returns the result frame (None if the submit failed: see ``errors``).

@@ -46,9 +46,22 @@ def served(max_requests: int = 50) -> Iterator[tuple[str, str, int]]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="batchnb-bench-") as tmp:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--db", str(Path(tmp) / "bench.sqlite3"),
-             "--log-level", "warning", "--max-requests", str(max_requests)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "batchnb.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                str(Path(tmp) / "bench.sqlite3"),
+                "--log-level",
+                "warning",
+                "--max-requests",
+                str(max_requests),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             # Credentials through the environment: arguments show in ps.
             env={**os.environ, "BATCHNB_API_KEY": "bench", "BATCHNB_TOKEN": token},
         )

@@ -21,13 +21,18 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, dela
             head = await reader.readuntil(b"\r\n\r\n")
             lines = head.decode("latin-1").split("\r\n")
             method, target, _ = lines[0].split(" ", 2)
-            length = next((int(line.split(":", 1)[1]) for line in lines[1:] if line.lower().startswith("content-length:")), 0)
+            length = next(
+                (int(line.split(":", 1)[1]) for line in lines[1:] if line.lower().startswith("content-length:")), 0
+            )
             if length:
                 await reader.readexactly(length)
             await asyncio.sleep(delay)
             body = json.dumps({"id": target.split("?")[0].rsplit("/", 1)[-1]}).encode()
             status = "201 Created" if method == "POST" else "200 OK"
-            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass

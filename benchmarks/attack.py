@@ -82,12 +82,18 @@ class Background:
         n = 0
         while not self._stop.is_set():
             n += 1
-            self._one(self.servers.demo, [
-                {"method": "POST", "path": CO, "body": {"name": f"steady {n}"}, "name": "co"},
-                {"method": "GET", "path": CO + "/${result=co:$.id}"},
-                {"method": "GET", "path": CO + "?limit=5"},
-            ])
-            self._one(self.servers.gateway, [{"method": "GET", "path": f"/steady/{n}"}, {"method": "POST", "path": "/steady", "body": {"n": n}}])
+            self._one(
+                self.servers.demo,
+                [
+                    {"method": "POST", "path": CO, "body": {"name": f"steady {n}"}, "name": "co"},
+                    {"method": "GET", "path": CO + "/${result=co:$.id}"},
+                    {"method": "GET", "path": CO + "?limit=5"},
+                ],
+            )
+            self._one(
+                self.servers.gateway,
+                [{"method": "GET", "path": f"/steady/{n}"}, {"method": "POST", "path": "/steady", "body": {"n": n}}],
+            )
 
     def _one(self, served: Served, ops: list[dict]) -> None:
         try:
@@ -145,13 +151,21 @@ def main() -> int:
     p99_rest, p99_attack = percentile(rest.latencies, 99) * 1000, percentile(under.latencies, 99) * 1000
     ratio = p99_attack / p99_rest
     growth = {k: (under.peak_rss[k] - rss_before[k]) / 2**20 for k in rss_before}
-    print(f"corpus: {len(ATTACKS)} attacks x {args.rounds} rounds in {elapsed:.1f} s; "
-          f"steady client: {rest.batches + under.batches} batches, {rest.batches_ok + under.batches_ok} all ok")
-    print(f"probe p99 at rest: {p99_rest:.1f} ms ({len(rest.latencies)} probes); under attack: {p99_attack:.1f} ms ({len(under.latencies)} probes)")
+    print(
+        f"corpus: {len(ATTACKS)} attacks x {args.rounds} rounds in {elapsed:.1f} s; "
+        f"steady client: {rest.batches + under.batches} batches, {rest.batches_ok + under.batches_ok} all ok"
+    )
+    print(
+        f"probe p99 at rest: {p99_rest:.1f} ms ({len(rest.latencies)} probes); under attack: {p99_attack:.1f} ms ({len(under.latencies)} probes)"
+    )
     results = [
         line("probe p99 under attack / at rest", f"{ratio:.2f}x", ratio <= P99_RATIO_LIMIT, f"<= {P99_RATIO_LIMIT:g}x"),
-        line("peak RSS growth (demo, gateway)", f"{growth['demo']:.0f} MB, {growth['gateway']:.0f} MB",
-             max(growth.values()) < RSS_LIMIT / 2**20, f"< {RSS_LIMIT // 2**20} MB"),
+        line(
+            "peak RSS growth (demo, gateway)",
+            f"{growth['demo']:.0f} MB, {growth['gateway']:.0f} MB",
+            max(growth.values()) < RSS_LIMIT / 2**20,
+            f"< {RSS_LIMIT // 2**20} MB",
+        ),
         line("crashes", str(crashes), crashes == 0, "0"),
         line("5xx answers", f"{tally.server_errors} of {tally.answers}", tally.server_errors == 0, "0"),
         line("bare (non-JSON) answers", f"{tally.bare} of {tally.answers}", tally.bare == 0, "0"),

@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     base = best_of(baseline, df, args.repeat)
     ours = best_of(measured, df, args.repeat)
     print(f"rows: {args.rows:,}")
-    return report("df.to_json(orient='records', lines=True)", base, "from_frame + wire JSON per batch of 50", ours, TARGET)
+    return report(
+        "df.to_json(orient='records', lines=True)", base, "from_frame + wire JSON per batch of 50", ours, TARGET
+    )
 
 
 if __name__ == "__main__":

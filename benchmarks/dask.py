@@ -44,8 +44,13 @@ PATH = "/api/2.1/scheduling/companies"
 
 @contextlib.contextmanager
 def watched_server(delay: float) -> Iterator[tuple[str, str]]:
-    proc = subprocess.Popen([sys.executable, "-m", "tests.support.watching", "50", str(delay)], cwd=ROOT, stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.watching", "50", str(delay)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         line = proc.stdout.readline() if proc.stdout else ""
         if not line.startswith("listening "):
@@ -71,25 +76,43 @@ def main() -> int:
         single = client.submit(frame("single"), method="POST", path=PATH, body=["name"], progress=False)
         t_single = time.perf_counter() - start
         assert single["ok"].all()
-        with distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as cluster, \
-                distributed.Client(cluster) as dask_client:
+        with (
+            distributed.LocalCluster(
+                n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None
+            ) as cluster,
+            distributed.Client(cluster) as dask_client,
+        ):
             ddf = dd.from_pandas(frame("cluster"), npartitions=a.partitions)
             before = httpx.get(url + "/_watch/stats").json()
             start = time.perf_counter()
-            result = batchnb.dask.submit(ddf, url, api_key="demo", token=token, method="POST", path=PATH, body=["name"],
-                                         journal=Path(tmp) / "journal", concurrency=a.concurrency, client=dask_client)
+            result = batchnb.dask.submit(
+                ddf,
+                url,
+                api_key="demo",
+                token=token,
+                method="POST",
+                path=PATH,
+                body=["name"],
+                journal=Path(tmp) / "journal",
+                concurrency=a.concurrency,
+                client=dask_client,
+            )
             t_cluster = time.perf_counter() - start
             assert result["ok"].all().compute()
         seen = httpx.get(url + "/_watch/stats").json()
     ops = lambda t: a.rows / t  # noqa: E731
     overhead = t_cluster / t_single - 1
-    print(f"rows: {a.rows}; partitions: {a.partitions}; 2 worker processes; limit {a.concurrency} batches in flight; "
-          f"the server waits {a.delay * 1000:g} ms before each batch")
+    print(
+        f"rows: {a.rows}; partitions: {a.partitions}; 2 worker processes; limit {a.concurrency} batches in flight; "
+        f"the server waits {a.delay * 1000:g} ms before each batch"
+    )
     print(f"baseline one process, Client.submit:  {t_single:6.2f} s  {ops(t_single):7.0f} ops/s")
     print(f"batchnb.dask.submit on the cluster:   {t_cluster:6.2f} s  {ops(t_cluster):7.0f} ops/s")
     print(f"overhead of the cluster: {overhead:+.1%} (target within 20%: {'met' if overhead <= 0.20 else 'NOT met'})")
-    print(f"batches in flight at once, as the server saw them: {seen['max_in_flight']} (limit {a.concurrency}: "
-          f"{'met' if seen['max_in_flight'] <= a.concurrency else 'NOT met'}); batches: {seen['batches'] - before['batches']}")
+    print(
+        f"batches in flight at once, as the server saw them: {seen['max_in_flight']} (limit {a.concurrency}: "
+        f"{'met' if seen['max_in_flight'] <= a.concurrency else 'NOT met'}); batches: {seen['batches'] - before['batches']}"
+    )
     return 0 if overhead <= 0.20 and seen["max_in_flight"] <= a.concurrency else 1
 
 

@@ -38,8 +38,10 @@ def run(server: bn.LocalServer, rows: int, seed: int, keys: bool) -> bool:
     final = int(result["status"].notna().sum())
     verdict = "met" if (unknown == 0 and twice == 0) else "NOT met"
     target = f"   (target 0 unknown, 0 duplicated: {verdict})" if keys else "   (at most once: duplicated must be 0)"
-    print(f"{'with keys   ' if keys else 'without keys'}: {final} final, {unknown} outcome unknown, {twice} duplicated, "
-          f"{int(result['replayed'].sum())} answered by a replay; {elapsed:.1f} s; faults {dict(sorted(faults.items()))}{target}")
+    print(
+        f"{'with keys   ' if keys else 'without keys'}: {final} final, {unknown} outcome unknown, {twice} duplicated, "
+        f"{int(result['replayed'].sum())} answered by a replay; {elapsed:.1f} s; faults {dict(sorted(faults.items()))}{target}"
+    )
     return twice == 0 and (unknown == 0 or not keys)
 
 

@@ -30,7 +30,9 @@ import pandas as pd
 
 from _common import free_port, _wait_ready
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/support: how to start a server that says its port
+sys.path.insert(
+    0, str(Path(__file__).resolve().parent.parent)
+)  # tests/support: how to start a server that says its port
 from tests.support import listening  # noqa: E402
 from batchnb import AsyncClient
 
@@ -45,9 +47,23 @@ def slow_api(delay: float) -> contextlib.AbstractContextManager[str]:
 @contextlib.contextmanager
 def gateway(upstream: str) -> Iterator[tuple[str, str]]:
     token, port = secrets.token_urlsafe(12), free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "batchnb.cli", "serve", "--upstream", upstream, "--port", str(port),
-                             "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "BATCHNB_API_KEY": "bench", "BATCHNB_TOKEN": token})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "batchnb.cli",
+            "serve",
+            "--upstream",
+            upstream,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "BATCHNB_API_KEY": "bench", "BATCHNB_TOKEN": token},
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(proc, url)
@@ -60,6 +76,7 @@ def gateway(upstream: str) -> Iterator[tuple[str, str]]:
 async def per_row(api: str, rows: int, concurrency: int) -> float:
     queue = iter(range(rows))
     async with httpx.AsyncClient(trust_env=False) as http:
+
         async def worker() -> None:
             for i in queue:
                 r = await http.post(f"{api}/things/{i}", json={"n": i})
@@ -74,8 +91,9 @@ async def batched(url: str, token: str, rows: int, concurrency: int, parallel: i
     df = pd.DataFrame({"n": range(rows)})
     async with AsyncClient(url, token=token, concurrency=concurrency) as client:
         start = time.perf_counter()
-        result = await client.submit(df, method="POST", path="/things/{n}", body=["n"], parallel=parallel, progress=False,
-                                     idempotency=False)
+        result = await client.submit(
+            df, method="POST", path="/things/{n}", body=["n"], parallel=parallel, progress=False, idempotency=False
+        )
         elapsed = time.perf_counter() - start
     assert result["ok"].all(), result.loc[~result["ok"], ["status", "error"]].head()
     return elapsed
@@ -96,8 +114,12 @@ def main() -> int:
     ratio = batch_ops / row_ops
     print(f"API latency {a.delay * 1000:.0f} ms a request; client concurrency {a.concurrency}")
     print(f"baseline per-row HTTP straight to the API: {a.baseline_rows:6d} rows {t_row:6.2f} s {row_ops:8.0f} ops/s")
-    print(f"submit through the gateway, parallel={a.parallel:<3d}:  {a.rows:6d} rows {t_batch:6.2f} s {batch_ops:8.0f} ops/s")
-    print(f"ratio: {ratio:.1f}x the baseline's throughput (target >= {TARGET:g}x: {'met' if ratio >= TARGET else 'NOT met'})")
+    print(
+        f"submit through the gateway, parallel={a.parallel:<3d}:  {a.rows:6d} rows {t_batch:6.2f} s {batch_ops:8.0f} ops/s"
+    )
+    print(
+        f"ratio: {ratio:.1f}x the baseline's throughput (target >= {TARGET:g}x: {'met' if ratio >= TARGET else 'NOT met'})"
+    )
     return 0 if ratio >= TARGET else 1
 
 

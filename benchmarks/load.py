@@ -76,11 +76,14 @@ async def batch_phase(url: str, token: str, clients: int, ops: int, seconds: flo
 
     async def one(c: int, n: int) -> None:
         # Half creates, half reads that depend on a create by reference: the server resolves them.
-        batch = Batch([
-            Operation("POST", CO, {"name": f"b{run_id}-{c}-{n}-{i}"}, name=f"c{i}") if i % 2 == 0
-            else Operation("GET", f"{CO}/${{result=c{i - 1}:$.id}}")
-            for i in range(ops)
-        ])
+        batch = Batch(
+            [
+                Operation("POST", CO, {"name": f"b{run_id}-{c}-{n}-{i}"}, name=f"c{i}")
+                if i % 2 == 0
+                else Operation("GET", f"{CO}/${{result=c{i - 1}:$.id}}")
+                for i in range(ops)
+            ]
+        )
         started = time.perf_counter()
         try:
             responses = await pool[c].send(batch)
@@ -142,7 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=8, help="concurrent clients (default 8)")
     p.add_argument("--ops", type=int, default=50, help="operations per batch (default 50, the server's limit)")
     p.add_argument("--seconds", type=float, default=15.0, help="how long to send batches (default 15)")
-    p.add_argument("--baseline-seconds", type=float, default=None, help="how long to measure single requests (default: a third of --seconds)")
+    p.add_argument(
+        "--baseline-seconds",
+        type=float,
+        default=None,
+        help="how long to measure single requests (default: a third of --seconds)",
+    )
     args = p.parse_args(argv)
     baseline_seconds = args.baseline_seconds if args.baseline_seconds is not None else max(2.0, args.seconds / 3)
 
@@ -155,16 +163,24 @@ def main(argv: list[str] | None = None) -> int:
     op_rate = batches.operations / b_elapsed
     single_rate = len(singles.latencies) / s_elapsed
     cpus = os.cpu_count()
-    print(f"batchnb load: {args.clients} clients, {args.ops} operations a batch (half POST, half GET by reference), "
-          f"{b_elapsed:.1f} s, server in a subprocess, {cpus} CPU(s)")
+    print(
+        f"batchnb load: {args.clients} clients, {args.ops} operations a batch (half POST, half GET by reference), "
+        f"{b_elapsed:.1f} s, server in a subprocess, {cpus} CPU(s)"
+    )
     print(f"  batches     {n:>9,}   {batch_rate:>10,.1f} batches/s")
     print(f"  operations  {batches.operations:>9,}   {op_rate:>10,.1f} operations/s")
-    print(f"  latency     p50 {percentile(batches.latencies, 50):8.1f} ms   p99 {percentile(batches.latencies, 99):8.1f} ms   "
-          f"mean {statistics.fmean(batches.latencies) if n else float('nan'):.1f} ms")
+    print(
+        f"  latency     p50 {percentile(batches.latencies, 50):8.1f} ms   p99 {percentile(batches.latencies, 99):8.1f} ms   "
+        f"mean {statistics.fmean(batches.latencies) if n else float('nan'):.1f} ms"
+    )
     print(f"  errors      {batches.errors}" + (f"   first: {batches.first_error}" if batches.first_error else ""))
-    print(f"baseline: one operation per HTTP request (the same POST/GET mix), {args.clients} clients, {s_elapsed:.1f} s")
+    print(
+        f"baseline: one operation per HTTP request (the same POST/GET mix), {args.clients} clients, {s_elapsed:.1f} s"
+    )
     print(f"  requests    {len(singles.latencies):>9,}   {single_rate:>10,.1f} requests/s")
-    print(f"  latency     p50 {percentile(singles.latencies, 50):8.1f} ms   p99 {percentile(singles.latencies, 99):8.1f} ms")
+    print(
+        f"  latency     p50 {percentile(singles.latencies, 50):8.1f} ms   p99 {percentile(singles.latencies, 99):8.1f} ms"
+    )
     print(f"  errors      {singles.errors}" + (f"   first: {singles.first_error}" if singles.first_error else ""))
     ratio = op_rate / single_rate if single_rate else float("inf")
     print(f"ratio: {ratio:.1f}x operations/s through batches vs single requests")

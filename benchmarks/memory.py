@@ -42,34 +42,48 @@ def main() -> None:
     p.add_argument("--bodies", default=None, choices=["json", "parsed", "none"], help="default: submit's own default")
     a = p.parse_args()
     options = {} if a.bodies is None else {"bodies": a.bodies}
-    df = pd.DataFrame({
-        "company": [f"co-{i % 997}" for i in range(a.rows)],
-        "first": [f"F{i}" for i in range(a.rows)],
-        "phone": [f"+33 1 {i:08d}" for i in range(a.rows)],
-    })
+    df = pd.DataFrame(
+        {
+            "company": [f"co-{i % 997}" for i in range(a.rows)],
+            "first": [f"F{i}" for i in range(a.rows)],
+            "phone": [f"+33 1 {i:08d}" for i in range(a.rows)],
+        }
+    )
     frame_bytes = int(df.memory_usage(deep=True).sum())
     gc.collect()
     before = rss_now()
     with serve() as (url, token):
+
         async def go() -> pd.DataFrame:
             async with AsyncClient(url, token=token, concurrency=4) as client:
-                return await client.submit(df, method="POST", path="/api/2.1/scheduling/companies",
-                                           body={"name": "first", "address.city": "company", "phone": "phone"},
-                                           progress=False, **options)
+                return await client.submit(
+                    df,
+                    method="POST",
+                    path="/api/2.1/scheduling/companies",
+                    body={"name": "first", "address.city": "company", "phone": "phone"},
+                    progress=False,
+                    **options,
+                )
 
         start = time.perf_counter()
         result = asyncio.run(go())
         elapsed = time.perf_counter() - start
     grown = peak_rss() - before
     kept = f"bodies={a.bodies!r}" if a.bodies else "default settings"
-    print(f"rows: {a.rows}, {kept} (body column: {result['body'].dtype}), sent in {elapsed:.1f} s, ok: {int(result['ok'].sum())}")
+    print(
+        f"rows: {a.rows}, {kept} (body column: {result['body'].dtype}), sent in {elapsed:.1f} s, ok: {int(result['ok'].sum())}"
+    )
     print(f"baseline: input frame deep memory      {frame_bytes / MB:9.1f} MB")
     print(f"client peak RSS growth during submit   {grown / MB:9.1f} MB")
     print(f"  of which the result frame           {int(result.memory_usage(deep=True).sum()) / MB:9.1f} MB")
     limit = frame_bytes + 500 * MB
-    print(f"ratio growth / (frame + 500 MB): {grown / limit:.2f} (target <= 1: {'met' if grown <= limit else 'NOT met'})")
+    print(
+        f"ratio growth / (frame + 500 MB): {grown / limit:.2f} (target <= 1: {'met' if grown <= limit else 'NOT met'})"
+    )
     stretch = frame_bytes + 200 * MB
-    print(f"ratio growth / (frame + 200 MB): {grown / stretch:.2f} (stretch <= 1: {'met' if grown <= stretch else 'NOT met'})")
+    print(
+        f"ratio growth / (frame + 200 MB): {grown / stretch:.2f} (stretch <= 1: {'met' if grown <= stretch else 'NOT met'})"
+    )
 
 
 if __name__ == "__main__":

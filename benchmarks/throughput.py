@@ -71,6 +71,7 @@ async def per_row(url: str, token: str, rows: int, concurrency: int, keyed: bool
     queue = iter(range(rows))
     keys = run_keys(rows) if keyed else []
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, trust_env=False) as http:
+
         async def worker() -> None:
             for i in queue:
                 headers = {HEADER: keys[i]} if keyed else None
@@ -82,12 +83,15 @@ async def per_row(url: str, token: str, rows: int, concurrency: int, keyed: bool
         return time.perf_counter() - start
 
 
-async def batched(url: str, token: str, rows: int, concurrency: int, keyed: bool, timings: ServerTimings | None = None) -> float:
+async def batched(
+    url: str, token: str, rows: int, concurrency: int, keyed: bool, timings: ServerTimings | None = None
+) -> float:
     df = pd.DataFrame({"title": [f"row {i}" for i in range(rows)]})
     async with AsyncClient(url, token=token, concurrency=concurrency, transport=timings) as client:
         start = time.perf_counter()
-        result = await client.submit(df, method="POST", path=PATH, body={"name": "title"}, progress=False,
-                                     idempotency="auto" if keyed else False)
+        result = await client.submit(
+            df, method="POST", path=PATH, body={"name": "title"}, progress=False, idempotency="auto" if keyed else False
+        )
         elapsed = time.perf_counter() - start
     assert result["ok"].all(), result[~result["ok"]].head()
     return elapsed
@@ -130,20 +134,36 @@ def main() -> int:
             seen: dict[str, float] = {}
             for keyed in (True, False):
                 tag = "keys" if keyed else "no keys"
-                seen[f"per-row, {tag}"] = rate(a.row_rows, asyncio.run(per_row(url, token, a.row_rows, a.concurrency, keyed)))
+                seen[f"per-row, {tag}"] = rate(
+                    a.row_rows, asyncio.run(per_row(url, token, a.row_rows, a.concurrency, keyed))
+                )
                 cpu0 = cpu_seconds(pid)
-                seen[f"submit, {tag}"] = rate(a.rows, asyncio.run(batched(url, token, a.rows, a.concurrency, keyed, timings if keyed else None)))
+                seen[f"submit, {tag}"] = rate(
+                    a.rows, asyncio.run(batched(url, token, a.rows, a.concurrency, keyed, timings if keyed else None))
+                )
                 cpu1 = cpu_seconds(pid)
                 if keyed and cpu0 is not None and cpu1 is not None:
                     server_cpu += cpu1 - cpu0
                 seen[f"in-process, {tag}"] = rate(a.rows, asyncio.run(in_process(a.rows, keyed)))
             for name, value in seen.items():
                 figures.setdefault(name, []).append(value)
-            print(f"run {run}: " + ", ".join(f"{name} {value:,.0f}" for name, value in seen.items()) + " ops/s", flush=True)
+            print(
+                f"run {run}: " + ", ".join(f"{name} {value:,.0f}" for name, value in seen.items()) + " ops/s",
+                flush=True,
+            )
 
     median = {name: statistics.median(values) for name, values in figures.items()}
-    print(f"\nrows per submit: {a.rows}, per-row baseline rows: {a.row_rows}, concurrency: {a.concurrency}, runs: {a.runs} (medians)")
-    for name in ("per-row, keys", "in-process, keys", "submit, keys", "per-row, no keys", "in-process, no keys", "submit, no keys"):
+    print(
+        f"\nrows per submit: {a.rows}, per-row baseline rows: {a.row_rows}, concurrency: {a.concurrency}, runs: {a.runs} (medians)"
+    )
+    for name in (
+        "per-row, keys",
+        "in-process, keys",
+        "submit, keys",
+        "per-row, no keys",
+        "in-process, no keys",
+        "submit, no keys",
+    ):
         print(f"  {name:<22} {median[name]:9,.0f} ops/s")
 
     failures = 0
@@ -151,8 +171,10 @@ def main() -> int:
         each = [s / r for s, r in zip(figures[f"submit, {tag}"], figures[f"per-row, {tag}"])]
         ok = min(each) >= PER_ROW_TARGET
         failures += not ok
-        print(f"submit vs per-row HTTP ({tag}): {statistics.median(each):.1f}x median, runs {', '.join(f'{x:.1f}x' for x in each)} "
-              f"(target >= {PER_ROW_TARGET:g}x in every run: {met(ok)})")
+        print(
+            f"submit vs per-row HTTP ({tag}): {statistics.median(each):.1f}x median, runs {', '.join(f'{x:.1f}x' for x in each)} "
+            f"(target >= {PER_ROW_TARGET:g}x in every run: {met(ok)})"
+        )
     for tag in ("keys", "no keys"):
         ratio = median[f"submit, {tag}"] / median[f"in-process, {tag}"]
         ok = ratio >= IN_PROCESS_TARGET
@@ -166,8 +188,10 @@ def main() -> int:
     print(f"cost of keys: {cost:+.1%} time per row (target within {KEY_COST_TARGET:.0%}: {met(ok)})")
     per_op_api = 1e6 / median["in-process, keys"] - 1e6 / median["in-process, no keys"]
     per_op_all = 1e6 / median["submit, keys"] - 1e6 / median["submit, no keys"]
-    print(f"  keys cost a submit {per_op_all:.0f} us a row; the demo API called in-process, a commit for each request, "
-          f"{per_op_api:.0f} us a row ({api_cost:+.1%}) to keep each answer in SQLite")
+    print(
+        f"  keys cost a submit {per_op_all:.0f} us a row; the demo API called in-process, a commit for each request, "
+        f"{per_op_api:.0f} us a row ({api_cost:+.1%}) to keep each answer in SQLite"
+    )
 
     total = sum(timings.ms.values())
     ops = a.rows * a.runs
@@ -177,7 +201,9 @@ def main() -> int:
         print(f"  {phase:<10} {ms * 1000 / ops:7.1f} us  {ms / total if total else 0:5.1%}  {what}")
     if server_cpu:
         outside = server_cpu * 1e6 / ops - total * 1000 / ops
-        print(f"  server CPU {server_cpu * 1e6 / ops:7.1f} us a row; outside the phases (HTTP, uvicorn, event loop): {outside:.1f} us")
+        print(
+            f"  server CPU {server_cpu * 1e6 / ops:7.1f} us a row; outside the phases (HTTP, uvicorn, event loop): {outside:.1f} us"
+        )
     return 1 if failures else 0
 
 

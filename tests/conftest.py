@@ -22,4 +22,3 @@ def fresh_server(tmp_path: Path) -> Iterator[LocalServer]:
     """A server with an empty database, for tests that count rows."""
     with LocalServer(tmp_path / "demo.sqlite3") as srv:
         yield srv
-

@@ -31,7 +31,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory, tally: Tally) -> Iterator[
 
 
 @pytest.mark.parametrize(("kind", "attack"), ATTACKS, ids=[f"{kind.split()[0]}-{a.__name__}" for kind, a in ATTACKS])
-def test_attack_is_refused_and_the_server_lives_on(servers: Servers, kind: str, attack: Callable[[Servers], None]) -> None:
+def test_attack_is_refused_and_the_server_lives_on(
+    servers: Servers, kind: str, attack: Callable[[Servers], None]
+) -> None:
     attack(servers)
     servers.demo.probe()
     servers.gateway.probe()

@@ -42,7 +42,6 @@ CHROMIUM_FLAGS = [
 TEARDOWN_TAG = "batchnb-teardown"
 
 
-
 def _missing(reason: str) -> None:
     # CI sets BATCHNB_REQUIRE_BROWSER: there a missing browser is a failure, not a skip.
     if os.environ.get("BATCHNB_REQUIRE_BROWSER"):
@@ -98,11 +97,21 @@ def jupyter_lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
     log = (tmp_path / "jupyter.log").open("w")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-            "--ServerApp.ip=127.0.0.1", f"--port={port}", f"--ServerApp.token={token}",
-            f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ServerApp.ip=127.0.0.1",
+            f"--port={port}",
+            f"--ServerApp.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.port_retries=0",
         ],
-        env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -14,7 +14,9 @@ ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 def batchnb(*args, env=ENV, **kw):
-    return subprocess.run([sys.executable, "-m", "batchnb.cli", *args], capture_output=True, text=True, env=env, timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "batchnb.cli", *args], capture_output=True, text=True, env=env, timeout=120, **kw
+    )
 
 
 def test_demo_runs_the_worked_examples():
@@ -34,17 +36,43 @@ def test_serve_takes_each_limit_as_a_flag(tmp_path):
     port, log = free_port(), tmp_path / "serve.log"
     env = {**ENV, "BATCHNB_API_KEY": "cli", "BATCHNB_TOKEN": "cli-secret"}
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--db", str(tmp_path / "d.sqlite3"),
-                                 "--log-level", "warning", "--max-requests", "7", "--max-depth", "2", "--operation-timeout", "2.5",
-                                 "--max-concurrent-batches", "0"], env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "batchnb.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                str(tmp_path / "d.sqlite3"),
+                "--log-level",
+                "warning",
+                "--max-requests",
+                "7",
+                "--max-depth",
+                "2",
+                "--operation-timeout",
+                "2.5",
+                "--max-concurrent-batches",
+                "0",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         url = f"http://127.0.0.1:{port}/api/2.3/batch"
         wait_for_http(url, proc, 20, log.read_text)
         announced = httpx.get(url, trust_env=False).json()
         assert (announced["maxRequests"], announced["maxDepth"], announced["operationTimeout"]) == (7, 2, 2.5)
         # Not announced, yet in force: no batch may run at once.
-        r = httpx.post(url, json={"requests": [{"method": "GET", "path": "/api/2.1/scheduling/companies"}]},
-                       headers={"Authorization": "Bearer cli-secret"}, trust_env=False)
+        r = httpx.post(
+            url,
+            json={"requests": [{"method": "GET", "path": "/api/2.1/scheduling/companies"}]},
+            headers={"Authorization": "Bearer cli-secret"},
+            trust_env=False,
+        )
         assert r.status_code == 429, r.text
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -57,16 +85,45 @@ def test_serve_and_run_a_csv_with_a_bad_row(tmp_path):
     env = {**ENV, "BATCHNB_API_KEY": "cli", "BATCHNB_TOKEN": "cli-secret"}
     log = tmp_path / "serve.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--db", str(db), "--log-level", "warning"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "batchnb.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                str(db),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_http(url + "/api/2.3/batch", proc, 20, log.read_text)
         good = tmp_path / "ops.csv"
         pd.DataFrame({"name": [f"Site {i}" for i in range(30)], "city": "Lyon"}).to_csv(good, index=False)
         out = tmp_path / "result.csv"
-        r = batchnb("run", str(good), "--url", url, "--method", "POST", "--path", "/api/2.1/scheduling/companies",
-                    "--body-columns", "name", "-o", str(out), "-q", env={**ENV, "BATCHNB_TOKEN": "cli-secret"})
+        r = batchnb(
+            "run",
+            str(good),
+            "--url",
+            url,
+            "--method",
+            "POST",
+            "--path",
+            "/api/2.1/scheduling/companies",
+            "--body-columns",
+            "name",
+            "-o",
+            str(out),
+            "-q",
+            env={**ENV, "BATCHNB_TOKEN": "cli-secret"},
+        )
         assert r.returncode == 0, r.stderr + r.stdout
         assert "30 of 30 rows ok" in r.stdout
         saved = pd.read_csv(out)
@@ -75,27 +132,66 @@ def test_serve_and_run_a_csv_with_a_bad_row(tmp_path):
 
         parquet_in, parquet_out = tmp_path / "ops.parquet", tmp_path / "result.parquet"
         pd.DataFrame({"name": ["Parquet A", "Parquet B"]}).to_parquet(parquet_in)
-        r = batchnb("run", str(parquet_in), "--url", url, "--method", "POST", "--path", "/api/2.1/scheduling/companies",
-                    "--body-columns", "name", "-o", str(parquet_out), "-q", env={**ENV, "BATCHNB_TOKEN": "cli-secret"})
+        r = batchnb(
+            "run",
+            str(parquet_in),
+            "--url",
+            url,
+            "--method",
+            "POST",
+            "--path",
+            "/api/2.1/scheduling/companies",
+            "--body-columns",
+            "name",
+            "-o",
+            str(parquet_out),
+            "-q",
+            env={**ENV, "BATCHNB_TOKEN": "cli-secret"},
+        )
         assert r.returncode == 0, r.stderr
         assert pd.read_parquet(parquet_out)["status"].tolist() == [201, 201]
 
         bad = tmp_path / "bad.csv"
-        pd.DataFrame({"method": ["POST", "FETCH", "POST"], "path": ["/api/2.1/scheduling/companies", "/x", ""],
-                      "body": ['{"name": "ok"}', "{}", '{"name": "x"}']}).to_csv(bad, index=False)
-        before = httpx.post(url + "/api/2.3/batch", headers={"Authorization": "Bearer cli-secret"},
-                            json={"requests": [{"method": "GET", "path": "/api/2.1/scheduling/companies?limit=1000"}]}).json()
+        pd.DataFrame(
+            {
+                "method": ["POST", "FETCH", "POST"],
+                "path": ["/api/2.1/scheduling/companies", "/x", ""],
+                "body": ['{"name": "ok"}', "{}", '{"name": "x"}'],
+            }
+        ).to_csv(bad, index=False)
+        before = httpx.post(
+            url + "/api/2.3/batch",
+            headers={"Authorization": "Bearer cli-secret"},
+            json={"requests": [{"method": "GET", "path": "/api/2.1/scheduling/companies?limit=1000"}]},
+        ).json()
         r = batchnb("run", str(bad), "--url", url, "-q", env={**ENV, "BATCHNB_TOKEN": "cli-secret"})
         assert r.returncode == 2
         assert "row 1" in r.stderr and "method" in r.stderr and "row 2" in r.stderr and "path" in r.stderr
-        after = httpx.post(url + "/api/2.3/batch", headers={"Authorization": "Bearer cli-secret"},
-                           json={"requests": [{"method": "GET", "path": "/api/2.1/scheduling/companies?limit=1000"}]}).json()
-        assert len(after["responses"][0]["body"]["items"]) == len(before["responses"][0]["body"]["items"])  # nothing sent
+        after = httpx.post(
+            url + "/api/2.3/batch",
+            headers={"Authorization": "Bearer cli-secret"},
+            json={"requests": [{"method": "GET", "path": "/api/2.1/scheduling/companies?limit=1000"}]},
+        ).json()
+        assert len(after["responses"][0]["body"]["items"]) == len(
+            before["responses"][0]["body"]["items"]
+        )  # nothing sent
 
         failing = tmp_path / "failing.csv"
         pd.DataFrame({"name": ["fine", ""]}).to_csv(failing, index=False)
-        r = batchnb("run", str(failing), "--url", url, "--method", "POST", "--path", "/api/2.1/scheduling/companies",
-                    "--body-columns", "name", "-q", env={**ENV, "BATCHNB_TOKEN": "cli-secret"})
+        r = batchnb(
+            "run",
+            str(failing),
+            "--url",
+            url,
+            "--method",
+            "POST",
+            "--path",
+            "/api/2.1/scheduling/companies",
+            "--body-columns",
+            "name",
+            "-q",
+            env={**ENV, "BATCHNB_TOKEN": "cli-secret"},
+        )
         assert r.returncode == 1 and "1 of 2 rows ok" in r.stdout
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -120,8 +216,12 @@ def serving(tmp_path: Path, *args: str, env: dict | None = None):
     """`batchnb serve` in a process of its own, on a free loopback port; yields its URL and log."""
     port, log = free_port(), tmp_path / f"serve-{len(list(tmp_path.glob('serve-*')))}.log"
     with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--log-level", "warning", *args],
-                                env=env or ENV, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--log-level", "warning", *args],
+            env=env or ENV,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_http(url + "/api/2.3/batch", proc, 20, log.read_text)
@@ -150,8 +250,8 @@ def companies_csv(path: Path, names: list[str]) -> Path:
 
 TRAPS = (
     "\ufeffzip;big;qty;price;flag;city;quote;note\r\n"
-    "01234;9007199254740993;30;12.50;true;Zoë;\"say \"\"hi\"\"\";\r\n"
-    "75001;;;3.25;FALSE;Ōsaka;\"a;b\";x\r\n"
+    '01234;9007199254740993;30;12.50;true;Zoë;"say ""hi""";\r\n'
+    '75001;;;3.25;FALSE;Ōsaka;"a;b";x\r\n'
 )
 
 
@@ -161,20 +261,57 @@ def test_a_csv_of_traps_reaches_the_api_exactly_as_written(tmp_path):
     with upstream, serving(tmp_path, "--upstream", upstream.url) as (url, _log):
         traps = tmp_path / "traps.csv"
         traps.write_bytes(TRAPS.encode("utf-8"))
-        r = batchnb("run", str(traps), "--url", url, "--method", "POST", "--path", "/items/{zip}",
-                    "--body-columns", "zip,big,qty,price,flag,city,quote,note", "-q")
+        r = batchnb(
+            "run",
+            str(traps),
+            "--url",
+            url,
+            "--method",
+            "POST",
+            "--path",
+            "/items/{zip}",
+            "--body-columns",
+            "zip,big,qty,price,flag,city,quote,note",
+            "-q",
+        )
         assert r.returncode == 0, r.stderr + r.stdout
         got = sorted((req.target, req.body) for req in upstream.requests)
         assert [t for t, _b in got] == ["/items/01234", "/items/75001"]
-        assert json.loads(got[0][1]) == {"zip": "01234", "big": 9007199254740993, "qty": 30, "price": 12.5,
-                                         "flag": True, "city": "Zoë", "quote": 'say "hi"'}
+        assert json.loads(got[0][1]) == {
+            "zip": "01234",
+            "big": 9007199254740993,
+            "qty": 30,
+            "price": 12.5,
+            "flag": True,
+            "city": "Zoë",
+            "quote": 'say "hi"',
+        }
         assert b"9007199254740993" in got[0][1]
-        assert json.loads(got[1][1]) == {"zip": "75001", "price": 3.25, "flag": False, "city": "Ōsaka", "quote": "a;b", "note": "x"}
+        assert json.loads(got[1][1]) == {
+            "zip": "75001",
+            "price": 3.25,
+            "flag": False,
+            "city": "Ōsaka",
+            "quote": "a;b",
+            "note": "x",
+        }
 
         upstream.clear()
         latin = tmp_path / "latin.csv"
         latin.write_bytes("name;city\nAndré;Zürich\n".encode("latin-1"))
-        args = ("run", str(latin), "--url", url, "--method", "POST", "--path", "/people", "--body-columns", "name,city", "-q")
+        args = (
+            "run",
+            str(latin),
+            "--url",
+            url,
+            "--method",
+            "POST",
+            "--path",
+            "/people",
+            "--body-columns",
+            "name,city",
+            "-q",
+        )
         r = batchnb(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr
         assert "latin.csv, line 2: byte 0xe9 is not utf-8 text" in r.stderr and "--encoding latin-1" in r.stderr
@@ -193,16 +330,54 @@ def test_every_output_problem_is_found_before_anything_is_sent(tmp_path, demo_se
         (tmp_path / "missing" / "r.csv", "does not exist"),
         (tmp_path, "is a directory"),
     ]:
-        r = batchnb("run", str(ops), "--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "-o", str(target), "-q", env=RUN_ENV)
+        r = batchnb(
+            "run",
+            str(ops),
+            "--url",
+            url,
+            "--method",
+            "POST",
+            "--path",
+            CO,
+            "--body-columns",
+            "name",
+            "-o",
+            str(target),
+            "-q",
+            env=RUN_ENV,
+        )
         assert r.returncode == 2 and expected in r.stderr, r.stderr
     # A missing writer, as for a user without pyarrow: refused up front, naming the extra.
-    code = ("import sys; sys.modules['pyarrow'] = None\n"
-            "import importlib.util; real = importlib.util.find_spec\n"
-            "importlib.util.find_spec = lambda n, *a: None if n == 'pyarrow' else real(n, *a)\n"
-            "from batchnb.cli import main; sys.exit(main(sys.argv[1:]))")
-    r = subprocess.run([sys.executable, "-c", code, "run", str(ops), "--url", url, "--method", "POST", "--path", CO,
-                        "--body-columns", "name", "-o", str(tmp_path / "r.parquet"), "-q"],
-                       capture_output=True, text=True, env=RUN_ENV, timeout=120)
+    code = (
+        "import sys; sys.modules['pyarrow'] = None\n"
+        "import importlib.util; real = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'pyarrow' else real(n, *a)\n"
+        "from batchnb.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "run",
+            str(ops),
+            "--url",
+            url,
+            "--method",
+            "POST",
+            "--path",
+            CO,
+            "--body-columns",
+            "name",
+            "-o",
+            str(tmp_path / "r.parquet"),
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        env=RUN_ENV,
+        timeout=120,
+    )
     assert r.returncode == 2 and "pip install 'batchnb[parquet]'" in r.stderr, r.stderr
     assert count(db) == before
 
@@ -216,7 +391,9 @@ def test_output_keeps_the_input_columns_writes_unicode_and_goes_to_stdout(tmp_pa
     r = batchnb(*args, "-o", str(out), env=RUN_ENV)
     assert r.returncode == 1  # the second row has no name
     saved = pd.read_csv(out, index_col="row")
-    assert saved.columns.tolist()[:2] == ["name", "site"] and {"status", "ok", "error", "body", "name_result"} <= set(saved.columns)
+    assert saved.columns.tolist()[:2] == ["name", "site"] and {"status", "ok", "error", "body", "name_result"} <= set(
+        saved.columns
+    )
     assert saved["status"].tolist() == [201, 400]
     assert saved.loc[1, "error"] == "400 name: is required"
     text = out.read_text(encoding="utf-8")
@@ -269,7 +446,9 @@ def test_a_users_mistake_gets_a_message_not_a_traceback(tmp_path, demo_server, c
     if content is not None:
         path.write_bytes(content)
     before = count(db)
-    r = batchnb("run", str(path), "--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "-q", env=RUN_ENV)
+    r = batchnb(
+        "run", str(path), "--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "-q", env=RUN_ENV
+    )
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert count(db) == before
 
@@ -278,9 +457,20 @@ def test_urls_and_credentials_are_checked_at_once(tmp_path):
     ops = companies_csv(tmp_path / "ops.csv", ["X"])
     r = batchnb("run", str(ops), "--url", "127.0.0.1:8765", "--method", "POST", "--path", CO, "-q")
     assert r.returncode == 2 and "'127.0.0.1:8765' is not an http(s) URL: write 'http://127.0.0.1:8765'" in r.stderr
-    r = batchnb("run", str(ops), "--method", "POST", "--path", CO, "-q", env={k: v for k, v in ENV.items() if k != "BATCHNB_URL"})
+    r = batchnb(
+        "run",
+        str(ops),
+        "--method",
+        "POST",
+        "--path",
+        CO,
+        "-q",
+        env={k: v for k, v in ENV.items() if k != "BATCHNB_URL"},
+    )
     assert r.returncode == 2 and "--url" in r.stderr and "BATCHNB_URL" in r.stderr
-    r = batchnb("run", str(ops), "--url", "http://127.0.0.1:1", "--api-key", "k", "--method", "POST", "--path", CO, "-q")
+    r = batchnb(
+        "run", str(ops), "--url", "http://127.0.0.1:1", "--api-key", "k", "--method", "POST", "--path", CO, "-q"
+    )
     assert r.returncode == 2 and "api_key was given without a token" in r.stderr
     r = batchnb("serve", "--db", str(tmp_path / "no" / "such" / "dir" / "d.sqlite3"), "--port", str(free_port()))
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
@@ -291,12 +481,25 @@ def test_dry_run_previews_every_operation_with_credentials_masked(tmp_path, demo
     ops = tmp_path / "ops.csv"
     ops.write_text("name,company\nDry A,1\nDry B,2\n", encoding="utf-8")
     before = count(db)
-    r = batchnb("run", str(ops), "--method", "POST", "--path", CO + "/{company}/services", "--body-columns", "name",
-                "--header", "Authorization: Bearer other-secret", "--header", "X-Source: import", "--dry-run",
-                env={**RUN_ENV, "BATCHNB_URL": url})
+    r = batchnb(
+        "run",
+        str(ops),
+        "--method",
+        "POST",
+        "--path",
+        CO + "/{company}/services",
+        "--body-columns",
+        "name",
+        "--header",
+        "Authorization: Bearer other-secret",
+        "--header",
+        "X-Source: import",
+        "--dry-run",
+        env={**RUN_ENV, "BATCHNB_URL": url},
+    )
     assert r.returncode == 0, r.stderr
     assert "dry run: nothing was sent. 2 operations in 1 HTTP call of at most 50" in r.stdout
-    assert "row 0: POST /api/2.1/scheduling/companies/1/services {\"name\": \"Dry A\"}" in r.stdout
+    assert 'row 0: POST /api/2.1/scheduling/companies/1/services {"name": "Dry A"}' in r.stdout
     assert "'Authorization': '***'" in r.stdout and "'X-Source': 'import'" in r.stdout
     assert "other-secret" not in r.stdout + r.stderr
     assert count(db) == before
@@ -311,14 +514,31 @@ def test_help_version_and_serve_saying_its_demo_credentials(tmp_path):
     assert "(default: 4)" in r.stdout and "(default: utf-8)" in r.stdout
     with serving(tmp_path, "--db", str(tmp_path / "d.sqlite3")) as (_url, log):
         assert "demo credentials: api key 'demo', token 'demo-token'" in log.read_text()
-    with serving(tmp_path, "--db", str(tmp_path / "e.sqlite3"), env={**ENV, "BATCHNB_TOKEN": "s3cret-token"}) as (_url, log):
+    with serving(tmp_path, "--db", str(tmp_path / "e.sqlite3"), env={**ENV, "BATCHNB_TOKEN": "s3cret-token"}) as (
+        _url,
+        log,
+    ):
         assert "credentials" not in log.read_text() and "s3cret-token" not in log.read_text()
 
 
 def test_the_progress_bar_shows_only_on_a_terminal(tmp_path, demo_server):
     url, _db = demo_server
     ops = companies_csv(tmp_path / "ops.csv", [f"Bar {i}" for i in range(120)])  # three batches
-    r = batchnb("run", str(ops), "--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "--rate", "50", env=RUN_ENV)
+    r = batchnb(
+        "run",
+        str(ops),
+        "--url",
+        url,
+        "--method",
+        "POST",
+        "--path",
+        CO,
+        "--body-columns",
+        "name",
+        "--rate",
+        "50",
+        env=RUN_ENV,
+    )
     assert r.returncode == 0 and "120 of 120 rows ok" in r.stdout
     assert "op/s" not in r.stderr and "%|" not in r.stderr, r.stderr  # captured: not a terminal, so no bar
 

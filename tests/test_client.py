@@ -79,11 +79,16 @@ def test_a_url_without_a_scheme_is_refused_at_once(url, message):
 def test_an_api_key_without_a_token_is_refused_not_a_silent_401_later():
     with pytest.raises(BatchValidationError) as info:
         AsyncClient("http://127.0.0.1:1", api_key="k")
-    assert [(p.pointer, p.message) for p in info.value.problems] == [("token", "api_key was given without a token: the server needs both")]
+    assert [(p.pointer, p.message) for p in info.value.problems] == [
+        ("token", "api_key was given without a token: the server needs both")
+    ]
 
 
 def test_send_is_one_call_and_an_answer_that_is_not_a_batch_response_is_an_error():
-    answers = [Reply(200, {"responses": [{"method": "GET", "path": "/x", "status": 200, "body": {"n": 1}}]}), Reply(200, {"hello": "world"})]
+    answers = [
+        Reply(200, {"responses": [{"method": "GET", "path": "/x", "status": 200, "body": {"n": 1}}]}),
+        Reply(200, {"hello": "world"}),
+    ]
     with RecordingUpstream(lambda req: answers.pop(0)) as srv:
         client = Client(srv.url, token="t")
         out = client.send(Batch([Operation("GET", "/x")]))

@@ -14,7 +14,10 @@ def _diffs(actual: pd.DataFrame, expected) -> list[tuple[str, str, str, str]]:
     return [(d.label, d.field, d.expected, d.got) for d in diffs]
 
 
-@pytest.mark.parametrize("header, by", [(",name,status", "label"), ("row,name,status", "label"), ("name,status", "name"), ("status", "position")])
+@pytest.mark.parametrize(
+    "header, by",
+    [(",name,status", "label"), ("row,name,status", "label"), ("name,status", "name"), ("status", "position")],
+)
 def test_rows_pair_by_label_else_by_name_else_by_position(tmp_path, header, by):
     columns = header.split(",")
     rows = {"": ["5", "7"], "row": ["5", "7"], "name": ["a", "b"], "status": ["201", "404"]}
@@ -43,14 +46,29 @@ def test_repeated_labels_pair_in_order():
 
 
 def test_ids_compare_by_the_part_they_play():
-    stored = pd.DataFrame({"path": ["/c", "/c/co_111111111111/s", "/c/co_222222222222/s"],
-                           "body": [{"id": "co_111111111111"}, {"id": "sv_000000000001"}, {"id": "sv_000000000002"}]})
-    same = pd.DataFrame({"path": ["/c", "/c/co_abcdefabcdef/s", "/c/co_abcdefabcdef/s"],
-                         "body": [{"id": "co_abcdefabcdef"}, {"id": "sv_aaaaaaaaaaaa"}, {"id": "sv_bbbbbbbbbbbb"}]})
+    stored = pd.DataFrame(
+        {
+            "path": ["/c", "/c/co_111111111111/s", "/c/co_222222222222/s"],
+            "body": [{"id": "co_111111111111"}, {"id": "sv_000000000001"}, {"id": "sv_000000000002"}],
+        }
+    )
+    same = pd.DataFrame(
+        {
+            "path": ["/c", "/c/co_abcdefabcdef/s", "/c/co_abcdefabcdef/s"],
+            "body": [{"id": "co_abcdefabcdef"}, {"id": "sv_aaaaaaaaaaaa"}, {"id": "sv_bbbbbbbbbbbb"}],
+        }
+    )
     # Stored, row 2 used a company no row made; now it uses the one row 0 made: a change, whatever the values.
-    assert _diffs(same, stored) == [("2", "path", "/c/<id3>/s", "/c/<id1>/s"), ("2", "body", '{"id": "<id4>"}', '{"id": "<id3>"}')]
-    again = pd.DataFrame({"path": ["/c", "/c/co_999999999999/s", "/c/co_999999999999/s"],
-                          "body": [{"id": "co_999999999999"}, {"id": "sv_cccccccccccc"}, {"id": "sv_dddddddddddd"}]})
+    assert _diffs(same, stored) == [
+        ("2", "path", "/c/<id3>/s", "/c/<id1>/s"),
+        ("2", "body", '{"id": "<id4>"}', '{"id": "<id3>"}'),
+    ]
+    again = pd.DataFrame(
+        {
+            "path": ["/c", "/c/co_999999999999/s", "/c/co_999999999999/s"],
+            "body": [{"id": "co_999999999999"}, {"id": "sv_cccccccccccc"}, {"id": "sv_dddddddddddd"}],
+        }
+    )
     assert _diffs(again, same) == []  # other values, the same parts
 
 
@@ -63,7 +81,9 @@ def test_values_compare_whatever_their_type():
     assert canon("{not json") == "{not json"
 
 
-@pytest.mark.parametrize("value, read", [(201, "201"), ("201", "201"), (404.0, "404"), ("2XX", "2xx"), ("none", ""), (None, ""), ("", "")])
+@pytest.mark.parametrize(
+    "value, read", [(201, "201"), ("201", "201"), (404.0, "404"), ("2XX", "2xx"), ("none", ""), (None, ""), ("", "")]
+)
 def test_what_reads_as_a_status(value, read):
     assert expected_status(value, "x") == read
 

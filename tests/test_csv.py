@@ -29,13 +29,13 @@ def test_leading_zeros_stay_text():
 
 
 def test_an_integer_column_with_an_empty_cell_stays_integers():
-    df = csv("age\n30\n\n41\n".replace("\n\n", "\n\"\"\n"))
+    df = csv("age\n30\n\n41\n".replace("\n\n", '\n""\n'))
     assert bodies(df) == [{"age": 30}, {}, {"age": 41}]
     assert all(type(b["age"]) is int for b in bodies(df) if b)
 
 
 def test_big_integers_with_gaps_are_exact():
-    df = csv("id\n9007199254740993\n\"\"\n123456789012345678901234567890\n")
+    df = csv('id\n9007199254740993\n""\n123456789012345678901234567890\n')
     sent = bodies(df)
     assert sent == [{"id": 9007199254740993}, {}, {"id": 123456789012345678901234567890}]
     wire = bn.Batch(from_frame(df, method="POST", path="/x", body=["id"])).to_json()
@@ -43,7 +43,7 @@ def test_big_integers_with_gaps_are_exact():
 
 
 def test_path_templates_get_the_integer_as_written():
-    df = csv("company,n\n1234,1\n\"\",2\n5678,3\n")
+    df = csv('company,n\n1234,1\n"",2\n5678,3\n')
     with pytest.raises(BatchValidationError) as err:
         from_frame(df, method="GET", path="/x/{company}")
     assert err.value.pointers == ["row 1 (line 3 of <input>), column company"]
@@ -55,11 +55,11 @@ def test_path_templates_get_the_integer_as_written():
     ("cells", "expected"),
     [
         (["1", "2"], [1, 2]),
-        (["+1", "2"], ["+1", "2"]),            # not canonical: text
-        (["1.0", "2"], [1.0, 2.0]),            # decimals
+        (["+1", "2"], ["+1", "2"]),  # not canonical: text
+        (["1.0", "2"], [1.0, 2.0]),  # decimals
         (["007", "8"], ["007", "8"]),
         (["12.50", "3.25"], [12.5, 3.25]),
-        (["1e5", "2"], ["1e5", "2"]),          # not a plain decimal: text
+        (["1e5", "2"], ["1e5", "2"]),  # not a plain decimal: text
         (["true", "FALSE"], [True, False]),
         (["yes", "no"], ["yes", "no"]),
         (["-0", "1"], ["-0", "1"]),
@@ -91,7 +91,10 @@ def test_strings_and_dtype_set_columns_by_hand():
     ]
     with pytest.raises(BatchValidationError) as err:
         csv("zip,qty\n75001,three\n", dtype={"qty": "int"})
-    assert str(err.value.problems[0]) == "line 2, column qty: 'three' is not an integer (the column is read as int: dtype={'qty': 'int'})"
+    assert (
+        str(err.value.problems[0])
+        == "line 2, column qty: 'three' is not an integer (the column is read as int: dtype={'qty': 'int'})"
+    )
 
 
 # ---------------------------------------------------------------- the shapes analysts meet
@@ -105,7 +108,9 @@ def test_separators_are_found_from_the_header():
 
 
 def test_an_excel_export_with_bom_crlf_semicolons_and_quotes():
-    raw = "\ufeffname;city;note\r\n\"Dupont; fils\";Paris;\"ligne 1\r\nligne 2\"\r\nÉlise;Zoë;\"dit \"\"bonjour\"\"\"\r\n".encode("utf-8")
+    raw = '\ufeffname;city;note\r\n"Dupont; fils";Paris;"ligne 1\r\nligne 2"\r\nÉlise;Zoë;"dit ""bonjour"""\r\n'.encode(
+        "utf-8"
+    )
     df = read_csv(io.BytesIO(raw))
     assert df.columns.tolist() == ["name", "city", "note"]
     assert df.iloc[0].tolist() == ["Dupont; fils", "Paris", "ligne 1\r\nligne 2"]
@@ -135,7 +140,10 @@ def test_latin1_is_refused_naming_the_byte_and_line_then_read_with_the_flag(tmp_
     [
         ("", "<input>: the file is empty: a CSV of operations needs a header line and a line per operation"),
         ("\n\n", "<input>: the file is empty: a CSV of operations needs a header line and a line per operation"),
-        ('a,b\n1,2\n3,"never closed\n4,5\n', "<input>, line 3: a quoted cell opened here is never closed (a lone '\"')"),
+        (
+            'a,b\n1,2\n3,"never closed\n4,5\n',
+            "<input>, line 3: a quoted cell opened here is never closed (a lone '\"')",
+        ),
         ("a,b\n1,2,3\n4\n", "<input>, line 2: has 3 cells; the header has 2 (separator ',')"),
         ("a,,a\n1,2,3\n", "<input>, line 1: column 2 has no name in the header"),
     ],
@@ -170,4 +178,7 @@ def test_a_missing_column_names_the_nearest_one():
     df = csv("name,path\nx,/y\n")
     with pytest.raises(BatchValidationError) as err:
         from_frame(df, method="POST", body=["nam"])
-    assert str(err.value.problems[0]) == "body: the frame has no column 'nam'; did you mean 'name'? (it has 'name', 'path')"
+    assert (
+        str(err.value.problems[0])
+        == "body: the frame has no column 'nam'; did you mean 'name'? (it has 'name', 'path')"
+    )

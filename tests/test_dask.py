@@ -42,9 +42,11 @@ def cluster() -> Iterator[distributed.Client]:
     os.environ["DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_TIMEOUT"] = "3s"
     import dask
 
-    with dask.config.set({"distributed.scheduler.locks.lease-timeout": "3s"}), \
-            distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as local, \
-            distributed.Client(local) as client:
+    with (
+        dask.config.set({"distributed.scheduler.locks.lease-timeout": "3s"}),
+        distributed.LocalCluster(n_workers=2, threads_per_worker=2, processes=True, dashboard_address=None) as local,
+        distributed.Client(local) as client,
+    ):
         yield client
 
 
@@ -54,7 +56,11 @@ def names_frame(n: int, tag: str) -> pd.DataFrame:
 
 def companies_named(db: Path, tag: str) -> dict[str, int]:
     with sqlite3.connect(db) as conn:
-        return dict(conn.execute("SELECT name, count(*) FROM companies WHERE name LIKE ? GROUP BY name", (f"{tag} %",)).fetchall())
+        return dict(
+            conn.execute(
+                "SELECT name, count(*) FROM companies WHERE name LIKE ? GROUP BY name", (f"{tag} %",)
+            ).fetchall()
+        )
 
 
 def test_results_line_up_with_their_input_partition_by_partition(cluster, tmp_path):
@@ -63,8 +69,17 @@ def test_results_line_up_with_their_input_partition_by_partition(cluster, tmp_pa
     ddf = dd.read_csv(csv, blocksize=1000)  # several partitions, each indexed 0, 1, 2, …
     assert ddf.npartitions >= 3
     with WatchedServer() as server:
-        result = bd.submit(ddf, server.url, api_key="demo", token=server.token, method="POST", path=CO, body=["name"],
-                           journal=tmp_path / "journal", client=cluster)
+        result = bd.submit(
+            ddf,
+            server.url,
+            api_key="demo",
+            token=server.token,
+            method="POST",
+            path=CO,
+            body=["name"],
+            journal=tmp_path / "journal",
+            client=cluster,
+        )
         joined = bd.join(ddf, result).compute()
         computed = result.compute()
         # Building the graph called nothing: the server created exactly the rows, once each.
@@ -83,8 +98,17 @@ def test_results_line_up_with_their_input_partition_by_partition(cluster, tmp_pa
 
 def test_computing_the_result_again_sends_nothing_more(cluster, tmp_path):
     with WatchedServer() as server:
-        result = bd.submit(dd.from_pandas(names_frame(200, "Twice"), npartitions=4), server.url, api_key="demo", token=server.token,
-                           method="POST", path=CO, body=["name"], journal=tmp_path / "j", client=cluster)
+        result = bd.submit(
+            dd.from_pandas(names_frame(200, "Twice"), npartitions=4),
+            server.url,
+            api_key="demo",
+            token=server.token,
+            method="POST",
+            path=CO,
+            body=["name"],
+            journal=tmp_path / "j",
+            client=cluster,
+        )
         sent = len(server.starts)
         result.compute()
         result.compute()
@@ -95,8 +119,19 @@ def test_the_limit_holds_for_the_whole_cluster_as_the_server_sees_it(cluster, tm
     concurrency, rate = 2, 8
     with WatchedServer(max_requests=10, delay=0.05) as server:
         ddf = dd.from_pandas(names_frame(400, "Limited"), npartitions=8)  # 40 batches of 10
-        result = bd.submit(ddf, server.url, api_key="demo", token=server.token, method="POST", path=CO, body=["name"],
-                           journal=tmp_path / "j", concurrency=concurrency, rate=rate, client=cluster)
+        result = bd.submit(
+            ddf,
+            server.url,
+            api_key="demo",
+            token=server.token,
+            method="POST",
+            path=CO,
+            body=["name"],
+            journal=tmp_path / "j",
+            concurrency=concurrency,
+            rate=rate,
+            client=cluster,
+        )
         assert result.compute()["ok"].all()
         assert len(server.starts) == 40
         assert server.max_in_flight <= concurrency, server.max_in_flight
@@ -106,8 +141,18 @@ def test_the_limit_holds_for_the_whole_cluster_as_the_server_sees_it(cluster, tm
 def test_a_429_with_retry_after_backs_every_worker_off(cluster, tmp_path):
     with WatchedServer(max_requests=10, answer=lambda n: (429, {"Retry-After": "2"}) if n == 5 else None) as server:
         ddf = dd.from_pandas(names_frame(200, "Backoff"), npartitions=4)
-        result = bd.submit(ddf, server.url, api_key="demo", token=server.token, method="POST", path=CO, body=["name"],
-                           journal=tmp_path / "j", concurrency=2, client=cluster)
+        result = bd.submit(
+            ddf,
+            server.url,
+            api_key="demo",
+            token=server.token,
+            method="POST",
+            path=CO,
+            body=["name"],
+            journal=tmp_path / "j",
+            concurrency=2,
+            client=cluster,
+        )
         assert result.compute()["ok"].all()
         refused_at = server.starts[4]
         inside = [round(t - refused_at, 3) for t in server.starts[5:] if 0 < t - refused_at < 1.8]
@@ -122,8 +167,20 @@ def test_a_worker_killed_after_its_batch_was_sent_creates_nothing_twice(cluster,
     journal = tmp_path / "j"
     with WatchedServer(max_requests=20, hold=lambda n, body: n == 3) as server:
         ddf = dd.from_pandas(names_frame(160, "Killed"), npartitions=4)  # 40 rows, 2 batches a partition
-        result = bd.submit(ddf, server.url, api_key="demo", token=server.token, method="POST", path=CO, body=["name"],
-                           journal=journal, concurrency=2, idempotency=idempotency, client=cluster, wait=False)
+        result = bd.submit(
+            ddf,
+            server.url,
+            api_key="demo",
+            token=server.token,
+            method="POST",
+            path=CO,
+            body=["name"],
+            journal=journal,
+            concurrency=2,
+            idempotency=idempotency,
+            client=cluster,
+            wait=False,
+        )
         assert server.holding.wait(60), "the server never got its third batch"
         held = [op["body"]["name"] for op in server.bodies[2]["requests"]]
         partition = int(held[0].split()[-1]) // 40
@@ -149,13 +206,16 @@ def test_a_worker_killed_after_its_batch_was_sent_creates_nothing_twice(cluster,
 
 
 def test_a_reference_across_partitions_is_refused_before_anything_is_sent(cluster, tmp_path):
-    ops = pd.DataFrame({
-        "method": "POST",
-        "path": [CO, CO, f"{CO}/${{result=co-a:$.id}}/services", CO],
-        "name": ["co-a", "co-b", None, "co-c"],
-        # JSON text, as a CSV holds it (Dask turns a column of dicts into text of their repr).
-        "body": ['{"name": "A"}', '{"name": "B"}', '{"name": "cut", "duration": 30}', '{"name": "C"}'],
-    }, index=["r0", "r1", "r2", "r3"])
+    ops = pd.DataFrame(
+        {
+            "method": "POST",
+            "path": [CO, CO, f"{CO}/${{result=co-a:$.id}}/services", CO],
+            "name": ["co-a", "co-b", None, "co-c"],
+            # JSON text, as a CSV holds it (Dask turns a column of dicts into text of their repr).
+            "body": ['{"name": "A"}', '{"name": "B"}', '{"name": "cut", "duration": 30}', '{"name": "C"}'],
+        },
+        index=["r0", "r1", "r2", "r3"],
+    )
     ddf = dd.from_pandas(ops, npartitions=2, sort=False)
     with WatchedServer() as server:
         with pytest.raises(BatchValidationError) as err:
@@ -163,44 +223,87 @@ def test_a_reference_across_partitions_is_refused_before_anything_is_sent(cluste
         assert server.starts == []
     assert str(err.value.problems[0]) == (
         "row 'r2' in partition 1: refers to 'co-a', made in partition 0 (row 'r0'): references work within a partition; "
-        "move each chain into one (batchnb.dask.by_key) or send the parents first")
+        "move each chain into one (batchnb.dask.by_key) or send the parents first"
+    )
     # by_key puts each chain in one partition, parents first: then it runs.
     ops["site"] = ["a", "b", "a", "c"]
     with WatchedServer() as server:
-        result = bd.submit(bd.by_key(dd.from_pandas(ops, npartitions=2, sort=False), "site"), server.url, api_key="demo",
-                           token=server.token, journal=tmp_path / "k", client=cluster)
+        result = bd.submit(
+            bd.by_key(dd.from_pandas(ops, npartitions=2, sort=False), "site"),
+            server.url,
+            api_key="demo",
+            token=server.token,
+            journal=tmp_path / "k",
+            client=cluster,
+        )
         assert result.compute()["ok"].all() and server.count("services") == 1
 
 
 def test_a_journal_is_required_when_a_row_may_create_something(cluster):
     with pytest.raises(BatchValidationError) as err:
-        bd.submit(dd.from_pandas(names_frame(4, "J"), npartitions=2), "http://127.0.0.1:9", token="t", method="POST", path=CO,
-                  body=["name"], client=cluster)
+        bd.submit(
+            dd.from_pandas(names_frame(4, "J"), npartitions=2),
+            "http://127.0.0.1:9",
+            token="t",
+            method="POST",
+            path=CO,
+            body=["name"],
+            client=cluster,
+        )
     assert err.value.pointers == ["journal"]
 
 
 def test_cancelling_stops_new_batches(cluster, tmp_path):
     with WatchedServer(max_requests=5, delay=0.2) as server:
         ddf = dd.from_pandas(names_frame(400, "Cancelled"), npartitions=4)  # 80 batches, 0.2 s each
-        result = bd.submit(ddf, server.url, api_key="demo", token=server.token, method="POST", path=CO, body=["name"],
-                           journal=tmp_path / "j", concurrency=2, client=cluster, wait=False)
+        result = bd.submit(
+            ddf,
+            server.url,
+            api_key="demo",
+            token=server.token,
+            method="POST",
+            path=CO,
+            body=["name"],
+            journal=tmp_path / "j",
+            concurrency=2,
+            client=cluster,
+            wait=False,
+        )
         wait_until(lambda: len(server.starts) >= 4, 60, "no batch started")
         cluster.cancel(distributed.futures_of(result))
         at_cancel = len(server.starts)
         # Settled: no batch started for a whole second.
-        wait_until(lambda: server.in_flight == 0 and time.monotonic() - max(server.starts) > 1.0, 30, "batches kept starting")
-        assert len(server.starts) - at_cancel <= 2, (at_cancel, len(server.starts))  # at most those already past the check
+        wait_until(
+            lambda: server.in_flight == 0 and time.monotonic() - max(server.starts) > 1.0, 30, "batches kept starting"
+        )
+        assert len(server.starts) - at_cancel <= 2, (
+            at_cancel,
+            len(server.starts),
+        )  # at most those already past the check
         assert len(server.starts) < 80
 
 
 def test_credentials_never_travel_in_the_task_graph(cluster, tmp_path):
     # The first batch's answer is held, so that its task is still on the scheduler when the graph is read.
     with WatchedServer(hold=lambda n, body: n == 1) as server:
-        result = bd.submit(dd.from_pandas(names_frame(40, "Secret"), npartitions=2), server.url, api_key="demo", token=server.token,
-                           method="POST", path=CO, body=["name"], journal=tmp_path / "j", client=cluster, wait=False)
+        result = bd.submit(
+            dd.from_pandas(names_frame(40, "Secret"), npartitions=2),
+            server.url,
+            api_key="demo",
+            token=server.token,
+            method="POST",
+            path=CO,
+            body=["name"],
+            journal=tmp_path / "j",
+            client=cluster,
+            wait=False,
+        )
         wait_until(server.holding.is_set, 30, "no batch reached the server")
-        specs = cluster.run_on_scheduler(lambda dask_scheduler: [pickle.dumps(ts.run_spec) for ts in dask_scheduler.tasks.values()
-                                                                 if ts.run_spec is not None])
+        specs = cluster.run_on_scheduler(
+            lambda dask_scheduler: [
+                pickle.dumps(ts.run_spec) for ts in dask_scheduler.tasks.values() if ts.run_spec is not None
+            ]
+        )
         server.release()
         distributed.wait(distributed.futures_of(result), timeout=60)
         assert result.compute()["ok"].all()

@@ -50,7 +50,17 @@ def result_frame() -> pd.DataFrame:
 
 @pytest.mark.parametrize(
     ("status", "colour"),
-    [(200, GREEN), (204, GREEN), (302, GREY), (400, ORANGE), (424, ORANGE), (500, RED), (503, RED), (None, RED), (pd.NA, RED)],
+    [
+        (200, GREEN),
+        (204, GREEN),
+        (302, GREY),
+        (400, ORANGE),
+        (424, ORANGE),
+        (500, RED),
+        (503, RED),
+        (None, RED),
+        (pd.NA, RED),
+    ],
 )
 def test_status_colours(status, colour):
     assert status_colour(status) == colour

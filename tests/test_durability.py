@@ -31,6 +31,7 @@ from tests.support.faults import FaultyBatchServer
 
 CO = "/api/2.1/scheduling/companies"
 
+
 def integrity(db: Path) -> list[tuple]:
     with sqlite3.connect(db) as conn:
         return conn.execute("PRAGMA integrity_check").fetchall()
@@ -52,7 +53,9 @@ def serve(tmp_path: Path) -> Iterator[dict[str, Any]]:
     log = (tmp_path / "serve.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "batchnb.cli", "serve", "--db", str(db), "--port", str(port), "--log-level", "warning"],
-        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "BATCHNB_API_KEY": "demo", "BATCHNB_TOKEN": token},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "BATCHNB_API_KEY": "demo", "BATCHNB_TOKEN": token},
     )
     url = f"http://127.0.0.1:{port}"
     wait_for_http(url + "/api/2.3/batch", proc, 20, (tmp_path / "serve.log").read_text)
@@ -78,7 +81,9 @@ def test_server_killed_mid_stream_keeps_every_acknowledged_write(serve: dict[str
                 ops = [{"method": "POST", "path": CO, "body": {"name": f"w{worker}-{n}-{i}"}} for i in range(50)]
                 n += 1
                 try:
-                    r = http.post(serve["url"] + "/api/2.3/batch", content=json.dumps({"requests": ops}), headers=headers)
+                    r = http.post(
+                        serve["url"] + "/api/2.3/batch", content=json.dumps({"requests": ops}), headers=headers
+                    )
                 except httpx.HTTPError:
                     return  # the server is gone
                 if r.status_code != 200:
@@ -179,8 +184,12 @@ def journal_events(path: Path) -> tuple[dict[int, list[str]], set[int]]:
 
 
 def start_client(env: dict[str, str], journal: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CLIENT], env={**os.environ, **env, "JOURNAL": str(journal)},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-c", CLIENT],
+        env={**os.environ, **env, "JOURNAL": str(journal)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait_for_line(proc: subprocess.Popen, line: bytes, timeout: float) -> None:
@@ -191,13 +200,17 @@ def wait_for_line(proc: subprocess.Popen, line: bytes, timeout: float) -> None:
     while line not in seen.splitlines():
         left = deadline - time.monotonic()
         if left <= 0:
-            pytest.fail(f"the client did not print {line!r} within {timeout} s; it printed: {seen[-2000:].decode(errors='replace')}")
+            pytest.fail(
+                f"the client did not print {line!r} within {timeout} s; it printed: {seen[-2000:].decode(errors='replace')}"
+            )
         readable, _, _ = select.select([proc.stdout], [], [], left)
         if readable:
             chunk = os.read(proc.stdout.fileno(), 65536)
             if not chunk:
                 proc.wait(10)
-                pytest.fail(f"the client ended ({proc.returncode}) before printing {line!r}: {seen[-2000:].decode(errors='replace')}")
+                pytest.fail(
+                    f"the client ended ({proc.returncode}) before printing {line!r}: {seen[-2000:].decode(errors='replace')}"
+                )
             seen += chunk
 
 
@@ -207,11 +220,21 @@ def kill(proc: subprocess.Popen) -> None:
     assert proc.returncode == -signal.SIGKILL, f"the client was not killed: it ended with {proc.returncode}"
 
 
-def kill_when_ready(server: batchnb.LocalServer, journal: Path, rows: int, prefix: str, **stop: int) -> tuple[dict[int, list[str]], set[int]]:
+def kill_when_ready(
+    server: batchnb.LocalServer, journal: Path, rows: int, prefix: str, **stop: int
+) -> tuple[dict[int, list[str]], set[int]]:
     """A client posting ``rows`` companies to ``server``, killed when it says it reached ``stop``: the journal's (sent, done)."""
     creds = server.credentials("demo")
-    env = {"URL": server.url, "KEY": creds["api_key"], "TOKEN": creds["token"], "ROWS": str(rows), "PREFIX": prefix,
-           "COLUMN": "name", "OP_PATH": CO, **{name.upper(): str(value) for name, value in stop.items()}}
+    env = {
+        "URL": server.url,
+        "KEY": creds["api_key"],
+        "TOKEN": creds["token"],
+        "ROWS": str(rows),
+        "PREFIX": prefix,
+        "COLUMN": "name",
+        "OP_PATH": CO,
+        **{name.upper(): str(value) for name, value in stop.items()},
+    }
     proc = start_client(env, journal)
     try:
         wait_for_line(proc, b"ready", timeout=120)
@@ -230,7 +253,9 @@ def test_client_killed_between_batches_resumes_to_all_ok_with_no_duplicate(tmp_p
         assert 6 <= len(done) < rows // 50, f"not killed mid-run: {len(done)} batches done"
 
         df = frame_of(rows, "resume", "name")
-        result = server.client.submit(df, method="POST", path=CO, body=["name"], journal=str(journal), resume=True, progress=False)
+        result = server.client.submit(
+            df, method="POST", path=CO, body=["name"], journal=str(journal), resume=True, progress=False
+        )
         with sqlite3.connect(server.db) as conn:
             counts = dict(conn.execute("select name, count(*) from companies group by name").fetchall())
     assert list(result.index) == list(df.index)
@@ -244,7 +269,9 @@ def test_client_killed_between_batches_resumes_to_all_ok_with_no_duplicate(tmp_p
         else:
             assert row["ok"] and row["status"] == 201, (label, row["status"], row["error"])
             assert counts.get(name) == 1, name
-    assert not in_flight, f"{len(in_flight)} rows were in flight at the kill (checked above, but the kill should land between batches)"
+    assert not in_flight, (
+        f"{len(in_flight)} rows were in flight at the kill (checked above, but the kill should land between batches)"
+    )
 
 
 def test_client_killed_with_a_batch_in_flight_never_resends_it(tmp_path: Path) -> None:
@@ -266,7 +293,9 @@ def test_client_killed_with_a_batch_in_flight_never_resends_it(tmp_path: Path) -
 
         async def resume() -> pd.DataFrame:
             async with batchnb.AsyncClient(server.url, token="t") as client:
-                return await client.submit(df, method="POST", path="/items", body=["key"], journal=str(journal), resume=True, progress=False)
+                return await client.submit(
+                    df, method="POST", path="/items", body=["key"], journal=str(journal), resume=True, progress=False
+                )
 
         result = asyncio.run(asyncio.wait_for(resume(), 60))
         for label, key in df["key"].items():
@@ -274,7 +303,11 @@ def test_client_killed_with_a_batch_in_flight_never_resends_it(tmp_path: Path) -
             assert runs == 1 or (runs == 0 and json.dumps(label) not in in_flight), (label, runs)
             row = result.loc[label]
             if json.dumps(label) in in_flight:
-                assert pd.isna(row["status"]) and str(row["error"]).startswith("outcome unknown"), (label, row["status"], row["error"])
+                assert pd.isna(row["status"]) and str(row["error"]).startswith("outcome unknown"), (
+                    label,
+                    row["status"],
+                    row["error"],
+                )
             else:
                 assert row["status"] == 201, (label, row["status"], row["error"])
 
@@ -287,10 +320,14 @@ def test_client_killed_with_an_answered_batch_in_flight_resumes_exactly_once_wit
         assert set(sent) == set(range(stop_at)) and done == set(range(stop_at - 1)), (sorted(sent), sorted(done))
         in_flight = set(sent[stop_at - 1])
         with sqlite3.connect(server.db) as conn:
-            assert conn.execute("select count(*) from companies").fetchone()[0] == stop_at * 50  # the batch in flight did run
+            assert (
+                conn.execute("select count(*) from companies").fetchone()[0] == stop_at * 50
+            )  # the batch in flight did run
 
         df = frame_of(rows, "keyed", "name")
-        result = server.client.submit(df, method="POST", path=CO, body=["name"], journal=str(journal), resume=True, progress=False)
+        result = server.client.submit(
+            df, method="POST", path=CO, body=["name"], journal=str(journal), resume=True, progress=False
+        )
         with sqlite3.connect(server.db) as conn:
             counts = dict(conn.execute("select name, count(*) from companies group by name").fetchall())
     assert not {n: c for n, c in counts.items() if c > 1}, "created twice"

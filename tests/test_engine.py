@@ -19,8 +19,14 @@ CALLS: list[tuple[str, str, str | None, str]] = []
 
 async def echo(request: Request):
     body = await request.body()
-    CALLS.append((request.method, request.url.path + ("?" + request.url.query if request.url.query else ""),
-                  request.headers.get("authorization"), body.decode()))
+    CALLS.append(
+        (
+            request.method,
+            request.url.path + ("?" + request.url.query if request.url.query else ""),
+            request.headers.get("authorization"),
+            body.decode(),
+        )
+    )
     if request.path_params["item"] == "fail":
         return JSONResponse({"error": {"message": "nope"}}, status_code=400)
     if request.path_params["item"] == "slow":
@@ -40,13 +46,20 @@ def run(batch, **kw):
 
 
 def test_depth_first_order_and_children_after_parent():
-    batch = Batch([
-        Operation("POST", "/items/a", name="a", requests=[
-            Operation("POST", "/items/a1", requests=[Operation("POST", "/items/a11")]),
-            Operation("POST", "/items/a2"),
-        ]),
-        Operation("POST", "/items/b"),
-    ])
+    batch = Batch(
+        [
+            Operation(
+                "POST",
+                "/items/a",
+                name="a",
+                requests=[
+                    Operation("POST", "/items/a1", requests=[Operation("POST", "/items/a11")]),
+                    Operation("POST", "/items/a2"),
+                ],
+            ),
+            Operation("POST", "/items/b"),
+        ]
+    )
     out = run(batch)
     assert [c[1] for c in CALLS] == ["/items/a", "/items/a1", "/items/a11", "/items/a2", "/items/b"]
     assert [r.status for r in out] == [201, 201]
@@ -55,13 +68,15 @@ def test_depth_first_order_and_children_after_parent():
 
 
 def test_failed_parent_skips_children_and_dependents_get_424_chain():
-    batch = Batch([
-        Operation("POST", "/items/fail", name="f", requests=[Operation("POST", "/items/c", name="c")]),
-        Operation("POST", f"/items/{ref('f', '$.id')}", name="d1"),
-        Operation("POST", f"/items/{ref('d1', '$.id')}", name="d2"),
-        Operation("POST", f"/items/{ref('c', '$.id')}", name="d3"),
-        Operation("POST", "/items/independent"),
-    ])
+    batch = Batch(
+        [
+            Operation("POST", "/items/fail", name="f", requests=[Operation("POST", "/items/c", name="c")]),
+            Operation("POST", f"/items/{ref('f', '$.id')}", name="d1"),
+            Operation("POST", f"/items/{ref('d1', '$.id')}", name="d2"),
+            Operation("POST", f"/items/{ref('c', '$.id')}", name="d3"),
+            Operation("POST", "/items/independent"),
+        ]
+    )
     out = run(batch)
     assert [r.status for r in out] == [400, 424, 424, 424, 201]
     assert out[0].responses[0].status == 424
@@ -71,11 +86,17 @@ def test_failed_parent_skips_children_and_dependents_get_424_chain():
 
 
 def test_references_resolve_in_path_headers_and_typed_body():
-    batch = Batch([
-        Operation("POST", "/items/x", name="x"),
-        Operation("PUT", f"/items/{ref('x', '$.id')}", {"n": ref("x", "$.n"), "s": f"n is {ref('x', '$.n')}"},
-                  headers={"X-Id": ref("x", "$.id")}),
-    ])
+    batch = Batch(
+        [
+            Operation("POST", "/items/x", name="x"),
+            Operation(
+                "PUT",
+                f"/items/{ref('x', '$.id')}",
+                {"n": ref("x", "$.n"), "s": f"n is {ref('x', '$.n')}"},
+                headers={"X-Id": ref("x", "$.id")},
+            ),
+        ]
+    )
     out = run(batch)
     assert out[1].path == "/items/id-x"
     assert CALLS[1][3] == '{"n":3,"s":"n is 3"}'
@@ -94,28 +115,35 @@ def test_query_credentials_are_passed_in_the_same_form_but_not_shown_in_the_path
 
 
 def test_timeout_response_size_and_unsafe_resolved_path():
-    batch = Batch([
-        Operation("GET", "/items/slow"),
-        Operation("GET", "/items/big"),
-        Operation("POST", "/items/dots", name="d"),
-        Operation("GET", "/items/ok"),
-    ])
+    batch = Batch(
+        [
+            Operation("GET", "/items/slow"),
+            Operation("GET", "/items/big"),
+            Operation("POST", "/items/dots", name="d"),
+            Operation("GET", "/items/ok"),
+        ]
+    )
     out = run(batch, timeout=0.2, max_bytes=1000)
     assert out[0].status == 504 and out[1].status == 502 and out[3].status == 201
 
 
 def test_what_a_checked_batch_fills_in_or_encodes_is_checked_again_and_an_unchecked_operation_always() -> None:
     # A value filled in by a reference, into the path and into a header, is checked as it is sent, checked batch or not.
-    filled = Batch([
-        Operation("POST", "/items/a", "line 1\nEvil: 1", name="a"),  # text, echoed as it came: with its newline
-        Operation("GET", "/items/${result=a:$.seen}"),
-        Operation("GET", "/items/b", headers={"X-Seen": "${result=a:$.seen}"}),
-    ])
+    filled = Batch(
+        [
+            Operation("POST", "/items/a", "line 1\nEvil: 1", name="a"),  # text, echoed as it came: with its newline
+            Operation("GET", "/items/${result=a:$.seen}"),
+            Operation("GET", "/items/b", headers={"X-Seen": "${result=a:$.seen}"}),
+        ]
+    )
     out = run(filled, checked=True)
     assert [r.status for r in out] == [201, 400, 400]
     assert "resolved path or header" in out[1].body["error"]["message"] and "X-Seen" in out[2].body["error"]["message"]
     # Made the unchecked way (as the client fills in earlier batches' results): checked here whatever the flag says.
-    sneaky = [Operation._unchecked("GET", "/items/../admin"), Operation._unchecked("GET", "/items/c", headers={"Host": "evil"})]
+    sneaky = [
+        Operation._unchecked("GET", "/items/../admin"),
+        Operation._unchecked("GET", "/items/c", headers={"Host": "evil"}),
+    ]
     assert [r.status for r in run(sneaky)] == [400, 400]
     assert CALLS == []
     # A non-ASCII path is percent-encoded, then checked, in a checked batch too.
@@ -154,9 +182,12 @@ def test_a_nested_gzip_bomb_stops_at_the_decoded_limit():
 
     payload = bomb(64 * 1024 * 1024)  # a few hundred bytes on the wire
     with RecordingUpstream(lambda req: Reply(200, payload, {"Content-Encoding": "gzip, gzip"})) as up:
+
         async def go():
             async with httpx.AsyncClient(trust_env=False) as http:
-                return await execute(Batch([Operation("GET", "/bomb")]), HTTPDispatcher(http, up.url, max_response_bytes=1_000_000))
+                return await execute(
+                    Batch([Operation("GET", "/bomb")]), HTTPDispatcher(http, up.url, max_response_bytes=1_000_000)
+                )
 
         out = asyncio.run(go())
     assert out[0].status == 502, out[0].body
@@ -177,11 +208,13 @@ def test_a_reference_into_an_answer_without_a_body_does_not_run():
 
 
 def test_values_that_references_fill_in_are_bounded_per_operation():
-    batch = Batch([
-        Operation("POST", "/items/x", name="x"),
-        Operation("POST", "/items/y", {"copies": [ref("x", "$")] * 2000}),
-        Operation("POST", "/items/z", {"one": ref("x", "$")}),
-    ])
+    batch = Batch(
+        [
+            Operation("POST", "/items/x", name="x"),
+            Operation("POST", "/items/y", {"copies": [ref("x", "$")] * 2000}),
+            Operation("POST", "/items/z", {"one": ref("x", "$")}),
+        ]
+    )
     out = run(batch, max_resolved_bytes=10_000)
     assert [r.status for r in out] == [201, 413, 201]
     assert out[1].body["error"] == {"code": "resolved_too_large", "message": out[1].body["error"]["message"]}
@@ -190,7 +223,11 @@ def test_values_that_references_fill_in_are_bounded_per_operation():
 
 
 def test_the_whole_answer_is_bounded():
-    out = run(Batch([Operation("GET", "/items/big")] * 4 + [Operation("GET", "/items/a")]), max_bytes=10_000, max_answer_bytes=12_000)
+    out = run(
+        Batch([Operation("GET", "/items/big")] * 4 + [Operation("GET", "/items/a")]),
+        max_bytes=10_000,
+        max_answer_bytes=12_000,
+    )
     assert [r.status for r in out] == [200, 200, 502, 503, 503]
     assert out[2].body["error"]["code"] == "answer_too_large"
     assert out[3].body["error"]["message"] == "not run: the batch's answer reached its limit of 12000 bytes"
@@ -226,7 +263,11 @@ def test_earlier_results_filled_in_client_side_keep_the_same_bounds():
     from batchnb.model import Response
 
     earlier = {"co": Response("POST", "/c", 201, body={"id": "co_1/services/sv_2", "blob": "x" * 5000})}
-    ops = [Operation("DELETE", "/c/${result=co:$.id}"), Operation("POST", "/c", {"b": [ref("co", "$.blob")] * 10}), Operation("GET", "/ok")]
+    ops = [
+        Operation("DELETE", "/c/${result=co:$.id}"),
+        Operation("POST", "/c", {"b": [ref("co", "$.blob")] * 10}),
+        Operation("GET", "/ok"),
+    ]
     p = prepare(ops, result_lookup(earlier, defer_missing=True), max_resolved_bytes=20_000)
     assert [op.path for op in p.sendable] == ["/ok"]
     out = p.merge([Response("GET", "/ok", 200)])
@@ -262,7 +303,9 @@ class Timeline:
         key = path.split("?")[0]
         self.spans[key] = (start, _time.monotonic())
         status = 400 if key.endswith("/fail") else 201
-        return DispatchResult(status, {"content-type": "application/json"}, _json.dumps({"id": key.rsplit("/", 1)[-1]}).encode())
+        return DispatchResult(
+            status, {"content-type": "application/json"}, _json.dumps({"id": key.rsplit("/", 1)[-1]}).encode()
+        )
 
 
 def test_parallel_operations_wait_for_their_parent_and_references_and_keep_their_places():
@@ -275,7 +318,13 @@ def test_parallel_operations_wait_for_their_parent_and_references_and_keep_their
     ]
     out = asyncio.run(execute(ops, t, parallel=4))
     # (each answer's id is its path's last segment: a1 answered "a")
-    assert [r.path for top in out for _p, r in top.walk()] == ["/a", "/a1/a", "/b", "/c/b/a", *[f"/free{i}" for i in range(6)]]
+    assert [r.path for top in out for _p, r in top.walk()] == [
+        "/a",
+        "/a1/a",
+        "/b",
+        "/c/b/a",
+        *[f"/free{i}" for i in range(6)],
+    ]
     assert t.most == 4  # the cap, reached
     start, end = {k: s for k, (s, _e) in t.spans.items()}, {k: e for k, (_s, e) in t.spans.items()}
     assert start["/a1/a"] >= end["/a"]  # after its parent

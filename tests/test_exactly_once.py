@@ -26,16 +26,22 @@ pytestmark = pytest.mark.slow
 
 def test_5000_rows_through_a_faulty_network_arrive_exactly_once(tmp_path):
     n = 2500
-    with LocalServer(tmp_path / "demo.sqlite3") as server, fault_proxy(server.url, seed=11, drop=0.1, bad_gateway=0.05,
-                                                                        stall=0.05, stall_seconds=2.5) as proxy:
+    with (
+        LocalServer(tmp_path / "demo.sqlite3") as server,
+        fault_proxy(server.url, seed=11, drop=0.1, bad_gateway=0.05, stall=0.05, stall_seconds=2.5) as proxy,
+    ):
         client = Client(proxy, **server.credentials(), timeout=1.5, retries=12, backoff=0.05, max_backoff=0.5)
         frame = companies_and_services(n, "EO")
         result = client.submit(frame, progress=False)
         seen = stats(proxy)
         with sqlite3.connect(server.db) as conn:
             stored = dict(conn.execute("SELECT name, id FROM companies WHERE name LIKE 'EO %'").fetchall())
-            services = dict(conn.execute("SELECT s.name, c.name FROM services s JOIN companies c ON s.company_id = c.id "
-                                         "WHERE s.name LIKE 'EO cut %'").fetchall())
+            services = dict(
+                conn.execute(
+                    "SELECT s.name, c.name FROM services s JOIN companies c ON s.company_id = c.id "
+                    "WHERE s.name LIKE 'EO cut %'"
+                ).fetchall()
+            )
         doubles = duplicated(server.db, "EO")
     assert seen["drop"] > 0 and seen["bad-gateway"] > 0 and seen["stall"] > 0, seen
     assert len(result) == 2 * n and result["status"].notna().all()
@@ -54,8 +60,11 @@ def test_5000_rows_through_a_faulty_network_arrive_exactly_once(tmp_path):
 
 def test_the_same_faults_without_keys_create_nothing_twice_and_report_what_is_unknown(tmp_path):
     n = 500
-    with LocalServer(tmp_path / "demo.sqlite3") as api, LocalServer(upstream=api.url, tenants=("gateway",)) as gateway, \
-            fault_proxy(gateway.url, seed=5, drop=0.15, bad_gateway=0.05, stall=0.0) as proxy:
+    with (
+        LocalServer(tmp_path / "demo.sqlite3") as api,
+        LocalServer(upstream=api.url, tenants=("gateway",)) as gateway,
+        fault_proxy(gateway.url, seed=5, drop=0.15, bad_gateway=0.05, stall=0.0) as proxy,
+    ):
         assert httpx.get(proxy + "/api/2.3/batch", trust_env=False).json()["idempotency"] is False
         client = Client(proxy, **gateway.credentials(), timeout=5, retries=12, backoff=0.05, max_backoff=0.5)
         frame = companies_and_services(n, "AM", headers={"Authorization": f"Bearer {api.credentials()['token']}"})

@@ -19,10 +19,21 @@ def test_require_names_the_extra():
 @pytest.mark.parametrize(
     ("blocked", "code", "message"),
     [
-        ("matplotlib", "import pandas as pd, batchnb as bn; bn.summary(pd.DataFrame({'status': [200]}))",
-         "summary() needs matplotlib: pip install 'batchnb[notebook]'"),
-        ("ipywidgets", "import batchnb as bn; bn.Composer", "batchnb.Composer needs ipywidgets: pip install 'batchnb[notebook]'"),
-        ("uvicorn", "import batchnb as bn; bn.LocalServer().start()", "LocalServer needs uvicorn: pip install 'batchnb[server]'"),
+        (
+            "matplotlib",
+            "import pandas as pd, batchnb as bn; bn.summary(pd.DataFrame({'status': [200]}))",
+            "summary() needs matplotlib: pip install 'batchnb[notebook]'",
+        ),
+        (
+            "ipywidgets",
+            "import batchnb as bn; bn.Composer",
+            "batchnb.Composer needs ipywidgets: pip install 'batchnb[notebook]'",
+        ),
+        (
+            "uvicorn",
+            "import batchnb as bn; bn.LocalServer().start()",
+            "LocalServer needs uvicorn: pip install 'batchnb[server]'",
+        ),
     ],
 )
 def test_a_user_without_the_extra_is_told_which_to_install(blocked, code, message):

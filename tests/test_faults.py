@@ -40,7 +40,9 @@ def _workload(rows: int) -> tuple[list[Operation], set[str]]:
 
 
 async def _submit(server: FaultyBatchServer, work: object, **kw: object) -> object:
-    async with batchnb.AsyncClient(server.url, token="fault-token", timeout=CLIENT_TIMEOUT, retries=12, concurrency=4) as client:
+    async with batchnb.AsyncClient(
+        server.url, token="fault-token", timeout=CLIENT_TIMEOUT, retries=12, concurrency=4
+    ) as client:
         return await client.submit(work, retry_operations=True, progress=False, **kw)
 
 
@@ -85,7 +87,9 @@ def test_every_fault_at_once_never_runs_a_post_twice() -> None:
         missing = [k for k in DEFAULT_WEIGHTS if server.faults[k] == 0]
         assert not missing, f"faults never injected: {missing} ({dict(server.faults)})"
         _check(server, ops, responses)
-    print(f"\n{ROWS} rows through {server.batches_received} batch calls in {elapsed:.1f} s; faults: {dict(server.faults)}")
+    print(
+        f"\n{ROWS} rows through {server.batches_received} batch calls in {elapsed:.1f} s; faults: {dict(server.faults)}"
+    )
 
 
 def test_post_batch_is_never_resent_after_an_unknown_outcome() -> None:
@@ -116,21 +120,31 @@ def test_mixed_frame_with_fault_injection() -> None:
     pd = pytest.importorskip("pandas")
     ops, existing = _workload(1000)
     df = pd.DataFrame(
-        {"method": [op.method for op in ops], "path": [op.path for op in ops], "key": [f"k{i}" for i in range(len(ops))]},
+        {
+            "method": [op.method for op in ops],
+            "path": [op.path for op in ops],
+            "key": [f"k{i}" for i in range(len(ops))],
+        },
         index=pd.Index([f"row-{i}" for i in range(len(ops))], name="row"),
     )
     df["body"] = [op.body for op in ops]
     with FaultyBatchServer(seed=99, stall=CLIENT_TIMEOUT + 0.5) as server:
         for key in existing:
             server.items[key] = {"key": key}
-        frame = asyncio.run(asyncio.wait_for(_submit(server, df, method="method", path="path", body="body"), timeout=120))
+        frame = asyncio.run(
+            asyncio.wait_for(_submit(server, df, method="method", path="path", body="body"), timeout=120)
+        )
         assert list(frame.index) == list(df.index)
         for label, op in zip(df.index, ops):
             row = frame.loc[label]
             key = op.body["key"] if op.method == "POST" else op.path.rsplit("/", 1)[1]
             if op.method == "POST":
                 assert server.executions[("POST", key)] <= 1
-                assert row["ok"] or str(row["error"]).startswith("outcome unknown"), (label, row["status"], row["error"])
+                assert row["ok"] or str(row["error"]).startswith("outcome unknown"), (
+                    label,
+                    row["status"],
+                    row["error"],
+                )
             else:
                 assert row["ok"], (label, row["status"], row["error"])
 
@@ -159,7 +173,9 @@ def _rate_limited_once(prefix: str) -> tuple[RecordingUpstream, dict[str, int]]:
 def test_an_operation_resent_after_429_keeps_its_references() -> None:
     up, seen = _rate_limited_once("/b/")
     with up, batchnb.LocalServer(upstream=up.url, tenants=("gate",)) as gw:
-        batch = Batch([Operation("POST", "/a", {}, name="a"), Operation("GET", "/b/${result=a:$.id}"), Operation("GET", "/c")])
+        batch = Batch(
+            [Operation("POST", "/a", {}, name="a"), Operation("GET", "/b/${result=a:$.id}"), Operation("GET", "/c")]
+        )
         out = gw.client_for("gate").submit(batch, retry_operations=True, progress=False)
     assert [r.status for r in out] == [201, 200, 200], [(r.status, r.error) for r in out]
     assert out[1].path == "/b/A1"
@@ -169,7 +185,9 @@ def test_an_operation_resent_after_429_keeps_its_references() -> None:
 def test_dependants_of_an_operation_resent_after_429_are_resent_with_it() -> None:
     up, seen = _rate_limited_once("/a")
     with up, batchnb.LocalServer(upstream=up.url, tenants=("gate",)) as gw:
-        batch = Batch([Operation("POST", "/a", {}, name="a"), Operation("GET", "/b/${result=a:$.id}"), Operation("GET", "/c")])
+        batch = Batch(
+            [Operation("POST", "/a", {}, name="a"), Operation("GET", "/b/${result=a:$.id}"), Operation("GET", "/c")]
+        )
         out = gw.client_for("gate").submit(batch, retry_operations=True, progress=False)
     assert out[0].status == 201 and out[0].attempts == 2, (out[0].status, out[0].attempts)
     assert out[1].status == 200 and out[1].path == "/b/A1", (out[1].status, out[1].body)

@@ -98,7 +98,9 @@ def test_template_values_that_make_the_path_unsafe_are_reported():
 
 
 def test_path_column_is_checked_per_value():
-    df = pd.DataFrame({"method": "GET", "path": ["/ok", "//evil.example/x", "http://x/y", "/a/../b", "/a b", "/fine/.well-known"]})
+    df = pd.DataFrame(
+        {"method": "GET", "path": ["/ok", "//evil.example/x", "http://x/y", "/a/../b", "/a b", "/fine/.well-known"]}
+    )
     with pytest.raises(BatchValidationError) as err:
         from_frame(df)
     assert err.value.pointers == [f"row {i}, column path" for i in (1, 2, 3, 4)]
@@ -112,7 +114,9 @@ def test_body_as_list_of_columns():
 
 def test_body_as_dotted_mapping_nests():
     df = pd.DataFrame({"nm": ["Main St", "Side St"], "city": ["Oslo", None], "zip": ["0150", None]})
-    ops = from_frame(df, method="POST", path=COMPANIES, body={"name": "nm", "address.city": "city", "address.zip": "zip"})
+    ops = from_frame(
+        df, method="POST", path=COMPANIES, body={"name": "nm", "address.city": "city", "address.zip": "zip"}
+    )
     assert ops[0].body == {"name": "Main St", "address": {"city": "Oslo", "zip": "0150"}}
     # Every field of the nested object was null: the object is left out.
     assert ops[1].body == {"name": "Side St"}
@@ -122,7 +126,9 @@ def test_body_as_dotted_mapping_nests():
 
 def test_body_as_callable_of_the_row():
     df = pd.DataFrame({"first": ["Ada", "Alan"], "age": [36, 41]})
-    ops = from_frame(df, method="POST", path="/staff", body=lambda row: {"who": row["first"].upper(), "age": row["age"] + 1})
+    ops = from_frame(
+        df, method="POST", path="/staff", body=lambda row: {"who": row["first"].upper(), "age": row["age"] + 1}
+    )
     assert wire(ops)[1]["body"] == {"who": "ALAN", "age": 42}
     assert type(ops[0].body["age"]) is int
 
@@ -316,7 +322,13 @@ def test_nesting_by_parent_two_levels():
     df = pd.DataFrame(
         {
             "method": ["POST", "POST", "POST", "GET", "POST"],
-            "path": [COMPANIES, f"{COMPANIES}/{ref('co', '$.id')}/services", f"/svc/{ref('svc', '$.id')}/x", "/other", "/last"],
+            "path": [
+                COMPANIES,
+                f"{COMPANIES}/{ref('co', '$.id')}/services",
+                f"/svc/{ref('svc', '$.id')}/x",
+                "/other",
+                "/last",
+            ],
             "name": ["co", "svc", "deep", None, None],
             "parent": [None, "co", "svc", None, "co"],
         },
@@ -360,7 +372,16 @@ def test_every_problem_is_reported_at_once_with_rows_and_columns():
     df = pd.DataFrame(
         {
             "method": ["POST", "FETCH", "GET", "POST", "GET", "POST", "GET", "POST"],
-            "path": [COMPANIES, "/x", None, COMPANIES, f"/c/{ref('nope', '$.id')}", COMPANIES, f"/c/{ref('late', '$.id')}", COMPANIES],
+            "path": [
+                COMPANIES,
+                "/x",
+                None,
+                COMPANIES,
+                f"/c/{ref('nope', '$.id')}",
+                COMPANIES,
+                f"/c/{ref('late', '$.id')}",
+                COMPANIES,
+            ],
             "body": ['{"name": "A"}', None, None, '{"name": ', None, None, None, None],
             "name": ["co-1", None, None, None, None, "co-1", None, "late"],
         },
@@ -378,7 +399,10 @@ def test_every_problem_is_reported_at_once_with_rows_and_columns():
         "row 'r5', column name",
         "row 'r6', column path",
     }
-    assert by_pointer["headers"] == "the template {site_code}: the frame has no column 'site_code' (it has 'method', 'path', 'body', 'name')"
+    assert (
+        by_pointer["headers"]
+        == "the template {site_code}: the frame has no column 'site_code' (it has 'method', 'path', 'body', 'name')"
+    )
     assert "unknown method 'FETCH'" in by_pointer["row 'r1', column method"]
     assert "required" in by_pointer["row 'r2', column path"]
     assert by_pointer["row 'r3', column body"].startswith("is not valid JSON: ")
@@ -397,7 +421,11 @@ def test_speed_path_is_column_wise(monkeypatch):
     monkeypatch.setattr(pd.DataFrame, "itertuples", refuse)
     df = pd.DataFrame({"company": [f"c{i}" for i in range(1000)], "a": range(1000), "b": 1.5})
     ops = from_frame(df, method="POST", path="/companies/{company}/staff", body={"a": "a", "x.b": "b"})
-    assert ops[999].to_wire() == {"method": "POST", "path": "/companies/c999/staff", "body": {"a": 999, "x": {"b": 1.5}}}
+    assert ops[999].to_wire() == {
+        "method": "POST",
+        "path": "/companies/c999/staff",
+        "body": {"a": 999, "x": {"b": 1.5}},
+    }
 
 
 def test_a_percent_in_the_template_gets_every_value_checked():
@@ -460,8 +488,15 @@ def _outcome(df: pd.DataFrame, **kw) -> tuple[list[dict] | None, list[tuple[str,
 @settings(max_examples=150, deadline=None)
 @given(
     rows=st.lists(
-        st.tuples(st.sampled_from(TEXTS), st.integers(-3, 3), st.booleans(), st.sampled_from([1, 1.0, True, "1", None, "a/b"]), st.sampled_from(["k", "l", None])),
-        min_size=1, max_size=12,
+        st.tuples(
+            st.sampled_from(TEXTS),
+            st.integers(-3, 3),
+            st.booleans(),
+            st.sampled_from([1, 1.0, True, "1", None, "a/b"]),
+            st.sampled_from(["k", "l", None]),
+        ),
+        min_size=1,
+        max_size=12,
     ),
     template=st.sampled_from(TEMPLATES),
     body=st.sampled_from([None, {"t": "t", "x.n": "n"}, ["o", "f"], {"c": "c"}]),

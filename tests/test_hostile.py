@@ -122,18 +122,62 @@ JSON = st.recursive(
     max_leaves=15,
 )
 NAMES = st.sampled_from(["a", "b", "seed", "co-1", "x.y_z", "", "bad name", "ü", "a:b", "}"])
-JSONPATHS = st.sampled_from([
-    "$", "$.id", "$['a:b']", "$[?@.x == '}']", "$.items[0].id", "$..*", "$[", "$[?@.x ==", "not json path",
-    "$['unclosed", "$.a}b", "$[\"}\"]", "$..[?@ > 1]", "",
-])
-REFS = st.builds(lambda n, q, tail: f"${{result={n}:{q}}}{tail}", NAMES, JSONPATHS, st.sampled_from(["", "}", "/x", "$${"]))
+JSONPATHS = st.sampled_from(
+    [
+        "$",
+        "$.id",
+        "$['a:b']",
+        "$[?@.x == '}']",
+        "$.items[0].id",
+        "$..*",
+        "$[",
+        "$[?@.x ==",
+        "not json path",
+        "$['unclosed",
+        "$.a}b",
+        '$["}"]',
+        "$..[?@ > 1]",
+        "",
+    ]
+)
+REFS = st.builds(
+    lambda n, q, tail: f"${{result={n}:{q}}}{tail}", NAMES, JSONPATHS, st.sampled_from(["", "}", "/x", "$${"])
+)
 HOSTILE_PATHS = [
-    "http://127.0.0.1:1/x", "https://evil.example/", "//evil.example/x", "/a/../b", "/..", "/a/%2e%2e/b", "/a/%2E%2e/b",
-    "/a/%252e%252e/b", "/a/.%2e/b", "/a\\b", "/a/%5cb", "/a/%255cb", "/a\r\nX-Injected: 1", "/a%0d%0aX:%20y",
-    "/a\x00b", "/a%00", "relative", "", "/ space", "/%2f%2fevil", "/a?x=\n", "/\u00e9", "/\ud800",
-    CO, CO + "?limit=0", CO + "?limit=abc&offset=-1", CO + "/co_000000000000", CO + "/co_000000000000/services",
+    "http://127.0.0.1:1/x",
+    "https://evil.example/",
+    "//evil.example/x",
+    "/a/../b",
+    "/..",
+    "/a/%2e%2e/b",
+    "/a/%2E%2e/b",
+    "/a/%252e%252e/b",
+    "/a/.%2e/b",
+    "/a\\b",
+    "/a/%5cb",
+    "/a/%255cb",
+    "/a\r\nX-Injected: 1",
+    "/a%0d%0aX:%20y",
+    "/a\x00b",
+    "/a%00",
+    "relative",
+    "",
+    "/ space",
+    "/%2f%2fevil",
+    "/a?x=\n",
+    "/\u00e9",
+    "/\ud800",
+    CO,
+    CO + "?limit=0",
+    CO + "?limit=abc&offset=-1",
+    CO + "/co_000000000000",
+    CO + "/co_000000000000/services",
 ]
-PATHS = st.one_of(st.sampled_from(HOSTILE_PATHS), st.text(max_size=30), st.builds(lambda p, r: p + "/" + r, st.sampled_from([CO, "/x"]), REFS))
+PATHS = st.one_of(
+    st.sampled_from(HOSTILE_PATHS),
+    st.text(max_size=30),
+    st.builds(lambda p, r: p + "/" + r, st.sampled_from([CO, "/x"]), REFS),
+)
 METHODS = st.sampled_from(["GET", "get", "POST", "PUT", "DELETE", "PATCH", "FETCH", "", "GET ", 1, None, True])
 HEADERS = st.one_of(
     st.dictionaries(
@@ -145,7 +189,13 @@ HEADERS = st.one_of(
     st.sampled_from(["X-A: 1\r\nHost: evil", "no colon here", "Authorization: Bearer nope"]),
     JSON,
 )
-BODIES = st.one_of(JSON, REFS, st.dictionaries(st.sampled_from(["name", "firstName", "${result=a:$}"]), st.one_of(REFS, st.text(max_size=20)), max_size=3))
+BODIES = st.one_of(
+    JSON,
+    REFS,
+    st.dictionaries(
+        st.sampled_from(["name", "firstName", "${result=a:$}"]), st.one_of(REFS, st.text(max_size=20)), max_size=3
+    ),
+)
 FIELDS = {"method": METHODS, "path": PATHS, "body": BODIES, "name": NAMES, "headers": HEADERS, "junk": JSON}
 OPERATIONS = st.recursive(
     st.fixed_dictionaries({}, optional=FIELDS),
@@ -155,7 +205,9 @@ OPERATIONS = st.recursive(
 #: a real write leads every batch, so that "a refused batch runs nothing" is tested, not assumed.
 SEED = {"method": "POST", "path": CO, "body": {"name": "written only if the batch runs"}, "name": "seed"}
 
-HYP = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+HYP = settings(
+    max_examples=150, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+)
 
 
 # ---------------------------------------------------------------- properties
@@ -183,7 +235,9 @@ def test_hostile_operations_never_break_the_server(demo: tuple[InProcess, Rows, 
     path=st.sampled_from([p for p in HOSTILE_PATHS if not p.startswith(CO)]),
     where=st.sampled_from(["top", "child", "late"]),
 )
-def test_an_unsafe_path_anywhere_rejects_the_whole_batch(demo: tuple[InProcess, Rows, str], path: str, where: str) -> None:
+def test_an_unsafe_path_anywhere_rejects_the_whole_batch(
+    demo: tuple[InProcess, Rows, str], path: str, where: str
+) -> None:
     bad = {"method": "GET", "path": path}
     if where == "top":
         reqs = [bad, SEED]
@@ -204,7 +258,9 @@ def test_deep_and_huge_inputs(demo: tuple[InProcess, Rows, str]) -> None:
     nested_json = b"[" * 100_000 + b"]" * 100_000
     assert check_batch(demo, nested_json).status_code == 400
     deep_body = json.loads("[" * 600 + "]" * 600)
-    r = check_batch(demo, {"requests": [SEED, {"method": "POST", "path": CO, "body": {"name": "x", "deep": deep_body}}]})
+    r = check_batch(
+        demo, {"requests": [SEED, {"method": "POST", "path": CO, "body": {"name": "x", "deep": deep_body}}]}
+    )
     assert r.status_code in (200, 400, 413)
     huge = "x" * 600_000  # under the 1 MiB body limit once, over it twice
     r = check_batch(demo, {"requests": [SEED, {"method": "POST", "path": CO, "body": {"name": huge}}]})
@@ -244,9 +300,16 @@ def test_references_that_cannot_be_run_are_refused_up_front(demo: tuple[InProces
         ],
         "bad jsonpath": [SEED, {"method": "GET", "path": CO + "/${result=seed:$[?@.x ==}"}],
         "unclosed": [SEED, {"method": "GET", "path": CO + "/${result=seed:$['}"}],
-        "child before parent": [{**SEED, "body": {"name": "${result=kid:$.id}"}, "requests": [{"method": "GET", "path": CO, "name": "kid"}]}],
+        "child before parent": [
+            {**SEED, "body": {"name": "${result=kid:$.id}"}, "requests": [{"method": "GET", "path": CO, "name": "kid"}]}
+        ],
         "sibling's child is fine, its later sibling is not": [
-            {"method": "GET", "path": CO, "name": "p", "requests": [{"method": "GET", "path": CO + "/${result=q:$.id}"}]},
+            {
+                "method": "GET",
+                "path": CO,
+                "name": "p",
+                "requests": [{"method": "GET", "path": CO + "/${result=q:$.id}"}],
+            },
             {"method": "GET", "path": CO, "name": "q"},
             SEED,
         ],
@@ -309,17 +372,36 @@ def gateway(upstream: RecordingUpstream, **limits: Any) -> InProcess:
 def test_gateway_never_forwards_an_unsafe_path_or_header(upstream: RecordingUpstream) -> None:
     gw = gateway(upstream)
     try:
-        unsafe_ops = [{"method": "GET", "path": p} for p in HOSTILE_PATHS if not p.startswith(CO) and p not in ("/\u00e9", "/a/%252e%252e/b")]
+        unsafe_ops = [
+            {"method": "GET", "path": p}
+            for p in HOSTILE_PATHS
+            if not p.startswith(CO) and p not in ("/\u00e9", "/a/%252e%252e/b")
+        ]
         unsafe_ops += [
             {"method": "GET", "path": "/ok", "headers": h}
             for h in (
-                {"X-A": "1\r\nX-Injected: yes"}, {"X-A": "a\x00b"}, {"X-A": "a\nb"}, {"X\r\nA": "1"}, {"X A": "1"},
-                {"X:A": "1"}, {"": "1"}, {"Host": "evil.example"}, {"Content-Length": "0"}, {"Connection": "close"},
-                {"Transfer-Encoding": "chunked"}, {"X-A": "東京"}, "X-A: 1\r\nHost: evil.example", "X-A: 1\nX-B",
+                {"X-A": "1\r\nX-Injected: yes"},
+                {"X-A": "a\x00b"},
+                {"X-A": "a\nb"},
+                {"X\r\nA": "1"},
+                {"X A": "1"},
+                {"X:A": "1"},
+                {"": "1"},
+                {"Host": "evil.example"},
+                {"Content-Length": "0"},
+                {"Connection": "close"},
+                {"Transfer-Encoding": "chunked"},
+                {"X-A": "東京"},
+                "X-A: 1\r\nHost: evil.example",
+                "X-A: 1\nX-B",
             )
         ]
         for op in unsafe_ops:
-            for reqs in ([op], [{"method": "GET", "path": "/fine"}, op], [{"method": "GET", "path": "/fine", "requests": [op]}]):
+            for reqs in (
+                [op],
+                [{"method": "GET", "path": "/fine"}, op],
+                [{"method": "GET", "path": "/fine", "requests": [op]}],
+            ):
                 r = gw.post({"requests": reqs})
                 assert_well_formed(r)
                 assert r.status_code == 400, (op, r.text[:300])
@@ -329,7 +411,9 @@ def test_gateway_never_forwards_an_unsafe_path_or_header(upstream: RecordingUpst
 
 
 def test_gateway_rechecks_what_references_put_into_paths_and_headers(upstream: RecordingUpstream) -> None:
-    upstream.respond = lambda req: Reply(200, {"dots": "..", "crlf": "a\r\nX-Injected: 1", "slash": "a/b", "pct": "%2e%2e", "ok": "fine"})
+    upstream.respond = lambda req: Reply(
+        200, {"dots": "..", "crlf": "a\r\nX-Injected: 1", "slash": "a/b", "pct": "%2e%2e", "ok": "fine"}
+    )
     gw = gateway(upstream)
     try:
         reqs = [
@@ -356,20 +440,40 @@ def test_gateway_rechecks_what_references_put_into_paths_and_headers(upstream: R
         gw.close()
 
 
-JSONPATH_DOC = {"a:b": "colon", "items": [{"x": "}", "id": "brace"}, {"x": "y", "id": "other"}], "n": 7, "obj": {"k": [1, 2]}}
+JSONPATH_DOC = {
+    "a:b": "colon",
+    "items": [{"x": "}", "id": "brace"}, {"x": "y", "id": "other"}],
+    "n": 7,
+    "obj": {"k": [1, 2]},
+}
 
 
 def test_jsonpath_edge_cases_in_references(upstream: RecordingUpstream) -> None:
-    upstream.respond = lambda req: Reply(200, JSONPATH_DOC if req.target == "/src" else {"echo": json.loads(req.body or b"null")})
+    upstream.respond = lambda req: Reply(
+        200, JSONPATH_DOC if req.target == "/src" else {"echo": json.loads(req.body or b"null")}
+    )
     gw = gateway(upstream)
     try:
         reqs = [
             {"method": "GET", "path": "/src", "name": "s"},
             {"method": "POST", "path": "/t/${result=s:$['a:b']}", "body": {"v": "${result=s:$['a:b']}"}},
-            {"method": "POST", "path": "/t/${result=s:$.items[?@.x == '}'].id}", "body": "${result=s:$.items[?@.x == '}']}"},
-            {"method": "POST", "path": "/typed", "body": {"n": "${result=s:$.n}", "obj": "${result=s:$.obj}", "text": "n=${result=s:$.n}",
-                                                             "all": "${result=s:$.items[*].id}", "joined": "ids ${result=s:$.items[*].id}",
-                                                             "literal": "$${result=s:$.n}"}},
+            {
+                "method": "POST",
+                "path": "/t/${result=s:$.items[?@.x == '}'].id}",
+                "body": "${result=s:$.items[?@.x == '}']}",
+            },
+            {
+                "method": "POST",
+                "path": "/typed",
+                "body": {
+                    "n": "${result=s:$.n}",
+                    "obj": "${result=s:$.obj}",
+                    "text": "n=${result=s:$.n}",
+                    "all": "${result=s:$.items[*].id}",
+                    "joined": "ids ${result=s:$.items[*].id}",
+                    "literal": "$${result=s:$.n}",
+                },
+            },
             {"method": "POST", "path": "/none", "body": {"v": "${result=s:$.missing}"}},
             {"method": "POST", "path": "/t/${result=s:$..id}"},
         ]
@@ -381,11 +485,23 @@ def test_jsonpath_edge_cases_in_references(upstream: RecordingUpstream) -> None:
         assert json.loads(by_target["/t/colon"].body) == {"v": "colon"}
         assert json.loads(by_target["/t/brace"].body) == {"x": "}", "id": "brace"}
         assert json.loads(by_target["/typed"].body) == {
-            "n": 7, "obj": {"k": [1, 2]}, "text": "n=7", "all": ["brace", "other"], "joined": "ids brace,other", "literal": "${result=s:$.n}",
+            "n": 7,
+            "obj": {"k": [1, 2]},
+            "text": "n=7",
+            "all": ["brace", "other"],
+            "joined": "ids brace,other",
+            "literal": "${result=s:$.n}",
         }
         upstream.clear()
         for bad in ("$[?@.x ==", "$['a:b'", "$.items[", "$$", "x"):
-            r = gw.post({"requests": [{"method": "GET", "path": "/src", "name": "s"}, {"method": "GET", "path": f"/t/${{result=s:{bad}}}"}]})
+            r = gw.post(
+                {
+                    "requests": [
+                        {"method": "GET", "path": "/src", "name": "s"},
+                        {"method": "GET", "path": f"/t/${{result=s:{bad}}}"},
+                    ]
+                }
+            )
             assert_well_formed(r)
             assert r.status_code == 400, (bad, r.text[:200])
             assert [d["pointer"] for d in r.json()["error"]["details"]][0].startswith("requests[1].path"), r.text
@@ -398,7 +514,11 @@ def test_upstream_response_over_the_size_limit_is_a_502_for_that_operation(upstr
     upstream.respond = lambda req: Reply(200, {"blob": "x" * 50_000} if req.target == "/big" else {"ok": True})
     gw = gateway(upstream, max_response_bytes=10_000)
     try:
-        reqs = [{"method": "GET", "path": "/small"}, {"method": "GET", "path": "/big"}, {"method": "GET", "path": "/small2"}]
+        reqs = [
+            {"method": "GET", "path": "/small"},
+            {"method": "GET", "path": "/big"},
+            {"method": "GET", "path": "/small2"},
+        ]
         r = gw.post({"requests": reqs})
         data = assert_well_formed(r)
         assert r.status_code == 200
@@ -413,10 +533,21 @@ def test_operation_timeout_and_batch_deadline(upstream: RecordingUpstream) -> No
     upstream.respond = lambda req: Reply(200, {"ok": req.target}, delay=60.0 if req.target == "/stall" else 0.0)
     gw = gateway(upstream, operation_timeout=1.0)
     try:
-        r = gw.post({"requests": [{"method": "GET", "path": "/a"}, {"method": "GET", "path": "/stall"}, {"method": "GET", "path": "/b"}]})
+        r = gw.post(
+            {
+                "requests": [
+                    {"method": "GET", "path": "/a"},
+                    {"method": "GET", "path": "/stall"},
+                    {"method": "GET", "path": "/b"},
+                ]
+            }
+        )
         data = assert_well_formed(r)
         assert [x["status"] for x in data["responses"]] == [200, 504, 200], data
-        assert data["responses"][1]["body"]["error"] == {"code": "timeout", "message": "the operation took longer than 1 s"}
+        assert data["responses"][1]["body"]["error"] == {
+            "code": "timeout",
+            "message": "the operation took longer than 1 s",
+        }
         # The operation after the stalled one still ran: a timeout fails one operation, not the batch.
         assert [q.target for q in upstream.requests] == ["/a", "/stall", "/b"]
     finally:
@@ -437,9 +568,14 @@ def test_operation_timeout_and_batch_deadline(upstream: RecordingUpstream) -> No
         assert statuses == [200, 504] + [503] * 8, statuses
         assert data["responses"][1]["body"]["error"]["code"] == "timeout"
         for x in data["responses"][2:]:
-            assert x["body"]["error"] == {"code": "deadline_exceeded", "message": "not run: the batch ran out of time"}, x
+            assert x["body"]["error"] == {
+                "code": "deadline_exceeded",
+                "message": "not run: the batch ran out of time",
+            }, x
         not_run = {f"/op{i}" for i in range(first_503, 10)}
-        assert not not_run & {q.target for q in upstream.requests}, "an operation answered 503 'not run' reached the API"
+        assert not not_run & {q.target for q in upstream.requests}, (
+            "an operation answered 503 'not run' reached the API"
+        )
         assert [q.target for q in upstream.requests] == ["/op0", "/op1"]
     finally:
         gw.close()
@@ -489,11 +625,17 @@ def test_live_server_refuses_oversized_and_lying_bodies(live: batchnb.LocalServe
         assert r.status_code == 400 and assert_well_formed(r)
     # A Content-Length that promises more than comes: the server gives up on it and lives on.
     body = json.dumps({"requests": [{"method": "POST", "path": CO, "body": {"name": "half"}}]}).encode()
-    head = (f"POST /api/2.3/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body) + 100}\r\n\r\n").encode()
+    head = (
+        f"POST /api/2.3/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body) + 100}\r\n\r\n"
+    ).encode()
     _raw(live.port, head + body, read_timeout=2.0)
     # Request-line tricks: traversal and absolute forms never reach another resource.
-    for line in (b"GET /api/2.3/../2.3/batch HTTP/1.1", b"GET http://evil.example/api/2.3/batch HTTP/1.1", b"GET /api/2.3/batch\x00 HTTP/1.1"):
+    for line in (
+        b"GET /api/2.3/../2.3/batch HTTP/1.1",
+        b"GET http://evil.example/api/2.3/batch HTTP/1.1",
+        b"GET /api/2.3/batch\x00 HTTP/1.1",
+    ):
         reply = _raw(live.port, line + b"\r\nHost: x\r\n\r\n")
         assert not reply.startswith(b"HTTP/1.1 500"), reply[:200]
     r = live.client.submit(batchnb.Batch([batchnb.Operation("GET", CO + "?limit=1")]), progress=False)
@@ -505,7 +647,12 @@ def test_live_server_property_subset(live: batchnb.LocalServer) -> None:
     token = live.credentials()["token"]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     payloads = [
-        b"", b"{", b"null", b"[]", b'{"requests": null}', json.dumps({"requests": [{"method": "GET", "path": "//evil"}]}).encode(),
+        b"",
+        b"{",
+        b"null",
+        b"[]",
+        b'{"requests": null}',
+        json.dumps({"requests": [{"method": "GET", "path": "//evil"}]}).encode(),
         json.dumps({"requests": [{"method": "GET", "path": CO + "/%2e%2e/%2e%2e"}]}).encode(),
         json.dumps({"requests": [{"method": "GET", "path": CO, "headers": {"X-A": "1\r\nX-B: 2"}}]}).encode(),
         json.dumps({"requests": [{"method": "GET", "path": CO + "/${result=x:$[}"}]}).encode(),

@@ -34,7 +34,9 @@ def test_journal_resume_sends_only_missing_rows_and_never_resends_posts_in_fligh
     # The database is reset to what the "killed" run had done: rows of the first 3 batches (15) and the in-flight one (5).
     with sqlite3.connect(fresh_server.db) as conn:
         keep = {f"r {i}" for i in range(20)}
-        conn.executemany("delete from companies where name = ?", [(f"r {i}",) for i in range(40) if f"r {i}" not in keep])
+        conn.executemany(
+            "delete from companies where name = ?", [(f"r {i}",) for i in range(40) if f"r {i}" not in keep]
+        )
     resumed = client.submit(ops, journal=journal, resume=True, progress=False, idempotency=False)
     assert count(fresh_server.db) == 40  # nothing created twice, nothing missing
     assert resumed.index.tolist() == list(range(40))
@@ -116,22 +118,37 @@ def test_resume_continues_only_the_run_the_journal_records(tmp_path):
 
 def test_a_fingerprint_ignores_credentials_but_not_what_is_asked():
     def print_of(**changes):
-        fields = {"method": "POST", "path": "/c?token=one", "body": {"n": 1}, "name": "a", "headers": {"Authorization": "Bearer one", "X-Trace": "1"}}
+        fields = {
+            "method": "POST",
+            "path": "/c?token=one",
+            "body": {"n": 1},
+            "name": "a",
+            "headers": {"Authorization": "Bearer one", "X-Trace": "1"},
+        }
         return fingerprints([Operation(**{**fields, **changes}, row=0)])["0"]
 
     same = print_of()
     assert print_of(path="/c?token=two", headers={"Authorization": "Bearer two", "X-Trace": "1"}) == same
-    for change in ({"method": "PUT"}, {"path": "/d?token=one"}, {"body": {"n": 2}}, {"name": "b"}, {"headers": {"X-Trace": "2"}}):
+    for change in (
+        {"method": "PUT"},
+        {"path": "/d?token=one"},
+        {"body": {"n": 2}},
+        {"name": "b"},
+        {"headers": {"X-Trace": "2"}},
+    ):
         assert print_of(**change) != same, change
 
 
-@pytest.mark.parametrize(("numpy_label", "python_label", "key"), [
-    (np.int64(7), 7, "7"),
-    (np.int32(-1), -1, "-1"),
-    (np.float64(2.5), 2.5, "2.5"),
-    (np.bool_(True), True, "true"),
-    (np.str_("r1"), "r1", '"r1"'),
-])
+@pytest.mark.parametrize(
+    ("numpy_label", "python_label", "key"),
+    [
+        (np.int64(7), 7, "7"),
+        (np.int32(-1), -1, "-1"),
+        (np.float64(2.5), 2.5, "2.5"),
+        (np.bool_(True), True, "true"),
+        (np.str_("r1"), "r1", '"r1"'),
+    ],
+)
 def test_row_key_is_the_same_for_numpy_and_python_labels(numpy_label, python_label, key):
     assert row_key(numpy_label) == row_key(python_label) == key
 
@@ -160,11 +177,18 @@ def test_a_resumed_run_sends_the_rows_in_flight_with_their_recorded_keys_in_any_
     assert len(in_flight) == 5
     assert Journal(journal).read().keys == in_flight  # only the rows in flight: the others are done
 
-    resumed = client.submit(df.iloc[::-1], method="POST", path=f"{API}/companies", body=["name"], journal=journal, resume=True,
-                            progress=False)
+    resumed = client.submit(
+        df.iloc[::-1],
+        method="POST",
+        path=f"{API}/companies",
+        body=["name"],
+        journal=journal,
+        resume=True,
+        progress=False,
+    )
     assert count(fresh_server.db) == 20 and resumed["ok"].all()
     replayed = {row_key(label) for label in resumed.index[resumed["replayed"]]}
     assert replayed == set(in_flight)
     # What the resumed run recorded sending: the same keys for those rows.
-    later = [json.loads(line) for line in journal.read_text().splitlines()][len(events) - 1:]
+    later = [json.loads(line) for line in journal.read_text().splitlines()][len(events) - 1 :]
     assert [e["keys"] for e in later if e["event"] == "send"] == [in_flight]

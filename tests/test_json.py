@@ -63,7 +63,7 @@ def test_long_digit_runs_are_found_anywhere_in_a_large_buffer_too() -> None:
     piece = _json._PIECE
     for at in (0, 5, piece - 19, piece - 10, piece - 1, piece, 2 * piece + 7):
         raw = bytearray(b" " * (3 * piece))
-        raw[at:at + 19] = b"1" * 19
+        raw[at : at + 19] = b"1" * 19
         assert _json.has_long_digits(memoryview(raw)), at
         raw[at + 18] = ord("x")  # 18 digits: not long
         assert not _json.has_long_digits(memoryview(raw)), at

@@ -27,7 +27,11 @@ BODIES = [
 ]
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**80), 2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
     max_leaves=12,
 )
@@ -36,7 +40,11 @@ json_values = st.recursive(
 def result_frame(bodies=BODIES, index=None) -> pd.DataFrame:
     n = len(bodies)
     plain = pd.DataFrame(
-        {"name": [f"r{i}" for i in range(n)], "status": pd.array([201] * n, dtype="Int64"), "body": np.fromiter(bodies, dtype=object, count=n)},
+        {
+            "name": [f"r{i}" for i in range(n)],
+            "status": pd.array([201] * n, dtype="Int64"),
+            "body": np.fromiter(bodies, dtype=object, count=n),
+        },
         index=index,
     )
     return _json_bodies(plain.copy())
@@ -54,7 +62,10 @@ def test_cells_read_back_as_the_values_they_were():
     assert result.loc["row2", "body"]["error"]["code"] == "not_found"
     assert result.at["row5", "body"]["big"] == 2**70  # exact, not a float
     assert result.iloc[1]["body"] is None
-    assert result["body"].map(lambda b: b.get("id") if isinstance(b, dict) else None).tolist()[:2] == ["co_4ba06eb22da7", None]
+    assert result["body"].map(lambda b: b.get("id") if isinstance(b, dict) else None).tolist()[:2] == [
+        "co_4ba06eb22da7",
+        None,
+    ]
     assert result["body"].apply(type).tolist() == [dict, type(None), dict, list, str, dict, dict]
     assert [row.body for row in result.itertuples()] == BODIES
     assert [row["body"] for _label, row in result.iterrows()] == BODIES
@@ -73,7 +84,9 @@ def test_expand_and_stable_read_it_like_objects():
 
 
 def test_it_prints_and_renders_exactly_as_an_object_column():
-    as_objects = pd.DataFrame({"status": [201] * len(BODIES), "body": np.fromiter(BODIES, dtype=object, count=len(BODIES))})
+    as_objects = pd.DataFrame(
+        {"status": [201] * len(BODIES), "body": np.fromiter(BODIES, dtype=object, count=len(BODIES))}
+    )
     as_json = as_objects.assign(body=JSONArray._from_values(BODIES))
     assert repr(as_json) == repr(as_objects)
     assert as_json._repr_html_() == as_objects._repr_html_()
@@ -88,7 +101,9 @@ def test_equality_with_values_and_between_columns():
     assert (pd.Series(arr) == pd.Series(JSONArray._from_values(BODIES))).all()
     assert pd.Series(arr).equals(pd.Series(JSONArray._from_values(BODIES)))
     pd.testing.assert_series_equal(pd.Series(arr), pd.Series(JSONArray._from_values(BODIES)))
-    pd.testing.assert_series_equal(pd.Series(arr).astype(object), pd.Series(np.fromiter(BODIES, dtype=object, count=len(BODIES))))
+    pd.testing.assert_series_equal(
+        pd.Series(arr).astype(object), pd.Series(np.fromiter(BODIES, dtype=object, count=len(BODIES)))
+    )
 
 
 # ---------------------------------------------------------------- what pandas does with it
@@ -168,7 +183,10 @@ def test_parquet_gets_the_json_text(tmp_path):
     result = result_frame()
     result.to_parquet(tmp_path / "r.parquet")
     back = pd.read_parquet(tmp_path / "r.parquet")
-    assert back["body"].tolist()[0] == '{"id":"co_4ba06eb22da7","name":"Zoë","address":{"city":"Lyon","zip":null},"tags":["a","b"]}'
+    assert (
+        back["body"].tolist()[0]
+        == '{"id":"co_4ba06eb22da7","name":"Zoë","address":{"city":"Lyon","zip":null},"tags":["a","b"]}'
+    )
     assert pd.isna(back["body"].tolist()[1])
 
 

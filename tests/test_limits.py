@@ -10,16 +10,44 @@ from batchnb.server import Limits
 
 
 def test_the_server_announces_exactly_the_limits_it_was_given():
-    limits = Limits(max_requests=7, max_depth=2, max_body_bytes=1000, body_timeout=3.0, max_response_bytes=2000, max_answer_bytes=5000,
-                    max_resolved_bytes=300, max_jsonpath_length=100, max_jsonpath_nesting=5, max_jsonpath_nodes=1000,
-                    max_parallel=3, operation_timeout=2.5, batch_timeout=9.0)
+    limits = Limits(
+        max_requests=7,
+        max_depth=2,
+        max_body_bytes=1000,
+        body_timeout=3.0,
+        max_response_bytes=2000,
+        max_answer_bytes=5000,
+        max_resolved_bytes=300,
+        max_jsonpath_length=100,
+        max_jsonpath_nesting=5,
+        max_jsonpath_nodes=1000,
+        max_parallel=3,
+        operation_timeout=2.5,
+        batch_timeout=9.0,
+    )
     with LocalServer(limits=limits) as server:
         announced = httpx.get(server.url + "/api/2.3/batch", trust_env=False).json()
-    assert announced == {**limits.to_wire(), "idempotency": True} == {
-        "version": "2.3", "maxRequests": 7, "maxDepth": 2, "maxBodyBytes": 1000, "bodyTimeout": 3.0, "maxResponseBytes": 2000,
-        "maxAnswerBytes": 5000, "maxResolvedBytes": 300, "maxJsonPathLength": 100, "maxJsonPathNesting": 5, "maxJsonPathNodes": 1000,
-        "maxParallel": 3, "operationTimeout": 2.5, "batchTimeout": 9.0, "idempotency": True,  # the demo API honours Idempotency-Key
-    }
+    assert (
+        announced
+        == {**limits.to_wire(), "idempotency": True}
+        == {
+            "version": "2.3",
+            "maxRequests": 7,
+            "maxDepth": 2,
+            "maxBodyBytes": 1000,
+            "bodyTimeout": 3.0,
+            "maxResponseBytes": 2000,
+            "maxAnswerBytes": 5000,
+            "maxResolvedBytes": 300,
+            "maxJsonPathLength": 100,
+            "maxJsonPathNesting": 5,
+            "maxJsonPathNodes": 1000,
+            "maxParallel": 3,
+            "operationTimeout": 2.5,
+            "batchTimeout": 9.0,
+            "idempotency": True,  # the demo API honours Idempotency-Key
+        }
+    )
 
 
 def test_jsonpath_bounds_can_be_lowered_not_raised_past_what_the_parser_can_take():

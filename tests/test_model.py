@@ -8,19 +8,40 @@ API = "/api/2.1/scheduling/companies"
 
 
 def test_operation_to_wire_is_exactly_the_spec():
-    op = Operation("post", API, {"name": "X"}, name="co", headers={"X-Trace": "1"},
-                   requests=[Operation("GET", f"{API}/{ref('co', '$.id')}")])
+    op = Operation(
+        "post",
+        API,
+        {"name": "X"},
+        name="co",
+        headers={"X-Trace": "1"},
+        requests=[Operation("GET", f"{API}/{ref('co', '$.id')}")],
+    )
     assert op.to_wire() == {
-        "method": "POST", "path": API, "body": {"name": "X"}, "name": "co", "headers": {"X-Trace": "1"},
+        "method": "POST",
+        "path": API,
+        "body": {"name": "X"},
+        "name": "co",
+        "headers": {"X-Trace": "1"},
         "requests": [{"method": "GET", "path": API + "/${result=co:$.id}"}],
     }
 
 
 def test_from_wire_accepts_header_lines_any_method_case_and_any_body():
-    b = Batch.from_wire(json.dumps({"requests": [
-        {"method": "delete", "path": "/x", "headers": "Accept: text/plain\r\nX-A: b", "body": 5},
-        {"method": "Put", "path": "/y", "body": "raw text", "requests": [{"method": "get", "path": "/z", "body": [1, None]}]},
-    ]}))
+    b = Batch.from_wire(
+        json.dumps(
+            {
+                "requests": [
+                    {"method": "delete", "path": "/x", "headers": "Accept: text/plain\r\nX-A: b", "body": 5},
+                    {
+                        "method": "Put",
+                        "path": "/y",
+                        "body": "raw text",
+                        "requests": [{"method": "get", "path": "/z", "body": [1, None]}],
+                    },
+                ]
+            }
+        )
+    )
     assert [op.method for _p, op in b.walk()] == ["DELETE", "PUT", "GET"]
     assert b.requests[0].headers == {"Accept": "text/plain", "X-A": "b"}
     assert b.requests[1].requests[0].body == [1, None]
@@ -29,18 +50,34 @@ def test_from_wire_accepts_header_lines_any_method_case_and_any_body():
 
 def test_validation_collects_every_problem_with_pointers():
     with pytest.raises(BatchValidationError) as info:
-        Batch.from_wire({"requests": [
-            {"method": "GET", "path": "/ok", "name": "a"},
-            {"method": "FETCH", "path": "http://evil/x"},
-            {"method": "GET", "path": "/p", "name": "a", "headers": {"Host": "x", "X-Bad": "a\r\nb"},
-             "requests": [{"path": "/q", "method": 3}, "nope"]},
-            {"method": "GET", "path": "/${result=ghost:$.id}", "body": "${result=a:$[}", "extra": 1},
-        ]})
+        Batch.from_wire(
+            {
+                "requests": [
+                    {"method": "GET", "path": "/ok", "name": "a"},
+                    {"method": "FETCH", "path": "http://evil/x"},
+                    {
+                        "method": "GET",
+                        "path": "/p",
+                        "name": "a",
+                        "headers": {"Host": "x", "X-Bad": "a\r\nb"},
+                        "requests": [{"path": "/q", "method": 3}, "nope"],
+                    },
+                    {"method": "GET", "path": "/${result=ghost:$.id}", "body": "${result=a:$[}", "extra": 1},
+                ]
+            }
+        )
     pointers = info.value.pointers
     for expected in [
-        "requests[1].method", "requests[1].path", "requests[2].name", "requests[2].headers.Host",
-        "requests[2].headers.X-Bad", "requests[2].requests[0].method", "requests[2].requests[1]",
-        "requests[3].path", "requests[3].body", "requests[3].extra",
+        "requests[1].method",
+        "requests[1].path",
+        "requests[2].name",
+        "requests[2].headers.Host",
+        "requests[2].headers.X-Bad",
+        "requests[2].requests[0].method",
+        "requests[2].requests[1]",
+        "requests[3].path",
+        "requests[3].body",
+        "requests[3].extra",
     ]:
         assert expected in pointers, (expected, pointers)
     assert "nothing was sent" in str(info.value)
@@ -48,10 +85,12 @@ def test_validation_collects_every_problem_with_pointers():
 
 def test_forward_and_cyclic_references_are_rejected():
     with pytest.raises(BatchValidationError) as info:
-        Batch([
-            Operation("GET", "/a", body=ref("b", "$.id"), name="a"),
-            Operation("GET", "/b", body=ref("a", "$.id"), name="b"),
-        ])
+        Batch(
+            [
+                Operation("GET", "/a", body=ref("b", "$.id"), name="a"),
+                Operation("GET", "/b", body=ref("a", "$.id"), name="b"),
+            ]
+        )
     msgs = " ".join(p.message for p in info.value.problems)
     assert "cycle" in msgs
     with pytest.raises(BatchValidationError, match="runs later"):
@@ -59,16 +98,32 @@ def test_forward_and_cyclic_references_are_rejected():
 
 
 def test_references_to_ancestors_and_earlier_siblings_children_are_fine():
-    Batch([
-        Operation("POST", "/a", name="a", requests=[Operation("POST", "/a/c", name="child", body=ref("a", "$.id"))]),
-        Operation("GET", f"/b/{ref('child', '$.id')}"),
-    ])
+    Batch(
+        [
+            Operation(
+                "POST", "/a", name="a", requests=[Operation("POST", "/a/c", name="child", body=ref("a", "$.id"))]
+            ),
+            Operation("GET", f"/b/{ref('child', '$.id')}"),
+        ]
+    )
 
 
-@pytest.mark.parametrize("path", [
-    "http://evil.example/x", "//evil.example/x", "/a/../../etc", "/a/%2e%2e/b", "/a/%252e%252e/b", "/a\\b",
-    "/a\r\nHost: x", "/a%00b", "relative/path", "/a b", "/a/%2E%2E%2Fb",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "http://evil.example/x",
+        "//evil.example/x",
+        "/a/../../etc",
+        "/a/%2e%2e/b",
+        "/a/%252e%252e/b",
+        "/a\\b",
+        "/a\r\nHost: x",
+        "/a%00b",
+        "relative/path",
+        "/a b",
+        "/a/%2E%2E%2Fb",
+    ],
+)
 def test_a_batch_refuses_an_unsafe_path_wherever_it_is(path):
     for ops, pointer in [
         ([Operation("GET", path)], "requests[0].path"),
@@ -88,14 +143,24 @@ def test_a_batch_takes_safe_paths(path):
 
 
 def test_reprs_mask_credentials():
-    op = Operation("GET", "/x?apiKey=k1&token=SECRET", headers={"Authorization": "Bearer SECRET", "X-Api-Key": "SECRET"})
+    op = Operation(
+        "GET", "/x?apiKey=k1&token=SECRET", headers={"Authorization": "Bearer SECRET", "X-Api-Key": "SECRET"}
+    )
     assert "SECRET" not in repr(op)
     assert "SECRET" not in repr(Batch([op]))
 
 
 def test_response_from_wire_tolerates_older_servers():
-    r = Response.from_wire({"method": "GET", "path": "/x", "status": "200", "duration": "1.5", "response": {"a": 1},
-                            "responses": [{"method": "GET", "path": "/y", "status": 424}]})
+    r = Response.from_wire(
+        {
+            "method": "GET",
+            "path": "/x",
+            "status": "200",
+            "duration": "1.5",
+            "response": {"a": 1},
+            "responses": [{"method": "GET", "path": "/y", "status": 424}],
+        }
+    )
     assert (r.status, r.duration, r.body, r.ok) == (200, 1.5, {"a": 1}, True)
     assert r.responses[0].ok is False
 
@@ -117,7 +182,9 @@ def test_a_batch_read_from_json_text_refuses_a_key_written_twice():
     assert "'method' appears twice" in info.value.problems[0].message
 
 
-@pytest.mark.parametrize("path", ["/c/${result=nope:$.id}", "/c/$\\u007bresult=nope:$.id}", "/c/\\u0024{result=nope:$.id}"])
+@pytest.mark.parametrize(
+    "path", ["/c/${result=nope:$.id}", "/c/$\\u007bresult=nope:$.id}", "/c/\\u0024{result=nope:$.id}"]
+)
 def test_a_reference_is_checked_however_its_text_is_escaped(path: str) -> None:
     """The parse skips looking for references only in text that cannot hold one: an escaped ``${`` is still one."""
     raw = ('{"requests": [{"method": "GET", "path": "%s"}]}' % path).encode()

@@ -26,27 +26,27 @@ BIN = str(Path(sys.executable).parent)
 
 CELLS = [
     # The demo API on the embedded server: a free port, a temporary database, ids it makes up.
-    '''import os
+    """import os
 import pandas as pd
 import batchnb as bn
 
 API = "/api/2.1/scheduling/companies"
 server = bn.LocalServer(limits=bn.Limits(max_requests=4)).start()
-server''',
+server""",
     "client = server.client\nclient",
     # Two batches, so the progress bar shows; one row the API refuses.
-    '''sites = pd.DataFrame({"site": ["lyon", "nantes", "lille", "brest", "metz", "nice"],
+    """sites = pd.DataFrame({"site": ["lyon", "nantes", "lille", "brest", "metz", "nice"],
                       "name": ["Lyon", "Nantes", "Lille", "", "Metz", "Nice"]})
 result = client.submit(sites, method="POST", path=API, name="co-{site}", body=["name"])
-result.batchnb.report()''',
+result.batchnb.report()""",
     'result.drop(columns="duration")',
     "result.batchnb.stable()",
     'print(client.submit(bn.Batch([bn.Operation("GET", API + "?limit=2", name="two")])))',
     # The team's own API (no batch endpoint: direct mode): UUIDs and creation times.
-    '''team = bn.Client(os.environ["TEAM_API"], mode="direct")
+    """team = bn.Client(os.environ["TEAM_API"], mode="direct")
 orders = pd.DataFrame({"item": ["tea", "coffee", "oolong leaves"]})
 placed = team.submit(orders, method="POST", path="/orders", body=["item"], progress=False)
-placed[["status", "body", "error"]]''',
+placed[["status", "body", "error"]]""",
     'placed.batchnb.stable()[["status", "body", "error"]]',
     "server.stop()",
 ]
@@ -59,7 +59,9 @@ def team_api(max_item: int) -> RecordingUpstream:
     def respond(request):
         item = json.loads(request.body)["item"]
         if len(item) > max_item:
-            return Reply(422, {"error": {"message": "Validation failed", "details": [{"field": "item", "message": "too long"}]}})
+            return Reply(
+                422, {"error": {"message": "Validation failed", "details": [{"field": "item", "message": "too long"}]}}
+            )
         now = datetime.datetime.now(datetime.timezone.utc).isoformat()
         return Reply(201, {"id": str(uuid.uuid4()), "item": item, "createdAt": now})
 
@@ -68,8 +70,14 @@ def team_api(max_item: int) -> RecordingUpstream:
 
 def _nbval(folder: Path, api: str, line: str = CI_LINE) -> subprocess.CompletedProcess:
     env = {**os.environ, "TEAM_API": api, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
-    return subprocess.run(["bash", "-c", line + " -p no:cacheprovider -p no:randomly"], cwd=folder.parent,
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        ["bash", "-c", line + " -p no:cacheprovider -p no:randomly"],
+        cwd=folder.parent,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def _failed_cells(output: str) -> list[int]:
@@ -115,9 +123,13 @@ def test_a_users_notebook_passes_twice_and_fails_on_a_changed_status(tmp_path, m
 
 
 def test_the_command_prints_the_path_or_the_rules():
-    path = subprocess.run([sys.executable, "-m", "batchnb.cli", "sanitize-config"], capture_output=True, text=True, check=True).stdout
+    path = subprocess.run(
+        [sys.executable, "-m", "batchnb.cli", "sanitize-config"], capture_output=True, text=True, check=True
+    ).stdout
     assert Path(path.strip()) == sanitize_config() and sanitize_config().is_file()
-    shown = subprocess.run([sys.executable, "-m", "batchnb.cli", "sanitize-config", "--show"], capture_output=True, text=True, check=True).stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "batchnb.cli", "sanitize-config", "--show"], capture_output=True, text=True, check=True
+    ).stdout
     assert shown == sanitize_config().read_text(encoding="utf-8")
 
 
@@ -139,31 +151,49 @@ def _sanitize(text: str) -> str:
     return text
 
 
-@pytest.mark.parametrize("printed, sanitized", [
-    ("LocalServer(running at http://127.0.0.1:41235, db='/tmp/batchnb-r6zszz_f/demo.sqlite3', 2 tenants)",
-     "LocalServer(running at http://127.0.0.1:PORT, db='TMPDIR/demo.sqlite3', 2 tenants)"),
-    ("Client('http://localhost:8000', token ***, mode='batch')", "Client('http://localhost:PORT', token ***, mode='batch')"),
-    ("{'id': 'co_4ba06eb22da7', 'companyId': 'co_4ba...", "{'id': 'co_ID', 'companyId': 'co_ID..."),
-    ("/companies/sv_dfd09fabcdbf/staff/st_1fecf072f699", "/companies/sv_ID/staff/st_ID"),
-    ("3 operations, 0 not ok (201: 3); duration total 11.00 ms, p50 0.30 ms, p95 10.42 ms",
-     "3 operations, 0 not ok (201: 3); duration total N ms, p50 N ms, p95 N ms"),
-    ("[<Response two GET /api/2.1/scheduling/companies?limit=2 → 200 12.3ms>]",
-     "[<Response two GET /api/2.1/scheduling/companies?limit=2 → 200 Nms>]"),
-    ("batchnb:  50%|█████     | 3/6 [00:01<00:01, 2.91op/s]", "batchnb:  50%|█████     | 3/6 [ELAPSED]"),
-    ("{'id': '4f6c1f2e-1d3a-4b8e-9a51-2c7d9e0f3b11', 'at': '2026-11-29T05:51:17.283091+00:00'}", "{'id': 'UUID', 'at': 'TIMESTAMP'}"),
-    ("{'id': '4f6c1f2e-1d3a-4b8e-9a...", "{'id': 'UUID..."),
-])
+@pytest.mark.parametrize(
+    "printed, sanitized",
+    [
+        (
+            "LocalServer(running at http://127.0.0.1:41235, db='/tmp/batchnb-r6zszz_f/demo.sqlite3', 2 tenants)",
+            "LocalServer(running at http://127.0.0.1:PORT, db='TMPDIR/demo.sqlite3', 2 tenants)",
+        ),
+        (
+            "Client('http://localhost:8000', token ***, mode='batch')",
+            "Client('http://localhost:PORT', token ***, mode='batch')",
+        ),
+        ("{'id': 'co_4ba06eb22da7', 'companyId': 'co_4ba...", "{'id': 'co_ID', 'companyId': 'co_ID..."),
+        ("/companies/sv_dfd09fabcdbf/staff/st_1fecf072f699", "/companies/sv_ID/staff/st_ID"),
+        (
+            "3 operations, 0 not ok (201: 3); duration total 11.00 ms, p50 0.30 ms, p95 10.42 ms",
+            "3 operations, 0 not ok (201: 3); duration total N ms, p50 N ms, p95 N ms",
+        ),
+        (
+            "[<Response two GET /api/2.1/scheduling/companies?limit=2 → 200 12.3ms>]",
+            "[<Response two GET /api/2.1/scheduling/companies?limit=2 → 200 Nms>]",
+        ),
+        ("batchnb:  50%|█████     | 3/6 [00:01<00:01, 2.91op/s]", "batchnb:  50%|█████     | 3/6 [ELAPSED]"),
+        (
+            "{'id': '4f6c1f2e-1d3a-4b8e-9a51-2c7d9e0f3b11', 'at': '2026-11-29T05:51:17.283091+00:00'}",
+            "{'id': 'UUID', 'at': 'TIMESTAMP'}",
+        ),
+        ("{'id': '4f6c1f2e-1d3a-4b8e-9a...", "{'id': 'UUID..."),
+    ],
+)
 def test_what_changes_is_replaced(printed, sanitized):
     assert _sanitize(printed) == sanitized
 
 
-@pytest.mark.parametrize("printed", [
-    "201 Created: 3 rows, 0.5 of them, 12.5 EUR, version 2.3",    # numbers that are data stay
-    "co_add, co_1234 and sv_short are names",                      # not ids: too short, not cut by a table
-    "opening on 2026-12-01, batch 4 of 12",                        # a date alone, counts
-    "/api/2.1/scheduling/companies?limit=1000",                    # paths and query strings
-    "duration 12.5 s, 300 ms timeout",                              # not batchnb's format for a duration
-])
+@pytest.mark.parametrize(
+    "printed",
+    [
+        "201 Created: 3 rows, 0.5 of them, 12.5 EUR, version 2.3",  # numbers that are data stay
+        "co_add, co_1234 and sv_short are names",  # not ids: too short, not cut by a table
+        "opening on 2026-12-01, batch 4 of 12",  # a date alone, counts
+        "/api/2.1/scheduling/companies?limit=1000",  # paths and query strings
+        "duration 12.5 s, 300 ms timeout",  # not batchnb's format for a duration
+    ],
+)
 def test_what_is_data_stays(printed):
     assert _sanitize(printed) == printed
 

@@ -20,7 +20,10 @@ def test_known_formats_in_a_writable_directory_pass(tmp_path):
     ("target", "message"),
     [
         ("r.txt", "'{t}': unknown format '.txt'; use .csv, .parquet or .xlsx (or - for CSV on standard output)"),
-        ("no-ending", "'{t}': unknown format '(no ending)'; use .csv, .parquet or .xlsx (or - for CSV on standard output)"),
+        (
+            "no-ending",
+            "'{t}': unknown format '(no ending)'; use .csv, .parquet or .xlsx (or - for CSV on standard output)",
+        ),
         ("missing/r.csv", "'{t}': the directory '{d}' does not exist"),
     ],
 )
@@ -45,7 +48,11 @@ def test_a_missing_writer_names_the_extra(tmp_path, monkeypatch):
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a))
-    assert Output(str(tmp_path / "r.parquet")).problems()[0].message.endswith("writing Parquet needs pyarrow: pip install 'batchnb[parquet]'")
+    assert (
+        Output(str(tmp_path / "r.parquet"))
+        .problems()[0]
+        .message.endswith("writing Parquet needs pyarrow: pip install 'batchnb[parquet]'")
+    )
 
 
 def test_bodies_are_json_and_unicode_is_written_as_itself(tmp_path):

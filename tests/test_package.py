@@ -29,7 +29,11 @@ def test_every_public_name_is_presented_as_batchnb_and_has_an_example(name):
 
 
 def test_every_exception_is_a_batch_error():
-    exceptions = [getattr(batchnb, n) for n in batchnb.__all__ if isinstance(getattr(batchnb, n), type) and issubclass(getattr(batchnb, n), BaseException)]
+    exceptions = [
+        getattr(batchnb, n)
+        for n in batchnb.__all__
+        if isinstance(getattr(batchnb, n), type) and issubclass(getattr(batchnb, n), BaseException)
+    ]
     assert len(exceptions) >= 10
     assert all(issubclass(e, batchnb.BatchError) for e in exceptions)
     assert issubclass(batchnb.RefSyntaxError, batchnb.BatchValidationError)
@@ -49,8 +53,24 @@ def test_the_sync_and_async_twins_have_the_same_explicit_signature(method):
 
 def test_submit_shows_every_parameter_in_help():
     names = set(inspect.signature(batchnb.Client.submit).parameters)
-    assert {"method", "path", "body", "name", "headers", "parent", "nulls", "dry_run", "journal", "resume",
-            "progress", "concurrency", "retries", "retry_operations", "rate", "bodies"} <= names
+    assert {
+        "method",
+        "path",
+        "body",
+        "name",
+        "headers",
+        "parent",
+        "nulls",
+        "dry_run",
+        "journal",
+        "resume",
+        "progress",
+        "concurrency",
+        "retries",
+        "retry_operations",
+        "rate",
+        "bodies",
+    } <= names
 
 
 # ---------------------------------------------------------------- how modules depend on each other
@@ -95,7 +115,10 @@ def _module_graph() -> dict[str, set[str]]:
         if parts[-1] == "__init__":
             parts.pop()
         modules[".".join(parts)] = path
-    return {name: {d for d in _imports(path, name, set(modules)) if d in modules and d != name} for name, path in modules.items()}
+    return {
+        name: {d for d in _imports(path, name, set(modules)) if d in modules and d != name}
+        for name, path in modules.items()
+    }
 
 
 def test_no_import_cycle_in_the_package():
@@ -109,7 +132,7 @@ def test_no_import_cycle_in_the_package():
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -153,7 +176,8 @@ def test_every_name_a_public_module_exports_has_an_example(module):
     exported = getattr(mod, "__all__", None)
     assert exported is not None, f"{module} has no __all__"
     missing = [
-        name for name in exported
+        name
+        for name in exported
         if (inspect.isclass(getattr(mod, name)) or inspect.isroutine(getattr(mod, name)))
         and ">>>" not in (getattr(mod, name).__doc__ or "")
     ]

@@ -20,7 +20,8 @@ def paths(batch):
 
 def test_dry_run_plans_without_sending(fresh_server):
     ops = companies(3) + [
-        Operation("POST", f"{API}/companies/{ref(f'co-{i % 3}', '$.id')}/services", {"name": f"s{i}"}) for i in range(30)
+        Operation("POST", f"{API}/companies/{ref(f'co-{i % 3}', '$.id')}/services", {"name": f"s{i}"})
+        for i in range(30)
     ]
     plan = Client(fresh_server.url, **fresh_server.credentials(), max_requests=10).submit(ops, dry_run=True)
     assert plan.calls == 4 and plan.operations == 33
@@ -75,9 +76,11 @@ def test_a_chain_that_fits_stays_in_one_batch():
 
 
 def test_client_resolved_lists_the_references_that_cross_batches():
-    ops = [Operation("POST", "/co", {}, name="co")] + [
-        Operation("POST", f"/co/{ref('co', '$.id')}/s{i}", {}, name=f"s{i}") for i in range(5)
-    ] + [Operation("GET", f"/s/{ref('s4', '$.id')}")]
+    ops = (
+        [Operation("POST", "/co", {}, name="co")]
+        + [Operation("POST", f"/co/{ref('co', '$.id')}/s{i}", {}, name=f"s{i}") for i in range(5)]
+        + [Operation("GET", f"/s/{ref('s4', '$.id')}")]
+    )
     plan = make_plan(ops, max_requests=3)
     assert [b.size for b in plan.batches] == [3, 3, 1]
     # Batch 1 needs "co" from batch 0; batch 2 needs "s4" from batch 1 (the rest travel with what they need).
@@ -95,8 +98,12 @@ def test_names_from_an_earlier_run_are_filled_in_by_the_client():
 
 
 def test_a_batch_is_resendable_only_when_nothing_in_it_is_a_post():
-    ops = [Operation("GET", "/a"), Operation("PUT", "/b", {}), Operation("DELETE", "/c"),
-           Operation("GET", "/d", requests=[Operation("POST", "/d/e", {})])]
+    ops = [
+        Operation("GET", "/a"),
+        Operation("PUT", "/b", {}),
+        Operation("DELETE", "/c"),
+        Operation("GET", "/d", requests=[Operation("POST", "/d/e", {})]),
+    ]
     plan = make_plan(ops, max_requests=3)
     assert [b.idempotent for b in plan.batches] == [True, False]
     frame = plan.to_frame()
@@ -105,6 +112,9 @@ def test_a_batch_is_resendable_only_when_nothing_in_it_is_a_post():
 
 
 def test_rows_are_the_labels_each_batch_carries_children_included():
-    ops = [Operation("GET", "/a", row="x", requests=[Operation("GET", "/a/b", row="x-child")]), Operation("GET", "/c", row=3)]
+    ops = [
+        Operation("GET", "/a", row="x", requests=[Operation("GET", "/a/b", row="x-child")]),
+        Operation("GET", "/c", row=3),
+    ]
     plan = make_plan(ops, max_requests=2)
     assert [b.rows for b in plan.batches] == [["x", "x-child"], [3]]

@@ -54,7 +54,12 @@ def test_selectors_with_braces_colons_quotes(text, expected):
 
 
 def test_typed_whole_value_substitution():
-    body = {"n": "${result=co:$.n}", "flag": "${result=co:$.flag}", "addr": "${result=co:$.addr}", "null": "${result=co:$.x}"}
+    body = {
+        "n": "${result=co:$.n}",
+        "flag": "${result=co:$.flag}",
+        "addr": "${result=co:$.addr}",
+        "null": "${result=co:$.x}",
+    }
     assert resolve_json(body, L) == {"n": 7, "flag": True, "addr": {"city": "Lyon"}, "null": None}
 
 
@@ -110,7 +115,10 @@ def test_bad_syntax_is_an_error(bad):
     [
         ("/companies/${result=co:$.id/staff", "its reference at character 11 is not closed by '}'"),
         ("/c/${result=co $.id}", "its reference at character 3 has no ':' between name and JSONPath"),
-        ("/c/${result=a b:$.id}", "its reference at character 3: 'a b' is not a valid name: use letters, digits, '_', '.', '-'"),
+        (
+            "/c/${result=a b:$.id}",
+            "its reference at character 3: 'a b' is not a valid name: use letters, digits, '_', '.', '-'",
+        ),
     ],
 )
 def test_syntax_messages_read_as_english_and_say_where(text, message):
@@ -140,7 +148,15 @@ def test_a_jsonpath_at_the_length_limit_is_evaluated_without_a_chain_of_generato
 
 @pytest.mark.parametrize(
     ("query", "nesting"),
-    [("$.a", 0), ("$[0]", 1), ("$[?@.a]", 1), ("$[?(@.a && @.b)]", 3), ("$[?!!@.a]", 3), ("$['[[[']", 1), ("$[?@[?@[?@]]]", 3)],
+    [
+        ("$.a", 0),
+        ("$[0]", 1),
+        ("$[?@.a]", 1),
+        ("$[?(@.a && @.b)]", 3),
+        ("$[?!!@.a]", 3),
+        ("$['[[[']", 1),
+        ("$[?@[?@[?@]]]", 3),
+    ],
 )
 def test_nesting_counts_brackets_parentheses_and_filter_operators(query, nesting):
     from batchnb.refs import _nesting
@@ -148,8 +164,15 @@ def test_nesting_counts_brackets_parentheses_and_filter_operators(query, nesting
     assert _nesting(query) == nesting
 
 
-@pytest.mark.parametrize("query", ["$[?" + "!" * 40 + "@.a]", "$" + "[?@" * 40 + "]" * 40, "$[?" + "(" * 40 + "@" + ")" * 40 + "]",
-                                   "$[?" + " && ".join(["@.a"] * 40) + "]"])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "$[?" + "!" * 40 + "@.a]",
+        "$" + "[?@" * 40 + "]" * 40,
+        "$[?" + "(" * 40 + "@" + ")" * 40 + "]",
+        "$[?" + " && ".join(["@.a"] * 40) + "]",
+    ],
+)
 def test_deep_jsonpaths_are_refused_not_a_recursion_error(query):
     with pytest.raises(RefSyntaxError, match="the limit is 32"):
         parse("${result=co:" + query + "}")

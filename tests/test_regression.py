@@ -24,18 +24,31 @@ API = "/api/2.1/scheduling/companies"
 def cli(fresh_server, tmp_path):
     """Run ``batchnb run ops.csv`` in ``tmp_path`` against ``fresh_server``, credentials in the environment."""
     credentials = fresh_server.credentials()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "BATCHNB_URL": fresh_server.url,
-           "BATCHNB_API_KEY": credentials["api_key"], "BATCHNB_TOKEN": credentials["token"]}
-    pd.DataFrame({
-        "method": ["POST", "POST", "GET"],
-        "path": [API, API, f"{API}/co_000000000000"],
-        "name": ["lyon", "empty", "missing"],
-        "body": [json.dumps({"name": "Lyon"}), json.dumps({"name": ""}), ""],
-    }).to_csv(tmp_path / "ops.csv", index=False)
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "BATCHNB_URL": fresh_server.url,
+        "BATCHNB_API_KEY": credentials["api_key"],
+        "BATCHNB_TOKEN": credentials["token"],
+    }
+    pd.DataFrame(
+        {
+            "method": ["POST", "POST", "GET"],
+            "path": [API, API, f"{API}/co_000000000000"],
+            "name": ["lyon", "empty", "missing"],
+            "body": [json.dumps({"name": "Lyon"}), json.dumps({"name": ""}), ""],
+        }
+    ).to_csv(tmp_path / "ops.csv", index=False)
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "batchnb.cli", "run", "ops.csv", "-q", *args], cwd=tmp_path,
-                              capture_output=True, text=True, env=env, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "batchnb.cli", "run", "ops.csv", "-q", *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
         assert credentials["token"] not in done.stdout + done.stderr
         return done
 
@@ -68,7 +81,8 @@ def test_what_a_good_run_wrote_is_what_the_next_run_is_compared_with(cli, tmp_pa
 
 def test_a_status_or_a_field_that_differs_exits_1_with_a_table(cli, tmp_path):
     (tmp_path / "expected.csv").write_text(
-        "name,status,$.name\nlyon,201,Lyon\nempty,201,\nmissing,404,\n", encoding="utf-8")
+        "name,status,$.name\nlyon,201,Lyon\nempty,201,\nmissing,404,\n", encoding="utf-8"
+    )
     run = cli("--expect", "expected.csv", "--junit", "report.xml")
     assert run.returncode == 1, run.stderr
     assert run.stdout.split("\n\n")[-1].strip("\n") == (
@@ -84,19 +98,26 @@ def test_a_status_or_a_field_that_differs_exits_1_with_a_table(cli, tmp_path):
     assert failure.get("message") == "status: expected 201, got 400" and failure.get("type") == "status"
     assert failure.text == "400 name: must not be empty"
 
-    (tmp_path / "fields.csv").write_text("name,status,$.name\nlyon,201,Lyon Sud\nempty,4xx,\nmissing,404,\n", encoding="utf-8")
+    (tmp_path / "fields.csv").write_text(
+        "name,status,$.name\nlyon,201,Lyon Sud\nempty,4xx,\nmissing,404,\n", encoding="utf-8"
+    )
     run = cli("--expect", "fields.csv")
     assert run.returncode == 1
     assert "  row  name  field   expected  got   error\n  0    lyon  $.name  Lyon Sud  Lyon" in run.stdout
 
 
 def test_an_expected_row_the_run_lacks_is_a_failed_test(cli, tmp_path):
-    (tmp_path / "expected.csv").write_text("name,status\nlyon,201\nempty,400\nmissing,404\nparis,201\n", encoding="utf-8")
+    (tmp_path / "expected.csv").write_text(
+        "name,status\nlyon,201\nempty,400\nmissing,404\nparis,201\n", encoding="utf-8"
+    )
     run = cli("--expect", "expected.csv", "--junit", "report.xml")
     assert run.returncode == 1 and "  3    paris  a row     no row" in run.stdout
     suite, cases = _junit(tmp_path / "report.xml")
     assert (suite.get("tests"), suite.get("failures")) == ("4", "1")
-    assert cases[-1].get("name") == "paris (row 3)" and cases[-1].find("failure").get("message") == "row: expected a row, got no row"
+    assert (
+        cases[-1].get("name") == "paris (row 3)"
+        and cases[-1].find("failure").get("message") == "row: expected a row, got no row"
+    )
 
 
 def test_without_expect_the_junit_report_fails_the_rows_that_are_not_ok(cli, tmp_path):
@@ -110,12 +131,15 @@ def test_without_expect_the_junit_report_fails_the_rows_that_are_not_ok(cli, tmp
     assert cli.token not in (tmp_path / "report.xml").read_text(encoding="utf-8")  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("content, said", [
-    ("name,status\nlyon,created\n", "'created' is not a status"),
-    ("name,stauts\nlyon,201\n", "'stauts'"),
-    ("name,status,$.[\nlyon,201,x\n", "does not parse"),
-    ("", "is empty"),
-])
+@pytest.mark.parametrize(
+    "content, said",
+    [
+        ("name,status\nlyon,created\n", "'created' is not a status"),
+        ("name,stauts\nlyon,201\n", "'stauts'"),
+        ("name,status,$.[\nlyon,201,x\n", "does not parse"),
+        ("", "is empty"),
+    ],
+)
 def test_an_expected_file_that_cannot_be_used_exits_2_and_sends_nothing(cli, fresh_server, tmp_path, content, said):
     (tmp_path / "expected.csv").write_text(content, encoding="utf-8")
     run = cli("--expect", "expected.csv")
@@ -133,8 +157,14 @@ def test_a_batch_the_server_refuses_fails_every_row_with_the_reason(tmp_path):
     (tmp_path / "ops.csv").write_text(f"method,path\nGET,{API}\n", encoding="utf-8")
     with bn.LocalServer(tmp_path / "d.sqlite3") as server:
         env = {**os.environ, "BATCHNB_TOKEN": "wrong-token"}
-        run = subprocess.run([sys.executable, "-m", "batchnb.cli", "run", "ops.csv", "--url", server.url, "--junit", "report.xml", "-q"],
-                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+        run = subprocess.run(
+            [sys.executable, "-m", "batchnb.cli", "run", "ops.csv", "--url", server.url, "--junit", "report.xml", "-q"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
     assert run.returncode == 1, run.stderr
     assert "Traceback" not in run.stderr
     suite, cases = _junit(tmp_path / "report.xml")
@@ -145,8 +175,15 @@ def test_a_batch_the_server_refuses_fails_every_row_with_the_reason(tmp_path):
 
 
 def test_the_report_holds_any_text_as_valid_xml(tmp_path):
-    result = pd.DataFrame({"name": ["<a&b>", None], "status": [500, 201], "ok": [False, True], "duration": [1500.0, float("nan")],
-                           "error": ["bad \x00 byte \x1b and ]]> end", None]})
+    result = pd.DataFrame(
+        {
+            "name": ["<a&b>", None],
+            "status": [500, 201],
+            "ok": [False, True],
+            "duration": [1500.0, float("nan")],
+            "error": ["bad \x00 byte \x1b and ]]> end", None],
+        }
+    )
     diffs = [Difference("0", "<a&b>", "status", "2xx", "500", "bad \x00 byte \x1b and ]]> end", 0)]
     write_junit(tmp_path / "r.xml", result, diffs, source="weird name.csv")
     suite, cases = _junit(tmp_path / "r.xml")

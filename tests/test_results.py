@@ -17,9 +17,13 @@ from batchnb.results import expand, to_frame
 def _responses() -> list[Response]:
     child = Response("POST", "/svc", 201, name="svc", duration=1.0, body={"id": 3}, row="b", batch=0, attempts=1)
     unnamed_parent = Response("GET", "/p", 200, duration=0.5, body={}, row="d", batch=1, attempts=1)
-    unnamed_parent.responses = [Response("GET", "/p/kid", 424, row="e", batch=1, attempts=1, body={"error": {"message": "reference failed"}})]
+    unnamed_parent.responses = [
+        Response("GET", "/p/kid", 424, row="e", batch=1, attempts=1, body={"error": {"message": "reference failed"}})
+    ]
     return [
-        Response("POST", "/co", 201, name="co", duration=2.5, body={"id": 1}, row="a", batch=0, attempts=2, responses=[child]),
+        Response(
+            "POST", "/co", 201, name="co", duration=2.5, body={"id": 1}, row="a", batch=0, attempts=2, responses=[child]
+        ),
         Response("GET", "/missing", 404, duration=3.0, body="not here", row="c", batch=0, attempts=1),
         unnamed_parent,
         Response("GET", "/never", None, error="connection reset", row="f"),
@@ -28,7 +32,20 @@ def _responses() -> list[Response]:
 
 def test_to_frame_columns_dtypes_and_index():
     out = to_frame(_responses())
-    assert list(out.columns) == ["name", "method", "path", "status", "ok", "duration", "body", "error", "batch", "attempts", "replayed", "parent"]
+    assert list(out.columns) == [
+        "name",
+        "method",
+        "path",
+        "status",
+        "ok",
+        "duration",
+        "body",
+        "error",
+        "batch",
+        "attempts",
+        "replayed",
+        "parent",
+    ]
     assert list(out.index) == ["a", "b", "c", "d", "e", "f"]
     assert str(out["status"].dtype) == "Int64"
     assert out["ok"].dtype == bool

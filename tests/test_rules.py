@@ -88,7 +88,9 @@ def test_unsafe_paths(path, message):
     assert rules.path_problem(path) == message
 
 
-@pytest.mark.parametrize("path", ["/", "/api/2.1/scheduling/companies", "/c/x?limit=5&q=a.b", "/c/caf%C3%A9", "/a.b/c..d"])
+@pytest.mark.parametrize(
+    "path", ["/", "/api/2.1/scheduling/companies", "/c/x?limit=5&q=a.b", "/c/caf%C3%A9", "/a.b/c..d"]
+)
 def test_safe_paths(path):
     assert rules.path_problem(path) is None
 
@@ -153,7 +155,9 @@ def test_measure_survives_nesting_far_deeper_than_the_recursion_limit():
 
 
 def test_measure_ignores_children_that_are_not_lists():
-    assert rules.measure([{"requests": "no"}, {"requests": None}], lambda d: d.get("requests")) == rules.Shape(2, 1, (0,))
+    assert rules.measure([{"requests": "no"}, {"requests": None}], lambda d: d.get("requests")) == rules.Shape(
+        2, 1, (0,)
+    )
     assert rules.measure([], lambda d: d.get("requests")) == rules.Shape(0, 0, ())
 
 
@@ -179,7 +183,9 @@ def test_link_parents_by_name():
 def test_a_parent_must_come_earlier():
     up, problems = rules.link_parents([None, "later"], ["later", None], describe=describe)
     assert up == [-1, -1]
-    assert messages(problems) == [(0, "parent", "parent 'later' is op 1, which comes later; a parent must come earlier")]
+    assert messages(problems) == [
+        (0, "parent", "parent 'later' is op 1, which comes later; a parent must come earlier")
+    ]
 
 
 # ---------------------------------------------------------------- the reference graph
@@ -198,7 +204,9 @@ def test_duplicate_names_point_at_the_first_use():
 
 
 def test_unknown_self_and_forward_references():
-    problems = rules.check_graph(["a", "b", "c"], [ref(0, "c"), ref(1, "b", "body"), ref(2, "nope", "headers.X")], describe=describe)
+    problems = rules.check_graph(
+        ["a", "b", "c"], [ref(0, "c"), ref(1, "b", "body"), ref(2, "nope", "headers.X")], describe=describe
+    )
     assert messages(problems) == [
         (0, "path", "${result=c:$.id} refers to op 2, which runs later (a forward reference)"),
         (1, "body", "${result=b:$.id} refers to this operation's own result"),
@@ -223,7 +231,9 @@ def test_run_order_follows_nesting_not_positions():
     parents = [-1, -1, 0]
     assert rules.check_graph(["a", "b", "c"], [ref(1, "c")], parents=parents, describe=describe) == []
     problems = rules.check_graph(["a", "b", "c"], [ref(2, "b")], parents=parents, describe=describe)
-    assert messages(problems) == [(2, "path", "${result=b:$.id} refers to op 1, which runs later (a forward reference)")]
+    assert messages(problems) == [
+        (2, "path", "${result=b:$.id} refers to op 1, which runs later (a forward reference)")
+    ]
     # A parent may be referenced by its child (it ran), never the other way round.
     assert rules.check_graph(["a", None, "c"], [ref(2, "a")], parents=parents, describe=describe) == []
     problems = rules.check_graph(["a", None, "c"], [ref(0, "c")], parents=parents, describe=describe)
@@ -283,10 +293,13 @@ def _string_literals(path: Path) -> list[str]:
         id(node.body[0].value)
         for node in ast.walk(tree)
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
-        and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
     }
     return [
-        node.value for node in ast.walk(tree)
+        node.value
+        for node in ast.walk(tree)
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings
     ]
 
@@ -302,7 +315,9 @@ def test_each_rule_is_written_once_in_the_package(text):
     assert where == ["rules.py"], f"{text!r} is written in {where}"
 
 
-@pytest.mark.parametrize("name", ["TE", "Upgrade", "Keep-Alive", "Proxy-Connection", "Trailer", "Expect", "proxy-authorization"])
+@pytest.mark.parametrize(
+    "name", ["TE", "Upgrade", "Keep-Alive", "Proxy-Connection", "Trailer", "Expect", "proxy-authorization"]
+)
 def test_hop_by_hop_headers_cannot_be_set_per_operation(name):
     assert rules.header_problems(name, "x") == [f"header {name!r} cannot be set per operation"]
 
@@ -312,7 +327,9 @@ def test_a_header_set_twice_in_two_cases_is_refused():
         ("authorization", "header 'authorization' repeats 'Authorization' (header names ignore case)")
     ]
     headers, bad = rules.parse_header_lines("Authorization: a\nauthorization: b")
-    assert headers == {"Authorization": "a"} and bad == ["line 2: header 'authorization' repeats 'Authorization' (header names ignore case)"]
+    assert headers == {"Authorization": "a"} and bad == [
+        "line 2: header 'authorization' repeats 'Authorization' (header names ignore case)"
+    ]
 
 
 def test_a_name_nested_deeper_than_the_recursion_limit_is_named_by_its_type():
@@ -333,8 +350,10 @@ def test_the_fast_path_for_plain_paths_agrees_with_the_long_way(tail: str) -> No
     assert rules.path_problem(path) == rules._path_problem(path)
 
 
-@given(st.sampled_from(["X-Note", "Idempotency-Key", "host", "Bad Name", "é", "", "X\n"]),
-       st.text(alphabet=" \t\x00\x7f\r\n!~az09é\"", max_size=8))
+@given(
+    st.sampled_from(["X-Note", "Idempotency-Key", "host", "Bad Name", "é", "", "X\n"]),
+    st.text(alphabet=' \t\x00\x7f\r\n!~az09é"', max_size=8),
+)
 def test_the_fast_path_for_plain_headers_agrees_with_the_long_way(name: str, value: str) -> None:
     assert rules.header_problems(name, value) == rules._header_problems(name, value)
     assert rules.header_problems(name, 5) == rules._header_problems(name, 5)

@@ -28,10 +28,19 @@ def companies(n, prefix="co"):
 
 
 def test_chain_larger_than_one_batch_is_resolved_across_batches(fresh_server):
-    ops = companies(1) + [
-        Operation("POST", f"{API}/companies/{ref('co-0', '$.id')}/services", {"name": f"s{i}", "duration": 10 + i}, name=f"s{i}")
-        for i in range(24)
-    ] + [Operation("GET", f"{API}/companies/{ref('co-0', '$.id')}/services/{ref('s23', '$.id')}")]
+    ops = (
+        companies(1)
+        + [
+            Operation(
+                "POST",
+                f"{API}/companies/{ref('co-0', '$.id')}/services",
+                {"name": f"s{i}", "duration": 10 + i},
+                name=f"s{i}",
+            )
+            for i in range(24)
+        ]
+        + [Operation("GET", f"{API}/companies/{ref('co-0', '$.id')}/services/{ref('s23', '$.id')}")]
+    )
     client = Client(fresh_server.url, **fresh_server.credentials(), max_requests=10)
     result = client.submit(ops, progress=False)
     assert result["ok"].all(), result[~result["ok"]]
@@ -43,9 +52,14 @@ def test_chain_larger_than_one_batch_is_resolved_across_batches(fresh_server):
 
 
 def test_failed_dependency_in_an_earlier_batch_is_424_without_sending(fresh_server):
-    ops = [Operation("POST", f"{API}/companies", {"name": ""}, name="bad")] + [
-        Operation("POST", f"{API}/companies/{ref('bad', '$.id')}/services", {"name": f"s{i}"}, name=f"s{i}") for i in range(5)
-    ] + [Operation("GET", f"{API}/companies/x/services/{ref('s4', '$.id')}")]
+    ops = (
+        [Operation("POST", f"{API}/companies", {"name": ""}, name="bad")]
+        + [
+            Operation("POST", f"{API}/companies/{ref('bad', '$.id')}/services", {"name": f"s{i}"}, name=f"s{i}")
+            for i in range(5)
+        ]
+        + [Operation("GET", f"{API}/companies/x/services/{ref('s4', '$.id')}")]
+    )
     result = Client(fresh_server.url, **fresh_server.credentials(), max_requests=3).submit(ops, progress=False)
     assert result["status"].tolist() == [400, 424, 424, 424, 424, 424, 424]
     assert "answered 400" in result.loc[3, "error"]
@@ -73,9 +87,15 @@ class Recorder(httpx.AsyncBaseTransport):
             raise action
         status, headers = action
         if status == 200:
-            return httpx.Response(200, json={"responses": [
-                {"method": op["method"], "path": op["path"], "status": 200, "duration": 1, "body": {"ok": True}}
-                for op in body["requests"]]})
+            return httpx.Response(
+                200,
+                json={
+                    "responses": [
+                        {"method": op["method"], "path": op["path"], "status": 200, "duration": 1, "body": {"ok": True}}
+                        for op in body["requests"]
+                    ]
+                },
+            )
         return httpx.Response(status, headers=headers, json={"error": {"code": "busy", "message": "busy"}})
 
 
@@ -90,7 +110,9 @@ def test_429_retry_after_is_honoured():
 
 def test_retries_give_up_with_a_clear_error():
     t = Recorder([(429, {"Retry-After": "0"})] * 3)
-    result = asyncio.run(AsyncClient("http://api.test", token="x", transport=t, retries=2).submit([Operation("GET", "/a")]))
+    result = asyncio.run(
+        AsyncClient("http://api.test", token="x", transport=t, retries=2).submit([Operation("GET", "/a")])
+    )
     assert result["status"].isna().all() and "answered 429 3 times" in result.loc[0, "error"]
 
 
@@ -150,10 +172,13 @@ def test_a_batch_that_never_left_says_not_run_once_retries_are_spent():
     assert out[0].status is None and out[0].error == "not run: could not connect to the server"
 
 
-@pytest.mark.parametrize(("method", "sends", "error"), [
-    ("POST", 1, "outcome unknown: not resent because it contains POST"),
-    ("PUT", 4, "outcome unknown: the server answered 500"),
-])
+@pytest.mark.parametrize(
+    ("method", "sends", "error"),
+    [
+        ("POST", 1, "outcome unknown: not resent because it contains POST"),
+        ("PUT", 4, "outcome unknown: the server answered 500"),
+    ],
+)
 def test_a_500_is_resent_only_when_the_batch_is_idempotent(method, sends, error):
     send = Script(*[500] * 4)
     out = run(Runner(send, retries=3, backoff=0), [Operation(method, "/a", {})])
@@ -196,8 +221,11 @@ def test_the_journal_has_the_send_before_the_batch_leaves(tmp_path):
 def test_interrupt_keeps_what_finished(fresh_server):
     client = fresh_server.async_client(max_requests=2, concurrency=1)
     # Interrupted mid-run, once some batches are done.
-    partial = interrupted_when(client.submit(companies(400, "i"), progress=False),
-                               lambda: count(fresh_server.db) >= 10, "no batch was done within 60 s")
+    partial = interrupted_when(
+        client.submit(companies(400, "i"), progress=False),
+        lambda: count(fresh_server.db) >= 10,
+        "no batch was done within 60 s",
+    )
     done = int(partial["ok"].sum())
     assert 0 < done < 400
     unknown = int(partial["error"].str.startswith("outcome unknown").fillna(False).sum())
@@ -235,11 +263,17 @@ class KeyedScript(Script):
         self.keys = []
 
     async def __call__(self, ops):
-        self.keys.append([next((v for k, v in (op.headers or {}).items() if k.lower() == "idempotency-key"), None) for op in ops])
+        self.keys.append(
+            [next((v for k, v in (op.headers or {}).items() if k.lower() == "idempotency-key"), None) for op in ops]
+        )
         if self.answers and isinstance(self.answers[0], list):  # per-operation statuses
             statuses = self.answers.pop(0)
             self.sent.append([op.path for op in ops])
-            return Reply(200, {}, [Response(op.method, op.path, s, op.name, 1.0, {"id": op.path}) for op, s in zip(ops, statuses)])
+            return Reply(
+                200,
+                {},
+                [Response(op.method, op.path, s, op.name, 1.0, {"id": op.path}) for op, s in zip(ops, statuses)],
+            )
         return await super().__call__(ops)
 
 
@@ -259,7 +293,11 @@ def run_keyed(runner, keys, ops, **plan_options):
 def test_a_keyed_post_batch_whose_outcome_is_unknown_is_resent_with_the_same_keys():
     send = KeyedScript(TransportError("the connection failed after the batch was sent", sent=True), 502, 200)
     runner, keys = keyed_runner(send)
-    ops = [Operation("POST", "/a", {}, row="r1"), Operation("PATCH", "/b", {}, row="r2"), Operation("GET", "/c", row="r3")]
+    ops = [
+        Operation("POST", "/a", {}, row="r1"),
+        Operation("PATCH", "/b", {}, row="r2"),
+        Operation("GET", "/c", row="r3"),
+    ]
     out = run_keyed(runner, keys, ops)
     assert len(send.sent) == 3
     assert send.keys[0] == send.keys[1] == send.keys[2]
@@ -295,10 +333,19 @@ def test_a_keyed_operation_answered_409_goes_again_with_its_key():
 def test_keys_follow_the_server_unless_told():
     from batchnb._submission import Submission, SubmitOptions
 
-    for idempotency, announced, expected in [("auto", True, True), ("auto", False, False), (True, False, True), (False, True, False)]:
+    for idempotency, announced, expected in [
+        ("auto", True, True),
+        ("auto", False, False),
+        (True, False, True),
+        (False, True, False),
+    ]:
         send = KeyedScript(200)
         limits = {"maxRequests": 50, "maxDepth": 4, "idempotency": announced}
-        asyncio.run(Submission(Batch([Operation("POST", "/a", {})]), {}, limits, send, SubmitOptions(idempotency=idempotency)).run())
+        asyncio.run(
+            Submission(
+                Batch([Operation("POST", "/a", {})]), {}, limits, send, SubmitOptions(idempotency=idempotency)
+            ).run()
+        )
         assert (send.keys[0][0] is not None) is expected, (idempotency, announced)
 
 
@@ -315,8 +362,15 @@ def test_keys_are_numbered_in_the_order_they_are_sent_and_a_recorded_key_comes_b
     assert sent == [f'"run-1-{n:016x}"' for n in range(4)]
     assert keys.headers_for(ops[2]) is None
     # Continuing a run: a row the journal saw sent goes again with its key (once), the others are numbered anew.
-    again = [Operation("POST", "/b", {}, row="r1"), Operation("POST", "/c", {}, row="r1"), Operation("POST", "/d", {}, row="r9")]
+    again = [
+        Operation("POST", "/b", {}, row="r1"),
+        Operation("POST", "/c", {}, row="r1"),
+        Operation("POST", "/d", {}, row="r9"),
+    ]
     later = RunKeys("run-2", recorded={'"r1"': '"run-1-0000000000000000"'})
     later.assign(again)
     assert [later.headers_for(op)["Idempotency-Key"] for op in again] == [
-        '"run-1-0000000000000000"', '"run-2-0000000000000000"', '"run-2-0000000000000001"']
+        '"run-1-0000000000000000"',
+        '"run-2-0000000000000000"',
+        '"run-2-0000000000000001"',
+    ]

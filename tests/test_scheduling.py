@@ -80,7 +80,9 @@ class Client:
         return self._created(f"{BASE}/companies/{company_id}/services", {"name": name, **extra})
 
     def staff(self, company_id: str, **extra: Any) -> dict:
-        return self._created(f"{BASE}/companies/{company_id}/staff", {"firstName": "Ada", "lastName": "Lovelace", **extra})
+        return self._created(
+            f"{BASE}/companies/{company_id}/staff", {"firstName": "Ada", "lastName": "Lovelace", **extra}
+        )
 
     def appointment(self, company_id: str, service_id: str, staff_id: str, **extra: Any) -> dict:
         body = {"serviceId": service_id, "staffId": staff_id, "start": "2025-03-01T10:00:00+01:00", **extra}
@@ -170,7 +172,14 @@ def test_service_crud(a: Client) -> None:
     sv = r.json()
     assert re.fullmatch(r"sv_[0-9a-f]{12}", sv["id"])
     assert r.headers["location"] == f"{BASE}/companies/{co['id']}/services/{sv['id']}"
-    assert sv == {"id": sv["id"], "companyId": co["id"], "name": "Cut", "duration": 30, "price": 25.5, "currency": "EUR"}
+    assert sv == {
+        "id": sv["id"],
+        "companyId": co["id"],
+        "name": "Cut",
+        "duration": 30,
+        "price": 25.5,
+        "currency": "EUR",
+    }
     path = f"{BASE}/companies/{co['id']}/services/{sv['id']}"
     assert a.get(path).json() == sv
     assert a.get(f"{BASE}/companies/{co['id']}/services").json()["items"] == [sv]
@@ -191,15 +200,24 @@ def test_staff_crud_with_services_of_the_same_company(a: Client) -> None:
     s1, s2 = a.service(co["id"], "One"), a.service(co["id"], "Two")
     r = a.post(
         f"{BASE}/companies/{co['id']}/staff",
-        {"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com", "services": [{"id": s1["id"]}, {"id": s2["id"]}]},
+        {
+            "firstName": "Ada",
+            "lastName": "Lovelace",
+            "email": "ada@example.com",
+            "services": [{"id": s1["id"]}, {"id": s2["id"]}],
+        },
     )
     assert r.status_code == 201
     staff = r.json()
     assert re.fullmatch(r"st_[0-9a-f]{12}", staff["id"])
     assert r.headers["location"] == f"{BASE}/companies/{co['id']}/staff/{staff['id']}"
     assert staff == {
-        "id": staff["id"], "companyId": co["id"], "firstName": "Ada", "lastName": "Lovelace",
-        "email": "ada@example.com", "services": [{"id": s1["id"]}, {"id": s2["id"]}],
+        "id": staff["id"],
+        "companyId": co["id"],
+        "firstName": "Ada",
+        "lastName": "Lovelace",
+        "email": "ada@example.com",
+        "services": [{"id": s1["id"]}, {"id": s2["id"]}],
     }
     path = f"{BASE}/companies/{co['id']}/staff/{staff['id']}"
     assert a.get(path).json() == staff
@@ -209,7 +227,13 @@ def test_staff_crud_with_services_of_the_same_company(a: Client) -> None:
     assert r.json()["lastName"] == "King" and r.json()["services"] == staff["services"]
     r = a.put(path, {"firstName": "Grace", "lastName": "Hopper", "services": [{"id": s2["id"]}]})
     assert r.status_code == 200
-    assert r.json() == {**staff, "firstName": "Grace", "lastName": "Hopper", "email": None, "services": [{"id": s2["id"]}]}
+    assert r.json() == {
+        **staff,
+        "firstName": "Grace",
+        "lastName": "Hopper",
+        "email": None,
+        "services": [{"id": s2["id"]}],
+    }
 
     # A service of another company of the same tenant is not acceptable.
     other = a.company("Other")
@@ -227,7 +251,9 @@ def test_appointment_crud_and_cancel(a: Client) -> None:
     sv = a.service(co["id"])
     staff = a.staff(co["id"], services=[{"id": sv["id"]}])
     body = {
-        "serviceId": sv["id"], "staffId": staff["id"], "start": "2025-03-01T10:00:00+01:00",
+        "serviceId": sv["id"],
+        "staffId": staff["id"],
+        "start": "2025-03-01T10:00:00+01:00",
         "customer": {"name": "Bob", "email": "bob@example.com"},
     }
     r = a.post(f"{BASE}/companies/{co['id']}/appointments", body)
@@ -274,7 +300,10 @@ def test_patch_with_empty_object_changes_nothing(a: Client) -> None:
 
 
 def test_company_validation_lists_every_field(a: Client) -> None:
-    r = a.post(f"{BASE}/companies", {"name": "", "address": {"city": 5, "zip": [], "street": "ok"}, "phone": 7, "timezone": True})
+    r = a.post(
+        f"{BASE}/companies",
+        {"name": "", "address": {"city": 5, "zip": [], "street": "ok"}, "phone": 7, "timezone": True},
+    )
     assert fields_of(r) == ["name", "address.city", "address.zip", "timezone", "phone"]
     assert r.headers["content-type"] == "application/json"
     details = r.json()["error"]["details"]
@@ -300,7 +329,11 @@ def test_service_validation(a: Client) -> None:
     for currency in ("EU", "EURO", "eur", "€UR", 978):
         assert fields_of(a.post(path, {"name": "Cut", "currency": currency})) == ["currency"], currency
     # Infinity and NaN are not valid prices (the raw JSON literals parse in Python).
-    for raw in ('{"name": "Cut", "price": 1e999}', '{"name": "Cut", "price": NaN}', '{"name": "Cut", "price": -Infinity}'):
+    for raw in (
+        '{"name": "Cut", "price": 1e999}',
+        '{"name": "Cut", "price": NaN}',
+        '{"name": "Cut", "price": -Infinity}',
+    ):
         assert fields_of(a.post(path, content=raw)) == ["price"]
     ok = a.post(path, {"name": "Cut", "duration": 1440, "price": 0, "currency": "NOK"})
     assert ok.status_code == 201 and ok.json()["duration"] == 1440 and ok.json()["price"] == 0
@@ -314,14 +347,28 @@ def test_service_validation(a: Client) -> None:
 def test_staff_validation(a: Client) -> None:
     co = a.company()
     path = f"{BASE}/companies/{co['id']}/staff"
-    r = a.post(path, {"firstName": "", "email": "nope", "services": [{"id": "sv_000000000000"}, "x", {}, {"id": 5}, {"id": "junk"}]})
+    r = a.post(
+        path,
+        {"firstName": "", "email": "nope", "services": [{"id": "sv_000000000000"}, "x", {}, {"id": 5}, {"id": "junk"}]},
+    )
     assert fields_of(r) == [
-        "firstName", "lastName", "email", "services[1]", "services[2].id", "services[3].id", "services[4].id", "services[0].id",
+        "firstName",
+        "lastName",
+        "email",
+        "services[1]",
+        "services[2].id",
+        "services[3].id",
+        "services[4].id",
+        "services[0].id",
     ]
     for email in ("a@", "@b", "a@b@c", "ab", 5):
         assert fields_of(a.post(path, {"firstName": "A", "lastName": "B", "email": email})) == ["email"], email
-    assert fields_of(a.post(path, {"firstName": "A", "lastName": "B", "services": {"id": "sv_000000000000"}})) == ["services"]
-    assert fields_of(a.post(path, {"firstName": "A", "lastName": "B", "services": [{"id": "sv_0"}] * 101})) == ["services"]
+    assert fields_of(a.post(path, {"firstName": "A", "lastName": "B", "services": {"id": "sv_000000000000"}})) == [
+        "services"
+    ]
+    assert fields_of(a.post(path, {"firstName": "A", "lastName": "B", "services": [{"id": "sv_0"}] * 101})) == [
+        "services"
+    ]
     assert a.post(path, {"firstName": "A", "lastName": "B", "services": None}).json()["services"] == []
 
 
@@ -339,7 +386,10 @@ def test_appointment_validation(a: Client) -> None:
         assert fields_of(a.post(path, {**good, "start": start})) == ["start"], start
     assert fields_of(a.post(path, {**good, "start": "2025-01-01T10:00", "status": None})) == ["status"]
     # serviceId and staffId swapped are both wrong.
-    assert fields_of(a.post(path, {"serviceId": staff["id"], "staffId": sv["id"], "start": "2025-01-01"})) == ["serviceId", "staffId"]
+    assert fields_of(a.post(path, {"serviceId": staff["id"], "staffId": sv["id"], "start": "2025-01-01"})) == [
+        "serviceId",
+        "staffId",
+    ]
     r = a.post(path, {**good, "start": "2025-01-01T10:00:00Z"})
     assert r.status_code == 201 and r.json()["start"] == "2025-01-01T10:00:00Z"
 
@@ -411,9 +461,19 @@ def test_not_found_cases(a: Client) -> None:
 
 
 def test_unknown_route_and_wrong_method(a: Client) -> None:
-    for path in ("/nope", f"{BASE}/companies/", f"{BASE}/widgets", f"{BASE}/companies/x/y/z/w", f"{BASE}/companiesX",
-                 f"{BASE}/companies//services", f"{BASE}/companies/x/services/", f"{BASE}/companies/x/widgets",
-                 f"{BASE}/companies/x/companies", f"{BASE}/companies/x/services//", "/api/2.1/scheduling"):
+    for path in (
+        "/nope",
+        f"{BASE}/companies/",
+        f"{BASE}/widgets",
+        f"{BASE}/companies/x/y/z/w",
+        f"{BASE}/companiesX",
+        f"{BASE}/companies//services",
+        f"{BASE}/companies/x/services/",
+        f"{BASE}/companies/x/widgets",
+        f"{BASE}/companies/x/companies",
+        f"{BASE}/companies/x/services//",
+        "/api/2.1/scheduling",
+    ):
         r = a.get(path)
         assert r.status_code == 404, path
         assert_json(r)
@@ -475,9 +535,14 @@ def test_tenant_isolation(a: Client, b: Client) -> None:
 
     # B cannot point at A's service or staff from B's own company.
     own = b.company("B corp")
-    r = b.post(f"{BASE}/companies/{own['id']}/staff", {"firstName": "X", "lastName": "Y", "services": [{"id": sv["id"]}]})
+    r = b.post(
+        f"{BASE}/companies/{own['id']}/staff", {"firstName": "X", "lastName": "Y", "services": [{"id": sv["id"]}]}
+    )
     assert fields_of(r) == ["services[0].id"]
-    r = b.post(f"{BASE}/companies/{own['id']}/appointments", {"serviceId": sv["id"], "staffId": staff["id"], "start": "2025-01-01"})
+    r = b.post(
+        f"{BASE}/companies/{own['id']}/appointments",
+        {"serviceId": sv["id"], "staffId": staff["id"], "start": "2025-01-01"},
+    )
     assert fields_of(r) == ["serviceId", "staffId"]
 
     # A's data is untouched.
@@ -533,7 +598,9 @@ def test_location_respects_root_path(store: Store) -> None:
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=client.app, root_path="/inner")
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
-            return await c.post(f"/inner{BASE}/companies", json={"name": "x"}, headers={"Authorization": "Bearer tok-a"})
+            return await c.post(
+                f"/inner{BASE}/companies", json={"name": "x"}, headers={"Authorization": "Bearer tok-a"}
+            )
 
     r = asyncio.run(go())
     assert r.status_code == 201
@@ -555,14 +622,38 @@ def test_data_persists_across_store_reopen(tmp_path: Path) -> None:
 # -- no input may produce a 500 ---------------------------------------------
 
 _FIELD_NAMES = [
-    "name", "address", "timezone", "phone", "duration", "price", "currency", "firstName", "lastName",
-    "email", "services", "serviceId", "staffId", "start", "customer", "status", "id", "street", "city",
+    "name",
+    "address",
+    "timezone",
+    "phone",
+    "duration",
+    "price",
+    "currency",
+    "firstName",
+    "lastName",
+    "email",
+    "services",
+    "serviceId",
+    "staffId",
+    "start",
+    "customer",
+    "status",
+    "id",
+    "street",
+    "city",
 ]
 _json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.integers(min_value=10**18, max_value=10**40)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**18, max_value=10**40)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=30)
     | st.sampled_from(["sv_000000000000", "2025-01-01T10:00", "booked", "cancelled", "EUR", "a@b", ""]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(_FIELD_NAMES) | st.text(max_size=5), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(_FIELD_NAMES) | st.text(max_size=5), inner, max_size=5)
+    ),
     max_leaves=12,
 )
 _bodies = st.dictionaries(st.sampled_from(_FIELD_NAMES), _json_values, max_size=8) | _json_values
@@ -578,15 +669,23 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clie
         ap = client.appointment(co["id"], sv["id"], staff["id"])
         c = f"{BASE}/companies/{co['id']}"
         paths = [
-            f"{BASE}/companies", f"{c}/services", f"{c}/staff", f"{c}/appointments",
-            c, f"{c}/services/{sv['id']}", f"{c}/staff/{staff['id']}", f"{c}/appointments/{ap['id']}",
+            f"{BASE}/companies",
+            f"{c}/services",
+            f"{c}/staff",
+            f"{c}/appointments",
+            c,
+            f"{c}/services/{sv['id']}",
+            f"{c}/staff/{staff['id']}",
+            f"{c}/appointments/{ap['id']}",
         ]
         yield client, paths
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=_bodies, target=st.integers(min_value=0, max_value=7), method=st.sampled_from(["POST", "PUT", "PATCH"]))
-def test_no_input_causes_a_server_error(fuzz_target: tuple[Client, list[str]], body: Any, target: int, method: str) -> None:
+def test_no_input_causes_a_server_error(
+    fuzz_target: tuple[Client, list[str]], body: Any, target: int, method: str
+) -> None:
     client, paths = fuzz_target
     path = paths[target]
     if method == "POST" and target >= 4:
@@ -638,7 +737,9 @@ def test_the_same_key_for_another_request_is_422(a: Client, store: Store) -> Non
     assert a.post(f"{BASE}/companies", {"name": "First"}, headers=keyed("k-422")).status_code == 201
     r = a.post(f"{BASE}/companies", {"name": "Second"}, headers=keyed("k-422"))
     assert r.status_code == 422
-    assert r.json()["error"]["details"] == [{"field": "headers.Idempotency-Key", "message": "was used for another method, path or body"}]
+    assert r.json()["error"]["details"] == [
+        {"field": "headers.Idempotency-Key", "message": "was used for another method, path or body"}
+    ]
     assert companies_named(store, "Second") == 0
 
 
@@ -670,9 +771,19 @@ def test_the_same_key_while_the_first_request_runs_is_409(app: Any, store: Store
     """The first request's body is still arriving when its repeat comes: 409, then the first finishes."""
 
     def scope(body: bytes) -> dict:
-        return {"type": "http", "method": "POST", "path": f"{BASE}/companies", "raw_path": f"{BASE}/companies".encode(),
-                "query_string": b"", "headers": [(b"authorization", b"Bearer tok-a"), (b"content-type", b"application/json"),
-                                                  (b"idempotency-key", b'"slow"'), (b"content-length", str(len(body)).encode())]}
+        return {
+            "type": "http",
+            "method": "POST",
+            "path": f"{BASE}/companies",
+            "raw_path": f"{BASE}/companies".encode(),
+            "query_string": b"",
+            "headers": [
+                (b"authorization", b"Bearer tok-a"),
+                (b"content-type", b"application/json"),
+                (b"idempotency-key", b'"slow"'),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
 
     async def call(body: bytes, arrived: asyncio.Event | None = None) -> tuple[int, dict, dict]:
         parts = [body[:5], body[5:]]
@@ -752,11 +863,25 @@ def test_a_repeat_in_another_process_gets_the_first_answer(tmp_path: Path) -> No
         second_store.close()
 
 
-@pytest.mark.parametrize("value, expected", [
-    ('"abc"', "abc"), ('"a b"', "a b"), ('  "k-1"  ', "k-1"), ("tok", "tok"), ('"a\\"b"', 'a"b'), ('"a\\\\b"', "a\\b"),
-    ('"' + "x" * 255 + '"', "x" * 255), ('"' + "x" * 256 + '"', None), ('""', None), ('"', None),
-    ('"a\x01"', None), ('"\u00e9"', None), ('"a"b"', None), ('"a\\"', None),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ('"abc"', "abc"),
+        ('"a b"', "a b"),
+        ('  "k-1"  ', "k-1"),
+        ("tok", "tok"),
+        ('"a\\"b"', 'a"b'),
+        ('"a\\\\b"', "a\\b"),
+        ('"' + "x" * 255 + '"', "x" * 255),
+        ('"' + "x" * 256 + '"', None),
+        ('""', None),
+        ('"', None),
+        ('"a\x01"', None),
+        ('"\u00e9"', None),
+        ('"a"b"', None),
+        ('"a\\"', None),
+    ],
+)
 def test_an_idempotency_key_is_read_the_same_with_or_without_its_pattern(value, expected):
     """Plain quoted keys take a short way around the pattern; every value reads as the pattern says."""
     from batchnb.demo.idempotency import parse_key
@@ -789,7 +914,8 @@ def test_the_app_answers_lifespan_and_closes_websockets(store: Store) -> None:
 def test_a_requests_fingerprint_is_the_one_kept_keys_were_stored_with() -> None:
     # Kept keys outlive a server's version: the same request must give the same fingerprint, or its repeat answers 422.
     assert idempotency.fingerprint("post", "/api/2.1/scheduling/companies", b'{"name":"A"}') == (
-        "f8cd8e38819268148b0062672dbc73610bbf2d79491bdbc6ca3c0ad9b9ea4488")
+        "f8cd8e38819268148b0062672dbc73610bbf2d79491bdbc6ca3c0ad9b9ea4488"
+    )
     assert idempotency.fingerprint("POST", "/a", b"b") != idempotency.fingerprint("POST", "/ab", b"")
 
 
@@ -801,7 +927,9 @@ def test_called_directly_the_api_answers_as_it_does_through_asgi(store: Store) -
     app = scheduling_app(store, Keyring(CREDS))
     through_asgi = ASGIDispatcher(app, max_response_bytes=10 * MAX_BODY_BYTES)
     auth = [("Authorization", "Bearer tok-a")]
-    co = asyncio.run(app.dispatch("POST", f"{BASE}/companies", [*auth, ("Content-Type", "application/json")], b'{"name": "A"}'))
+    co = asyncio.run(
+        app.dispatch("POST", f"{BASE}/companies", [*auth, ("Content-Type", "application/json")], b'{"name": "A"}')
+    )
     assert co.status == 201 and co.headers["location"].endswith(orjson.loads(co.body)["id"])
     co_id = orjson.loads(co.body)["id"]
     cases = [
@@ -830,6 +958,10 @@ def test_called_directly_the_api_answers_as_it_does_through_asgi(store: Store) -
     keyed = [*auth, ("Idempotency-Key", '"k-1"')]
     first = asyncio.run(through_asgi("POST", f"{BASE}/companies", keyed, b'{"name": "K"}'))
     again = asyncio.run(app.dispatch("POST", f"{BASE}/companies", keyed, b'{"name": "K"}'))
-    assert first.status == again.status == 201 and first.body == again.body and again.headers["idempotent-replayed"] == "true"
+    assert (
+        first.status == again.status == 201
+        and first.body == again.body
+        and again.headers["idempotent-replayed"] == "true"
+    )
     other = asyncio.run(app.dispatch("POST", f"{BASE}/companies", keyed, b'{"name": "other"}'))
     assert other.status == 422

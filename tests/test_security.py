@@ -48,9 +48,13 @@ def rows(server: batchnb.LocalServer, sql: str, *params: Any) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
-def post_batch(server: batchnb.LocalServer, ops: list[dict], headers: dict[str, str] | None = None, params: dict | None = None) -> httpx.Response:
+def post_batch(
+    server: batchnb.LocalServer, ops: list[dict], headers: dict[str, str] | None = None, params: dict | None = None
+) -> httpx.Response:
     hdrs = {"Content-Type": "application/json", **(headers or {})}
-    return httpx.post(server.url + "/api/2.3/batch", content=json.dumps({"requests": ops}), headers=hdrs, params=params, timeout=10)
+    return httpx.post(
+        server.url + "/api/2.3/batch", content=json.dumps({"requests": ops}), headers=hdrs, params=params, timeout=10
+    )
 
 
 def bearer(server: batchnb.LocalServer, key: str) -> dict[str, str]:
@@ -87,7 +91,9 @@ def test_missing_or_wrong_credentials_run_nothing(server: batchnb.LocalServer) -
         assert r.status_code == 401, (headers, params, r.text)
     assert count(server.db) == before
     with pytest.raises(batchnb.AuthenticationError) as info:
-        batchnb.Client(server.url, api_key="demo", token="wrong").submit(Batch([Operation("POST", CO, {"name": "nope"})]), progress=False)
+        batchnb.Client(server.url, api_key="demo", token="wrong").submit(
+            Batch([Operation("POST", CO, {"name": "nope"})]), progress=False
+        )
     assert info.value.status == 401
     assert count(server.db) == before
 
@@ -109,7 +115,12 @@ def test_keyring_compares_every_entry_in_constant_time(monkeypatch: pytest.Monke
         assert len(calls) == len(creds), f"{len(calls)} comparisons for {token!r}: the time reveals which entry matched"
         # Fixed-size digests on both sides: the presented secret's length does not show either.
         assert {(len(a), len(b)) for a, b in calls} == {(32, 32)}
-    for key, token, expected in (("key-0", "token-0-", "key-0"), ("key-3", "token-3-xxx", "key-3"), ("key-3", "token-4-xxxx", None), ("zzz", "token-0-", None)):
+    for key, token, expected in (
+        ("key-0", "token-0-", "key-0"),
+        ("key-3", "token-3-xxx", "key-3"),
+        ("key-3", "token-4-xxxx", None),
+        ("zzz", "token-0-", None),
+    ):
         calls.clear()
         assert ring.authenticate({}, {"apiKey": key, "token": token}) == expected
         assert len(calls) == 2 * len(creds), f"{len(calls)} comparisons for {key}/{token}"
@@ -121,18 +132,30 @@ def test_keyring_compares_every_entry_in_constant_time(monkeypatch: pytest.Monke
 
 def _create(server: batchnb.LocalServer, key: str, name: str) -> dict[str, str]:
     """A company with a service and a staff member, owned by ``key``."""
-    r = post_batch(server, [
-        {"method": "POST", "path": CO, "body": {"name": name}, "name": "co"},
-        {"method": "POST", "path": CO + "/${result=co:$.id}/services", "body": {"name": "Cut"}, "name": "sv"},
-        {"method": "POST", "path": CO + "/${result=co:$.id}/staff", "body": {"firstName": "A", "lastName": "B", "services": [{"id": "${result=sv:$.id}"}]}, "name": "st"},
-    ], bearer(server, key))
+    r = post_batch(
+        server,
+        [
+            {"method": "POST", "path": CO, "body": {"name": name}, "name": "co"},
+            {"method": "POST", "path": CO + "/${result=co:$.id}/services", "body": {"name": "Cut"}, "name": "sv"},
+            {
+                "method": "POST",
+                "path": CO + "/${result=co:$.id}/staff",
+                "body": {"firstName": "A", "lastName": "B", "services": [{"id": "${result=sv:$.id}"}]},
+                "name": "st",
+            },
+        ],
+        bearer(server, key),
+    )
     out = r.json()["responses"]
     assert [x["status"] for x in out] == [201, 201, 201], out
     return {"co": out[0]["body"]["id"], "sv": out[1]["body"]["id"], "st": out[2]["body"]["id"]}
 
 
 def _snapshot(server: batchnb.LocalServer, tenant: str) -> list[tuple]:
-    return [rows(server, f"select * from {t} where tenant = ? order by id", tenant) for t in ("companies", "services", "staff", "appointments")]
+    return [
+        rows(server, f"select * from {t} where tenant = ? order by id", tenant)
+        for t in ("companies", "services", "staff", "appointments")
+    ]
 
 
 def test_a_tenant_cannot_read_change_or_reference_another_tenants_data(server: batchnb.LocalServer) -> None:
@@ -151,9 +174,21 @@ def test_a_tenant_cannot_read_change_or_reference_another_tenants_data(server: b
         {"method": "PUT", "path": f"{CO}/{co_b}/services/{sv_b}", "body": {"name": "planted"}},
         {"method": "DELETE", "path": f"{CO}/{co_b}/staff/{st_b}"},
         # B's ids inside A's own company, in bodies:
-        {"method": "POST", "path": f"{CO}/{a['co']}/staff", "body": {"firstName": "X", "lastName": "Y", "services": [{"id": sv_b}]}},
-        {"method": "POST", "path": f"{CO}/{a['co']}/appointments", "body": {"serviceId": sv_b, "staffId": st_b, "start": "2030-01-01T10:00:00"}},
-        {"method": "PUT", "path": f"{CO}/{a['co']}/staff/{a['st']}", "body": {"firstName": "X", "lastName": "Y", "services": [{"id": sv_b}]}},
+        {
+            "method": "POST",
+            "path": f"{CO}/{a['co']}/staff",
+            "body": {"firstName": "X", "lastName": "Y", "services": [{"id": sv_b}]},
+        },
+        {
+            "method": "POST",
+            "path": f"{CO}/{a['co']}/appointments",
+            "body": {"serviceId": sv_b, "staffId": st_b, "start": "2030-01-01T10:00:00"},
+        },
+        {
+            "method": "PUT",
+            "path": f"{CO}/{a['co']}/staff/{a['st']}",
+            "body": {"firstName": "X", "lastName": "Y", "services": [{"id": sv_b}]},
+        },
         # Reaching B's data through a reference: the lookup fails, the dependants do not run.
         {"method": "GET", "path": f"{CO}/{co_b}", "name": "peek"},
         {"method": "DELETE", "path": CO + "/${result=peek:$.id}"},
@@ -163,7 +198,9 @@ def test_a_tenant_cannot_read_change_or_reference_another_tenants_data(server: b
     assert r.status_code == 200
     statuses = [x["status"] for x in r.json()["responses"]]
     assert statuses == [404] * 9 + [400, 400, 400, 404, 424, 424], statuses
-    listing = post_batch(server, [{"method": "GET", "path": CO + "?limit=1000"}], bearer(server, "demo")).json()["responses"][0]["body"]
+    listing = post_batch(server, [{"method": "GET", "path": CO + "?limit=1000"}], bearer(server, "demo")).json()[
+        "responses"
+    ][0]["body"]
     assert co_b not in {c["id"] for c in listing["items"]}
     assert _snapshot(server, "other") == b_before
     assert rows(server, "select count(*) from companies where name = 'taken over' or name = ?", "B's shop")[0][0] == 1
@@ -177,9 +214,15 @@ def test_an_operation_with_its_own_credentials_acts_exactly_as_that_tenant(serve
     a = _create(server, "demo", "A again")
     as_b = bearer(server, "other")
     ops = [
-        {"method": "POST", "path": CO, "body": {"name": "made by B"}, "headers": as_b, "name": "mine",
-         # A child carries no credentials of its own: it runs as the batch (A), not as its parent.
-         "requests": [{"method": "POST", "path": CO + "/${result=mine:$.id}/services", "body": {"name": "child"}}]},
+        {
+            "method": "POST",
+            "path": CO,
+            "body": {"name": "made by B"},
+            "headers": as_b,
+            "name": "mine",
+            # A child carries no credentials of its own: it runs as the batch (A), not as its parent.
+            "requests": [{"method": "POST", "path": CO + "/${result=mine:$.id}/services", "body": {"name": "child"}}],
+        },
         {"method": "GET", "path": f"{CO}/{b['co']}", "headers": as_b},
         {"method": "GET", "path": f"{CO}/{a['co']}", "headers": as_b},
         {"method": "GET", "path": f"{CO}/{a['co']}"},
@@ -204,10 +247,14 @@ def test_gateway_keeps_its_own_key_and_passes_operation_credentials() -> None:
         gate_token = gw.credentials("gate")["token"]
         for kind in ("header", "query"):
             up.clear()
-            out = gw.client_for("gate", auth=kind).send(Batch([
-                Operation("GET", "/plain"),
-                Operation("GET", "/own", headers={"Authorization": "Bearer upstream-secret"}),
-            ]))
+            out = gw.client_for("gate", auth=kind).send(
+                Batch(
+                    [
+                        Operation("GET", "/plain"),
+                        Operation("GET", "/own", headers={"Authorization": "Bearer upstream-secret"}),
+                    ]
+                )
+            )
             assert [r.status for r in out] == [200, 200]
             seen = {q.target.split("?")[0]: q for q in up.requests}
             assert seen["/plain"].header("authorization") is None and "?" not in seen["/plain"].target, kind
@@ -257,7 +304,7 @@ class Leaks:
         for s in self.secrets:
             at = text.find(s)
             if at >= 0:
-                self.found.append(f"{where}: …{text[max(0, at - 70): at + 30]}…")
+                self.found.append(f"{where}: …{text[max(0, at - 70) : at + 30]}…")
                 return
 
     def assert_none(self) -> None:
@@ -274,14 +321,20 @@ def test_reprs_hide_credentials(secret_server: batchnb.LocalServer) -> None:
     key, other = secret_server.tenants
     token, other_token = secret_server.credentials(key)["token"], secret_server.credentials(other)["token"]
     hidden = _secrets_of(secret_server)
-    op = Operation("GET", f"{CO}?apiKey={other}&token={other_token}", headers={"Authorization": f"Bearer {other_token}", "X-Api-Key": other})
+    op = Operation(
+        "GET",
+        f"{CO}?apiKey={other}&token={other_token}",
+        headers={"Authorization": f"Bearer {other_token}", "X-Api-Key": other},
+    )
     op_lines = Operation("GET", CO, headers=f"Authorization: Bearer {other_token}\nX-Api-Key: {other}")
     objects = {
         "Client": secret_server.client_for(key),
         "Client(query)": secret_server.client_for(key, auth="query"),
         "AsyncClient": secret_server.async_client(key),
         "AsyncClient(query)": secret_server.async_client(key, auth="query"),
-        "AsyncClient(headers)": batchnb.AsyncClient(secret_server.url, headers={"Authorization": f"Bearer {token}", "X-Api-Key": key}),
+        "AsyncClient(headers)": batchnb.AsyncClient(
+            secret_server.url, headers={"Authorization": f"Bearer {token}", "X-Api-Key": key}
+        ),
         "LocalServer": secret_server,
         "Operation": op,
         "Operation(lines)": op_lines,
@@ -306,21 +359,31 @@ def test_error_messages_hide_credentials(secret_server: batchnb.LocalServer) -> 
     errors: list[BaseException] = []
     for kind in ("header", "query"):
         with pytest.raises(batchnb.AuthenticationError) as info:
-            batchnb.Client(secret_server.url, api_key=key, token="wrong-" + token, auth=kind).submit(Batch([Operation("GET", CO)]), progress=False)
+            batchnb.Client(secret_server.url, api_key=key, token="wrong-" + token, auth=kind).submit(
+                Batch([Operation("GET", CO)]), progress=False
+            )
         errors.append(info.value)
         dead = free_port()
         with pytest.raises(batchnb.BatchError) as info:
-            batchnb.Client(f"http://127.0.0.1:{dead}", api_key=key, token=token, auth=kind, retries=0).send(Batch([Operation("GET", CO)]))
+            batchnb.Client(f"http://127.0.0.1:{dead}", api_key=key, token=token, auth=kind, retries=0).send(
+                Batch([Operation("GET", CO)])
+            )
         errors.append(info.value)
     # A header line typed without its colon must not be echoed back with the token in it.
     with pytest.raises(batchnb.BatchValidationError) as info:
         Batch([Operation("GET", CO, headers=f"Authorization Bearer {token}")])
     errors.append(info.value)
     with pytest.raises(batchnb.BatchHTTPError) as info:
-        secret_server.client_for(key).send(Batch([Operation("GET", CO, headers={"Authorization": f"Bearer {token}\r\n"})], validate=False))
+        secret_server.client_for(key).send(
+            Batch([Operation("GET", CO, headers={"Authorization": f"Bearer {token}\r\n"})], validate=False)
+        )
     errors.append(info.value)
     leaks = Leaks(hidden)
-    r = post_batch(secret_server, [{"method": "GET", "path": CO, "headers": f"Authorization Bearer {token}"}], bearer(secret_server, key))
+    r = post_batch(
+        secret_server,
+        [{"method": "GET", "path": CO, "headers": f"Authorization Bearer {token}"}],
+        bearer(secret_server, key),
+    )
     assert r.status_code == 400
     leaks.check(r.text, "the server's 400 answer to a header line without its colon")
     for exc in errors:
@@ -349,13 +412,33 @@ def test_logs_results_and_journal_hide_credentials(secret_server: batchnb.LocalS
         for i, kind in enumerate(("header", "query")):
             df = pd.DataFrame({"name": [f"Shop {kind} {n}" for n in range(120)]})
             client = secret_server.client_for(key, auth=kind)
-            frames.append(client.submit(df, method="POST", path=CO, body=["name"], journal=str(tmp_path / f"run-{kind}.jsonl"), progress=False))
-            frames.append(client.submit(
-                [Operation("POST", CO, {"name": "as the other"}, name="x", headers={"Authorization": f"Bearer {other_token}"}),
-                 Operation("GET", f"{CO}/{'${result=x:$.id}'}?apiKey={other}&token={other_token}"),
-                 Operation("GET", f"{CO}/co_000000000000", headers={"Authorization": f"Bearer {other_token}"})],
-                journal=str(tmp_path / f"refs-{kind}.jsonl"), progress=False,
-            ))
+            frames.append(
+                client.submit(
+                    df,
+                    method="POST",
+                    path=CO,
+                    body=["name"],
+                    journal=str(tmp_path / f"run-{kind}.jsonl"),
+                    progress=False,
+                )
+            )
+            frames.append(
+                client.submit(
+                    [
+                        Operation(
+                            "POST",
+                            CO,
+                            {"name": "as the other"},
+                            name="x",
+                            headers={"Authorization": f"Bearer {other_token}"},
+                        ),
+                        Operation("GET", f"{CO}/{'${result=x:$.id}'}?apiKey={other}&token={other_token}"),
+                        Operation("GET", f"{CO}/co_000000000000", headers={"Authorization": f"Bearer {other_token}"}),
+                    ],
+                    journal=str(tmp_path / f"refs-{kind}.jsonl"),
+                    progress=False,
+                )
+            )
     finally:
         for name in LOGGERS:
             logger = logging.getLogger(name)
@@ -381,8 +464,21 @@ def test_serve_access_log_hides_query_credentials(tmp_path: Path) -> None:
     log = (tmp_path / "serve.log").open("w+")
     env = {**os.environ, "BATCHNB_TOKEN": token, "BATCHNB_API_KEY": key}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchnb.cli", "serve", "--db", str(tmp_path / "d.sqlite3"), "--port", str(port), "--log-level", "debug"],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "batchnb.cli",
+            "serve",
+            "--db",
+            str(tmp_path / "d.sqlite3"),
+            "--port",
+            str(port),
+            "--log-level",
+            "debug",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -427,7 +523,7 @@ def test_stored_notebook_outputs_hold_no_credentials(notebook: Path) -> None:
         ("/x?apiKey=demo&%74oken=demo-token", "/x?apiKey=***&%74oken=***"),
         ("/x?a=1&%54OKEN=s&b=2", "/x?a=1&%54OKEN=***&b=2"),
         ("http://h/p?x=1&api%5Fkey=zz#f", "http://h/p?x=1&api%5Fkey=***#f"),
-        ('GET /x?tok%65n=abc HTTP/1.1', "GET /x?tok%65n=*** HTTP/1.1"),
+        ("GET /x?tok%65n=abc HTTP/1.1", "GET /x?tok%65n=*** HTTP/1.1"),
         ("/x?tokens=1&x=2", "/x?tokens=1&x=2"),
     ],
 )

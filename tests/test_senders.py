@@ -105,7 +105,9 @@ def test_an_answer_that_inflates_past_the_limit_is_an_outcome_unknown_not_a_full
 
 
 def test_responses_nested_deeper_than_what_was_sent_are_not_parsed():
-    deep = b'{"method": "GET", "path": "/x", "status": 200, "responses": [' * 500 + b"{}" + b"]}" * 500  # 1,002 levels of JSON: orjson reads it
+    deep = (
+        b'{"method": "GET", "path": "/x", "status": 200, "responses": [' * 500 + b"{}" + b"]}" * 500
+    )  # 1,002 levels of JSON: orjson reads it
     with RecordingUpstream(lambda req: Reply(200, b'{"responses": [' + deep + b"]}")) as srv:
         reply = send_through_endpoint(srv.url, [Operation("GET", "/x")])
     assert reply.status == 200 and reply.responses is None  # not what was sent: its outcome is unknown
@@ -122,7 +124,9 @@ def test_direct_mode_reads_an_api_answer_within_the_same_bounds():
         return Reply(200, b"[" * 300 + b"]" * 300)  # deeper than an answer can carry
 
     with RecordingUpstream(respond) as srv:
-        out = Client(srv.url, token="t", mode="direct").send(Batch([Operation("GET", "/bomb"), Operation("GET", "/deep")]))
+        out = Client(srv.url, token="t", mode="direct").send(
+            Batch([Operation("GET", "/bomb"), Operation("GET", "/deep")])
+        )
     assert [r.status for r in out] == [502, 502]
     assert "larger than 10485760 bytes once decoded" in out[0].body["error"]["message"]
     assert "nested too deeply" in out[1].body["error"]["message"]

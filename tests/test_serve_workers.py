@@ -58,8 +58,25 @@ class Served:
     def running(self) -> Iterator[Served]:
         env = {**os.environ, "BATCHNB_CREDENTIALS": json.dumps(self._credentials), "PYTHONUNBUFFERED": "1"}
         with self._log.open("w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "batchnb.cli", "serve", "--workers", "2", "--port", str(self.port),
-                                     "--db", str(self.db), "--log-level", "warning"], env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "batchnb.cli",
+                    "serve",
+                    "--workers",
+                    "2",
+                    "--port",
+                    str(self.port),
+                    "--db",
+                    str(self.db),
+                    "--log-level",
+                    "warning",
+                ],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         self.pid = proc.pid
         try:
             wait_for_http(self.url + "/api/2.3/batch", proc, 60, self._log.read_text)
@@ -113,5 +130,8 @@ def test_two_server_processes_serve_one_database(server: Served) -> None:
     # uvicorn's supervisor, and under it the two processes that answer.
     workers = [pid for pid in children(server.pid) if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
     assert len(workers) == 2, children(server.pid)
-    answers = {httpx.get(server.url + "/api/2.3/batch", headers={"Connection": "close"}).json()["maxRequests"] for _ in range(20)}
+    answers = {
+        httpx.get(server.url + "/api/2.3/batch", headers={"Connection": "close"}).json()["maxRequests"]
+        for _ in range(20)
+    }
     assert answers == {50}

@@ -7,8 +7,15 @@ import httpx
 import pytest
 
 from batchnb import (
-    AuthenticationError, Batch, Client, LocalServer, Operation, PayloadTooLargeError,
-    RateLimitedError, UnsupportedMediaTypeError, ref,
+    AuthenticationError,
+    Batch,
+    Client,
+    LocalServer,
+    Operation,
+    PayloadTooLargeError,
+    RateLimitedError,
+    UnsupportedMediaTypeError,
+    ref,
 )
 from batchnb.demo import examples
 from batchnb.server import Limits
@@ -50,7 +57,11 @@ def test_three_services_and_mixed_examples(server):
     mixed = server.client.submit(examples.mixed(company_id))
     assert [r.status for r in mixed] == [200, 200, 201, 200, 404, 204]
     assert mixed[1].body["name"] == "My Location (renamed)"
-    names = {s["name"] for s in mixed[3].body["items"]} if isinstance(mixed[3].body, dict) else {s["name"] for s in mixed[3].body}
+    names = (
+        {s["name"] for s in mixed[3].body["items"]}
+        if isinstance(mixed[3].body, dict)
+        else {s["name"] for s in mixed[3].body}
+    )
     assert {"Haircut", "Colour", "Shave", "Massage"} <= names
 
 
@@ -63,47 +74,70 @@ def test_nested_example(server):
 
 
 def test_chain_of_424s(server):
-    batch = Batch([
-        Operation("GET", f"{API}/companies/co_000000000000", name="missing"),
-        Operation("POST", f"{API}/companies/{ref('missing', '$.id')}/services", {"name": "s"}, name="s1"),
-        Operation("POST", f"{API}/companies/{ref('s1', '$.companyId')}/services", {"name": "s"}, name="s2"),
-        Operation("POST", f"{API}/companies", {"name": "still runs"}),
-    ])
+    batch = Batch(
+        [
+            Operation("GET", f"{API}/companies/co_000000000000", name="missing"),
+            Operation("POST", f"{API}/companies/{ref('missing', '$.id')}/services", {"name": "s"}, name="s1"),
+            Operation("POST", f"{API}/companies/{ref('s1', '$.companyId')}/services", {"name": "s"}, name="s2"),
+            Operation("POST", f"{API}/companies", {"name": "still runs"}),
+        ]
+    )
     out = server.client.submit(batch)
     assert [r.status for r in out] == [404, 424, 424, 201]
 
 
 def test_per_operation_credentials(server):
     other = server.credentials("other")["token"]
-    batch = Batch([
-        Operation("POST", f"{API}/companies", {"name": "mine"}, name="mine"),
-        Operation("POST", f"{API}/companies", {"name": "wrong"}, headers={"Authorization": "Bearer not-a-key"}),
-        Operation("POST", f"{API}/companies", {"name": "theirs"}, name="theirs", headers={"Authorization": f"Bearer {other}"}),
-        Operation("GET", f"{API}/companies/{ref('theirs', '$.id')}"),
-        Operation("GET", f"{API}/companies/{ref('theirs', '$.id')}", headers={"Authorization": f"Bearer {other}"}),
-    ])
+    batch = Batch(
+        [
+            Operation("POST", f"{API}/companies", {"name": "mine"}, name="mine"),
+            Operation("POST", f"{API}/companies", {"name": "wrong"}, headers={"Authorization": "Bearer not-a-key"}),
+            Operation(
+                "POST",
+                f"{API}/companies",
+                {"name": "theirs"},
+                name="theirs",
+                headers={"Authorization": f"Bearer {other}"},
+            ),
+            Operation("GET", f"{API}/companies/{ref('theirs', '$.id')}"),
+            Operation("GET", f"{API}/companies/{ref('theirs', '$.id')}", headers={"Authorization": f"Bearer {other}"}),
+        ]
+    )
     out = server.client.submit(batch)
     assert [r.status for r in out] == [201, 401, 201, 404, 200]
 
 
 def test_query_parameter_credentials(server):
     creds = server.credentials()
-    r = httpx.post(server.url + "/api/2.3/batch", params={"apiKey": creds["api_key"], "token": creds["token"]},
-                   json={"requests": [{"method": "POST", "path": f"{API}/companies", "body": {"name": "q"}}]})
+    r = httpx.post(
+        server.url + "/api/2.3/batch",
+        params={"apiKey": creds["api_key"], "token": creds["token"]},
+        json={"requests": [{"method": "POST", "path": f"{API}/companies", "body": {"name": "q"}}]},
+    )
     assert r.status_code == 200 and r.json()["responses"][0]["status"] == 201
     client = Client(server.url, **creds, auth="query")
     assert client.submit(Batch([Operation("GET", f"{API}/companies")]))[0].status == 200
 
 
 def test_raw_json_with_plain_httpx_is_wire_compatible(server):
-    payload = {"requests": [
-        {"method": "post", "path": f"{API}/companies", "name": "add-company", "body": {"name": "Raw"}},
-        {"method": "POST", "path": f"{API}/companies/${{result=add-company:$.id}}/services", "name": "add-service",
-         "body": {"name": "Raw service", "duration": 20}, "headers": "X-Note: hello"},
-        {"method": "POST", "path": f"{API}/companies/${{result=add-company:$.id}}/staff",
-         "body": {"firstName": "R", "lastName": "W", "services": [{"id": "${result=add-service:$.id}"}]},
-         "requests": [{"method": "GET", "path": f"{API}/companies/${{result=add-company:$.id}}/staff"}]},
-    ]}
+    payload = {
+        "requests": [
+            {"method": "post", "path": f"{API}/companies", "name": "add-company", "body": {"name": "Raw"}},
+            {
+                "method": "POST",
+                "path": f"{API}/companies/${{result=add-company:$.id}}/services",
+                "name": "add-service",
+                "body": {"name": "Raw service", "duration": 20},
+                "headers": "X-Note: hello",
+            },
+            {
+                "method": "POST",
+                "path": f"{API}/companies/${{result=add-company:$.id}}/staff",
+                "body": {"firstName": "R", "lastName": "W", "services": [{"id": "${result=add-service:$.id}"}]},
+                "requests": [{"method": "GET", "path": f"{API}/companies/${{result=add-company:$.id}}/staff"}],
+            },
+        ]
+    }
     r = post_raw(server, payload)
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
     resp = r.json()["responses"]
@@ -115,16 +149,30 @@ def test_raw_json_with_plain_httpx_is_wire_compatible(server):
     assert resp[0]["headers"]["Location"].endswith(cid)
 
 
-@pytest.mark.parametrize("payload, pointer", [
-    (b"{not json", ""),
-    ({"requests": "nope"}, "requests"),
-    ({"requests": [{"method": "GET"}]}, "requests[0].path"),
-    ({"requests": [{"method": "YELL", "path": "/x"}]}, "requests[0].method"),
-    ({"requests": [{"method": "GET", "path": "http://evil.example/"}]}, "requests[0].path"),
-    ({"requests": [{"method": "GET", "path": "/x", "name": "a"}, {"method": "GET", "path": "/y", "name": "a"}]}, "requests[1].name"),
-    ({"requests": [{"method": "GET", "path": "/x/${result=nobody:$.id}"}]}, "requests[0].path"),
-    ({"requests": [{"method": "GET", "path": "/x", "body": "${result=a:$[?}"}, {"method": "GET", "path": "/y", "name": "a"}]}, "requests[0].body"),
-])
+@pytest.mark.parametrize(
+    "payload, pointer",
+    [
+        (b"{not json", ""),
+        ({"requests": "nope"}, "requests"),
+        ({"requests": [{"method": "GET"}]}, "requests[0].path"),
+        ({"requests": [{"method": "YELL", "path": "/x"}]}, "requests[0].method"),
+        ({"requests": [{"method": "GET", "path": "http://evil.example/"}]}, "requests[0].path"),
+        (
+            {"requests": [{"method": "GET", "path": "/x", "name": "a"}, {"method": "GET", "path": "/y", "name": "a"}]},
+            "requests[1].name",
+        ),
+        ({"requests": [{"method": "GET", "path": "/x/${result=nobody:$.id}"}]}, "requests[0].path"),
+        (
+            {
+                "requests": [
+                    {"method": "GET", "path": "/x", "body": "${result=a:$[?}"},
+                    {"method": "GET", "path": "/y", "name": "a"},
+                ]
+            },
+            "requests[0].body",
+        ),
+    ],
+)
 def test_400_with_pointers(server, payload, pointer):
     r = post_raw(server, payload)
     assert r.status_code == 400
@@ -214,8 +262,9 @@ def test_gateway_in_front_of_another_http_api(server):
         assert [r.status for r in out] == [201, 201, 201]
         assert out[0].body["id"] in out[2].path
         # Without the API's credentials the API itself says no, and only that operation fails.
-        mixed = gateway.client.submit(Batch([Operation("GET", f"{API}/companies"),
-                                             Operation("GET", f"{API}/companies", headers=demo_auth)]))
+        mixed = gateway.client.submit(
+            Batch([Operation("GET", f"{API}/companies"), Operation("GET", f"{API}/companies", headers=demo_auth)])
+        )
         assert [r.status for r in mixed] == [401, 200]
 
 
@@ -231,7 +280,12 @@ def test_the_demo_server_says_it_honours_keys_and_a_gateway_says_what_its_operat
 
 
 def test_a_keyed_operation_sent_twice_runs_once_and_its_repeat_says_so(fresh_server):
-    op = {"method": "POST", "path": f"{API}/companies", "body": {"name": "Keyed"}, "headers": {"Idempotency-Key": '"twice"'}}
+    op = {
+        "method": "POST",
+        "path": f"{API}/companies",
+        "body": {"name": "Keyed"},
+        "headers": {"Idempotency-Key": '"twice"'},
+    }
     first = post_raw(fresh_server, {"requests": [op]}).json()["responses"][0]
     again = post_raw(fresh_server, {"requests": [op]}).json()["responses"][0]
     assert first["status"] == again["status"] == 201 and first["body"] == again["body"]
@@ -242,9 +296,19 @@ def test_a_keyed_operation_sent_twice_runs_once_and_its_repeat_says_so(fresh_ser
 def test_the_gateway_passes_the_key_on_with_each_operation():
     from tests.support.faults import RecordingUpstream, Reply
 
-    with RecordingUpstream(lambda req: Reply(201, {"id": "x"})) as upstream, LocalServer(upstream=upstream.url, tenants=("gw",)) as gateway:
-        gateway.client.submit(Batch([Operation("POST", "/things", {"n": 1}, headers={"Idempotency-Key": '"k-1"'}),
-                                     Operation("POST", "/things", {"n": 2})]), idempotency=False)
+    with (
+        RecordingUpstream(lambda req: Reply(201, {"id": "x"})) as upstream,
+        LocalServer(upstream=upstream.url, tenants=("gw",)) as gateway,
+    ):
+        gateway.client.submit(
+            Batch(
+                [
+                    Operation("POST", "/things", {"n": 1}, headers={"Idempotency-Key": '"k-1"'}),
+                    Operation("POST", "/things", {"n": 2}),
+                ]
+            ),
+            idempotency=False,
+        )
         keys = [req.header("idempotency-key") for req in upstream.requests]
     assert keys == ['"k-1"', None]
 
@@ -257,8 +321,10 @@ def test_a_slow_body_holds_no_slot_and_is_refused_with_408(tmp_path):
 
     limits = Limits(max_concurrent_batches=2, body_timeout=1.0)
     with LocalServer(tmp_path / "db.sqlite3", limits=limits) as srv:
-        head = (f"POST /api/2.3/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.credentials()['token']}\r\n"
-                "Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{").encode()
+        head = (
+            f"POST /api/2.3/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {srv.credentials()['token']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 500\r\n\r\n{"
+        ).encode()
         slow = [socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(5)]
         try:
             for sock in slow:
@@ -292,7 +358,9 @@ def test_a_slow_head_is_answered_408_and_its_connection_closed(tmp_path):
             # A kept-alive connection: one whole request, then only the start of the next one's head.
             kept.sendall(b"GET /api/2.3/batch HTTP/1.1\r\nHost: x\r\n\r\n")
             first = b""
-            while b"\r\n\r\n" not in first or len(first.partition(b"\r\n\r\n")[2]) < int(first.lower().split(b"content-length: ")[1].split(b"\r\n")[0]):
+            while b"\r\n\r\n" not in first or len(first.partition(b"\r\n\r\n")[2]) < int(
+                first.lower().split(b"content-length: ")[1].split(b"\r\n")[0]
+            ):
                 first += kept.recv(4096)
             assert first.startswith(b"HTTP/1.1 200"), first
             kept.sendall(b"GET /api/2.3/batch HTTP/1.1\r\nHo")
@@ -301,18 +369,24 @@ def test_a_slow_head_is_answered_408_and_its_connection_closed(tmp_path):
             for sock in (silent, partial, kept):
                 reply = read_until_closed(sock)
                 assert reply.startswith(b"HTTP/1.1 408"), reply
-                assert reply.endswith(b"the request's line and headers did not arrive within 0.5 s\", "
-                                      b"\"details\": [{\"pointer\": \"\", \"message\": \"incomplete request head\"}]}}"), reply
+                assert reply.endswith(
+                    b"the request's line and headers did not arrive within 0.5 s\", "
+                    b'"details": [{"pointer": "", "message": "incomplete request head"}]}}'
+                ), reply
         finally:
             for sock in (silent, partial, kept):
                 sock.close()
 
 
 def test_a_key_written_twice_is_refused_not_silently_dropped(fresh_server):
-    raw = ('{"requests": [{"method": "POST", "method": "GET", "path": "%s/companies", "body": {"name": "x"}}]}' % API).encode()
+    raw = (
+        '{"requests": [{"method": "POST", "method": "GET", "path": "%s/companies", "body": {"name": "x"}}]}' % API
+    ).encode()
     r = post_raw(fresh_server, raw)
     assert r.status_code == 400
-    assert r.json()["error"]["details"] == [{"pointer": "requests[0]", "message": "the key 'method' appears twice in one object"}]
+    assert r.json()["error"]["details"] == [
+        {"pointer": "requests[0]", "message": "the key 'method' appears twice in one object"}
+    ]
     assert count(fresh_server.db) == 0
 
 
@@ -327,10 +401,18 @@ def test_the_gateway_keeps_integers_beyond_64_bits_exact_and_no_cookie():
     with RecordingUpstream(respond) as up, LocalServer(upstream=up.url, tenants=("gate",)) as gw:
         token = gw.credentials("gate")["token"]
         headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-        first = httpx.post(gw.url + "/api/2.3/batch", headers=headers, timeout=30,
-                           content=b'{"requests": [{"method": "GET", "path": "/login"}]}')
-        second = httpx.post(gw.url + "/api/2.3/batch", headers=headers, timeout=30,
-                            content=b'{"requests": [{"method": "POST", "path": "/n", "body": {"n": 1180591620717411303424}}]}')
+        first = httpx.post(
+            gw.url + "/api/2.3/batch",
+            headers=headers,
+            timeout=30,
+            content=b'{"requests": [{"method": "GET", "path": "/login"}]}',
+        )
+        second = httpx.post(
+            gw.url + "/api/2.3/batch",
+            headers=headers,
+            timeout=30,
+            content=b'{"requests": [{"method": "POST", "path": "/n", "body": {"n": 1180591620717411303424}}]}',
+        )
     assert first.status_code == second.status_code == 200, second.text
     assert b'"body":{"n":1180591620717411303424}' in second.content
     posted = up.requests[1]
@@ -342,11 +424,16 @@ def test_an_answer_too_deep_for_the_batch_is_a_502_and_the_batch_answers(tmp_pat
     from tests.support.faults import RecordingUpstream, Reply
 
     deep = b"[" * 300 + b"]" * 300
-    with RecordingUpstream(lambda req: Reply(200, deep if req.path == "/deep" else {"made": True})) as up, \
-            LocalServer(upstream=up.url, tenants=("gate",)) as gw:
-        r = httpx.post(gw.url + "/api/2.3/batch", timeout=30,
-                       headers={"Authorization": f"Bearer {gw.credentials('gate')['token']}", "Content-Type": "application/json"},
-                       json={"requests": [{"method": "POST", "path": "/write"}, {"method": "GET", "path": "/deep"}]})
+    with (
+        RecordingUpstream(lambda req: Reply(200, deep if req.path == "/deep" else {"made": True})) as up,
+        LocalServer(upstream=up.url, tenants=("gate",)) as gw,
+    ):
+        r = httpx.post(
+            gw.url + "/api/2.3/batch",
+            timeout=30,
+            headers={"Authorization": f"Bearer {gw.credentials('gate')['token']}", "Content-Type": "application/json"},
+            json={"requests": [{"method": "POST", "path": "/write"}, {"method": "GET", "path": "/deep"}]},
+        )
     assert r.status_code == 200 and r.headers["content-type"] == "application/json", r.text[:300]
     out = r.json()["responses"]
     assert [x["status"] for x in out] == [200, 502] and out[0]["body"] == {"made": True}
@@ -379,17 +466,28 @@ def test_the_server_announces_how_many_operations_it_runs_at_once_and_refuses_mo
     announced = httpx.get(server.url + "/api/2.3/batch").json()["maxParallel"]
     assert announced == Limits().max_parallel
     op = {"method": "GET", "path": f"{API}/companies"}
-    for parallel, message in [(announced + 1, f"asks for {announced + 1} operations at once; this server runs at most {announced}"),
-                              (0, "must be a whole number, at least 1"), ("4", "must be a whole number, at least 1")]:
+    for parallel, message in [
+        (announced + 1, f"asks for {announced + 1} operations at once; this server runs at most {announced}"),
+        (0, "must be a whole number, at least 1"),
+        ("4", "must be a whole number, at least 1"),
+    ]:
         r = post_raw(server, {"requests": [op], "parallel": parallel})
-        assert r.status_code == 400 and {"pointer": "parallel", "message": message} in r.json()["error"]["details"], r.text
+        assert r.status_code == 400 and {"pointer": "parallel", "message": message} in r.json()["error"]["details"], (
+            r.text
+        )
 
 
 def test_a_gateway_runs_a_batchs_operations_at_once_when_asked_and_keeps_every_dependency():
     upstream, state = _slow_upstream()
     ops = [Operation("POST", f"/things/{i}", name=f"t{i}") for i in range(12)]
-    ops.append(Operation("POST", f"/after/{ref('t3', '$.id')}", name="after",
-                         requests=[Operation("POST", f"/child/{ref('after', '$.id')}")]))
+    ops.append(
+        Operation(
+            "POST",
+            f"/after/{ref('t3', '$.id')}",
+            name="after",
+            requests=[Operation("POST", f"/child/{ref('after', '$.id')}")],
+        )
+    )
     ops.append(Operation("POST", "/x/fail", name="bad", requests=[Operation("POST", "/never")]))
     ops.append(Operation("POST", f"/needs/{ref('bad', '$.id')}"))
     with upstream, LocalServer(upstream=upstream.url, tenants=("gw",)) as gateway:
@@ -425,7 +523,12 @@ def test_a_batch_answer_says_where_its_time_went(server):
     """Server-Timing: each phase between the socket and the API, in milliseconds; the API's phase holds the operations' durations."""
     from batchnb._timing import PHASES, read_header
 
-    payload = {"requests": [{"method": "POST", "path": "/api/2.1/scheduling/companies", "body": {"name": f"Timed {i}"}} for i in range(5)]}
+    payload = {
+        "requests": [
+            {"method": "POST", "path": "/api/2.1/scheduling/companies", "body": {"name": f"Timed {i}"}}
+            for i in range(5)
+        ]
+    }
     r = post_raw(server, payload)
     assert r.status_code == 200
     phases = read_header(r.headers["server-timing"])
@@ -484,7 +587,9 @@ def test_a_batch_whose_writes_cannot_be_kept_answers_500_and_no_operation(tmp_pa
         raise WritesLost()
 
     app = create_app(api=scheduling_app(store, Keyring({"k": "tok"})), credentials={"k": "tok"}, group_writes=lose_them)
-    status, answer = _demo_post(app, {"requests": [{"method": "POST", "path": f"{API}/companies", "body": {"name": "x"}}]})
+    status, answer = _demo_post(
+        app, {"requests": [{"method": "POST", "path": f"{API}/companies", "body": {"name": "x"}}]}
+    )
     assert status == 500 and "responses" not in answer
     assert answer["error"]["code"] == "internal_error"
     store.close()

@@ -36,20 +36,30 @@ def test_the_same_id_has_the_same_placeholder_everywhere_numbered_by_first_appea
     bodies = view["body"].tolist()
     assert bodies[0]["id"] == "<id1>"
     assert bodies[1]["id"] == "<id2>" and bodies[1]["companyId"] == "<id1>"
-    assert bodies[2]["id"] == "<id3>" and bodies[2]["companyId"] == "<id1>" and bodies[2]["services"] == [{"id": "<id2>"}]
-    assert view["path"].tolist()[1:] == ["/api/2.1/scheduling/companies/<id1>/services", "/api/2.1/scheduling/companies/<id1>/staff"]
+    assert (
+        bodies[2]["id"] == "<id3>" and bodies[2]["companyId"] == "<id1>" and bodies[2]["services"] == [{"id": "<id2>"}]
+    )
+    assert view["path"].tolist()[1:] == [
+        "/api/2.1/scheduling/companies/<id1>/services",
+        "/api/2.1/scheduling/companies/<id1>/staff",
+    ]
     shown = view.to_string() + repr(bodies)
     assert not any(i in shown for i in (company, service, staff))
 
 
 def test_ids_of_any_api_under_id_keys_in_paths_and_in_id_named_columns():
-    frame = pd.DataFrame({
-        "path": ["/orders", "/orders/8412/lines", "/orders/8412"],
-        "status": [201, 201, 404],
-        "body": [{"id": 8412, "ref": "A-1"}, {"lineId": "ln-77", "order_id": 8412, "qty": 8412},
-                 {"error": {"message": "order 8412 was removed"}}],
-        "customer_id": ["cu-9", "cu-9", None],
-    })
+    frame = pd.DataFrame(
+        {
+            "path": ["/orders", "/orders/8412/lines", "/orders/8412"],
+            "status": [201, 201, 404],
+            "body": [
+                {"id": 8412, "ref": "A-1"},
+                {"lineId": "ln-77", "order_id": 8412, "qty": 8412},
+                {"error": {"message": "order 8412 was removed"}},
+            ],
+            "customer_id": ["cu-9", "cu-9", None],
+        }
+    )
     view = frame.batchnb.stable()
     # Row 0: 8412 under "id" (<id1>), then the customer column (<id2>); row 1: the line's id.
     assert view["body"].tolist()[0] == {"id": "<id1>", "ref": "A-1"}
@@ -61,11 +71,19 @@ def test_ids_of_any_api_under_id_keys_in_paths_and_in_id_named_columns():
 
 
 def test_patterns_keys_uuids_and_creation_times():
-    frame = pd.DataFrame({
-        "body": [{"ref": "ord_Ab12Cd34Ef56Gh78", "trace": "4f6c1f2e-1d3a-4b8e-9a51-2c7d9e0f3b11",
-                  "createdAt": "2026-11-29T05:51:17.283091Z", "start": "2026-12-01T09:00:00"}],
-        "error": ["see ord_Ab12Cd34Ef56Gh78 and 4f6c1f2e-1d3a-4b8e-9a51-2c7d9e0f3b11"],
-    })
+    frame = pd.DataFrame(
+        {
+            "body": [
+                {
+                    "ref": "ord_Ab12Cd34Ef56Gh78",
+                    "trace": "4f6c1f2e-1d3a-4b8e-9a51-2c7d9e0f3b11",
+                    "createdAt": "2026-11-29T05:51:17.283091Z",
+                    "start": "2026-12-01T09:00:00",
+                }
+            ],
+            "error": ["see ord_Ab12Cd34Ef56Gh78 and 4f6c1f2e-1d3a-4b8e-9a51-2c7d9e0f3b11"],
+        }
+    )
     view = frame.batchnb.stable(patterns=[r"ord_[A-Za-z0-9]{16}"])
     # The body comes first in the row (columns in order): the UUID inside it is the first id met.
     assert view["body"][0] == {"ref": "<id1>", "trace": "<id2>", "createdAt": "<time>", "start": "2026-12-01T09:00:00"}
@@ -75,7 +93,9 @@ def test_patterns_keys_uuids_and_creation_times():
 
 def test_bodies_kept_as_json_text_are_read_as_json(server):
     frame = pd.DataFrame({"company": ["Text Bodies"]})
-    result = server.client.submit(frame, method="POST", path="/api/2.1/scheduling/companies", body={"name": "company"}, bodies="json")
+    result = server.client.submit(
+        frame, method="POST", path="/api/2.1/scheduling/companies", body={"name": "company"}, bodies="json"
+    )
     assert isinstance(result["body"][0], str)
     view = result.batchnb.stable()
     assert '"id":"<id1>"' in view["body"][0]

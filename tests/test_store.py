@@ -83,7 +83,12 @@ def test_service_defaults_and_price_types(store: Store) -> None:
     co = _company(store)
     plain = store.create(A, "service", {"name": "Cut"}, company_id=co["id"])
     assert plain == {
-        "id": plain["id"], "companyId": co["id"], "name": "Cut", "duration": 30, "price": None, "currency": None,
+        "id": plain["id"],
+        "companyId": co["id"],
+        "name": "Cut",
+        "duration": 30,
+        "price": None,
+        "currency": None,
     }
     whole = store.create(A, "service", {"name": "Dye", "price": 10, "currency": "EUR"}, company_id=co["id"])
     half = store.create(A, "service", {"name": "Wash", "price": 10.5}, company_id=co["id"])
@@ -105,21 +110,51 @@ def test_staff_services_keep_order_and_drop_duplicates(store: Store) -> None:
     listed = store.list_items(A, "staff", company_id=co["id"])
     assert listed == [staff]
     # Updating other fields leaves the services alone; passing them replaces them.
-    assert store.update(A, "staff", staff["id"], {"email": "a@b.c"}, company_id=co["id"])["services"] == staff["services"]
+    assert (
+        store.update(A, "staff", staff["id"], {"email": "a@b.c"}, company_id=co["id"])["services"] == staff["services"]
+    )
     again = store.update(A, "staff", staff["id"], {"services": [{"id": s1["id"]}]}, company_id=co["id"])
     assert again["services"] == [{"id": s1["id"]}]
 
 
 def test_what_create_answers_is_what_is_read_back_for_every_kind(store: Store) -> None:
     # create builds its answer from what it wrote instead of reading the row again: the two must agree, types included.
-    co = store.create(A, "company", {"name": "Salon", "address": {"street": "1 Main", "city": "Köln", "zip": None, "country": "DE"},
-                                     "timezone": "Europe/Berlin", "phone": None})
-    sv = store.create(A, "service", {"name": "Cut", "duration": 45, "price": 10, "currency": "EUR"}, company_id=co["id"])
+    co = store.create(
+        A,
+        "company",
+        {
+            "name": "Salon",
+            "address": {"street": "1 Main", "city": "Köln", "zip": None, "country": "DE"},
+            "timezone": "Europe/Berlin",
+            "phone": None,
+        },
+    )
+    sv = store.create(
+        A, "service", {"name": "Cut", "duration": 45, "price": 10, "currency": "EUR"}, company_id=co["id"]
+    )
     sv2 = store.create(A, "service", {"name": "Dye", "price": 12.5}, company_id=co["id"])
-    st = store.create(A, "staff", {"firstName": "Ada", "lastName": "L", "email": "a@b.c",
-                                   "services": [{"id": sv2["id"]}, {"id": sv["id"]}, {"id": sv2["id"]}]}, company_id=co["id"])
-    ap = store.create(A, "appointment", {"serviceId": sv["id"], "staffId": st["id"], "start": "2025-01-31T14:30:00+01:00",
-                                         "customer": {"name": "Bo", "email": None}}, company_id=co["id"])
+    st = store.create(
+        A,
+        "staff",
+        {
+            "firstName": "Ada",
+            "lastName": "L",
+            "email": "a@b.c",
+            "services": [{"id": sv2["id"]}, {"id": sv["id"]}, {"id": sv2["id"]}],
+        },
+        company_id=co["id"],
+    )
+    ap = store.create(
+        A,
+        "appointment",
+        {
+            "serviceId": sv["id"],
+            "staffId": st["id"],
+            "start": "2025-01-31T14:30:00+01:00",
+            "customer": {"name": "Bo", "email": None},
+        },
+        company_id=co["id"],
+    )
     for kind, item in (("company", co), ("service", sv), ("service", sv2), ("staff", st), ("appointment", ap)):
         read = store.get(A, kind, item["id"], company_id=item.get("companyId"))
         assert item == read and list(item) == list(read), kind
@@ -139,7 +174,11 @@ def test_references_must_be_in_the_same_company(store: Store) -> None:
         store.create(
             A,
             "staff",
-            {"firstName": "A", "lastName": "B", "services": [{"id": sv_mine["id"]}, {"id": sv_other["id"]}, {"id": sv_foreign["id"]}]},
+            {
+                "firstName": "A",
+                "lastName": "B",
+                "services": [{"id": sv_mine["id"]}, {"id": sv_other["id"]}, {"id": sv_foreign["id"]}],
+            },
             company_id=mine["id"],
         )
     assert [d["field"] for d in err.value.details] == ["services[1].id", "services[2].id"]
@@ -156,7 +195,9 @@ def test_references_must_be_in_the_same_company(store: Store) -> None:
         )
     assert [d["field"] for d in err.value.details] == ["serviceId", "staffId"]
     ap = store.create(
-        A, "appointment", {"serviceId": sv_mine["id"], "staffId": staff["id"], "start": "2025-01-01T10:00:00"},
+        A,
+        "appointment",
+        {"serviceId": sv_mine["id"], "staffId": staff["id"], "start": "2025-01-01T10:00:00"},
         company_id=mine["id"],
     )
     assert ap["status"] == "booked" and ap["customer"] is None
@@ -167,8 +208,15 @@ def test_cascading_deletes(store: Store) -> None:
     keep = _company(store, A, "Keep")
     sv = store.create(A, "service", {"name": "Cut"}, company_id=co["id"])
     sv2 = store.create(A, "service", {"name": "Dye"}, company_id=co["id"])
-    st = store.create(A, "staff", {"firstName": "A", "lastName": "B", "services": [{"id": sv["id"]}, {"id": sv2["id"]}]}, company_id=co["id"])
-    store.create(A, "appointment", {"serviceId": sv["id"], "staffId": st["id"], "start": "2025-01-01T10:00"}, company_id=co["id"])
+    st = store.create(
+        A,
+        "staff",
+        {"firstName": "A", "lastName": "B", "services": [{"id": sv["id"]}, {"id": sv2["id"]}]},
+        company_id=co["id"],
+    )
+    store.create(
+        A, "appointment", {"serviceId": sv["id"], "staffId": st["id"], "start": "2025-01-01T10:00"}, company_id=co["id"]
+    )
     store.create(A, "service", {"name": "Other"}, company_id=keep["id"])
 
     # Deleting a service removes it from staff and deletes its appointments.
@@ -200,7 +248,9 @@ def test_data_persists_after_reopen(db_path: Path) -> None:
     with Store(db_path) as store:
         co = _company(store)
         sv = store.create(A, "service", {"name": "Cut", "price": 12.5}, company_id=co["id"])
-        st = store.create(A, "staff", {"firstName": "A", "lastName": "B", "services": [{"id": sv["id"]}]}, company_id=co["id"])
+        st = store.create(
+            A, "staff", {"firstName": "A", "lastName": "B", "services": [{"id": sv["id"]}]}, company_id=co["id"]
+        )
     with Store(db_path) as store:
         assert store.get(A, "company", co["id"]) == co
         assert store.get(A, "service", sv["id"], company_id=co["id"]) == sv
@@ -219,7 +269,11 @@ def test_writes_survive_a_killed_process(db_path: Path) -> None:
     )
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.run(
-        [sys.executable, "-c", script, str(db_path)], capture_output=True, text=True, cwd=root, timeout=60,
+        [sys.executable, "-c", script, str(db_path)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        timeout=60,
         env={"PYTHONPATH": str(root)},
     )
     assert proc.returncode == -9, proc.stderr
@@ -300,7 +354,12 @@ def test_a_write_that_fails_in_a_group_undoes_itself_only(store: Store, db_path:
     with store.group():
         co = _company(store, name="Kept")
         with pytest.raises(InvalidReference):
-            store.create(A, "staff", {"firstName": "N", "lastName": "O", "services": [{"id": "sv_000000000000"}]}, company_id=co["id"])
+            store.create(
+                A,
+                "staff",
+                {"firstName": "N", "lastName": "O", "services": [{"id": "sv_000000000000"}]},
+                company_id=co["id"],
+            )
         _company(store, name="Kept too")
     assert _names_seen_by_another_connection(db_path) == ["Kept", "Kept too"]
     assert store.list_items(A, "staff", company_id=co["id"]) == []
@@ -356,7 +415,9 @@ def test_a_group_whose_commit_fails_says_its_writes_are_lost(store: Store, db_pa
     assert _names_seen_by_another_connection(db_path) == ["After"]
 
 
-def test_a_group_holds_the_write_lock_for_a_bounded_time(store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_group_holds_the_write_lock_for_a_bounded_time(
+    store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Another process waits for the write lock a group holds: a long group commits on the way, now and then."""
     from batchnb.demo import store as store_module
 

@@ -20,14 +20,21 @@ def chain(tag: str, sites: int) -> pd.DataFrame:
     the state of the submit they belong to may resolve them.
     """
     companies = pd.DataFrame(
-        {"method": "POST", "path": f"{API}/companies", "name": [f"co-{i}" for i in range(sites)],
-         "body": [{"name": f"{tag} site {i}"} for i in range(sites)]},
+        {
+            "method": "POST",
+            "path": f"{API}/companies",
+            "name": [f"co-{i}" for i in range(sites)],
+            "body": [{"name": f"{tag} site {i}"} for i in range(sites)],
+        },
         index=[f"{tag}-co-{i}" for i in range(sites)],
     )
     services = pd.DataFrame(
-        {"method": "POST", "path": [f"{API}/companies/${{result=co-{i}:$.id}}/services" for i in range(sites)],
-         "name": [f"sv-{i}" for i in range(sites)],
-         "body": [{"name": f"{tag} cut {i}", "duration": 30} for i in range(sites)]},
+        {
+            "method": "POST",
+            "path": [f"{API}/companies/${{result=co-{i}:$.id}}/services" for i in range(sites)],
+            "name": [f"sv-{i}" for i in range(sites)],
+            "body": [{"name": f"{tag} cut {i}", "duration": 30} for i in range(sites)],
+        },
         index=[f"{tag}-sv-{i}" for i in range(sites)],
     )
     return pd.concat([companies, services])
@@ -81,22 +88,44 @@ def test_frame_options_apply_to_frames_only():
         raise AssertionError("sent")
 
     with pytest.raises(BatchValidationError) as err:
-        Submission([Operation("GET", "/x")], {"method": "POST", "path": None, "nulls": "omit"}, {"maxRequests": 50, "maxDepth": 4}, sender, SubmitOptions())
-    assert [str(p) for p in err.value.problems] == ["method: applies to a DataFrame's rows, not to a list of operations"]
+        Submission(
+            [Operation("GET", "/x")],
+            {"method": "POST", "path": None, "nulls": "omit"},
+            {"maxRequests": 50, "maxDepth": 4},
+            sender,
+            SubmitOptions(),
+        )
+    assert [str(p) for p in err.value.problems] == [
+        "method: applies to a DataFrame's rows, not to a list of operations"
+    ]
 
 
 def test_known_fills_in_references_to_an_earlier_results_names(tmp_path):
     with LocalServer(tmp_path / "demo.sqlite3") as server:
         client = server.client
-        first = client.submit(pd.DataFrame({
-            "method": "POST", "path": f"{API}/companies", "name": ["co-ok", "co-bad"], "body": [{"name": "Kept"}, {"name": ""}],
-        }), progress=False)
+        first = client.submit(
+            pd.DataFrame(
+                {
+                    "method": "POST",
+                    "path": f"{API}/companies",
+                    "name": ["co-ok", "co-bad"],
+                    "body": [{"name": "Kept"}, {"name": ""}],
+                }
+            ),
+            progress=False,
+        )
         assert first["status"].tolist() == [201, 400]
-        fixed = pd.DataFrame({
-            "method": "POST",
-            "path": [f"{API}/companies/${{result=co-ok:$.id}}/services", f"{API}/companies/${{result=co-bad:$.id}}/services"],
-            "body": [{"name": "Cut", "duration": 30}] * 2,
-        }, index=["r1", "r2"])
+        fixed = pd.DataFrame(
+            {
+                "method": "POST",
+                "path": [
+                    f"{API}/companies/${{result=co-ok:$.id}}/services",
+                    f"{API}/companies/${{result=co-bad:$.id}}/services",
+                ],
+                "body": [{"name": "Cut", "duration": 30}] * 2,
+            },
+            index=["r1", "r2"],
+        )
         with pytest.raises(BatchValidationError):
             client.submit(fixed, dry_run=True)  # without known=, the names are nobody's
         plan = client.submit(fixed, known=first, dry_run=True)
@@ -108,12 +137,24 @@ def test_known_fills_in_references_to_an_earlier_results_names(tmp_path):
         # A name whose operation failed earlier cannot be filled in: 424 here, never sent.
         assert again.loc["r2", "status"] == 424 and "operation 'co-bad' answered 400" in again.loc["r2", "error"]
         # JSON-text bodies (bodies="json") are read the same way.
-        as_text = client.submit(pd.DataFrame({"method": "POST", "path": f"{API}/companies", "name": ["co-text"], "body": [{"name": "T"}]}),
-                                bodies="json", progress=False)
-        via_text = client.submit(pd.DataFrame({"method": "GET", "path": [f"{API}/companies/${{result=co-text:$.id}}"]}), known=as_text, progress=False)
+        as_text = client.submit(
+            pd.DataFrame({"method": "POST", "path": f"{API}/companies", "name": ["co-text"], "body": [{"name": "T"}]}),
+            bodies="json",
+            progress=False,
+        )
+        via_text = client.submit(
+            pd.DataFrame({"method": "GET", "path": [f"{API}/companies/${{result=co-text:$.id}}"]}),
+            known=as_text,
+            progress=False,
+        )
         assert via_text["status"].tolist() == [200]
         with pytest.raises(BatchValidationError) as err:
-            client.submit(pd.DataFrame({"method": "POST", "path": f"{API}/companies", "name": ["co-ok"], "body": [{"name": "Again"}]}), known=first)
+            client.submit(
+                pd.DataFrame(
+                    {"method": "POST", "path": f"{API}/companies", "name": ["co-ok"], "body": [{"name": "Again"}]}
+                ),
+                known=first,
+            )
         assert "like an operation of the earlier result given as known=" in str(err.value)
         with pytest.raises(BatchValidationError) as err:
             client.submit(fixed, known=pd.DataFrame({"x": [1]}))
@@ -143,11 +184,21 @@ def test_when_some_batches_arrived_the_frame_comes_back():
     def handler(request: httpx.Request) -> httpx.Response:
         calls.append(request)
         if len(calls) == 1:
-            return httpx.Response(200, json={"responses": [{"method": "POST", "path": "/x", "status": 201, "body": {"id": 1}}]})
+            return httpx.Response(
+                200, json={"responses": [{"method": "POST", "path": "/x", "status": 201, "body": {"id": 1}}]}
+            )
         raise httpx.ConnectError("refused", request=request)
 
-    client = Client("http://api.test", token="t", retries=1, backoff=0.01, max_requests=1, max_depth=4, concurrency=1,
-                    transport=httpx.MockTransport(handler))
+    client = Client(
+        "http://api.test",
+        token="t",
+        retries=1,
+        backoff=0.01,
+        max_requests=1,
+        max_depth=4,
+        concurrency=1,
+        transport=httpx.MockTransport(handler),
+    )
     result = client.submit(pd.DataFrame({"name": ["a", "b"]}), method="POST", path="/x", body=["name"], progress=False)
     assert result["status"].iloc[0] == 201 and pd.isna(result["status"].iloc[1])
     assert result["error"].iloc[1].startswith("not run: could not connect")
@@ -168,8 +219,13 @@ def test_a_key_set_per_row_by_a_headers_template_is_sent_as_is_and_makes_the_bat
 
     frame = pd.DataFrame({"order": ["A-1", "A-2"], "total": [10, 20]})
     limits = {"maxRequests": 50, "maxDepth": 4, "idempotency": True}
-    submission = Submission(frame, {"method": "POST", "path": "/orders", "body": ["total"],
-                                    "headers": "Idempotency-Key: order-{order}"}, limits, sender, SubmitOptions(backoff=0.01))
+    submission = Submission(
+        frame,
+        {"method": "POST", "path": "/orders", "body": ["total"], "headers": "Idempotency-Key: order-{order}"},
+        limits,
+        sender,
+        SubmitOptions(backoff=0.01),
+    )
     assert submission.plan.batches[0].delivery.startswith("exactly once")
     result = asyncio.run(submission.run())
     assert sent[0] == sent[1] == [{"Idempotency-Key": "order-A-1"}, {"Idempotency-Key": "order-A-2"}]

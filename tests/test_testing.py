@@ -16,14 +16,20 @@ API = "/api/2.1/scheduling/companies"
 
 
 def _result() -> pd.DataFrame:
-    return pd.DataFrame({
-        "name": ["co-lyon", "co-bad", "co-nantes"],
-        "status": pd.array([201, 400, 201], dtype="Int64"),
-        "ok": [True, False, True],
-        "duration": [0.41, 0.12, 0.33],
-        "body": [{"id": "co_4ba06eb22da7", "name": "Lyon"}, {"error": {"message": "bad"}}, {"id": "co_c447e0a6551a", "name": "Nantes"}],
-        "error": [None, "400 name: must not be empty", None],
-    })
+    return pd.DataFrame(
+        {
+            "name": ["co-lyon", "co-bad", "co-nantes"],
+            "status": pd.array([201, 400, 201], dtype="Int64"),
+            "ok": [True, False, True],
+            "duration": [0.41, 0.12, 0.33],
+            "body": [
+                {"id": "co_4ba06eb22da7", "name": "Lyon"},
+                {"error": {"message": "bad"}},
+                {"id": "co_c447e0a6551a", "name": "Nantes"},
+            ],
+            "error": [None, "400 name: must not be empty", None],
+        }
+    )
 
 
 # ---------------------------------------------------------------- failure messages, exactly
@@ -55,7 +61,9 @@ def test_assert_statuses_by_name_and_by_label():
 
 
 def test_assert_statuses_for_an_operation_that_did_not_run():
-    result = pd.DataFrame({"name": ["a", "b"], "status": pd.array([201, None], dtype="Int64"), "error": [None, "outcome unknown"]})
+    result = pd.DataFrame(
+        {"name": ["a", "b"], "status": pd.array([201, None], dtype="Int64"), "error": [None, "outcome unknown"]}
+    )
     assert_statuses(result, {"b": None})
     with pytest.raises(AssertionError, match=r"b     201       none  outcome unknown"):
         assert_statuses(result, {"b": 201})
@@ -87,9 +95,15 @@ def test_a_long_list_of_differences_is_cut_short():
 
 
 def test_assert_result_against_a_csv_written_by_to_csv(tmp_path, server):
-    batch = bn.Batch([bn.Operation("POST", API, {"name": "Stored"}, name="stored"),
-                      bn.Operation("POST", f"{API}/{bn.ref('stored', '$.id')}/services", {"name": "Cut", "duration": 30}, name="svc"),
-                      bn.Operation("POST", API, {"name": ""}, name="empty")])
+    batch = bn.Batch(
+        [
+            bn.Operation("POST", API, {"name": "Stored"}, name="stored"),
+            bn.Operation(
+                "POST", f"{API}/{bn.ref('stored', '$.id')}/services", {"name": "Cut", "duration": 30}, name="svc"
+            ),
+            bn.Operation("POST", API, {"name": ""}, name="empty"),
+        ]
+    )
     first = bn.to_frame(server.client.submit(batch))
     first.to_csv(tmp_path / "expected.csv")
     first.batchnb.stable().to_csv(tmp_path / "stable.csv")
@@ -98,7 +112,12 @@ def test_assert_result_against_a_csv_written_by_to_csv(tmp_path, server):
     assert_result(again, str(tmp_path / "stable.csv"))
     assert_result(again, first)
 
-    changed = bn.Batch([op if op.name != "empty" else bn.Operation("POST", API, {"name": "Now valid"}, name="empty") for op in batch.requests])
+    changed = bn.Batch(
+        [
+            op if op.name != "empty" else bn.Operation("POST", API, {"name": "Now valid"}, name="empty")
+            for op in batch.requests
+        ]
+    )
     with pytest.raises(AssertionError) as caught:
         assert_result(bn.to_frame(server.client.submit(changed)), tmp_path / "expected.csv")
     lines = str(caught.value).splitlines()
@@ -108,9 +127,13 @@ def test_assert_result_against_a_csv_written_by_to_csv(tmp_path, server):
 
 
 def test_assert_result_with_a_sparse_file_of_names_statuses_and_jsonpaths(tmp_path):
-    (tmp_path / "expected.csv").write_text("name,status,$.name\nco-lyon,201,Lyon\nco-bad,4xx,\nco-nantes,201,Nantes\n", encoding="utf-8")
+    (tmp_path / "expected.csv").write_text(
+        "name,status,$.name\nco-lyon,201,Lyon\nco-bad,4xx,\nco-nantes,201,Nantes\n", encoding="utf-8"
+    )
     assert_result(_result(), tmp_path / "expected.csv")
-    (tmp_path / "expected.csv").write_text("name,status,$.name\nco-lyon,201,Lyon\nco-bad,4xx,\nco-nantes,201,Nantes\nco-paris,201,Paris\n")
+    (tmp_path / "expected.csv").write_text(
+        "name,status,$.name\nco-lyon,201,Lyon\nco-bad,4xx,\nco-nantes,201,Nantes\nco-paris,201,Paris\n"
+    )
     with pytest.raises(AssertionError) as caught:
         assert_result(_result(), tmp_path / "expected.csv")
     assert str(caught.value).splitlines()[-1].split() == ["3", "co-paris", "a", "row", "no", "row"]
@@ -144,7 +167,7 @@ def test_sanitize_config_is_the_file_the_command_prints():
 
 # ---------------------------------------------------------------- the fixtures, from a pytest run of their own
 
-USER_SUITE = '''
+USER_SUITE = """
 import pandas as pd
 import batchnb as bn
 from batchnb.testing import assert_ok, assert_statuses
@@ -175,18 +198,20 @@ def test_the_session_server_is_shared_2(batchnb_session_server):
 def test_a_failure_reads_well(batchnb_client):
     result = batchnb_client.submit(pd.DataFrame({"name": ["Fine", ""]}), method="POST", path=API, body=["name"])
     assert_statuses(result, {0: 201, 1: 201})
-'''
+"""
 
 
 def test_the_fixtures_in_a_users_own_suite(pytester):
     pytester.makepyfile(test_user_api=USER_SUITE)
     run = pytester.runpytest_subprocess("-p", "batchnb.testing", "-p", "no:randomly", "-p", "no:cacheprovider", "-q")
     run.assert_outcomes(passed=4, failed=1)
-    run.stdout.fnmatch_lines([
-        "*AssertionError: 1 of 2 statuses not as expected:",
-        "*row  name  expected  got  error",
-        "*1          201       400  400 name: must not be empty",
-    ])
+    run.stdout.fnmatch_lines(
+        [
+            "*AssertionError: 1 of 2 statuses not as expected:",
+            "*row  name  expected  got  error",
+            "*1          201       400  400 name: must not be empty",
+        ]
+    )
 
 
 def test_the_fixtures_are_there_only_when_asked_for(pytester):

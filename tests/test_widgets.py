@@ -26,9 +26,15 @@ def add(composer: Composer, method: str, path: str, **fields) -> bool:
 
 def three_ops(composer: Composer) -> None:
     assert add(composer, "POST", COMPANIES, name="co", body={"name": "Riverside"})
-    assert add(composer, "POST", f"{COMPANIES}/{CO_ID}/services", name="sv", body={"name": "Cut", "duration": 30}, parent="co")
     assert add(
-        composer, "POST", f"{COMPANIES}/{CO_ID}/staff", name="st", parent="sv",
+        composer, "POST", f"{COMPANIES}/{CO_ID}/services", name="sv", body={"name": "Cut", "duration": 30}, parent="co"
+    )
+    assert add(
+        composer,
+        "POST",
+        f"{COMPANIES}/{CO_ID}/staff",
+        name="st",
+        parent="sv",
         body={"firstName": "Ada", "lastName": "Lovelace", "services": [{"id": "${result=sv:$.id}"}]},
     )
 
@@ -102,7 +108,9 @@ def test_empty_path_is_reported_on_add_not_while_typing(composer):
 
 def test_reference_to_a_name_that_does_not_exist(composer):
     assert add(composer, "POST", COMPANIES, name="co", body={"name": "Riverside"})
-    composer.fill("POST", f"{COMPANIES}/${{result=nope:$.id}}/services", body={"name": "x", "id": "${result=ghost:$.id}"})
+    composer.fill(
+        "POST", f"{COMPANIES}/${{result=nope:$.id}}/services", body={"name": "x", "id": "${result=ghost:$.id}"}
+    )
     errors = composer.field_errors
     assert errors["path"] == "${result=nope:$.id} refers to 'nope', which no operation in the batch is named"
     assert errors["body"] == "${result=ghost:$.id} refers to 'ghost', which no operation in the batch is named"
@@ -136,7 +144,9 @@ def test_add_builds_the_batch_and_resets_the_form(composer):
     composer.add_header("X-Trace", "t-1")
     composer.add_button.click()
     assert composer.errors == []
-    assert composer.batch == Batch([Operation("POST", COMPANIES, {"name": "Riverside"}, name="co", headers={"X-Trace": "t-1"})])
+    assert composer.batch == Batch(
+        [Operation("POST", COMPANIES, {"name": "Riverside"}, name="co", headers={"X-Trace": "t-1"})]
+    )
     assert (composer.path.value, composer.name.value, composer.body.value) == ("", "", "")
     assert composer.headers.children == ()
     assert "Riverside" in composer.operations.value
@@ -232,13 +242,22 @@ def test_clear_empties_everything(composer):
 
 
 def test_preview_masks_secrets(composer):
-    composer.fill("GET", f"{COMPANIES}?apiKey=demo&token=s3cret", headers={"Authorization": "Bearer s3cret", "X-Trace": "t"})
+    composer.fill(
+        "GET", f"{COMPANIES}?apiKey=demo&token=s3cret", headers={"Authorization": "Bearer s3cret", "X-Trace": "t"}
+    )
     composer.add_button.click()
     composer.preview_button.click()
     assert "s3cret" not in composer.preview.value
     wire = json.loads(composer.wire_json())
-    assert wire == {"requests": [{"method": "GET", "path": f"{COMPANIES}?apiKey=***&token=***",
-                                  "headers": {"Authorization": "***", "X-Trace": "t"}}]}
+    assert wire == {
+        "requests": [
+            {
+                "method": "GET",
+                "path": f"{COMPANIES}?apiKey=***&token=***",
+                "headers": {"Authorization": "***", "X-Trace": "t"},
+            }
+        ]
+    }
     # The batch itself keeps the real value: only what is shown is masked.
     assert composer.batch.requests[0].headers["Authorization"] == "Bearer s3cret"
 
@@ -289,7 +308,11 @@ def all_widgets(root: w.Widget) -> list[w.Widget]:
 
 def test_every_widget_has_a_batchnb_class(composer):
     composer.add_header("X-A", "1")
-    missing = [type(x).__name__ for x in all_widgets(composer.widget) if not any(c.startswith("batchnb-") for c in x._dom_classes)]
+    missing = [
+        type(x).__name__
+        for x in all_widgets(composer.widget)
+        if not any(c.startswith("batchnb-") for c in x._dom_classes)
+    ]
     assert missing == []
     classes = {c for x in all_widgets(composer.widget) for c in x._dom_classes}
     assert {"batchnb-submit", "batchnb-results", "batchnb-add", "batchnb-body", "batchnb-errors"} <= classes
@@ -320,7 +343,9 @@ def test_submit_against_a_real_server(server):
 def test_submit_button_and_wait(server):
     composer = Composer(server)  # a LocalServer stands for its client
     assert add(composer, "POST", COMPANIES, name="co", body={"name": "Clicked"})
-    assert add(composer, "POST", f"{COMPANIES}/{CO_ID}/staff", body={"firstName": "A", "lastName": "B", "email": "nope"})
+    assert add(
+        composer, "POST", f"{COMPANIES}/{CO_ID}/staff", body={"firstName": "A", "lastName": "B", "email": "nope"}
+    )
     composer.submit_button.click()
     result = composer.wait(30)
     assert result["status"].tolist() == [201, 400]
@@ -345,7 +370,9 @@ def test_submit_does_not_block_the_caller():
         if request.method == "GET":
             return httpx.Response(200, json={"maxRequests": 50, "maxDepth": 4})
         release.wait(10)
-        return httpx.Response(200, json={"responses": [{"method": "GET", "path": "/x", "status": 200, "duration": 1, "body": {}}]})
+        return httpx.Response(
+            200, json={"responses": [{"method": "GET", "path": "/x", "status": 200, "duration": 1, "body": {}}]}
+        )
 
     composer = Composer(Client("http://test", token="t", transport=httpx.MockTransport(slow)))
     assert add(composer, "GET", "/x")
@@ -374,8 +401,11 @@ def test_server_refusal_shows_message_and_pointers():
     def refuse(request: httpx.Request) -> httpx.Response:
         if request.method == "GET":
             return httpx.Response(200, json={"maxRequests": 50, "maxDepth": 4})
-        error = {"code": "bad_request", "message": "the batch is not valid",
-                 "details": [{"pointer": "requests[0].path", "message": "no such route"}]}
+        error = {
+            "code": "bad_request",
+            "message": "the batch is not valid",
+            "details": [{"pointer": "requests[0].path", "message": "no such route"}],
+        }
         return httpx.Response(400, json={"error": error})
 
     composer = Composer(AsyncClient("http://test", token="t", transport=httpx.MockTransport(refuse)))
@@ -411,5 +441,7 @@ def test_a_header_row_repeating_another_in_another_case_is_marked(composer):
     composer.fill("GET", COMPANIES)
     composer.add_header("Authorization", "Bearer a")
     composer.add_header("authorization", "Bearer b")
-    assert composer.field_errors == {"headers": "header 2 (authorization): header 'authorization' repeats 'Authorization' (header names ignore case)"}
+    assert composer.field_errors == {
+        "headers": "header 2 (authorization): header 'authorization' repeats 'Authorization' (header names ignore case)"
+    }
     assert composer.add() is False

@@ -11,24 +11,39 @@ API = "/api/2.1/scheduling"
 
 def test_5000_row_chain_companies_then_staff(fresh_server):
     sites = [f"s{i:02d}" for i in range(40)]
-    companies = pd.DataFrame({"site": sites, "label": [f"Location {s}" for s in sites]}, index=[f"c-{s}" for s in sites])
-    staff = pd.DataFrame({
-        "site": [sites[i % 40] for i in range(4960)],
-        "first": [f"F{i}" for i in range(4960)],
-        "last": [f"L{i}" for i in range(4960)],
-    }, index=pd.RangeIndex(1000, 5960))
+    companies = pd.DataFrame(
+        {"site": sites, "label": [f"Location {s}" for s in sites]}, index=[f"c-{s}" for s in sites]
+    )
+    staff = pd.DataFrame(
+        {
+            "site": [sites[i % 40] for i in range(4960)],
+            "first": [f"F{i}" for i in range(4960)],
+            "last": [f"L{i}" for i in range(4960)],
+        },
+        index=pd.RangeIndex(1000, 5960),
+    )
     client = fresh_server.client
-    ops = pd.concat([
-        pd.DataFrame({
-            "method": "POST", "path": f"{API}/companies", "name": [f"co-{s}" for s in sites],
-            "body": [{"name": label} for label in companies["label"]],
-        }, index=companies.index),
-        pd.DataFrame({
-            "method": "POST",
-            "path": [f"{API}/companies/{ref('co-' + s, '$.id')}/staff" for s in staff["site"]],
-            "body": [{"firstName": f, "lastName": l} for f, l in zip(staff["first"], staff["last"])],
-        }, index=staff.index),
-    ])
+    ops = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "method": "POST",
+                    "path": f"{API}/companies",
+                    "name": [f"co-{s}" for s in sites],
+                    "body": [{"name": label} for label in companies["label"]],
+                },
+                index=companies.index,
+            ),
+            pd.DataFrame(
+                {
+                    "method": "POST",
+                    "path": [f"{API}/companies/{ref('co-' + s, '$.id')}/staff" for s in staff["site"]],
+                    "body": [{"firstName": f, "lastName": l} for f, l in zip(staff["first"], staff["last"])],
+                },
+                index=staff.index,
+            ),
+        ]
+    )
     assert len(ops) == 5000
     result = client.submit(ops, progress=False)
     assert result.index.equals(ops.index)  # aligned to the input labels
@@ -44,13 +59,15 @@ def test_5000_row_chain_companies_then_staff(fresh_server):
 def test_template_frame_with_nesting_and_expand(fresh_server):
     import batchnb as bn
 
-    df = pd.DataFrame({
-        "name": ["co-a", "svc-a", "co-b"],
-        "parent": [None, "co-a", None],
-        "method": "POST",
-        "path": [f"{API}/companies", f"{API}/companies/{ref('co-a', '$.id')}/services", f"{API}/companies"],
-        "body": ['{"name": "A"}', '{"name": "Cut", "duration": 30}', '{"name": "B"}'],
-    })
+    df = pd.DataFrame(
+        {
+            "name": ["co-a", "svc-a", "co-b"],
+            "parent": [None, "co-a", None],
+            "method": "POST",
+            "path": [f"{API}/companies", f"{API}/companies/{ref('co-a', '$.id')}/services", f"{API}/companies"],
+            "body": ['{"name": "A"}', '{"name": "Cut", "duration": 30}', '{"name": "B"}'],
+        }
+    )
     result = fresh_server.client.submit(df, progress=False)
     assert result["status"].tolist() == [201, 201, 201]
     assert result.loc[1, "parent"] == "co-a"
@@ -99,12 +116,18 @@ def test_a_streamed_frame_interrupted_mid_way_keeps_its_finished_chunks_in_order
 
     rows = 12_000  # six chunks of 2,000 rows
     df = pd.DataFrame({"title": [f"S{i}" for i in range(rows)]}, index=pd.RangeIndex(rows)[::-1])
-    submit = fresh_server.async_client().submit(df, method="POST", path=f"{API}/companies", body={"name": "title"}, progress=False)
-    partial = interrupted_when(submit, lambda: count(fresh_server.db) >= 4_500, "the third chunk never started within 60 s")
+    submit = fresh_server.async_client().submit(
+        df, method="POST", path=f"{API}/companies", body={"name": "title"}, progress=False
+    )
+    partial = interrupted_when(
+        submit, lambda: count(fresh_server.db) >= 4_500, "the third chunk never started within 60 s"
+    )
     assert partial.index.equals(df.index)
     done = int(partial["ok"].sum())
     assert 4_000 <= done < rows  # rows the server ran but had not answered yet are "outcome unknown"
     assert partial["ok"].iloc[:4_000].all()  # the first two chunks, shaped beside the third
-    assert partial.loc[partial["ok"], "body"].map(lambda b: b["name"]).tolist() == df.loc[partial["ok"], "title"].tolist()
+    assert (
+        partial.loc[partial["ok"], "body"].map(lambda b: b["name"]).tolist() == df.loc[partial["ok"], "title"].tolist()
+    )
     assert partial.loc[~partial["ok"], "error"].str.match(r"not run|outcome unknown").all()
     assert done <= count(fresh_server.db)

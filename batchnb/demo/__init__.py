@@ -39,7 +39,9 @@ def create_demo_app(
     a key is kept ``idempotency_ttl`` seconds (a day).
     """
     if not credentials:
-        raise BatchValidationError([Problem("credentials", "the demo API needs at least one api key and token (its tenants)")])
+        raise BatchValidationError(
+            [Problem("credentials", "the demo API needs at least one api key and token (its tenants)")]
+        )
     from .scheduling import scheduling_app
     from .store import Store
 
@@ -47,5 +49,12 @@ def create_demo_app(
     api = scheduling_app(store, Keyring(credentials), key_ttl=idempotency_ttl)
     # Each batch's writes are committed once, before its answer is sent (Store.group);
     # its operations call the API directly, without ASGI's messages (SchedulingApp.dispatch).
-    return create_app(api=api, credentials=credentials, limits=limits, on_shutdown=store.close, idempotency=True,
-                      group_writes=store.group, dispatch=api.dispatch)
+    return create_app(
+        api=api,
+        credentials=credentials,
+        limits=limits,
+        on_shutdown=store.close,
+        idempotency=True,
+        group_writes=store.group,
+        dispatch=api.dispatch,
+    )

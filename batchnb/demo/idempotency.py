@@ -53,7 +53,14 @@ def parse_key(values: list[str]) -> tuple[str | None, str | None]:
         return None, "must be given once"
     value = values[0].strip()
     inner = value[1:-1]
-    if len(value) >= 2 and value[0] == value[-1] == '"' and inner.isascii() and inner.isprintable() and '"' not in inner and "\\" not in inner:
+    if (
+        len(value) >= 2
+        and value[0] == value[-1] == '"'
+        and inner.isascii()
+        and inner.isprintable()
+        and '"' not in inner
+        and "\\" not in inner
+    ):
         key = inner  # the common case, what _QUOTED matches without escapes, read without the pattern
     elif quoted := _QUOTED.fullmatch(value):
         key = quoted.group(1)

@@ -165,8 +165,9 @@ class _Field:
     default: Any = None
 
 
-def _validate(body: Mapping[str, Any], fields: Sequence[_Field], *, partial: bool, errors: _Errors,
-              prefix: str = "") -> dict[str, Any]:
+def _validate(
+    body: Mapping[str, Any], fields: Sequence[_Field], *, partial: bool, errors: _Errors, prefix: str = ""
+) -> dict[str, Any]:
     """Check ``body`` against ``fields``; append problems to ``errors``.
 
     With ``partial`` (PATCH) absent fields are skipped; otherwise they get
@@ -427,9 +428,22 @@ class _Request:
 class _Call:
     """One authenticated request as the handlers see it."""
 
-    __slots__ = ("method", "target", "root_path", "receive", "tenant", "query", "company_id", "item_id", "_body", "_given")
+    __slots__ = (
+        "method",
+        "target",
+        "root_path",
+        "receive",
+        "tenant",
+        "query",
+        "company_id",
+        "item_id",
+        "_body",
+        "_given",
+    )
 
-    def __init__(self, request: _Request, tenant: str, query: Mapping[str, str], company_id: str | None, item_id: str | None) -> None:
+    def __init__(
+        self, request: _Request, tenant: str, query: Mapping[str, str], company_id: str | None, item_id: str | None
+    ) -> None:
         self.method = request.method
         #: the path as sent, with its query: what the request's fingerprint covers.
         self.target = request.target
@@ -511,7 +525,9 @@ class _API:
         query = dict(parse_qsl(request.query_string, keep_blank_values=True)) if request.query_string else _NO_QUERY
         method = request.method
         try:
-            tenant = self.keyring.authenticate({"authorization": request.authorization} if request.authorization is not None else {}, query)
+            tenant = self.keyring.authenticate(
+                {"authorization": request.authorization} if request.authorization is not None else {}, query
+            )
             if tenant is None:
                 raise _error(401, "unauthorized", "Authentication is required to execute this request")
             if request.route is None:
@@ -540,7 +556,12 @@ class _API:
         """Run ``handler`` once per Idempotency-Key; a repeat gets the first answer."""
         key, problem = idempotency.parse_key(keys)
         if problem:
-            raise _error(400, "invalid_idempotency_key", f"Idempotency-Key {problem}", [{"field": idempotency.POINTER, "message": problem}])
+            raise _error(
+                400,
+                "invalid_idempotency_key",
+                f"Idempotency-Key {problem}",
+                [{"field": idempotency.POINTER, "message": problem}],
+            )
         assert key is not None
         # Claimed before the body is read: a repeat that comes while this one
         # is still arriving (a client resending too early) is told 409. In
@@ -548,8 +569,12 @@ class _API:
         # gets its answer.
         claim = (call.tenant, key)
         if claim in self.running:
-            reply = _error(409, "idempotency_key_in_use", "A request with this Idempotency-Key is still running; retry later",
-                           [{"field": idempotency.POINTER, "message": "is in use by a request that has not finished"}])
+            reply = _error(
+                409,
+                "idempotency_key_in_use",
+                "A request with this Idempotency-Key is still running; retry later",
+                [{"field": idempotency.POINTER, "message": "is in use by a request that has not finished"}],
+            )
             reply.headers = [(b"retry-after", b"1")]
             raise reply
         self.running.add(claim)
@@ -596,8 +621,12 @@ class _API:
     @staticmethod
     def _replay(held: KeyRecord, fingerprint: str) -> _Result:
         if held.fingerprint != fingerprint:
-            raise _error(422, "idempotency_key_reused", "This Idempotency-Key was used for a different request",
-                         [{"field": idempotency.POINTER, "message": "was used for another method, path or body"}])
+            raise _error(
+                422,
+                "idempotency_key_reused",
+                "This Idempotency-Key was used for a different request",
+                [{"field": idempotency.POINTER, "message": "was used for another method, path or body"}],
+            )
         replayed = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in held.headers]
         return held.status, held.body, [*replayed, (b"idempotent-replayed", b"true")]
 
@@ -725,9 +754,7 @@ def _now(coroutine: Awaitable[_Result]) -> _Result:
     raise RuntimeError("a handler waited inside its idempotency transaction")
 
 
-def scheduling_app(
-    store: Store, keyring: Keyring, *, key_ttl: float = idempotency.DEFAULT_TTL
-) -> SchedulingApp:
+def scheduling_app(store: Store, keyring: Keyring, *, key_ttl: float = idempotency.DEFAULT_TTL) -> SchedulingApp:
     """Build the Scheduling API v2.1 ASGI app over ``store``, guarded by ``keyring``.
 
     Every request must authenticate (Bearer token or ``apiKey``/``token``
@@ -769,10 +796,20 @@ class SchedulingApp:
             path = route_path(raw.decode("latin-1").partition("?")[0]) if scope.get("raw_path") else scope["path"]
             query = scope.get("query_string") or b""
             root = scope.get("root_path") or ""
-            authorization, keys = _read_headers((n.decode("latin-1"), v.decode("latin-1")) for n, v in scope.get("headers", ()))
-            request = _Request(scope["method"], scope["path"], self._route(_below_root(path, root)),
-                               raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else ""), root,
-                               query.decode("latin-1"), authorization, keys, receive)
+            authorization, keys = _read_headers(
+                (n.decode("latin-1"), v.decode("latin-1")) for n, v in scope.get("headers", ())
+            )
+            request = _Request(
+                scope["method"],
+                scope["path"],
+                self._route(_below_root(path, root)),
+                raw.decode("latin-1") + ("?" + query.decode("latin-1") if query else ""),
+                root,
+                query.decode("latin-1"),
+                authorization,
+                keys,
+                receive,
+            )
             answer = await self._api.answer(request)
             if answer is not None:
                 await _send(send, *answer)
@@ -787,7 +824,9 @@ class SchedulingApp:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
-    async def dispatch(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None) -> DispatchResult:
+    async def dispatch(
+        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
+    ) -> DispatchResult:
         """One operation, called in this process: what :class:`~batchnb.engine.ASGIDispatcher` would answer, without ASGI.
 
         ``path`` holds the query, as the engine sends it; header names are any case.
@@ -795,8 +834,18 @@ class SchedulingApp:
         raw_path, _, query = path.partition("?")
         authorization, keys = _read_headers(headers)
         routed = route_path(raw_path)
-        request = _Request(method, routed, self._route(routed), raw_path + ("?" + query if query else ""), "", query,
-                           authorization, keys, None, body or b"")
+        request = _Request(
+            method,
+            routed,
+            self._route(routed),
+            raw_path + ("?" + query if query else ""),
+            "",
+            query,
+            authorization,
+            keys,
+            None,
+            body or b"",
+        )
         answer = await self._api.answer(request)
         assert answer is not None, "a body given whole cannot be cut short"
         status, payload, extra = answer
@@ -830,8 +879,8 @@ _Route = tuple[Mapping[str, _Handler], str | None, str | None]
 
 def _below_root(path: str, root: str) -> str:
     """``path`` without the prefix the app is mounted under (``root_path``), as Starlette routes it."""
-    if root and path.startswith(root) and path[len(root):len(root) + 1] in ("/", ""):
-        return path[len(root):]
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+        return path[len(root) :]
     return path
 
 
@@ -849,7 +898,7 @@ def _router(api: _API) -> Callable[[str], _Route | None]:
     def route(path: str) -> _Route | None:
         if not path.startswith(root):
             return None
-        rest = path[len(root):]
+        rest = path[len(root) :]
         if not rest:
             return collections["company"], None, None
         if rest[0] != "/":

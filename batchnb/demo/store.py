@@ -32,7 +32,17 @@ from typing import Any, Literal
 from .. import _json
 from .._exceptions import BatchValidationError, Problem
 
-__all__ = ["DEFAULT_LIMIT", "ID_PREFIXES", "MAX_LIMIT", "InvalidReference", "KeyRecord", "Kind", "Store", "WritesLost", "new_id"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "ID_PREFIXES",
+    "MAX_LIMIT",
+    "InvalidReference",
+    "KeyRecord",
+    "Kind",
+    "Store",
+    "WritesLost",
+    "new_id",
+]
 
 Kind = Literal["company", "service", "staff", "appointment"]
 
@@ -219,7 +229,10 @@ class InvalidReference(BatchValidationError):
     """
 
     def __init__(self, details: list[dict[str, str]]) -> None:
-        super().__init__([Problem(d["field"], d["message"]) for d in details], "; ".join(f"{d['field']}: {d['message']}" for d in details))
+        super().__init__(
+            [Problem(d["field"], d["message"]) for d in details],
+            "; ".join(f"{d['field']}: {d['message']}" for d in details),
+        )
         self.details = details
 
 
@@ -370,7 +383,9 @@ class Store:
         spec = _spec(kind)
         self._check_parent(spec, company_id)
         given = [fields.get(api, spec.defaults.get(api)) for api, _col in spec.columns]
-        values = [_dumps(v) if v is not None and api in spec.json_fields else v for (api, _col), v in zip(spec.columns, given)]
+        values = [
+            _dumps(v) if v is not None and api in spec.json_fields else v for (api, _col), v in zip(spec.columns, given)
+        ]
         with self._use, self._write():
             if spec.child:
                 assert company_id is not None
@@ -523,9 +538,7 @@ class Store:
             cur = self._conn.execute(f"DELETE FROM {spec.table} WHERE {where}", params)
             return cur.rowcount > 0
 
-    def missing_references(
-        self, tenant: str, company_id: str, fields: Mapping[str, Any]
-    ) -> list[dict[str, str]]:
+    def missing_references(self, tenant: str, company_id: str, fields: Mapping[str, Any]) -> list[dict[str, str]]:
         """Error details for ``services[i].id``/``serviceId``/``staffId`` not in the company.
 
         Example:
@@ -647,8 +660,18 @@ class Store:
         headers = [tuple(h) for h in json.loads(row[3])] if row[3] else []
         return KeyRecord(row[0], row[1], json.loads(row[2]) if row[2] is not None else None, headers)
 
-    def keep_key(self, tenant: str, key: str, fingerprint: str, status: int, body: Any, headers: Sequence[tuple[str, str]],
-                 *, now: float, ttl: float) -> bool:
+    def keep_key(
+        self,
+        tenant: str,
+        key: str,
+        fingerprint: str,
+        status: int,
+        body: Any,
+        headers: Sequence[tuple[str, str]],
+        *,
+        now: float,
+        ttl: float,
+    ) -> bool:
         """Keep the request's fingerprint and first answer under ``key`` for ``ttl`` seconds; False if the key holds one already.
 
         Call it inside :meth:`atomic`, after the request's writes: a crash
@@ -669,7 +692,16 @@ class Store:
                 " status = excluded.status, body = excluded.body, headers = excluded.headers,"
                 " started = excluded.started, expires = excluded.expires"
                 " WHERE idempotency_keys.expires <= excluded.started OR idempotency_keys.state != 'done'",
-                (tenant, key, fingerprint, status, None if body is None else _dumps(body), _dumps([list(h) for h in headers]), now, now + ttl),
+                (
+                    tenant,
+                    key,
+                    fingerprint,
+                    status,
+                    None if body is None else _dumps(body),
+                    _dumps([list(h) for h in headers]),
+                    now,
+                    now + ttl,
+                ),
             )
             return cursor.rowcount == 1
 
@@ -684,17 +716,13 @@ class Store:
             raise BatchValidationError([Problem("company_id", f"a {spec.kind} belongs to a company: give its id")])
 
     @staticmethod
-    def _item_where(
-        spec: _Spec, tenant: str, item_id: str, company_id: str | None
-    ) -> tuple[str, list[Any]]:
+    def _item_where(spec: _Spec, tenant: str, item_id: str, company_id: str | None) -> tuple[str, list[Any]]:
         if spec.child:
             return "id = ? AND tenant = ? AND company_id = ?", [item_id, tenant, company_id]
         return "id = ? AND tenant = ?", [item_id, tenant]
 
     def _company_exists(self, tenant: str, company_id: str) -> bool:
-        row = self._conn.execute(
-            "SELECT 1 FROM companies WHERE id = ? AND tenant = ?", (company_id, tenant)
-        ).fetchone()
+        row = self._conn.execute("SELECT 1 FROM companies WHERE id = ? AND tenant = ?", (company_id, tenant)).fetchone()
         return row is not None
 
     def _insert(self, spec: _Spec, sql: str, head: list[Any], values: list[Any]) -> str:
@@ -719,14 +747,10 @@ class Store:
                 seen.add(service_id)
                 rows.append((staff_id, service_id, len(rows)))
         if rows:
-            self._conn.executemany(
-                "INSERT INTO staff_services (staff_id, service_id, position) VALUES (?, ?, ?)", rows
-            )
+            self._conn.executemany("INSERT INTO staff_services (staff_id, service_id, position) VALUES (?, ?, ?)", rows)
         return [service_id for _staff, service_id, _pos in rows]
 
-    def _missing_refs(
-        self, tenant: str, company_id: str | None, fields: Mapping[str, Any]
-    ) -> list[dict[str, str]]:
+    def _missing_refs(self, tenant: str, company_id: str | None, fields: Mapping[str, Any]) -> list[dict[str, str]]:
         details: list[dict[str, str]] = []
         # ``None`` entries stand for list items the caller already reported
         # as malformed; they keep the indexes of the others right.
@@ -766,9 +790,7 @@ class Store:
         if details:
             raise InvalidReference(details)
 
-    def _get(
-        self, spec: _Spec, tenant: str, item_id: str, company_id: str | None
-    ) -> dict[str, Any] | None:
+    def _get(self, spec: _Spec, tenant: str, item_id: str, company_id: str | None) -> dict[str, Any] | None:
         where, params = self._item_where(spec, tenant, item_id, company_id)
         row = self._conn.execute(f"SELECT {spec.select_list} FROM {spec.table} WHERE {where}", params).fetchone()
         if row is None:

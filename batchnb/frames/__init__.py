@@ -90,7 +90,12 @@ def from_frame(
     df: pd.DataFrame,
     method: str | None = None,
     path: str | None = None,
-    body: Sequence[Hashable] | Mapping[str, Hashable] | Callable[[dict[Hashable, Any]], Any] | str | Literal[False] | None = None,
+    body: Sequence[Hashable]
+    | Mapping[str, Hashable]
+    | Callable[[dict[Hashable, Any]], Any]
+    | str
+    | Literal[False]
+    | None = None,
     name: str | Literal[False] | None = None,
     headers: str | Mapping[str, str] | Literal[False] | None = None,
     parent: str | Literal[False] | None = None,
@@ -141,7 +146,15 @@ def from_frame(
 
 
 def _from_frame(
-    df: pd.DataFrame, method: Any, path: Any, body: Any, name: Any, headers: Any, parent: Any, nulls: str, known: Collection[str]
+    df: pd.DataFrame,
+    method: Any,
+    path: Any,
+    body: Any,
+    name: Any,
+    headers: Any,
+    parent: Any,
+    nulls: str,
+    known: Collection[str],
 ) -> list[Operation]:
     fr = _Frame(df, nulls)
     n = fr.n

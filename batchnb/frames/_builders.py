@@ -255,7 +255,9 @@ def _bodies(fr: _Frame, body: Any) -> list[Any] | None:
     elif isinstance(body, (list, tuple, pd.Index)):
         fields = [(str(c), c) for c in body]
     else:
-        fr.problems.add("body", "must be None, a column name, a list of columns, a mapping {field: column} or a function of the row")
+        fr.problems.add(
+            "body", "must be None, a column name, a list of columns, a mapping {field: column} or a function of the row"
+        )
         return None
     tree: dict[str, Any] = {}
     ok = True

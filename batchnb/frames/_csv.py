@@ -42,8 +42,18 @@ _BOOLEAN = {"true": True, "false": False}
 _SEPARATORS = (",", ";", "\t")
 #: the types a column may be given by hand (``dtype=``, ``batchnb run --dtype``).
 TYPES = ("int", "decimal", "bool", "str")
-_TYPE_NAMES = {"int": "int", "integer": "int", "decimal": "decimal", "float": "decimal", "number": "decimal",
-               "bool": "bool", "boolean": "bool", "str": "str", "string": "str", "text": "str"}
+_TYPE_NAMES = {
+    "int": "int",
+    "integer": "int",
+    "decimal": "decimal",
+    "float": "decimal",
+    "number": "decimal",
+    "bool": "bool",
+    "boolean": "bool",
+    "str": "str",
+    "string": "str",
+    "text": "str",
+}
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,9 @@ def read_csv(
     name, raw = _read(path)
     text = _decode(raw, encoding, name)
     if not text.strip():
-        raise BatchValidationError([Problem(name, "the file is empty: a CSV of operations needs a header line and a line per operation")])
+        raise BatchValidationError(
+            [Problem(name, "the file is empty: a CSV of operations needs a header line and a line per operation")]
+        )
     separator = sep if sep is not None else _sniff(text)
     header, rows, lines = _parse(text, separator, name)
     forced = _forced_types(dtype or {}, header, name)
@@ -111,7 +123,12 @@ def read_csv(
         kind = forced.get(column, "str" if strings else _infer(cells))
         values, bad = _convert(cells, kind)
         for i, cell in bad:
-            problems.append(Problem(f"line {lines[i]}, column {column}", f"{cell!r} is not {_A[kind]} (the column is read as {kind}: dtype={{{column!r}: {kind!r}}})"))
+            problems.append(
+                Problem(
+                    f"line {lines[i]}, column {column}",
+                    f"{cell!r} is not {_A[kind]} (the column is read as {kind}: dtype={{{column!r}: {kind!r}}})",
+                )
+            )
         columns[column] = values
     if problems:
         raise BatchValidationError(problems)
@@ -127,7 +144,9 @@ def _read(path: Any) -> tuple[str, bytes]:
     if hasattr(path, "read"):
         data = path.read()
         name = getattr(path, "name", None)
-        return (os.path.basename(name) if isinstance(name, str) else "<input>"), (data.encode("utf-8") if isinstance(data, str) else data)
+        return (os.path.basename(name) if isinstance(name, str) else "<input>"), (
+            data.encode("utf-8") if isinstance(data, str) else data
+        )
     name = os.fspath(path)
     try:
         with open(name, "rb") as f:
@@ -146,8 +165,14 @@ def _decode(raw: bytes, encoding: str, name: str) -> str:
         return raw.decode("utf-8-sig" if utf8 else encoding)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        hint = ("; if it was saved as Latin-1 (Windows, older Excel), read it with encoding='latin-1' "
-                "(batchnb run --encoding latin-1)") if utf8 else ""
+        hint = (
+            (
+                "; if it was saved as Latin-1 (Windows, older Excel), read it with encoding='latin-1' "
+                "(batchnb run --encoding latin-1)"
+            )
+            if utf8
+            else ""
+        )
         raise BatchValidationError(
             [Problem(f"{name}, line {line}", f"byte 0x{raw[exc.start]:02x} is not {encoding} text{hint}")]
         ) from None
@@ -185,11 +210,17 @@ def _parse(text: str, sep: str, name: str) -> tuple[list[str], list[list[str]], 
     except csv.Error as exc:
         raise BatchValidationError([Problem(f"{name}, line {last + 1}", _csv_error(str(exc)))]) from None
     if header is None:
-        raise BatchValidationError([Problem(name, "the file is empty: a CSV of operations needs a header line and a line per operation")])
+        raise BatchValidationError(
+            [Problem(name, "the file is empty: a CSV of operations needs a header line and a line per operation")]
+        )
     problems = _header_problems(header, header_line, name)
     for row, line in zip(rows, lines):
         if len(row) != len(header):
-            problems.append(Problem(f"{name}, line {line}", f"has {len(row)} cells; the header has {len(header)} (separator {sep!r})"))
+            problems.append(
+                Problem(
+                    f"{name}, line {line}", f"has {len(row)} cells; the header has {len(header)} (separator {sep!r})"
+                )
+            )
     if problems:
         raise BatchValidationError(problems[:50])
     return header, rows, lines
@@ -197,7 +228,7 @@ def _parse(text: str, sep: str, name: str) -> tuple[list[str], list[list[str]], 
 
 def _csv_error(message: str) -> str:
     if "unexpected end of data" in message or "EOF" in message:
-        return 'a quoted cell opened here is never closed (a lone \'"\')'
+        return "a quoted cell opened here is never closed (a lone '\"')"
     return f"is not valid CSV: {message}"
 
 
@@ -208,7 +239,12 @@ def _header_problems(header: list[str], line: int, name: str) -> list[Problem]:
         if not column.strip():
             problems.append(Problem(f"{name}, line {line}", f"column {j} has no name in the header"))
         elif column in seen:
-            problems.append(Problem(f"{name}, line {line}", f"column {column!r} appears twice in the header (columns {seen[column]} and {j})"))
+            problems.append(
+                Problem(
+                    f"{name}, line {line}",
+                    f"column {column!r} appears twice in the header (columns {seen[column]} and {j})",
+                )
+            )
         else:
             seen[column] = j
     return problems
@@ -220,7 +256,9 @@ def _forced_types(dtype: Mapping[str, str], header: list[str], name: str) -> dic
     for column, kind in dtype.items():
         canonical = _TYPE_NAMES.get(str(kind).lower())
         if column not in header:
-            problems.append(Problem(f"dtype[{column!r}]", f"{name} has no column {column!r} (it has {', '.join(header)})"))
+            problems.append(
+                Problem(f"dtype[{column!r}]", f"{name} has no column {column!r} (it has {', '.join(header)})")
+            )
         elif canonical is None:
             problems.append(Problem(f"dtype[{column!r}]", f"unknown type {kind!r}; use one of {', '.join(TYPES)}"))
         else:

@@ -15,6 +15,7 @@ from .._exceptions import Problem
 from ._templates import _Slot, _parse_template, _simple_segment
 from ._values import _Coded, _Column, _coded_texts, _is_plain_text_column, _json_column, _object_array, _texts
 
+
 def _at(label: Any, column: Any, line: str = "") -> str:
     return f"row {label!r}{line}, column {column}"
 
@@ -151,7 +152,9 @@ class _Frame:
             if self.has(arg_name):
                 return self._column_source(arg_name, arg_name)
             if required:
-                self.problems.add(arg_name, f"{self.no_column(arg_name)}; pass {arg_name}= (a column, a template or a constant)")
+                self.problems.add(
+                    arg_name, f"{self.no_column(arg_name)}; pass {arg_name}= (a column, a template or a constant)"
+                )
                 return _Source("absent", arg_name, broken=True)
             return _Source("absent", arg_name)
         if isinstance(arg, str):
@@ -209,7 +212,9 @@ class _Frame:
         codes, firsts = _combine([slot.coded.codes for slot in slots], self.n)
         # The text of each combination, from the first row that has it.
         columns = [
-            itertools.repeat(p) if isinstance(p, str) else (v or "" for v in _object_array(slots[p].coded.values)[slots[p].coded.codes[firsts]].tolist())
+            itertools.repeat(p)
+            if isinstance(p, str)
+            else (v or "" for v in _object_array(slots[p].coded.values)[slots[p].coded.codes[firsts]].tolist())
             for p in pieces
         ]
         texts = ["".join(parts) for parts in zip(*columns)] if slots else ["".join(pieces)]

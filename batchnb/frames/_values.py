@@ -14,6 +14,7 @@ import pandas as pd
 
 from .. import refs
 
+
 def _is_null(v: Any) -> bool:
     if v is None or v is pd.NA or v is pd.NaT:
         return True

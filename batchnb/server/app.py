@@ -37,7 +37,9 @@ ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 
 class _Reject(Exception):
-    def __init__(self, status: int, code: str, message: str, details: list[Problem], headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, code: str, message: str, details: list[Problem], headers: dict[str, str] | None = None
+    ):
         self.status, self.code, self.message, self.details, self.headers = status, code, message, details, headers or {}
 
 
@@ -80,7 +82,9 @@ class BatchApp:
         dispatch: Dispatcher | None = None,
     ) -> None:
         if (api is None) == (upstream is None):
-            raise BatchValidationError([Problem("api", "give exactly one of api= (an ASGI app, in-process) or upstream= (an HTTP API's URL)")])
+            raise BatchValidationError(
+                [Problem("api", "give exactly one of api= (an ASGI app, in-process) or upstream= (an HTTP API's URL)")]
+            )
         self.api = api
         self._group_writes = group_writes if api is not None else None
         self._direct = dispatch if api is not None else None
@@ -108,7 +112,15 @@ class BatchApp:
             # The API is also served directly, so one server answers both ways.
             await self.api(scope, receive, send)
         else:
-            await _send_json(send, 404, _error("not_found", f"{scope['path']} is not served here; post batches to {BATCH_PATH}", [Problem("path", "not found")]))
+            await _send_json(
+                send,
+                404,
+                _error(
+                    "not_found",
+                    f"{scope['path']} is not served here; post batches to {BATCH_PATH}",
+                    [Problem("path", "not found")],
+                ),
+            )
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
         while True:
@@ -144,7 +156,16 @@ class BatchApp:
             await _send_json(send, 200, {**self.limits.to_wire(), "idempotency": self.idempotency})
             return
         if method != "POST":
-            await _send_json(send, 405, _error("method_not_allowed", f"{method} is not allowed here; use POST (or GET for the limits)", [Problem("method", "use POST")]), {"allow": "GET, POST"})
+            await _send_json(
+                send,
+                405,
+                _error(
+                    "method_not_allowed",
+                    f"{method} is not allowed here; use POST (or GET for the limits)",
+                    [Problem("method", "use POST")],
+                ),
+                {"allow": "GET, POST"},
+            )
             return
         timings = Timings()
         try:
@@ -157,7 +178,9 @@ class BatchApp:
             status, body, extra = r.status, _json.dumps(_error(r.code, r.message, r.details)), r.headers
         except Exception:  # noqa: BLE001 - a batch must never answer a bare 500
             log.exception("batch failed")
-            error = _error("internal_error", "the server failed while running the batch", [Problem("", "internal error")])
+            error = _error(
+                "internal_error", "the server failed while running the batch", [Problem("", "internal error")]
+            )
             status, body, extra = 500, _json.dumps(error), {}
         await _send(send, status, body, extra)
 
@@ -165,12 +188,25 @@ class BatchApp:
         headers = _headers(scope)
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         if self.keyring is not None and self.keyring.authenticate(headers, query) is None:
-            raise _Reject(401, "unauthorized", "Authentication is required to execute this request",
-                          [Problem("headers.Authorization", "missing or wrong credentials (Bearer token, or apiKey and token query parameters)")])
+            raise _Reject(
+                401,
+                "unauthorized",
+                "Authentication is required to execute this request",
+                [
+                    Problem(
+                        "headers.Authorization",
+                        "missing or wrong credentials (Bearer token, or apiKey and token query parameters)",
+                    )
+                ],
+            )
         media = headers.get("content-type", "").split(";")[0].strip().lower()
         if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-            raise _Reject(415, "unsupported_media_type", f"the batch must be sent as application/json, not {media or 'no content type'!r}",
-                          [Problem("headers.Content-Type", "use application/json")])
+            raise _Reject(
+                415,
+                "unsupported_media_type",
+                f"the batch must be sent as application/json, not {media or 'no content type'!r}",
+                [Problem("headers.Content-Type", "use application/json")],
+            )
         began = time.perf_counter()
         raw = await _read_body(receive, headers, self.limits.max_body_bytes, self.limits.body_timeout)
         read = time.perf_counter()
@@ -189,7 +225,9 @@ class BatchApp:
             timings.add("serialise", time.perf_counter() - began)
             return answer
 
-    async def _execute(self, batch: Batch, headers: dict[str, str], query: dict[str, str], started: float, timings: Timings) -> list[Any]:
+    async def _execute(
+        self, batch: Batch, headers: dict[str, str], query: dict[str, str], started: float, timings: Timings
+    ) -> list[Any]:
         return await execute(
             batch,
             self._dispatcher(),
@@ -208,8 +246,13 @@ class BatchApp:
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
         if self._in_flight >= self.limits.max_concurrent_batches:
-            raise _Reject(429, "too_many_requests", f"more than {self.limits.max_concurrent_batches} batches at once; retry later",
-                          [Problem("", "rate limited")], {"retry-after": "1"})
+            raise _Reject(
+                429,
+                "too_many_requests",
+                f"more than {self.limits.max_concurrent_batches} batches at once; retry later",
+                [Problem("", "rate limited")],
+                {"retry-after": "1"},
+            )
         self._in_flight += 1
         try:
             yield
@@ -221,34 +264,56 @@ class BatchApp:
         try:
             data = _json.loads_strict(raw)
         except _json.DuplicateKey as exc:
-            raise _Reject(400, "malformed_json", f"the body is ambiguous JSON: {exc}", [Problem(exc.pointer, exc.message)]) from None
+            raise _Reject(
+                400, "malformed_json", f"the body is ambiguous JSON: {exc}", [Problem(exc.pointer, exc.message)]
+            ) from None
         except ValueError as exc:
-            raise _Reject(400, "malformed_json", f"the body is not valid JSON: {exc}", [Problem("", str(exc))]) from None
+            raise _Reject(
+                400, "malformed_json", f"the body is not valid JSON: {exc}", [Problem("", str(exc))]
+            ) from None
         self._check_limits(data)
         try:
             batch = Batch.from_wire(data, text=raw)
         except BatchValidationError as exc:
-            raise _Reject(400, "invalid_batch", f"the batch is invalid ({len(exc.problems)} problem(s)); nothing ran", exc.problems) from None
+            raise _Reject(
+                400,
+                "invalid_batch",
+                f"the batch is invalid ({len(exc.problems)} problem(s)); nothing ran",
+                exc.problems,
+            ) from None
         self._check_references(batch)
         message = rules.parallel_problem(batch.parallel, self.limits.max_parallel)
         if message:
-            raise _Reject(400, "invalid_batch", f"the batch is invalid: parallel {message}", [Problem("parallel", message)])
+            raise _Reject(
+                400, "invalid_batch", f"the batch is invalid: parallel {message}", [Problem("parallel", message)]
+            )
         return batch
 
     def _check_references(self, batch: Batch) -> None:
         """This server's bounds on JSONPaths, when it sets them lower than the ceilings every parse applies."""
-        if self.limits.max_jsonpath_length >= refs.MAX_QUERY_LENGTH and self.limits.max_jsonpath_nesting >= refs.MAX_QUERY_NESTING:
+        if (
+            self.limits.max_jsonpath_length >= refs.MAX_QUERY_LENGTH
+            and self.limits.max_jsonpath_nesting >= refs.MAX_QUERY_NESTING
+        ):
             return  # every parse has checked these already
         details = [
             Problem(f"{pointer}.{fld}", problem)
             for pointer, op in batch.walk()
             for fld, r in op.references()
-            if (problem := refs.query_problem(r.query, self.limits.max_jsonpath_length, self.limits.max_jsonpath_nesting))
+            if (
+                problem := refs.query_problem(
+                    r.query, self.limits.max_jsonpath_length, self.limits.max_jsonpath_nesting
+                )
+            )
         ]
         if details:
-            raise _Reject(400, "invalid_batch", f"the batch is invalid ({len(details)} problem(s)); nothing ran", details)
+            raise _Reject(
+                400, "invalid_batch", f"the batch is invalid ({len(details)} problem(s)); nothing ran", details
+            )
 
-    def _credentials_to_forward(self, headers: Mapping[str, str], query: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    def _credentials_to_forward(
+        self, headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> tuple[dict[str, str], dict[str, str]]:
         # In front of an upstream, a key that protects the gateway itself stays here.
         if self.upstream is not None and self.keyring is not None:
             return {}, {}
@@ -283,7 +348,9 @@ def _headers(scope: dict) -> dict[str, str]:
 async def _read_body(receive: Callable, headers: Mapping[str, str], limit: int, timeout: float) -> bytes:
     declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _Reject(413, "too_large", f"the body is {declared} bytes; the limit is {limit}", [Problem("", "body too large")])
+        raise _Reject(
+            413, "too_large", f"the body is {declared} bytes; the limit is {limit}", [Problem("", "body too large")]
+        )
     chunks, size = [], 0
     try:
         async with asyncio.timeout(timeout):
@@ -294,12 +361,19 @@ async def _read_body(receive: Callable, headers: Mapping[str, str], limit: int, 
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
-                    raise _Reject(413, "too_large", f"the body is over the limit of {limit} bytes", [Problem("", "body too large")])
+                    raise _Reject(
+                        413,
+                        "too_large",
+                        f"the body is over the limit of {limit} bytes",
+                        [Problem("", "body too large")],
+                    )
                 chunks.append(chunk)
                 if not message.get("more_body", False):
                     return b"".join(chunks)
     except TimeoutError:
-        raise _Reject(408, "body_timeout", f"the batch did not arrive within {timeout:g} s", [Problem("", "incomplete body")]) from None
+        raise _Reject(
+            408, "body_timeout", f"the batch did not arrive within {timeout:g} s", [Problem("", "incomplete body")]
+        ) from None
 
 
 def _error(code: str, message: str, details: list[Problem]) -> dict[str, Any]:
@@ -347,5 +421,13 @@ def create_app(
     ``dispatch`` how they call ``api`` without ASGI (see :class:`BatchApp`).
     """
     keyring = Keyring(credentials) if credentials else None
-    return BatchApp(api=api, upstream=upstream, keyring=keyring, limits=limits, on_shutdown=on_shutdown,
-                    idempotency=idempotency, group_writes=group_writes, dispatch=dispatch)
+    return BatchApp(
+        api=api,
+        upstream=upstream,
+        keyring=keyring,
+        limits=limits,
+        on_shutdown=on_shutdown,
+        idempotency=idempotency,
+        group_writes=group_writes,
+        dispatch=dispatch,
+    )

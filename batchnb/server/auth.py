@@ -104,8 +104,6 @@ class Keyring:
         matched = None
         for api_key, key_digest, token_digest in self._entries:
             # `&` instead of `and`: both comparisons always run.
-            if hmac.compare_digest(key_digest, presented_key) & hmac.compare_digest(
-                token_digest, presented_token
-            ):
+            if hmac.compare_digest(key_digest, presented_key) & hmac.compare_digest(token_digest, presented_token):
                 matched = api_key
         return matched

@@ -30,22 +30,37 @@ class Limits:
     ['max_requests', 'max_depth']
     """
 
-    max_requests: int = _limit(rules.DEFAULT_MAX_REQUESTS, "operations in one batch, nested ones included", "maxRequests")
+    max_requests: int = _limit(
+        rules.DEFAULT_MAX_REQUESTS, "operations in one batch, nested ones included", "maxRequests"
+    )
     max_depth: int = _limit(rules.DEFAULT_MAX_DEPTH, "levels of nesting", "maxDepth")
     max_body_bytes: int = _limit(1024 * 1024, "bytes of one batch request", "maxBodyBytes")
-    head_timeout: float = _limit(10.0, "seconds to receive a request's line and headers, from the connection's or the head's first byte (then 408, and the connection closes)")
-    body_timeout: float = _limit(10.0, "seconds to receive one batch request, once its headers are in (then 408)", "bodyTimeout")
-    max_response_bytes: int = _limit(engine.DEFAULT_MAX_RESPONSE_BYTES, "bytes of one operation's answer, once decoded (then 502)", "maxResponseBytes")
+    head_timeout: float = _limit(
+        10.0,
+        "seconds to receive a request's line and headers, from the connection's or the head's first byte (then 408, and the connection closes)",
+    )
+    body_timeout: float = _limit(
+        10.0, "seconds to receive one batch request, once its headers are in (then 408)", "bodyTimeout"
+    )
+    max_response_bytes: int = _limit(
+        engine.DEFAULT_MAX_RESPONSE_BYTES,
+        "bytes of one operation's answer, once decoded (then 502)",
+        "maxResponseBytes",
+    )
     max_answer_bytes: int = _limit(
         engine.DEFAULT_MAX_ANSWER_BYTES,
         "bytes of one batch's answer (an answer that does not fit is its operation's 502; what has not started then answers 503)",
         "maxAnswerBytes",
     )
     max_resolved_bytes: int = _limit(
-        engine.DEFAULT_MAX_RESOLVED_BYTES, "bytes that references fill into one operation (then 413)", "maxResolvedBytes"
+        engine.DEFAULT_MAX_RESOLVED_BYTES,
+        "bytes that references fill into one operation (then 413)",
+        "maxResolvedBytes",
     )
     max_jsonpath_length: int = _limit(
-        refs.MAX_QUERY_LENGTH, f"characters of one reference's JSONPath (at most {refs.MAX_QUERY_LENGTH}; then 400)", "maxJsonPathLength"
+        refs.MAX_QUERY_LENGTH,
+        f"characters of one reference's JSONPath (at most {refs.MAX_QUERY_LENGTH}; then 400)",
+        "maxJsonPathLength",
     )
     max_jsonpath_nesting: int = _limit(
         refs.MAX_QUERY_NESTING,
@@ -55,15 +70,24 @@ class Limits:
     max_jsonpath_nodes: int = _limit(
         refs.DEFAULT_MAX_NODES, "nodes one reference's JSONPath may visit in a result (then 424)", "maxJsonPathNodes"
     )
-    max_parallel: int = _limit(16, "operations of one batch in flight at once, when the batch asks for it (its 'parallel' field)", "maxParallel")
+    max_parallel: int = _limit(
+        16,
+        "operations of one batch in flight at once, when the batch asks for it (its 'parallel' field)",
+        "maxParallel",
+    )
     operation_timeout: float = _limit(30.0, "seconds one operation may take (then 504)", "operationTimeout")
-    batch_timeout: float = _limit(300.0, "seconds one batch may take (what has not started answers 503)", "batchTimeout")
+    batch_timeout: float = _limit(
+        300.0, "seconds one batch may take (what has not started answers 503)", "batchTimeout"
+    )
     max_concurrent_batches: int = _limit(32, "batches running at once (then 429 with Retry-After)")
 
     def __post_init__(self) -> None:
         problems = []
         # Past these, the JSONPath library's parser would run out of stack: they can be lowered, not raised.
-        for name, ceiling in (("max_jsonpath_length", refs.MAX_QUERY_LENGTH), ("max_jsonpath_nesting", refs.MAX_QUERY_NESTING)):
+        for name, ceiling in (
+            ("max_jsonpath_length", refs.MAX_QUERY_LENGTH),
+            ("max_jsonpath_nesting", refs.MAX_QUERY_NESTING),
+        ):
             if getattr(self, name) > ceiling:
                 problems.append(Problem(name, f"must be at most {ceiling}"))
         if problems:

@@ -35,7 +35,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate: Callable[[], T], timeout: float, message: str | Callable[[], str], *, interval: float = 0.01) -> T:
+def wait_until(
+    predicate: Callable[[], T], timeout: float, message: str | Callable[[], str], *, interval: float = 0.01
+) -> T:
     """Poll ``predicate`` until it returns something true, and return that.
 
     When ``timeout`` seconds pass first, raise ``AssertionError(message)``;
@@ -83,8 +85,14 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 10)
 @contextlib.contextmanager
 def listening(args: list[str], what: str, cwd: Path | None = None) -> Iterator[str]:
     """Run ``args``, a server that prints ``listening PORT`` first; yield its loopback URL, kill it after."""
-    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        args,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         first = proc.stdout.readline() if proc.stdout else ""
         if not first.startswith("listening "):

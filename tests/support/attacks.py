@@ -78,10 +78,23 @@ class Served:
         auth = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return {**auth, "Content-Type": "application/json", **extra}
 
-    def post(self, payload: Any, *, headers: dict[str, str] | None = None, params: dict[str, str] | None = None, timeout: float = 120) -> httpx.Response:
+    def post(
+        self,
+        payload: Any,
+        *,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+        timeout: float = 120,
+    ) -> httpx.Response:
         content = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        r = httpx.post(self.url + BATCH, content=content, headers=self.headers() if headers is None else headers,
-                       params=params, timeout=timeout, trust_env=False)
+        r = httpx.post(
+            self.url + BATCH,
+            content=content,
+            headers=self.headers() if headers is None else headers,
+            params=params,
+            timeout=timeout,
+            trust_env=False,
+        )
         self.tally.note(r)
         return r
 
@@ -93,7 +106,9 @@ class Served:
 
     def probe(self) -> None:
         """The server answers its limits, and its process is alive."""
-        assert self.proc.poll() is None, f"the server died (exit {self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
+        assert self.proc.poll() is None, (
+            f"the server died (exit {self.proc.returncode}):\n{self.log.read_text()[-3000:]}"
+        )
         r = httpx.get(self.url + BATCH, timeout=60, trust_env=False)
         self.tally.note(r)
         assert r.status_code == 200 and r.json()["version"] == "2.3", r.text[:300]
@@ -120,9 +135,25 @@ def _serve(args: list[str], log: Path, env: dict[str, str], tally: Tally, **cred
     port = free_port()
     out = log.open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--log-level", "info",
-         "--body-timeout", str(BODY_TIMEOUT), "--head-timeout", str(HEAD_TIMEOUT), *args],
-        stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env}, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "batchnb.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "info",
+            "--body-timeout",
+            str(BODY_TIMEOUT),
+            "--head-timeout",
+            str(HEAD_TIMEOUT),
+            *args,
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **env},
+        cwd=ROOT,
     )
     served = Served(f"http://127.0.0.1:{port}", proc, log, tally, **creds)
     wait_for_http(served.url + BATCH, proc, 30, log.read_text)
@@ -137,17 +168,31 @@ def running(tmp: Path, tally: Tally | None = None) -> Iterator[Servers]:
     try:
         up_port = free_port()
         up_log = (tmp / "upstream.log").open("w")
-        upstream = subprocess.Popen([sys.executable, "-m", "tests.support.hostile_upstream", str(up_port)],
-                                    stdout=up_log, stderr=subprocess.STDOUT, cwd=ROOT)
+        upstream = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.hostile_upstream", str(up_port)],
+            stdout=up_log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
         procs.append(upstream)
         up_url = f"http://127.0.0.1:{up_port}"
         wait_for_http(up_url + "/__seen", upstream, 60, (tmp / "upstream.log").read_text)
         key, token = f"key{secrets.token_hex(4)}", secrets.token_urlsafe(18)
-        demo = _serve(["--db", str(tmp / "demo.sqlite3")], tmp / "demo.log",
-                      {"BATCHNB_API_KEY": key, "BATCHNB_TOKEN": token}, tally, api_key=key, token=token)
+        demo = _serve(
+            ["--db", str(tmp / "demo.sqlite3")],
+            tmp / "demo.log",
+            {"BATCHNB_API_KEY": key, "BATCHNB_TOKEN": token},
+            tally,
+            api_key=key,
+            token=token,
+        )
         procs.append(demo.proc)
-        gateway = _serve(["--upstream", up_url, "--max-answer-bytes", str(GATEWAY_MAX_ANSWER)], tmp / "gateway.log",
-                         {"BATCHNB_API_KEY": "", "BATCHNB_TOKEN": ""}, tally)
+        gateway = _serve(
+            ["--upstream", up_url, "--max-answer-bytes", str(GATEWAY_MAX_ANSWER)],
+            tmp / "gateway.log",
+            {"BATCHNB_API_KEY": "", "BATCHNB_TOKEN": ""},
+            tally,
+        )
         procs.append(gateway.proc)
         servers = Servers(demo, gateway, up_url)
         _seed(servers)
@@ -169,7 +214,10 @@ SEEDED = 60
 
 def _seed(s: Servers) -> None:
     for start in (0, 40):
-        ops = [{"method": "POST", "path": CO, "body": {"name": f"{i:03d}" + "x" * 187}} for i in range(start, min(start + 40, SEEDED))]
+        ops = [
+            {"method": "POST", "path": CO, "body": {"name": f"{i:03d}" + "x" * 187}}
+            for i in range(start, min(start + 40, SEEDED))
+        ]
         assert all(r["status"] == 201 for r in s.demo.run(ops))
 
 
@@ -210,34 +258,67 @@ def jsonpath_of_40000_segments(s: Servers) -> None:
 
 
 def jsonpath_of_5000_segments(s: Servers) -> None:
-    r = s.demo.post({"requests": [{"method": "GET", "path": CO, "name": "co"},
-                                  {"method": "GET", "path": CO, "body": _ref("co", "$" + ".a" * 5000)}]})
+    r = s.demo.post(
+        {
+            "requests": [
+                {"method": "GET", "path": CO, "name": "co"},
+                {"method": "GET", "path": CO, "body": _ref("co", "$" + ".a" * 5000)},
+            ]
+        }
+    )
     expect(r, 400, "characters long; the limit is 1000", "requests[1].body")
 
 
 def jsonpath_at_the_length_limit_is_evaluated(s: Servers) -> None:
     query = "$" + ".a" * 499  # 999 characters: allowed, and evaluated without a chain of 499 generators
-    r = s.demo.post({"requests": [{"method": "GET", "path": CO, "name": "co"}, {"method": "GET", "path": CO + "/" + _ref("co", query)}]})
+    r = s.demo.post(
+        {
+            "requests": [
+                {"method": "GET", "path": CO, "name": "co"},
+                {"method": "GET", "path": CO + "/" + _ref("co", query)},
+            ]
+        }
+    )
     expect_ops(r, [200, 424], {1: "matched nothing"})
 
 
 def jsonpath_filters_nested_40_deep(s: Servers) -> None:
     query = "$" + "[?@" * 40 + "]" * 40
-    r = s.demo.post({"requests": [{"method": "GET", "path": CO, "name": "co"}, {"method": "GET", "path": CO + "/" + _ref("co", query)}]})
+    r = s.demo.post(
+        {
+            "requests": [
+                {"method": "GET", "path": CO, "name": "co"},
+                {"method": "GET", "path": CO + "/" + _ref("co", query)},
+            ]
+        }
+    )
     expect(r, 400, "levels deep (brackets, parentheses, !, &&, ||); the limit is 32", "requests[1].path")
 
 
 def jsonpath_of_900_negations(s: Servers) -> None:
     query = "$[?" + "!" * 900 + "@.a]"
-    r = s.demo.post({"requests": [{"method": "GET", "path": CO, "name": "co"}, {"method": "GET", "path": CO + "/" + _ref("co", query)}]})
+    r = s.demo.post(
+        {
+            "requests": [
+                {"method": "GET", "path": CO, "name": "co"},
+                {"method": "GET", "path": CO + "/" + _ref("co", query)},
+            ]
+        }
+    )
     expect(r, 400, "the limit is 32", "requests[1].path")
 
 
 def jsonpath_visiting_every_node_many_times(s: Servers) -> None:
     fifty = "[" + ",".join(["*"] * 50) + "]"  # a union selects its nodes as often as it names them
     query = "$.items" + fifty + fifty
-    r = s.demo.post({"requests": [{"method": "GET", "path": CO + "?limit=100", "name": "all"},
-                                  {"method": "POST", "path": CO, "body": {"name": _ref("all", query)}}]})
+    r = s.demo.post(
+        {
+            "requests": [
+                {"method": "GET", "path": CO + "?limit=100", "name": "all"},
+                {"method": "POST", "path": CO, "body": {"name": _ref("all", query)}},
+            ]
+        }
+    )
     expect_ops(r, [200, 424], {1: "visits more than 100000 nodes"})
 
 
@@ -246,20 +327,29 @@ def jsonpath_visiting_every_node_many_times(s: Servers) -> None:
 
 def nothing_of_one_batch_reaches_another(s: Servers) -> None:
     a_secret, b_secret = secrets.token_hex(8), secrets.token_hex(8)
-    r = s.gateway.post({"requests": [
-        {"method": "GET", "path": "/cookie/A", "headers": {"X-Caller": f"A-{a_secret}"}},
-        {"method": "GET", "path": "/a-own", "headers": {"Authorization": f"Bearer A-own-{a_secret}"}},
-    ]}, headers={"Authorization": f"Bearer A-batch-{a_secret}", "Content-Type": "application/json"},
-        params={"apiKey": "A", "token": f"A-query-{a_secret}"})
+    r = s.gateway.post(
+        {
+            "requests": [
+                {"method": "GET", "path": "/cookie/A", "headers": {"X-Caller": f"A-{a_secret}"}},
+                {"method": "GET", "path": "/a-own", "headers": {"Authorization": f"Bearer A-own-{a_secret}"}},
+            ]
+        },
+        headers={"Authorization": f"Bearer A-batch-{a_secret}", "Content-Type": "application/json"},
+        params={"apiKey": "A", "token": f"A-query-{a_secret}"},
+    )
     expect_ops(r, [200, 200])
-    r = s.gateway.post({"requests": [{"method": "GET", "path": f"/b-{b_secret}"}, {"method": "GET", "path": "/cookie/B"}]},
-                       headers={"Content-Type": "application/json"})
+    r = s.gateway.post(
+        {"requests": [{"method": "GET", "path": f"/b-{b_secret}"}, {"method": "GET", "path": "/cookie/B"}]},
+        headers={"Content-Type": "application/json"},
+    )
     expect_ops(r, [200, 200])
     b_requests = [q for q in s.seen_upstream() if q["target"].startswith(f"/b-{b_secret}")]
     assert b_requests, "batch B's operation never reached the upstream"
     for q in b_requests:
         carried = json.dumps(q)
-        assert a_secret not in carried and "session=" not in carried, f"batch B's upstream request carried batch A's state: {carried}"
+        assert a_secret not in carried and "session=" not in carried, (
+            f"batch B's upstream request carried batch A's state: {carried}"
+        )
 
 
 # ---------------------------------------------------------------- 3. regular expressions in linear time
@@ -268,13 +358,15 @@ def nothing_of_one_batch_reaches_another(s: Servers) -> None:
 def catastrophic_regular_expressions(s: Servers) -> None:
     src = {"method": "POST", "path": CO, "body": {"name": "a" * 30}, "name": "src"}
     evil = "(a|aa|aaa)+[b-z]"
-    batch = {"requests": [
-        src,
-        {"method": "GET", "path": CO + "/" + _ref("src", f"$[?match(@, '{evil}')]")},
-        # Only the name is all 'a's; a random id may well hold 'a' and a later letter, which search() would find.
-        {"method": "GET", "path": CO + "/" + _ref("src", f"$[?match(@, 'a+') && search(@, '{evil}')]")},
-        {"method": "GET", "path": CO + "/" + _ref("src", "$[?match(@, 'a+')]")},
-    ]}
+    batch = {
+        "requests": [
+            src,
+            {"method": "GET", "path": CO + "/" + _ref("src", f"$[?match(@, '{evil}')]")},
+            # Only the name is all 'a's; a random id may well hold 'a' and a later letter, which search() would find.
+            {"method": "GET", "path": CO + "/" + _ref("src", f"$[?match(@, 'a+') && search(@, '{evil}')]")},
+            {"method": "GET", "path": CO + "/" + _ref("src", "$[?match(@, 'a+')]")},
+        ]
+    }
     answers: list[httpx.Response] = []
     attack = threading.Thread(target=lambda: answers.append(s.demo.post(batch)), daemon=True)
     attack.start()
@@ -291,18 +383,26 @@ def catastrophic_regular_expressions(s: Servers) -> None:
 
 
 def one_result_referenced_16000_times(s: Servers) -> None:
-    r = s.demo.post({"requests": [
-        {"method": "GET", "path": CO + "?limit=100", "name": "all"},
-        {"method": "POST", "path": CO, "body": {"name": "x", "tags": [_ref("all", "$")] * 16_000}},
-    ]})
+    r = s.demo.post(
+        {
+            "requests": [
+                {"method": "GET", "path": CO + "?limit=100", "name": "all"},
+                {"method": "POST", "path": CO, "body": {"name": "x", "tags": [_ref("all", "$")] * 16_000}},
+            ]
+        }
+    )
     expect_ops(r, [200, 413], {1: "more than 1048576 bytes"})
 
 
 def two_hundred_references_in_a_path(s: Servers) -> None:
-    r = s.demo.post({"requests": [
-        {"method": "GET", "path": CO + "?limit=100", "name": "all"},
-        {"method": "GET", "path": CO + "/" + _ref("all", "$.items[*].name") * 200},
-    ]})
+    r = s.demo.post(
+        {
+            "requests": [
+                {"method": "GET", "path": CO + "?limit=100", "name": "all"},
+                {"method": "GET", "path": CO + "/" + _ref("all", "$.items[*].name") * 200},
+            ]
+        }
+    )
     expect_ops(r, [200, 413], {1: "more than 1048576 bytes"})
 
 
@@ -339,8 +439,10 @@ def an_encoding_nobody_asked_for(s: Servers) -> None:
 
 
 def slow_bodies_hold_no_slot(s: Servers) -> None:
-    head = (f"POST {BATCH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s.demo.token}\r\n"
-            "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n").encode()
+    head = (
+        f"POST {BATCH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s.demo.token}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
+    ).encode()
     # More than the 32 batches that may run at once.
     _slow_clients_get_408(s, [head + b'{"requests": ['] * 40, b"the batch did not arrive within", closed=False)
 
@@ -378,8 +480,16 @@ def _slow_clients_get_408(s: Servers, sends: list[bytes], message: bytes, *, clo
 
 def _with_deep(field: str, levels: int = 1000) -> bytes:
     """A batch of one operation whose ``field`` holds arrays nested ``levels`` deep (written as text: no parser here recurses)."""
-    return (b'{"requests": [{"method": "POST", "path": "' + CO.encode() + b'", "' + field.encode() + b'": '
-            + b"[" * levels + b"]" * levels + b"}]}")
+    return (
+        b'{"requests": [{"method": "POST", "path": "'
+        + CO.encode()
+        + b'", "'
+        + field.encode()
+        + b'": '
+        + b"[" * levels
+        + b"]" * levels
+        + b"}]}"
+    )
 
 
 def deep_body(s: Servers) -> None:
@@ -407,7 +517,9 @@ def json_deeper_than_any_parser_takes(s: Servers) -> None:
 
 
 def deep_upstream_answer_after_a_write(s: Servers) -> None:
-    r = s.gateway.post({"requests": [{"method": "POST", "path": "/write", "body": {"n": 1}}, {"method": "GET", "path": "/deep"}]})
+    r = s.gateway.post(
+        {"requests": [{"method": "POST", "path": "/write", "body": {"n": 1}}, {"method": "GET", "path": "/deep"}]}
+    )
     out = expect_ops(r, [200, 502], {1: "nested too deeply for the batch's answer to carry"})
     assert out[0]["body"]["method"] == "POST"  # the write's answer came back with the rest
 
@@ -418,8 +530,13 @@ def deep_upstream_answer_after_a_write(s: Servers) -> None:
 def percent_encoded_credential_names(s: Servers) -> None:
     params = {"apiKey": s.demo.api_key or "", "%74oken": s.demo.token or ""}
     query = "&".join(f"{k}={v}" for k, v in params.items())
-    r = httpx.post(f"{s.demo.url}{BATCH}?{query}", content=json.dumps({"requests": [{"method": "GET", "path": CO + "?limit=1"}]}),
-                   headers={"Content-Type": "application/json"}, timeout=60, trust_env=False)
+    r = httpx.post(
+        f"{s.demo.url}{BATCH}?{query}",
+        content=json.dumps({"requests": [{"method": "GET", "path": CO + "?limit=1"}]}),
+        headers={"Content-Type": "application/json"},
+        timeout=60,
+        trust_env=False,
+    )
     s.demo.tally.note(r)
     expect_ops(r, [200])  # the server reads the name decoded: it authenticates…
     log = s.demo.log.read_text()
@@ -431,23 +548,48 @@ def percent_encoded_credential_names(s: Servers) -> None:
 
 
 def a_referenced_value_cannot_add_a_segment(s: Servers) -> None:
-    r = s.demo.post({"requests": [
-        {"method": "POST", "path": CO, "body": {"name": "victim"}, "name": "co"},
-        {"method": "POST", "path": CO + "/" + _ref("co", "$.id") + "/services", "body": {"name": "kept"}, "name": "sv"},
-        {"method": "POST", "path": CO, "body": {"name": _ref("co", "$.id") + "/services/" + _ref("sv", "$.id")}, "name": "evil"},
-        {"method": "DELETE", "path": CO + "/" + _ref("evil", "$.name")},
-        {"method": "GET", "path": CO + "/" + _ref("co", "$.id") + "/services/" + _ref("sv", "$.id")},
-    ]})
+    r = s.demo.post(
+        {
+            "requests": [
+                {"method": "POST", "path": CO, "body": {"name": "victim"}, "name": "co"},
+                {
+                    "method": "POST",
+                    "path": CO + "/" + _ref("co", "$.id") + "/services",
+                    "body": {"name": "kept"},
+                    "name": "sv",
+                },
+                {
+                    "method": "POST",
+                    "path": CO,
+                    "body": {"name": _ref("co", "$.id") + "/services/" + _ref("sv", "$.id")},
+                    "name": "evil",
+                },
+                {"method": "DELETE", "path": CO + "/" + _ref("evil", "$.name")},
+                {"method": "GET", "path": CO + "/" + _ref("co", "$.id") + "/services/" + _ref("sv", "$.id")},
+            ]
+        }
+    )
     expect_ops(r, [201, 201, 201, 400, 200], {3: "may read as a separator"})
 
 
 def an_encoded_slash_stays_in_its_segment(s: Servers) -> None:
-    co, sv = (x["body"]["id"] for x in s.demo.run([
-        {"method": "POST", "path": CO, "body": {"name": "victim"}, "name": "co"},
-        {"method": "POST", "path": CO + "/" + _ref("co", "$.id") + "/services", "body": {"name": "kept"}},
-    ]))
-    r = s.demo.post({"requests": [{"method": "DELETE", "path": f"{CO}/{co}%2Fservices%2F{sv}"},
-                                  {"method": "GET", "path": f"{CO}/{co}/services/{sv}"}]})
+    co, sv = (
+        x["body"]["id"]
+        for x in s.demo.run(
+            [
+                {"method": "POST", "path": CO, "body": {"name": "victim"}, "name": "co"},
+                {"method": "POST", "path": CO + "/" + _ref("co", "$.id") + "/services", "body": {"name": "kept"}},
+            ]
+        )
+    )
+    r = s.demo.post(
+        {
+            "requests": [
+                {"method": "DELETE", "path": f"{CO}/{co}%2Fservices%2F{sv}"},
+                {"method": "GET", "path": f"{CO}/{co}/services/{sv}"},
+            ]
+        }
+    )
     expect_ops(r, [404, 200])
 
 
@@ -455,7 +597,14 @@ def an_encoded_slash_stays_in_its_segment(s: Servers) -> None:
 
 
 def reference_into_an_answer_without_body(s: Servers) -> None:
-    r = s.gateway.post({"requests": [{"method": "GET", "path": "/empty", "name": "e"}, {"method": "GET", "path": "/x/" + _ref("e", "$")}]})
+    r = s.gateway.post(
+        {
+            "requests": [
+                {"method": "GET", "path": "/empty", "name": "e"},
+                {"method": "GET", "path": "/x/" + _ref("e", "$")},
+            ]
+        }
+    )
     expect_ops(r, [204, 424], {1: "answered 204 with no body"})
 
 
@@ -472,7 +621,13 @@ def hop_by_hop_headers(s: Servers) -> None:
 
 
 def authorization_twice(s: Servers) -> None:
-    r = s.gateway.post({"requests": [{"method": "GET", "path": "/h", "headers": {"Authorization": "Bearer a", "authorization": "Bearer b"}}]})
+    r = s.gateway.post(
+        {
+            "requests": [
+                {"method": "GET", "path": "/h", "headers": {"Authorization": "Bearer a", "authorization": "Bearer b"}}
+            ]
+        }
+    )
     expect(r, 400, "repeats 'Authorization'", "requests[0].headers.authorization")
 
 
@@ -482,9 +637,20 @@ def duplicate_keys(s: Servers) -> None:
 
 
 def integers_beyond_64_bits(s: Servers) -> None:
-    out = expect_ops(s.gateway.post({"requests": [{"method": "POST", "path": "/echo", "body": {"n": 2**70}}, {"method": "GET", "path": "/bigint"}]}),
-                     [200, 200])
-    assert json.loads(out[0]["body"]["body"]) == {"n": 2**70} and '"n":1180591620717411303424' in out[0]["body"]["body"], out[0]["body"]
+    out = expect_ops(
+        s.gateway.post(
+            {
+                "requests": [
+                    {"method": "POST", "path": "/echo", "body": {"n": 2**70}},
+                    {"method": "GET", "path": "/bigint"},
+                ]
+            }
+        ),
+        [200, 200],
+    )
+    assert (
+        json.loads(out[0]["body"]["body"]) == {"n": 2**70} and '"n":1180591620717411303424' in out[0]["body"]["body"]
+    ), out[0]["body"]
     assert out[1]["body"] == {"n": 2**70}, out[1]["body"]
 
 

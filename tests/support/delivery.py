@@ -42,10 +42,26 @@ def companies_and_services(n: int, tag: str, headers: dict[str, str] | None = No
     """``n`` companies, each with a service nested under it that names it by reference: 2n rows."""
     rows = []
     for i in range(n):
-        rows.append({"label": f"co{i}", "method": "POST", "path": f"{API}/companies", "name": f"co-{i}", "parent": None,
-                     "body": {"name": f"{tag} {i}"}})
-        rows.append({"label": f"sv{i}", "method": "POST", "path": f"{API}/companies/${{result=co-{i}:$.id}}/services",
-                     "name": None, "parent": f"co-{i}", "body": {"name": f"{tag} cut {i}", "duration": 30}})
+        rows.append(
+            {
+                "label": f"co{i}",
+                "method": "POST",
+                "path": f"{API}/companies",
+                "name": f"co-{i}",
+                "parent": None,
+                "body": {"name": f"{tag} {i}"},
+            }
+        )
+        rows.append(
+            {
+                "label": f"sv{i}",
+                "method": "POST",
+                "path": f"{API}/companies/${{result=co-{i}:$.id}}/services",
+                "name": None,
+                "parent": f"co-{i}",
+                "body": {"name": f"{tag} cut {i}", "duration": 30},
+            }
+        )
     frame = pd.DataFrame(rows).set_index("label")
     if headers:
         frame["headers"] = [headers] * len(frame)
@@ -55,5 +71,9 @@ def companies_and_services(n: int, tag: str, headers: dict[str, str] | None = No
 def duplicated(db: Path, tag: str) -> dict[str, int]:
     """Company names (made with ``tag``) that the store holds more than once, with their counts."""
     with sqlite3.connect(db) as conn:
-        return dict(conn.execute("SELECT name, count(*) FROM companies WHERE name LIKE ? GROUP BY name HAVING count(*) > 1",
-                                 (f"{tag} %",)).fetchall())
+        return dict(
+            conn.execute(
+                "SELECT name, count(*) FROM companies WHERE name LIKE ? GROUP BY name HAVING count(*) > 1",
+                (f"{tag} %",),
+            ).fetchall()
+        )

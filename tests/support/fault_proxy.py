@@ -30,7 +30,9 @@ _NOT_FORWARDED = {"host", "content-length", "connection", "keep-alive", "transfe
 
 
 class FaultProxy:
-    def __init__(self, target: str, seed: int, drop: float, bad_gateway: float, stall: float, stall_seconds: float) -> None:
+    def __init__(
+        self, target: str, seed: int, drop: float, bad_gateway: float, stall: float, stall_seconds: float
+    ) -> None:
         self.target = target.rstrip("/")
         self.rng = random.Random(seed)
         self.weights = [("drop", drop), ("bad-gateway", bad_gateway), ("stall", stall)]
@@ -59,11 +61,17 @@ class FaultProxy:
                 fault = self.fault() if req.method == "POST" and req.path == BATCH else None
                 if fault == "bad-gateway":
                     self.stats[fault] += 1
-                    writer.write(encode_reply(502, {"error": {"code": "bad_gateway", "message": "the proxy did not forward this"}}))
+                    writer.write(
+                        encode_reply(
+                            502, {"error": {"code": "bad_gateway", "message": "the proxy did not forward this"}}
+                        )
+                    )
                     await writer.drain()
                     continue
                 headers = [(k, v) for k, v in req.headers if k.lower() not in _NOT_FORWARDED]
-                answer = await self.http.request(req.method, self.target + req.target, headers=headers, content=req.body)
+                answer = await self.http.request(
+                    req.method, self.target + req.target, headers=headers, content=req.body
+                )
                 self.stats["forwarded"] += 1
                 if fault is not None:
                     self.stats[fault] += 1

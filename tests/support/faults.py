@@ -58,8 +58,18 @@ class Reply:
     delay: float = 0.0
 
 
-_REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request", 404: "Not Found", 413: "Payload Too Large",
-            429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+_REASONS = {
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    400: "Bad Request",
+    404: "Not Found",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 async def read_request(reader: asyncio.StreamReader, first: bytes = b"") -> Request | None:
@@ -190,25 +200,35 @@ class LoopbackServer:
 #: every kind of misbehaviour, and whether the batch's operations ran before it happened.
 FAULTS = {
     "ok": True,
-    "drop_before_read": False,   # socket closed as the request arrives: nothing ran
-    "drop_after_run": True,      # ran, then closed without a word
-    "stall": True,               # ran, then silent past the client's timeout
+    "drop_before_read": False,  # socket closed as the request arrives: nothing ran
+    "drop_after_run": True,  # ran, then closed without a word
+    "stall": True,  # ran, then silent past the client's timeout
     "status_500": False,
     "status_502": False,
     "status_503": False,
     "status_503_retry_after": False,
     "status_429": False,
     "status_429_retry_after": False,
-    "truncated_json": True,      # ran; 200 with a valid length but half a JSON document
-    "truncated_body": True,      # ran; 200 whose body stops short of its Content-Length
-    "inner_429": True,           # ran, except some operations answered 429 (those did not run)
+    "truncated_json": True,  # ran; 200 with a valid length but half a JSON document
+    "truncated_body": True,  # ran; 200 whose body stops short of its Content-Length
+    "inner_429": True,  # ran, except some operations answered 429 (those did not run)
 }
 
 #: about one call in three fails outright; a further one in ten has operations at 429 inside.
 DEFAULT_WEIGHTS = {
-    "ok": 80, "drop_before_read": 4, "drop_after_run": 4, "stall": 3, "status_500": 3, "status_502": 3,
-    "status_503": 3, "status_503_retry_after": 3, "status_429": 3, "status_429_retry_after": 4,
-    "truncated_json": 4, "truncated_body": 4, "inner_429": 12,
+    "ok": 80,
+    "drop_before_read": 4,
+    "drop_after_run": 4,
+    "stall": 3,
+    "status_500": 3,
+    "status_502": 3,
+    "status_503": 3,
+    "status_503_retry_after": 3,
+    "status_429": 3,
+    "status_429_retry_after": 4,
+    "truncated_json": 4,
+    "truncated_body": 4,
+    "inner_429": 12,
 }
 
 
@@ -233,8 +253,16 @@ class FaultyBatchServer(LoopbackServer):
     which a test kills a client whose batch ran but whose answer never came.
     """
 
-    def __init__(self, *, seed: int = 0, weights: dict[str, int] | None = None, stall: float = 1.0,
-                 max_requests: int = 50, inner_429_share: float = 0.3, hold_batch: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        weights: dict[str, int] | None = None,
+        stall: float = 1.0,
+        max_requests: int = 50,
+        inner_429_share: float = 0.3,
+        hold_batch: int | None = None,
+    ) -> None:
         super().__init__()
         self.rng = random.Random(seed)
         self.weights = dict(weights or DEFAULT_WEIGHTS)
@@ -284,17 +312,41 @@ class FaultyBatchServer(LoopbackServer):
             if fault.startswith("status_"):
                 status = int(fault.split("_")[1])
                 headers = self._retry_after() if fault.endswith("retry_after") else {}
-                writer.write(encode_reply(status, {"error": {"code": "fault", "message": fault, "details": []}}, headers))
+                writer.write(
+                    encode_reply(status, {"error": {"code": "fault", "message": fault, "details": []}}, headers)
+                )
                 await writer.drain()
                 continue
             try:
                 ops = json.loads(req.body)["requests"]
             except (ValueError, KeyError, TypeError):
-                writer.write(encode_reply(400, {"error": {"code": "malformed", "message": "bad batch", "details": [{"pointer": "", "message": "bad"}]}}))
+                writer.write(
+                    encode_reply(
+                        400,
+                        {
+                            "error": {
+                                "code": "malformed",
+                                "message": "bad batch",
+                                "details": [{"pointer": "", "message": "bad"}],
+                            }
+                        },
+                    )
+                )
                 await writer.drain()
                 continue
             if len(ops) > self.max_requests:
-                writer.write(encode_reply(413, {"error": {"code": "too_large", "message": "too many", "details": [{"pointer": "requests", "message": "too many"}]}}))
+                writer.write(
+                    encode_reply(
+                        413,
+                        {
+                            "error": {
+                                "code": "too_large",
+                                "message": "too many",
+                                "details": [{"pointer": "requests", "message": "too many"}],
+                            }
+                        },
+                    )
+                )
                 await writer.drain()
                 continue
             responses = [self._run(op, refuse=fault == "inner_429") for op in ops]
@@ -321,14 +373,22 @@ class FaultyBatchServer(LoopbackServer):
         method, path, body = op.get("method", ""), op.get("path", ""), op.get("body")
         out: dict[str, Any] = {"path": path, "method": method, "duration": 0.1}
         if refuse and self.rng.random() < self.inner_429_share:
-            out.update(status=429, body={"error": {"code": "rate_limited", "message": "slow down"}}, headers=self._retry_after())
+            out.update(
+                status=429,
+                body={"error": {"code": "rate_limited", "message": "slow down"}},
+                headers=self._retry_after(),
+            )
             return out
         status, rbody = self._execute(method, path, body)
         out.update(status=status, body=rbody)
         if op.get("requests"):
             ok = 200 <= status < 300
-            out["responses"] = [self._run(c, refuse=False) if ok else {"path": c.get("path"), "method": c.get("method"), "status": 424, "body": None}
-                                for c in op["requests"]]
+            out["responses"] = [
+                self._run(c, refuse=False)
+                if ok
+                else {"path": c.get("path"), "method": c.get("method"), "status": 424, "body": None}
+                for c in op["requests"]
+            ]
         return out
 
     def _execute(self, method: str, path: str, body: Any) -> tuple[int, Any]:
@@ -338,7 +398,7 @@ class FaultyBatchServer(LoopbackServer):
             self.items[key] = body
             return 201, {"id": key, **body}
         if path.startswith("/items/") and method in ("GET", "PUT", "DELETE"):
-            key = path[len("/items/"):]
+            key = path[len("/items/") :]
             self.executions[(method, key)] += 1
             if method == "PUT":
                 self.items[key] = body

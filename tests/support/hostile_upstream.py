@@ -64,7 +64,12 @@ class HostileUpstream:
             return encode_reply(200, b'{"n": 1180591620717411303424}')
         if path == "/br":
             return encode_reply(200, b"\x1b\x03\x00\xf8", {"Content-Encoding": "br"})
-        received = {"method": req.method, "target": req.target, "headers": req.headers, "body": req.body.decode("utf-8", "replace")}
+        received = {
+            "method": req.method,
+            "target": req.target,
+            "headers": req.headers,
+            "body": req.body.decode("utf-8", "replace"),
+        }
         return encode_reply(200, received)
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

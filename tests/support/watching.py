@@ -28,14 +28,23 @@ __all__ = ["WatchedServer"]
 
 
 class WatchedServer:
-    def __init__(self, db: Path | None = None, *, max_requests: int = 50, delay: float = 0.0,
-                 hold: Callable[[int, dict], bool] | None = None, answer: Callable[[int], tuple[int, dict] | None] | None = None) -> None:
+    def __init__(
+        self,
+        db: Path | None = None,
+        *,
+        max_requests: int = 50,
+        delay: float = 0.0,
+        hold: Callable[[int, dict], bool] | None = None,
+        answer: Callable[[int], tuple[int, dict] | None] | None = None,
+    ) -> None:
         from batchnb.server import Limits
 
         self._tmp = tempfile.TemporaryDirectory(prefix="batchnb-watched-") if db is None else None
         self.db = Path(self._tmp.name) / "demo.sqlite3" if db is None else db
         self.token = secrets.token_urlsafe(12)
-        self.app = create_demo_app(db=self.db, credentials={"demo": self.token}, limits=Limits(max_requests=max_requests))
+        self.app = create_demo_app(
+            db=self.db, credentials={"demo": self.token}, limits=Limits(max_requests=max_requests)
+        )
         self.delay = delay
         self.hold = hold
         self.answer = answer
@@ -52,9 +61,16 @@ class WatchedServer:
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] == "http" and scope["path"] == "/_watch/stats":
-            payload = json.dumps({"batches": len(self.starts), "max_in_flight": self.max_in_flight,
-                                  "max_starts_per_second": self.starts_per_window(1.0)}).encode()
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+            payload = json.dumps(
+                {
+                    "batches": len(self.starts),
+                    "max_in_flight": self.max_in_flight,
+                    "max_starts_per_second": self.starts_per_window(1.0),
+                }
+            ).encode()
+            await send(
+                {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]}
+            )
             await send({"type": "http.response.body", "body": payload})
             return
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/api/2.3/batch":
@@ -158,6 +174,8 @@ if __name__ == "__main__":
     import sys
 
     args = sys.argv[1:]
-    with WatchedServer(max_requests=int(args[0]) if args else 50, delay=float(args[1]) if len(args) > 1 else 0.0) as watched:
+    with WatchedServer(
+        max_requests=int(args[0]) if args else 50, delay=float(args[1]) if len(args) > 1 else 0.0
+    ) as watched:
         print(f"listening {watched.url} {watched.token}", flush=True)
         watched._thread.join()
