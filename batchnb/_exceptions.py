@@ -209,14 +209,18 @@ class TransportError(BatchError):
     """The batch could not be delivered, or its answer could not be read.
 
     ``sent`` tells whether the request may have reached the server: when it
-    is True, the outcome of the batch is unknown.
+    is True, the outcome of the batch is unknown. ``transient`` tells whether
+    trying again may help: False for a certificate that does not verify, a
+    proxy that refuses, a host that does not resolve (these are not
+    retried). The httpx exception, when there is one, is the ``__cause__``.
 
-    >>> TransportError("connection refused", sent=False).sent
-    False
+    >>> TransportError("connection refused", sent=False).transient
+    True
     """
 
-    def __init__(self, message: str, *, sent: bool) -> None:
+    def __init__(self, message: str, *, sent: bool, transient: bool = True) -> None:
         self.sent = sent
+        self.transient = transient
         super().__init__(message)
 
 

@@ -216,7 +216,8 @@ class Runner:
             try:
                 reply = await self.send(ops)
             except TransportError as exc:
-                if (not exc.sent or resendable) and can_retry:
+                # Not transient (a certificate, a proxy's 407, a host that does not resolve): the same next time.
+                if (not exc.sent or resendable) and can_retry and exc.transient:
                     await asyncio.sleep(self._delay(attempt, None))
                     continue
                 if exc.sent:

@@ -19,6 +19,7 @@ import httpx
 import orjson
 
 from . import _json
+from ._connect import Connection, Unreached, proxy_refused, unreached
 from ._exceptions import TransportError
 from .engine import Dispatcher, ResponseTooLarge, UnreadableResponse, execute, read_bounded
 from .model import BATCH_PATH, Operation, Response
@@ -67,8 +68,11 @@ class BatchEndpoint:
         *,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
         parallel: int = 1,
+        connection: Connection | None = None,
     ) -> None:
         self._http = http
+        #: what ``http`` was made with: names the proxy when one refuses.
+        self._connection = connection
         self._url = base_url + BATCH_PATH
         self._headers = {**headers, "Content-Type": "application/json"}
         self._query = dict(query) or None
@@ -86,12 +90,17 @@ class BatchEndpoint:
         )
         try:
             r = await self._http.send(request, stream=True)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise TransportError(f"could not connect to {self._url} ({type(exc).__name__})", sent=False) from None
+            refused = proxy_refused(r)
+            if refused is not None:
+                await r.aclose()
+                raise refused
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError) as exc:
+            failure = self._unreached(exc)
+            raise TransportError(failure.message, sent=False, transient=failure.transient) from exc
         except httpx.TransportError as exc:
             raise TransportError(
                 f"the connection failed after the batch was sent ({type(exc).__name__})", sent=True
-            ) from None
+            ) from exc
         try:
             raw = await read_bounded(r, self._max)
         except httpx.TransportError as exc:
@@ -109,9 +118,20 @@ class BatchEndpoint:
         responses = _responses_for(body, ops) if r.status_code == 200 else None
         return Reply(r.status_code, dict(r.headers), responses, body)
 
+    def _unreached(self, exc: httpx.HTTPError) -> Unreached:
+        proxy = self._connection.proxy_for(self._url) if self._connection is not None else None
+        return unreached(exc, self._url, proxy)
+
 
 class InProcessEngine:
-    """The engine in this process, each operation sent to the API by ``dispatch``."""
+    """The engine in this process, each operation sent to the API by ``dispatch``.
+
+    An operation that never reached the API (see :class:`~batchnb._connect.Unreached`)
+    is "not run", with no status; when not one operation of the batch reached
+    it, the batch was not delivered: :class:`~batchnb.TransportError`, as a
+    batch endpoint that cannot be reached gives, and the runner's rules for
+    that apply (retried when the failure is transient, never sent twice).
+    """
 
     def __init__(
         self,
@@ -129,15 +149,42 @@ class InProcessEngine:
         self._parallel = parallel
 
     async def __call__(self, ops: list[Operation]) -> Reply:
+        tally = _Tally(self._dispatch)
         responses = await execute(
             ops,
-            self._dispatch,
+            tally,
             headers=self._headers,
             query=self._query,
             timeout=self._timeout,
             parallel=self._parallel,
+            unreached="not run",
         )
+        if tally.reached == 0 and tally.failure is not None:
+            failure = tally.failure
+            raise TransportError(failure.message, sent=False, transient=failure.transient) from failure.__cause__
         return Reply(200, {}, responses)
+
+
+class _Tally:
+    """A dispatcher that counts the operations that reached the API, and keeps the first failure to reach it."""
+
+    def __init__(self, dispatch: Dispatcher) -> None:
+        self._dispatch = dispatch
+        self.reached = 0
+        self.failure: Unreached | None = None
+
+    async def __call__(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None) -> Any:
+        try:
+            result = await self._dispatch(method, path, headers, body)
+        except Unreached as exc:
+            if self.failure is None:
+                self.failure = exc
+            raise
+        except BaseException:
+            self.reached += 1  # sent, or may have been: its outcome is the engine's to tell
+            raise
+        self.reached += 1
+        return result
 
 
 def _responses_for(body: Any, ops: list[Operation]) -> list[Response] | None:

@@ -28,13 +28,41 @@ CREDENTIALS_VARIABLE = "BATCHNB_CREDENTIALS"
 
 @dataclass
 class ServeSettings:
-    """Everything but credentials that decides what ``batchnb serve`` runs."""
+    """Everything but credentials that decides what ``batchnb serve`` runs.
+
+    >>> ServeSettings(upstream="https://api.example", upstream_cacert="ca.pem").connection()
+    Connection(verify='ca.pem')
+    """
 
     upstream: str | None = None
     upstream_idempotency: bool = False
     db: str = "batchnb-demo.sqlite3"
     idempotency_ttl: float = 24 * 3600.0
     limits: dict[str, Any] = field(default_factory=dict)
+    #: how the upstream is reached: a CA file or directory, a client certificate and its key
+    #: (paths), a proxy URL (never one holding a password: the settings travel in the environment).
+    upstream_cacert: str | None = None
+    upstream_cert: str | None = None
+    upstream_key: str | None = None
+    upstream_proxy: str | None = None
+
+    def connection(self) -> Any:
+        """How the upstream is reached (the environment read too, as httpx reads it)."""
+        from ._connect import Connection
+
+        cert: Any = self.upstream_cert
+        if self.upstream_cert and self.upstream_key:
+            cert = (self.upstream_cert, self.upstream_key)
+        return Connection(verify=self.upstream_cacert or True, cert=cert, proxy=self.upstream_proxy)
+
+
+#: the command line's names for the connection settings, to say which option is wrong.
+CONNECTION_OPTIONS = {
+    "verify": "--upstream-cacert",
+    "cert": "--upstream-cert",
+    "key": "--upstream-key",
+    "proxy": "--upstream-proxy",
+}
 
 
 def build_app(settings: ServeSettings, credentials: Mapping[str, str] | None) -> Any:
@@ -45,11 +73,14 @@ def build_app(settings: ServeSettings, credentials: Mapping[str, str] | None) ->
     mask_logger("uvicorn.access")
     limits = Limits(**settings.limits)
     if settings.upstream is not None:
+        connection = settings.connection()
+        connection.check(CONNECTION_OPTIONS)
         app = create_app(
             upstream=settings.upstream,
             credentials=credentials,
             limits=limits,
             idempotency=settings.upstream_idempotency,
+            connection=connection,
         )
     else:
         from .demo import create_demo_app
@@ -76,7 +107,21 @@ def settle_heap() -> None:
 
 
 def to_environment(settings: ServeSettings, credentials: Mapping[str, str] | None) -> dict[str, str]:
-    """The variables that carry the settings to worker processes."""
+    """The variables that carry the settings to worker processes.
+
+    A proxy password is not among them: a worker reads it from ``HTTPS_PROXY``
+    in its environment, as httpx does, or not at all.
+    """
+    if settings.upstream_proxy and "@" in settings.upstream_proxy.partition("://")[2].split("/")[0]:
+        raise BatchValidationError(
+            [
+                Problem(
+                    "--upstream-proxy",
+                    "a proxy URL holding a user and password is not handed to --workers processes: "
+                    "set HTTPS_PROXY (or HTTP_PROXY) in the environment instead, where each worker reads it",
+                )
+            ]
+        )
     env = {SETTINGS_VARIABLE: json.dumps(asdict(settings))}
     if credentials:
         env[CREDENTIALS_VARIABLE] = json.dumps(dict(credentials))

@@ -267,12 +267,11 @@ class Submission:
             raise runner.fatal
         if runner.delivered == 0 and runner.undelivered is not None:
             # Not one batch arrived: that is no result, however many rows say "not run".
-            error = TransportError(
-                f"no batch was delivered: {runner.undelivered} (after {plural(opts.retries, 'retry', 'retries')})",
-                sent=False,
-            )
+            why = runner.undelivered
+            tried = f"after {plural(opts.retries, 'retry', 'retries')}" if why.transient else "not retried"
+            error = TransportError(f"no batch was delivered: {why} ({tried})", sent=False, transient=why.transient)
             error.partial = result
-            raise error
+            raise error from (why.__cause__ or why)
         return result
 
     def _prepare(self, upcoming: Iterator[list[Operation]]) -> tuple[list[Operation], Plan] | None:

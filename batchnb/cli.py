@@ -86,9 +86,18 @@ def serve(args: argparse.Namespace) -> int:
             f"serve: refusing to expose the well-known demo credentials on {args.host}; "
             "set --token (or BATCHNB_TOKEN) and --api-key (or BATCHNB_API_KEY)"
         )
+    given = [o for o in ("upstream_cacert", "upstream_cert", "upstream_key", "upstream_proxy") if getattr(args, o)]
+    if given and args.upstream is None:
+        raise _Usage(f"serve --{given[0].replace('_', '-')}: applies to --upstream, which is not given")
+    if args.upstream_key and not args.upstream_cert:
+        raise _Usage("serve --upstream-key: give the certificate with --upstream-cert too")
     settings = _serving.ServeSettings(
         upstream=args.upstream,
         upstream_idempotency=args.upstream_idempotency,
+        upstream_cacert=args.upstream_cacert,
+        upstream_cert=args.upstream_cert,
+        upstream_key=args.upstream_key,
+        upstream_proxy=args.upstream_proxy,
         db=args.db,
         idempotency_ttl=args.idempotency_ttl,
         limits={name: getattr(args, name) for name, _default, _help in Limits.described()},
@@ -111,7 +120,8 @@ def serve(args: argparse.Namespace) -> int:
         )
     http = bounded_http(args.head_timeout)
     if args.workers > 1:
-        os.environ.update(_serving.to_environment(settings, credentials))
+        environment = _serving.to_environment(settings, credentials)  # refuses a proxy password first
+        os.environ.update(environment)
         uvicorn.run(
             "batchnb._serving:app_from_environment",
             factory=True,
@@ -228,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         options["headers"] = _headers(args.header)
     token = args.token or os.environ.get("BATCHNB_TOKEN")
     api_key = args.api_key or os.environ.get("BATCHNB_API_KEY")
+    connection = _connection(args)
     client = Client(
         url,
         api_key=api_key,
@@ -235,6 +246,9 @@ def run(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         retries=args.retries,
         mode="direct" if args.direct else "batch",
+        verify=connection.verify,
+        cert=connection.cert,
+        proxy=connection.proxy,
     )
     if args.dry_run:
         plan = client.submit(df, dry_run=True, **options)
@@ -267,6 +281,29 @@ def run(args: argparse.Namespace) -> int:
     if verdict is not None:
         return verdict
     return 0 if bool(result["ok"].all()) else 1
+
+
+#: the command line's names for the connection settings, to say which option is wrong.
+RUN_CONNECTION_OPTIONS = {"verify": "--cacert", "cert": "--cert", "key": "--key", "proxy": "--proxy"}
+
+
+def _connection(args: argparse.Namespace) -> Any:
+    """The connection settings of ``run``, checked (the environment too, as httpx reads it)."""
+    from ._connect import Connection
+
+    if args.key and not args.cert:
+        raise _Usage("run --key: give the certificate with --cert too")
+    if args.insecure and args.cacert:
+        raise _Usage("run --insecure: it turns off the checks that --cacert sets up; give one of them")
+    cert: Any = (args.cert, args.key) if args.key else args.cert
+    connection = Connection(verify=False if args.insecure else (args.cacert or True), cert=cert, proxy=args.proxy)
+    connection.check(RUN_CONNECTION_OPTIONS)
+    if args.insecure:
+        _err(
+            "WARNING: --insecure: TLS certificates are NOT checked. Anyone on the network path can read "
+            "and change this traffic, credentials included. Give the CA with --cacert (or SSL_CERT_FILE) instead."
+        )
+    return connection
 
 
 def _preview(df: Any, plan: Any, options: dict[str, Any]) -> None:
@@ -386,6 +423,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--upstream", help="forward operations to this HTTP API (default: the demo Scheduling API, in-process)"
     )
     s.add_argument(
+        "--upstream-cacert",
+        metavar="FILE",
+        help="the CA (a PEM file, or a directory of them) that issued the upstream's certificate "
+        "(default: SSL_CERT_FILE or SSL_CERT_DIR when set, else the usual CAs)",
+    )
+    s.add_argument(
+        "--upstream-cert",
+        metavar="FILE",
+        help="a client certificate for the upstream (PEM; with its key, or see --upstream-key)",
+    )
+    s.add_argument("--upstream-key", metavar="FILE", help="the key of --upstream-cert, when it is a file of its own")
+    s.add_argument(
+        "--upstream-proxy",
+        metavar="URL",
+        help="reach the upstream through this proxy (default: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, minus NO_PROXY)",
+    )
+    s.add_argument(
         "--upstream-idempotency",
         action="store_true",
         help="the upstream honours Idempotency-Key: say so, so that clients resend POSTs whose outcome is unknown",
@@ -467,6 +521,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rate", type=float, help="at most this many batches per second (default: no limit)")
     r.add_argument(
         "--retries", type=int, default=3, help="resends of a batch that was not run (429, 503, dropped before sending)"
+    )
+    r.add_argument(
+        "--cacert",
+        metavar="FILE",
+        help="the CA (a PEM file, or a directory of them) that issued the server's certificate "
+        "(default: SSL_CERT_FILE or SSL_CERT_DIR when set, else the usual CAs)",
+    )
+    r.add_argument("--cert", metavar="FILE", help="a client certificate (PEM; with its key, or see --key)")
+    r.add_argument("--key", metavar="FILE", help="the key of --cert, when it is a file of its own")
+    r.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="send through this proxy (default: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY, minus NO_PROXY)",
+    )
+    r.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not check TLS certificates at all (a loud warning says so; prefer --cacert)",
     )
     r.add_argument("--direct", action="store_true", help="the API has no batch endpoint: send each operation from here")
     r.add_argument(

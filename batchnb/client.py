@@ -15,11 +15,14 @@ already runs an event loop): each call runs the async twin to completion.
 
 from __future__ import annotations
 
+import os
+import ssl
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Literal, Mapping, Sequence, overload
 
 import httpx
 
 from . import rules
+from ._connect import Connection, mask_url
 from ._exceptions import BatchValidationError, Problem, TransportError, http_error
 from ._secrets import mask_headers, mask_logger, scrub
 from ._senders import BatchEndpoint, InProcessEngine, Sender, retry_after
@@ -72,6 +75,21 @@ class AsyncClient:
     with no batch endpoint). ``max_requests``/``max_depth`` override the
     limits the server announces. ``backoff`` is the first wait before a retry
     that has no ``Retry-After`` (doubling, with jitter, up to ``max_backoff``).
+
+    Connections follow httpx: ``verify`` (True, False, a CA file or
+    directory, or an ``ssl.SSLContext``), ``cert`` (a client certificate: a
+    file, or a ``(cert, key)`` pair), ``proxy`` (a URL or ``httpx.Proxy``),
+    ``trust_env`` (read ``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``,
+    ``NO_PROXY``, ``SSL_CERT_FILE`` and ``SSL_CERT_DIR``, as httpx does),
+    ``http2`` and ``event_hooks`` (``{"request": [f], "response": [g]}``,
+    plain or async functions). They apply to every request, whichever
+    ``mode``, and are checked here: a CA file that does not exist is a
+    :class:`~batchnb.BatchValidationError` before anything is sent. A
+    ``transport`` given wins over them.
+
+    >>> AsyncClient("https://api.example", verify="ca.pem")   # doctest: +SKIP
+    >>> AsyncClient("https://api.example", proxy="http://proxy.corp:3128")
+    AsyncClient('https://api.example', no credentials, mode='batch', proxy='http://proxy.corp:3128')
     """
 
     def __init__(
@@ -91,8 +109,17 @@ class AsyncClient:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
+        cert: str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+        proxy: str | httpx.Proxy | None = None,
+        trust_env: bool = True,
+        http2: bool = False,
+        event_hooks: Mapping[str, Sequence[Callable[..., Any]]] | None = None,
     ) -> None:
-        problems = _argument_problems(base_url, auth, mode, api_key, token)
+        connection = Connection(
+            verify=verify, cert=cert, proxy=proxy, trust_env=trust_env, http2=http2, event_hooks=event_hooks
+        )
+        problems = _argument_problems(base_url, auth, mode, api_key, token) + connection.problems()
         if problems:
             raise BatchValidationError(problems)
         if auth == "query":
@@ -111,13 +138,15 @@ class AsyncClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._transport = transport
+        self.connection = connection
         self._http: httpx.AsyncClient | None = None
         self._limits: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         auth = "no credentials" if not self._token else ("token ***" if self._auth == "header" else "apiKey/token ***")
         extra = f", headers={mask_headers(self._extra_headers)}" if self._extra_headers else ""
-        return f"{type(self).__name__}({self.base_url!r}, {auth}{extra}, mode={self.mode!r})"
+        settings = "".join(f", {k}={v}" for k, v in self.connection.settings().items())
+        return f"{type(self).__name__}({mask_url(self.base_url)!r}, {auth}{extra}, mode={self.mode!r}{settings})"
 
     # ------------------------------------------------------------ plumbing
 
@@ -132,19 +161,25 @@ class AsyncClient:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.timeout, transport=self._transport, trust_env=False)
+            self._http = self.connection.client(timeout=self.timeout, transport=self._transport)
         return self._http
 
     def _sender(self, parallel: int = 1, limits: Mapping[str, Any] | None = None) -> Sender:
         headers, query = self._credentials()
         if self.mode == "direct":
             # The engine runs here: as many at once as asked.
-            return InProcessEngine(
-                HTTPDispatcher(self._client(), self.base_url), headers, query, self.timeout, parallel=parallel
-            )
+            dispatch = HTTPDispatcher(self._client(), self.base_url, connection=self.connection)
+            return InProcessEngine(dispatch, headers, query, self.timeout, parallel=parallel)
         # Held to what the server says it runs at once; one that says nothing runs them one at a time.
         most = int(limits.get("maxParallel") or 1) if limits is not None else parallel
-        return BatchEndpoint(self._client(), self.base_url, headers, query, parallel=max(1, min(parallel, most)))
+        return BatchEndpoint(
+            self._client(),
+            self.base_url,
+            headers,
+            query,
+            parallel=max(1, min(parallel, most)),
+            connection=self.connection,
+        )
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -339,6 +374,12 @@ class Client:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
+        cert: str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+        proxy: str | httpx.Proxy | None = None,
+        trust_env: bool = True,
+        http2: bool = False,
+        event_hooks: Mapping[str, Sequence[Callable[..., Any]]] | None = None,
     ) -> None:
         self._options = dict(
             api_key=api_key,
@@ -354,6 +395,12 @@ class Client:
             backoff=backoff,
             max_backoff=max_backoff,
             transport=transport,
+            verify=verify,
+            cert=cert,
+            proxy=proxy,
+            trust_env=trust_env,
+            http2=http2,
+            event_hooks=event_hooks,
         )
         self._async = AsyncClient(base_url, **self._options)  # checks the options once
 

@@ -30,6 +30,7 @@ import httpx
 import orjson
 
 from . import _json, refs, rules
+from ._connect import Connection, Unreached, proxy_refused, unreached
 from ._exceptions import BatchError
 from ._timing import Timings
 from .model import Batch, Operation, Response
@@ -218,15 +219,25 @@ class HTTPDispatcher:
     >>> d = HTTPDispatcher(httpx.AsyncClient(), "http://127.0.0.1:8000")
 
     Operation paths are appended to the origin of ``base_url``; redirects are
-    not followed, so an operation never leaves the API's host.
+    not followed, so an operation never leaves the API's host. A request that
+    never reached the API (no connection, a certificate that does not
+    verify, a proxy that refuses) raises :class:`~batchnb._connect.Unreached`,
+    which says so; ``connection``, the settings ``client`` was made with,
+    names the proxy.
     """
 
     def __init__(
-        self, client: httpx.AsyncClient, base_url: str, *, max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+        self,
+        client: httpx.AsyncClient,
+        base_url: str,
+        *,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        connection: Connection | None = None,
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
         self._max = max_response_bytes
+        self._connection = connection
 
     async def __call__(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
@@ -234,7 +245,15 @@ class HTTPDispatcher:
         if not any(k.lower() == "accept-encoding" for k, _v in headers):
             headers = [*headers, ("accept-encoding", "gzip, deflate")]  # what BodyReader can undo
         request = self._client.build_request(method, self._base + path, headers=headers, content=body)
-        response = await self._client.send(request, stream=True, follow_redirects=False)
+        try:
+            response = await self._client.send(request, stream=True, follow_redirects=False)
+            refused = proxy_refused(response)
+            if refused is not None:
+                await response.aclose()
+                raise refused
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError) as exc:
+            proxy = self._connection.proxy_for(self._base) if self._connection is not None else None
+            raise unreached(exc, self._base, proxy) from exc
         try:
             content = await read_bounded(response, self._max)
         finally:
@@ -400,6 +419,12 @@ def _label(pointer: str, op: Operation) -> str:
     return f"{pointer} ({op.name!r})" if op.name else pointer
 
 
+def _parent_failed(pointer: str, op: Operation, resp: Response) -> str:
+    if resp.status is None:
+        return f"its parent {_label(pointer, op)} was not run"
+    return f"its parent {_label(pointer, op)} answered {resp.status}"
+
+
 @dataclass
 class _Run:
     dispatch: Dispatcher
@@ -416,6 +441,8 @@ class _Run:
     timings: Timings | None = None
     #: the operations passed the model's checks as they stand: what no reference changed is not checked again.
     checked: bool = False
+    #: what an operation that never reached the API answers: "answer" (502, saying why) or "not run" (no status).
+    unreached: str = "answer"
 
 
 async def execute(
@@ -433,6 +460,7 @@ async def execute(
     parallel: int = 1,
     timings: Timings | None = None,
     checked: bool = False,
+    unreached: str = "answer",
 ) -> list[Response]:
     """Run every operation of ``batch`` through ``dispatch`` and return their responses.
 
@@ -469,6 +497,12 @@ async def execute(
 
     ``timings``, when given, receives the seconds each phase took (see
     :mod:`batchnb._timing`): resolving references, the API, carrying answers.
+
+    An operation whose request never reached the API (``dispatch`` raised
+    :class:`~batchnb._connect.Unreached`) answers 502 with the reason, as a
+    batch server must (``unreached="answer"``); with ``unreached="not run"``
+    (the client running batches itself) it has no status and the error
+    "not run: <reason>".
     """
     ops = batch.requests if isinstance(batch, Batch) else list(batch)
     run = _Run(
@@ -484,6 +518,7 @@ async def execute(
         answer_room=max_answer_bytes,
         timings=timings,
         checked=checked,
+        unreached=unreached,
     )
     if parallel > 1:
         return await _run_concurrently(ops, run, parallel)
@@ -501,7 +536,7 @@ async def _run_list(ops: list[Operation], prefix: str, run: _Run) -> list[Respon
             if resp.ok:
                 resp.responses = await _run_list(op.requests, f"{pointer}.requests", run)
             else:
-                why = f"its parent {_label(pointer, op)} answered {resp.status}"
+                why = _parent_failed(pointer, op, resp)
                 resp.responses = [not_run(c, why, run.results) for c in op.requests]
         out.append(resp)
     return out
@@ -565,7 +600,7 @@ async def _run_concurrently(ops: list[Operation], run: _Run, limit: int) -> list
             if node.op.name:
                 run.results[node.op.name] = resp
             if node.children and not resp.ok:
-                why = f"its parent {_label(node.pointer, node.op)} answered {resp.status}"
+                why = _parent_failed(node.pointer, node.op, resp)
                 for child in node.children:
                     skipped = not_run(nodes[child].op, why, run.results)
                     for j, r in zip(range(child, child + nodes[child].size), (r for _p, r in skipped.walk())):
@@ -791,6 +826,11 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
         status, rbody, rheaders = 502, _error_body("response_too_large", str(exc)), {}
     except UnreadableResponse as exc:
         status, rbody, rheaders = 502, _error_body("unreadable_response", str(exc)), {}
+    except Unreached as exc:
+        if run.unreached == "not run":
+            return Response(op.method, path, None, op.name, None, None, error=f"not run: {exc.message}")
+        # The message names the API's origin only: no path, no query, no credentials.
+        status, rbody, rheaders = 502, _error_body("upstream_unreachable", exc.message), {}
     except Exception as exc:  # noqa: BLE001 - the API failing must not fail the batch
         # The exception text may hold the URL, and so credentials in its query: name the kind only.
         status, rbody, rheaders = (

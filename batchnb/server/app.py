@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 import httpx
 
 from .. import _json, refs, rules
+from .._connect import Connection, Unreached
 from .._exceptions import BatchValidationError, Problem
 from .._timing import Timings
 from ..engine import ASGIDispatcher, DirectDispatcher, Dispatcher, HTTPDispatcher, execute
@@ -66,7 +67,11 @@ class BatchApp:
     ``dispatch``, for an in-process API, calls it the way the engine calls
     any API (:class:`~batchnb.engine.Dispatcher`), without ASGI's messages
     (the demo's :meth:`~batchnb.demo.scheduling.SchedulingApp.dispatch`);
-    ``api`` still serves its requests that come over HTTP.
+    ``api`` still serves its requests that come over HTTP. ``connection``
+    holds how the upstream is reached (its CA, a client certificate, a
+    proxy; by default httpx's, the environment included): an operation that
+    cannot reach it answers 502 saying why, and the server logs each such
+    reason once a minute at most.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class BatchApp:
         idempotency: bool = False,
         group_writes: Callable[[], ContextManager[None]] | None = None,
         dispatch: Dispatcher | None = None,
+        connection: Connection | None = None,
     ) -> None:
         if (api is None) == (upstream is None):
             raise BatchValidationError(
@@ -93,8 +99,10 @@ class BatchApp:
         self.keyring = keyring
         self.limits = limits
         self._on_shutdown = on_shutdown
+        self.connection = connection or Connection()
         self._http: httpx.AsyncClient | None = None
         self._in_flight = 0
+        self._unreached_log = _LogOnce()
 
     def __repr__(self) -> str:
         where = f"upstream={self.upstream!r}" if self.upstream else "in-process API"
@@ -147,8 +155,14 @@ class BatchApp:
         if self.api is not None:
             return ASGIDispatcher(self.api, max_response_bytes=self.limits.max_response_bytes)
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.limits.operation_timeout, trust_env=False, cookies=_NO_COOKIES)
-        return HTTPDispatcher(self._http, self.upstream or "", max_response_bytes=self.limits.max_response_bytes)
+            self._http = self.connection.client(timeout=self.limits.operation_timeout, cookies=_NO_COOKIES)
+        http = HTTPDispatcher(
+            self._http,
+            self.upstream or "",
+            max_response_bytes=self.limits.max_response_bytes,
+            connection=self.connection,
+        )
+        return _Logged(http, self._unreached_log)
 
     async def _batch(self, scope: dict, receive: Callable, send: Callable) -> None:
         method = scope["method"]
@@ -391,6 +405,39 @@ async def _send(send: Callable, status: int, body: bytes, headers: Mapping[str, 
     await send({"type": "http.response.body", "body": body})
 
 
+class _LogOnce:
+    """Logs each reason an upstream could not be reached once per ``quiet`` seconds: not once per operation."""
+
+    def __init__(self, quiet: float = 60.0, most: int = 100) -> None:
+        self._quiet = quiet
+        self._most = most
+        self._last: dict[str, float] = {}
+
+    def __call__(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last.get(message, -self._quiet) < self._quiet:
+            return
+        if len(self._last) >= self._most:
+            self._last.clear()
+        self._last[message] = now
+        log.warning("operations could not reach the upstream: %s (said once a minute at most)", message)
+
+
+class _Logged:
+    """The upstream's dispatcher, logging why an operation could not reach it (the operation answers 502)."""
+
+    def __init__(self, dispatch: Dispatcher, log_once: _LogOnce) -> None:
+        self._dispatch = dispatch
+        self._log_once = log_once
+
+    async def __call__(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None) -> Any:
+        try:
+            return await self._dispatch(method, path, headers, body)
+        except Unreached as exc:
+            self._log_once(exc.message)
+            raise
+
+
 #: the gateway's cookie jar accepts none: an upstream's Set-Cookie for one
 #: caller must never ride along with another caller's operations.
 _NO_COOKIES = CookieJar(policy=DefaultCookiePolicy(allowed_domains=[]))
@@ -406,6 +453,7 @@ def create_app(
     idempotency: bool = False,
     group_writes: Callable[[], ContextManager[None]] | None = None,
     dispatch: Dispatcher | None = None,
+    connection: Connection | None = None,
 ) -> BatchApp:
     """The batch server in front of ``api`` (an ASGI app, called in-process) or an ``upstream`` URL.
 
@@ -419,7 +467,11 @@ def create_app(
     (for a gateway, the operator knows; ``batchnb serve --upstream-idempotency``).
     ``group_writes`` is the context each batch's operations run in, and
     ``dispatch`` how they call ``api`` without ASGI (see :class:`BatchApp`).
+    ``connection`` says how the upstream is reached (its CA, a client
+    certificate, a proxy), checked here.
     """
+    if connection is not None:
+        connection.check({"verify": "connection.verify", "cert": "connection.cert", "proxy": "connection.proxy"})
     keyring = Keyring(credentials) if credentials else None
     return BatchApp(
         api=api,
@@ -430,4 +482,5 @@ def create_app(
         idempotency=idempotency,
         group_writes=group_writes,
         dispatch=dispatch,
+        connection=connection,
     )
