@@ -94,15 +94,20 @@ class _Spec:
     #: names the cluster-wide limits: one API and tenant share them.
     limit_id: str
     credentials: str | None
+    #: connection settings: paths (absolute), booleans, a proxy URL holding no password
+    #: (one that does reaches the workers with the credentials, never in the graph).
+    connection: dict[str, Any] = field(default_factory=dict)
 
 
 class _Credentials(distributed.WorkerPlugin):
     """Credentials handed to every worker once, outside the task graph."""
 
-    def __init__(self, name: str, api_key: str | None, token: str | None) -> None:
+    def __init__(self, name: str, api_key: str | None, token: str | None, proxy: str | None = None) -> None:
         self.name = name
         self.api_key = api_key
         self.token = token
+        #: a proxy URL with its password, when it has one.
+        self.proxy = proxy
 
     def __repr__(self) -> str:
         return f"_Credentials({self.name!r}, ***)"
@@ -113,8 +118,52 @@ def _credentials(spec: _Spec) -> dict[str, str | None]:
         plugin = distributed.get_worker().plugins.get(spec.credentials)
         if plugin is None:
             raise BatchValidationError([Problem("token", "the credentials of this submit are not on this worker")])
-        return {"api_key": plugin.api_key, "token": plugin.token}
+        found = {"api_key": plugin.api_key, "token": plugin.token}
+        if plugin.api_key is None and plugin.token is None:  # the plugin carries only a proxy's password
+            found = {"api_key": os.environ.get("BATCHNB_API_KEY"), "token": os.environ.get("BATCHNB_TOKEN")}
+        if getattr(plugin, "proxy", None):
+            found["proxy"] = plugin.proxy
+        return found
     return {"api_key": os.environ.get("BATCHNB_API_KEY"), "token": os.environ.get("BATCHNB_TOKEN")}
+
+
+def _connection_for_workers(
+    verify: Any, cert: Any, proxy: Any, trust_env: bool, http2: bool
+) -> tuple[dict[str, Any], str | None]:
+    """The connection settings as they travel in the graph, and a proxy URL that must not (it holds a password).
+
+    Paths become absolute (a worker's working directory is its own); what
+    cannot travel is refused, naming the argument.
+    """
+    import ssl
+
+    from ._connect import Connection
+
+    problems = Connection(verify=verify, cert=cert, proxy=proxy, trust_env=trust_env, http2=http2).problems()
+    if isinstance(verify, ssl.SSLContext):
+        problems.append(
+            Problem(
+                "verify", "an ssl.SSLContext cannot be sent to dask workers: give the CA file's path (verify='ca.pem')"
+            )
+        )
+    if proxy is not None and not isinstance(proxy, str):
+        problems.append(Problem("proxy", "give dask workers the proxy as a URL string, not an httpx.Proxy"))
+    if problems:
+        raise BatchValidationError(problems)
+
+    def absolute(path: Any) -> Any:
+        return path if isinstance(path, bool) else str(Path(path).resolve())
+
+    settings: dict[str, Any] = {"verify": absolute(verify), "trust_env": trust_env, "http2": http2}
+    if cert is not None:
+        settings["cert"] = tuple(absolute(c) for c in cert) if isinstance(cert, tuple) else absolute(cert)
+    secret = None
+    if proxy is not None:
+        if "@" in proxy.partition("://")[2].split("/")[0]:
+            secret = proxy  # a user and password: with the credentials, outside the graph
+        else:
+            settings["proxy"] = proxy
+    return settings, secret
 
 
 # ---------------------------------------------------------------- checking every partition first
@@ -305,7 +354,10 @@ def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict | Non
 
     async def go() -> pd.DataFrame:
         async with AsyncClient(
-            spec.url, **_credentials(spec), timeout=spec.timeout, concurrency=spec.concurrency
+            spec.url,
+            **{**spec.connection, **_credentials(spec)},
+            timeout=spec.timeout,
+            concurrency=spec.concurrency,
         ) as client:
             limits = await client.limits()
             options = SubmitOptions(
@@ -399,6 +451,11 @@ def submit(
     timeout: float = 60.0,
     client: distributed.Client | None = None,
     wait: bool = True,
+    verify: bool | str | os.PathLike[str] = True,
+    cert: str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+    proxy: str | None = None,
+    trust_env: bool = True,
+    http2: bool = False,
 ) -> dd.DataFrame:
     """Submit every row of a Dask DataFrame, a partition per task, once; return the persisted result.
 
@@ -422,7 +479,16 @@ def submit(
 
     Every partition is checked before anything is sent; a reference to a
     row of another partition is refused, naming both rows.
+
+    ``verify``, ``cert``, ``proxy``, ``trust_env`` and ``http2`` are
+    :class:`batchnb.Client`'s, checked here and used by every worker: a CA
+    or certificate path must be one every worker sees (as ``journal``); an
+    ``ssl.SSLContext`` cannot travel (give the CA file's path); a proxy URL
+    holding a password reaches the workers with the credentials, never in
+    the task graph. With ``trust_env``, each worker also reads its own
+    environment (``HTTPS_PROXY``, ``SSL_CERT_FILE``, …), as httpx does.
     """
+    connection, secret_proxy = _connection_for_workers(verify, cert, proxy, trust_env, http2)
     client = client or distributed.get_client()
     frame_options = {
         k: v
@@ -451,9 +517,9 @@ def submit(
         raise BatchValidationError(problems)
     submission = _start(journal, resume)
     plugin_name = None
-    if token is not None or api_key is not None:
+    if token is not None or api_key is not None or secret_proxy is not None:
         plugin_name = f"batchnb-credentials-{submission}"
-        client.register_plugin(_Credentials(plugin_name, api_key, token), name=plugin_name)
+        client.register_plugin(_Credentials(plugin_name, api_key, token, secret_proxy), name=plugin_name)
     import hashlib
 
     tenant = hashlib.sha256(f"{url}|{api_key or ''}|{token or ''}".encode()).hexdigest()[:16]
@@ -472,6 +538,7 @@ def submit(
         journal=None if journal is None else str(Path(journal).resolve()),
         limit_id=tenant,
         credentials=plugin_name,
+        connection=connection,
     )
     result = ddf.map_partitions(_submit_partition, spec, meta=_meta(ddf._meta.index), align_dataframes=False).persist()
     if wait:
