@@ -144,7 +144,7 @@ class Connection:
         elif self.http2 and importlib.util.find_spec("h2") is None:
             found.append(Problem(name["http2"], "needs the h2 package: pip install 'httpx[http2]'"))
         found += _hook_problems(self.event_hooks, name["event_hooks"])
-        if not found and (self._given_tls() or self._tls_from_environment()):
+        if not found and self._given_tls():
             # Read every file now, as the client will: a file that is not PEM, a key that does not match.
             try:
                 self.ssl_context()
@@ -152,8 +152,6 @@ class Connection:
                 found.append(Problem(name["key"], "the key is encrypted: give a key file without a passphrase"))
             except (ssl.SSLError, OSError, ValueError) as exc:
                 where = name["cert"] if self.cert is not None else name["verify"]
-                if self.cert is None and self.verify is True:
-                    where = "SSL_CERT_FILE" if os.environ.get("SSL_CERT_FILE") else "SSL_CERT_DIR"
                 found.append(Problem(where, f"could not be loaded: {_ssl_reason(exc)}"))
         return found
 
@@ -165,9 +163,6 @@ class Connection:
 
     def _given_tls(self) -> bool:
         return self.cert is not None or isinstance(self.verify, (str, os.PathLike))
-
-    def _tls_from_environment(self) -> bool:
-        return self.verify is True and self.trust_env and bool(_env_ca())
 
     def _verify_problems(self, pointer: str) -> list[Problem]:
         verify = self.verify

@@ -389,6 +389,8 @@ examples:
   batchnb run staff.csv --path '/api/2.1/scheduling/companies/{company_id}/staff' \\
       --method POST --dtype phone=str --dry-run
   batchnb run ops.csv --url "$API" --expect expected.csv --junit report.xml   # a regression test in CI
+  batchnb run ops.csv --url https://api.corp --direct --cacert corp-ca.pem --proxy http://proxy.corp:3128
+  SSL_CERT_FILE=corp-ca.pem HTTPS_PROXY=http://proxy.corp:3128 batchnb run ops.csv --url https://api.corp --direct
   BATCHNB_URL=https://api.example BATCHNB_TOKEN=... batchnb run ops.csv -o - > result.csv"""
 
 
