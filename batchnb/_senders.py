@@ -20,6 +20,7 @@ import orjson
 
 from . import _json
 from ._exceptions import TransportError
+from .auth import refreshes
 from .engine import Dispatcher, ResponseTooLarge, UnreadableResponse, execute, read_bounded
 from .model import BATCH_PATH, Operation, Response
 
@@ -67,8 +68,13 @@ class BatchEndpoint:
         *,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
         parallel: int = 1,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self._http = http
+        #: signs each batch (a batch refused 401 as a whole ran nothing: the flow may send it again).
+        self.auth = auth
+        #: whether operations answered 401 inside a batch may go again: the flow was told their token is spent.
+        self.refreshes = refreshes(auth)
         self._url = base_url + BATCH_PATH
         self._headers = {**headers, "Content-Type": "application/json"}
         self._query = dict(query) or None
@@ -85,7 +91,7 @@ class BatchEndpoint:
             "POST", self._url, content=content, headers=self._headers, params=self._query
         )
         try:
-            r = await self._http.send(request, stream=True)
+            r = await self._http.send(request, stream=True, auth=self.auth)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise TransportError(f"could not connect to {self._url} ({type(exc).__name__})", sent=False) from None
         except httpx.TransportError as exc:
@@ -107,7 +113,20 @@ class BatchEndpoint:
         except orjson.JSONDecodeError:
             body = raw.decode("utf-8", "replace") if r.status_code != 200 else None
         responses = _responses_for(body, ops) if r.status_code == 200 else None
+        if self.refreshes and responses is not None and _refused(ops, responses):
+            # The token this batch went with (the last request the flow sent) is spent.
+            self.auth.invalidate(r.request.headers.get("authorization"))  # type: ignore[union-attr]
         return Reply(r.status_code, dict(r.headers), responses, body)
+
+
+def own_authorization(op: Operation) -> bool:
+    """Whether ``op`` carries credentials of its own (then the batch's are not its to refresh)."""
+    return any(k.lower() == "authorization" for k in op.headers or {})
+
+
+def _refused(ops: list[Operation], responses: list[Response]) -> bool:
+    """Whether an operation sent with the batch's credentials was answered 401."""
+    return any(r.status == 401 and not own_authorization(op) for op, r in zip(ops, responses))
 
 
 class InProcessEngine:
@@ -123,6 +142,8 @@ class InProcessEngine:
         parallel: int = 1,
     ) -> None:
         self._dispatch = dispatch
+        #: the dispatcher's auth flow: it refreshes and resends each refused operation itself, once.
+        self.auth = getattr(dispatch, "auth", None)
         self._headers = dict(headers)
         self._query = dict(query)
         self._timeout = timeout
