@@ -583,3 +583,30 @@ def test_dask_workers_get_the_flow_through_the_plugin_never_the_graph(tmp_path):
     assert_no_secret({"the result": frame.to_csv()}, {api.client_secret})
     journals = "".join(p.read_text() for p in (tmp_path / "j").glob("*.jsonl"))
     assert journals and not TOKEN_LIKE.search(journals) and api.client_secret not in journals
+
+
+def test_a_resume_sends_a_refused_row_with_the_rows_that_answered_424_because_of_it(tmp_path):
+    journal = str(tmp_path / "run.jsonl")
+    ops = [
+        batchnb.Operation("POST", THINGS, {"key": "a"}, name="a"),
+        batchnb.Operation("PUT", f"{THINGS}/{batchnb.ref('a', '$.id')}", {"key": "a", "seen": True}),
+        batchnb.Operation("POST", THINGS, {"key": "b"}),
+    ]
+    with CompanyAPI() as api, gateway(api.url, tmp_path) as gw:
+        auth = ClientCredentials(api.token_url, api.client_id, api.client_secret)
+        api.refuse(True)
+        with pytest.raises(AuthenticationError) as info:
+            Client(gw, auth=auth).submit(ops, journal=journal)
+        assert list(info.value.partial["status"]) == [401, 424, 401]
+        api.refuse(False)
+        result = Client(gw, auth=auth).submit(ops, journal=journal, resume=True)
+        assert list(result["status"]) == [201, 200, 201] and result["body"][1]["seen"] is True
+        assert api.stats()["created"] == 2
+
+
+def test_a_sync_client_keeps_its_token_from_call_to_call():
+    transport, state = token_endpoint()
+    client = Client("http://api.test", auth=creds(), mode="direct", transport=transport)
+    for _ in range(3):
+        client.submit([batchnb.Operation("GET", "/a")])
+    assert state["tokens"] == 1
