@@ -113,9 +113,10 @@ class BatchEndpoint:
         except orjson.JSONDecodeError:
             body = raw.decode("utf-8", "replace") if r.status_code != 200 else None
         responses = _responses_for(body, ops) if r.status_code == 200 else None
-        if self.refreshes and responses is not None and _refused(ops, responses):
+        sent_with = r.request.headers.get("authorization")
+        if self.refreshes and sent_with and responses is not None and _refused(ops, responses):
             # The token this batch went with (the last request the flow sent) is spent.
-            self.auth.invalidate(r.request.headers.get("authorization"))  # type: ignore[union-attr]
+            self.auth.invalidate(sent_with)  # type: ignore[union-attr]
         return Reply(r.status_code, dict(r.headers), responses, body)
 
 

@@ -188,6 +188,12 @@ class ClientCredentials(httpx.Auth):
             else:
                 future.set_result(None)  # a waiter that finds no token (this request was abandoned) asks itself
 
+    def _drop(self, future: concurrent.futures.Future[None]) -> None:
+        """A token request that has taken longer than any request may: the next claim asks again."""
+        with self._lock:
+            if self._pending is future:
+                self._pending = None
+
     def _margin(self, lifetime: float) -> float:
         if self.refresh_margin is not None:
             return min(self.refresh_margin, lifetime)
@@ -277,6 +283,11 @@ class ClientCredentials(httpx.Auth):
             # Refused: this token is spent (unless another request has replaced it already).
             self.invalidate(header)
 
+    # Both drivers are written out (httpx's default drives ``auth_flow`` and reads every answer in full when
+    # ``requires_response_body`` is set): waiting for another request's token differs between threads and
+    # event loops, and only the token answer is read here, so that the API's answer stays the caller's to
+    # read within its bounds.
+
     def sync_auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         flow = self._flow(request)
         try:
@@ -284,7 +295,8 @@ class ClientCredentials(httpx.Auth):
             while True:
                 reply: httpx.Response | None = None
                 if isinstance(step, _Wait):
-                    _wait(step)
+                    if not _wait(step):
+                        self._drop(step.future)
                 else:
                     reply = yield step
                     if step is not request:
@@ -302,7 +314,8 @@ class ClientCredentials(httpx.Auth):
             while True:
                 reply: httpx.Response | None = None
                 if isinstance(step, _Wait):
-                    await _wait_async(step)
+                    if not await _wait_async(step):
+                        self._drop(step.future)
                 else:
                     reply = yield step
                     if step is not request:
@@ -314,23 +327,26 @@ class ClientCredentials(httpx.Auth):
             flow.close()
 
 
-def _wait(step: _Wait) -> None:
+def _wait(step: _Wait) -> bool:
+    """Wait for another request's token request; False when it took too long (it is stuck)."""
     try:
         step.future.result(timeout=step.seconds)
     except concurrent.futures.TimeoutError:
-        return  # the request that asked is stuck: the next claim asks again
+        return False
     except AuthenticationError as exc:
         raise _again(exc) from None
+    return True
 
 
-async def _wait_async(step: _Wait) -> None:
+async def _wait_async(step: _Wait) -> bool:
     # Shielded: a waiter that is cancelled must not cancel the token request others wait for.
     try:
         await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(step.future)), step.seconds)
     except asyncio.TimeoutError:
-        return
+        return False
     except AuthenticationError as exc:
         raise _again(exc) from None
+    return True
 
 
 def _again(exc: AuthenticationError) -> AuthenticationError:

@@ -610,3 +610,28 @@ def test_a_sync_client_keeps_its_token_from_call_to_call():
     for _ in range(3):
         client.submit([batchnb.Operation("GET", "/a")])
     assert state["tokens"] == 1
+
+
+def test_a_token_request_that_is_stuck_is_not_waited_for_past_the_request_timeout():
+    stuck = threading.Event()
+
+    def answer(request: httpx.Request, n: int) -> httpx.Response:
+        if n == 1:
+            stuck.wait(30)  # the first token request hangs (its own timeout is the transport's business)
+        return httpx.Response(200, json={"access_token": f"t{n}", "token_type": "Bearer", "expires_in": 60})
+
+    transport, state = token_endpoint(answer)
+    auth = creds()
+    first: list[str] = []
+    hung = threading.Thread(
+        target=lambda: first.append(httpx.Client(transport=transport).get("http://api.test/x", auth=auth).text)
+    )
+    hung.start()
+    wait_until(lambda: state["tokens"] == 1, 10, "the first token request was not made")
+    try:
+        with httpx.Client(transport=transport, timeout=0.1) as http:
+            assert http.get("http://api.test/y", auth=auth).json()["token"] == "t2"
+    finally:
+        stuck.set()
+        hung.join(30)
+    assert first and state["tokens"] == 2
