@@ -30,6 +30,7 @@ from ._exceptions import (
     UnsupportedMediaTypeError,
     WaitTimeout,
 )
+from .auth import ClientCredentials
 from .client import AsyncClient, Client
 from .model import Batch, Operation, Response
 from .plan import Plan, PlannedBatch
@@ -45,6 +46,7 @@ __all__ = [
     "BatchHTTPError",
     "BatchValidationError",
     "Client",
+    "ClientCredentials",
     "Composer",
     "Limits",
     "LocalServer",

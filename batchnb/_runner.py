@@ -10,7 +10,18 @@ The rules that keep bulk writes safe live here:
   status and the error "outcome unknown: not resent because it contains POST";
 - a batch refused as a whole (400, 401, 413, 415) runs nothing: its rows say
   so, further batches are not started, and the error is raised at the end
-  with the whole result attached.
+  with the whole result attached;
+- with an auth flow, operations answered 401 inside a batch did not run:
+  when the flow can be told that their token is spent (``invalidate``, as
+  :class:`~batchnb.auth.ClientCredentials` has), they go again once, with
+  their dependents that answered 424 because of them. An operation sent
+  with the run's credentials that is answered 401 after that (or at all,
+  when the flow cannot be told; in direct mode the flow resends each
+  refused operation itself) cannot be cured: the run stops sending, the
+  rows not sent say "not run: unauthorized (…)", and
+  :class:`~batchnb.AuthenticationError` is raised at the end. So does a
+  token endpoint that refuses the client. Operations that carry their own
+  ``Authorization`` are the user's: their 401 is only theirs.
 
 What a batch *means* (which operations cannot run because an earlier batch's
 result failed, and which depend on those) is the engine's: see
@@ -26,9 +37,9 @@ import time
 from typing import Any, Callable
 
 from . import rules
-from ._exceptions import BatchHTTPError, TransportError, http_error
+from ._exceptions import AuthenticationError, BatchHTTPError, TransportError, http_error
 from ._keys import RunKeys, keyed
-from ._senders import Sender, retry_after
+from ._senders import Sender, own_authorization, retry_after
 from .engine import prepare, result_lookup
 from .journal import Journal
 from .model import Operation, Response, is_idempotent
@@ -84,6 +95,12 @@ class Runner:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.fatal: BatchHTTPError | None = None
+        #: why the run stopped sending, when operations were refused with its credentials (401).
+        self._unauthorized: str | None = None
+        #: the run signs with an auth flow: a 401 it could not cure stops it.
+        self._flow = getattr(send, "auth", None) is not None
+        #: the flow can be told a token is spent: operations refused with it go again once.
+        self._refreshes = bool(getattr(send, "refreshes", False))
         #: how many batches reached the server (answered, or lost after sending).
         self.delivered = 0
         #: why the last batch that never left could not be delivered.
@@ -113,7 +130,7 @@ class Runner:
                     await done[d].wait()
                 async with sem:
                     if self.fatal is not None:
-                        self.outcomes[b.index] = [_placeholder(op, f"not run: {self.fatal}") for op in b.operations]
+                        self.outcomes[b.index] = [_placeholder(op, self._stopped()) for op in b.operations]
                     else:
                         await self._pace()
                         # Left in place if cancelled: settle() then reports its outcome as unknown.
@@ -141,8 +158,14 @@ class Runner:
     def not_run(self, plan: Plan) -> list[Response]:
         """Responses for a plan that is not sent because an earlier batch was refused."""
         for b in plan.batches:
-            self.outcomes[b.index] = [_placeholder(op, f"not run: {self.fatal}") for op in b.operations]
+            self.outcomes[b.index] = [_placeholder(op, self._stopped()) for op in b.operations]
         return self.collect(plan)
+
+    def _stopped(self) -> str:
+        """Why a batch is not sent after the run stopped."""
+        if isinstance(self.fatal, AuthenticationError):
+            return f"not run: unauthorized ({self._unauthorized or self.fatal.message})"
+        return f"not run: {self.fatal}"
 
     def collect(self, plan: Plan) -> list[Response]:
         out: list[Response] = []
@@ -203,6 +226,10 @@ class Runner:
                 for _p, r in top.walk():
                     if r.attempts is None:
                         r.attempts = attempts
+            if self._refreshes and self.fatal is None:
+                server = await self._resend_unauthorized(prepared.sendable, server)
+            if self._flow:
+                self._stop_if_unauthorized(prepared.sendable, server)
             if self.retry_operations or self.keys is not None:
                 server = await self._retry_operations(prepared.sendable, server)
         return prepared.merge(server)
@@ -215,6 +242,10 @@ class Runner:
             can_retry = attempt <= self.retries
             try:
                 reply = await self.send(ops)
+            except AuthenticationError as exc:  # the auth flow could not get a token: nothing was sent
+                if self.fatal is None:
+                    self.fatal = exc
+                return [_placeholder(op, f"not run: unauthorized ({exc.message})") for op in ops], attempt
             except TransportError as exc:
                 # Not transient (a certificate, a proxy's 407, a host that does not resolve): the same next time.
                 if (not exc.sent or resendable) and can_retry and exc.transient:
@@ -296,6 +327,46 @@ class Runner:
                 server[i] = r
         return server
 
+    async def _resend_unauthorized(self, ops: list[Operation], server: list[Response]) -> list[Response]:
+        """Send again, once, top-level operations answered 401 with the run's credentials (the sender has
+        told the auth flow that their token is spent), with the operations that answered 424 because of them."""
+        again: list[int] = []
+        waiting: set[str] = set()
+        for i, (op, r) in enumerate(zip(ops, server)):
+            if _unauthorized(op, r) or (r.status == 424 and _refers_to(op, waiting)):
+                again.append(i)
+                waiting |= {o.name for _p, o in op.walk() if o.name}
+        if not again:
+            return server
+        for top in server:
+            for _p, r in top.walk():
+                if r.name and r.name not in waiting and r.status is not None:
+                    self.results[r.name] = r
+        prepared = prepare([ops[i] for i in again], self._lookup)
+        redo, sent_attempts = await self._send_with_retries(prepared.sendable) if prepared.sendable else ([], 0)
+        resent = {id(x) for top in redo for _p, x in top.walk()}
+        for i, r in zip(again, prepared.merge(redo)):
+            before = server[i].attempts or 1
+            for _p, x in r.walk():
+                if id(x) in resent:
+                    x.attempts = before + sent_attempts
+            server[i] = r
+        return server
+
+    def _stop_if_unauthorized(self, ops: list[Operation], server: list[Response]) -> None:
+        """Stop the run when an operation sent with its credentials is refused and the flow cannot cure it."""
+        refused = next((r for op, r in zip(ops, server) if _unauthorized(op, r)), None)
+        if refused is None or self.fatal is not None:
+            return
+        from .results import _error_text
+
+        why = _error_text(refused)
+        why = why[len("HTTP 401: ") :] if why.startswith("HTTP 401: ") else why
+        self._unauthorized = why
+        self.fatal = AuthenticationError(
+            401, f"operations were refused with the run's credentials ({why}); the run stopped sending"
+        )
+
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_backoff)
@@ -308,6 +379,11 @@ def _retry(op: Operation, r: Response, statuses: set[int]) -> bool:
     if r.status == 409:
         return 409 in statuses and keyed([op])
     return r.status in statuses
+
+
+def _unauthorized(op: Operation, r: Response) -> bool:
+    """Whether ``op``, sent with the run's credentials, was answered 401 (did not run)."""
+    return r.status == 401 and not own_authorization(op)
 
 
 def _refers_to(op: Operation, names: set[str]) -> bool:

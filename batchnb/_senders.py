@@ -21,6 +21,7 @@ import orjson
 from . import _json
 from ._connect import Connection, Unreached, proxy_refused, unreached
 from ._exceptions import TransportError
+from .auth import refreshes
 from .engine import Dispatcher, ResponseTooLarge, UnreadableResponse, execute, read_bounded
 from .model import BATCH_PATH, Operation, Response
 
@@ -69,10 +70,15 @@ class BatchEndpoint:
         max_answer_bytes: int = MAX_ANSWER_BYTES,
         parallel: int = 1,
         connection: Connection | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self._http = http
         #: what ``http`` was made with: names the proxy when one refuses.
         self._connection = connection
+        #: signs each batch (a batch refused 401 as a whole ran nothing: the flow may send it again).
+        self.auth = auth
+        #: whether operations answered 401 inside a batch may go again: the flow was told their token is spent.
+        self.refreshes = refreshes(auth)
         self._url = base_url + BATCH_PATH
         self._headers = {**headers, "Content-Type": "application/json"}
         self._query = dict(query) or None
@@ -89,7 +95,7 @@ class BatchEndpoint:
             "POST", self._url, content=content, headers=self._headers, params=self._query
         )
         try:
-            r = await self._http.send(request, stream=True)
+            r = await self._http.send(request, stream=True, auth=self.auth)
             refused = proxy_refused(r)
             if refused is not None:
                 await r.aclose()
@@ -116,11 +122,25 @@ class BatchEndpoint:
         except orjson.JSONDecodeError:
             body = raw.decode("utf-8", "replace") if r.status_code != 200 else None
         responses = _responses_for(body, ops) if r.status_code == 200 else None
+        sent_with = r.request.headers.get("authorization")
+        if self.refreshes and sent_with and responses is not None and _refused(ops, responses):
+            # The token this batch went with (the last request the flow sent) is spent.
+            self.auth.invalidate(sent_with)  # type: ignore[union-attr]
         return Reply(r.status_code, dict(r.headers), responses, body)
 
     def _unreached(self, exc: httpx.HTTPError) -> Unreached:
         proxy = self._connection.proxy_for(self._url) if self._connection is not None else None
         return unreached(exc, self._url, proxy)
+
+
+def own_authorization(op: Operation) -> bool:
+    """Whether ``op`` carries credentials of its own (then the batch's are not its to refresh)."""
+    return any(k.lower() == "authorization" for k in op.headers or {})
+
+
+def _refused(ops: list[Operation], responses: list[Response]) -> bool:
+    """Whether an operation sent with the batch's credentials was answered 401."""
+    return any(r.status == 401 and not own_authorization(op) for op, r in zip(ops, responses))
 
 
 class InProcessEngine:
@@ -143,6 +163,8 @@ class InProcessEngine:
         parallel: int = 1,
     ) -> None:
         self._dispatch = dispatch
+        #: the dispatcher's auth flow: it refreshes and resends each refused operation itself, once.
+        self.auth = getattr(dispatch, "auth", None)
         self._headers = dict(headers)
         self._query = dict(query)
         self._timeout = timeout

@@ -152,8 +152,7 @@ class Submission:
         return self._first_plan
 
     def _plan(self, ops: list[Operation]) -> Plan:
-        done = self._done
-        pending = [op for op in ops if row_key(op.row) not in done] if done else ops
+        pending = self._pending(ops) if self._done else ops
         problems = [
             Problem(
                 f"row {op.row!r}",
@@ -176,6 +175,25 @@ class Submission:
             for b in plan.batches:
                 b.keyed = True  # every POST and PATCH gets a key the API honours
         return plan
+
+    def _pending(self, ops: list[Operation]) -> list[Operation]:
+        """The operations of ``ops`` that a resume sends: those with no final outcome in the journal, and
+        those that answered 424 because one of them did not run (references point backwards: one pass)."""
+        pending: list[Operation] = []
+        going: set[str] = set()
+        for op in ops:
+            key = row_key(op.row)
+            before = self._done.get(key)
+            if before is not None:
+                if not (before.status == 424 and going and any(o.referenced_names() & going for _p, o in op.walk())):
+                    continue
+                del self._done[key]
+                for _p, r in before.walk():
+                    if r.name:
+                        self._known.pop(r.name, None)
+            pending.append(op)
+            going |= {o.name for _p, o in op.walk() if o.name}
+        return pending
 
     async def run(self) -> Any:
         """Send every batch and return the result (responses for a Batch, else a DataFrame)."""

@@ -207,6 +207,35 @@ def _read_input(args: argparse.Namespace) -> Any:
     return read_csv(src, sep=args.sep, encoding=args.encoding, strings=args.strings, dtype=_dtypes(args.dtype))
 
 
+def _client_credentials(args: argparse.Namespace) -> Any:
+    """The OAuth2 client-credentials flow the options ask for, or None."""
+    from ._exceptions import BatchValidationError, Problem
+    from .auth import ClientCredentials
+
+    given = [f for f in ("client_id", "client_secret_file", "scope") if getattr(args, f)]
+    if not args.token_url:
+        if given:
+            raise _Usage(f"run --{given[0].replace('_', '-')}: needs --token-url (the OAuth2 token endpoint)")
+        return None
+    if not args.client_id:
+        raise _Usage("run --token-url: give the client's id with --client-id")
+    if args.client_secret_file:
+        try:
+            secret = Path(args.client_secret_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            why = exc.strerror or type(exc).__name__
+            raise BatchValidationError(
+                [Problem("--client-secret-file", f"{args.client_secret_file!r} cannot be read: {why}")]
+            ) from None
+        if not secret:
+            raise BatchValidationError([Problem("--client-secret-file", f"{args.client_secret_file!r} is empty")])
+    else:
+        secret = os.environ.get("BATCHNB_CLIENT_SECRET", "")
+        if not secret:
+            raise _Usage("run --token-url: set BATCHNB_CLIENT_SECRET, or give --client-secret-file FILE")
+    return ClientCredentials(args.token_url, args.client_id, secret, scope=args.scope)
+
+
 def run(args: argparse.Namespace) -> int:
     from ._exceptions import BatchError, BatchValidationError, SubmitInterrupted
     from ._output import Output
@@ -236,13 +265,16 @@ def run(args: argparse.Namespace) -> int:
         if "headers" in df.columns:
             raise _Usage("run --header: the file has a 'headers' column already; use one or the other")
         options["headers"] = _headers(args.header)
-    token = args.token or os.environ.get("BATCHNB_TOKEN")
-    api_key = args.api_key or os.environ.get("BATCHNB_API_KEY")
+    auth = _client_credentials(args)
+    # With a token endpoint, only a token given on the command line competes with it (and is refused).
+    token = args.token or (None if auth else os.environ.get("BATCHNB_TOKEN"))
+    api_key = args.api_key or (None if auth else os.environ.get("BATCHNB_API_KEY"))
     connection = _connection(args)
     client = Client(
         url,
         api_key=api_key,
         token=token,
+        auth=auth,
         concurrency=args.concurrency,
         retries=args.retries,
         mode="direct" if args.direct else "batch",
@@ -481,6 +513,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--url", help="base URL of the Batch API server (default: BATCHNB_URL)")
     r.add_argument("--api-key", help="api key (default: BATCHNB_API_KEY)")
     r.add_argument("--token", help="token (default: BATCHNB_TOKEN; prefer the variable: arguments show in ps)")
+    r.add_argument(
+        "--token-url",
+        metavar="URL",
+        help="OAuth2 token endpoint: get tokens by client credentials, refreshed as they run out "
+        "(the secret from BATCHNB_CLIENT_SECRET or --client-secret-file, never an argument)",
+    )
+    r.add_argument("--client-id", metavar="ID", help="OAuth2 client id (with --token-url)")
+    r.add_argument(
+        "--client-secret-file",
+        metavar="FILE",
+        help="a file holding the OAuth2 client secret (default: BATCHNB_CLIENT_SECRET)",
+    )
+    r.add_argument("--scope", help="OAuth2 scope to ask for (with --token-url)")
     r.add_argument("--method", help="a method, or the column holding it (default: the 'method' column)")
     r.add_argument(
         "--path",

@@ -27,6 +27,7 @@ from ._exceptions import BatchValidationError, Problem, TransportError, http_err
 from ._secrets import mask_headers, mask_logger, scrub
 from ._senders import BatchEndpoint, InProcessEngine, Sender, retry_after
 from ._submission import Submission, SubmitOptions
+from .auth import as_auth, auth_problem, describe
 from ._sync import run_sync
 from .engine import HTTPDispatcher
 from .model import BATCH_PATH, Batch, Operation, Response
@@ -42,7 +43,15 @@ DEFAULT_LIMITS = {"maxRequests": rules.DEFAULT_MAX_REQUESTS, "maxDepth": rules.D
 Body = Sequence[Hashable] | Mapping[str, Hashable] | Callable[[dict], Any] | str | Literal[False] | None
 
 
-def _argument_problems(base_url: Any, auth: str, mode: str, api_key: str | None, token: str | None) -> list[Problem]:
+def _argument_problems(
+    base_url: Any,
+    credentials_in: str,
+    mode: str,
+    api_key: str | None,
+    token: str | None,
+    auth: Any,
+    headers: Mapping[str, str] | None,
+) -> list[Problem]:
     problems = []
     url = base_url if isinstance(base_url, str) else ""
     scheme, sep, rest = url.partition("://")
@@ -53,10 +62,17 @@ def _argument_problems(base_url: Any, auth: str, mode: str, api_key: str | None,
         problems.append(Problem("base_url", f"{url!r} is not an http(s) URL: write {guess}"))
     if api_key and not token:
         problems.append(Problem("token", "api_key was given without a token: the server needs both"))
-    if auth not in ("header", "query"):
-        problems.append(Problem("auth", f"must be 'header' or 'query', not {auth!r}"))
-    elif auth == "query" and not (api_key and token):
-        problems.append(Problem("auth", "'query' needs both api_key and token"))
+    if credentials_in not in ("header", "query"):
+        problems.append(Problem("credentials_in", f"must be 'header' or 'query', not {credentials_in!r}"))
+    elif credentials_in == "query" and not (api_key and token):
+        problems.append(Problem("credentials_in", "'query' needs both api_key and token"))
+    wrong = auth_problem(auth)
+    if wrong is not None:
+        problems.append(Problem("auth", wrong))
+    elif auth is not None and (token or api_key):
+        problems.append(Problem("auth", "was given with token/api_key: the auth flow sets the credentials; pass one"))
+    elif auth is not None and any(k.lower() == "authorization" for k in headers or {}):
+        problems.append(Problem("auth", "was given with an Authorization header in headers=; pass one"))
     if mode not in ("batch", "direct"):
         problems.append(Problem("mode", f"must be 'batch' or 'direct', not {mode!r}"))
     return problems
@@ -69,8 +85,15 @@ class AsyncClient:
     ...     result = await client.submit(df, path="/api/2.1/scheduling/companies", method="POST", body=["name"])
 
     Credentials: ``token`` is sent as ``Authorization: Bearer``; with
-    ``auth="query"`` the ``apiKey`` and ``token`` query parameters are used
-    instead. ``headers`` are added to every batch. ``mode="direct"`` runs the
+    ``credentials_in="query"`` the ``apiKey`` and ``token`` query parameters
+    are used instead. Or ``auth``, an ``httpx.Auth`` (such as
+    :class:`batchnb.auth.ClientCredentials`, OAuth2 tokens that refresh
+    themselves) or a callable that returns headers for each request: it
+    signs every batch (``mode="direct"``: every operation that has no
+    ``Authorization`` of its own). Operations answered 401 inside a batch
+    are sent again once after the auth flow was told (``invalidate``); a run
+    whose operations are still refused stops sending and raises
+    :class:`~batchnb.AuthenticationError`. ``headers`` are added to every batch. ``mode="direct"`` runs the
     batches here, sending each operation to ``base_url`` itself (for an API
     with no batch endpoint). ``max_requests``/``max_depth`` override the
     limits the server announces. ``backoff`` is the first wait before a retry
@@ -99,7 +122,8 @@ class AsyncClient:
         api_key: str | None = None,
         token: str | None = None,
         headers: Mapping[str, str] | None = None,
-        auth: Literal["header", "query"] = "header",
+        credentials_in: Literal["header", "query"] = "header",
+        auth: httpx.Auth | Callable[[], Mapping[str, str]] | None = None,
         timeout: float = 60.0,
         mode: Literal["batch", "direct"] = "batch",
         concurrency: int = 4,
@@ -119,15 +143,18 @@ class AsyncClient:
         connection = Connection(
             verify=verify, cert=cert, proxy=proxy, trust_env=trust_env, http2=http2, event_hooks=event_hooks
         )
-        problems = _argument_problems(base_url, auth, mode, api_key, token) + connection.problems()
+        problems = _argument_problems(base_url, credentials_in, mode, api_key, token, auth, headers)
+        problems += connection.problems()
         if problems:
             raise BatchValidationError(problems)
-        if auth == "query":
+        if credentials_in == "query":
             mask_logger("httpx")
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._token = token
-        self._auth = auth
+        self._credentials_in = credentials_in
+        self._auth_given = auth
+        self._auth = as_auth(auth)
         self._extra_headers = dict(headers or {})
         self.timeout = timeout
         self.mode = mode
@@ -143,7 +170,12 @@ class AsyncClient:
         self._limits: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
-        auth = "no credentials" if not self._token else ("token ***" if self._auth == "header" else "apiKey/token ***")
+        if self._auth is not None:
+            auth = f"auth={describe(self._auth_given)}"
+        elif not self._token:
+            auth = "no credentials"
+        else:
+            auth = "token ***" if self._credentials_in == "header" else "apiKey/token ***"
         extra = f", headers={mask_headers(self._extra_headers)}" if self._extra_headers else ""
         settings = "".join(f", {k}={v}" for k, v in self.connection.settings().items())
         return f"{type(self).__name__}({mask_url(self.base_url)!r}, {auth}{extra}, mode={self.mode!r}{settings})"
@@ -153,7 +185,7 @@ class AsyncClient:
     def _credentials(self) -> tuple[dict[str, str], dict[str, str]]:
         headers = dict(self._extra_headers)
         query: dict[str, str] = {}
-        if self._token and self._auth == "header":
+        if self._token and self._credentials_in == "header":
             headers["Authorization"] = f"Bearer {self._token}"
         elif self._token:
             query = {"apiKey": self._api_key or "", "token": self._token}
@@ -168,7 +200,7 @@ class AsyncClient:
         headers, query = self._credentials()
         if self.mode == "direct":
             # The engine runs here: as many at once as asked.
-            dispatch = HTTPDispatcher(self._client(), self.base_url, connection=self.connection)
+            dispatch = HTTPDispatcher(self._client(), self.base_url, connection=self.connection, auth=self._auth)
             return InProcessEngine(dispatch, headers, query, self.timeout, parallel=parallel)
         # Held to what the server says it runs at once; one that says nothing runs them one at a time.
         most = int(limits.get("maxParallel") or 1) if limits is not None else parallel
@@ -179,6 +211,7 @@ class AsyncClient:
             query,
             parallel=max(1, min(parallel, most)),
             connection=self.connection,
+            auth=self._auth,
         )
 
     async def aclose(self) -> None:
@@ -207,7 +240,9 @@ class AsyncClient:
             if self.mode == "batch" and (self._max_requests is None or self._max_depth is None):
                 headers, query = self._credentials()
                 try:
-                    r = await self._client().get(self.base_url + BATCH_PATH, headers=headers, params=query or None)
+                    r = await self._client().get(
+                        self.base_url + BATCH_PATH, headers=headers, params=query or None, auth=self._auth
+                    )
                     if r.status_code == 200:
                         limits.update(r.json())
                 except (httpx.HTTPError, ValueError):
@@ -364,7 +399,8 @@ class Client:
         api_key: str | None = None,
         token: str | None = None,
         headers: Mapping[str, str] | None = None,
-        auth: Literal["header", "query"] = "header",
+        credentials_in: Literal["header", "query"] = "header",
+        auth: httpx.Auth | Callable[[], Mapping[str, str]] | None = None,
         timeout: float = 60.0,
         mode: Literal["batch", "direct"] = "batch",
         concurrency: int = 4,
@@ -385,6 +421,7 @@ class Client:
             api_key=api_key,
             token=token,
             headers=headers,
+            credentials_in=credentials_in,
             auth=auth,
             timeout=timeout,
             mode=mode,

@@ -102,10 +102,14 @@ class _Spec:
 class _Credentials(distributed.WorkerPlugin):
     """Credentials handed to every worker once, outside the task graph."""
 
-    def __init__(self, name: str, api_key: str | None, token: str | None, proxy: str | None = None) -> None:
+    def __init__(
+        self, name: str, api_key: str | None, token: str | None, auth: Any = None, proxy: str | None = None
+    ) -> None:
         self.name = name
         self.api_key = api_key
         self.token = token
+        #: an auth flow (httpx.Auth): each worker gets its own copy, which keeps its tokens for its partitions.
+        self.auth = auth
         #: a proxy URL with its password, when it has one.
         self.proxy = proxy
 
@@ -118,8 +122,8 @@ def _credentials(spec: _Spec) -> dict[str, str | None]:
         plugin = distributed.get_worker().plugins.get(spec.credentials)
         if plugin is None:
             raise BatchValidationError([Problem("token", "the credentials of this submit are not on this worker")])
-        found = {"api_key": plugin.api_key, "token": plugin.token}
-        if plugin.api_key is None and plugin.token is None:  # the plugin carries only a proxy's password
+        found = {"api_key": plugin.api_key, "token": plugin.token, "auth": getattr(plugin, "auth", None)}
+        if found == {"api_key": None, "token": None, "auth": None}:  # the plugin carries only a proxy's password
             found = {"api_key": os.environ.get("BATCHNB_API_KEY"), "token": os.environ.get("BATCHNB_TOKEN")}
         if getattr(plugin, "proxy", None):
             found["proxy"] = plugin.proxy
@@ -260,6 +264,9 @@ class _ClusterSender:
 
     def __init__(self, inner: Any, spec: _Spec, fence: _Fence | None, key: str | None) -> None:
         self.inner = inner
+        # What the runner asks of a sender about its auth flow (see batchnb._runner).
+        self.auth = getattr(inner, "auth", None)
+        self.refreshes = getattr(inner, "refreshes", False)
         self.fence = fence
         self.key = key
         # Created by name, here, inside the task: every worker's copy is the same semaphore.
@@ -434,6 +441,7 @@ def submit(
     *,
     token: str | None = None,
     api_key: str | None = None,
+    auth: Any = None,
     method: str | None = None,
     path: str | None = None,
     body: Sequence[Hashable] | Mapping[str, Hashable] | Callable[[dict], Any] | str | Literal[False] | None = None,
@@ -467,8 +475,10 @@ def submit(
     worker. ``journal`` is a directory every worker sees (a shared
     filesystem): required unless every operation is GET, PUT or DELETE;
     ``resume=True`` continues the submit that wrote it. ``token`` and
-    ``api_key`` reach the workers through a worker plugin, never through the
-    task graph; without them workers read ``BATCHNB_TOKEN`` and
+    ``api_key``, or ``auth`` (an ``httpx.Auth`` such as
+    :class:`batchnb.auth.ClientCredentials`, which each worker keeps fresh
+    for its partitions), reach the workers through a worker plugin, never
+    through the task graph; without them workers read ``BATCHNB_TOKEN`` and
     ``BATCHNB_API_KEY`` from their environment. ``client`` is the
     ``distributed.Client`` (the current one by default).
 
@@ -488,6 +498,13 @@ def submit(
     the task graph. With ``trust_env``, each worker also reads its own
     environment (``HTTPS_PROXY``, ``SSL_CERT_FILE``, …), as httpx does.
     """
+    from .auth import auth_problem, describe
+
+    wrong = auth_problem(auth)
+    if wrong is None and auth is not None and (token is not None or api_key is not None):
+        wrong = "was given with token/api_key: the auth flow sets the credentials; pass one"
+    if wrong is not None:
+        raise BatchValidationError([Problem("auth", wrong)])
     connection, secret_proxy = _connection_for_workers(verify, cert, proxy, trust_env, http2)
     client = client or distributed.get_client()
     frame_options = {
@@ -517,12 +534,13 @@ def submit(
         raise BatchValidationError(problems)
     submission = _start(journal, resume)
     plugin_name = None
-    if token is not None or api_key is not None or secret_proxy is not None:
+    if token is not None or api_key is not None or auth is not None or secret_proxy is not None:
         plugin_name = f"batchnb-credentials-{submission}"
-        client.register_plugin(_Credentials(plugin_name, api_key, token, secret_proxy), name=plugin_name)
+        client.register_plugin(_Credentials(plugin_name, api_key, token, auth, secret_proxy), name=plugin_name)
     import hashlib
 
-    tenant = hashlib.sha256(f"{url}|{api_key or ''}|{token or ''}".encode()).hexdigest()[:16]
+    who = f"{describe(auth)}|{getattr(auth, 'client_id', '')}" if auth is not None else f"{api_key or ''}|{token or ''}"
+    tenant = hashlib.sha256(f"{url}|{who}".encode()).hexdigest()[:16]
     # Every worker reads it before each batch; a 429 with Retry-After moves it on.
     distributed.Variable(f"batchnb-backoff-{tenant}", client=client).set(0.0)
     spec = _Spec(

@@ -31,7 +31,7 @@ import orjson
 
 from . import _json, refs, rules
 from ._connect import Connection, Unreached, proxy_refused, unreached
-from ._exceptions import BatchError
+from ._exceptions import AuthenticationError, BatchError
 from ._timing import Timings
 from .model import Batch, Operation, Response
 
@@ -58,7 +58,7 @@ __all__ = [
 T = TypeVar("T")
 
 #: response headers worth handing back to the caller (the spec's extension).
-KEPT_HEADERS = ("location", "content-type", "retry-after", "idempotent-replayed")
+KEPT_HEADERS = ("location", "content-type", "retry-after", "idempotent-replayed", "www-authenticate")
 #: bytes of one operation's answer, once decoded.
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 #: bytes that references may fill into one operation (path, headers and body together).
@@ -219,11 +219,13 @@ class HTTPDispatcher:
     >>> d = HTTPDispatcher(httpx.AsyncClient(), "http://127.0.0.1:8000")
 
     Operation paths are appended to the origin of ``base_url``; redirects are
-    not followed, so an operation never leaves the API's host. A request that
-    never reached the API (no connection, a certificate that does not
-    verify, a proxy that refuses) raises :class:`~batchnb._connect.Unreached`,
-    which says so; ``connection``, the settings ``client`` was made with,
-    names the proxy.
+    not followed, so an operation never leaves the API's host. ``auth`` (an
+    ``httpx.Auth``) signs every operation that carries no ``Authorization``
+    of its own; when it cannot get a token, the operation answers 401 with why.
+    A request that never reached the API (no connection, a certificate that
+    does not verify, a proxy that refuses) raises
+    :class:`~batchnb._connect.Unreached`, which says so; ``connection``, the
+    settings ``client`` was made with, names the proxy.
     """
 
     def __init__(
@@ -233,11 +235,13 @@ class HTTPDispatcher:
         *,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         connection: Connection | None = None,
+        auth: httpx.Auth | None = None,
     ) -> None:
         self._client = client
         self._base = base_url.rstrip("/")
         self._max = max_response_bytes
         self._connection = connection
+        self.auth = auth
 
     async def __call__(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
@@ -245,12 +249,17 @@ class HTTPDispatcher:
         if not any(k.lower() == "accept-encoding" for k, _v in headers):
             headers = [*headers, ("accept-encoding", "gzip, deflate")]  # what BodyReader can undo
         request = self._client.build_request(method, self._base + path, headers=headers, content=body)
+        # An operation's own credentials are the user's choice: they win over the flow.
+        auth = None if self.auth is None or any(k.lower() == "authorization" for k, _v in headers) else self.auth
         try:
-            response = await self._client.send(request, stream=True, follow_redirects=False)
+            response = await self._client.send(request, stream=True, follow_redirects=False, auth=auth)
             refused = proxy_refused(response)
             if refused is not None:
                 await response.aclose()
                 raise refused
+        except AuthenticationError as exc:  # no token: the operation was not sent
+            content = _json.dumps({"error_description": exc.message})
+            return DispatchResult(401, {"content-type": "application/json"}, content)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError) as exc:
             proxy = self._connection.proxy_for(self._base) if self._connection is not None else None
             raise unreached(exc, self._base, proxy) from exc

@@ -9,7 +9,10 @@ writes two events per batch, each flushed and synced to disk before going on:
 
 Reading it back tells, for every row, whether it has a final outcome (a
 ``done`` event), was in flight when the run died (a ``send`` with no
-``done``: its outcome is unknown), or never left. Resuming sends only the
+``done``: its outcome is unknown), or never left. A ``done`` row that did
+not run (answered 401, or "not run": refused credentials, a run that
+stopped, a batch never delivered) has no final outcome: a resume, with
+fresh credentials, sends it. Resuming sends only the
 last kind, plus in-flight batches that are safe to resend (GET/PUT/DELETE),
 and only when the rows handed to it are the run's own: a fingerprint of each
 operation (method, path, body, name, and headers without credentials) is
@@ -33,7 +36,7 @@ from ._json import dumps
 from ._secrets import is_secret_header, mask_path
 from .model import Operation, Response
 
-__all__ = ["Journal", "JournalState", "fingerprint", "row_key"]
+__all__ = ["Journal", "JournalState", "fingerprint", "is_final", "row_key"]
 
 #: the journal's format: 2 opens with a "run" event holding every operation's fingerprint.
 VERSION = 2
@@ -104,6 +107,21 @@ def response_from_record(rec: dict[str, Any]) -> Response:
     resp.responses = [response_from_record(c) for c in rec.get("responses") or []]
     resp.row = rec.get("row")  # a key; the caller maps it back to its label
     return resp
+
+
+def is_final(resp: Response) -> bool:
+    """Whether a recorded outcome stands: False for a row that did not run and may be sent again.
+
+    >>> is_final(Response("POST", "/c", 201)), is_final(Response("POST", "/c", 401))
+    (True, False)
+    >>> is_final(Response("POST", "/c", None, error="not run: unauthorized (invalid_token)"))
+    False
+    >>> is_final(Response("POST", "/c", None, error="outcome unknown"))
+    True
+    """
+    if resp.status == 401:
+        return False  # refused credentials: nothing ran (a child's 401 under a parent that ran stays final)
+    return not (resp.status is None and (resp.error or "").startswith("not run"))
 
 
 @dataclass
@@ -189,7 +207,8 @@ class Journal:
                     sent.pop(batch, None)
                     for rec in event.get("responses", []):
                         resp = response_from_record(rec)
-                        state.done[rec["row"]] = resp
+                        if is_final(resp):
+                            state.done[rec["row"]] = resp
         for rows, resendable, keys in sent.values():
             for key in rows:
                 if key not in state.done:

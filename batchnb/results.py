@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import operator
-from typing import Any, Hashable, Sequence
+import re
+from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 import orjson
@@ -46,9 +47,34 @@ def _error_text(r: Response) -> str:
             return f"{r.status} {shown}{more}"
         if isinstance(err.get("message"), str) and err["message"]:
             return err["message"]
+    oauth = _oauth_error(body, r.headers)
+    if oauth:
+        return f"HTTP {r.status}: {oauth}"
     if r.status is None:
         return "no status: the operation did not run"
     return f"HTTP {r.status}"
+
+
+_CHALLENGE_PARAM = re.compile(r'(error|error_description)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))', re.I)
+
+
+def _oauth_error(body: Any, headers: Mapping[str, str] | None) -> str:
+    """``error: error_description`` as OAuth2 APIs say it (RFC 6750 §3): in the JSON body, else in ``WWW-Authenticate``.
+
+    >>> _oauth_error({"error": "invalid_token", "error_description": "the access token expired"}, {})
+    'invalid_token: the access token expired'
+    >>> _oauth_error(None, {"WWW-Authenticate": 'Bearer realm="api", error="invalid_token"'})
+    'invalid_token'
+    """
+    fields: dict[str, str] = {}
+    if isinstance(body, dict):
+        fields = {k: v[:300] for k in ("error", "error_description") if isinstance(v := body.get(k), str) and v}
+    if not fields:
+        challenge = next((v for k, v in (headers or {}).items() if k.lower() == "www-authenticate"), "")
+        for m in _CHALLENGE_PARAM.finditer(challenge or ""):
+            value = m.group(2) if m.group(2) is not None else m.group(3)
+            fields.setdefault(m.group(1).lower(), value.replace('\\"', '"')[:300])
+    return ": ".join(fields[k] for k in ("error", "error_description") if k in fields)
 
 
 def _nullable_ints(values: list[int | None]) -> pd.arrays.IntegerArray:

@@ -53,11 +53,19 @@ def test_a_server_that_does_not_announce_limits_gets_the_specs_defaults():
 
 def test_every_bad_argument_is_reported_at_once():
     with pytest.raises(BatchValidationError) as info:
-        Client("http://127.0.0.1:1", token="t", auth="cookie", mode="fast")
-    assert info.value.pointers == ["auth", "mode"]
+        Client("http://127.0.0.1:1", token="t", credentials_in="cookie", auth=3, mode="fast")
+    assert info.value.pointers == ["credentials_in", "auth", "mode"]
     with pytest.raises(BatchValidationError) as info:
-        AsyncClient("http://127.0.0.1:1", token="t", auth="query")
-    assert info.value.pointers == ["auth"] and "needs both api_key and token" in str(info.value)
+        AsyncClient("http://127.0.0.1:1", token="t", credentials_in="query")
+    assert info.value.pointers == ["credentials_in"] and "needs both api_key and token" in str(info.value)
+
+
+def test_the_old_meaning_of_auth_is_named_with_its_new_name():
+    with pytest.raises(BatchValidationError) as info:
+        Client("http://127.0.0.1:1", api_key="k", token="t", auth="query")
+    assert [(p.pointer, p.message) for p in info.value.problems] == [
+        ("auth", "'query' is now written credentials_in='query'; auth= takes an httpx.Auth")
+    ]
 
 
 @pytest.mark.parametrize(

@@ -231,7 +231,7 @@ def test_an_operation_with_its_own_credentials_acts_exactly_as_that_tenant(serve
         {"method": "POST", "path": CO, "body": {"name": "nobody's"}, "headers": "Authorization: Bearer not-a-token"},
     ]
     for auth_kind in ("header", "query"):
-        client = server.client_for("demo", auth=auth_kind)
+        client = server.client_for("demo", credentials_in=auth_kind)
         out = client.send(Batch(ops))
         statuses = [r.status for r in out]
         assert statuses == [201, 200, 404, 200, 404, 401, 401], (auth_kind, statuses, out[0].body)
@@ -247,7 +247,7 @@ def test_gateway_keeps_its_own_key_and_passes_operation_credentials() -> None:
         gate_token = gw.credentials("gate")["token"]
         for kind in ("header", "query"):
             up.clear()
-            out = gw.client_for("gate", auth=kind).send(
+            out = gw.client_for("gate", credentials_in=kind).send(
                 Batch(
                     [
                         Operation("GET", "/plain"),
@@ -329,9 +329,9 @@ def test_reprs_hide_credentials(secret_server: batchnb.LocalServer) -> None:
     op_lines = Operation("GET", CO, headers=f"Authorization: Bearer {other_token}\nX-Api-Key: {other}")
     objects = {
         "Client": secret_server.client_for(key),
-        "Client(query)": secret_server.client_for(key, auth="query"),
+        "Client(query)": secret_server.client_for(key, credentials_in="query"),
         "AsyncClient": secret_server.async_client(key),
-        "AsyncClient(query)": secret_server.async_client(key, auth="query"),
+        "AsyncClient(query)": secret_server.async_client(key, credentials_in="query"),
         "AsyncClient(headers)": batchnb.AsyncClient(
             secret_server.url, headers={"Authorization": f"Bearer {token}", "X-Api-Key": key}
         ),
@@ -359,13 +359,13 @@ def test_error_messages_hide_credentials(secret_server: batchnb.LocalServer) -> 
     errors: list[BaseException] = []
     for kind in ("header", "query"):
         with pytest.raises(batchnb.AuthenticationError) as info:
-            batchnb.Client(secret_server.url, api_key=key, token="wrong-" + token, auth=kind).submit(
+            batchnb.Client(secret_server.url, api_key=key, token="wrong-" + token, credentials_in=kind).submit(
                 Batch([Operation("GET", CO)]), progress=False
             )
         errors.append(info.value)
         dead = free_port()
         with pytest.raises(batchnb.BatchError) as info:
-            batchnb.Client(f"http://127.0.0.1:{dead}", api_key=key, token=token, auth=kind, retries=0).send(
+            batchnb.Client(f"http://127.0.0.1:{dead}", api_key=key, token=token, credentials_in=kind, retries=0).send(
                 Batch([Operation("GET", CO)])
             )
         errors.append(info.value)
@@ -411,7 +411,7 @@ def test_logs_results_and_journal_hide_credentials(secret_server: batchnb.LocalS
         frames = []
         for i, kind in enumerate(("header", "query")):
             df = pd.DataFrame({"name": [f"Shop {kind} {n}" for n in range(120)]})
-            client = secret_server.client_for(key, auth=kind)
+            client = secret_server.client_for(key, credentials_in=kind)
             frames.append(
                 client.submit(
                     df,
@@ -484,7 +484,7 @@ def test_serve_access_log_hides_query_credentials(tmp_path: Path) -> None:
         url = f"http://127.0.0.1:{port}"
         wait_for_http(url + "/api/2.3/batch", proc, 20, (tmp_path / "serve.log").read_text)
         for kind in ("header", "query"):
-            out = batchnb.Client(url, api_key=key, token=token, auth=kind).send(Batch([Operation("GET", CO)]))
+            out = batchnb.Client(url, api_key=key, token=token, credentials_in=kind).send(Batch([Operation("GET", CO)]))
             assert out[0].status == 200
         httpx.get(url + CO, params={"apiKey": key, "token": token}, timeout=5)
         # The server reads parameter names decoded: '%74oken' is 'token', and authenticates…

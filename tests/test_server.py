@@ -115,7 +115,7 @@ def test_query_parameter_credentials(server):
         json={"requests": [{"method": "POST", "path": f"{API}/companies", "body": {"name": "q"}}]},
     )
     assert r.status_code == 200 and r.json()["responses"][0]["status"] == 201
-    client = Client(server.url, **creds, auth="query")
+    client = Client(server.url, **creds, credentials_in="query")
     assert client.submit(Batch([Operation("GET", f"{API}/companies")]))[0].status == 200
 
 
