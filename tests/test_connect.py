@@ -514,3 +514,16 @@ def test_dask_refuses_an_ssl_context_naming_verify() -> None:
     assert "proxy" not in settings and secret is not None
     settings, secret = _connection_for_workers(False, None, "http://p:1", True, False)
     assert settings["proxy"] == "http://p:1" and settings["verify"] is False and secret is None
+
+
+def test_the_token_request_of_an_auth_flow_goes_the_same_way(tls_api: Any, no_proxy_env: Any) -> None:
+    api, _token_ = tls_api
+    flow = bn.auth.ClientCredentials(api.token_url, api.client_id, api.client_secret)
+    with LoggingProxy() as proxy:
+        result = Client(api.url, mode="direct", verify=api.ca_file, proxy=proxy.url, auth=flow).submit(ROWS, **THINGS)
+    assert result["ok"].all(), result["error"].tolist()
+    assert proxy.targets("CONNECT")
+    flow = bn.auth.ClientCredentials(api.token_url, api.client_id, api.client_secret)
+    with pytest.raises(TransportError, match="certificate verify failed") as info:
+        Client(api.url, mode="direct", auth=flow).submit(ROWS, **THINGS)
+    assert api.client_secret not in str(info.value)
