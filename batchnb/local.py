@@ -21,6 +21,7 @@ from typing import Any, Mapping
 from ._exceptions import BatchValidationError, LocalServerError, Problem
 from ._extras import require
 from ._secrets import mask_logger
+from ._connect import Cert, Connection, Verify
 from .client import AsyncClient, Client
 from .server import Limits
 
@@ -40,7 +41,11 @@ class LocalServer:
     ``server.client_for(key)`` as any other. ``db`` is the SQLite file (a
     temporary one by default). With ``upstream``, it is a gateway in front of
     that HTTP API instead; ``upstream_idempotency`` says the API honours
-    ``Idempotency-Key``.
+    ``Idempotency-Key``, and ``upstream_verify``, ``upstream_cert``,
+    ``upstream_proxy`` how it is reached (as ``Client``'s ``verify``, ``cert``,
+    ``proxy``; the environment counts too). With no ``tenants`` (``tenants=()``),
+    a gateway is open on loopback and passes each batch's credentials on to
+    the upstream, which judges them.
     """
 
     def __init__(
@@ -51,9 +56,17 @@ class LocalServer:
         limits: Limits = Limits(),
         upstream: str | None = None,
         upstream_idempotency: bool = False,
+        upstream_verify: Verify = True,
+        upstream_cert: Cert | None = None,
+        upstream_proxy: str | None = None,
         log_level: str = "warning",
         **client_options: Any,
     ) -> None:
+        self._upstream_connection = Connection(verify=upstream_verify, cert=upstream_cert, proxy=upstream_proxy)
+        if upstream is not None:
+            self._upstream_connection.check(
+                {"verify": "upstream_verify", "cert": "upstream_cert", "proxy": "upstream_proxy"}
+            )
         self._tmp = None
         if db is None and upstream is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="batchnb-")
@@ -100,6 +113,7 @@ class LocalServer:
                 credentials=self._credentials,
                 limits=self.limits,
                 idempotency=self._upstream_idempotency,
+                connection=self._upstream_connection,
             )
         else:
             from .demo import create_demo_app
@@ -146,6 +160,9 @@ class LocalServer:
 
     def credentials(self, api_key: str | None = None) -> Mapping[str, str]:
         """Client keyword arguments (``api_key``, ``token``) for a tenant; keep them out of outputs."""
+        if not self.tenants:
+            message = "this server has no tenants (tenants=()): a client brings its own credentials"
+            raise BatchValidationError([Problem("tenants", message)])
         key = api_key or self.tenants[0]
         if key not in self._credentials:
             raise BatchValidationError(
@@ -161,7 +178,7 @@ class LocalServer:
     @property
     def client(self) -> Client:
         """A :class:`Client` authenticated as the first tenant."""
-        return self.client_for(self.tenants[0])
+        return self.client_for(self.tenants[0] if self.tenants else "")
 
     def client_for(self, api_key: str, **options: Any) -> Client:
         """A :class:`Client` authenticated as tenant ``api_key``."""

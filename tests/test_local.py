@@ -1,11 +1,12 @@
 """The embedded server (batchnb.local.LocalServer): start, stop, its database, its tenants and their clients."""
 
 import sqlite3
+import ssl
 
 import httpx
 import pytest
 
-from batchnb import AuthenticationError, Batch, Client, LocalServer, LocalServerError, Operation
+from batchnb import AuthenticationError, Batch, BatchValidationError, Client, LocalServer, LocalServerError, Operation
 
 CO = "/api/2.1/scheduling/companies"
 
@@ -59,3 +60,27 @@ def test_client_options_given_to_the_server_reach_its_clients():
         assert server.client.limits()["maxRequests"] == 3
         assert server.client_for("other", max_requests=5).limits()["maxRequests"] == 5
         assert server.async_client().concurrency == 4 and server.async_client(concurrency=2).concurrency == 2
+
+
+@pytest.mark.slow
+def test_a_local_gateway_reaches_a_tls_upstream_with_the_ca_it_is_given_and_passes_the_batch_token_on() -> None:
+    from batchnb.demo.company import CompanyAPI
+
+    with CompanyAPI(tls=True) as api:
+        token = httpx.post(
+            api.token_url,
+            data={"grant_type": "client_credentials"},
+            auth=(api.client_id, api.client_secret),
+            verify=ssl.create_default_context(cafile=api.ca_file),
+            trust_env=False,
+        ).json()["access_token"]
+        ops = [Operation("POST", "/api/things", {"key": 1})]
+        with LocalServer(upstream=api.url, tenants=(), upstream_verify=api.ca_file) as gateway:
+            with pytest.raises(BatchValidationError, match="no tenants"):
+                gateway.credentials()
+            ok = Client(gateway.url, token=token, trust_env=False).submit(ops)
+        with LocalServer(upstream=api.url, tenants=(), upstream_verify=True) as gateway:
+            refused = Client(gateway.url, token=token, trust_env=False).submit(ops)
+        assert list(ok["status"]) == [201]
+        assert list(refused["status"]) == [502] and "certificate verify failed" in refused["error"][0]
+        assert api.stats()["created"] == 1
