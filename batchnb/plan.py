@@ -16,7 +16,7 @@ from ._exceptions import BatchValidationError, Problem
 from ._text import plural
 from .model import Operation, is_idempotent
 
-__all__ = ["Plan", "PlannedBatch", "make_plan"]
+__all__ = ["Plan", "PlannedBatch", "batch_fill", "make_plan"]
 
 
 @dataclass
@@ -92,6 +92,8 @@ class Plan:
     max_depth: int
     #: names whose results came from before this submit (filled in by the client).
     known: frozenset[str] = frozenset()
+    #: operations the server runs at once in each batch (``submit(parallel=…)``).
+    parallel: int = 1
 
     @property
     def calls(self) -> int:
@@ -136,8 +138,10 @@ class Plan:
         """The plan in one sentence."""
         cross, known = len(self.client_resolved), len(self.from_known)
         earlier = f", {known} of them from earlier results" if known else ""
+        fill = batch_fill(self.max_requests, self.parallel)
+        filled = f" (filled to {fill}, a multiple of parallel={self.parallel})" if fill < self.max_requests else ""
         return (
-            f"{plural(self.operations, 'operation')} in {plural(self.calls, 'HTTP call')} of at most {self.max_requests}; "
+            f"{plural(self.operations, 'operation')} in {plural(self.calls, 'HTTP call')} of at most {self.max_requests}{filled}; "
             f"{plural(cross, 'reference')} filled in by the client across batches{earlier}"
         )
 
@@ -158,12 +162,30 @@ def _names_and_refs(op: Operation) -> tuple[int, set[str], set[str], int]:
     return shape.size, names, used - names, shape.depth
 
 
+def batch_fill(max_requests: int, parallel: int = 1) -> int:
+    """How many operations a batch is filled to: the largest multiple of ``parallel`` within ``max_requests``.
+
+    >>> batch_fill(50, 16), batch_fill(50, 1), batch_fill(50, 30), batch_fill(50, 64)
+    (48, 50, 30, 50)
+
+    The server runs ``parallel`` of a batch's operations at once, so a batch
+    of n takes ceil(n / parallel) rounds of the API's latency: 50 with
+    parallel=16 take 4 rounds (the last with 2 in flight), 48 take 3, every
+    round full. Never fewer than ``parallel``: with ``parallel`` at or above
+    ``max_requests`` the whole batch is one round anyway.
+    """
+    if parallel <= 1 or parallel >= max_requests:
+        return max_requests
+    return max_requests // parallel * parallel
+
+
 def make_plan(
     operations: Iterable[Operation],
     *,
     max_requests: int = rules.DEFAULT_MAX_REQUESTS,
     max_depth: int = rules.DEFAULT_MAX_DEPTH,
     known: Iterable[str] = (),
+    parallel: int = 1,
 ) -> Plan:
     """Split top-level operations (children attached) into batches within the limits.
 
@@ -173,6 +195,15 @@ def make_plan(
     >>> ops = [Operation("POST", "/c", name=f"c{i}") for i in range(3)]
     >>> make_plan(ops, max_requests=2).calls
     2
+
+    ``parallel`` is how many of a batch's operations the server runs at
+    once: batches are then filled to :func:`batch_fill` operations (48 of
+    50 with parallel=16), so that no round of the API's latency runs a few
+    operations alone. A chain of linked operations that fits in
+    ``max_requests`` still travels whole, in a batch of its own if need be.
+
+    >>> [b.size for b in make_plan([Operation("GET", f"/t/{i}") for i in range(100)], parallel=16).batches]
+    [48, 48, 4]
     """
     ops = list(operations)
     known = set(known)
@@ -234,9 +265,10 @@ def make_plan(
     batch_of: dict[int, int] = {}
     current: list[int] = []
     filled = 0
+    fill = batch_fill(max_requests, parallel)
     for g in groups:
         size = sum(info[u][0] for u in g)
-        if current and filled + size > max_requests:
+        if current and filled + size > fill:
             batches.append(_make(len(batches), current, ops, info))
             current, filled = [], 0
         current.extend(g)
@@ -258,7 +290,7 @@ def make_plan(
                 if other != b.index:
                     b.depends_on.add(other)
                     b.client_refs.add(name)
-    return Plan(batches, max_requests, max_depth, frozenset(known))
+    return Plan(batches, max_requests, max_depth, frozenset(known), parallel)
 
 
 def _make(index: int, units: list[int], ops: list[Operation], info: list) -> PlannedBatch:
