@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Mapping
@@ -24,8 +25,9 @@ import httpx
 from .. import _json, refs, rules
 from .._exceptions import BatchValidationError, Problem
 from .._timing import Timings
-from ..engine import ASGIDispatcher, DirectDispatcher, Dispatcher, HTTPDispatcher, execute
+from ..engine import ASGIDispatcher, DirectDispatcher, Dispatcher, execute
 from ..model import BATCH_PATH, Batch
+from ._upstream import UpstreamClients, UpstreamDispatcher
 from .auth import Keyring
 from .limits import Limits
 
@@ -93,7 +95,8 @@ class BatchApp:
         self.keyring = keyring
         self.limits = limits
         self._on_shutdown = on_shutdown
-        self._http: httpx.AsyncClient | None = None
+        self._upstream_clients: UpstreamClients | None = None
+        self._upstream_ssl: ssl.SSLContext | None = None
         self._in_flight = 0
 
     def __repr__(self) -> str:
@@ -133,10 +136,10 @@ class BatchApp:
                 return
 
     async def aclose(self) -> None:
-        """Release the upstream client and the store."""
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        """Release the upstream clients and the store."""
+        if self._upstream_clients is not None:
+            await self._upstream_clients.aclose()
+            self._upstream_clients = None
         if self._on_shutdown is not None:
             self._on_shutdown()
             self._on_shutdown = None
@@ -146,9 +149,26 @@ class BatchApp:
             return DirectDispatcher(self._direct, max_response_bytes=self.limits.max_response_bytes)
         if self.api is not None:
             return ASGIDispatcher(self.api, max_response_bytes=self.limits.max_response_bytes)
-        if self._http is None:
-            self._http = httpx.AsyncClient(timeout=self.limits.operation_timeout, trust_env=False, cookies=_NO_COOKIES)
-        return HTTPDispatcher(self._http, self.upstream or "", max_response_bytes=self.limits.max_response_bytes)
+        if self._upstream_clients is None:
+            # A connection of its own for each operation in flight (see _upstream: httpx's one pool
+            # for them all cost more CPU than the requests); at most what the limits let run at once.
+            most = self.limits.max_parallel * self.limits.max_concurrent_batches
+            self._upstream_clients = UpstreamClients(self._upstream_client, most=most)
+        return UpstreamDispatcher(
+            self._upstream_clients, self.upstream or "", max_response_bytes=self.limits.max_response_bytes
+        )
+
+    def _upstream_client(self, limits: httpx.Limits) -> httpx.AsyncClient:
+        """One client for the upstream; every one shares one SSL context (httpx would load the CAs for each)."""
+        if self._upstream_ssl is None:
+            self._upstream_ssl = httpx.create_ssl_context(trust_env=False)
+        return httpx.AsyncClient(
+            timeout=self.limits.operation_timeout,
+            trust_env=False,
+            cookies=_NO_COOKIES,
+            verify=self._upstream_ssl,
+            limits=limits,
+        )
 
     async def _batch(self, scope: dict, receive: Callable, send: Callable) -> None:
         method = scope["method"]
