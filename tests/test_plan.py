@@ -169,3 +169,9 @@ def test_the_fill_follows_the_parallel_the_server_allows_not_the_one_asked(tmp_p
         plan = local.client.submit(gets(100), parallel=16, dry_run=True)
     assert [b.size for b in plan.batches] == [49, 49, 2]  # 7 at once: rounds of 7, not of 16
     assert plan.parallel == 7
+
+
+def test_direct_mode_fills_batches_to_the_parallel_asked():
+    client = Client("http://127.0.0.1:9", mode="direct")  # a dry run sends nothing
+    plan = client.submit(gets(100), parallel=16, dry_run=True)
+    assert [b.size for b in plan.batches] == [48, 48, 4] and plan.parallel == 16
