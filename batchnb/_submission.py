@@ -390,15 +390,17 @@ def _chunk_rows(limits: Mapping[str, Any], concurrency: int, parallel: int = 1) 
     Small enough that the first chunk, planned before anything is sent, and
     the last, shaped after everything came back, are a small part of the
     time; the others are built and shaped while the one before or after is
-    in flight. A whole number of full batches, so that no chunk but the
-    last ends with a short one.
+    in flight. A whole number of rounds of full batches (one batch for each
+    of the ``concurrency`` slots), so that no chunk but the last ends with a
+    short batch, or with a round that leaves slots idle.
 
     >>> _chunk_rows({"maxRequests": 50}, 4), _chunk_rows({"maxRequests": 50}, 4, parallel=16)
-    (2000, 2016)
+    (2000, 2112)
     """
     fill = batch_fill(int(limits["maxRequests"]), parallel)
-    rows = max(2_000, fill * max(concurrency, 1) * 10)
-    return -(-rows // fill) * fill
+    round_ = fill * max(concurrency, 1)
+    rows = max(2_000, round_ * 10)
+    return -(-rows // round_) * round_
 
 
 def _streamable(df: Any, options: Mapping[str, Any]) -> bool:

@@ -243,7 +243,7 @@ def test_a_streamed_frame_with_parallel_goes_in_full_batches_chunk_after_chunk()
         sizes.append(len(ops))
         return Reply(200, {}, [Response(op.method, op.path, 200, body={"ok": 1}) for op in ops])
 
-    rows = 5_000  # more than a chunk (2,016 rows: 42 batches of 48): streamed
+    rows = 5_000  # more than a chunk (2,112 rows: 11 rounds of 4 batches of 48): streamed
     frame = pd.DataFrame({"n": range(rows)})
     submission = Submission(
         frame,
