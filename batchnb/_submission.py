@@ -180,6 +180,7 @@ class Submission:
             max_depth=int(self._limits["maxDepth"]),
             known=self._known.keys(),
             parallel=self._options.parallel,
+            concurrency=self._options.concurrency,
         )
         if self._keys is not None:
             for b in plan.batches:

@@ -158,7 +158,9 @@ def test_submit_fills_batches_to_a_multiple_of_what_the_server_runs_at_once(serv
     client = Client(server.url, **server.credentials())
     ops = [Operation("GET", f"{API}/companies") for _ in range(100)]
     assert [b.size for b in client.submit(ops, dry_run=True).batches] == [50, 50]
-    assert [b.size for b in client.submit(ops, parallel=16, dry_run=True).batches] == [48, 48, 4]
+    assert [b.size for b in client.submit(ops, parallel=16, concurrency=1, dry_run=True).batches] == [48, 48, 4]
+    # 4 batches at once (the client's default): one round, spread over all four, 2 rounds of 16 at most.
+    assert [b.size for b in client.submit(ops, parallel=16, dry_run=True).batches] == [32, 32, 32, 4]
 
 
 def test_the_fill_follows_the_parallel_the_server_allows_not_the_one_asked(tmp_path):
@@ -166,12 +168,40 @@ def test_the_fill_follows_the_parallel_the_server_allows_not_the_one_asked(tmp_p
     from batchnb.server import Limits
 
     with LocalServer(db=tmp_path / "seven.sqlite3", limits=Limits(max_parallel=7)) as local:
-        plan = local.client.submit(gets(100), parallel=16, dry_run=True)
+        plan = local.client.submit(gets(100), parallel=16, concurrency=1, dry_run=True)
     assert [b.size for b in plan.batches] == [49, 49, 2]  # 7 at once: rounds of 7, not of 16
     assert plan.parallel == 7
 
 
 def test_direct_mode_fills_batches_to_the_parallel_asked():
     client = Client("http://127.0.0.1:9", mode="direct")  # a dry run sends nothing
-    plan = client.submit(gets(100), parallel=16, dry_run=True)
+    plan = client.submit(gets(100), parallel=16, concurrency=1, dry_run=True)
     assert [b.size for b in plan.batches] == [48, 48, 4] and plan.parallel == 16
+
+
+@pytest.mark.parametrize(
+    ("rows", "tail"),
+    [
+        (2000, [48] * 40 + [32, 32, 16]),  # 48 + 32 on two of four slots become two rounds of 16 on three
+        (1920, [48] * 40),  # whole rounds: nothing to spread
+        (100, [32, 32, 32, 4]),  # a single round, spread over the four
+        (20, [16, 4]),
+    ],
+)
+def test_a_last_round_that_would_leave_slots_idle_is_spread_over_them(rows, tail):
+    plan = make_plan(gets(rows), max_requests=50, parallel=16, concurrency=4)
+    assert [b.size for b in plan.batches] == tail
+    assert [op.path for b in plan.batches for op in b.operations] == [f"/t/{i}" for i in range(rows)]
+
+
+def test_spreading_keeps_chains_whole_and_never_passes_the_limits():
+    chain = [Operation("POST", "/c", {}, name="c0")] + [
+        Operation("POST", f"/c/{ref(f'c{i}', '$.id')}", {}, name=f"c{i + 1}") for i in range(39)
+    ]
+    plan = make_plan(gets(20) + chain, max_requests=50, parallel=16, concurrency=4)
+    # One round: 60 operations over 4 slots are batches of 16, but the chain of 40 travels whole, alone.
+    assert [b.size for b in plan.batches] == [16, 4, 40] and plan.client_resolved == []
+    assert [op.name for op in plan.batches[2].operations] == [f"c{i}" for i in range(40)]
+    # Without parallel, or with parallel at or above the limit, batches stay as full as the server allows.
+    assert [b.size for b in make_plan(gets(100), max_requests=50, concurrency=4).batches] == [50, 50]
+    assert [b.size for b in make_plan(gets(100), max_requests=50, parallel=64, concurrency=4).batches] == [50, 50]

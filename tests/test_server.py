@@ -494,7 +494,8 @@ def test_a_gateway_runs_a_batchs_operations_at_once_when_asked_and_keeps_every_d
         sequential = gateway.client.submit(Batch(ops), idempotency=False)
         assert state["most"] == 1
         first_run = len(upstream.requests)
-        concurrent = gateway.client.submit(Batch(ops), parallel=6, idempotency=False)
+        # One batch at a time: with more, the plan would spread these 15 over several batches.
+        concurrent = gateway.client.submit(Batch(ops), parallel=6, concurrency=1, idempotency=False)
         assert state["most"] == 6
         order = [req.path for req in upstream.requests[first_run:]]
 
@@ -511,11 +512,11 @@ def test_the_client_asks_no_more_than_the_server_runs_and_direct_mode_honours_pa
     upstream, state = _slow_upstream(0.02)
     ops = [Operation("POST", f"/things/{i}") for i in range(20)]
     with upstream, LocalServer(upstream=upstream.url, tenants=("gw",), limits=Limits(max_parallel=3)) as gateway:
-        result = gateway.client.submit(ops, parallel=10, idempotency=False, progress=False)
+        result = gateway.client.submit(ops, parallel=10, concurrency=1, idempotency=False, progress=False)
         assert result["ok"].all() and state["most"] == 3  # held to the 3 the server announced
         state["most"] = 0
         direct = Client(upstream.url, token="t", mode="direct")
-        result = direct.submit(ops, parallel=5, progress=False)
+        result = direct.submit(ops, parallel=5, concurrency=1, progress=False)
         assert result["ok"].all() and state["most"] == 5
 
 
