@@ -271,8 +271,14 @@ class Connection:
         timeout: float | httpx.Timeout,
         transport: httpx.AsyncBaseTransport | None = None,
         cookies: CookieJar | None = None,
+        limits: httpx.Limits | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> httpx.AsyncClient:
-        """An ``httpx.AsyncClient`` with these settings; a ``transport`` given wins over them (as in httpx)."""
+        """An ``httpx.AsyncClient`` with these settings; a ``transport`` given wins over them (as in httpx).
+
+        ``limits`` sizes its pool (httpx's default without), and ``ssl_context``
+        is :meth:`ssl_context` made once by a caller that makes many clients.
+        """
         hooks = _async_hooks(self.event_hooks)
         if transport is not None:
             return httpx.AsyncClient(
@@ -280,8 +286,9 @@ class Connection:
             )
         return httpx.AsyncClient(
             timeout=timeout,
-            verify=self.ssl_context(),
+            verify=ssl_context or self.ssl_context(),
             proxy=self.proxy,
+            limits=limits or httpx.Limits(max_connections=100, max_keepalive_connections=20),  # httpx's own default
             trust_env=self.trust_env,
             http2=self.http2,
             cookies=cookies,

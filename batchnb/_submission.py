@@ -23,7 +23,7 @@ from ._text import plural
 from ._keys import RunKeys, new_run_id
 from .journal import Journal, fingerprints, row_key
 from .model import Batch, Operation, Response, check_batch
-from .plan import Plan, make_plan
+from .plan import Plan, batch_fill, make_plan
 
 __all__ = ["Submission", "SubmitOptions"]
 
@@ -46,6 +46,8 @@ class SubmitOptions:
     max_backoff: float = 30.0
     #: "auto" (keys when the server says the API honours them), True (always), False (never).
     idempotency: bool | str = "auto"
+    #: operations of a batch run at once (as the server will run them): batches are filled to a multiple of it.
+    parallel: int = 1
 
 
 class Submission:
@@ -84,7 +86,13 @@ class Submission:
         self._given = frozenset(self._known)
         frame_options = {**frame_options, "known": self._given} if self._given else dict(frame_options)
         ops, self._index, self._kind = _operations_of(
-            work, frame_options, limits, options.concurrency, stream=stream, fingerprint=journaled
+            work,
+            frame_options,
+            limits,
+            options.concurrency,
+            stream=stream,
+            fingerprint=journaled,
+            parallel=options.parallel,
         )
         self._chunks = (
             ops
@@ -170,6 +178,8 @@ class Submission:
             max_requests=int(self._limits["maxRequests"]),
             max_depth=int(self._limits["maxDepth"]),
             known=self._known.keys(),
+            parallel=self._options.parallel,
+            concurrency=self._options.concurrency,
         )
         if self._keys is not None:
             for b in plan.batches:
@@ -355,6 +365,7 @@ def _operations_of(
     *,
     stream: bool,
     fingerprint: bool,
+    parallel: int = 1,
 ) -> tuple[Any, Any, str]:
     """The operations of ``work``, its index (for a frame), and what kind of result it wants."""
     if isinstance(work, Batch):
@@ -367,7 +378,7 @@ def _operations_of(
     if pd is not None and isinstance(work, pd.DataFrame):
         from .frames import from_frame
 
-        size = _chunk_rows(limits, concurrency)
+        size = _chunk_rows(limits, concurrency, parallel)
         if stream and len(work) > size and _streamable(work, frame_options):
             return _Chunks.of_frame(work, frame_options, size, fingerprint=fingerprint), work.index, "frame"
         return from_frame(work, **frame_options), work.index, "frame"
@@ -391,15 +402,23 @@ def _planned(plan: Plan) -> Iterator[Operation]:
     return (op for b in plan.batches for op in b.operations)
 
 
-def _chunk_rows(limits: Mapping[str, Any], concurrency: int) -> int:
+def _chunk_rows(limits: Mapping[str, Any], concurrency: int, parallel: int = 1) -> int:
     """Rows built and sent at a time when streaming a large frame: many batches, bounded memory.
 
     Small enough that the first chunk, planned before anything is sent, and
     the last, shaped after everything came back, are a small part of the
     time; the others are built and shaped while the one before or after is
-    in flight.
+    in flight. A whole number of rounds of full batches (one batch for each
+    of the ``concurrency`` slots), so that no chunk but the last ends with a
+    short batch, or with a round that leaves slots idle.
+
+    >>> _chunk_rows({"maxRequests": 50}, 4), _chunk_rows({"maxRequests": 50}, 4, parallel=16)
+    (2000, 2112)
     """
-    return max(2_000, int(limits["maxRequests"]) * max(concurrency, 1) * 10)
+    fill = batch_fill(int(limits["maxRequests"]), parallel)
+    round_ = fill * max(concurrency, 1)
+    rows = max(2_000, round_ * 10)
+    return -(-rows // round_) * round_
 
 
 def _streamable(df: Any, options: Mapping[str, Any]) -> bool:

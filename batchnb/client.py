@@ -15,6 +15,7 @@ already runs an event loop): each call runs the async twin to completion.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import ssl
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Literal, Mapping, Sequence, overload
@@ -202,17 +203,22 @@ class AsyncClient:
             # The engine runs here: as many at once as asked.
             dispatch = HTTPDispatcher(self._client(), self.base_url, connection=self.connection, auth=self._auth)
             return InProcessEngine(dispatch, headers, query, self.timeout, parallel=parallel)
-        # Held to what the server says it runs at once; one that says nothing runs them one at a time.
-        most = int(limits.get("maxParallel") or 1) if limits is not None else parallel
         return BatchEndpoint(
             self._client(),
             self.base_url,
             headers,
             query,
-            parallel=max(1, min(parallel, most)),
+            parallel=self._parallel(parallel, limits),
             connection=self.connection,
             auth=self._auth,
         )
+
+    def _parallel(self, parallel: int, limits: Mapping[str, Any] | None) -> int:
+        """How many of a batch's operations will run at once, given what the server says it allows."""
+        if self.mode == "direct" or limits is None:
+            return parallel  # direct: the engine runs here, as many at once as asked
+        # Held to what the server says it runs at once; one that says nothing runs them one at a time.
+        return max(1, min(parallel, int(limits.get("maxParallel") or 1)))
 
     async def aclose(self) -> None:
         """Close the connections."""
@@ -374,6 +380,8 @@ class AsyncClient:
         problem = rules.parallel_problem(parallel)
         if problem:
             raise BatchValidationError([Problem("parallel", problem)])
+        # Batches are filled to a multiple of what runs at once (48 of 50 with parallel=16).
+        options = dataclasses.replace(options, parallel=self._parallel(parallel, limits))
         submission = Submission(
             work, frame_options, limits, self._sender(parallel, limits), options, stream=not dry_run, known=known
         )

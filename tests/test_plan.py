@@ -3,7 +3,7 @@
 import pytest
 
 from batchnb import BatchValidationError, Client, Operation, ref
-from batchnb.plan import make_plan
+from batchnb.plan import batch_fill, make_plan
 
 from tests.support import count
 
@@ -118,3 +118,90 @@ def test_rows_are_the_labels_each_batch_carries_children_included():
     ]
     plan = make_plan(ops, max_requests=2)
     assert [b.rows for b in plan.batches] == [["x", "x-child"], [3]]
+
+
+# ---------------------------------------------------------------- batches filled to a multiple of parallel
+
+
+def gets(n):
+    return [Operation("GET", f"/t/{i}") for i in range(n)]
+
+
+@pytest.mark.parametrize(
+    ("parallel", "sizes"),
+    [
+        (1, [50, 50]),  # one at a time: every batch as full as the server allows
+        (16, [48, 48, 4]),  # 3 full rounds of 16 each, where 50 would take a 4th round for 2
+        (30, [30, 30, 30, 10]),  # never fewer than parallel: one full round each
+        (50, [50, 50]),
+        (64, [50, 50]),  # more at once than a batch holds: one round anyway
+    ],
+)
+def test_with_parallel_batches_are_filled_to_a_multiple_of_it(parallel, sizes):
+    plan = make_plan(gets(100), max_requests=50, parallel=parallel)
+    assert [b.size for b in plan.batches] == sizes
+    assert plan.operations == 100 and plan.parallel == parallel
+    assert batch_fill(50, parallel) == sizes[0]
+
+
+def test_a_chain_that_fits_the_limit_stays_whole_even_past_the_fill():
+    chain = [Operation("POST", "/c", {}, name="c0")] + [
+        Operation("POST", f"/c/{ref(f'c{i}', '$.id')}", {}, name=f"c{i + 1}") for i in range(49)
+    ]
+    plan = make_plan(gets(10) + chain + gets(10), max_requests=50, parallel=16)
+    assert [b.size for b in plan.batches] == [10, 50, 10]  # the chain of 50 has a batch of its own
+    assert plan.client_resolved == []  # no reference crosses a batch
+    assert "of at most 50 (filled to 48, a multiple of parallel=16)" in plan.summary
+
+
+def test_submit_fills_batches_to_a_multiple_of_what_the_server_runs_at_once(server):
+    client = Client(server.url, **server.credentials())
+    ops = [Operation("GET", f"{API}/companies") for _ in range(100)]
+    assert [b.size for b in client.submit(ops, dry_run=True).batches] == [50, 50]
+    assert [b.size for b in client.submit(ops, parallel=16, concurrency=1, dry_run=True).batches] == [48, 48, 4]
+    # 4 batches at once (the client's default): one round, spread over all four, 2 rounds of 16 at most.
+    assert [b.size for b in client.submit(ops, parallel=16, dry_run=True).batches] == [32, 32, 32, 4]
+
+
+def test_the_fill_follows_the_parallel_the_server_allows_not_the_one_asked(tmp_path):
+    from batchnb import LocalServer
+    from batchnb.server import Limits
+
+    with LocalServer(db=tmp_path / "seven.sqlite3", limits=Limits(max_parallel=7)) as local:
+        plan = local.client.submit(gets(100), parallel=16, concurrency=1, dry_run=True)
+    assert [b.size for b in plan.batches] == [49, 49, 2]  # 7 at once: rounds of 7, not of 16
+    assert plan.parallel == 7
+
+
+def test_direct_mode_fills_batches_to_the_parallel_asked():
+    client = Client("http://127.0.0.1:9", mode="direct")  # a dry run sends nothing
+    plan = client.submit(gets(100), parallel=16, concurrency=1, dry_run=True)
+    assert [b.size for b in plan.batches] == [48, 48, 4] and plan.parallel == 16
+
+
+@pytest.mark.parametrize(
+    ("rows", "tail"),
+    [
+        (2000, [48] * 40 + [32, 32, 16]),  # 48 + 32 on two of four slots become two rounds of 16 on three
+        (1920, [48] * 40),  # whole rounds: nothing to spread
+        (100, [32, 32, 32, 4]),  # a single round, spread over the four
+        (20, [16, 4]),
+    ],
+)
+def test_a_last_round_that_would_leave_slots_idle_is_spread_over_them(rows, tail):
+    plan = make_plan(gets(rows), max_requests=50, parallel=16, concurrency=4)
+    assert [b.size for b in plan.batches] == tail
+    assert [op.path for b in plan.batches for op in b.operations] == [f"/t/{i}" for i in range(rows)]
+
+
+def test_spreading_keeps_chains_whole_and_never_passes_the_limits():
+    chain = [Operation("POST", "/c", {}, name="c0")] + [
+        Operation("POST", f"/c/{ref(f'c{i}', '$.id')}", {}, name=f"c{i + 1}") for i in range(39)
+    ]
+    plan = make_plan(gets(20) + chain, max_requests=50, parallel=16, concurrency=4)
+    # One round: 60 operations over 4 slots are batches of 16, but the chain of 40 travels whole, alone.
+    assert [b.size for b in plan.batches] == [16, 4, 40] and plan.client_resolved == []
+    assert [op.name for op in plan.batches[2].operations] == [f"c{i}" for i in range(40)]
+    # Without parallel, or with parallel at or above the limit, batches stay as full as the server allows.
+    assert [b.size for b in make_plan(gets(100), max_requests=50, concurrency=4).batches] == [50, 50]
+    assert [b.size for b in make_plan(gets(100), max_requests=50, parallel=64, concurrency=4).batches] == [50, 50]

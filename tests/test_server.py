@@ -494,7 +494,8 @@ def test_a_gateway_runs_a_batchs_operations_at_once_when_asked_and_keeps_every_d
         sequential = gateway.client.submit(Batch(ops), idempotency=False)
         assert state["most"] == 1
         first_run = len(upstream.requests)
-        concurrent = gateway.client.submit(Batch(ops), parallel=6, idempotency=False)
+        # One batch at a time: with more, the plan would spread these 15 over several batches.
+        concurrent = gateway.client.submit(Batch(ops), parallel=6, concurrency=1, idempotency=False)
         assert state["most"] == 6
         order = [req.path for req in upstream.requests[first_run:]]
 
@@ -511,12 +512,66 @@ def test_the_client_asks_no_more_than_the_server_runs_and_direct_mode_honours_pa
     upstream, state = _slow_upstream(0.02)
     ops = [Operation("POST", f"/things/{i}") for i in range(20)]
     with upstream, LocalServer(upstream=upstream.url, tenants=("gw",), limits=Limits(max_parallel=3)) as gateway:
-        result = gateway.client.submit(ops, parallel=10, idempotency=False, progress=False)
+        result = gateway.client.submit(ops, parallel=10, concurrency=1, idempotency=False, progress=False)
         assert result["ok"].all() and state["most"] == 3  # held to the 3 the server announced
         state["most"] = 0
         direct = Client(upstream.url, token="t", mode="direct")
-        result = direct.submit(ops, parallel=5, progress=False)
+        result = direct.submit(ops, parallel=5, concurrency=1, progress=False)
         assert result["ok"].all() and state["most"] == 5
+
+
+def _gathering_upstream(total: int, want: int, patience: float = 15.0):
+    """An API that answers nothing until ``want`` requests wait at once (or every request still to come):
+    then it answers them all, one round. A gateway that ever leaves fewer in flight while more work
+    remains makes a short round, counted in ``state["short"]`` (after ``patience`` seconds, so that the
+    test fails rather than hangs)."""
+    import asyncio as _asyncio
+
+    from tests.support.faults import RecordingUpstream, Reply
+
+    state = {"waiting": 0, "released": 0, "rounds": 0, "short": 0, "sizes": []}
+    round_open: dict[str, _asyncio.Event] = {}
+
+    async def respond(req):
+        gate = round_open.setdefault("now", _asyncio.Event())
+        state["waiting"] += 1
+        if state["waiting"] >= min(want, total - state["released"]):
+            _release(gate)
+        else:
+            try:
+                await _asyncio.wait_for(gate.wait(), patience)
+            except TimeoutError:
+                if round_open.get("now") is gate:
+                    state["short"] += 1
+                    _release(gate)
+        return Reply(201, {"id": req.path.rsplit("/", 1)[-1]})
+
+    def _release(gate) -> None:
+        state["sizes"].append(state["waiting"])
+        state["released"] += state["waiting"]
+        state["waiting"] = 0
+        state["rounds"] += 1
+        round_open["now"] = _asyncio.Event()  # the next round's
+        gate.set()
+
+    return RecordingUpstream(respond), state
+
+
+def test_a_gateway_keeps_parallel_operations_in_flight_round_after_round_on_connections_it_keeps():
+    """With parallel=16 and 2 batches at once, every round of the API holds 32 operations: no batch
+    ends a round with a few alone (batches of 48, not 50), and each operation in flight has a
+    connection of its own, kept from round to round (httpx's one pool for all kept 20 alive)."""
+    rows, parallel, concurrency = 192, 16, 2
+    upstream, state = _gathering_upstream(rows, parallel * concurrency)
+    ops = [Operation("POST", f"/things/{i}") for i in range(rows)]
+    with upstream, LocalServer(upstream=upstream.url, tenants=("gw",)) as gateway:
+        result = gateway.client.submit(
+            ops, parallel=parallel, concurrency=concurrency, idempotency=False, progress=False
+        )
+        assert result["ok"].all(), result.loc[~result["ok"], ["status", "error"]].head()
+        assert state["short"] == 0 and state["sizes"] == [32] * 6, state
+        assert len(upstream.requests) == rows
+        assert upstream.connections == parallel * concurrency
 
 
 def test_a_batch_answer_says_where_its_time_went(server):

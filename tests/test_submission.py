@@ -230,3 +230,28 @@ def test_a_key_set_per_row_by_a_headers_template_is_sent_as_is_and_makes_the_bat
     result = asyncio.run(submission.run())
     assert sent[0] == sent[1] == [{"Idempotency-Key": "order-A-1"}, {"Idempotency-Key": "order-A-2"}]
     assert result["status"].tolist() == [201, 201] and result["attempts"].tolist() == [2, 2]
+
+
+def test_a_streamed_frame_with_parallel_goes_in_full_batches_chunk_after_chunk():
+    """Chunks hold a whole number of batches filled to a multiple of parallel: only the very last batch is short."""
+    from batchnb._senders import Reply
+    from batchnb.model import Response
+
+    sizes: list[int] = []
+
+    async def sender(ops):
+        sizes.append(len(ops))
+        return Reply(200, {}, [Response(op.method, op.path, 200, body={"ok": 1}) for op in ops])
+
+    rows = 5_000  # more than a chunk (2,112 rows: 11 rounds of 4 batches of 48): streamed
+    frame = pd.DataFrame({"n": range(rows)})
+    submission = Submission(
+        frame,
+        {"method": "GET", "path": "/t/{n}"},
+        {"maxRequests": 50, "maxDepth": 4},
+        sender,
+        SubmitOptions(parallel=16, progress=False),
+    )
+    result = asyncio.run(submission.run())
+    assert result["ok"].all() and len(result) == rows and result.index.equals(frame.index)
+    assert sum(sizes) == rows and set(sizes[:-1]) == {48} and sizes[-1] == rows % 48

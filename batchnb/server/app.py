@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Mapping
@@ -25,8 +26,9 @@ from .. import _json, refs, rules
 from .._connect import Connection, Unreached
 from .._exceptions import BatchValidationError, Problem
 from .._timing import Timings
-from ..engine import ASGIDispatcher, DirectDispatcher, Dispatcher, HTTPDispatcher, execute
+from ..engine import ASGIDispatcher, DirectDispatcher, Dispatcher, execute
 from ..model import BATCH_PATH, Batch
+from ._upstream import UpstreamClients, UpstreamDispatcher
 from .auth import Keyring
 from .limits import Limits
 
@@ -100,7 +102,8 @@ class BatchApp:
         self.limits = limits
         self._on_shutdown = on_shutdown
         self.connection = connection or Connection()
-        self._http: httpx.AsyncClient | None = None
+        self._upstream_clients: UpstreamClients | None = None
+        self._upstream_ssl: ssl.SSLContext | None = None
         self._in_flight = 0
         self._unreached_log = _LogOnce()
 
@@ -141,10 +144,10 @@ class BatchApp:
                 return
 
     async def aclose(self) -> None:
-        """Release the upstream client and the store."""
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        """Release the upstream clients and the store."""
+        if self._upstream_clients is not None:
+            await self._upstream_clients.aclose()
+            self._upstream_clients = None
         if self._on_shutdown is not None:
             self._on_shutdown()
             self._on_shutdown = None
@@ -154,15 +157,26 @@ class BatchApp:
             return DirectDispatcher(self._direct, max_response_bytes=self.limits.max_response_bytes)
         if self.api is not None:
             return ASGIDispatcher(self.api, max_response_bytes=self.limits.max_response_bytes)
-        if self._http is None:
-            self._http = self.connection.client(timeout=self.limits.operation_timeout, cookies=_NO_COOKIES)
-        http = HTTPDispatcher(
-            self._http,
+        if self._upstream_clients is None:
+            # A connection of its own for each operation in flight (see _upstream: httpx's one pool
+            # for them all cost more CPU than the requests); at most what the limits let run at once.
+            most = self.limits.max_parallel * self.limits.max_concurrent_batches
+            self._upstream_clients = UpstreamClients(self._upstream_client, most=most)
+        upstream = UpstreamDispatcher(
+            self._upstream_clients,
             self.upstream or "",
             max_response_bytes=self.limits.max_response_bytes,
             connection=self.connection,
         )
-        return _Logged(http, self._unreached_log)
+        return _Logged(upstream, self._unreached_log)
+
+    def _upstream_client(self, limits: httpx.Limits) -> httpx.AsyncClient:
+        """One client for the upstream; every one shares one SSL context (building one loads the CAs: ~15 ms)."""
+        if self._upstream_ssl is None:
+            self._upstream_ssl = self.connection.ssl_context()
+        return self.connection.client(
+            timeout=self.limits.operation_timeout, cookies=_NO_COOKIES, limits=limits, ssl_context=self._upstream_ssl
+        )
 
     async def _batch(self, scope: dict, receive: Callable, send: Callable) -> None:
         method = scope["method"]

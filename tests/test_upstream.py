@@ -1,0 +1,112 @@
+"""batchnb.server._upstream: the gateway lends each operation a client of one kept-alive connection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from batchnb.server._upstream import ONE_CONNECTION, UpstreamClients, UpstreamDispatcher
+
+from tests.support.faults import RecordingUpstream, Reply
+
+
+def counting_clients(most: int = 8) -> tuple[UpstreamClients, list[httpx.AsyncClient]]:
+    made: list[httpx.AsyncClient] = []
+
+    def make(limits: httpx.Limits) -> httpx.AsyncClient:
+        assert limits is ONE_CONNECTION
+        made.append(httpx.AsyncClient(limits=limits, trust_env=False))
+        return made[-1]
+
+    return UpstreamClients(make, most=most), made
+
+
+def test_an_operation_borrows_a_client_and_the_next_one_gets_it_back():
+    clients, made = counting_clients()
+
+    async def main() -> None:
+        async with clients.lend() as first:
+            pass
+        async with clients.lend() as again:
+            assert again is first
+        async with clients.lend() as a, clients.lend() as b, clients.lend() as c:
+            assert len({id(a), id(b), id(c)}) == 3 and clients.made == 3
+        async with clients.lend() as last:
+            assert last is a  # the one given back last is lent first
+        await clients.aclose()
+
+    asyncio.run(main())
+    assert len(made) == 3
+
+
+def test_no_more_clients_than_operations_allowed_in_flight_a_borrower_waits_for_one_given_back():
+    clients, made = counting_clients(most=2)
+    order: list[str] = []
+
+    async def main() -> None:
+        give_back = asyncio.Event()
+        both_lent = asyncio.Event()
+
+        async def hold(tag: str) -> httpx.AsyncClient:
+            async with clients.lend() as http:
+                order.append(f"{tag} lent")
+                if clients.made == 2:
+                    both_lent.set()
+                await give_back.wait()
+            order.append(f"{tag} back")
+            return http
+
+        async def third() -> httpx.AsyncClient:
+            await both_lent.wait()
+            order.append("third asks")
+            async with clients.lend() as http:
+                order.append("third lent")
+                return http
+
+        holders = [asyncio.create_task(hold("a")), asyncio.create_task(hold("b"))]
+        late = asyncio.create_task(third())
+        await both_lent.wait()
+        for _ in range(10):  # the third borrower runs up to its wait, and waits
+            await asyncio.sleep(0)
+        assert order[-1] == "third asks" and not late.done()
+        give_back.set()
+        first, second = await asyncio.gather(*holders)
+        assert await late in (first, second)
+        await clients.aclose()
+
+    asyncio.run(main())
+    assert len(made) == 2
+    assert order.index("third lent") > order.index("a back")
+
+
+def test_closing_closes_the_idle_clients_and_each_lent_one_when_it_comes_back():
+    clients, made = counting_clients()
+
+    async def main() -> None:
+        async with clients.lend():
+            pass
+        async with clients.lend() as lent, clients.lend() as other:
+            await clients.aclose()
+            assert not lent.is_closed and not other.is_closed  # in use: closed once given back
+        assert lent.is_closed and other.is_closed and clients.made == 0
+
+    asyncio.run(main())
+    assert all(http.is_closed for http in made)
+
+
+def test_operations_one_after_another_reuse_one_connection_to_the_api():
+    with RecordingUpstream(lambda req: Reply(201, {"id": req.path.rsplit("/", 1)[-1]})) as upstream:
+        clients = UpstreamClients(lambda limits: httpx.AsyncClient(limits=limits, trust_env=False), most=4)
+        dispatch = UpstreamDispatcher(clients, upstream.url)
+
+        async def main() -> list[int]:
+            try:
+                return [(await dispatch("POST", f"/things/{i}", [], b"{}")).status for i in range(5)]
+            finally:
+                await clients.aclose()
+
+        statuses = asyncio.run(main())
+        assert statuses == [201] * 5
+        assert [req.path for req in upstream.requests] == [f"/things/{i}" for i in range(5)]
+        assert upstream.connections == 1
