@@ -367,6 +367,11 @@ class Throttle:
         self._step = 0.0
         self._run = 0  # successes since the last step or cut
         self._first: float | None = None  # the first answer's send time
+        # Until a second cut: successes of what was sent before the first, and the time they took.
+        self._before = 0
+        self._span = 0.0
+        self._estimating = False
+        self._peak = math.inf  # the rate that last drew a 429 (none yet: no bound on the steps' growth)
         # successes by tenth of a second, over the last HORIZON seconds: what the API grants.
         self._slots = [0] * int(HORIZON * 10)
         self._slot = 0
@@ -407,17 +412,30 @@ class Throttle:
             self._first = sent_at
         self._count(now, n)
         if self.rate is None or sent_at < self._cut_at:
+            if self._cut_at == -math.inf or self._estimating:
+                self._before += n
+            if self._estimating and self.rate is not None:
+                # Answers to what was sent before the first 429 are still coming (a batch of 50
+                # answers late, and all at once): each one that got through says the API allows more.
+                self.rate = max(self.rate, min(self._before / self._span, self._top()))
             return
         self._run += n
         if self._run >= max(1.0, self.rate * RUN_SECONDS):
             self._run = 0
-            top = min(x for x in (self.ceiling, self._stated, math.inf) if x is not None)
-            self.rate = min(self.rate + self._step, top)
-            # Each step that met no 429 makes the next one larger: far below the limit, it is found in a few seconds.
-            self._step *= GROWTH
+            self.rate = min(self.rate + self._step, self._top())
+            if self.rate < self._peak:
+                # Each step that met no 429 makes the next one larger, up to the rate that last drew
+                # a 429: far below the limit, it is found again in a few seconds; near it, slowly.
+                self._step *= GROWTH
+            else:
+                self._step = max(self.rate * STEP, MIN_RATE)
 
-    def limited(self, sent_at: float, advice: Advice = Advice(), *, most: float = math.inf) -> None:
-        """An operation sent at ``sent_at`` was answered 429 with ``advice``; ``most`` bounds the hold."""
+    def limited(self, sent_at: float, advice: Advice = Advice(), *, most: float = math.inf, share: float = 1.0) -> None:
+        """Operations sent at ``sent_at`` were answered 429 with ``advice``; ``most`` bounds the hold.
+
+        ``share`` is the part of what was sent together that was refused (a
+        batch of 50 of which 3 were): the rate is cut by that much, by half at most.
+        """
         now = self._clock()
         if self._first is None:
             self._first = sent_at
@@ -430,17 +448,18 @@ class Throttle:
         # A long wait says a quota is spent until then (a window of a minute, an hour): not that
         # the pace is too fast. The pace stands, and every start waits until the quota is back.
         spent = advice.wait is not None and advice.wait >= LONG_WAIT
-        if self.rate is None:
-            # The first 429: what got through came within (time so far + the wait until more may).
-            seen = min(max(now - self._first, 0.0), HORIZON)
-            span = seen + (advice.wait if advice.wait is not None else RUN_SECONDS)
-            rate = self._stated or (self._total_recent() / span if span > 0 else MIN_RATE)
-            if self.ceiling is not None:
-                rate = min(rate, self.ceiling)
+        if self.rate is None or self._cut_at == -math.inf:
+            # The first 429: what got through did so over the time so far, or over the wait
+            # until more may (a burst spends a second's quota in no time), whichever is longer.
+            self._span = max(now - self._first, advice.wait if advice.wait is not None else RUN_SECONDS, 0.1)
+            self._estimating = True
+            rate = min(self._stated or self._before / self._span, self._top())
         elif spent:
             rate = self.rate
         else:
-            rate = max(self.rate / 2, min(self._granted(now), self.rate))
+            self._estimating = False
+            self._peak = self.rate
+            rate = max(self.rate * max(0.5, 1.0 - share), min(self._granted(now), self.rate))
             if self._stated is not None:
                 rate = min(rate, self._stated)
         first_cut = self._cut_at == -math.inf
@@ -450,7 +469,13 @@ class Throttle:
         if wait > 0 and (first_cut or spent) and self._next < now + wait:
             self._next = now + wait
 
-    def observe(self, sent_at: float, answers: Iterable[tuple[int | None, Mapping[str, str] | None]]) -> None:
+    def observe(
+        self,
+        sent_at: float,
+        answers: Iterable[tuple[int | None, Mapping[str, str] | None]],
+        *,
+        most: float = math.inf,
+    ) -> None:
         """Feed the answers of operations sent together at ``sent_at``: (status, headers) each."""
         ok = 0
         limited: list[Advice] = []
@@ -463,7 +488,12 @@ class Throttle:
         if limited:
             waits = [a.wait for a in limited if a.wait is not None]
             rates = [a.rate for a in limited if a.rate is not None]
-            self.limited(sent_at, Advice(max(waits) if waits else None, min(rates) if rates else None))
+            advice = Advice(max(waits) if waits else None, min(rates) if rates else None)
+            self.limited(sent_at, advice, most=most, share=len(limited) / (ok + len(limited)))
+
+    def _top(self) -> float:
+        """The most the rate may be: the given rate, and what the API states."""
+        return min(x for x in (self.ceiling, self._stated, math.inf) if x is not None)
 
     def _count(self, now: float, n: int) -> None:
         slot = int(now * 10)
@@ -473,9 +503,6 @@ class Throttle:
                 self._slots[s % size] = 0
             self._slot = slot
         self._slots[slot % size] += n
-
-    def _total_recent(self) -> int:
-        return sum(self._slots)
 
     def _granted(self, now: float) -> float:
         """Successes per second over the last ``HORIZON`` seconds (or since the first answer)."""

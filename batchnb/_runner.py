@@ -254,9 +254,8 @@ class Runner:
             if status == 200:
                 if reply.responses is not None:
                     if throttle is not None:
-                        throttle.observe(
-                            sent_at, ((r.status, r.headers) for top in reply.responses for _p, r in top.walk())
-                        )
+                        answers = ((r.status, r.headers) for top in reply.responses for _p, r in top.walk())
+                        throttle.observe(sent_at, answers, most=self.max_backoff)
                     return reply.responses, attempt
                 if resendable and can_retry:
                     await asyncio.sleep(self._delay(attempt, None))
