@@ -141,7 +141,7 @@ def retry_wait(
     a few requests, not thousands.
     """
     if hint is not None and hint >= MIN_HINT:
-        wait = min(hint, max_backoff)
+        wait = float(min(hint, max_backoff))
     else:
         wait = min(backoff * 2 ** min(attempt - 1, 64), max_backoff) * (0.5 + random.random() / 2)
     return wait if wait <= left else None
@@ -307,10 +307,9 @@ def parse_rate(value: Any, name: str = "rate") -> float | None:
     50.0
     >>> parse_rate(2.5)
     2.5
-    >>> parse_rate("fast")
+    >>> parse_rate("fast")  # doctest: +IGNORE_EXCEPTION_DETAIL
     Traceback (most recent call last):
-    ...
-    batchnb._exceptions.BatchValidationError: rate: 'fast' is not a rate: write a number of requests per second, or '50/s', '3000/min', '100000/h'
+    BatchValidationError: rate: 'fast' is not a rate: write a number of requests per second, or '50/s', ...
     """
     if value is None:
         return None
@@ -422,13 +421,13 @@ class Throttle:
         self._run += n
         if self._run >= max(1.0, self.rate * RUN_SECONDS):
             self._run = 0
-            self.rate = min(self.rate + self._step, self._top())
-            if self.rate < self._peak:
-                # Each step that met no 429 makes the next one larger, up to the rate that last drew
-                # a 429: far below the limit, it is found again in a few seconds; near it, slowly.
-                self._step *= GROWTH
-            else:
+            before, self.rate = self.rate, min(self.rate + self._step, self._top())
+            if before < self._peak <= self.rate:
+                # Back at the rate that last drew a 429: small steps again from here.
                 self._step = max(self.rate * STEP, MIN_RATE)
+            else:
+                # Each step that met no 429 makes the next one larger: far from the limit, it is found in a few seconds.
+                self._step *= GROWTH
 
     def limited(self, sent_at: float, advice: Advice = Advice(), *, most: float = math.inf, share: float = 1.0) -> None:
         """Operations sent at ``sent_at`` were answered 429 with ``advice``; ``most`` bounds the hold.
