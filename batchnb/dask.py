@@ -227,7 +227,7 @@ class _ClusterSender:
                 max_leases=self.leases, name=f"batchnb-starts-{spec.limit_id}-{spec.batch_rate:g}"
             )
         # Requests per second: a lease lets a batch start, and is held (its size × leases / rate)
-        # seconds from that start, so that at most `rate` operations start per second, cluster-wide.
+        # seconds after its answer, so that at most `rate` operations start per second, cluster-wide.
         # About a second's worth of full batches may start at once.
         self.op_rate = spec.rate
         self.op_starts = None
@@ -256,6 +256,7 @@ class _ClusterSender:
         self._still_wanted()
         await asyncio.to_thread(self.in_flight.acquire)
         started = False
+        op_started = 0
         try:
             # After the lease: a 429 that the previous holder saw is published before it let go.
             await self._wait_for_backoff()
@@ -264,8 +265,7 @@ class _ClusterSender:
                 started = True
             if self.op_starts is not None:
                 await asyncio.to_thread(self.op_starts.acquire)
-                size = sum(1 for top in ops for _p in top.walk())
-                threading.Timer(size * self.op_leases / self.op_rate, self.op_starts.release).start()
+                op_started = sum(1 for top in ops for _p in top.walk())
             # Checked again after the journal has the batch as sent: a newer attempt that
             # started since then sees it in the journal, as in flight.
             self._still_wanted()
@@ -280,6 +280,9 @@ class _ClusterSender:
                 # The lease is kept leases/rate seconds after the answer: whatever the network's delays,
                 # the server sees at most `rate` batches start in any second, cluster-wide.
                 threading.Timer(self.leases / self.rate, self.starts.release).start()
+            if op_started:
+                # The same for requests: a batch of n holds its lease n × leases / rate seconds.
+                threading.Timer(op_started * self.op_leases / self.op_rate, self.op_starts.release).start()
             await asyncio.to_thread(self.in_flight.release)
         return reply
 
