@@ -370,6 +370,9 @@ class Throttle:
         self._before = 0
         self._span = 0.0
         self._estimating = False
+        # Answers to what was sent since the last cut: the share refused says how far over the limit the pace is.
+        self._ok_since = 0
+        self._refused_since = 0
         self._peak = math.inf  # the rate that last drew a 429 (none yet: no bound on the steps' growth)
         # successes by tenth of a second, over the last HORIZON seconds: what the API grants.
         self._slots = [0] * int(HORIZON * 10)
@@ -419,6 +422,7 @@ class Throttle:
                 self.rate = max(self.rate, min(self._before / self._span, self._top()))
             return
         self._run += n
+        self._ok_since += n
         if self._run >= max(1.0, self.rate * RUN_SECONDS):
             self._run = 0
             before, self.rate = self.rate, min(self.rate + self._step, self._top())
@@ -429,11 +433,15 @@ class Throttle:
                 # Each step that met no 429 makes the next one larger: far from the limit, it is found in a few seconds.
                 self._step *= GROWTH
 
-    def limited(self, sent_at: float, advice: Advice = Advice(), *, most: float = math.inf, share: float = 1.0) -> None:
+    def limited(
+        self, sent_at: float, advice: Advice = Advice(), *, most: float = math.inf, share: float | None = None
+    ) -> None:
         """Operations sent at ``sent_at`` were answered 429 with ``advice``; ``most`` bounds the hold.
 
-        ``share`` is the part of what was sent together that was refused (a
-        batch of 50 of which 3 were): the rate is cut by that much, by half at most.
+        The rate is cut by the share refused, by half at most: ``share`` is
+        that of what was sent together (a batch of 50 of which 3 were); by
+        default, of the answers to what was sent since the last cut (one 429
+        among a hundred successes is a pace a little over the limit, not twice it).
         """
         now = self._clock()
         if self._first is None:
@@ -443,6 +451,10 @@ class Throttle:
         self._run = 0
         if sent_at < self._cut_at:
             return  # sent before the last cut, which answered it already
+        if share is None:
+            self._refused_since += 1
+            share = self._refused_since / (self._refused_since + self._ok_since)
+        self._ok_since = self._refused_since = 0
         wait = min(advice.wait if advice.wait is not None else 0.0, most)
         # A long wait says a quota is spent until then (a window of a minute, an hour): not that
         # the pace is too fast. The pace stands, and every start waits until the quota is back.
