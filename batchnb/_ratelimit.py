@@ -12,8 +12,9 @@ Three pieces, used by both modes:
   number into requests per second.
 - :class:`Throttle` spaces operations at a rate (a next-start clock), and
   adapts when it was given none: unpaced until the API first answers 429,
-  then paced at what the API granted, halved on a later 429 (at most once per
-  round trip), raised a step after each second or so of successes.
+  then paced at what the API granted, cut on a later 429 (by the share of
+  answers refused, by half at most; at most once per round trip), raised a
+  step after each second or so of successes.
 
 :class:`PacedDispatcher` puts a throttle in front of a dispatcher (the
 client's direct mode): each operation is paced, and one answered 429 or 503
@@ -348,10 +349,12 @@ class Throttle:
     paced, and reserving costs nothing, until the first 429: the throttle
     then paces at what the API granted (its stated ``q/w`` if it says,
     else the successes it let through over the time until it lets more), and
-    holds every start until the answer's wait is over. A later 429 halves the
-    rate (never below what the API granted over the last seconds), at most
-    once per round trip: a 429 to a request sent before the last cut changes
-    nothing. Each second or so of successes raises the rate a step. A given
+    holds every start until the answer's wait is over. A later 429 cuts the
+    rate by the share of answers refused since the last cut, by half at most
+    (never below what the API granted over the last seconds), at most once
+    per round trip: a 429 to a request sent before the last cut changes
+    nothing. A 429 whose wait is long (a quota of a minute or an hour spent)
+    holds every start until then and leaves the rate as it is. Each second or so of successes raises the rate a step. A given
     ``rate`` is never exceeded.
     """
 

@@ -319,8 +319,8 @@ class AsyncClient:
         their limits: ``"50/s"``, ``"3000/min"``, ``"100000/h"`` or a number;
         a batch of 50 operations spends 50. With no ``rate`` nothing is
         slowed down until the API answers 429; from then on operations are
-        paced at what the API lets through, halved on a later 429 and raised
-        step by step after successes, so that a run finishes close to the
+        paced at what the API lets through, cut on a later 429 (by half at
+        most, once per round trip) and raised step by step after successes, so that a run finishes close to the
         API's limit. ``batch_rate`` caps batches per second. ``bodies`` says how
         response bodies are kept: ``"parsed"`` (the default: each body read as
         Python objects, ``result.body[i]["id"]``, from a ``json`` column that
