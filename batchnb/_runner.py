@@ -2,8 +2,12 @@
 
 The rules that keep bulk writes safe live here:
 
-- a batch answered 429 or 503 was not run: it is retried after ``Retry-After``
-  (else exponential backoff with jitter), up to ``retries`` times;
+- a batch answered 429 or 503 was not run: it is retried after what the
+  answer says (``Retry-After``, the RateLimit headers; else exponential
+  backoff with jitter), until ``retry_for`` seconds have passed; so are the
+  operations answered 429 or 503 inside a batch that ran (``retry_operations``);
+- a :class:`~batchnb._ratelimit.Throttle` paces the operations of every batch
+  sent (a batch of 50 spends 50), and learns from the 429s;
 - a batch whose outcome is unknown (connection dropped after sending, read
   timeout, truncated answer, 5xx other than 503) is resent only if every
   operation in it is GET, PUT or DELETE; otherwise its rows come back with no
@@ -39,7 +43,9 @@ from typing import Any, Callable
 from . import rules
 from ._exceptions import AuthenticationError, BatchHTTPError, TransportError, http_error
 from ._keys import RunKeys, keyed
+from ._ratelimit import Throttle, advise, retry_wait
 from ._senders import Sender, own_authorization, retry_after
+from ._text import plural
 from .engine import prepare, result_lookup
 from .journal import Journal
 from .model import Operation, Response, is_idempotent
@@ -72,7 +78,9 @@ class Runner:
         concurrency: int = 4,
         retries: int = 3,
         retry_operations: bool = False,
-        rate: float | None = None,
+        batch_rate: float | None = None,
+        retry_for: float = 300.0,
+        throttle: Throttle | None = None,
         journal: Journal | None = None,
         progress: Any = None,
         known: dict[str, Response] | None = None,
@@ -87,7 +95,11 @@ class Runner:
         self.concurrency = max(1, concurrency)
         self.retries = max(0, retries)
         self.retry_operations = retry_operations
-        self.rate = rate
+        #: batches per second (the pace of operations is the throttle's).
+        self.batch_rate = batch_rate
+        #: seconds within which what was not run (429, 503) is sent again.
+        self.retry_for = retry_for
+        self.throttle = throttle
         self.journal = journal
         self.progress = progress
         self.results: dict[str, Response] = dict(known or {})
@@ -187,11 +199,11 @@ class Runner:
                 self.outcomes[b.index] = [_placeholder(op, reason) for op in b.operations]
 
     async def _pace(self) -> None:
-        if not self.rate:
+        if not self.batch_rate:
             return
         now = time.monotonic()
         start = max(now, self._next_start)
-        self._next_start = start + 1.0 / self.rate
+        self._next_start = start + 1.0 / self.batch_rate
         if start > now:
             await asyncio.sleep(start - now)
 
@@ -234,12 +246,20 @@ class Runner:
                 server = await self._retry_operations(prepared.sendable, server)
         return prepared.merge(server)
 
-    async def _send_with_retries(self, ops: list[Operation]) -> tuple[list[Response], int]:
+    async def _send_with_retries(self, ops: list[Operation], until: float | None = None) -> tuple[list[Response], int]:
+        """``ops`` sent as one batch, again while it may be; ``until`` ends the time for 429 and 503."""
         resendable = is_idempotent(ops) or (self.keys is not None and keyed(ops))
+        throttle = self.throttle
+        size = sum(1 for top in ops for _p in top.walk())
         attempt = 0
         while True:
             attempt += 1
             can_retry = attempt <= self.retries
+            if throttle is not None:
+                await throttle.wait(size)
+            sent_at = time.monotonic()
+            if until is None:
+                until = sent_at + self.retry_for
             try:
                 reply = await self.send(ops)
             except AuthenticationError as exc:  # the auth flow could not get a token: nothing was sent
@@ -265,6 +285,9 @@ class Runner:
             status = reply.status
             if status == 200:
                 if reply.responses is not None:
+                    if throttle is not None:
+                        answers = ((r.status, r.headers) for top in reply.responses for _p, r in top.walk())
+                        throttle.observe(sent_at, answers, most=self.max_backoff)
                     return reply.responses, attempt
                 if resendable and can_retry:
                     await asyncio.sleep(self._delay(attempt, None))
@@ -273,11 +296,25 @@ class Runner:
                 return [_placeholder(op, reason) for op in ops], attempt
             wait = retry_after(reply.headers)
             if status in (429, 503):
-                if can_retry:
-                    await asyncio.sleep(self._delay(attempt, wait))
+                advice = advise(reply.headers)
+                if throttle is not None and status == 429:
+                    throttle.limited(sent_at, advice, most=self.max_backoff)
+                pause = retry_wait(
+                    advice.wait,
+                    attempt,
+                    backoff=self.backoff,
+                    max_backoff=self.max_backoff,
+                    left=until - time.monotonic(),
+                )
+                if pause is not None:
+                    await asyncio.sleep(pause)
                     continue
                 return [
-                    _placeholder(op, f"not run: the server answered {status} {attempt} times") for op in ops
+                    _placeholder(
+                        op,
+                        f"not run: the server answered {status} {plural(attempt, 'time')} (retry_for={self.retry_for:g} s)",
+                    )
+                    for op in ops
                 ], attempt
             if status >= 500:
                 if resendable and can_retry:
@@ -298,10 +335,16 @@ class Runner:
         go again with them; references to operations that did succeed are
         filled in here, so the resent batch stands on its own.
         """
-        statuses = {429, 503} if self.retry_operations else set()
-        if self.keys is not None:
-            statuses.add(409)
-        for _ in range(self.retries):
+        until = time.monotonic() + self.retry_for
+        passes = 0
+        while True:
+            passes += 1
+            # 429 and 503 while there is time; a key still in use (409) a few times, as it always was.
+            statuses = {429, 503} if self.retry_operations and time.monotonic() < until else set()
+            if self.keys is not None and passes <= self.retries:
+                statuses.add(409)
+            if not statuses:
+                break
             again: list[int] = []
             waiting: set[str] = set()
             for i, (op, r) in enumerate(zip(ops, server)):
@@ -314,10 +357,18 @@ class Runner:
                 for _p, r in top.walk():
                     if r.name and r.name not in waiting and r.status is not None:
                         self.results[r.name] = r
-            delays = [retry_after(server[i].headers or {}) for i in again]
-            await asyncio.sleep(max([d for d in delays if d is not None], default=self.backoff))
+            hints = [advise(server[i].headers or {}).wait for i in again]
+            hint = max([d for d in hints if d is not None], default=None)
+            pause = retry_wait(
+                hint, passes, backoff=self.backoff, max_backoff=self.max_backoff, left=until - time.monotonic()
+            )
+            if pause is None:
+                break
+            await asyncio.sleep(pause)
             prepared = prepare([ops[i] for i in again], self._lookup)
-            redo, sent_attempts = await self._send_with_retries(prepared.sendable) if prepared.sendable else ([], 0)
+            redo, sent_attempts = (
+                await self._send_with_retries(prepared.sendable, until) if prepared.sendable else ([], 0)
+            )
             resent = {id(x) for top in redo for _p, x in top.walk()}
             for i, r in zip(again, prepared.merge(redo)):
                 before = server[i].attempts or 1

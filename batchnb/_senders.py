@@ -11,7 +11,6 @@ which one it was.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Protocol
 
@@ -22,6 +21,7 @@ from . import _json
 from ._connect import Connection, Unreached, proxy_refused, unreached
 from ._exceptions import TransportError
 from .auth import refreshes
+from ._ratelimit import retry_after  # noqa: F401 - its older home; the runner and client import it from here
 from .engine import Dispatcher, ResponseTooLarge, UnreadableResponse, execute, read_bounded
 from .model import BATCH_PATH, Operation, Response
 
@@ -223,23 +223,3 @@ def _responses_for(body: Any, ops: list[Operation]) -> list[Response] | None:
     if not same_shape(ops, body["responses"]):
         return None
     return [Response.from_wire(r) for r in body["responses"]]
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), or None.
-
-    >>> retry_after({"Retry-After": "2"})
-    2.0
-    """
-    value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None

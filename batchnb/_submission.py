@@ -17,6 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 from . import _json
 from ._exceptions import BatchValidationError, Problem, SubmitInterrupted, TransportError
+from ._ratelimit import Throttle
 from ._runner import Runner
 from ._senders import Sender
 from ._text import plural
@@ -37,7 +38,12 @@ class SubmitOptions:
     concurrency: int = 4
     retries: int = 3
     retry_operations: bool = False
-    rate: float | None = None
+    #: batches per second (None: no limit).
+    batch_rate: float | None = None
+    #: seconds within which what was not run (429, 503) is sent again.
+    retry_for: float = 300.0
+    #: paces the operations of each batch sent, and learns from 429s (None: not paced here).
+    throttle: Throttle | None = None
     journal: str | None = None
     resume: bool = False
     progress: bool | None = None
@@ -220,7 +226,9 @@ class Submission:
             concurrency=opts.concurrency,
             retries=opts.retries,
             retry_operations=opts.retry_operations,
-            rate=opts.rate,
+            batch_rate=opts.batch_rate,
+            retry_for=opts.retry_for,
+            throttle=opts.throttle,
             journal=journal,
             progress=bar,
             known=self._known,

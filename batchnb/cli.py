@@ -277,21 +277,21 @@ def run(args: argparse.Namespace) -> int:
         auth=auth,
         concurrency=args.concurrency,
         retries=args.retries,
+        retry_for=args.retry_for,
         mode="direct" if args.direct else "batch",
         verify=connection.verify,
         cert=connection.cert,
         proxy=connection.proxy,
     )
+    rate = {"rate": args.rate, "batch_rate": args.batch_rate}
     if args.dry_run:
-        plan = client.submit(df, dry_run=True, **options)
+        plan = client.submit(df, dry_run=True, **rate, **options)
         _preview(df, plan, options)
         return 0
     progress = (not args.quiet) and sys.stderr.isatty()
     status = 0
     try:
-        result = client.submit(
-            df, journal=args.journal, resume=args.resume, progress=progress, rate=args.rate, **options
-        )
+        result = client.submit(df, journal=args.journal, resume=args.resume, progress=progress, **rate, **options)
     except BatchValidationError:
         raise
     except SubmitInterrupted as exc:
@@ -565,9 +565,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="continue the run the journal records: send only rows it has no outcome for",
     )
     r.add_argument("--concurrency", type=int, default=4, help="batches in flight at once")
-    r.add_argument("--rate", type=float, help="at most this many batches per second (default: no limit)")
     r.add_argument(
-        "--retries", type=int, default=3, help="resends of a batch that was not run (429, 503, dropped before sending)"
+        "--rate",
+        help="at most this many requests (rows) per second: 50/s, 3000/min, 100000/h or a number "
+        "(default: as fast as the API allows, slowing down when it answers 429)",
+    )
+    r.add_argument("--batch-rate", type=float, help="at most this many batches per second (default: no limit)")
+    r.add_argument(
+        "--retry-for",
+        type=float,
+        default=300.0,
+        help="seconds during which what the API did not run (429, 503) is sent again, after the wait its answer says",
+    )
+    r.add_argument(
+        "--retries", type=int, default=3, help="resends of a batch that could not be delivered (dropped before sending)"
     )
     r.add_argument(
         "--cacert",

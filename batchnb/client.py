@@ -16,6 +16,7 @@ already runs an event loop): each call runs the async twin to completion.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import ssl
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Literal, Mapping, Sequence, overload
@@ -26,6 +27,7 @@ from . import rules
 from ._connect import Connection, mask_url
 from ._exceptions import BatchValidationError, Problem, TransportError, http_error
 from ._secrets import mask_headers, mask_logger, scrub
+from ._ratelimit import PacedDispatcher, Throttle, parse_rate
 from ._senders import BatchEndpoint, InProcessEngine, Sender, retry_after
 from ._submission import Submission, SubmitOptions
 from .auth import as_auth, auth_problem, describe
@@ -79,6 +81,32 @@ def _argument_problems(
     return problems
 
 
+def _retry_for_problem(retry_for: Any) -> Problem | None:
+    if retry_for is None:
+        return None
+    if (
+        isinstance(retry_for, bool)
+        or not isinstance(retry_for, (int, float))
+        or not math.isfinite(retry_for)
+        or retry_for < 0
+    ):
+        return Problem("retry_for", f"must be a number of seconds, 0 or more, not {retry_for!r}")
+    return None
+
+
+def _batch_rate_problem(batch_rate: Any) -> Problem | None:
+    if batch_rate is None:
+        return None
+    if (
+        isinstance(batch_rate, bool)
+        or not isinstance(batch_rate, (int, float))
+        or not math.isfinite(batch_rate)
+        or batch_rate <= 0
+    ):
+        return Problem("batch_rate", f"must be a positive number of batches per second, not {batch_rate!r}")
+    return None
+
+
 class AsyncClient:
     """Async client for a Batch API 2.3 server.
 
@@ -114,6 +142,13 @@ class AsyncClient:
     >>> AsyncClient("https://api.example", verify="ca.pem")   # doctest: +SKIP
     >>> AsyncClient("https://api.example", proxy="http://proxy.corp:3128")
     AsyncClient('https://api.example', no credentials, mode='batch', proxy='http://proxy.corp:3128')
+
+    What was not run because the API answered 429 or 503 (a whole batch, or
+    operations inside one) is sent again after what the answer says
+    (``Retry-After``, the ``RateLimit`` or ``X-RateLimit-*`` headers; never
+    more than ``max_backoff`` at a time) until ``retry_for`` seconds have
+    passed; ``retries`` counts the resends of a batch that failed to be
+    delivered.
     """
 
     def __init__(
@@ -129,6 +164,7 @@ class AsyncClient:
         mode: Literal["batch", "direct"] = "batch",
         concurrency: int = 4,
         retries: int = 3,
+        retry_for: float = 300.0,
         max_requests: int | None = None,
         max_depth: int | None = None,
         backoff: float = 0.5,
@@ -146,6 +182,9 @@ class AsyncClient:
         )
         problems = _argument_problems(base_url, credentials_in, mode, api_key, token, auth, headers)
         problems += connection.problems()
+        problem = _retry_for_problem(retry_for)
+        if problem:
+            problems.append(problem)
         if problems:
             raise BatchValidationError(problems)
         if credentials_in == "query":
@@ -161,6 +200,7 @@ class AsyncClient:
         self.mode = mode
         self.concurrency = concurrency
         self.retries = retries
+        self.retry_for = retry_for
         self._max_requests = max_requests
         self._max_depth = max_depth
         self.backoff = backoff
@@ -197,12 +237,33 @@ class AsyncClient:
             self._http = self.connection.client(timeout=self.timeout, transport=self._transport)
         return self._http
 
-    def _sender(self, parallel: int = 1, limits: Mapping[str, Any] | None = None) -> Sender:
+    def _sender(
+        self,
+        parallel: int = 1,
+        limits: Mapping[str, Any] | None = None,
+        throttle: Throttle | None = None,
+        retry: bool = False,
+        retry_for: float | None = None,
+    ) -> Sender:
         headers, query = self._credentials()
         if self.mode == "direct":
             # The engine runs here: as many at once as asked.
-            dispatch = HTTPDispatcher(self._client(), self.base_url, connection=self.connection, auth=self._auth)
-            return InProcessEngine(dispatch, headers, query, self.timeout, parallel=parallel)
+            dispatch: Any = HTTPDispatcher(self._client(), self.base_url, connection=self.connection, auth=self._auth)
+            timeout = self.timeout
+            if throttle is not None:
+                # Each operation paced, and sent again right here when the API answers 429 or 503:
+                # what depends on it simply waits. The dispatcher bounds each attempt by the timeout.
+                dispatch = PacedDispatcher(
+                    dispatch,
+                    throttle,
+                    retry=retry,
+                    retry_for=self.retry_for if retry_for is None else retry_for,
+                    backoff=self.backoff,
+                    max_backoff=self.max_backoff,
+                    timeout=self.timeout,
+                )
+                timeout = math.inf
+            return InProcessEngine(dispatch, headers, query, timeout, parallel=parallel)
         return BatchEndpoint(
             self._client(),
             self.base_url,
@@ -301,8 +362,10 @@ class AsyncClient:
         progress: bool | None = None,
         concurrency: int | None = None,
         retries: int | None = None,
-        retry_operations: bool = False,
-        rate: float | None = None,
+        retry_operations: bool = True,
+        rate: float | str | None = None,
+        batch_rate: float | None = None,
+        retry_for: float | None = None,
         bodies: Literal["parsed", "json", "none"] = "parsed",
         known: Any = None,
         idempotency: bool | Literal["auto"] = "auto",
@@ -325,8 +388,17 @@ class AsyncClient:
         Lines file; with ``resume`` only rows with no final outcome there are
         sent. ``progress`` shows a bar (default: when there is more than one
         batch). ``concurrency`` and ``retries`` override the client's.
-        ``retry_operations`` resends operations answered 429/503 inside a
-        batch that ran. ``rate`` caps batches per second. ``bodies`` says how
+        ``retry_operations`` (on by default) sends operations answered 429 or
+        503, which did not run, again after what the answer says, until
+        ``retry_for`` seconds (the client's by default) have passed.
+
+        ``rate`` is the most requests (operations) per second, as APIs state
+        their limits: ``"50/s"``, ``"3000/min"``, ``"100000/h"`` or a number;
+        a batch of 50 operations spends 50. With no ``rate`` nothing is
+        slowed down until the API answers 429; from then on operations are
+        paced at what the API lets through, cut on a later 429 (by half at
+        most, once per round trip) and raised step by step after successes, so that a run finishes close to the
+        API's limit. ``batch_rate`` caps batches per second. ``bodies`` says how
         response bodies are kept: ``"parsed"`` (the default: each body read as
         Python objects, ``result.body[i]["id"]``, from a ``json`` column that
         holds compact JSON text and parses a cell when it is read, about five
@@ -363,11 +435,21 @@ class AsyncClient:
             "parent": parent,
             "nulls": nulls,
         }
+        # Checked before anything is sent (limits() asks the server).
+        throttle = Throttle(parse_rate(rate, "rate"))
+        problems = [p for p in (_batch_rate_problem(batch_rate), _retry_for_problem(retry_for)) if p]
+        if problems:
+            raise BatchValidationError(problems)
+        retry_for = self.retry_for if retry_for is None else float(retry_for)
+        direct = self.mode == "direct"
         options = SubmitOptions(
             concurrency=concurrency or self.concurrency,
             retries=self.retries if retries is None else retries,
             retry_operations=retry_operations,
-            rate=rate,
+            batch_rate=batch_rate,
+            retry_for=retry_for,
+            # In direct mode the dispatcher paces each operation (and retries it) instead.
+            throttle=None if direct else throttle,
             journal=journal,
             resume=resume,
             progress=progress,
@@ -382,9 +464,14 @@ class AsyncClient:
             raise BatchValidationError([Problem("parallel", problem)])
         # Batches are filled to a multiple of what runs at once (48 of 50 with parallel=16).
         options = dataclasses.replace(options, parallel=self._parallel(parallel, limits))
-        submission = Submission(
-            work, frame_options, limits, self._sender(parallel, limits), options, stream=not dry_run, known=known
+        sender = self._sender(
+            parallel,
+            limits,
+            throttle=throttle if direct else None,
+            retry=retry_operations,
+            retry_for=retry_for,
         )
+        submission = Submission(work, frame_options, limits, sender, options, stream=not dry_run, known=known)
         if dry_run:
             return submission.plan
         return await submission.run()
@@ -413,6 +500,7 @@ class Client:
         mode: Literal["batch", "direct"] = "batch",
         concurrency: int = 4,
         retries: int = 3,
+        retry_for: float = 300.0,
         max_requests: int | None = None,
         max_depth: int | None = None,
         backoff: float = 0.5,
@@ -435,6 +523,7 @@ class Client:
             mode=mode,
             concurrency=concurrency,
             retries=retries,
+            retry_for=retry_for,
             max_requests=max_requests,
             max_depth=max_depth,
             backoff=backoff,
@@ -498,8 +587,10 @@ class Client:
         progress: bool | None = None,
         concurrency: int | None = None,
         retries: int | None = None,
-        retry_operations: bool = False,
-        rate: float | None = None,
+        retry_operations: bool = True,
+        rate: float | str | None = None,
+        batch_rate: float | None = None,
+        retry_for: float | None = None,
         bodies: Literal["parsed", "json", "none"] = "parsed",
         known: Any = None,
         idempotency: bool | Literal["auto"] = "auto",
@@ -527,6 +618,8 @@ class Client:
             retries=retries,
             retry_operations=retry_operations,
             rate=rate,
+            batch_rate=batch_rate,
+            retry_for=retry_for,
             bodies=bodies,
             known=known,
             idempotency=idempotency,

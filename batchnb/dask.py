@@ -17,10 +17,10 @@ Each partition runs as an ordinary batchnb submit on a worker of
   an older attempt still running stop before it sends anything more. Rows
   caught in flight are "outcome unknown", or are sent again with the same
   idempotency keys where the API honours them.
-- **one limit**: batches in flight (``concurrency``) and batches per second
-  (``rate``) are counted across every worker, for one API and tenant, with
-  named ``distributed.Semaphore`` objects; a 429 with ``Retry-After`` backs
-  every worker off.
+- **one limit**: batches in flight (``concurrency``), requests per second
+  (``rate``) and batches per second (``batch_rate``) are counted across every
+  worker, for one API and tenant, with named ``distributed.Semaphore``
+  objects; a 429 with ``Retry-After`` backs every worker off.
 - **rows aligned**: each result partition has its input partition's index
   (``read_csv`` partitions repeat labels: use :func:`join`, never a plain join).
 - **nothing sent before every partition is checked**, references included: a
@@ -85,8 +85,12 @@ class _Spec:
     url: str
     frame_options: dict[str, Any]
     concurrency: int
+    #: requests per second, cluster-wide.
     rate: float | None
+    #: batches per second, cluster-wide.
+    batch_rate: float | None
     retries: int
+    retry_for: float
     idempotency: bool | str
     bodies: str
     timeout: float
@@ -262,7 +266,7 @@ def _problems(found: pd.DataFrame) -> tuple[list[Problem], bool]:
 class _ClusterSender:
     """A sender that keeps the cluster-wide limits and stops when its attempt is no longer wanted."""
 
-    def __init__(self, inner: Any, spec: _Spec, fence: _Fence | None, key: str | None) -> None:
+    def __init__(self, inner: Any, spec: _Spec, fence: _Fence | None, key: str | None, max_requests: int = 50) -> None:
         self.inner = inner
         # What the runner asks of a sender about its auth flow (see batchnb._runner).
         self.auth = getattr(inner, "auth", None)
@@ -271,12 +275,22 @@ class _ClusterSender:
         self.key = key
         # Created by name, here, inside the task: every worker's copy is the same semaphore.
         self.in_flight = distributed.Semaphore(max_leases=spec.concurrency, name=f"batchnb-in-flight-{spec.limit_id}")
-        self.rate = spec.rate
+        self.rate = spec.batch_rate
         self.starts = None
-        if spec.rate:
-            self.leases = max(1, int(spec.rate))
+        if spec.batch_rate:
+            self.leases = max(1, int(spec.batch_rate))
             self.starts = distributed.Semaphore(
-                max_leases=self.leases, name=f"batchnb-starts-{spec.limit_id}-{spec.rate:g}"
+                max_leases=self.leases, name=f"batchnb-starts-{spec.limit_id}-{spec.batch_rate:g}"
+            )
+        # Requests per second: a lease lets a batch start, and is held (its size × leases / rate)
+        # seconds after its answer, so that at most `rate` operations start per second, cluster-wide.
+        # About a second's worth of full batches may start at once.
+        self.op_rate = spec.rate
+        self.op_starts = None
+        if spec.rate:
+            self.op_leases = max(1, round(spec.rate / max(1, max_requests)))
+            self.op_starts = distributed.Semaphore(
+                max_leases=self.op_leases, name=f"batchnb-op-starts-{spec.limit_id}-{spec.rate:g}"
             )
         self.backoff = distributed.Variable(f"batchnb-backoff-{spec.limit_id}")
 
@@ -298,12 +312,16 @@ class _ClusterSender:
         self._still_wanted()
         await asyncio.to_thread(self.in_flight.acquire)
         started = False
+        op_started = 0
         try:
             # After the lease: a 429 that the previous holder saw is published before it let go.
             await self._wait_for_backoff()
             if self.starts is not None:
                 await asyncio.to_thread(self.starts.acquire)
                 started = True
+            if self.op_starts is not None:
+                await asyncio.to_thread(self.op_starts.acquire)
+                op_started = sum(1 for top in ops for _p in top.walk())
             # Checked again after the journal has the batch as sent: a newer attempt that
             # started since then sees it in the journal, as in flight.
             self._still_wanted()
@@ -318,6 +336,9 @@ class _ClusterSender:
                 # The lease is kept leases/rate seconds after the answer: whatever the network's delays,
                 # the server sees at most `rate` batches start in any second, cluster-wide.
                 threading.Timer(self.leases / self.rate, self.starts.release).start()
+            if op_started:
+                # The same for requests: a batch of n holds its lease n × leases / rate seconds.
+                threading.Timer(op_started * self.op_leases / self.op_rate, self.op_starts.release).start()
             await asyncio.to_thread(self.in_flight.release)
         return reply
 
@@ -360,6 +381,8 @@ def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict | Non
         key = None
 
     async def go() -> pd.DataFrame:
+        from ._ratelimit import Throttle
+
         async with AsyncClient(
             spec.url,
             **{**spec.connection, **_credentials(spec)},
@@ -370,7 +393,10 @@ def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict | Non
             options = SubmitOptions(
                 concurrency=spec.concurrency,
                 retries=spec.retries,
-                rate=None,
+                retry_operations=True,
+                retry_for=spec.retry_for,
+                # This partition's own pace, from the 429s it sees; the cluster-wide limits are the sender's.
+                throttle=Throttle(),
                 progress=False,
                 bodies=spec.bodies,
                 journal=None if journal is None else str(journal),
@@ -379,7 +405,7 @@ def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict | Non
                 backoff=client.backoff,
                 max_backoff=client.max_backoff,
             )
-            sender = _ClusterSender(client._sender(), spec, fence, key)
+            sender = _ClusterSender(client._sender(), spec, fence, key, int(limits["maxRequests"]))
             return await Submission(pdf, spec.frame_options, limits, sender, options).run()
 
     if len(pdf) == 0:
@@ -452,8 +478,10 @@ def submit(
     journal: str | os.PathLike[str] | None = None,
     resume: bool = False,
     concurrency: int = 4,
-    rate: float | None = None,
+    rate: float | str | None = None,
+    batch_rate: float | None = None,
     retries: int = 3,
+    retry_for: float = 300.0,
     idempotency: bool | Literal["auto"] = "auto",
     bodies: Literal["parsed", "json", "none"] = "parsed",
     timeout: float = 60.0,
@@ -470,9 +498,11 @@ def submit(
     >>> result = batchnb.dask.submit(ddf, "http://127.0.0.1:8000", token=TOKEN, method="POST",   # doctest: +SKIP
     ...                              path="/api/2.1/scheduling/companies", body=["name"], journal="runs/companies")
 
-    The arguments are :meth:`batchnb.Client.submit`'s. ``concurrency`` and
-    ``rate`` hold for the whole cluster (for this API and tenant), not per
-    worker. ``journal`` is a directory every worker sees (a shared
+    The arguments are :meth:`batchnb.Client.submit`'s. ``concurrency``,
+    ``rate`` (requests per second: ``"50/s"``, ``"3000/min"`` or a number) and
+    ``batch_rate`` (batches per second) hold for the whole cluster (for this
+    API and tenant), not per worker. Operations answered 429 or 503 are sent
+    again until ``retry_for`` seconds have passed. ``journal`` is a directory every worker sees (a shared
     filesystem): required unless every operation is GET, PUT or DELETE;
     ``resume=True`` continues the submit that wrote it. ``token`` and
     ``api_key``, or ``auth`` (an ``httpx.Auth`` such as
@@ -506,6 +536,14 @@ def submit(
     if wrong is not None:
         raise BatchValidationError([Problem("auth", wrong)])
     connection, secret_proxy = _connection_for_workers(verify, cert, proxy, trust_env, http2)
+    from ._ratelimit import parse_rate
+
+    rate = parse_rate(rate, "rate")  # before anything is sent
+    from .client import _batch_rate_problem
+
+    problem = _batch_rate_problem(batch_rate)
+    if problem is not None:
+        raise BatchValidationError([problem])
     client = client or distributed.get_client()
     frame_options = {
         k: v
@@ -549,7 +587,9 @@ def submit(
         frame_options=frame_options,
         concurrency=max(1, concurrency),
         rate=rate,
+        batch_rate=batch_rate,
         retries=retries,
+        retry_for=retry_for,
         idempotency=idempotency,
         bodies=bodies,
         timeout=timeout,

@@ -58,7 +58,23 @@ __all__ = [
 T = TypeVar("T")
 
 #: response headers worth handing back to the caller (the spec's extension).
-KEPT_HEADERS = ("location", "content-type", "retry-after", "idempotent-replayed", "www-authenticate")
+KEPT_HEADERS = (
+    "location",
+    "content-type",
+    "retry-after",
+    "idempotent-replayed",
+    # what an API says of a refused token (RFC 6750 §3), for the row's error
+    "www-authenticate",
+    # what the API says of its rate limits, so that a client behind a gateway can honour them
+    "ratelimit-policy",
+    "ratelimit",
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+)
 #: bytes of one operation's answer, once decoded.
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 #: bytes that references may fill into one operation (path, headers and body together).
@@ -887,7 +903,7 @@ def _refused_answer(status: int, code: str, message: str) -> tuple[int, Any, dic
 
 
 def _title(name: str) -> str:
-    return "-".join(p.capitalize() for p in name.split("-"))
+    return "-".join("RateLimit" if p == "ratelimit" else p.capitalize() for p in name.split("-"))
 
 
 _TITLED = {name: _title(name) for name in KEPT_HEADERS}

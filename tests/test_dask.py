@@ -129,13 +129,53 @@ def test_the_limit_holds_for_the_whole_cluster_as_the_server_sees_it(cluster, tm
             body=["name"],
             journal=tmp_path / "j",
             concurrency=concurrency,
-            rate=rate,
+            batch_rate=rate,
             client=cluster,
         )
         assert result.compute()["ok"].all()
         assert len(server.starts) == 40
         assert server.max_in_flight <= concurrency, server.max_in_flight
         assert server.starts_per_window(1.0) <= rate, server.starts_per_window(1.0)
+
+
+def test_a_rate_in_requests_per_second_holds_for_the_whole_cluster(cluster, tmp_path):
+    rate = "40/s"  # batches of 10: four batches a second, cluster-wide
+    with WatchedServer(max_requests=10) as server:
+        ddf = dd.from_pandas(names_frame(200, "PerRequest"), npartitions=4)  # 20 batches of 10
+        result = bd.submit(
+            ddf,
+            server.url,
+            api_key="demo",
+            token=server.token,
+            method="POST",
+            path=CO,
+            body=["name"],
+            journal=tmp_path / "j",
+            concurrency=4,
+            rate=rate,
+            client=cluster,
+        )
+        assert result.compute()["ok"].all()
+        assert len(server.starts) == 20
+        assert server.starts_per_window(1.0) * 10 <= 40, server.starts_per_window(1.0)
+
+
+def test_an_invalid_rate_is_refused_before_anything_is_sent(cluster, tmp_path):
+    with WatchedServer(max_requests=10) as server:
+        ddf = dd.from_pandas(names_frame(20, "Bad"), npartitions=2)
+        with pytest.raises(BatchValidationError) as info:
+            bd.submit(
+                ddf,
+                server.url,
+                token=server.token,
+                method="POST",
+                path=CO,
+                body=["name"],
+                rate="fast",
+                journal=tmp_path / "j",
+                client=cluster,
+            )
+        assert info.value.problems[0].pointer == "rate" and server.starts == []
 
 
 def test_a_429_with_retry_after_backs_every_worker_off(cluster, tmp_path):

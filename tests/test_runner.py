@@ -108,12 +108,22 @@ def test_429_retry_after_is_honoured():
     assert posts[1] - posts[0] >= 0.5 and posts[2] - posts[1] >= 0.3
 
 
-def test_retries_give_up_with_a_clear_error():
+def test_429_retries_give_up_after_retry_for_with_a_clear_error():
     t = Recorder([(429, {"Retry-After": "0"})] * 3)
     result = asyncio.run(
-        AsyncClient("http://api.test", token="x", transport=t, retries=2).submit([Operation("GET", "/a")])
+        AsyncClient("http://api.test", token="x", transport=t, retry_for=0).submit([Operation("GET", "/a")])
     )
-    assert result["status"].isna().all() and "answered 429 3 times" in result.loc[0, "error"]
+    assert len(t.bodies) == 1
+    assert result["status"].isna().all()
+    assert "answered 429 1 time (retry_for=0 s)" in result.loc[0, "error"]
+
+
+def test_a_batch_answered_429_is_retried_on_time_not_on_count():
+    # retries=0 counts batches that could not be delivered; 429 and 503 go on until retry_for.
+    t = Recorder([(429, {"Retry-After": "0"}), (503, {}), (429, {}), (503, {"Retry-After": "0"}), (200, {})])
+    client = AsyncClient("http://api.test", token="x", transport=t, retries=0, backoff=0.01, max_backoff=0.05)
+    result = asyncio.run(client.submit([Operation("GET", "/a")], progress=False))
+    assert len(t.bodies) == 5 and result.loc[0, "status"] == 200 and result.loc[0, "attempts"] == 5
 
 
 def test_outcome_unknown_post_is_not_resent_but_put_is():
