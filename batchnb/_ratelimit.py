@@ -553,6 +553,8 @@ class PacedDispatcher:
         timeout: float = 60.0,
     ) -> None:
         self._inner = inner
+        #: the wrapped dispatcher's auth flow, for the sender and the runner to see (a 401 it could not cure stops the run).
+        self.auth = getattr(inner, "auth", None)
         self.throttle = throttle
         self._retry = retry
         self._retry_for = retry_for

@@ -443,7 +443,7 @@ class CompanyAPI:
         self._args += ["--client-id", client_id]
         if rate is not None:
             self._args += ["--rate", str(rate)]
-        self._own_tmp = tempfile.TemporaryDirectory(prefix="batchnb-company-") if tls and tmp is None else None
+        self._own_tmp = tempfile.TemporaryDirectory(prefix="batchnb-") if tls and tmp is None else None
         self._dir = Path(tmp) if tmp is not None else (Path(self._own_tmp.name) if self._own_tmp else None)
         self._start_timeout = start_timeout
         self._proc: subprocess.Popen[str] | None = None
