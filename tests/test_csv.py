@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 from decimal import Decimal
 
@@ -10,6 +11,7 @@ import pytest
 
 import batchnb as bn
 from batchnb import BatchValidationError, from_frame, read_csv
+from batchnb.frames import SkippedRowsWarning
 
 
 def csv(text: str, **kw):
@@ -131,7 +133,8 @@ def test_latin1_is_refused_naming_the_byte_and_line_then_read_with_the_flag(tmp_
     with pytest.raises(BatchValidationError) as err:
         read_csv(path)
     assert str(err.value.problems[0]).startswith("clients.csv, line 2: byte 0xe9 is not utf-8 text")
-    assert "encoding='latin-1'" in str(err.value) and "--encoding latin-1" in str(err.value)
+    # The library speaks Python; the command line says --encoding (tests/test_cli.py).
+    assert "read it with encoding='cp1252'" in str(err.value) and "--encoding" not in str(err.value)
     assert read_csv(path, encoding="latin-1")["name"].tolist() == ["André", "Zoë"]
 
 
@@ -182,3 +185,100 @@ def test_a_missing_column_names_the_nearest_one():
         str(err.value.problems[0])
         == "body: the frame has no column 'nam'; did you mean 'name'? (it has 'name', 'path')"
     )
+
+
+# ---------------------------------------------------------------- Windows and Excel exports, as they write them
+
+
+#: what Windows' Excel writes for "CSV (separator: semicolon)": Windows-1252 ("ANSI"), ';', CRLF.
+CP1252 = "name;note;price\r\nBœuf;l’été;5 €\r\nZoë;ok;3\r\n".encode("cp1252")
+
+
+def test_a_cp1252_export_read_as_latin1_is_refused_with_byte_line_and_column(tmp_path):
+    path = tmp_path / "ansi.csv"
+    path.write_bytes(CP1252)
+    with pytest.raises(BatchValidationError) as err:
+        read_csv(path)
+    # The way out the message gives is the encoding Windows wrote, not one that reads the bytes wrongly.
+    assert "byte 0x9c is not utf-8 text" in str(err.value) and "encoding='cp1252'" in str(err.value)
+    assert "latin-1" not in str(err.value)
+    with pytest.raises(BatchValidationError) as err:
+        read_csv(path, encoding="latin-1")
+    assert [str(p) for p in err.value.problems] == [
+        "ansi.csv, line 2, column name: byte 0x9c is read as U+009C, a control character, not text: "
+        "in Windows-1252 (what Windows and Excel write), 0x9c is 'œ'; read it with encoding='cp1252'",
+        "ansi.csv, line 2, column note: byte 0x92 is read as U+0092, a control character, not text: "
+        "in Windows-1252 (what Windows and Excel write), 0x92 is '’'; read it with encoding='cp1252'",
+        "ansi.csv, line 2, column price: byte 0x80 is read as U+0080, a control character, not text: "
+        "in Windows-1252 (what Windows and Excel write), 0x80 is '€'; read it with encoding='cp1252'",
+    ]
+    df = read_csv(path, encoding="cp1252")
+    assert df.iloc[0].tolist() == ["Bœuf", "l’été", "5 €"]
+
+
+def test_a_control_character_is_refused_whatever_the_encoding_and_wherever_the_line():
+    # Once converted from cp1252 as if it were Latin-1, then saved as UTF-8: the control is valid UTF-8.
+    raw = 'id;note\n1;"two\nlines"\n2;B\u009cuf\n'.encode("utf-8")
+    with pytest.raises(BatchValidationError) as err:
+        read_csv(io.BytesIO(raw))
+    assert [str(p) for p in err.value.problems] == [
+        "<input>, line 4, column note: bytes 0xc2 0x9c are read as U+009C, a control character, not text: the file "
+        "was probably converted from Windows-1252 as if it were Latin-1 (in Windows-1252, 0x9c is 'œ'); fix it at its source"
+    ]
+
+
+def test_utf16_as_excel_saves_unicode_text_is_read():
+    # Excel's "Unicode Text": UTF-16 little-endian with its byte order mark, tabs, CRLF.
+    text = "name\tcity\tzip\r\nBœuf\tŌsaka\t01234\r\nZoë\t€\t75001\r\n"
+    for raw in (codecs.BOM_UTF16_LE + text.encode("utf-16-le"), codecs.BOM_UTF16_BE + text.encode("utf-16-be")):
+        df = read_csv(io.BytesIO(raw))
+        assert df.values.tolist() == [["Bœuf", "Ōsaka", "01234"], ["Zoë", "€", "75001"]]
+        assert df.attrs["batchnb.csv"].sep == "\t"
+    with pytest.raises(BatchValidationError) as err:
+        read_csv(io.BytesIO(codecs.BOM_UTF16_LE + text.encode("utf-16-le")), encoding="cp1252")
+    assert str(err.value.problems[0]) == (
+        "<input>, line 1: starts with a UTF-16 byte order mark (bytes FF FE), so it is UTF-16 text, not cp1252: "
+        "leave encoding out to read it"
+    )
+    # Without its byte order mark, UTF-16 reads as text full of NULs: said once, with the way out.
+    with pytest.raises(BatchValidationError) as err:
+        read_csv(io.BytesIO("name\tcity\r\nBoeuf\tParis\r\n".encode("utf-16-le")))
+    assert [str(p) for p in err.value.problems] == [
+        "<input>, line 1, character 2: byte 0x00 is read as U+0000, NUL, not text: "
+        "the file may be UTF-16 without its byte order mark (read it with encoding='utf-16-le')"
+    ]
+    with pytest.raises(BatchValidationError) as err:
+        read_csv(io.BytesIO(text.encode("utf-16-le")))
+    assert str(err.value.problems[0]).endswith(
+        "it holds NUL bytes, so it may be UTF-16 without its byte order mark: read it with encoding='utf-16-le'"
+    )
+    assert read_csv(io.BytesIO(text.encode("utf-16-le")), encoding="utf-16-le")["zip"].tolist() == ["01234", "75001"]
+
+
+def test_rows_whose_every_cell_is_empty_are_skipped_with_a_notice_naming_their_lines():
+    raw = b"\xef\xbb\xbfmethod;path;name\r\nPOST;/a;x\r\n;;\r\n;;\r\nPOST;/b;\r\n;;\r\n".decode("utf-8-sig")
+    with pytest.warns(SkippedRowsWarning) as seen:
+        df = csv(raw)
+    assert [str(w.message) for w in seen] == ["<input>: skipped 3 empty rows (every cell empty): lines 3, 4, 6"]
+    assert df[["method", "path"]].values.tolist() == [["POST", "/a"], ["POST", "/b"]]
+    assert df.attrs["batchnb.csv"].skipped == (3, 4, 6)
+    # The rows after a skipped one still name their own line.
+    with pytest.raises(BatchValidationError) as err:
+        from_frame(df, path="/x/{name}")
+    assert err.value.pointers == ["row 1 (line 5 of <input>), column name"]
+    # A row with one non-empty cell is a row.
+    with pytest.warns(SkippedRowsWarning):
+        assert len(csv("a;b\n;\n;x\n")) == 1
+
+
+def test_excels_sep_line_sets_the_separator_and_the_header_is_the_next_line():
+    raw = "\ufeffsep=;\r\nname;price\r\nDupont, fils;12,5\r\n;\r\nZoë;3\r\n".encode("utf-8")
+    with pytest.warns(SkippedRowsWarning, match="line 4"):
+        df = read_csv(io.BytesIO(raw))
+    assert df.columns.tolist() == ["name", "price"]
+    assert df.values.tolist() == [["Dupont, fils", "12,5"], ["Zoë", "3"]]
+    source = df.attrs["batchnb.csv"]
+    assert (source.sep, source.encoding, source.lines) == (";", "utf-8-sig", (3, 5))
+    with pytest.raises(BatchValidationError) as err:
+        read_csv(io.BytesIO(b"sep=,\nname,price\nx,1,2\n"))
+    assert str(err.value.problems[0]) == "<input>, line 3: has 3 cells; the header has 2 (separator ',')"

@@ -30,10 +30,10 @@ from .._exceptions import BatchValidationError, Problem
 from .._gc import gc_paused
 from ..model import Operation
 from ._builders import _bodies, _headers, _methods, _names, _parents, _paths
-from ._csv import read_csv
+from ._csv import SkippedRowsWarning, read_csv
 from ._reader import _Frame, _Source
 
-__all__ = ["from_frame", "read_csv"]
+__all__ = ["SkippedRowsWarning", "from_frame", "read_csv"]
 
 
 # ---------------------------------------------------------------- names, parents, references

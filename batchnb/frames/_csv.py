@@ -14,17 +14,25 @@ one rule instead, column by column:
 - **text** otherwise: every cell exactly as written;
 - an **empty cell** is a missing value: left out of a body, an error in a path.
 
-The separator (``,``, ``;`` or tab) is found from the header line; the file
-is UTF-8, with or without a byte order mark (Excel writes one), unless
-``encoding`` says otherwise.
+The separator (``,``, ``;`` or tab) is found from the header line, or from
+Excel's ``sep=;`` hint line; the file is UTF-8, with or without a byte order
+mark (Excel writes one), or UTF-16 with its byte order mark (Excel's "Unicode
+text"), unless ``encoding`` says otherwise. A decoded control character
+(U+0080 to U+009F, or NUL) is refused: it is a byte read in the wrong encoding
+(``0x9c`` is ``œ`` in Windows' cp1252, an invisible control in Latin-1), and
+would reach the API as such. A row whose every cell is empty (Excel's
+``;;;``) is skipped, with a :class:`SkippedRowsWarning` naming its line.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import dataclasses
 import io
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import IO, Any, Mapping
@@ -34,12 +42,25 @@ import pandas as pd
 
 from .._exceptions import BatchValidationError, Problem
 
-__all__ = ["read_csv"]
+__all__ = ["SkippedRowsWarning", "read_csv"]
 
 _INTEGER = re.compile(r"0|-?[1-9][0-9]*")
 _DECIMAL = re.compile(r"0|-?[1-9][0-9]*|-?(?:0|[1-9][0-9]*)\.[0-9]+")
 _BOOLEAN = {"true": True, "false": False}
 _SEPARATORS = (",", ";", "\t")
+#: Excel's hint line, ``sep=;``: it names the separator, and the header is the next line.
+_HINT = re.compile(r"sep=([^\r\n\"])\r?(?:\n|$)", re.IGNORECASE)
+#: characters that are never text in a CSV cell: a byte decoded with the wrong encoding.
+_CONTROLS = re.compile("[\x00\x80-\x9f]")
+#: byte order marks of the UTF-16 and UTF-32 files Windows writes (UTF-32's first: it starts like UTF-16's).
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+#: how many skipped lines a notice names before it counts the rest.
+_SHOWN = 20
 #: the types a column may be given by hand (``dtype=``, ``batchnb run --dtype``).
 TYPES = ("int", "decimal", "bool", "str")
 _TYPE_NAMES = {
@@ -56,25 +77,45 @@ _TYPE_NAMES = {
 }
 
 
+class SkippedRowsWarning(UserWarning):
+    """:func:`read_csv` skipped rows whose every cell is empty (Excel writes ``;;;`` for a blank row).
+
+    The message names their lines; ``df.attrs["batchnb.csv"].skipped`` holds them too.
+
+    >>> import io, warnings
+    >>> with warnings.catch_warnings(record=True) as seen:
+    ...     warnings.simplefilter("always")
+    ...     df = read_csv(io.StringIO("a;b\\n1;2\\n;\\n"))
+    >>> print(seen[0].message)
+    <input>: skipped 1 empty row (every cell empty): line 3
+    """
+
+
 @dataclass(frozen=True)
 class CsvSource:
     """Where a frame's rows came from, so that a problem can name the file's line.
 
     Kept in ``df.attrs["batchnb.csv"]``; it applies only while the frame
     keeps the index it was read with (a filtered or re-indexed frame is
-    another frame, and its problems name rows only).
+    another frame, and its problems name rows only). It also says how the
+    file was written (``sep``, ``encoding`` as read: ``utf-8-sig`` when it
+    had a byte order mark), so that a result can be written the same way,
+    and which lines were ``skipped`` as empty.
     """
 
     name: str
     lines: tuple[int, ...]
     index: pd.Index
+    sep: str = ","
+    encoding: str = "utf-8"
+    skipped: tuple[int, ...] = ()
 
     def line_of(self, position: int) -> int:
         return self.lines[position]
 
     def part(self, start: int, stop: int, index: pd.Index) -> CsvSource:
         """The source of rows ``start`` to ``stop`` (a chunk sent on its own)."""
-        return CsvSource(self.name, self.lines[start:stop], index)
+        return dataclasses.replace(self, lines=self.lines[start:stop], index=index)
 
     def __deepcopy__(self, memo: dict) -> CsvSource:
         # pandas deep-copies attrs on every operation; this never changes.
@@ -100,21 +141,38 @@ def read_csv(
     {'method': 'POST', 'path': '/sites/01234', 'body': {'n': 30, 'big': 9007199254740993, 'price': 12.5, 'ok': True}}
 
     ``sep`` forces the separator; ``encoding`` reads a file that is not
-    UTF-8 (``"latin-1"`` for older Excel exports); ``strings=True`` reads
-    every cell as text; ``dtype={"zip": "str", "qty": "int"}`` sets columns
-    by hand (``int``, ``decimal``, ``bool``, ``str``). Every problem names
-    its line: a byte that is not UTF-8, a quote never closed, a line with
-    more or fewer cells than the header, a cell that does not fit its
-    ``dtype``.
+    UTF-8 (``"cp1252"`` for what Windows and Excel save as "CSV" or
+    "ANSI"); ``strings=True`` reads every cell as text;
+    ``dtype={"zip": "str", "qty": "int"}`` sets columns by hand (``int``,
+    ``decimal``, ``bool``, ``str``). Every problem names its line: a byte
+    that is not UTF-8, a control character (a byte read in the wrong
+    encoding), a quote never closed, a line with more or fewer cells than
+    the header, a cell that does not fit its ``dtype``. Rows whose every
+    cell is empty are skipped with a :class:`SkippedRowsWarning`.
     """
     name, raw = _read(path)
-    text = _decode(raw, encoding, name)
+    text, read_as = _decode(raw, encoding, name)
     if not text.strip():
         raise BatchValidationError(
             [Problem(name, "the file is empty: a CSV of operations needs a header line and a line per operation")]
         )
-    separator = sep if sep is not None else _sniff(text)
-    header, rows, lines = _parse(text, separator, name)
+    hint = _HINT.match(text)
+    offset = 0
+    if hint is not None:
+        text, offset = text[hint.end() :], 1
+    separator = sep if sep is not None else hint.group(1) if hint is not None else _sniff(text)
+    controls = _CONTROLS.search(text) is not None  # one scan of the whole text; cell by cell only to say where
+    try:
+        table = _parse(text, separator, name, offset)
+    except BatchValidationError:
+        if controls:  # the wrong encoding is the cause; the broken rows are its effect
+            _refuse_controls_in_text(text, name, read_as, offset)
+        raise
+    if controls:
+        _refuse_controls(table, name, read_as)
+    header, rows, lines = table.header, table.rows, table.lines
+    if table.skipped:
+        warnings.warn(_skipped_notice(name, table.skipped), SkippedRowsWarning, stacklevel=2)
     forced = _forced_types(dtype or {}, header, name)
     columns: dict[str, Any] = {}
     problems: list[Problem] = []
@@ -133,8 +191,17 @@ def read_csv(
     if problems:
         raise BatchValidationError(problems)
     frame = pd.DataFrame(columns, index=pd.RangeIndex(len(rows)))
-    frame.attrs["batchnb.csv"] = CsvSource(name, tuple(lines), frame.index)
+    frame.attrs["batchnb.csv"] = CsvSource(name, tuple(lines), frame.index, separator, read_as, table.skipped)
     return frame
+
+
+def _skipped_notice(name: str, skipped: tuple[int, ...]) -> str:
+    shown = ", ".join(str(n) for n in skipped[:_SHOWN]) + (
+        f", … and {len(skipped) - _SHOWN} more" if len(skipped) > _SHOWN else ""
+    )
+    rows = "row" if len(skipped) == 1 else "rows"
+    lines = "line" if len(skipped) == 1 else "lines"
+    return f"{name}: skipped {len(skipped)} empty {rows} (every cell empty): {lines} {shown}"
 
 
 _A = {"int": "an integer", "decimal": "a decimal number", "bool": "true or false", "str": "text"}
@@ -159,25 +226,105 @@ def _read(path: Any) -> tuple[str, bytes]:
         raise BatchValidationError([Problem(name, "cannot be read (permission denied)")]) from None
 
 
-def _decode(raw: bytes, encoding: str, name: str) -> str:
-    utf8 = encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig")
+def _decode(raw: bytes, encoding: str, name: str) -> tuple[str, str]:
+    """The file's text, and the encoding it was read with (``utf-8-sig`` when it had UTF-8's byte order mark)."""
     try:
-        return raw.decode("utf-8-sig" if utf8 else encoding)
+        asked = codecs.lookup(encoding).name
+    except LookupError:
+        raise BatchValidationError([Problem("encoding", f"unknown encoding {encoding!r}")]) from None
+    utf8 = asked in ("utf-8", "utf-8-sig")
+    bom, wide = next(((bom, codec) for bom, codec in _WIDE_BOMS if raw.startswith(bom)), (b"", None))
+    if wide is not None and not utf8 and not asked.startswith(wide):
+        raise BatchValidationError(
+            [
+                Problem(
+                    f"{name}, line 1",
+                    f"starts with a {wide.upper()} byte order mark (bytes {bom.hex(' ').upper()}),"
+                    f" so it is {wide.upper()} text, not {encoding}: leave encoding out to read it",
+                )
+            ]
+        )
+    codec = wide or ("utf-8-sig" if utf8 else encoding)
+    try:
+        text = raw.decode(codec)
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        hint = (
-            (
-                "; if it was saved as Latin-1 (Windows, older Excel), read it with encoding='latin-1' "
-                "(batchnb run --encoding latin-1)"
-            )
-            if utf8
-            else ""
-        )
+        hint = ""
+        if b"\x00" in raw[:4096]:  # text with NUL bytes between the letters: UTF-16 that lost its mark
+            hint = "; it holds NUL bytes, so it may be UTF-16 without its byte order mark: read it with encoding='utf-16-le'"
+        elif utf8:
+            hint = '; if Windows or Excel saved it ("CSV", "ANSI": Windows-1252), read it with encoding=\'cp1252\''
         raise BatchValidationError(
             [Problem(f"{name}, line {line}", f"byte 0x{raw[exc.start]:02x} is not {encoding} text{hint}")]
         ) from None
-    except LookupError:
-        raise BatchValidationError([Problem("encoding", f"unknown encoding {encoding!r}")]) from None
+    if utf8 and raw.startswith(codecs.BOM_UTF8):
+        return text, "utf-8-sig"
+    return text.removeprefix("\ufeff"), wide or asked
+
+
+def _refuse_controls(table: _Table, name: str, read_as: str) -> None:
+    """Refuse control characters (U+0080 to U+009F, NUL): bytes decoded with the wrong encoding, never text."""
+    problems = []
+    nul = False
+    found = [(table.header_line, table.header, True)] + [(n, row, False) for n, row in zip(table.lines, table.rows)]
+    for start, row, is_header in found:
+        line = start
+        for j, cell in enumerate(row):
+            for match in _CONTROLS.finditer(cell):
+                if match.group() == "\x00" and nul:
+                    continue  # one is enough to say the file is UTF-16
+                nul = nul or match.group() == "\x00"
+                at = line + cell.count("\n", 0, match.start())
+                column = (
+                    f"column {j + 1} (the header)"
+                    if is_header
+                    else f"column {table.header[j] if j < len(table.header) else j + 1}"
+                )
+                problems.append(Problem(f"{name}, line {at}, {column}", _control_message(match.group(), read_as)))
+            line += cell.count("\n")
+    raise BatchValidationError(problems[:50])
+
+
+def _refuse_controls_in_text(text: str, name: str, read_as: str, offset: int) -> None:
+    """As :func:`_refuse_controls`, for a text that is not even valid CSV: each by its line and character."""
+    problems = []
+    nul = False
+    for match in _CONTROLS.finditer(text):
+        if match.group() == "\x00" and nul:
+            continue  # one is enough to say the file is UTF-16
+        nul = nul or match.group() == "\x00"
+        line = offset + text.count("\n", 0, match.start()) + 1
+        character = match.start() - (text.rfind("\n", 0, match.start()) + 1) + 1
+        problems.append(
+            Problem(f"{name}, line {line}, character {character}", _control_message(match.group(), read_as))
+        )
+        if len(problems) == 50:
+            break
+    raise BatchValidationError(problems)
+
+
+def _control_message(char: str, read_as: str) -> str:
+    code = ord(char)
+    try:
+        data = char.encode(read_as)
+    except (UnicodeEncodeError, LookupError):
+        data = b""
+    data = data.removeprefix(codecs.BOM_UTF16_LE).removeprefix(codecs.BOM_UTF16_BE)  # utf-16's encoder adds one
+    byte = " ".join(f"0x{b:02x}" for b in data)
+    said = (
+        f"{'byte' if len(data) == 1 else 'bytes'} {byte} {'is' if len(data) == 1 else 'are'} read as " if data else ""
+    )
+    what = f"{said}U+{code:04X}, {'NUL' if code == 0 else 'a control character'}, not text"
+    if code == 0:
+        return f"{what}: the file may be UTF-16 without its byte order mark (read it with encoding='utf-16-le')"
+    windows = bytes([code]).decode("cp1252", errors="replace")
+    if len(data) == 1:
+        # Latin-1 and its kin map each byte 0x80-0x9f to a control; Windows-1252 maps most of them to text.
+        if windows != "\ufffd":
+            return f"{what}: in Windows-1252 (what Windows and Excel write), 0x{code:02x} is {windows!r}; read it with encoding='cp1252'"
+        return f"{what}: the file is not {read_as} text"
+    converted = f" (in Windows-1252, 0x{code:02x} is {windows!r})" if windows != "\ufffd" else ""
+    return f"{what}: the file was probably converted from Windows-1252 as if it were Latin-1{converted}; fix it at its source"
 
 
 def _sniff(text: str) -> str:
@@ -189,18 +336,34 @@ def _sniff(text: str) -> str:
     return best if counts[best] else ","
 
 
-def _parse(text: str, sep: str, name: str) -> tuple[list[str], list[list[str]], list[int]]:
-    """Header, rows (blank lines skipped) and the line each row starts on."""
+@dataclass
+class _Table:
+    """The cells as the file has them: the header, the rows and the line each starts on."""
+
+    header: list[str]
+    header_line: int
+    rows: list[list[str]]
+    lines: list[int]
+    #: lines of rows whose every cell is empty (Excel's ``;;;``), left out
+    skipped: tuple[int, ...]
+
+
+def _parse(text: str, sep: str, name: str, offset: int = 0) -> _Table:
+    """Header, rows (blank and empty rows skipped) and the line each row starts on (``offset`` lines come before ``text``)."""
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, strict=True)
     rows: list[list[str]] = []
     lines: list[int] = []
+    skipped: list[int] = []
     header: list[str] | None = None
     header_line = 0
-    last = 0
+    last = offset
     try:
         for row in reader:
-            start, last = last + 1, reader.line_num
+            start, last = last + 1, reader.line_num + offset
             if not row:  # a blank line ('""' is a row with one empty cell)
+                continue
+            if len(row) > 1 and not any(row):  # separators only: Excel writes a blank row as ';;;'
+                skipped.append(start)
                 continue
             if header is None:
                 header, header_line = row, start
@@ -223,7 +386,7 @@ def _parse(text: str, sep: str, name: str) -> tuple[list[str], list[list[str]], 
             )
     if problems:
         raise BatchValidationError(problems[:50])
-    return header, rows, lines
+    return _Table(header, header_line, rows, lines, tuple(skipped))
 
 
 def _csv_error(message: str) -> str:
