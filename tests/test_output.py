@@ -66,3 +66,22 @@ def test_bodies_are_json_and_unicode_is_written_as_itself(tmp_path):
     assert buffer.getvalue() == text
     Output(str(tmp_path / "r.xlsx")).write(frame)
     assert pd.read_excel(tmp_path / "r.xlsx")["body"].tolist() == ['{"name": "Zoë", "n": [1, 2]}']
+
+
+def test_a_csv_is_written_with_the_separator_and_encoding_asked_for(tmp_path):
+    frame = pd.DataFrame({"name": ["Bœuf"], "n": [1.5]}, index=pd.Index([0], name="row"))
+    out = tmp_path / "r.csv"
+    assert Output(str(out), sep=";", encoding="utf-8-sig").write(frame) is None
+    assert out.read_bytes() == "\ufeffrow;name;n\n0;Bœuf;1.5\n".encode("utf-8")
+    buffer = io.StringIO()
+    Output("-", sep=";", encoding="utf-8-sig").write(frame, buffer)
+    assert buffer.getvalue() == "\ufeffrow;name;n\n0;Bœuf;1.5\n"
+    # cp1252 holds 'œ'; Latin-1 does not: the result is written as UTF-8 with a mark, and the notice says so.
+    assert Output(str(out), sep=";", encoding="cp1252").write(frame) is None
+    assert out.read_bytes() == "row;name;n\n0;Bœuf;1.5\n".encode("cp1252")
+    notice = Output(str(out), encoding="latin-1").write(frame)
+    assert (
+        notice
+        == f"{str(out)!r}: 'œ' cannot be written in latin-1; the result is written as utf-8-sig (UTF-8 that Excel reads) instead"
+    )
+    assert out.read_bytes() == "\ufeffrow,name,n\n0,Bœuf,1.5\n".encode("utf-8")
