@@ -192,7 +192,10 @@ def _headers(lines: list[str]) -> dict[str, str]:
 
 
 def _read_input(args: argparse.Namespace) -> Any:
-    from .frames import read_csv
+    """The input file's rows; a CSV's notices (rows skipped as empty) go to standard error."""
+    import warnings
+
+    from .frames import SkippedRowsWarning, read_csv
 
     src = Path(args.input)
     if src.suffix.lower() in (".parquet", ".pq"):
@@ -204,7 +207,46 @@ def _read_input(args: argparse.Namespace) -> Any:
         import pandas as pd
 
         return pd.read_parquet(src)
-    return read_csv(src, sep=args.sep, encoding=args.encoding, strings=args.strings, dtype=_dtypes(args.dtype))
+    with warnings.catch_warnings(record=True) as notices:
+        warnings.simplefilter("always", SkippedRowsWarning)
+        df = read_csv(src, sep=args.sep, encoding=args.encoding, strings=args.strings, dtype=_dtypes(args.dtype))
+    for notice in notices:
+        if issubclass(notice.category, SkippedRowsWarning):
+            _err(str(notice.message))
+        else:  # not ours to silence
+            warnings.warn_explicit(notice.message, notice.category, notice.filename, notice.lineno)
+    return df
+
+
+def _output(args: argparse.Namespace) -> Any:
+    """Where the result goes; a CSV is written as the input CSV was (its separator, its byte order mark)."""
+    from ._output import Output
+
+    if not args.output:
+        if args.out_sep or args.out_encoding:
+            raise _Usage(f"run {'--out-sep' if args.out_sep else '--out-encoding'}: applies to -o, which is not given")
+        return None
+    output = Output(args.output)
+    if output.format in ("Parquet", "Excel"):
+        if args.out_sep or args.out_encoding:
+            flag = "--out-sep" if args.out_sep else "--out-encoding"
+            raise _Usage(f"run {flag}: applies to a CSV output (.csv, or - for standard output), not {output.format}")
+        return output
+    output.sep = args.out_sep or output.sep
+    output.encoding = args.out_encoding or output.encoding
+    return output
+
+
+def _written_as(output: Any, df: Any, args: argparse.Namespace) -> None:
+    """What the options leave open, as the input CSV was written: its separator; UTF-8 with a byte order mark
+    (what Excel reads as UTF-8) when the input had one or was in a Windows encoding such as cp1252."""
+    source = df.attrs.get("batchnb.csv")
+    if source is None:
+        return
+    if not args.out_sep:
+        output.sep = source.sep
+    if not args.out_encoding and source.encoding != "utf-8":
+        output.encoding = "utf-8-sig"
 
 
 def _client_credentials(args: argparse.Namespace) -> Any:
@@ -238,18 +280,20 @@ def _client_credentials(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from ._exceptions import BatchError, BatchValidationError, SubmitInterrupted
-    from ._output import Output
+    from ._flags import to_flags
     from .client import Client
 
     url = args.url or os.environ.get("BATCHNB_URL")
     if not url:
         raise _Usage("run: give the server's address with --url URL (or set BATCHNB_URL)")
-    output = Output(args.output) if args.output else None
+    output = _output(args)
     if output is not None:
         problems = output.problems()
         if problems:
             raise BatchValidationError(problems)
     df = _read_input(args)
+    if output is not None and output.format == "CSV":
+        _written_as(output, df, args)
     check = None
     if args.expect or args.junit:
         from ._regression import Check
@@ -295,17 +339,28 @@ def run(args: argparse.Namespace) -> int:
     except BatchValidationError:
         raise
     except SubmitInterrupted as exc:
-        _err(str(exc))
+        _err(to_flags(str(exc)))
         result, status = exc.partial, 130
     except BatchError as exc:
-        _err(str(exc))
+        _err(to_flags(str(exc)))
         result = exc.partial
         if result is None:
             return 1
+    result = _in_flags(result)
     report = sys.stderr if output is not None and output.to_stdout else sys.stdout
     if output is not None and result is not None:
-        table = result if args.only_results else df.join(result, rsuffix="_result")
-        output.write(table)
+        # A result column whose name the input has gets "_result" (join's rsuffix= is deprecated in pandas 3).
+        clashes = {c: f"{c}_result" for c in result.columns if c in df.columns}
+        table = result if args.only_results else df.join(result.rename(columns=clashes))
+        try:
+            notice = output.write(table)
+        except BrokenPipeError:
+            # The reader stopped early (| head): the rows ran; say how they went, on standard error.
+            _quiet_stdout()
+            status = status or SIGPIPE_STATUS
+        else:
+            if notice:
+                _err(notice)
     _summary(result, report)
     verdict = check.finish(result, report) if check is not None else None
     if status:
@@ -313,6 +368,37 @@ def run(args: argparse.Namespace) -> int:
     if verdict is not None:
         return verdict
     return 0 if bool(result["ok"].all()) else 1
+
+
+#: the exit status of a command whose reader closed the pipe early (``| head``), as the shell reports
+#: a command that SIGPIPE ended (128 + 13): what ``cat``, ``yes`` or ``seq`` give under ``set -o pipefail``.
+SIGPIPE_STATUS = 141
+
+
+def _quiet_stdout() -> None:
+    """Standard output's reader is gone: what is still buffered goes nowhere, instead of a traceback at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _in_flags(result: Any) -> Any:
+    """The result, with batchnb's own notes in its error column in the command line's words.
+
+    Only the note batchnb appends (``(retry_for=300 s)``) is translated: the API's own messages are data.
+    """
+    if result is None or "error" not in getattr(result, "columns", ()):
+        return result
+    errors = result["error"]
+    try:
+        said = errors.str.replace(r"\(retry_for=([0-9.]+) s\)$", r"(--retry-for \1 s)", regex=True)
+    except AttributeError:  # no text in the column at all
+        return result
+    if said.equals(errors):
+        return result
+    result = result.copy()
+    result["error"] = said
+    return result
 
 
 #: the command line's names for the connection settings, to say which option is wrong.
@@ -544,7 +630,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--sep", help="the CSV's separator (default: found from the header line: ',', ';' or tab)")
     r.add_argument(
-        "--encoding", default="utf-8", help="the CSV's encoding (utf-8 with or without BOM; 'latin-1' for older Excel)"
+        "--encoding",
+        default="utf-8",
+        help="the CSV's encoding: utf-8 with or without BOM, and UTF-16 with its BOM (Excel's Unicode text), are "
+        "found by themselves; cp1252 for what Windows and Excel save as CSV or ANSI",
     )
     r.add_argument("--strings", action="store_true", help="send every cell as text")
     r.add_argument(
@@ -556,6 +645,17 @@ def build_parser() -> argparse.ArgumentParser:
         "-o",
         "--output",
         help="write the result: .csv, .parquet, .xlsx, or - for CSV on standard output (default: only the summary)",
+    )
+    r.add_argument(
+        "--out-sep",
+        metavar="SEP",
+        help="the separator of a CSV output (default: the input CSV's, else ',')",
+    )
+    r.add_argument(
+        "--out-encoding",
+        metavar="ENCODING",
+        help="the encoding of a CSV output, such as utf-8-sig (UTF-8 that Excel reads) (default: utf-8-sig when "
+        "the input CSV had a byte order mark or was cp1252, else utf-8)",
     )
     r.add_argument("--only-results", action="store_true", help="write only the result columns, not the input's")
     r.add_argument("--journal", help="JSON Lines journal, to resume after a crash (default: none)")
@@ -635,6 +735,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     >>> main(["run", "--help"])           # doctest: +SKIP
     """
     from ._exceptions import BatchError, BatchValidationError
+    from ._flags import problems, to_flags
 
     args = build_parser().parse_args(argv)
     try:
@@ -642,13 +743,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _Usage as exc:
         _err(str(exc))
     except BatchValidationError as exc:
-        _err(f"{getattr(args, 'input', args.command)}: {exc}")
+        _err(f"{getattr(args, 'input', args.command)}: {problems(exc)}")
     except BatchError as exc:
-        _err(str(exc))
+        _err(to_flags(str(exc)))
         return 1
     except KeyboardInterrupt:
         _err("interrupted")
         return 130
+    except BrokenPipeError:
+        # Standard output's reader stopped early (| head): end quietly, as a command SIGPIPE ended.
+        _quiet_stdout()
+        return SIGPIPE_STATUS
     return 2
 
 

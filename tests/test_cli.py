@@ -314,7 +314,8 @@ def test_a_csv_of_traps_reaches_the_api_exactly_as_written(tmp_path):
         )
         r = batchnb(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr
-        assert "latin.csv, line 2: byte 0xe9 is not utf-8 text" in r.stderr and "--encoding latin-1" in r.stderr
+        assert "latin.csv, line 2: byte 0xe9 is not utf-8 text" in r.stderr and "--encoding cp1252" in r.stderr
+        assert "encoding=" not in r.stderr  # the command line's words, not Python's
         assert upstream.requests == []
         r = batchnb(*args, "--encoding", "latin-1")
         assert r.returncode == 0, r.stderr
@@ -550,3 +551,154 @@ def test_a_gateway_says_its_upstream_honours_keys_only_when_its_operator_says_so
             assert httpx.get(url + "/api/2.3/batch", trust_env=False).json()["idempotency"] is False
         with serving(tmp_path, "--upstream", upstream.url, "--upstream-idempotency") as (url, _log):
             assert httpx.get(url + "/api/2.3/batch", trust_env=False).json()["idempotency"] is True
+
+
+# ---------------------------------------------------------------- Windows and Excel files, as they write them
+
+
+def post_args(path: Path, url: str, columns: str = "name,note") -> tuple[str, ...]:
+    return ("run", str(path), "--url", url, "--method", "POST", "--path", "/items", "--body-columns", columns, "-q")
+
+
+def test_a_cp1252_export_is_refused_as_latin1_and_reaches_the_api_exactly_as_cp1252(tmp_path):
+    """What Excel on Windows saves as "CSV (semicolon)": cp1252, ';', CRLF. Latin-1 would send B\\x9cuf."""
+    upstream = RecordingUpstream(lambda req: Reply(201, {"ok": True}))
+    with upstream, serving(tmp_path, "--upstream", upstream.url) as (url, _log):
+        ansi = tmp_path / "ansi.csv"
+        ansi.write_bytes("name;note\r\nBœuf;l’été à 5 €\r\n".encode("cp1252"))
+        r = batchnb(*post_args(ansi, url))
+        assert r.returncode == 2 and "byte 0x9c is not utf-8 text" in r.stderr, r.stderr
+        assert "read it with --encoding cp1252" in r.stderr and "latin-1" not in r.stderr
+        r = batchnb(*post_args(ansi, url), "--encoding", "latin-1")
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert (
+            "ansi.csv, line 2, column name: byte 0x9c is read as U+009C, a control character, not text: "
+            "in Windows-1252 (what Windows and Excel write), 0x9c is 'œ'; read it with --encoding cp1252"
+        ) in r.stderr
+        assert "line 2, column note: byte 0x92" in r.stderr and "line 2, column note: byte 0x80" in r.stderr
+        assert upstream.requests == []  # nothing altered was sent: nothing was sent
+        r = batchnb(*post_args(ansi, url), "--encoding", "cp1252")
+        assert r.returncode == 0, r.stderr
+        assert [json.loads(req.body) for req in upstream.requests] == [{"name": "Bœuf", "note": "l’été à 5 €"}]
+
+        upstream.clear()
+        unicode_text = tmp_path / "unicode.txt"  # Excel's "Unicode Text": UTF-16 LE with its mark, tabs, CRLF
+        unicode_text.write_bytes(b"\xff\xfe" + "name\tnote\r\nŌsaka\t€ 5\r\n".encode("utf-16-le"))
+        r = batchnb(*post_args(unicode_text, url))
+        assert r.returncode == 0, r.stderr
+        assert [json.loads(req.body) for req in upstream.requests] == [{"name": "Ōsaka", "note": "€ 5"}]
+
+
+def test_excels_blank_rows_are_skipped_with_a_notice_and_its_sep_line_is_honoured(tmp_path):
+    upstream = RecordingUpstream(lambda req: Reply(201, {"ok": True}))
+    with upstream, serving(tmp_path, "--upstream", upstream.url) as (url, _log):
+        ops = tmp_path / "ops.csv"
+        ops.write_bytes(b"sep=;\r\nname;note\r\nDupont, fils;12,5\r\n;\r\n;\r\nZo\xc3\xab;x\r\n;\r\n")
+        r = batchnb(*post_args(ops, url)[:-1])
+        assert r.returncode == 0, r.stderr
+        assert "batchnb: ops.csv: skipped 3 empty rows (every cell empty): lines 4, 5, 7\n" in r.stderr
+        assert "Warning" not in r.stderr, r.stderr  # a notice, not a Python warning with its source line
+        assert "2 of 2 rows ok" in r.stdout
+        assert sorted(json.loads(req.body)["name"] for req in upstream.requests) == ["Dupont, fils", "Zoë"]
+        assert all(json.loads(req.body) != {} for req in upstream.requests)
+
+
+def test_the_output_csv_is_written_as_the_input_was_for_excel(tmp_path, demo_server):
+    url, db = demo_server
+    ops = tmp_path / "ops.csv"
+    ops.write_bytes("\ufeffname;city\r\nCafé Zoë;Lyon\r\n".encode("utf-8"))  # Excel's "CSV UTF-8" in French: ';' + BOM
+    args = ("run", str(ops), "--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "-q")
+    out = tmp_path / "r.csv"
+    r = batchnb(*args, "-o", str(out), env=RUN_ENV)
+    assert r.returncode == 0, r.stderr
+    data = out.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfrow;name;city;") and "Café Zoë;Lyon;".encode() in data
+    assert pd.read_csv(out, sep=";", encoding="utf-8-sig")["status"].tolist() == [201]
+    # To standard output too, as bytes.
+    r = subprocess.run(
+        [sys.executable, "-m", "batchnb.cli", *args, "-o", "-", "--only-results"],
+        capture_output=True,
+        env=RUN_ENV,
+        timeout=120,
+    )
+    assert r.returncode == 0 and r.stdout.startswith(b"\xef\xbb\xbfrow;name;method;path;status;"), r.stderr
+    # Asked otherwise, written otherwise.
+    r = batchnb(*args, "-o", str(out), "--out-sep", ",", "--out-encoding", "utf-8", env=RUN_ENV)
+    assert r.returncode == 0 and out.read_bytes().startswith(b"row,name,city,")
+    # A plain UTF-8, comma-separated input gets the same back.
+    plain = companies_csv(tmp_path / "plain.csv", ["Plain A"])
+    r = batchnb("run", str(plain), *args[2:], "-o", str(out), env=RUN_ENV)
+    assert r.returncode == 0 and out.read_bytes().startswith(b"row,name,")
+    # A legacy encoding that cannot hold what the API answered: written as UTF-8 with a mark, said, not lost.
+    r = batchnb(*args, "-o", str(out), "--out-encoding", "ascii", env=RUN_ENV)
+    assert r.returncode == 0 and "'é' cannot be written in ascii" in r.stderr
+    assert out.read_bytes().startswith(b"\xef\xbb\xbfrow;") and "Café Zoë" in out.read_text(encoding="utf-8-sig")
+    before = count(db)
+    for extra, message in [
+        (("--out-encoding", "klingon"), "--out-encoding: unknown encoding 'klingon'"),
+        (("--out-sep", ";;"), "--out-sep: ';;' is not one character"),
+        (("-o", str(tmp_path / "r.xlsx"), "--out-sep", ";"), "run --out-sep: applies to a CSV output"),
+    ]:
+        r = batchnb(*args, *(() if extra[0] == "-o" else ("-o", str(out))), *extra, env=RUN_ENV)
+        assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert count(db) == before
+
+
+# ---------------------------------------------------------------- the command line speaks its own words
+
+
+def test_messages_name_the_flags_not_pythons_arguments(tmp_path, demo_server):
+    url, db = demo_server
+    journal = tmp_path / "run.jsonl"
+    first = companies_csv(tmp_path / "first.csv", ["Words A", "Words B"])
+    args = ("--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "-q")
+    assert batchnb("run", str(first), *args, "--journal", str(journal), env=RUN_ENV).returncode == 0
+    before = count(db)
+    said = []
+    r = batchnb("run", str(first), *args, "--journal", str(journal), env=RUN_ENV)
+    said.append(r.stderr)
+    assert "already holds a run: pass --resume to continue it, or name another file" in r.stderr
+    r = batchnb("run", str(first), *args, "--journal", str(tmp_path / "none.jsonl"), "--resume", env=RUN_ENV)
+    said.append(r.stderr)
+    assert "does not exist: --resume continues the run that wrote it; leave --resume out to start one" in r.stderr
+    other = companies_csv(tmp_path / "other.csv", ["Words A", "Another B"])
+    r = batchnb("run", str(other), *args, "--journal", str(journal), "--resume", env=RUN_ENV)
+    said.append(r.stderr)
+    assert "(method, path, body, name or headers changed); --resume continues exactly that run" in r.stderr
+    r = batchnb("run", str(first), *args, "--dtype", "name=int", env=RUN_ENV)
+    said.append(r.stderr)
+    assert "'Words A' is not an integer (the column is read as int: --dtype name=int)" in r.stderr
+    r = batchnb("run", str(first), *args[:4], "--path", CO + "/{nam}", env=RUN_ENV)
+    said.append(r.stderr)
+    assert "--path: the template {nam}: the file has no column 'nam'; did you mean 'name'?" in r.stderr
+    r = batchnb("run", str(first), *args, "--retry-for", "-1", env=RUN_ENV)
+    said.append(r.stderr)
+    assert r.returncode == 2 and "--retry-for: must be a number of seconds, 0 or more, not -1.0" in r.stderr
+    for stderr in said:
+        assert "Traceback" not in stderr and not any(f"{word}=" in stderr for word in ("resume", "journal", "dtype"))
+    assert count(db) == before
+
+
+def test_a_reader_that_stops_early_ends_the_run_quietly(tmp_path, demo_server):
+    """batchnb run ... -o - | head -2: no BrokenPipeError; 141, as a command SIGPIPE ends (cat, yes, seq)."""
+    url, _db = demo_server
+    ops = tmp_path / "ops.csv"
+    # Far more than a pipe holds (64 KiB), so that writing goes on after the reader is gone.
+    ops.write_text("note\n" + "".join(f"{i:04d} {'x' * 200}\n" for i in range(2000)), encoding="utf-8")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "batchnb.cli", "run", str(ops), "--url", url, "--method", "GET"]
+        + ["--path", CO + "/co_000000000000", "-o", "-", "-q"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=RUN_ENV,
+    )
+    head = subprocess.Popen(["head", "-2"], stdin=run.stdout, stdout=subprocess.PIPE)
+    run.stdout.close()  # head alone reads it now
+    shown, _ = head.communicate(timeout=120)
+    _, errors = run.communicate(timeout=120)
+    assert shown.decode().splitlines()[0].startswith("row,note,") and len(shown.splitlines()) == 2, errors
+    assert b"Traceback" not in errors and b"BrokenPipe" not in errors and b"Exception ignored" not in errors, errors
+    assert run.returncode == 141
+    assert b"0 of 2,000 rows ok" in errors or b"0 of 2000 rows ok" in errors, (
+        errors
+    )  # the summary still says how it went

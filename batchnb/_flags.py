@@ -1,0 +1,119 @@
+"""The command line's words for the library's arguments: ``resume=True`` is ``--resume`` to a CLI user.
+
+The library's messages name Python arguments (``pass resume=True to continue
+it``), as a notebook user writes them. ``batchnb run`` says the same things to
+someone who types flags, so it translates every message it shows with
+:func:`to_flags`, and the pointers of validation problems with
+:func:`pointer`. A quoted value (a file name, a cell) is never translated.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import shlex
+from typing import Any
+
+from ._exceptions import BatchValidationError, Problem
+
+__all__ = ["pointer", "problems", "to_flags"]
+
+#: the arguments of ``Client.submit`` / ``read_csv`` that ``batchnb run`` has a flag for.
+FLAGS = {
+    "journal": "--journal",
+    "resume": "--resume",
+    "dry_run": "--dry-run",
+    "concurrency": "--concurrency",
+    "rate": "--rate",
+    "batch_rate": "--batch-rate",
+    "retry_for": "--retry-for",
+    "retries": "--retries",
+    "encoding": "--encoding",
+    "sep": "--sep",
+    "strings": "--strings",
+    "dtype": "--dtype",
+    "method": "--method",
+    "path": "--path",
+    "name": "--name",
+    "body": "--body-columns",
+    "headers": "--header",
+    "verify": "--cacert",
+    "cert": "--cert",
+    "proxy": "--proxy",
+    "api_key": "--api-key",
+    "token": "--token",
+}
+
+_QUOTED = r"""(?<!\w)'(?:[^'\\\n]|\\.)*'(?!\w)|(?<!\w)"(?:[^"\\\n]|\\.)*"(?!\w)"""
+_VALUE = r"""True|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|\{[^{}\n]*\}|-?[0-9][0-9.]*"""
+_NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))
+_WORDS = re.compile(
+    rf"(?P<quoted>{_QUOTED})|(?<![\w?&/.$=-])(?P<arg>{_NAMES})=(?P<value>{_VALUE})?|(?P<leave>leave (?:{_NAMES}) out)"
+)
+#: how a frame is named to someone who gave a file.
+_FRAME = re.compile(r"\bthe frame has no column\b")
+
+
+def to_flags(text: str) -> str:
+    """``text`` with each Python argument written as the flag that sets it.
+
+    >>> to_flags("journal 'run.jsonl' already holds a run: pass resume=True to continue it")
+    "journal 'run.jsonl' already holds a run: pass --resume to continue it"
+    >>> to_flags("resume with journal='runs/a b.jsonl', resume=True; dtype={'zip': 'str'}")
+    "resume with --journal 'runs/a b.jsonl' --resume; --dtype zip=str"
+    """
+
+    def said(match: re.Match[str]) -> str:
+        if match.group("quoted"):
+            return match.group()
+        if match.group("leave"):
+            word = match.group("leave").split()[1]
+            return f"leave {FLAGS[word]} out"
+        return "\ue000" + _flag(match.group("arg"), match.group("value")) + "\ue001"
+
+    text = _WORDS.sub(said, text)
+    # "--journal x, --resume" reads as one command line: "--journal x --resume".
+    text = text.replace("\ue001, \ue000", " ").replace("\ue000", "").replace("\ue001", "")
+    return _FRAME.sub("the file has no column", text)
+
+
+def _flag(name: str, value: str | None) -> str:
+    flag = FLAGS[name]
+    if value is None or value == "True":
+        return flag
+    try:
+        parsed: Any = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return f"{flag} {value}"
+    if isinstance(parsed, dict):
+        return f"{flag} " + shlex.quote(",".join(f"{k}={v}" for k, v in parsed.items()))
+    return f"{flag} {shlex.quote(str(parsed))}"
+
+
+def pointer(where: str) -> str:
+    """A problem's pointer as the command line names it: ``journal`` is ``--journal``, ``dtype['zip']`` ``--dtype zip``.
+
+    >>> pointer("dtype['zip']"), pointer("retry_for"), pointer("row 3, column path")
+    ('--dtype zip', '--retry-for', 'row 3, column path')
+    """
+    if where in FLAGS:
+        return FLAGS[where]
+    match = re.fullmatch(r"dtype\[(.*)\]", where)
+    if match:
+        try:
+            return f"--dtype {ast.literal_eval(match.group(1))}"
+        except (ValueError, SyntaxError):
+            pass
+    return where
+
+
+def problems(error: BatchValidationError) -> str:
+    """A validation error's message, each problem in the command line's words.
+
+    >>> print(problems(BatchValidationError([Problem("journal", "pass resume=True to continue it")])))
+    1 problem in the input, nothing was sent:
+      - --journal: pass --resume to continue it
+    """
+    if error.problems and error.message == BatchValidationError(error.problems).message:
+        return BatchValidationError([Problem(pointer(p.pointer), to_flags(p.message)) for p in error.problems]).message
+    return to_flags(error.message)  # a message of its own (a reference's syntax, a missing extra)
