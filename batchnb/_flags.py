@@ -47,8 +47,16 @@ FLAGS = {
 _QUOTED = r"""(?<!\w)'(?:[^'\\\n]|\\.)*'(?!\w)|(?<!\w)"(?:[^"\\\n]|\\.)*"(?!\w)"""
 _VALUE = r"""True|'(?:[^'\\\n]|\\.)*'|"(?:[^"\\\n]|\\.)*"|\{[^{}\n]*\}|-?[0-9][0-9.]*"""
 _NAMES = "|".join(sorted(FLAGS, key=len, reverse=True))
+#: what a Python user reads about objects, as a command line user meets the same thing.
+PHRASES = {
+    "submit was interrupted": "the run was interrupted",
+    "finished rows are in .partial": "finished rows are in the result",
+    " (see .problems)": "",
+}
+_PHRASE = "|".join(re.escape(p) for p in PHRASES)
 _WORDS = re.compile(
-    rf"(?P<quoted>{_QUOTED})|(?<![\w?&/.$=-])(?P<arg>{_NAMES})=(?P<value>{_VALUE})?|(?P<leave>leave (?:{_NAMES}) out)"
+    rf"(?P<quoted>{_QUOTED})|(?<![\w?&/.$=-])(?P<arg>{_NAMES})=(?P<value>{_VALUE})?"
+    rf"|(?P<leave>leave (?:{_NAMES}) out)|(?P<phrase>{_PHRASE})"
 )
 #: how a frame is named to someone who gave a file.
 _FRAME = re.compile(r"\bthe frame has no column\b")
@@ -59,13 +67,17 @@ def to_flags(text: str) -> str:
 
     >>> to_flags("journal 'run.jsonl' already holds a run: pass resume=True to continue it")
     "journal 'run.jsonl' already holds a run: pass --resume to continue it"
-    >>> to_flags("resume with journal='runs/a b.jsonl', resume=True; dtype={'zip': 'str'}")
-    "resume with --journal 'runs/a b.jsonl' --resume; --dtype zip=str"
+    >>> to_flags("submit was interrupted: finished rows are in .partial; resume with journal='runs/a b.jsonl', resume=True")
+    "the run was interrupted: finished rows are in the result; resume with --journal 'runs/a b.jsonl' --resume"
+    >>> to_flags("the column is read as int: dtype={'zip': 'int'}")
+    'the column is read as int: --dtype zip=int'
     """
 
     def said(match: re.Match[str]) -> str:
         if match.group("quoted"):
             return match.group()
+        if match.group("phrase"):
+            return PHRASES[match.group("phrase")]
         if match.group("leave"):
             word = match.group("leave").split()[1]
             return f"leave {FLAGS[word]} out"
