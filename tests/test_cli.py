@@ -702,3 +702,26 @@ def test_a_reader_that_stops_early_ends_the_run_quietly(tmp_path, demo_server):
     assert b"0 of 2,000 rows ok" in errors or b"0 of 2000 rows ok" in errors, (
         errors
     )  # the summary still says how it went
+
+
+def test_an_interrupted_run_says_how_to_resume_in_flags(tmp_path):
+    from tests.support import wait_until
+
+    upstream = RecordingUpstream(lambda req: Reply(201, {"ok": True}, delay=20))  # holds the row in flight
+    with upstream:
+        ops = companies_csv(tmp_path / "ops.csv", ["Held"])
+        journal = tmp_path / "run.jsonl"
+        run = subprocess.Popen(
+            [sys.executable, "-m", "batchnb.cli", "run", str(ops), "--url", upstream.url, "--direct", "-q"]
+            + ["--method", "POST", "--path", "/items", "--body-columns", "name", "--journal", str(journal)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=ENV,
+        )
+        wait_until(lambda: upstream.requests, 30, "the row never reached the API")
+        run.send_signal(signal.SIGINT)
+        _, errors = run.communicate(timeout=60)
+    assert run.returncode == 130, errors
+    assert "the run was interrupted: finished rows are in the result" in errors
+    assert f"resume with --journal {journal} --resume" in errors and "resume=True" not in errors, errors

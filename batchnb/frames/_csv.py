@@ -151,7 +151,7 @@ def read_csv(
     cell is empty are skipped with a :class:`SkippedRowsWarning`.
     """
     name, raw = _read(path)
-    text, read_as = _decode(raw, encoding, name)
+    text, read_as = _decoded(raw, encoding, name)
     if not text.strip():
         raise BatchValidationError(
             [Problem(name, "the file is empty: a CSV of operations needs a header line and a line per operation")]
@@ -226,7 +226,12 @@ def _read(path: Any) -> tuple[str, bytes]:
         raise BatchValidationError([Problem(name, "cannot be read (permission denied)")]) from None
 
 
-def _decode(raw: bytes, encoding: str, name: str) -> tuple[str, str]:
+def _decode(raw: bytes, encoding: str, name: str) -> str:
+    """The file's text (the expected results of ``--expect`` are read with it too)."""
+    return _decoded(raw, encoding, name)[0]
+
+
+def _decoded(raw: bytes, encoding: str, name: str) -> tuple[str, str]:
     """The file's text, and the encoding it was read with (``utf-8-sig`` when it had UTF-8's byte order mark)."""
     try:
         asked = codecs.lookup(encoding).name
