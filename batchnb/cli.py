@@ -254,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
     if args.expect or args.junit:
         from ._regression import Check
 
-        check = Check(df, expect=args.expect, junit=args.junit, source=args.input)
+        check = Check(df, expect=args.expect, junit=args.junit, source=args.input, strict=args.strict)
     options: dict[str, Any] = {}
     for option in ("method", "path", "name"):
         if getattr(args, option):
@@ -620,6 +620,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare the result with FILE (a CSV: what -o wrote on a good run, or row/name, "
         "status and body fields as JSONPath columns such as $.name); exit 1 and print the rows that differ "
         "(default: exit 1 when a row is not ok)",
+    )
+    r.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --expect: a body field the API returns and FILE does not have is a difference too",
     )
     r.add_argument(
         "--junit",
