@@ -147,15 +147,19 @@ def _operation_cells(number: int, depth: int, op: Operation) -> list[str]:
 
 
 def batch_html(batch: Batch) -> str:
-    """A batch as an HTML table of its operations (secrets masked).
+    """A batch as an HTML table of its operations (secrets masked), titled with how many, nested ones included.
 
     >>> from batchnb.demo import examples
     >>> "add-company" in batch_html(examples.chained())
     True
+    >>> from batchnb import Batch, Operation
+    >>> nested = Batch([Operation("POST", "/co", name="co", requests=[Operation("POST", "/co/sv")])])
+    >>> batch_html(nested).split("</b>: ")[1].split("<")[0]
+    '2 operations, 1 nested'
     """
     size, top = batch.size, len(batch.requests)
-    nested = f", {size} with nested" if size != top else ""
-    title = f"<b>Batch</b>: {plural(top, 'operation')}{nested}"
+    nested = f", {size - top} nested" if size != top else ""
+    title = f"<b>Batch</b>: {plural(size, 'operation')}{nested}"
     if not size:
         return _STYLE + f'<div class="batchnb-batch">{title}</div>'
     table = _table(["#", "name", "method", "path", "headers", "body"], operation_rows(batch), "batchnb-batch-table")

@@ -70,7 +70,7 @@ def test_batch_html_lists_operations_nested_ones_indented():
     out = batch_html(examples.nested())
     for name in ("nest-company", "nest-service", "nest-staff", "bad-company", "never"):
         assert name in out
-    assert "5 with nested" in out
+    assert "5 operations, 3 nested" in out
     assert out.count("↳") == 3
 
 
