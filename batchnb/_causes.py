@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ._text import plural
@@ -127,11 +129,19 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _ok(result: pd.DataFrame) -> np.ndarray:
+    """Which rows succeeded: the ``ok`` column, else a 2xx status (as the report reads it)."""
+    if "ok" in result.columns:
+        return result["ok"].fillna(False).astype(bool).to_numpy()
+    if "status" not in result.columns:
+        return np.zeros(len(result), dtype=bool)  # no status: nothing ran
+    status = pd.to_numeric(result["status"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return (status >= 200) & (status < 300)
+
+
 def failure_causes(result: pd.DataFrame) -> list[Cause]:
     """The rows that are not ok, grouped by cause: most rows first, then in order of first appearance."""
-    from ._display import _ok
-
-    failed = result[~_ok(result).to_numpy()]
+    failed = result[~_ok(result)]
     statuses = failed["status"].tolist() if "status" in failed.columns else [None] * len(failed)
     errors = failed["error"].tolist() if "error" in failed.columns else [None] * len(failed)
     groups: dict[tuple[int | None, str], Cause] = {}

@@ -109,7 +109,8 @@ def test_send_is_one_call_and_an_answer_that_is_not_a_batch_response_is_an_error
 
 
 def test_the_sync_client_shows_what_its_async_twin_shows():
-    options = dict(mode="direct", timeout=12.5, concurrency=7, retries=2, retry_for=30.0, backoff=0.25, max_backoff=4.0)
+    options = {"mode": "direct", "timeout": 12.5, "concurrency": 7, "retries": 2, "retry_for": 30.0, "backoff": 0.25}
+    options["max_backoff"] = 4.0
     twin = AsyncClient("https://api.example/", **options)
     client = Client("https://api.example/", **options)
     assert client.mode == "direct"

@@ -233,6 +233,7 @@ def test_run_expect_names_the_field_that_changed_with_both_values(tmp_path):
                 capture_output=True,
                 text=True,
                 timeout=120,
+                check=False,
             )
 
         first = run("-o", "expected.csv")

@@ -240,10 +240,12 @@ def test_the_readmes_example_of_the_fixture_passes(pytester):
 
 REGRESSION_NOTEBOOK = [
     "import pandas as pd\nimport batchnb as bn\n\nserver = bn.LocalServer().start()",
-    'sites = pd.DataFrame({"site": ["lyon", "brest"], "name": ["Lyon", ""]})\n'
-    'result = server.client.submit(sites, method="POST", path="/api/2.1/scheduling/companies",\n'
-    '                              name="co-{site}", body=["name"], progress=False)\n'
-    "result.batchnb.report(stable=True)",
+    (
+        'sites = pd.DataFrame({"site": ["lyon", "brest"], "name": ["Lyon", ""]})\n'
+        'result = server.client.submit(sites, method="POST", path="/api/2.1/scheduling/companies",\n'
+        '                              name="co-{site}", body=["name"], progress=False)\n'
+        "result.batchnb.report(stable=True)"
+    ),
     'result.batchnb.stable()[["name", "path", "status", "body", "error"]]',
     "server.stop()",
 ]
