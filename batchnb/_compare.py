@@ -9,6 +9,10 @@ so that a notebook and the command line agree on what "differs" means:
   placeholders (see :mod:`batchnb._stable`) and types are set aside: ``201``
   and ``"201"``, ``True`` and ``"true"``, a body and its JSON text;
 - a column named by a JSONPath (``$.address.city``) is that query on the body;
+- a body (or any value that is a JSON object or list on both sides) is
+  compared field by field, each difference named by its JSONPath
+  (``$.address.city``, ``$.items[2]``, ``$['a b']``); a field the result has
+  and the expected side does not is a difference only when ``strict``;
 - rows are paired by label (the expected side's index, or a CSV's ``row``
   column), else by ``name``, else by position; a row on one side only differs.
 """
@@ -356,7 +360,12 @@ class Expected:
 
 
 def frame_differences(
-    actual: pd.DataFrame, expected: Expected, *, ignore: Iterable[Any] = VOLATILE, patterns: Iterable[str] = ()
+    actual: pd.DataFrame,
+    expected: Expected,
+    *,
+    ignore: Iterable[Any] = VOLATILE,
+    patterns: Iterable[str] = (),
+    strict: bool = False,
 ) -> tuple[int, list[Difference]]:
     """How many rows were compared, and every value of ``expected`` that ``actual`` does not match.
 
@@ -365,6 +374,13 @@ def frame_differences(
     >>> rows, diffs = frame_differences(actual, Expected.of(stored))
     >>> rows, [(d.label, d.field, d.expected, d.got) for d in diffs]
     (2, [('1', 'status', '201', '400')])
+
+    Bodies compare field by field; a field only the result has differs only when ``strict``:
+
+    >>> today = pd.DataFrame({"body": [{"name": "LYON", "city": "Lyon", "added": 1}]})
+    >>> rows, diffs = frame_differences(today, Expected.of(pd.DataFrame({"body": [{"name": "Lyon", "city": "Lyon"}]})))
+    >>> [(d.field, d.expected, d.got) for d in diffs]
+    [('$.name', "'Lyon'", "'LYON'")]
     """
     ignore = set(ignore)
     expected.check(actual.columns, ignore)
@@ -393,9 +409,8 @@ def frame_differences(
             if not status_matches(wanted, rows.statuses[a]):
                 diffs.append(rows.difference(a, "status", wanted or "none", rows.statuses[a] or "none"))
         for c in columns:
-            want, got = canon(exp_view[c].iat[k]), canon(act_view[c].iat[k])
-            if want != got:
-                diffs.append(rows.difference(a, str(c), want, got))
+            for field, want, got in _value_differences(str(c), exp_view[c].iat[k], act_view[c].iat[k], strict):
+                diffs.append(rows.difference(a, field, want, got))
         k += 1
     return len(pairs), diffs
 
@@ -446,12 +461,94 @@ def _column(actual: pd.DataFrame, column: Any, body: str, rows: list[int]) -> li
     return out
 
 
+# ---------------------------------------------------------------- values field by field
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_BODIES = ("body", "body_result")
+
+
+def member(path: str, key: Any) -> str:
+    """The JSONPath of ``key`` under ``path``: dotted when the name allows, else bracket-quoted.
+
+    >>> print(member("$", "name"), member("$.a", "b c"), member("$", "it's"))
+    $.name $.a['b c'] $['it\\'s']
+    """
+    key = str(key)
+    if _NAME.fullmatch(key):
+        return f"{path}.{key}"
+    return "{}['{}']".format(path, key.replace("\\", "\\\\").replace("'", "\\'"))
+
+
+def _structure(value: Any) -> Any:
+    """The object or list a cell holds (parsed from JSON text), else None."""
+    if isinstance(value, str):
+        value = parse_json_text(value)
+    return value if isinstance(value, (dict, list)) else None
+
+
+def _literal(value: Any) -> str:
+    """A JSON value as a difference shows it: text quoted, so that ``'201'`` and ``201`` read apart."""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return repr(value)
+    return canon(value)
+
+
+def _value_differences(column: str, want: Any, got: Any, strict: bool) -> Iterable[tuple[str, str, str]]:
+    """(field, expected, got) for each difference between two values of ``column``."""
+    w, g = _structure(want), _structure(got)
+    if w is not None and g is not None:
+        root = "$" if column in _BODIES else column
+        return list(_walk(root, w, g, strict))
+    want_text, got_text = canon(want), canon(got)
+    return [(column, want_text, got_text)] if want_text != got_text else []
+
+
+def _walk(path: str, want: Any, got: Any, strict: bool) -> Iterable[tuple[str, str, str]]:
+    if isinstance(want, dict) and isinstance(got, dict):
+        for key, value in want.items():
+            if key in got:
+                yield from _walk(member(path, key), value, got[key], strict)
+            else:
+                yield member(path, key), _literal(value), ""
+        if strict:
+            for key in got.keys() - want.keys():
+                yield member(path, key), "", _literal(got[key])
+    elif isinstance(want, list) and isinstance(got, list):
+        for i in range(max(len(want), len(got))):
+            if i >= len(got):
+                yield f"{path}[{i}]", _literal(want[i]), ""
+            elif i >= len(want):
+                yield f"{path}[{i}]", "", _literal(got[i])
+            else:
+                yield from _walk(f"{path}[{i}]", want[i], got[i], strict)
+    elif canon(want) != canon(got):
+        yield path, _literal(want), _literal(got)
+
+
 # ---------------------------------------------------------------- the message
 
 
 def _cut(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _cut_pair(want: str, got: str, width: int = _CELL) -> tuple[str, str]:
+    """Two values cut to ``width`` around where they first differ, so that the difference shows.
+
+    >>> _cut_pair("a" * 60 + "Lyon", "a" * 60 + "LYON", 12)
+    ('…aaaaaaLyon', '…aaaaaaLYON')
+    """
+    want, got = " ".join(want.split()), " ".join(got.split())
+    if len(want) <= width and len(got) <= width:
+        return want, got
+    at = next((i for i, (x, y) in enumerate(zip(want, got)) if x != y), min(len(want), len(got)))
+    start = max(0, at - (width * 2) // 3)
+    if start:
+        want, got = "…" + want[start + 1 :], "…" + got[start + 1 :]
+    return _cut(want, width), _cut(got, width)
 
 
 def table(diffs: list[Difference], *, fields: bool) -> str:
@@ -464,8 +561,9 @@ def table(diffs: list[Difference], *, fields: bool) -> str:
     header = ["row", "name", *(["field"] if fields else []), "expected", "got", "error"]
     lines = [header]
     for d in diffs[:SHOWN]:
-        cells = [d.label, d.name, *([d.field] if fields else []), d.expected or "—", d.got or "—"]
-        lines.append([_cut(c, _CELL) for c in cells] + [_cut(d.error, _ERROR_CELL)])
+        want, got = _cut_pair(d.expected or "—", d.got or "—")
+        cells = [_cut(c, _CELL) for c in (d.label, d.name, *([d.field] if fields else []))]
+        lines.append([*cells, want, got, _cut(d.error, _ERROR_CELL)])
     widths = [max(len(line[j]) for line in lines) for j in range(len(header))]
     out = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
     if len(diffs) > SHOWN:

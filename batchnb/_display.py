@@ -147,15 +147,19 @@ def _operation_cells(number: int, depth: int, op: Operation) -> list[str]:
 
 
 def batch_html(batch: Batch) -> str:
-    """A batch as an HTML table of its operations (secrets masked).
+    """A batch as an HTML table of its operations (secrets masked), titled with how many, nested ones included.
 
     >>> from batchnb.demo import examples
     >>> "add-company" in batch_html(examples.chained())
     True
+    >>> from batchnb import Batch, Operation
+    >>> nested = Batch([Operation("POST", "/co", name="co", requests=[Operation("POST", "/co/sv")])])
+    >>> batch_html(nested).split("</b>: ")[1].split("<")[0]
+    '2 operations, 1 nested'
     """
     size, top = batch.size, len(batch.requests)
-    nested = f", {size} with nested" if size != top else ""
-    title = f"<b>Batch</b>: {plural(top, 'operation')}{nested}"
+    nested = f", {size - top} nested" if size != top else ""
+    title = f"<b>Batch</b>: {plural(size, 'operation')}{nested}"
     if not size:
         return _STYLE + f'<div class="batchnb-batch">{title}</div>'
     table = _table(["#", "name", "method", "path", "headers", "body"], operation_rows(batch), "batchnb-batch-table")
@@ -239,28 +243,47 @@ def failed_first(result: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([result[~ok], result[ok]])
 
 
-def result_html(result: pd.DataFrame, *, max_rows: int = _REPORT_ROWS) -> str:
-    """An HTML report of a result frame: counts by status, durations, failed rows first.
+def result_html(result: pd.DataFrame, *, max_rows: int = _REPORT_ROWS, timings: bool = True) -> str:
+    """An HTML report of a result frame: counts by status, durations, failures by cause, failed rows first.
 
     >>> df = pd.DataFrame({"name": ["a", "b"], "status": [201, 400], "ok": [True, False]})
     >>> "batchnb-status-400" in result_html(df)
     True
+
+    ``timings=False`` leaves the durations out (they change from run to run).
     """
     counts = status_counts(result)
     badges = " ".join(_badge(s, f"{'none' if _as_int(s) is None else s} × {n}") for s, n in counts.items())
     failed = int((~_ok(result)).sum())
     d = durations(result)
+    timing = (
+        f'<br><span class="batchnb-durations">duration total {_ms(d["total"])}, '
+        f"p50 {_ms(d['p50'])}, p95 {_ms(d['p95'])}</span>"
+        if timings
+        else ""
+    )
     head = (
         f'<div class="batchnb-report-head"><b>{len(result)} operation{"s" if len(result) != 1 else ""}</b>, '
-        f"{failed} not ok &nbsp; {badges}<br>"
-        f'<span class="batchnb-durations">duration total {_ms(d["total"])}, '
-        f"p50 {_ms(d['p50'])}, p95 {_ms(d['p95'])}</span></div>"
+        f"{failed} not ok &nbsp; {badges}{timing}</div>"
     )
     rows = failed_first(result)
     shown = rows.head(max_rows)
     table = _result_table(shown)
     more = f"<div>… and {len(rows) - len(shown)} more rows</div>" if len(rows) > len(shown) else ""
-    return _STYLE + f'<div class="batchnb-report">{head}{table}{more}</div>'
+    return _STYLE + f'<div class="batchnb-report">{head}{_causes_html(result)}{table}{more}</div>'
+
+
+def _causes_html(result: pd.DataFrame) -> str:
+    """The failures grouped by cause, most rows first (nothing when every row is ok)."""
+    from ._causes import failure_causes
+
+    causes = failure_causes(result)
+    if not causes:
+        return ""
+    cells = [[_badge(c.status), _esc(c.text), str(len(c.labels)), _esc(c.labels_text())] for c in causes]
+    title = f"<b>failures by cause</b>: {plural(len(causes), 'cause')}"
+    table = _table(["status", "cause", "rows", "which"], cells, "batchnb-causes-table")
+    return f'<div class="batchnb-causes">{title}{table}</div>'
 
 
 _RESULT_COLUMNS = ("name", "method", "path", "status", "error", "body")
@@ -290,15 +313,13 @@ def _result_cell(column: str, value: Any, status: Any) -> str:
     return _esc(value)
 
 
-def report_text(result: pd.DataFrame) -> str:
+def report_text(result: pd.DataFrame, *, timings: bool = True) -> str:
     """The plain-text twin of :func:`result_html` (what a terminal shows)."""
     counts = ", ".join(f"{'none' if _as_int(s) is None else s}: {n}" for s, n in status_counts(result).items())
     d = durations(result)
     failed = int((~_ok(result)).sum())
-    return (
-        f"{plural(len(result), 'operation')}, {failed} not ok ({counts or 'no rows'}); "
-        f"duration total {_ms(d['total'])}, p50 {_ms(d['p50'])}, p95 {_ms(d['p95'])}"
-    )
+    timing = f"; duration total {_ms(d['total'])}, p50 {_ms(d['p50'])}, p95 {_ms(d['p95'])}" if timings else ""
+    return f"{plural(len(result), 'operation')}, {failed} not ok ({counts or 'no rows'}){timing}"
 
 
 class Report:
@@ -307,20 +328,31 @@ class Report:
     >>> r = Report(pd.DataFrame({"status": [201]}))
     >>> str(r).startswith("1 operation,")
     True
+
+    With ``stable=True`` it shows :func:`~batchnb._stable.stable`'s view of
+    the result (ids as ``<id1>``, ``<id2>``, …) and no durations: the same
+    on every identical run, whatever ids the API makes.
     """
 
-    def __init__(self, result: pd.DataFrame) -> None:
+    def __init__(
+        self, result: pd.DataFrame, *, stable: bool = False, patterns: Iterable[str] = (), keys: str | None = None
+    ) -> None:
+        if stable:
+            from ._stable import stable as stable_view
+
+            result = stable_view(result, patterns=patterns, keys=keys)
         self.result = result
+        self.stable = stable
 
     @property
     def html(self) -> str:
-        return result_html(self.result)
+        return result_html(self.result, timings=not self.stable)
 
     def _repr_html_(self) -> str:
         return self.html
 
     def __repr__(self) -> str:
-        return report_text(self.result)
+        return report_text(self.result, timings=not self.stable)
 
 
 def summary(result: pd.DataFrame) -> Figure:
@@ -372,7 +404,8 @@ def _draw_durations(ax: Any, result: pd.DataFrame) -> None:
 class BatchAccessor:
     """``result.batchnb``: the summary of a result frame (what ``submit`` returned).
 
-    >>> result.batchnb.report()     # HTML: counts by status, durations, failed rows first   # doctest: +SKIP
+    >>> result.batchnb.report()     # HTML: counts by status, durations, failures by cause, failed rows   # doctest: +SKIP
+    >>> result.batchnb.report(stable=True)   # the same, ids as <id1>, … and no durations: for nbval  # doctest: +SKIP
     >>> result.batchnb.summary()    # a matplotlib Figure                                     # doctest: +SKIP
     >>> result.batchnb.failed       # the rows that did not succeed                           # doctest: +SKIP
     >>> result.batchnb.stable()     # without durations, ids as <id1>, <id2>, …: the same every run  # doctest: +SKIP
@@ -387,9 +420,22 @@ class BatchAccessor:
         """The status bar chart and the duration histogram, as a Figure."""
         return summary(self._frame)
 
-    def report(self) -> Report:
-        """The HTML report (counts by status, durations, failed rows first)."""
-        return Report(self._frame)
+    def report(self, *, stable: bool = False, patterns: Iterable[str] = (), keys: str | None = None) -> Report:
+        """The HTML report: counts by status, durations, failures grouped by cause, then failed rows first.
+
+        >>> result = pd.DataFrame({"path": ["/c"], "status": [201], "ok": [True], "duration": [0.4],
+        ...                        "body": [{"id": "ord_8f3k29x0"}]})
+        >>> result.batchnb.report(stable=True)
+        1 operation, 0 not ok (201: 1)
+        >>> "ord_8f3k29x0" in result.batchnb.report(stable=True).html
+        False
+
+        ``stable=True`` is the report of :meth:`stable`'s view: ids as
+        ``<id1>``, ``<id2>``, … (``patterns`` and ``keys`` as there) and no
+        durations, so that a regression notebook showing it passes nbval on
+        every identical run, whatever ids your API makes.
+        """
+        return Report(self._frame, stable=stable, patterns=patterns, keys=keys)
 
     @property
     def failed(self) -> pd.DataFrame:

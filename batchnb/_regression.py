@@ -7,7 +7,8 @@ could not be used afterwards. Then:
 
 - with ``--expect``, each row is compared with the expected file
   (:mod:`batchnb._compare`); the verdict is 1 when something differs, and
-  the rows that differ are printed as a short table;
+  what differs is printed as a short table, a body's fields by JSONPath
+  (with ``--strict``, a field the API added differs too);
 - without it, a row fails when it is not ok (the verdict ``run`` gives anyway);
 - with ``--junit``, a JUnit XML report: one test case per row, a failure for
   each row that differs or is not ok, with the row's error.
@@ -42,11 +43,14 @@ class Check:
     'report.xml'
     """
 
-    def __init__(self, df: pd.DataFrame, *, expect: str | None, junit: str | None, source: str) -> None:
+    def __init__(
+        self, df: pd.DataFrame, *, expect: str | None, junit: str | None, source: str, strict: bool = False
+    ) -> None:
         from .results import to_frame
 
         self.df = df
         self.source = source
+        self.strict = strict
         self.expected = Expected.read(expect) if expect else None
         self.junit = Path(junit) if junit else None
         problems = _target_problems(self.junit) if self.junit is not None else []
@@ -65,7 +69,7 @@ class Check:
         if self.expected is None:
             total, diffs = len(result), ok_differences(result)
         else:
-            total, diffs = frame_differences(self._actual(result), self.expected)
+            total, diffs = frame_differences(self._actual(result), self.expected, strict=self.strict)
             if diffs:
                 print("\n" + message(rows_differ(diffs, total, self.expected.source), diffs), file=out)
             else:

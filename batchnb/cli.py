@@ -298,7 +298,7 @@ def run(args: argparse.Namespace) -> int:
     if args.expect or args.junit:
         from ._regression import Check
 
-        check = Check(df, expect=args.expect, junit=args.junit, source=args.input)
+        check = Check(df, expect=args.expect, junit=args.junit, source=args.input, strict=args.strict)
     options: dict[str, Any] = {}
     for option in ("method", "path", "name"):
         if getattr(args, option):
@@ -447,9 +447,12 @@ def _preview(df: Any, plan: Any, options: dict[str, Any]) -> None:
         print(f"  … and {total - shown} more")
 
 
-def _summary(result: Any, out: Any) -> None:
-    import pandas as pd
+#: how many causes of failure, and how many failed rows, the summary lists.
+SUMMARY_CAUSES = SUMMARY_ROWS = 10
 
+
+def _summary(result: Any, out: Any) -> None:
+    from ._causes import failure_causes, failure_text
     from ._text import plural
 
     total = len(result)
@@ -458,12 +461,20 @@ def _summary(result: Any, out: Any) -> None:
     counts = result["status"].astype("string").fillna("no status").value_counts()
     for status, n in counts.items():
         print(f"  {status:>9}  {n}", file=out)
-    failed = result[~result["ok"]]
-    if len(failed):
+    # Causes first: 50 failed rows are often one problem said 50 times.
+    causes = failure_causes(result)
+    if causes:
+        print(f"failures by cause ({len(causes)}):", file=out)
+        for cause in causes[:SUMMARY_CAUSES]:
+            print(f"  {cause}", file=out)
+        if len(causes) > SUMMARY_CAUSES:
+            print(f"  … and {plural(len(causes) - SUMMARY_CAUSES, 'more cause')}", file=out)
         print("first failures:", file=out)
-        for label, row in failed.head(10).iterrows():
-            status = "—" if pd.isna(row["status"]) else row["status"]
-            print(f"  row {label!r}: {status} {row['error']}", file=out)
+        failed = result[~result["ok"]]
+        for label, status, error in zip(
+            failed.index[:SUMMARY_ROWS], failed["status"][:SUMMARY_ROWS], failed["error"][:SUMMARY_ROWS]
+        ):
+            print(f"  row {label!r}: {failure_text(status, error)}", file=out)
 
 
 # ---------------------------------------------------------------- sanitize-config
@@ -709,6 +720,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare the result with FILE (a CSV: what -o wrote on a good run, or row/name, "
         "status and body fields as JSONPath columns such as $.name); exit 1 and print the rows that differ "
         "(default: exit 1 when a row is not ok)",
+    )
+    r.add_argument(
+        "--strict",
+        action="store_true",
+        help="with --expect: a body field the API returns and FILE does not have is a difference too",
     )
     r.add_argument(
         "--junit",

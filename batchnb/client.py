@@ -538,9 +538,60 @@ class Client:
         )
         self._async = AsyncClient(base_url, **self._options)  # checks the options once
 
+    # Read-only: each call builds its AsyncClient from the options given here, so a value set
+    # on this object would be shown but not used.
     @property
     def base_url(self) -> str:
+        """The API's address, without a trailing slash.
+
+        >>> Client("https://api.example/", mode="direct").base_url
+        'https://api.example'
+        """
         return self._async.base_url
+
+    @property
+    def mode(self) -> Literal["batch", "direct"]:
+        """``"batch"`` (batches to the API's batch endpoint) or ``"direct"`` (each operation sent here).
+
+        >>> Client("https://api.example", mode="direct").mode
+        'direct'
+        """
+        return self._async.mode
+
+    @property
+    def timeout(self) -> float:
+        """Seconds an HTTP request may take."""
+        return self._async.timeout
+
+    @property
+    def concurrency(self) -> int:
+        """How many batches are in flight at once."""
+        return self._async.concurrency
+
+    @property
+    def retries(self) -> int:
+        """How many times a batch that failed to be delivered is sent again."""
+        return self._async.retries
+
+    @property
+    def retry_for(self) -> float:
+        """Seconds during which what a 429 or 503 held back is sent again."""
+        return self._async.retry_for
+
+    @property
+    def backoff(self) -> float:
+        """The first wait (seconds) before a retry that has no ``Retry-After``."""
+        return self._async.backoff
+
+    @property
+    def max_backoff(self) -> float:
+        """The longest wait (seconds) between two retries."""
+        return self._async.max_backoff
+
+    @property
+    def connection(self) -> Connection:
+        """The connection settings (verify, cert, proxy, …) every request of this client uses."""
+        return self._async.connection
 
     def __repr__(self) -> str:
         return repr(self._async).replace("AsyncClient", "Client", 1)

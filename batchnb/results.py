@@ -281,7 +281,15 @@ _STR_DTYPE = pd.Series(["x"]).dtype
 
 
 def _text_array(values: list[str | None]) -> Any:
-    """A list of str/None as the frame's default text dtype, without pandas' per-cell checks."""
+    """A list of str/None as the frame's default text dtype, missing cells as that dtype's marker.
+
+    The marker is the same whether pandas keeps text in pyarrow or in Python
+    objects (``NaN`` under pandas 3), so that a stored notebook output reads
+    the same on a machine with pyarrow and on one without.
+
+    >>> pd.Series(_text_array(["a", None])).tolist()
+    ['a', nan]
+    """
     if isinstance(_STR_DTYPE, pd.StringDtype) and _STR_DTYPE.storage == "pyarrow":
         import pyarrow as pa
 
@@ -290,9 +298,12 @@ def _text_array(values: list[str | None]) -> Any:
             # pandas' own path, which re-checks every cell.
             arr = pa.array(values, type=pa.large_string(), from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            pass  # not all text (a name that is a number): let pandas choose
+            pass  # not all text (a name that is a number): kept as it is, below
         else:
             return pd.arrays.ArrowStringArray(pa.chunked_array([arr]), dtype=_STR_DTYPE)
+    elif isinstance(_STR_DTYPE, pd.StringDtype) and all(v is None or type(v) is str for v in values):
+        return pd.array(values, dtype=_STR_DTYPE)
+    # Not all text: pandas' text dtype would turn a number into its digits.
     return _object_array(values)
 
 

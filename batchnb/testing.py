@@ -100,6 +100,7 @@ def assert_result(
     ignore: Iterable[Any] = VOLATILE,
     *,
     patterns: Iterable[str] = (),
+    strict: bool = False,
 ) -> None:
     """Assert that ``result`` matches a stored one: a frame, or a CSV file written from one.
 
@@ -117,7 +118,11 @@ def assert_result(
     Every column ``expected`` has is compared, except ``ignore`` (by default
     the columns that change between identical runs: ``duration``,
     ``attempts``, ``batch``); a column named by a JSONPath (``$.address.city``)
-    is that query on the body. Ids compare by the part they play, not their
+    is that query on the body. A body (or any JSON object or list) compares
+    field by field, and each field that differs is named by its JSONPath
+    (``$.address.city``) with both values; a field the result has and the
+    expected side lacks (one the API added) differs only with
+    ``strict=True``. Ids compare by the part they play, not their
     value (the same placeholders as ``result.batchnb.stable()``; ``patterns``
     adds your API's id formats), and types are set aside (``201`` and
     ``"201"``, a body and its JSON text), so a CSV written by
@@ -132,7 +137,7 @@ def assert_result(
     """
     __tracebackhide__ = True
     wanted = Expected.of(expected)
-    total, diffs = frame_differences(result, wanted, ignore=ignore, patterns=patterns)
+    total, diffs = frame_differences(result, wanted, ignore=ignore, patterns=patterns, strict=strict)
     if diffs:
         raise AssertionError(message(rows_differ(diffs, total, wanted.source), diffs))
 

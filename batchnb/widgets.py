@@ -672,6 +672,8 @@ class Composer:
         self._refresh()
 
     def _refresh(self) -> None:
+        # Nothing to send, or a submit on its way: the button says so before a click does.
+        self.submit_button.disabled = not self._entries or self.running
         batch = Batch(_nest(self._entries), validate=False)
         self.operations.value = batch_html(batch) if self._entries else "<i>No operations yet.</i>"
         self.selected.options = [(self._label(i, e), i) for i, e in enumerate(self._entries)]
@@ -732,7 +734,7 @@ class Composer:
         >>> ops = pd.DataFrame({"method": ["POST"], "path": ["/api/2.1/scheduling/companies"],
         ...                     "body": [{"name": "Riverside"}], "name": ["co"]})
         >>> Composer.from_frame(ops).batch
-        Batch(1 operations, 1 with nested)
+        Batch(1 operation, 1 with nested)
 
         The rows are read by :func:`batchnb.from_frame` (``columns`` go to it:
         ``method=``, ``path=``, ``body=``, …): ``method`` and ``path`` are
@@ -806,7 +808,7 @@ class Composer:
             self.status.value = f"Submit {run}: failed"
             self._show_error(exc)
         finally:
-            self.submit_button.disabled = False
+            self.submit_button.disabled = not self._entries
 
     def _show_result(self, frame: pd.DataFrame, run: int) -> None:
         failed = int((~frame["ok"].fillna(False).astype(bool)).sum()) if "ok" in frame.columns else 0

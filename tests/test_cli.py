@@ -725,3 +725,29 @@ def test_an_interrupted_run_says_how_to_resume_in_flags(tmp_path):
     assert run.returncode == 130, errors
     assert "the run was interrupted: finished rows are in the result" in errors
     assert f"resume with --journal {journal} --resume" in errors and "resume=True" not in errors, errors
+
+
+def test_a_run_with_many_failures_groups_them_by_cause_and_says_each_status_once(tmp_path, demo_server):
+    url, _db = demo_server
+    names = [f"Site {i}" for i in range(500)]
+    empty, long = range(3, 500, 20), range(7, 500, 20)  # 25 rows each
+    for i in empty:
+        names[i] = ""
+    for i in long:
+        names[i] = "x" * (300 + i)  # too long, each by its own length
+    ops = tmp_path / "ops.csv"
+    pd.DataFrame({"name": names, "site": "north"}).to_csv(ops, index=False)
+    r = batchnb(
+        "run", str(ops), "--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "-q", env=RUN_ENV
+    )
+    assert r.returncode == 1, r.stderr
+    lines = r.stdout.splitlines()
+    assert "450 of 500 rows ok" in lines
+    causes = lines[lines.index("failures by cause (2):") + 1 : lines.index("first failures:")]
+    assert causes == [
+        "  400 name: is required — 25 rows: 3, 23, 43, 63, 83, 103, 123, 143, 163, 183, …",
+        "  400 name: must be at most 200 characters — 25 rows: 7, 27, 47, 67, 87, 107, 127, 147, 167, 187, …",
+    ]
+    rows = lines[lines.index("first failures:") + 1 :]
+    assert rows[:2] == ["  row 3: 400 name: is required", "  row 7: 400 name: must be at most 200 characters"]
+    assert len(rows) == 10 and not any("400 400" in line for line in lines)

@@ -106,3 +106,18 @@ def test_send_is_one_call_and_an_answer_that_is_not_a_batch_response_is_an_error
         assert info.value.sent and "not a batch response" in str(info.value)
         assert [(q.method, q.path) for q in srv.requests] == [("POST", "/api/2.3/batch")] * 2
         assert json.loads(srv.requests[0].body) == {"requests": [{"method": "GET", "path": "/x"}]}
+
+
+def test_the_sync_client_shows_what_its_async_twin_shows():
+    options = {"mode": "direct", "timeout": 12.5, "concurrency": 7, "retries": 2, "retry_for": 30.0, "backoff": 0.25}
+    options["max_backoff"] = 4.0
+    twin = AsyncClient("https://api.example/", **options)
+    client = Client("https://api.example/", **options)
+    assert client.mode == "direct"
+    public = [name for name in vars(twin) if not name.startswith("_")]
+    assert {"base_url", "mode", "timeout", "concurrency", "retries"} <= set(public)
+    for name in public:
+        assert getattr(client, name) == getattr(twin, name), name
+    # Read-only: each call makes its AsyncClient from the options given, so a new value would not be used.
+    with pytest.raises(AttributeError):
+        client.mode = "batch"  # type: ignore[misc]

@@ -61,7 +61,7 @@ def test_ids_compare_by_the_part_they_play():
     # Stored, row 2 used a company no row made; now it uses the one row 0 made: a change, whatever the values.
     assert _diffs(same, stored) == [
         ("2", "path", "/c/<id3>/s", "/c/<id1>/s"),
-        ("2", "body", '{"id": "<id4>"}', '{"id": "<id3>"}'),
+        ("2", "$.id", "'<id4>'", "'<id3>'"),
     ]
     again = pd.DataFrame(
         {

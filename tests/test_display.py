@@ -70,7 +70,7 @@ def test_batch_html_lists_operations_nested_ones_indented():
     out = batch_html(examples.nested())
     for name in ("nest-company", "nest-service", "nest-staff", "bad-company", "never"):
         assert name in out
-    assert "5 with nested" in out
+    assert "5 operations, 3 nested" in out
     assert out.count("↳") == 3
 
 
@@ -182,3 +182,34 @@ def test_accessor_gives_report_summary_and_failed_rows():
 def test_accessor_without_an_ok_column_uses_statuses():
     df = pd.DataFrame({"status": [201, 500]})
     assert df.batchnb.failed.index.tolist() == [1]
+
+
+def test_a_stable_report_is_the_same_on_every_run_of_an_api_with_its_own_ids():
+    import json
+    import secrets
+
+    from batchnb import Client
+    from tests.support.faults import RecordingUpstream, Reply
+
+    def orders(req):
+        sent = json.loads(req.body)
+        if not sent.get("name"):
+            return Reply(
+                400, {"error": {"message": "refused", "details": [{"field": "name", "message": "is required"}]}}
+            )
+        order = f"ord_{secrets.token_hex(8)}"
+        return Reply(201, {"id": order, "name": sent["name"], "self": f"/orders/{order}"})
+
+    rows = pd.DataFrame({"name": ["tea", "", "cake"]})
+    with RecordingUpstream(orders) as api:
+        client = Client(api.url, mode="direct")
+        first, second = (
+            client.submit(rows, method="POST", path="/orders", body=["name"], progress=False) for _ in "ab"
+        )
+    assert first.batchnb.report().html != second.batchnb.report().html  # the ids (and durations) differ
+    stable = [r.batchnb.report(stable=True) for r in (first, second)]
+    assert stable[0].html == stable[1].html and repr(stable[0]) == repr(stable[1])
+    assert "ord_" not in stable[0].html and "&lt;id1&gt;" in stable[0].html
+    assert "duration" not in stable[0].html and repr(stable[0]) == "3 operations, 1 not ok (201: 2, 400: 1)"
+    # What the README says to show gives the same: a stable view's report.
+    assert first.batchnb.stable().batchnb.report(stable=True).html == stable[0].html

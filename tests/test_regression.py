@@ -190,3 +190,96 @@ def test_the_report_holds_any_text_as_valid_xml(tmp_path):
     assert [c.get("name") for c in cases] == ["<a&b> (row 0)", "row 1"]
     assert cases[0].get("time") == "1.500" and cases[1].get("time") == "0.000" and suite.get("time") == "1.500"
     assert cases[0].find("failure").text == "bad \ufffd byte \ufffd and ]]> end"
+
+
+# ---------------------------------------------------------------- field-level differences
+
+
+class _ChangingAPI:
+    """An API whose answers change between runs the way real ones do: one field upper-cased, one field added."""
+
+    def __init__(self) -> None:
+        self.upper = self.added = False
+
+    def __call__(self, req):
+        import secrets
+
+        from tests.support.faults import Reply
+
+        city = "LYON" if self.upper else "Lyon"
+        body = {
+            "id": f"ord_{secrets.token_hex(8)}",
+            "description": "A long description of this site that no table cell could hold in full. " * 3,
+            "address": {"street": "12 rue de la République", "city": city, "zip": "69002"},
+            "tags": ["north", "retail"],
+        }
+        if self.added:
+            body["createdBy"] = "api-v2"
+        return Reply(201, body)
+
+
+def test_run_expect_names_the_field_that_changed_with_both_values(tmp_path):
+    from tests.support.faults import RecordingUpstream
+
+    api = _ChangingAPI()
+    (tmp_path / "ops.csv").write_text("name,site\nLyon,north\nBrest,west\n", encoding="utf-8")
+    with RecordingUpstream(api) as upstream:
+
+        def run(*args: str) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [sys.executable, "-m", "batchnb.cli", "run", "ops.csv", "--url", upstream.url, "--direct", "-q"]
+                + ["--method", "POST", "--path", "/orders", "--body-columns", "name", *args],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=False,
+            )
+
+        first = run("-o", "expected.csv")
+        assert first.returncode == 0, first.stderr
+        api.added = True
+        same = run("--expect", "expected.csv")
+        strict = run("--expect", "expected.csv", "--strict")
+        api.upper = True
+        changed = run("--expect", "expected.csv", "--junit", "report.xml")
+    # A field the API added is not a change, unless asked.
+    assert same.returncode == 0 and "all 2 rows as in expected.csv" in same.stdout, same.stdout
+    assert strict.returncode == 1 and "$.createdBy  —         'api-v2'" in strict.stdout, strict.stdout
+    assert changed.returncode == 1
+    table = changed.stdout[changed.stdout.index("2 of 2 rows differ from expected.csv:") :].splitlines()
+    assert table[1].split() == ["row", "name", "field", "expected", "got", "error"]
+    assert [line.split() for line in table[2:]] == [
+        ["0", "Lyon", "$.address.city", "'Lyon'", "'LYON'"],
+        ["1", "Brest", "$.address.city", "'Lyon'", "'LYON'"],
+    ]
+    failures = [f.get("message") for f in ET.parse(tmp_path / "report.xml").getroot().iter("failure")]
+    assert failures == ["$.address.city: expected 'Lyon', got 'LYON'"] * 2
+
+
+def test_assert_result_names_the_field_that_changed_and_ignores_added_ones_unless_strict():
+    from batchnb.testing import assert_result
+    from tests.support.faults import RecordingUpstream
+
+    api = _ChangingAPI()
+    rows = pd.DataFrame({"name": ["Lyon"]})
+    with RecordingUpstream(api) as upstream:
+        client = bn.Client(upstream.url, mode="direct")
+
+        def submit() -> pd.DataFrame:
+            return client.submit(rows, method="POST", path="/orders", body=["name"], progress=False)
+
+        stored = submit()
+        api.added = True
+        added = submit()
+        api.upper = True
+        changed = submit()
+    assert_result(added, stored)
+    with pytest.raises(AssertionError, match=r"\$\.createdBy  —         'api-v2'"):
+        assert_result(added, stored, strict=True)
+    with pytest.raises(AssertionError) as caught:
+        assert_result(changed, stored)
+    assert str(caught.value).splitlines()[1:] == [
+        "  row  name  field           expected  got     error",
+        "  0          $.address.city  'Lyon'    'LYON'",
+    ]

@@ -78,9 +78,9 @@ def test_assert_result_shows_the_field_that_differs():
         assert_result(today, stored)
     assert str(caught.value) == (
         "2 of 3 rows differ from the expected frame:\n"
-        "  row  name       field   expected                           got                                    error\n"
-        "  1    co-bad     status  400                                409                                    400 name: must not be empty\n"
-        '  2    co-nantes  body    {"id": "<id2>", "name": "Nantes"}  {"id": "<id2>", "name": "Nantes Sud"}'
+        "  row  name       field   expected  got           error\n"
+        "  1    co-bad     status  400       409           400 name: must not be empty\n"
+        "  2    co-nantes  $.name  'Nantes'  'Nantes Sud'"
     )
 
 
@@ -123,7 +123,7 @@ def test_assert_result_against_a_csv_written_by_to_csv(tmp_path, server):
     lines = str(caught.value).splitlines()
     assert lines[0] == "1 of 3 rows differs from expected.csv:"
     assert lines[2].split()[:5] == ["2", "empty", "status", "400", "201"]
-    assert any(line.split()[:3] == ["2", "empty", "body"] for line in lines)
+    assert any(line.split()[:3] == ["2", "empty", "$.error"] for line in lines)  # the stored body was an error
 
 
 def test_assert_result_with_a_sparse_file_of_names_statuses_and_jsonpaths(tmp_path):
@@ -234,3 +234,73 @@ def test_the_readmes_example_of_the_fixture_passes(pytester):
     example = section.split("```python\n", 1)[1].split("```", 1)[0]
     pytester.makepyfile(test_from_readme=example)
     pytester.runpytest_subprocess("-p", "batchnb.testing", "-p", "no:cacheprovider", "-q").assert_outcomes(passed=1)
+
+
+# ---------------------------------------------------------------- the README's regression flow, as written
+
+REGRESSION_NOTEBOOK = [
+    "import pandas as pd\nimport batchnb as bn\n\nserver = bn.LocalServer().start()",
+    (
+        'sites = pd.DataFrame({"site": ["lyon", "brest"], "name": ["Lyon", ""]})\n'
+        'result = server.client.submit(sites, method="POST", path="/api/2.1/scheduling/companies",\n'
+        '                              name="co-{site}", body=["name"], progress=False)\n'
+        "result.batchnb.report(stable=True)"
+    ),
+    'result.batchnb.stable()[["name", "path", "status", "body", "error"]]',
+    "server.stop()",
+]
+
+
+def _readme_commands() -> dict[str, str]:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Regression tests for your API") : readme.index("## The notebooks")]
+    commands = {}
+    for line in section.splitlines():
+        command = line.split("  #")[0].strip()
+        for lead in ("pip install", "jupyter nbconvert", "pytest --nbval"):
+            if command.startswith(lead):
+                commands.setdefault(lead, command)
+    return commands
+
+
+def test_the_readme_regression_flow_executes_saves_and_passes_nbval_twice(tmp_path):
+    import os
+    import re
+    import shlex
+    import subprocess
+    import sys
+    import tomllib
+
+    import nbformat
+
+    commands = _readme_commands()
+    # Step 1's tools come with the extra the README installs.
+    assert commands["pip install"] == 'pip install "batchnb[testing]"'
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    extra = pyproject["project"]["optional-dependencies"]["testing"]
+    assert {"nbconvert", "nbval", "ipykernel", "pytest"} <= {re.match(r"[\w.-]+", d).group(0) for d in extra}
+
+    (tmp_path / "notebooks").mkdir()
+    notebook = tmp_path / "notebooks" / "my-api.ipynb"
+    assert commands["jupyter nbconvert"].endswith("notebooks/my-api.ipynb")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in REGRESSION_NOTEBOOK])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, notebook)
+    bin_dir = os.path.dirname(sys.executable)
+    env = {**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+
+    def shell(command: str) -> subprocess.CompletedProcess:
+        # `$(batchnb sanitize-config)` as a shell would expand it, without a shell.
+        command = command.replace('"$(batchnb sanitize-config)"', str(sanitize_config()))
+        return subprocess.run(shlex.split(command), cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+    executed = shell(commands["jupyter nbconvert"])
+    assert executed.returncode == 0, executed.stderr
+    saved = nbformat.read(notebook, as_version=4)
+    report = saved.cells[1].outputs[0]["data"]
+    assert report["text/plain"] == "2 operations, 1 not ok (201: 1, 400: 1)"
+    assert "failures by cause" in report["text/html"] and "co_" not in report["text/html"]
+    for _ in range(2):  # identical runs: new ids, new durations, new port, the same outputs
+        checked = shell(commands["pytest --nbval"] + " -p no:cacheprovider")
+        assert checked.returncode == 0, checked.stdout[-3000:]
+        assert "4 passed" in checked.stdout

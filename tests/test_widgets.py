@@ -429,7 +429,8 @@ def test_errors_in_handlers_never_escape():
 
 def test_submit_needs_operations_and_a_client(server):
     composer = Composer(server.client)
-    composer.submit_button.click()
+    assert composer.submit_button.disabled
+    composer.submit_button.click()  # a browser sends no click for a disabled button; Python still can
     assert composer.errors == ["add an operation first"]
     lonely = Composer()
     assert add(lonely, "GET", "/x")
@@ -445,3 +446,29 @@ def test_a_header_row_repeating_another_in_another_case_is_marked(composer):
         "headers": "header 2 (authorization): header 'authorization' repeats 'Authorization' (header names ignore case)"
     }
     assert composer.add() is False
+
+
+def test_the_batch_title_counts_every_operation_then_the_nested_ones(composer):
+    assert add(composer, "POST", COMPANIES, name="co", body={"name": "Riverside"})
+    assert "<b>Batch</b>: 1 operation<" in composer.operations.value
+    assert add(composer, "POST", f"{COMPANIES}/{CO_ID}/services", body={"name": "Cut", "duration": 30}, parent="co")
+    assert "<b>Batch</b>: 2 operations, 1 nested<" in composer.operations.value
+    assert add(composer, "POST", COMPANIES, body={"name": "Harbour"})
+    assert "<b>Batch</b>: 3 operations, 1 nested<" in composer.operations.value
+
+
+def test_submit_is_disabled_while_there_is_nothing_to_send(server):
+    composer = Composer(server.client)
+    assert composer.submit_button.disabled
+    assert add(composer, "POST", COMPANIES, name="co", body={"name": "Riverside"})
+    assert not composer.submit_button.disabled
+    composer.selected.value = 0
+    composer.remove_button.click()
+    assert composer.submit_button.disabled
+    assert add(composer, "POST", COMPANIES, name="co", body={"name": "Riverside"})
+    composer.submit_button.click()
+    assert composer.wait(30)["status"].tolist() == [201]
+    assert not composer.submit_button.disabled  # sendable again once the submit is done
+    composer.clear_button.click()
+    assert composer.submit_button.disabled
+    assert Composer.from_frame(pd.DataFrame({"method": ["GET"], "path": ["/x"]})).submit_button.disabled is False
