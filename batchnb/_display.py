@@ -21,7 +21,7 @@ import pandas as pd
 
 from ._secrets import mask_headers, mask_path
 from ._extras import require
-from ._text import plural
+from ._text import operations, plural
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -157,9 +157,8 @@ def batch_html(batch: Batch) -> str:
     >>> batch_html(nested).split("</b>: ")[1].split("<")[0]
     '2 operations, 1 nested'
     """
-    size, top = batch.size, len(batch.requests)
-    nested = f", {size - top} nested" if size != top else ""
-    title = f"<b>Batch</b>: {plural(size, 'operation')}{nested}"
+    size = batch.size
+    title = f"<b>Batch</b>: {operations(size, len(batch.requests))}"
     if not size:
         return _STYLE + f'<div class="batchnb-batch">{title}</div>'
     table = _table(["#", "name", "method", "path", "headers", "body"], operation_rows(batch), "batchnb-batch-table")

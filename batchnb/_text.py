@@ -12,3 +12,13 @@ def plural(n: int, noun: str, nouns: str | None = None) -> str:
     ('1 operation', '3 HTTP calls', '2 references')
     """
     return f"{n} {noun if n == 1 else (nouns or noun + 's')}"
+
+
+def operations(size: int, top: int) -> str:
+    """How many operations a batch holds, every one counted, then how many of them are nested.
+
+    >>> operations(3, 1), operations(1, 1)
+    ('3 operations, 2 nested', '1 operation')
+    """
+    nested = f", {size - top} nested" if size != top else ""
+    return f"{plural(size, 'operation')}{nested}"

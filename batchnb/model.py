@@ -16,7 +16,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from . import _json, refs, rules
 from ._exceptions import BatchValidationError, Problem
 from ._secrets import mask_headers, mask_path
-from ._text import plural
+from ._text import operations, plural
 
 __all__ = ["BATCH_PATH", "Batch", "Operation", "Response", "check_batch", "is_idempotent"]
 
@@ -461,7 +461,7 @@ class Batch:
         return isinstance(other, Batch) and self.requests == other.requests and self.parallel == other.parallel
 
     def __repr__(self) -> str:
-        return f"Batch({plural(len(self.requests), 'operation')}, {self.size} with nested)"
+        return f"Batch({operations(self.size, len(self.requests))})"
 
 
 def _children(op: Operation) -> list[Operation]:

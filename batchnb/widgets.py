@@ -610,7 +610,7 @@ class Composer:
         """The composed operations as a validated :class:`~batchnb.Batch` (children nested under parents).
 
         >>> composer.batch                   # doctest: +SKIP
-        Batch(2 operations, 3 with nested)
+        Batch(3 operations, 1 nested)
         """
         return Batch(_nest(self._entries))
 
@@ -734,7 +734,7 @@ class Composer:
         >>> ops = pd.DataFrame({"method": ["POST"], "path": ["/api/2.1/scheduling/companies"],
         ...                     "body": [{"name": "Riverside"}], "name": ["co"]})
         >>> Composer.from_frame(ops).batch
-        Batch(1 operation, 1 with nested)
+        Batch(1 operation)
 
         The rows are read by :func:`batchnb.from_frame` (``columns`` go to it:
         ``method=``, ``path=``, ``body=``, …): ``method`` and ``path`` are

@@ -172,7 +172,7 @@ def test_one_mistake_is_reported_once():
         "requests[0].method: must be a string such as 'GET', not int",
         "requests[0].path: must be a string such as '/api/2.1/scheduling/companies', not list",
     ]
-    assert repr(Batch([Operation("GET", "/x")])) == "Batch(1 operation, 1 with nested)"
+    assert repr(Batch([Operation("GET", "/x")])) == "Batch(1 operation)"
 
 
 def test_a_batch_read_from_json_text_refuses_a_key_written_twice():
