@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import ssl
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Literal, Mapping, Sequence, overload
@@ -81,22 +82,47 @@ def _argument_problems(
     return problems
 
 
-def _retry_for_problem(retry_for: Any) -> Problem | None:
-    if retry_for is None:
+def _number_problem(
+    name: str, value: Any, what: str, *, least: float, above: bool = False, whole: bool = False
+) -> Problem | None:
+    """``value`` judged as the number ``name`` must be (None passes: the default applies), or the problem that names it.
+
+    >>> _number_problem("concurrency", 0, "a whole number, 1 or more", least=1, whole=True).message
+    'must be a whole number, 1 or more, not 0'
+    """
+    if value is None:
         return None
+    kind = numbers.Integral if whole else numbers.Real
     if (
-        isinstance(retry_for, bool)
-        or not isinstance(retry_for, (int, float))
-        or not math.isfinite(retry_for)
-        or retry_for < 0
+        isinstance(value, bool)
+        or not isinstance(value, kind)
+        or not math.isfinite(value)
+        or value < least
+        or (above and value == least)
     ):
-        return Problem("retry_for", f"must be a number of seconds, 0 or more, not {retry_for!r}")
+        return Problem(name, f"must be {what}, not {value!r}")
     return None
 
 
+def _setting_problems(**given: Any) -> list[Problem]:
+    """The numeric settings of a client or a submit, each judged by its own rule (those not given pass)."""
+    rules_of: dict[str, dict[str, Any]] = {
+        "timeout": dict(what="a positive number of seconds", least=0, above=True),
+        "concurrency": dict(what="a whole number, 1 or more", least=1, whole=True),
+        "retries": dict(what="a whole number, 0 or more", least=0, whole=True),
+        "retry_for": dict(what="a number of seconds, 0 or more", least=0),
+        "backoff": dict(what="a number of seconds, 0 or more", least=0),
+        "max_backoff": dict(what="a number of seconds, 0 or more", least=0),
+        "max_requests": dict(what="a whole number, 1 or more", least=1, whole=True),
+        "max_depth": dict(what="a whole number, 1 or more", least=1, whole=True),
+        "batch_rate": dict(what="a positive number of batches per second", least=0, above=True),
+    }
+    found = (_number_problem(name, value, **rules_of[name]) for name, value in given.items())
+    return [p for p in found if p is not None]
+
+
 def _batch_rate_problem(batch_rate: Any) -> Problem | None:
-    if batch_rate is None:
-        return None
+    return next(iter(_setting_problems(batch_rate=batch_rate)), None)
     if (
         isinstance(batch_rate, bool)
         or not isinstance(batch_rate, (int, float))
@@ -182,9 +208,16 @@ class AsyncClient:
         )
         problems = _argument_problems(base_url, credentials_in, mode, api_key, token, auth, headers)
         problems += connection.problems()
-        problem = _retry_for_problem(retry_for)
-        if problem:
-            problems.append(problem)
+        problems += _setting_problems(
+            timeout=timeout,
+            concurrency=concurrency,
+            retries=retries,
+            retry_for=retry_for,
+            backoff=backoff,
+            max_backoff=max_backoff,
+            max_requests=max_requests,
+            max_depth=max_depth,
+        )
         if problems:
             raise BatchValidationError(problems)
         if credentials_in == "query":
@@ -437,13 +470,15 @@ class AsyncClient:
         }
         # Checked before anything is sent (limits() asks the server).
         throttle = Throttle(parse_rate(rate, "rate"))
-        problems = [p for p in (_batch_rate_problem(batch_rate), _retry_for_problem(retry_for)) if p]
+        problems = _setting_problems(
+            batch_rate=batch_rate, retry_for=retry_for, concurrency=concurrency, retries=retries
+        )
         if problems:
             raise BatchValidationError(problems)
         retry_for = self.retry_for if retry_for is None else float(retry_for)
         direct = self.mode == "direct"
         options = SubmitOptions(
-            concurrency=concurrency or self.concurrency,
+            concurrency=self.concurrency if concurrency is None else concurrency,
             retries=self.retries if retries is None else retries,
             retry_operations=retry_operations,
             batch_rate=batch_rate,

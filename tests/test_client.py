@@ -3,6 +3,8 @@
 import asyncio
 import json
 
+import httpx
+import numpy as np
 import pytest
 
 from batchnb import AsyncClient, Batch, BatchValidationError, Client, LocalServer, Operation, TransportError
@@ -121,3 +123,38 @@ def test_the_sync_client_shows_what_its_async_twin_shows():
     # Read-only: each call makes its AsyncClient from the options given, so a new value would not be used.
     with pytest.raises(AttributeError):
         client.mode = "batch"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("concurrency", 0),
+        ("concurrency", -2),
+        ("concurrency", "four"),
+        ("concurrency", 2.5),
+        ("retries", -1),
+        ("retries", "3"),
+        ("timeout", 0),
+        ("timeout", float("nan")),
+        ("retry_for", -1),
+        ("backoff", -0.5),
+        ("max_requests", 0),
+        ("max_depth", True),
+    ],
+)
+def test_numeric_settings_are_checked_before_anything_is_sent_naming_the_argument(setting, value):
+    sent: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda request: sent.append(request) or httpx.Response(500))
+    with pytest.raises(BatchValidationError) as info:
+        Client("http://127.0.0.1:9", mode="direct", transport=transport, **{setting: value})
+    assert info.value.pointers == [setting] and repr(value) in str(info.value)
+    if setting in ("concurrency", "retries", "retry_for"):
+        client = Client("http://127.0.0.1:9", mode="direct", transport=transport)
+        with pytest.raises(BatchValidationError) as info:
+            client.submit([Operation("GET", "/x")], **{setting: value})
+        assert info.value.pointers == [setting]
+    assert sent == []
+
+
+def test_a_numpy_integer_is_a_whole_number_like_any_other():
+    assert Client("http://127.0.0.1:9", concurrency=np.int64(3), retries=np.int32(1)).concurrency == 3
