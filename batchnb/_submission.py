@@ -574,17 +574,40 @@ def _known_from(earlier: Any) -> dict[str, Response]:
                 )
             ]
         )
-    for name, status, body in zip(earlier["name"].tolist(), earlier["status"].tolist(), earlier["body"].tolist()):
+    # Only a column of text holds JSON text (bodies="json", or a result read back from a file); a parsed
+    # column's string is a text body the API sent, whatever it looks like, and stays as it is.
+    texts = _holds_json_text(earlier["body"])
+    rows = zip(earlier.index, earlier["name"].tolist(), earlier["status"].tolist(), earlier["body"].tolist())
+    for label, name, status, body in rows:
         if not isinstance(name, str):
             continue
-        if isinstance(body, str) and body[:1] in ("{", "["):
-            body = _json.loads(body)  # bodies kept as JSON text (bodies="json")
+        if texts and isinstance(body, str):
+            try:
+                body = _json.loads(body)
+            except ValueError as exc:
+                raise BatchValidationError(
+                    [
+                        Problem(
+                            f"known, row {label!r}, column body",
+                            f"is not JSON text, as a column of bodies kept as text holds: {exc}",
+                        )
+                    ]
+                ) from None
         try:
             code: int | None = int(status)
         except (TypeError, ValueError):  # a missing status: NA, NaN or None
             code = None
         known[name] = Response("", "", code, name, body=body)
     return known
+
+
+def _holds_json_text(bodies: Any) -> bool:
+    """Whether a result's ``body`` column holds JSON text (every cell a string), not parsed values."""
+    from pandas.api.types import infer_dtype
+
+    from ._jsonarray import JSONDtype
+
+    return not isinstance(bodies.dtype, JSONDtype) and infer_dtype(bodies, skipna=True) == "string"
 
 
 # ---------------------------------------------------------------- what comes out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pandas as pd
 import pytest
@@ -255,3 +256,41 @@ def test_a_streamed_frame_with_parallel_goes_in_full_batches_chunk_after_chunk()
     result = asyncio.run(submission.run())
     assert result["ok"].all() and len(result) == rows and result.index.equals(frame.index)
     assert sum(sizes) == rows and set(sizes[:-1]) == {48} and sizes[-1] == rows % 48
+
+
+def test_known_parses_only_what_it_knows_to_be_json_text():
+    from batchnb import Client
+    from tests.support.faults import RecordingUpstream, Reply
+
+    def respond(request):
+        if request.target == "/text":  # a text body that merely looks like JSON
+            return Reply(200, b"{not json", {"content-type": "text/plain"})
+        if request.target == "/quoted":  # a JSON string whose content is JSON text
+            return Reply(200, "[1, 2]")
+        return Reply(201, {"seen": request.target})
+
+    with RecordingUpstream(respond) as api:
+        client = Client(api.url, mode="direct", trust_env=False)
+        earlier = client.submit(
+            pd.DataFrame({"method": "GET", "path": ["/text", "/quoted"], "name": ["text", "quoted"]}), progress=False
+        )
+        assert earlier["body"].tolist() == ["{not json", "[1, 2]"]
+        later = client.submit(
+            pd.DataFrame(
+                {
+                    "method": "POST",
+                    "path": ["/a", "/b"],
+                    "body": [{"t": "${result=text:$}"}, {"q": "${result=quoted:$}"}],
+                }
+            ),
+            known=earlier,
+            progress=False,
+        )
+        assert later["ok"].all(), later["error"].tolist()
+        sent = [json.loads(r.body) for r in api.requests[-2:]]
+        assert sent == [{"t": "{not json"}, {"q": "[1, 2]"}]  # strings stay strings, never parsed again
+        # A column of bodies kept as text holds JSON text: a cell that is not JSON is named, not a decoder's error.
+        as_text = earlier.assign(body=['{"id": 1}', "{oops"])
+        with pytest.raises(BatchValidationError) as err:
+            client.submit(later.head(0), known=as_text, dry_run=True)
+        assert err.value.pointers == ["known, row 1, column body"]
