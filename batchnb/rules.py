@@ -349,22 +349,32 @@ def measure(items: Iterable[T], children: Callable[[T], Any]) -> Shape:
     >>> measure([{"requests": [{}, {"requests": [{}]}]}, {}], lambda d: d.get("requests"))
     Shape(size=5, depth=3, deepest=(0, 1, 0))
     """
-    size, depth, deepest = 0, 0, ()
-    stack: list[tuple[Iterable[T], tuple[int, ...]]] = [(items, ())]
+    # Each operation keeps only its parent and its place: the deepest one's pointer is rebuilt once at
+    # the end, so the work is linear in the operations, however deep they nest.
+    size, depth, deepest = 0, 0, -1
+    parents: list[int] = []
+    places: list[int] = []
+    stack: list[tuple[Iterable[T], int, int]] = [(items, -1, 0)]
     while stack:
-        level, where = stack.pop()
+        level, parent, above = stack.pop()
         kids_of_level = []
         for i, item in enumerate(level):
+            node = size
+            parents.append(parent)
+            places.append(i)
             size += 1
-            here = (*where, i)
-            if len(here) > depth:
-                depth, deepest = len(here), here
+            if above + 1 > depth:
+                depth, deepest = above + 1, node
             kids = children(item)
             if isinstance(kids, list) and kids:
-                kids_of_level.append((kids, here))
+                kids_of_level.append((kids, node, above + 1))
         # Reversed so that the first child list is visited first: 'deepest' is the first in order.
         stack.extend(reversed(kids_of_level))
-    return Shape(size, depth, deepest)
+    path = []
+    while deepest >= 0:
+        path.append(places[deepest])
+        deepest = parents[deepest]
+    return Shape(size, depth, tuple(reversed(path)))
 
 
 def too_many(size: int, limit: int) -> str:

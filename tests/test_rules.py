@@ -154,6 +154,16 @@ def test_measure_survives_nesting_far_deeper_than_the_recursion_limit():
     assert shape.depth == 20_001 and shape.size == 20_001
 
 
+@pytest.mark.timeout(30)  # linear: a fraction of a second; the quadratic way took minutes at this depth
+def test_measure_is_linear_in_depth_and_names_the_deepest_operation():
+    deep: dict = {}
+    for _ in range(300_000):
+        deep = {"requests": [{}, deep]}  # the chain goes on through each level's second child
+    shape = rules.measure([deep], lambda d: d.get("requests"))
+    assert shape.depth == 300_001 and shape.size == 600_001
+    assert shape.deepest == (0, *[1] * 299_999, 0)  # the first of the two at the bottom
+
+
 def test_measure_ignores_children_that_are_not_lists():
     assert rules.measure([{"requests": "no"}, {"requests": None}], lambda d: d.get("requests")) == rules.Shape(
         2, 1, (0,)
