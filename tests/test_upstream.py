@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
+from typing import ClassVar
 
 import httpx
 
+from batchnb._connect import Connection
+from batchnb.server import create_app
+from batchnb.server.app import BatchApp
 from batchnb.server._upstream import ONE_CONNECTION, UpstreamClients, UpstreamDispatcher
 
 from tests.support.faults import RecordingUpstream, Reply
@@ -110,3 +115,63 @@ def test_operations_one_after_another_reuse_one_connection_to_the_api():
         assert statuses == [201] * 5
         assert [req.path for req in upstream.requests] == [f"/things/{i}" for i in range(5)]
         assert upstream.connections == 1
+
+
+class _CountingConnection(Connection):
+    """A gateway's connection settings, counting how often its CAs are loaded."""
+
+    loaded: ClassVar[list[str]] = []
+
+    def ssl_context(self) -> ssl.SSLContext:
+        self.loaded.append("ssl context")
+        return super().ssl_context()
+
+
+def _lifespan(app: BatchApp) -> None:
+    """Drive ``app``'s lifespan through startup and shutdown, as a server does."""
+
+    async def main() -> None:
+        messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        sent: list[str] = []
+
+        async def receive() -> dict:
+            return messages.pop(0)
+
+        async def send(message: dict) -> None:
+            sent.append(message["type"])
+
+        await app({"type": "lifespan"}, receive, send)
+        assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"], sent
+
+    asyncio.run(main())
+
+
+def test_the_gateway_loads_the_upstreams_cas_once_as_it_starts_and_every_operation_shares_them():
+    _CountingConnection.loaded.clear()
+    with RecordingUpstream(lambda req: Reply(201, {"id": 1})) as upstream:
+        app = create_app(upstream=upstream.url, connection=_CountingConnection(trust_env=False))
+        assert _CountingConnection.loaded == []
+        _lifespan(app)
+        loaded_at_start = list(_CountingConnection.loaded)
+
+        async def batch() -> list[int]:
+            dispatch = app._dispatcher()
+            try:
+                return [(await dispatch("POST", f"/things/{i}", [], b"{}")).status for i in range(3)]
+            finally:
+                await app.aclose()
+
+        statuses = asyncio.run(batch())
+    assert loaded_at_start == ["ssl context"]  # before any batch: the first batch does not wait for it
+    assert statuses == [201] * 3
+    assert _CountingConnection.loaded == ["ssl context"]  # the operations' clients made no other
+
+
+def test_a_gateway_in_front_of_an_in_process_api_loads_no_cas():
+    _CountingConnection.loaded.clear()
+
+    async def api(scope: dict, receive: object, send: object) -> None:  # never called here
+        raise AssertionError("not called")
+
+    _lifespan(create_app(api=api, connection=_CountingConnection(trust_env=False)))
+    assert _CountingConnection.loaded == []

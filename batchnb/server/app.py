@@ -137,6 +137,7 @@ class BatchApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._prepare_upstream()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -169,6 +170,21 @@ class BatchApp:
             connection=self.connection,
         )
         return _Logged(upstream, self._unreached_log)
+
+    def _prepare_upstream(self) -> None:
+        """Load the upstream's CAs (and client certificate) now, as the server starts.
+
+        Made at the first operation instead, it kept every operation of the
+        first batches waiting (~30 ms for the default CAs: the event loop
+        stands still while they load). One that cannot be made now is tried
+        again at the first operation, which then answers why.
+        """
+        if self.upstream is None or self._upstream_ssl is not None:
+            return
+        try:
+            self._upstream_ssl = self.connection.ssl_context()
+        except (ssl.SSLError, OSError, ValueError):
+            log.warning("the upstream's CA or client certificate could not be loaded; trying again at the first batch")
 
     def _upstream_client(self, limits: httpx.Limits) -> httpx.AsyncClient:
         """One client for the upstream; every one shares one SSL context (building one loads the CAs: ~15 ms)."""
