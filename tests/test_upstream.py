@@ -9,11 +9,11 @@ from typing import ClassVar
 import httpx
 
 from batchnb._connect import Connection
-from batchnb.server import create_app
+from batchnb.server import Limits, create_app
 from batchnb.server.app import BatchApp
 from batchnb.server._upstream import ONE_CONNECTION, UpstreamClients, UpstreamDispatcher
 
-from tests.support.faults import RecordingUpstream, Reply
+from tests.support.faults import LoopbackServer, RecordingUpstream, Reply, read_request
 
 
 def counting_clients(most: int = 8) -> tuple[UpstreamClients, list[httpx.AsyncClient]]:
@@ -175,3 +175,37 @@ def test_a_gateway_in_front_of_an_in_process_api_loads_no_cas():
 
     _lifespan(create_app(api=api, connection=_CountingConnection(trust_env=False)))
     assert _CountingConnection.loaded == []
+
+
+class _DrippingUpstream(LoopbackServer):
+    """Answers at once with a 200-byte body, then sends that body a byte every 50 ms (10 s in all)."""
+
+    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await read_request(reader) is None:
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n")
+        for _ in range(200):
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b" ")
+
+
+def test_the_gateways_clients_have_only_a_connect_timeout_and_a_slow_answer_is_still_cut_at_the_operations_bound():
+    app = create_app(upstream="http://127.0.0.1:9", limits=Limits(operation_timeout=1.5))
+    http = app._upstream_client(ONE_CONNECTION)
+    assert http.timeout == httpx.Timeout(None, connect=1.5)  # no timer per read and per write
+    asyncio.run(http.aclose())
+
+    with _DrippingUpstream() as upstream:
+        app = create_app(upstream=upstream.url, limits=Limits(operation_timeout=1.0))
+
+        async def main() -> httpx.Response:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://batch.test") as http:
+                try:
+                    return await http.post("/api/2.3/batch", json={"requests": [{"method": "GET", "path": "/slow"}]})
+                finally:
+                    await app.aclose()
+
+        r = asyncio.run(main())
+    answer = r.json()["responses"][0]
+    assert (r.status_code, answer["status"], answer["body"]["error"]["code"]) == (200, 504, "timeout"), r.text

@@ -191,8 +191,23 @@ class BatchApp:
         if self._upstream_ssl is None:
             self._upstream_ssl = self.connection.ssl_context()
         return self.connection.client(
-            timeout=self.limits.operation_timeout, cookies=_NO_COOKIES, limits=limits, ssl_context=self._upstream_ssl
+            timeout=self._upstream_timeout, cookies=_NO_COOKIES, limits=limits, ssl_context=self._upstream_ssl
         )
+
+    @property
+    def _upstream_timeout(self) -> httpx.Timeout:
+        """The upstream clients' own timeouts: connecting only.
+
+        Every upstream request runs inside the engine's bound on its
+        operation (``operation_timeout``: then it answers 504), which covers
+        connecting, sending and reading to the last byte. httpx's read and
+        write timeouts would bound the same thing again, with a timer armed
+        and disarmed for every read and every write (about a tenth of the
+        gateway's CPU per operation); the pool's cannot expire, a client being
+        lent to one operation at a time. Connecting keeps its own, so that a
+        host that never answers the handshake is still "unreachable" (502).
+        """
+        return httpx.Timeout(None, connect=self.limits.operation_timeout)
 
     async def _batch(self, scope: dict, receive: Callable, send: Callable) -> None:
         method = scope["method"]
