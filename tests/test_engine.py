@@ -340,6 +340,67 @@ def test_parallel_one_is_the_specs_order():
     assert sorted(t.spans, key=lambda k: t.spans[k][0]) == [f"/op{i}" for i in range(5)]
 
 
+def test_parallel_a_finished_operations_slot_goes_straight_to_the_next_one():
+    # One runner per slot goes on from operation to operation: no task per
+    # operation waiting to be woken (a trip through every ready task each).
+    runners: list[object] = []
+
+    async def dispatch(method, path, headers, body):
+        from batchnb.engine import DispatchResult
+
+        runners.append(asyncio.current_task())
+        await asyncio.sleep(0)
+        return DispatchResult(200, {}, b"")
+
+    ops = [Operation("GET", f"/op{i}") for i in range(12)]
+    out = asyncio.run(execute(ops, dispatch, parallel=3))
+    assert [r.status for r in out] == [200] * 12
+    assert len(runners) == 12 and len(set(map(id, runners))) == 3
+
+
+def test_parallel_operations_that_become_ready_together_are_taken_up_to_the_limit():
+    t = Timeline(delay=0.001)
+    ops = [Operation("POST", "/root", name="root")] + [
+        Operation("GET", f"/x{i}/{ref('root', '$.id')}") for i in range(7)
+    ]
+    out = asyncio.run(execute(ops, t, parallel=4))
+    assert [r.status for r in out] == [201] * 8
+    assert t.most == 4  # seven waited for one: four started together, never more
+
+
+def test_parallel_an_error_in_one_operation_stops_the_others_in_flight():
+    class Broken(BaseException):
+        pass
+
+    running: set[str] = set()
+    cancelled: list[str] = []
+
+    async def dispatch(method, path, headers, body):
+        from batchnb.engine import DispatchResult
+
+        running.add(path)
+        try:
+            if path == "/bad":
+                raise Broken()
+            await asyncio.sleep(30)
+            return DispatchResult(200, {}, b"")
+        except asyncio.CancelledError:
+            cancelled.append(path)
+            raise
+        finally:
+            running.discard(path)
+
+    ops = [Operation("GET", "/slow1"), Operation("GET", "/slow2"), Operation("GET", "/bad"), Operation("GET", "/x")]
+
+    async def main() -> None:
+        with pytest.raises(Broken):
+            await execute(ops, dispatch, parallel=3, timeout=60)
+        await asyncio.sleep(0)
+
+    asyncio.run(main())
+    assert sorted(cancelled) == ["/slow1", "/slow2"] and not running
+
+
 def _random_batch(draw):
     from hypothesis import strategies as st
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
+from typing import ClassVar
 
 import httpx
 
+from batchnb._connect import Connection
+from batchnb.server import Limits, create_app
+from batchnb.server.app import BatchApp
 from batchnb.server._upstream import ONE_CONNECTION, UpstreamClients, UpstreamDispatcher
 
-from tests.support.faults import RecordingUpstream, Reply
+from tests.support.faults import LoopbackServer, RecordingUpstream, Reply, read_request
 
 
 def counting_clients(most: int = 8) -> tuple[UpstreamClients, list[httpx.AsyncClient]]:
@@ -110,3 +115,97 @@ def test_operations_one_after_another_reuse_one_connection_to_the_api():
         assert statuses == [201] * 5
         assert [req.path for req in upstream.requests] == [f"/things/{i}" for i in range(5)]
         assert upstream.connections == 1
+
+
+class _CountingConnection(Connection):
+    """A gateway's connection settings, counting how often its CAs are loaded."""
+
+    loaded: ClassVar[list[str]] = []
+
+    def ssl_context(self) -> ssl.SSLContext:
+        self.loaded.append("ssl context")
+        return super().ssl_context()
+
+
+def _lifespan(app: BatchApp) -> None:
+    """Drive ``app``'s lifespan through startup and shutdown, as a server does."""
+
+    async def main() -> None:
+        messages = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        sent: list[str] = []
+
+        async def receive() -> dict:
+            return messages.pop(0)
+
+        async def send(message: dict) -> None:
+            sent.append(message["type"])
+
+        await app({"type": "lifespan"}, receive, send)
+        assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"], sent
+
+    asyncio.run(main())
+
+
+def test_the_gateway_loads_the_upstreams_cas_once_as_it_starts_and_every_operation_shares_them():
+    _CountingConnection.loaded.clear()
+    with RecordingUpstream(lambda req: Reply(201, {"id": 1})) as upstream:
+        app = create_app(upstream=upstream.url, connection=_CountingConnection(trust_env=False))
+        assert _CountingConnection.loaded == []
+        _lifespan(app)
+        loaded_at_start = list(_CountingConnection.loaded)
+
+        async def batch() -> list[int]:
+            dispatch = app._dispatcher()
+            try:
+                return [(await dispatch("POST", f"/things/{i}", [], b"{}")).status for i in range(3)]
+            finally:
+                await app.aclose()
+
+        statuses = asyncio.run(batch())
+    assert loaded_at_start == ["ssl context"]  # before any batch: the first batch does not wait for it
+    assert statuses == [201] * 3
+    assert _CountingConnection.loaded == ["ssl context"]  # the operations' clients made no other
+
+
+def test_a_gateway_in_front_of_an_in_process_api_loads_no_cas():
+    _CountingConnection.loaded.clear()
+
+    async def api(scope: dict, receive: object, send: object) -> None:  # never called here
+        raise AssertionError("not called")
+
+    _lifespan(create_app(api=api, connection=_CountingConnection(trust_env=False)))
+    assert _CountingConnection.loaded == []
+
+
+class _DrippingUpstream(LoopbackServer):
+    """Answers at once with a 200-byte body, then sends that body a byte every 50 ms (10 s in all)."""
+
+    async def serve_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if await read_request(reader) is None:
+            return
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 200\r\n\r\n")
+        for _ in range(200):
+            await writer.drain()
+            await asyncio.sleep(0.05)
+            writer.write(b" ")
+
+
+def test_the_gateways_clients_have_only_a_connect_timeout_and_a_slow_answer_is_still_cut_at_the_operations_bound():
+    app = create_app(upstream="http://127.0.0.1:9", limits=Limits(operation_timeout=1.5))
+    http = app._upstream_client(ONE_CONNECTION)
+    assert http.timeout == httpx.Timeout(None, connect=1.5)  # no timer per read and per write
+    asyncio.run(http.aclose())
+
+    with _DrippingUpstream() as upstream:
+        app = create_app(upstream=upstream.url, limits=Limits(operation_timeout=1.0))
+
+        async def main() -> httpx.Response:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://batch.test") as http:
+                try:
+                    return await http.post("/api/2.3/batch", json={"requests": [{"method": "GET", "path": "/slow"}]})
+                finally:
+                    await app.aclose()
+
+        r = asyncio.run(main())
+    answer = r.json()["responses"][0]
+    assert (r.status_code, answer["status"], answer["body"]["error"]["code"]) == (200, 504, "timeout"), r.text

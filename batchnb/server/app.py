@@ -137,6 +137,7 @@ class BatchApp:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                self._prepare_upstream()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -170,13 +171,43 @@ class BatchApp:
         )
         return _Logged(upstream, self._unreached_log)
 
+    def _prepare_upstream(self) -> None:
+        """Load the upstream's CAs (and client certificate) now, as the server starts.
+
+        Made at the first operation instead, it kept every operation of the
+        first batches waiting (~30 ms for the default CAs: the event loop
+        stands still while they load). One that cannot be made now is tried
+        again at the first operation, which then answers why.
+        """
+        if self.upstream is None or self._upstream_ssl is not None:
+            return
+        try:
+            self._upstream_ssl = self.connection.ssl_context()
+        except (ssl.SSLError, OSError, ValueError):
+            log.warning("the upstream's CA or client certificate could not be loaded; trying again at the first batch")
+
     def _upstream_client(self, limits: httpx.Limits) -> httpx.AsyncClient:
         """One client for the upstream; every one shares one SSL context (building one loads the CAs: ~15 ms)."""
         if self._upstream_ssl is None:
             self._upstream_ssl = self.connection.ssl_context()
         return self.connection.client(
-            timeout=self.limits.operation_timeout, cookies=_NO_COOKIES, limits=limits, ssl_context=self._upstream_ssl
+            timeout=self._upstream_timeout, cookies=_NO_COOKIES, limits=limits, ssl_context=self._upstream_ssl
         )
+
+    @property
+    def _upstream_timeout(self) -> httpx.Timeout:
+        """The upstream clients' own timeouts: connecting only.
+
+        Every upstream request runs inside the engine's bound on its
+        operation (``operation_timeout``: then it answers 504), which covers
+        connecting, sending and reading to the last byte. httpx's read and
+        write timeouts would bound the same thing again, with a timer armed
+        and disarmed for every read and every write (about a tenth of the
+        gateway's CPU per operation); the pool's cannot expire, a client being
+        lent to one operation at a time. Connecting keeps its own, so that a
+        host that never answers the handshake is still "unreachable" (502).
+        """
+        return httpx.Timeout(None, connect=self.limits.operation_timeout)
 
     async def _batch(self, scope: dict, receive: Callable, send: Callable) -> None:
         method = scope["method"]
