@@ -22,6 +22,7 @@ so, and are marked as not worth a retry.
 from __future__ import annotations
 
 import errno
+import functools
 import importlib.util
 import inspect
 import os
@@ -239,31 +240,24 @@ class Connection:
         if isinstance(verify, ssl.SSLContext):
             return verify
         if verify is False:
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
+            trust: tuple[Any, ...] = ("none",)
         elif verify is True:
             variable, value = _env_ca() if self.trust_env else ("", "")
-            if variable == "SSL_CERT_FILE":
-                ctx = ssl.create_default_context(cafile=value)
-            elif variable == "SSL_CERT_DIR":
-                ctx = ssl.create_default_context(capath=value)
+            if variable:
+                trust = (variable, value, _stamp(value))
             else:
                 import certifi
 
-                ctx = ssl.create_default_context(cafile=certifi.where())
-        elif os.path.isdir(verify):
-            ctx = ssl.create_default_context(capath=os.fspath(verify))
+                trust = ("SSL_CERT_FILE", certifi.where(), _stamp(certifi.where()))
         else:
-            ctx = ssl.create_default_context(cafile=os.fspath(verify))
-        if self.http2:
-            ctx.set_alpn_protocols(["http/1.1", "h2"])
+            path = os.fspath(verify)
+            trust = ("SSL_CERT_DIR" if os.path.isdir(path) else "SSL_CERT_FILE", path, _stamp(path))
+        cert: tuple[Any, ...] = ()
         if self.cert is not None:
             certfile, keyfile = self.cert if isinstance(self.cert, tuple) else (self.cert, None)
-            ctx.load_cert_chain(
-                os.fspath(certfile), None if keyfile is None else os.fspath(keyfile), password=_no_password
-            )
-        return ctx
+            paths = (os.fspath(certfile), None if keyfile is None else os.fspath(keyfile))
+            cert = (*paths, _stamp(paths[0]), _stamp(paths[1]))
+        return _context(trust, self.http2, cert)
 
     def client(
         self,
@@ -470,6 +464,38 @@ def _proxy_variables() -> list[tuple[str, str]]:
                 out.append((variable, value))
                 break
     return out
+
+
+def _stamp(path: str | None) -> int | None:
+    """When ``path`` last changed: a CA file replaced on disk makes a new context, not a stale one."""
+    try:
+        return os.stat(path).st_mtime_ns if path else None
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=32)
+def _context(trust: tuple[Any, ...], http2: bool, cert: tuple[Any, ...]) -> ssl.SSLContext:
+    """The SSL context for these settings, made once per process.
+
+    Loading a CA bundle takes tens of milliseconds, and every sync call
+    makes a client of its own: contexts are shared (an ``ssl.SSLContext``
+    serves any number of connections), keyed by the files' paths and the
+    times they last changed.
+    """
+    if trust[0] == "none":
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif trust[0] == "SSL_CERT_DIR":
+        ctx = ssl.create_default_context(capath=trust[1])
+    else:
+        ctx = ssl.create_default_context(cafile=trust[1])
+    if http2:
+        ctx.set_alpn_protocols(["http/1.1", "h2"])
+    if cert:
+        ctx.load_cert_chain(cert[0], cert[1], password=_no_password)
+    return ctx
 
 
 def _env_ca() -> tuple[str, str]:

@@ -527,3 +527,17 @@ def test_the_token_request_of_an_auth_flow_goes_the_same_way(tls_api: Any, no_pr
     with pytest.raises(TransportError, match="certificate verify failed") as info:
         Client(api.url, mode="direct", auth=flow).submit(ROWS, **THINGS)
     assert api.client_secret not in str(info.value)
+
+
+def test_an_ssl_context_is_made_once_per_settings_and_again_when_the_ca_file_changes(tmp_path: Path) -> None:
+    from batchnb.demo.company import make_certificates
+
+    ca, _cert, _key = make_certificates(tmp_path / "one")
+    first = Connection(verify=str(ca)).ssl_context()
+    assert Connection(verify=str(ca)).ssl_context() is first  # every sync call makes a client: one CA load
+    assert Connection(verify=str(ca), http2=True).ssl_context() is not first  # httpcore sets ALPN on its context
+    assert Connection(verify=False).ssl_context().verify_mode == ssl.CERT_NONE
+    other, _cert, _key = make_certificates(tmp_path / "two")
+    os.replace(other, ca)  # the CA file replaced on disk: a new context, never the stale one
+    os.utime(ca, ns=(1, 1))
+    assert Connection(verify=str(ca)).ssl_context() is not first
