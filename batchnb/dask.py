@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -264,9 +263,17 @@ def _problems(found: pd.DataFrame) -> tuple[list[Problem], bool]:
 
 
 class _ClusterSender:
-    """A sender that keeps the cluster-wide limits and stops when its attempt is no longer wanted."""
+    """A sender that keeps the cluster-wide limits and stops when its attempt is no longer wanted.
+
+    Every wait for a limit is a coroutine on the worker's event loop
+    (:mod:`batchnb._dask_limits`): no thread waits for a lease, so the
+    batches that hold leases can always give them back, whatever the
+    threads, partitions and limits.
+    """
 
     def __init__(self, inner: Any, spec: _Spec, fence: _Fence | None, key: str | None, max_requests: int = 50) -> None:
+        from ._dask_limits import ClusterLimit, ClusterValue
+
         self.inner = inner
         # What the runner asks of a sender about its auth flow (see batchnb._runner).
         self.auth = getattr(inner, "auth", None)
@@ -274,25 +281,21 @@ class _ClusterSender:
         self.fence = fence
         self.key = key
         # Created by name, here, inside the task: every worker's copy is the same semaphore.
-        self.in_flight = distributed.Semaphore(max_leases=spec.concurrency, name=f"batchnb-in-flight-{spec.limit_id}")
+        self.in_flight = ClusterLimit(f"batchnb-in-flight-{spec.limit_id}", spec.concurrency)
         self.rate = spec.batch_rate
-        self.starts = None
+        self.starts: ClusterLimit | None = None
         if spec.batch_rate:
             self.leases = max(1, int(spec.batch_rate))
-            self.starts = distributed.Semaphore(
-                max_leases=self.leases, name=f"batchnb-starts-{spec.limit_id}-{spec.batch_rate:g}"
-            )
+            self.starts = ClusterLimit(f"batchnb-starts-{spec.limit_id}-{spec.batch_rate:g}", self.leases)
         # Requests per second: a lease lets a batch start, and is held (its size × leases / rate)
         # seconds after its answer, so that at most `rate` operations start per second, cluster-wide.
         # About a second's worth of full batches may start at once.
         self.op_rate = spec.rate
-        self.op_starts = None
+        self.op_starts: ClusterLimit | None = None
         if spec.rate:
             self.op_leases = max(1, round(spec.rate / max(1, max_requests)))
-            self.op_starts = distributed.Semaphore(
-                max_leases=self.op_leases, name=f"batchnb-op-starts-{spec.limit_id}-{spec.rate:g}"
-            )
-        self.backoff = distributed.Variable(f"batchnb-backoff-{spec.limit_id}")
+            self.op_starts = ClusterLimit(f"batchnb-op-starts-{spec.limit_id}-{spec.rate:g}", self.op_leases)
+        self.backoff = ClusterValue(f"batchnb-backoff-{spec.limit_id}")
 
     def _still_wanted(self) -> None:
         if self.key is not None:
@@ -303,24 +306,24 @@ class _ClusterSender:
             raise Superseded("a newer attempt at this partition started: this one sends nothing more")
 
     async def _wait_for_backoff(self) -> None:
-        until = await asyncio.to_thread(self.backoff.get)  # set when the submit started: no wait here
+        until = await self.backoff.get()  # set when the submit started: no wait here
         wait = float(until) - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
 
     async def __call__(self, ops: list[Any]) -> Any:
         self._still_wanted()
-        await asyncio.to_thread(self.in_flight.acquire)
+        await self.in_flight.acquire()
         started = False
         op_started = 0
         try:
             # After the lease: a 429 that the previous holder saw is published before it let go.
             await self._wait_for_backoff()
             if self.starts is not None:
-                await asyncio.to_thread(self.starts.acquire)
+                await self.starts.acquire()
                 started = True
             if self.op_starts is not None:
-                await asyncio.to_thread(self.op_starts.acquire)
+                await self.op_starts.acquire()
                 op_started = sum(1 for top in ops for _p in top.walk())
             # Checked again after the journal has the batch as sent: a newer attempt that
             # started since then sees it in the journal, as in flight.
@@ -330,16 +333,16 @@ class _ClusterSender:
                 from ._senders import retry_after
 
                 wait = retry_after(reply.headers) or 1.0
-                await asyncio.to_thread(self.backoff.set, time.time() + wait)
+                await self.backoff.set(time.time() + wait)
         finally:
             if started:
                 # The lease is kept leases/rate seconds after the answer: whatever the network's delays,
                 # the server sees at most `rate` batches start in any second, cluster-wide.
-                threading.Timer(self.leases / self.rate, self.starts.release).start()
+                self.starts.release_after(self.leases / self.rate)
             if op_started:
                 # The same for requests: a batch of n holds its lease n × leases / rate seconds.
-                threading.Timer(op_started * self.op_leases / self.op_rate, self.op_starts.release).start()
-            await asyncio.to_thread(self.in_flight.release)
+                self.op_starts.release_after(op_started * self.op_leases / self.op_rate)
+            await self.in_flight.release()
         return reply
 
 

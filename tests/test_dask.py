@@ -14,6 +14,8 @@ import os
 import pickle
 import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Iterator
@@ -176,6 +178,41 @@ def test_an_invalid_rate_is_refused_before_anything_is_sent(cluster, tmp_path):
                 client=cluster,
             )
         assert info.value.problems[0].pointer == "rate" and server.starts == []
+
+
+#: (threads per worker, partitions, concurrency): the issue's configuration first (it hung, every worker
+#: thread waiting for a lease), then a single lease shared by many partitions, and more partitions than threads.
+DEADLOCK_CASES = [(2, 8, 8), (4, 16, 10), (1, 2, 1), (4, 8, 1), (3, 6, 5), (2, 4, 10)]
+
+
+@pytest.mark.parametrize(("threads", "partitions", "concurrency"), DEADLOCK_CASES)
+def test_a_cluster_wide_limit_never_deadlocks(tmp_path, threads, partitions, concurrency):
+    rows = partitions * 200  # twenty batches of 10 a partition: many wait for a lease at once
+    deadline = 120
+    with WatchedServer(max_requests=10, delay=0.02) as server:
+        # A cluster of its own, in a process of its own: a hang is killed at the deadline and fails the test.
+        run = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.dask_submit", server.url, server.token]
+            + [str(threads), str(partitions), str(concurrency), str(rows), str(tmp_path / "j")],
+            cwd=Path(__file__).parents[1],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            out, err = run.communicate(timeout=deadline)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.communicate()
+            pytest.fail(
+                f"the submit hung: {len(server.starts)} of {rows // 10} batches sent in {deadline} s "
+                f"(threads={threads}, partitions={partitions}, concurrency={concurrency})"
+            )
+        assert run.returncode == 0, err[-3000:]
+        assert out.split() == ["done", str(rows), "True"], (out, err[-3000:])
+        assert len(server.starts) == rows // 10 and server.count() == rows
+        assert server.max_in_flight <= concurrency, server.max_in_flight
 
 
 def test_a_429_with_retry_after_backs_every_worker_off(cluster, tmp_path):
