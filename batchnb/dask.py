@@ -416,7 +416,7 @@ def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict | Non
     else:
         result = run_sync(go)
     result[PARTITION] = number
-    return _as_meta(result, pdf.index)
+    return _as_meta(result, pdf.index, spec.bodies)
 
 
 # ---------------------------------------------------------------- the result's shape
@@ -430,35 +430,72 @@ def _empty_result(index: pd.Index) -> pd.DataFrame:
     return frame
 
 
-def _as_meta(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
-    """The result with the same dtypes in every partition (the meta's)."""
-    meta = _meta(index)
+def _as_meta(frame: pd.DataFrame, index: pd.Index, bodies: str = "parsed") -> pd.DataFrame:
+    """The result with exactly the meta's dtypes, in every partition.
+
+    A text column of one partition may be all missing (no row named, none
+    failed): pandas then gives it ``object``, another partition ``str``; a
+    body column without parsed bodies holds objects. Each is cast to the
+    meta's dtype, so that every partition has the same, and Parquet one schema.
+    """
+    from ._jsonarray import JSONDtype
+    from .results import _json_bodies
+
+    meta = _meta(index, bodies)
     out = frame.reindex(columns=meta.columns)
+    if isinstance(meta["body"].dtype, JSONDtype) and not isinstance(out["body"].dtype, JSONDtype):
+        out = _json_bodies(out)
     for column, dtype in meta.dtypes.items():
         if out[column].dtype != dtype:
             out[column] = out[column].astype(dtype)
     return out
 
 
-def _meta(index: pd.Index) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "name": pd.Series(dtype=object),
-            "method": pd.Series(dtype=object),
-            "path": pd.Series(dtype=object),
-            "status": pd.Series(dtype="Int64"),
-            "ok": pd.Series(dtype=bool),
-            "duration": pd.Series(dtype="float64"),
-            "body": pd.Series(dtype=object),
-            "error": pd.Series(dtype=object),
-            "batch": pd.Series(dtype="Int64"),
-            "attempts": pd.Series(dtype="Int64"),
-            "replayed": pd.Series(dtype=bool),
-            "parent": pd.Series(dtype=object),
-            PARTITION: pd.Series(dtype="int64"),
-        },
-        index=index[:0],
-    )
+def _meta(index: pd.Index, bodies: str = "parsed") -> pd.DataFrame:
+    """An empty result partition: the columns and dtypes of a real result, plus ``partition``.
+
+    Derived from a real result, of one refused operation and its nested one,
+    so that every column holds a value of its kind and has the dtype real
+    results have (text as pandas' text dtype, with or without pyarrow;
+    ``body`` as the ``json`` dtype, or text with ``bodies="json"``).
+    ``parent`` is text: a parent's name, or its row label as text.
+
+    >>> _meta(pd.RangeIndex(0)).dtypes[["name", "status", "body", "parent", "partition"]].astype(str).tolist()
+    ['str', 'Int64', 'json', 'str', 'int64']
+    """
+    from .model import Response
+    from .results import _json_bodies, to_frame
+
+    nested = Response("GET", "/b", 424, name="b", body={"error": {}}, batch=1, attempts=1)
+    refused = Response("POST", "/a", 400, name="a", body={"error": {}}, responses=[nested], batch=1, attempts=1)
+    sample = to_frame([refused])
+    if bodies == "json":
+        sample["body"] = sample["body"].map(json.dumps).astype(str)
+    else:
+        sample = _json_bodies(sample)  # "none" keeps error bodies: JSON values too
+    sample["parent"] = sample["parent"].astype(str)
+    sample[PARTITION] = 0
+    meta = sample.iloc[:0].copy()
+    meta.index = index[:0]
+    return meta
+
+
+def _nonempty_json(dtype: Any) -> Any:
+    """Two JSON values, for Dask's stand-in of an empty partition (``meta_nonempty``)."""
+    from ._jsonarray import JSONArray
+
+    return JSONArray._from_sequence([{"id": 1}, None])
+
+
+def _register_json_with_dask() -> None:
+    from dask.dataframe.extensions import make_array_nonempty
+
+    from ._jsonarray import JSONDtype
+
+    make_array_nonempty.register(JSONDtype)(_nonempty_json)
+
+
+_register_json_with_dask()
 
 
 # ---------------------------------------------------------------- the public functions
@@ -601,7 +638,9 @@ def submit(
         credentials=plugin_name,
         connection=connection,
     )
-    result = ddf.map_partitions(_submit_partition, spec, meta=_meta(ddf._meta.index), align_dataframes=False).persist()
+    result = ddf.map_partitions(
+        _submit_partition, spec, meta=_meta(ddf._meta.index, bodies), align_dataframes=False
+    ).persist()
     if wait:
         futures = distributed.futures_of(result)
         distributed.wait(futures)

@@ -390,3 +390,41 @@ def test_credentials_never_travel_in_the_task_graph(cluster, tmp_path):
         distributed.wait(distributed.futures_of(result), timeout=60)
         assert result.compute()["ok"].all()
     assert specs and not any(server.token.encode() in spec for spec in specs)
+
+
+def test_the_result_and_its_join_go_to_parquet_and_read_back_as_they_were(cluster, tmp_path):
+    # Partition 0 all ok (no error, no name: columns pandas would leave `object`); partition 1 refused rows.
+    names = names_frame(40, "Parquet")
+    names.loc[30:, "name"] = ""
+    ddf = dd.from_pandas(names, npartitions=2)
+    with WatchedServer() as server:
+        result = bd.submit(
+            ddf,
+            server.url,
+            api_key="demo",
+            token=server.token,
+            method="POST",
+            path=CO,
+            body=["name"],
+            journal=tmp_path / "j",
+            client=cluster,
+        )
+        for number in range(result.npartitions):  # every partition has exactly the meta's dtypes
+            pd.testing.assert_series_equal(result.get_partition(number).compute().dtypes, result._meta.dtypes)
+        computed = result.compute()
+        assert computed["ok"].sum() == 30 and computed["error"].notna().sum() == 10
+        result.to_parquet(tmp_path / "result")
+        joined = bd.join(ddf, result)
+        joined.to_parquet(tmp_path / "joined")
+        expected_join = joined.compute()
+    # Read back with pandas (batchnb imported): the same frame, bodies JSON values again
+    # (Dask names an unnamed index "__null_dask_index__" in the file).
+    back = pd.read_parquet(tmp_path / "result").rename_axis(None)
+    pd.testing.assert_frame_equal(back, computed, check_index_type=False)
+    assert back["body"].iloc[0]["name"] == "Parquet 0"
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "joined").rename_axis(None), expected_join, check_index_type=False
+    )
+    # Dask reads the bodies as their JSON text.
+    texts = dd.read_parquet(tmp_path / "result").compute()["body"]
+    assert json.loads(texts.iloc[0])["name"] == "Parquet 0"
