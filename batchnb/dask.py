@@ -51,7 +51,9 @@ import dask.dataframe as dd  # noqa: E402
 import distributed  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["Cancelled", "Superseded", "by_key", "join", "submit"]
+from ._dask_csv import read_csv  # noqa: E402
+
+__all__ = ["Cancelled", "Superseded", "by_key", "join", "read_csv", "submit"]
 
 #: the columns a result partition has besides the usual result columns.
 PARTITION = "partition"

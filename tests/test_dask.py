@@ -428,3 +428,60 @@ def test_the_result_and_its_join_go_to_parquet_and_read_back_as_they_were(cluste
     # Dask reads the bodies as their JSON text.
     texts = dd.read_parquet(tmp_path / "result").compute()["body"]
     assert json.loads(texts.iloc[0])["name"] == "Parquet 0"
+
+
+def test_read_csv_keeps_every_cell_as_the_file_says_across_partitions(cluster, tmp_path):
+    # Excel's "CSV UTF-8": a byte order mark, ';', CRLF; ids with leading zeros, a quoted newline,
+    # and a count left empty in one row only (the whole column is then Int64, in every partition).
+    lines = ["id;name;staff;note"]
+    for i in range(60):
+        note = '"Lyon\r\nentrance B"' if i == 31 else f"note {i}"
+        lines.append(f"{i + 1:06d};Site {i};{'' if i == 45 else i % 7};{note}")
+    csv = tmp_path / "sites.csv"
+    csv.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(lines).encode() + b"\r\n")
+    ddf = bd.read_csv(csv, blocksize=300)
+    assert ddf.npartitions >= 4
+    parts = [ddf.get_partition(k).compute() for k in range(ddf.npartitions)]
+    for part in parts:  # every partition has the whole file's types
+        pd.testing.assert_series_equal(part.dtypes, ddf._meta.dtypes)
+    assert ddf.dtypes["staff"] == "Int64" and not ddf._meta["id"].dtype.kind in "iuf"
+    whole = ddf.compute()
+    assert whole.index.tolist() == list(range(60))  # the row's number in the file, as one read_csv gives
+    assert whole.loc[0, "id"] == "000001" and whole.loc[59, "id"] == "000060"
+    assert whole.loc[31, "note"] == "Lyon\r\nentrance B"  # the quoted newline, in one piece
+    one = __import__("batchnb").read_csv(csv)
+    pd.testing.assert_frame_equal(whole, one.astype(whole.dtypes.to_dict()), check_index_type=False)
+    assert whole.astype(object).equals(one.astype(object))
+    # Problems name the file's line, as one read_csv would, before any task runs.
+    csv.write_bytes(b"id;name\n1;a\n2;b;extra\n")
+    with pytest.raises(BatchValidationError) as err:
+        bd.read_csv(csv)
+    assert err.value.problems[0].pointer == "sites.csv, line 3"
+
+
+def test_read_csv_then_submit_then_parquet_round_trips(cluster, tmp_path):
+    csv = tmp_path / "staff.csv"
+    rows = "".join(f'{i:06d},"Name {i}\nline two"\n' for i in range(1, 41))
+    csv.write_text("code,name\n" + rows)
+    staff = bd.read_csv(csv, blocksize=200)
+    assert staff.npartitions > 1
+    with WatchedServer() as server:
+        result = bd.submit(
+            staff,
+            server.url,
+            api_key="demo",
+            token=server.token,
+            method="POST",
+            path=CO,
+            body=["name"],
+            journal=tmp_path / "j",
+            client=cluster,
+        )
+        joined = bd.join(staff, result)
+        joined.to_parquet(tmp_path / "out")
+        expected = joined.compute()
+        sent = sorted(op["body"]["name"] for b in server.bodies for op in b["requests"])
+    assert sent == sorted(f"Name {i}\nline two" for i in range(1, 41))  # each cell reached the API whole
+    back = pd.read_parquet(tmp_path / "out").rename_axis(None)
+    pd.testing.assert_frame_equal(back, expected, check_index_type=False)
+    assert back.loc[0, "code"] == "000001" and back["ok"].all()
