@@ -29,7 +29,7 @@ distributed = pytest.importorskip("distributed")
 import batchnb.dask as bd  # noqa: E402
 from batchnb import BatchValidationError  # noqa: E402
 
-from tests.support import wait_until  # noqa: E402
+from tests.support import count, wait_until  # noqa: E402
 from tests.support.watching import WatchedServer  # noqa: E402
 
 CO = "/api/2.1/scheduling/companies"
@@ -485,3 +485,39 @@ def test_read_csv_then_submit_then_parquet_round_trips(cluster, tmp_path):
     back = pd.read_parquet(tmp_path / "out").rename_axis(None)
     pd.testing.assert_frame_equal(back, expected, check_index_type=False)
     assert back.loc[0, "code"] == "000001" and back["ok"].all()
+
+
+def test_the_readmes_dask_example_runs_on_a_local_cluster(cluster, tmp_path):
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Past one machine", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    from batchnb import LocalServer
+
+    with LocalServer(tmp_path / "demo.sqlite3") as server:
+        company = server.client.submit(
+            pd.DataFrame({"name": ["Acme"]}), method="POST", path=CO, body=["name"], progress=False
+        )
+        company_id = company["body"].iloc[0]["id"]
+        people = "".join(f'{company_id},{i:04d},"Doe\n{i}"\n' for i in range(1, 61))
+        (tmp_path / "staff.csv").write_text("company_id,firstName,lastName\n" + people)
+        credentials = server.credentials()
+        code = (
+            example.replace('"tcp://scheduler.example:8786"', repr(cluster.scheduler.address))
+            .replace('"/shared/staff.csv"', repr(str(tmp_path / "staff.csv")))
+            .replace('"https://api.example"', repr(server.url))
+            .replace("token=TOKEN", f"api_key={credentials['api_key']!r}, token=TOKEN")
+            .replace('"/shared/runs/staff"', repr(str(tmp_path / "runs" / "staff")))
+            .replace('"/shared/results/staff"', repr(str(tmp_path / "results" / "staff")))
+        )
+        assert "/shared/" not in code and ".example" not in code, code
+        namespace = {"TOKEN": credentials["token"]}
+        try:
+            exec(compile(code, "README.md (Past one machine)", "exec"), namespace)
+        finally:
+            if "dask_client" in namespace:
+                namespace["dask_client"].close()
+        assert count(tmp_path / "demo.sqlite3", "staff") == 60
+    written = pd.read_parquet(tmp_path / "results" / "staff")
+    assert len(written) == 60 and written["ok"].all() and written["status"].eq(201).all()
+    assert written["firstName"].iloc[0] == "0001" and written["lastName"].iloc[0] == "Doe\n1"
+    assert written["body"].iloc[0]["lastName"] == "Doe\n1"
