@@ -217,7 +217,8 @@ class JSONArray(ExtensionArray):
         if isinstance(other, (pd.Series, pd.Index, pd.DataFrame)):
             return NotImplemented
         mine = np.array(self)
-        if isinstance(other, (JSONArray, np.ndarray, list)) and len(other) == len(self):
+        # Any array of the same length compares cell by cell (a str column's array among them).
+        if isinstance(other, (ExtensionArray, np.ndarray, list)) and len(other) == len(self):
             theirs = np.fromiter(other, dtype=object, count=len(self))
             return np.array([a == b for a, b in zip(mine, theirs)], dtype=bool)
         return np.array([a == other for a in mine], dtype=bool)
