@@ -58,6 +58,16 @@ class JSONDtype(ExtensionDtype):
     def __repr__(self) -> str:
         return self.name
 
+    def __from_arrow__(self, array: Any) -> JSONArray:
+        """A column written from this dtype (Parquet holds its JSON text), read back as JSON values.
+
+        >>> import pyarrow as pa
+        >>> JSONDtype().__from_arrow__(pa.chunked_array([['{"id":7}', None]]))[0]
+        {'id': 7}
+        """
+        chunks = getattr(array, "chunks", [array])
+        return JSONArray._from_texts([b"" if t is None else t.encode() for c in chunks for t in c.to_pylist()])
+
 
 def holds_values(column: pd.Series) -> bool:
     """Whether a column's cells are Python values (object dtype) or JSON values (``json``): bodies, not text or numbers.
@@ -207,7 +217,8 @@ class JSONArray(ExtensionArray):
         if isinstance(other, (pd.Series, pd.Index, pd.DataFrame)):
             return NotImplemented
         mine = np.array(self)
-        if isinstance(other, (JSONArray, np.ndarray, list)) and len(other) == len(self):
+        # Any array of the same length compares cell by cell (a str column's array among them).
+        if isinstance(other, (ExtensionArray, np.ndarray, list)) and len(other) == len(self):
             theirs = np.fromiter(other, dtype=object, count=len(self))
             return np.array([a == b for a, b in zip(mine, theirs)], dtype=bool)
         return np.array([a == other for a in mine], dtype=bool)

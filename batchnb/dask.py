@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -52,7 +51,9 @@ import dask.dataframe as dd  # noqa: E402
 import distributed  # noqa: E402
 import pandas as pd  # noqa: E402
 
-__all__ = ["Cancelled", "Superseded", "by_key", "join", "submit"]
+from ._dask_csv import read_csv  # noqa: E402
+
+__all__ = ["Cancelled", "Superseded", "by_key", "join", "read_csv", "submit"]
 
 #: the columns a result partition has besides the usual result columns.
 PARTITION = "partition"
@@ -264,9 +265,17 @@ def _problems(found: pd.DataFrame) -> tuple[list[Problem], bool]:
 
 
 class _ClusterSender:
-    """A sender that keeps the cluster-wide limits and stops when its attempt is no longer wanted."""
+    """A sender that keeps the cluster-wide limits and stops when its attempt is no longer wanted.
+
+    Every wait for a limit is a coroutine on the worker's event loop
+    (:mod:`batchnb._dask_limits`): no thread waits for a lease, so the
+    batches that hold leases can always give them back, whatever the
+    threads, partitions and limits.
+    """
 
     def __init__(self, inner: Any, spec: _Spec, fence: _Fence | None, key: str | None, max_requests: int = 50) -> None:
+        from ._dask_limits import ClusterLimit, ClusterValue
+
         self.inner = inner
         # What the runner asks of a sender about its auth flow (see batchnb._runner).
         self.auth = getattr(inner, "auth", None)
@@ -274,25 +283,21 @@ class _ClusterSender:
         self.fence = fence
         self.key = key
         # Created by name, here, inside the task: every worker's copy is the same semaphore.
-        self.in_flight = distributed.Semaphore(max_leases=spec.concurrency, name=f"batchnb-in-flight-{spec.limit_id}")
+        self.in_flight = ClusterLimit(f"batchnb-in-flight-{spec.limit_id}", spec.concurrency)
         self.rate = spec.batch_rate
-        self.starts = None
+        self.starts: ClusterLimit | None = None
         if spec.batch_rate:
             self.leases = max(1, int(spec.batch_rate))
-            self.starts = distributed.Semaphore(
-                max_leases=self.leases, name=f"batchnb-starts-{spec.limit_id}-{spec.batch_rate:g}"
-            )
+            self.starts = ClusterLimit(f"batchnb-starts-{spec.limit_id}-{spec.batch_rate:g}", self.leases)
         # Requests per second: a lease lets a batch start, and is held (its size × leases / rate)
         # seconds after its answer, so that at most `rate` operations start per second, cluster-wide.
         # About a second's worth of full batches may start at once.
         self.op_rate = spec.rate
-        self.op_starts = None
+        self.op_starts: ClusterLimit | None = None
         if spec.rate:
             self.op_leases = max(1, round(spec.rate / max(1, max_requests)))
-            self.op_starts = distributed.Semaphore(
-                max_leases=self.op_leases, name=f"batchnb-op-starts-{spec.limit_id}-{spec.rate:g}"
-            )
-        self.backoff = distributed.Variable(f"batchnb-backoff-{spec.limit_id}")
+            self.op_starts = ClusterLimit(f"batchnb-op-starts-{spec.limit_id}-{spec.rate:g}", self.op_leases)
+        self.backoff = ClusterValue(f"batchnb-backoff-{spec.limit_id}")
 
     def _still_wanted(self) -> None:
         if self.key is not None:
@@ -303,24 +308,24 @@ class _ClusterSender:
             raise Superseded("a newer attempt at this partition started: this one sends nothing more")
 
     async def _wait_for_backoff(self) -> None:
-        until = await asyncio.to_thread(self.backoff.get)  # set when the submit started: no wait here
+        until = await self.backoff.get()  # set when the submit started: no wait here
         wait = float(until) - time.time()
         if wait > 0:
             await asyncio.sleep(wait)
 
     async def __call__(self, ops: list[Any]) -> Any:
         self._still_wanted()
-        await asyncio.to_thread(self.in_flight.acquire)
+        await self.in_flight.acquire()
         started = False
         op_started = 0
         try:
             # After the lease: a 429 that the previous holder saw is published before it let go.
             await self._wait_for_backoff()
             if self.starts is not None:
-                await asyncio.to_thread(self.starts.acquire)
+                await self.starts.acquire()
                 started = True
             if self.op_starts is not None:
-                await asyncio.to_thread(self.op_starts.acquire)
+                await self.op_starts.acquire()
                 op_started = sum(1 for top in ops for _p in top.walk())
             # Checked again after the journal has the batch as sent: a newer attempt that
             # started since then sees it in the journal, as in flight.
@@ -330,16 +335,16 @@ class _ClusterSender:
                 from ._senders import retry_after
 
                 wait = retry_after(reply.headers) or 1.0
-                await asyncio.to_thread(self.backoff.set, time.time() + wait)
+                await self.backoff.set(time.time() + wait)
         finally:
             if started:
                 # The lease is kept leases/rate seconds after the answer: whatever the network's delays,
                 # the server sees at most `rate` batches start in any second, cluster-wide.
-                threading.Timer(self.leases / self.rate, self.starts.release).start()
+                self.starts.release_after(self.leases / self.rate)
             if op_started:
                 # The same for requests: a batch of n holds its lease n × leases / rate seconds.
-                threading.Timer(op_started * self.op_leases / self.op_rate, self.op_starts.release).start()
-            await asyncio.to_thread(self.in_flight.release)
+                self.op_starts.release_after(op_started * self.op_leases / self.op_rate)
+            await self.in_flight.release()
         return reply
 
 
@@ -413,7 +418,7 @@ def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict | Non
     else:
         result = run_sync(go)
     result[PARTITION] = number
-    return _as_meta(result, pdf.index)
+    return _as_meta(result, pdf.index, spec.bodies)
 
 
 # ---------------------------------------------------------------- the result's shape
@@ -427,35 +432,72 @@ def _empty_result(index: pd.Index) -> pd.DataFrame:
     return frame
 
 
-def _as_meta(frame: pd.DataFrame, index: pd.Index) -> pd.DataFrame:
-    """The result with the same dtypes in every partition (the meta's)."""
-    meta = _meta(index)
+def _as_meta(frame: pd.DataFrame, index: pd.Index, bodies: str = "parsed") -> pd.DataFrame:
+    """The result with exactly the meta's dtypes, in every partition.
+
+    A text column of one partition may be all missing (no row named, none
+    failed): pandas then gives it ``object``, another partition ``str``; a
+    body column without parsed bodies holds objects. Each is cast to the
+    meta's dtype, so that every partition has the same, and Parquet one schema.
+    """
+    from ._jsonarray import JSONDtype
+    from .results import _json_bodies
+
+    meta = _meta(index, bodies)
     out = frame.reindex(columns=meta.columns)
+    if isinstance(meta["body"].dtype, JSONDtype) and not isinstance(out["body"].dtype, JSONDtype):
+        out = _json_bodies(out)
     for column, dtype in meta.dtypes.items():
         if out[column].dtype != dtype:
             out[column] = out[column].astype(dtype)
     return out
 
 
-def _meta(index: pd.Index) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "name": pd.Series(dtype=object),
-            "method": pd.Series(dtype=object),
-            "path": pd.Series(dtype=object),
-            "status": pd.Series(dtype="Int64"),
-            "ok": pd.Series(dtype=bool),
-            "duration": pd.Series(dtype="float64"),
-            "body": pd.Series(dtype=object),
-            "error": pd.Series(dtype=object),
-            "batch": pd.Series(dtype="Int64"),
-            "attempts": pd.Series(dtype="Int64"),
-            "replayed": pd.Series(dtype=bool),
-            "parent": pd.Series(dtype=object),
-            PARTITION: pd.Series(dtype="int64"),
-        },
-        index=index[:0],
-    )
+def _meta(index: pd.Index, bodies: str = "parsed") -> pd.DataFrame:
+    """An empty result partition: the columns and dtypes of a real result, plus ``partition``.
+
+    Derived from a real result, of one refused operation and its nested one,
+    so that every column holds a value of its kind and has the dtype real
+    results have (text as pandas' text dtype, with or without pyarrow;
+    ``body`` as the ``json`` dtype, or text with ``bodies="json"``).
+    ``parent`` is text: a parent's name, or its row label as text.
+
+    >>> _meta(pd.RangeIndex(0)).dtypes[["name", "status", "body", "parent", "partition"]].astype(str).tolist()
+    ['str', 'Int64', 'json', 'str', 'int64']
+    """
+    from .model import Response
+    from .results import _json_bodies, to_frame
+
+    nested = Response("GET", "/b", 424, name="b", body={"error": {}}, batch=1, attempts=1)
+    refused = Response("POST", "/a", 400, name="a", body={"error": {}}, responses=[nested], batch=1, attempts=1)
+    sample = to_frame([refused])
+    if bodies == "json":
+        sample["body"] = sample["body"].map(json.dumps).astype(str)
+    else:
+        sample = _json_bodies(sample)  # "none" keeps error bodies: JSON values too
+    sample["parent"] = sample["parent"].astype(str)
+    sample[PARTITION] = 0
+    meta = sample.iloc[:0].copy()
+    meta.index = index[:0]
+    return meta
+
+
+def _nonempty_json(dtype: Any) -> Any:
+    """Two JSON values, for Dask's stand-in of an empty partition (``meta_nonempty``)."""
+    from ._jsonarray import JSONArray
+
+    return JSONArray._from_sequence([{"id": 1}, None])
+
+
+def _register_json_with_dask() -> None:
+    from dask.dataframe.extensions import make_array_nonempty
+
+    from ._jsonarray import JSONDtype
+
+    make_array_nonempty.register(JSONDtype)(_nonempty_json)
+
+
+_register_json_with_dask()
 
 
 # ---------------------------------------------------------------- the public functions
@@ -598,7 +640,9 @@ def submit(
         credentials=plugin_name,
         connection=connection,
     )
-    result = ddf.map_partitions(_submit_partition, spec, meta=_meta(ddf._meta.index), align_dataframes=False).persist()
+    result = ddf.map_partitions(
+        _submit_partition, spec, meta=_meta(ddf._meta.index, bodies), align_dataframes=False
+    ).persist()
     if wait:
         futures = distributed.futures_of(result)
         distributed.wait(futures)

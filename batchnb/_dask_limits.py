@@ -1,0 +1,106 @@
+"""Cluster-wide limits for batchnb.dask, waited for on the worker's event loop, never in a thread.
+
+A partition runs its batches as coroutines on an event loop of its own, in
+the task's thread. ``distributed.Semaphore.acquire`` called from there
+blocks a thread until a lease is free; through ``asyncio.to_thread`` that
+thread is one of the loop's default executor (a handful of threads). When
+every one of them waits for a lease, the batches that hold leases cannot
+get a thread to give theirs back: every worker waits for ever. So every call
+on a semaphore or a variable runs here as a coroutine on the loop the
+worker talks to the scheduler with; waiting for a lease takes no thread, and
+releasing one never waits behind a waiter.
+
+    >>> in_flight = ClusterLimit("batchnb-in-flight-3f9c", max_leases=8)   # doctest: +SKIP
+    >>> await in_flight.acquire()        # in a task's coroutine; no thread waits   # doctest: +SKIP
+    >>> in_flight.release_after(0.5)     # a start counted for half a second more   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Any, Awaitable, Callable, TypeVar
+
+import distributed
+
+T = TypeVar("T")
+
+
+async def _on_loop(loop: asyncio.AbstractEventLoop, call: Callable[[], Awaitable[T]]) -> T:
+    """Await ``call()`` on ``loop`` (another thread's) from this loop, without blocking a thread."""
+
+    async def run() -> T:
+        return await call()
+
+    return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), loop))
+
+
+class ClusterLimit:
+    """A named ``distributed.Semaphore``: every task that names it shares its leases, cluster-wide.
+
+    Create it inside a task (on a worker) or where a ``distributed.Client`` is
+    current; ``acquire`` and ``release`` are coroutines of any event loop.
+
+    >>> limit = ClusterLimit("batchnb-in-flight-3f9c", max_leases=4)      # doctest: +SKIP
+    >>> await limit.acquire(); await limit.release()                      # doctest: +SKIP
+    """
+
+    def __init__(self, name: str, max_leases: int) -> None:
+        self._semaphore = distributed.Semaphore(max_leases=max_leases, name=name)
+        # The worker's loop (the client's, outside a worker): the semaphore's calls run there.
+        self._loop: asyncio.AbstractEventLoop = self._semaphore.loop.asyncio_loop
+
+    async def acquire(self) -> None:
+        """Wait for a lease: a coroutine on the worker's loop, so no thread waits."""
+
+        async def acquire() -> bool:
+            return await self._semaphore.acquire()
+
+        future = asyncio.run_coroutine_threadsafe(acquire(), self._loop)
+        try:
+            await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            # Cancelled as the lease came: give it back once it has.
+            future.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, future: concurrent.futures.Future) -> None:
+        if not future.cancelled() and future.exception() is None and future.result():
+            self.release_after(0.0)
+
+    async def release(self) -> None:
+        """Give a lease back."""
+
+        async def release() -> Any:
+            return await self._semaphore.release()
+
+        await _on_loop(self._loop, release)
+
+    def release_after(self, seconds: float) -> None:
+        """Give a lease back ``seconds`` from now, whatever this task does meanwhile (it may have ended)."""
+
+        async def later() -> None:
+            await asyncio.sleep(seconds)
+            await self._semaphore.release()
+
+        asyncio.run_coroutine_threadsafe(later(), self._loop)
+
+
+class ClusterValue:
+    """A named ``distributed.Variable`` read and written from any event loop, without blocking a thread.
+
+    >>> backoff = ClusterValue("batchnb-backoff-3f9c")                    # doctest: +SKIP
+    >>> await backoff.set(time.time() + 2.0); await backoff.get()        # doctest: +SKIP
+    """
+
+    def __init__(self, name: str) -> None:
+        # The worker's client, made here (in the task's thread, where the worker is known).
+        client = distributed.get_client()
+        self._variable = distributed.Variable(name, client=client)
+        self._loop: asyncio.AbstractEventLoop = client.loop.asyncio_loop
+
+    async def get(self) -> Any:
+        return await _on_loop(self._loop, lambda: self._variable.get(asynchronous=True))
+
+    async def set(self, value: Any) -> None:
+        await _on_loop(self._loop, lambda: self._variable.set(value, asynchronous=True))
