@@ -90,7 +90,7 @@ def read_csv(
     buffer.name = name  # problems name the file
     whole = _csv.read_csv(buffer, sep=sep, encoding=encoding, strings=strings, dtype=dtype)
     source = whole.attrs["batchnb.csv"]
-    separator = sep if sep is not None else _csv._sniff(_csv._decode(raw, encoding, os.path.basename(name)))
+    separator = source.sep  # the one the whole file was read with (given, Excel's sep= line, or found)
     meta = whole.iloc[:0]
     kinds = {column: _kind(whole[column]) for column in whole.columns}
     n = len(whole)
@@ -146,7 +146,11 @@ def _read_part(part: dict[str, Any], options: dict[str, Any]) -> pd.DataFrame:
         body = f.read(part["stop"] - part["start"])
     name = os.path.basename(part["path"])
     text = _csv._decode(header + body, options["encoding"], name)
-    columns, rows, lines = _csv._parse(text, options["sep"], name)
+    hint = _csv._HINT.match(text)  # Excel's sep= line before the header: the separator is known already
+    if hint is not None:
+        text = text[hint.end() :]
+    table = _csv._parse(text, options["sep"], name)  # it skips empty rows as the whole file's read did
+    columns, rows, lines = table.header, table.rows, table.lines
     if len(rows) != part["rows"]:  # the file changed since it was read
         raise BatchValidationError(
             [Problem(name, f"has {len(rows)} rows where it had {part['rows']}: it changed while being read")]
@@ -158,7 +162,9 @@ def _read_part(part: dict[str, Any], options: dict[str, Any]) -> pd.DataFrame:
         cells = [row[j] for row in rows]
         data[column] = _typed(cells, options["kinds"][column], options["dtypes"][column])
     frame = pd.DataFrame(data, index=index)
-    frame.attrs["batchnb.csv"] = _csv.CsvSource(name, tuple(line + shift for line in lines), frame.index)
+    frame.attrs["batchnb.csv"] = _csv.CsvSource(
+        name, tuple(line + shift for line in lines), frame.index, options["sep"]
+    )
     return frame
 
 

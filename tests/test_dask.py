@@ -521,3 +521,22 @@ def test_the_readmes_dask_example_runs_on_a_local_cluster(cluster, tmp_path):
     assert len(written) == 60 and written["ok"].all() and written["status"].eq(201).all()
     assert written["firstName"].iloc[0] == "0001" and written["lastName"].iloc[0] == "Doe\n1"
     assert written["body"].iloc[0]["lastName"] == "Doe\n1"
+
+
+def test_read_csv_reads_excels_files_as_batchnb_read_csv_does(tmp_path):
+    """Excel's sep= line, blank rows and Windows-1252 text: every partition as one bn.read_csv reads them."""
+    import warnings
+
+    import batchnb as bn
+
+    path = tmp_path / "excel.csv"
+    lines = ["sep=;", "code;name"] + [f"{i:06d};Bœuf {i}" if i % 7 else ";" for i in range(1, 400)]
+    path.write_bytes("\r\n".join(lines).encode("cp1252") + b"\r\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bn.frames.SkippedRowsWarning)
+        expected = bn.read_csv(path, encoding="cp1252")
+        ddf = bd.read_csv(path, encoding="cp1252", blocksize=1000)
+    assert ddf.npartitions > 2
+    got = ddf.compute(scheduler="sync")
+    assert got["code"].tolist() == expected["code"].tolist() and got["name"].tolist() == expected["name"].tolist()
+    assert got["code"].iloc[0] == "000001" and got["name"].iloc[0] == "Bœuf 1" and len(got) == 399 - 57
