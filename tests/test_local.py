@@ -84,3 +84,13 @@ def test_a_local_gateway_reaches_a_tls_upstream_with_the_ca_it_is_given_and_pass
         assert list(ok["status"]) == [201]
         assert list(refused["status"]) == [502] and "certificate verify failed" in refused["error"][0]
         assert api.stats()["created"] == 1
+
+
+def test_the_embedded_server_answers_without_waiting_for_delayed_acks() -> None:
+    import socket
+
+    with LocalServer() as server:
+        listening = [sock for srv in server._server.servers for sock in srv.sockets]
+        # asyncio sets TCP_NODELAY on accepted connections only when the listening socket says it is TCP;
+        # without it each answer's body waited for the client's delayed ACK (40 ms a request).
+        assert listening and all(sock.proto == socket.IPPROTO_TCP for sock in listening)
