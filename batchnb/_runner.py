@@ -7,7 +7,10 @@ The rules that keep bulk writes safe live here:
   backoff with jitter), until ``retry_for`` seconds have passed; so are the
   operations answered 429 or 503 inside a batch that ran (``retry_operations``);
 - a :class:`~batchnb._ratelimit.Throttle` paces the operations of every batch
-  sent (a batch of 50 spends 50), and learns from the 429s;
+  sent (a batch of 50 spends 50), and learns from the 429s; once it paces, a
+  batch goes out in parts of a tenth of a second's operations (a server runs
+  a batch's operations back to back: a whole one is a burst), cut only
+  between operations that do not refer to each other;
 - a batch whose outcome is unknown (connection dropped after sending, read
   timeout, truncated answer, 5xx other than 503) is resent only if every
   operation in it is GET, PUT or DELETE; otherwise its rows come back with no
