@@ -60,6 +60,8 @@ GROWTH = 2.0
 LONG_WAIT = 2.0
 #: seconds of recent answers that measure what the API grants.
 HORIZON = 2.0
+#: seconds of operations that may go out together once paced (see Throttle.most_at_once).
+BURST = 0.1
 
 _DIGITS = re.compile(r"-?[0-9]+(?:\.[0-9]+)?", re.ASCII)
 _RATE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?:/\s*(s|min|h))?\s*", re.ASCII)
@@ -389,6 +391,24 @@ class Throttle:
     def paced(self) -> bool:
         return self.rate is not None or self._next != -math.inf
 
+    def most_at_once(self) -> int | None:
+        """How many operations may go out together once paced (None: as many as there are).
+
+        >>> Throttle().most_at_once() is None, Throttle(50).most_at_once(), Throttle(0.5).most_at_once()
+        (True, 5, 1)
+
+        A batch's operations run back to back on the server, and an API that
+        counts requests in a sliding window sees them as one burst: a batch of
+        50 booked for the second after the last one lands on a window that may
+        still hold that one. Once paced, a batch goes out in parts of at most
+        ``BURST`` seconds' worth of operations, so the pace the throttle keeps
+        is the pace the API sees. Never bounded before then: with no 429 seen,
+        nothing is split.
+        """
+        if self.rate is None:
+            return None
+        return max(1, int(self.rate * BURST))
+
     def reserve(self, n: int = 1) -> float:
         """Seconds to wait before ``n`` operations may start (0.0: now); the start is booked."""
         if self.rate is None and self._next == -math.inf:
@@ -437,14 +457,22 @@ class Throttle:
                 self._step *= GROWTH
 
     def limited(
-        self, sent_at: float, advice: Advice = Advice(), *, most: float = math.inf, share: float | None = None
+        self,
+        sent_at: float,
+        advice: Advice = Advice(),
+        *,
+        most: float = math.inf,
+        share: float | None = None,
+        refused: int = 1,
     ) -> None:
-        """Operations sent at ``sent_at`` were answered 429 with ``advice``; ``most`` bounds the hold.
+        """``refused`` operations sent at ``sent_at`` were answered 429 with ``advice``; ``most`` bounds the hold.
 
-        The rate is cut by the share refused, by half at most: ``share`` is
-        that of what was sent together (a batch of 50 of which 3 were); by
-        default, of the answers to what was sent since the last cut (one 429
-        among a hundred successes is a pace a little over the limit, not twice it).
+        The rate is cut by the share refused, by half at most: ``share`` if
+        given; by default, that of the answers to what was sent since the last
+        cut, these included, or of the last second's if there were more (one
+        429 among a hundred successes is a pace a little over the limit, not
+        twice it; 3 of a batch of 5 that went out after 95 successes are 3 in
+        a hundred too).
         """
         now = self._clock()
         if self._first is None:
@@ -455,8 +483,13 @@ class Throttle:
         if sent_at < self._cut_at:
             return  # sent before the last cut, which answered it already
         if share is None:
-            self._refused_since += 1
-            share = self._refused_since / (self._refused_since + self._ok_since)
+            self._refused_since += max(1, refused)
+            # Against the successes since the last cut, or of the last second if more: a cut just
+            # made leaves a window that still holds what went before it (an API counting requests
+            # over the last second refuses a few more), and one 429 just after a cut is one among
+            # a second's answers, not one among the few since.
+            ok = max(self._ok_since, self._recent(now, RUN_SECONDS))
+            share = self._refused_since / (self._refused_since + ok)
         self._ok_since = self._refused_since = 0
         wait = min(advice.wait if advice.wait is not None else 0.0, most)
         # A long wait says a quota is spent until then (a window of a minute, an hour): not that
@@ -503,7 +536,7 @@ class Throttle:
             waits = [a.wait for a in limited if a.wait is not None]
             rates = [a.rate for a in limited if a.rate is not None]
             advice = Advice(max(waits) if waits else None, min(rates) if rates else None)
-            self.limited(sent_at, advice, most=most, share=len(limited) / (ok + len(limited)))
+            self.limited(sent_at, advice, most=most, refused=len(limited))
 
     def _top(self) -> float:
         """The most the rate may be: the given rate, and what the API states."""
@@ -517,6 +550,12 @@ class Throttle:
                 self._slots[s % size] = 0
             self._slot = slot
         self._slots[slot % size] += n
+
+    def _recent(self, now: float, seconds: float) -> int:
+        """Successes answered over the last ``seconds`` (at most ``HORIZON``)."""
+        self._count(now, 0)
+        slots = min(len(self._slots), max(1, int(seconds * 10)))
+        return sum(self._slots[(self._slot - i) % len(self._slots)] for i in range(slots))
 
     def _granted(self, now: float) -> float:
         """Successes per second over the last ``HORIZON`` seconds (or since the first answer)."""

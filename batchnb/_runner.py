@@ -7,7 +7,10 @@ The rules that keep bulk writes safe live here:
   backoff with jitter), until ``retry_for`` seconds have passed; so are the
   operations answered 429 or 503 inside a batch that ran (``retry_operations``);
 - a :class:`~batchnb._ratelimit.Throttle` paces the operations of every batch
-  sent (a batch of 50 spends 50), and learns from the 429s;
+  sent (a batch of 50 spends 50), and learns from the 429s; once it paces, a
+  batch goes out in parts of a tenth of a second's operations (a server runs
+  a batch's operations back to back: a whole one is a burst), cut only
+  between operations that do not refer to each other;
 - a batch whose outcome is unknown (connection dropped after sending, read
   timeout, truncated answer, 5xx other than 503) is resent only if every
   operation in it is GET, PUT or DELETE; otherwise its rows come back with no
@@ -247,6 +250,49 @@ class Runner:
         return prepared.merge(server)
 
     async def _send_with_retries(self, ops: list[Operation], until: float | None = None) -> tuple[list[Response], int]:
+        """``ops`` sent as one batch, or in parts once the throttle paces (see
+        :meth:`~batchnb._ratelimit.Throttle.most_at_once`), each again while it may be.
+
+        A part is cut only where no later operation refers to an earlier one
+        of the batch, so each stands on its own; a part that could not be
+        delivered leaves the rest unsent. The attempts returned are the most
+        any part took (each part's responses say their own).
+        """
+        most = self.throttle.most_at_once() if self.throttle is not None else None
+        if most is None or _size(ops) <= most:
+            return await self._send_batch(ops, until)
+        out: list[Response] = []
+        attempts = 0
+        start = 0
+        # Parts are cut as they go: the throttle's pace, and so the part's size, changes with each answer.
+        cuts = _cuts(ops)
+        while start < len(ops):
+            end = _part_end(ops, start, most, cuts)
+            part = ops[start:end]
+            if self.fatal is not None:
+                out.extend(_placeholder(op, self._stopped()) for op in part)
+            else:
+                responses, n = await self._send_batch(part, until)
+                if until is None:
+                    until = time.monotonic() + self.retry_for
+                for top in responses:
+                    for _p, r in top.walk():
+                        if r.attempts is None:
+                            r.attempts = n
+                attempts = max(attempts, n)
+                out.extend(responses)
+                if all(r.status is None for r in responses):
+                    # Not delivered (or its outcome unknown): the rest of the batch is not sent after it.
+                    why = responses[0].error or "an earlier part of the batch was not answered"
+                    why = why if why.startswith("not run") else "not run: an earlier part of the batch was not answered"
+                    out.extend(_placeholder(op, why) for op in ops[end:])
+                    break
+            start = end
+            if self.throttle is not None:
+                most = self.throttle.most_at_once() or len(ops)
+        return out, attempts
+
+    async def _send_batch(self, ops: list[Operation], until: float | None = None) -> tuple[list[Response], int]:
         """``ops`` sent as one batch, again while it may be; ``until`` ends the time for 429 and 503."""
         resendable = is_idempotent(ops) or (self.keys is not None and keyed(ops))
         throttle = self.throttle
@@ -423,6 +469,38 @@ class Runner:
             return min(retry_after, self.max_backoff)
         base = min(self.backoff * (2 ** (attempt - 1)), self.max_backoff)
         return base * (0.5 + random.random() / 2)
+
+
+def _size(ops: list[Operation]) -> int:
+    """Requests in ``ops``, children included (what the server runs, and the throttle counts)."""
+    return sum(1 for top in ops for _p in top.walk())
+
+
+def _cuts(ops: list[Operation]) -> list[bool]:
+    """``cuts[i]``: whether a batch may be split before ``ops[i]`` (no operation from there on refers to one before)."""
+    where = {o.name: i for i, top in enumerate(ops) for _p, o in top.walk() if o.name}
+    earliest = [
+        min((where[n] for _p, o in top.walk() for n in o.referenced_names() if n in where), default=i)
+        for i, top in enumerate(ops)
+    ]
+    cuts = [True] * (len(ops) + 1)
+    lowest = len(ops)
+    for i in range(len(ops) - 1, -1, -1):
+        lowest = min(lowest, earliest[i])
+        cuts[i] = lowest >= i
+    return cuts
+
+
+def _part_end(ops: list[Operation], start: int, most: int, cuts: list[bool]) -> int:
+    """Where the part of ``ops`` that begins at ``start`` ends: at most ``most`` requests, unless references tie more."""
+    end, size = start, 0
+    while end < len(ops):
+        n = sum(1 for _p in ops[end].walk())
+        if end > start and size + n > most and cuts[end]:
+            break
+        size += n
+        end += 1
+    return end
 
 
 def _retry(op: Operation, r: Response, statuses: set[int]) -> bool:

@@ -540,3 +540,25 @@ def test_read_csv_reads_excels_files_as_batchnb_read_csv_does(tmp_path):
     got = ddf.compute(scheduler="sync")
     assert got["code"].tolist() == expected["code"].tolist() and got["name"].tolist() == expected["name"].tolist()
     assert got["code"].iloc[0] == "000001" and got["name"].iloc[0] == "Bœuf 1" and len(got) == 399 - 57
+
+
+def test_an_api_that_answers_429_past_its_rate_gets_every_row_once_with_defaults_only(cluster, tmp_path):
+    from tests.test_ratelimit_api import company, gateway
+
+    rows = 300
+    with company("ietf") as (api, token), gateway(api.url) as url:
+        ddf = dd.from_pandas(pd.DataFrame({"key": [f"dask-{i}" for i in range(rows)]}), npartitions=4)
+        result = bd.submit(
+            ddf,
+            url,
+            token=token,
+            method="POST",
+            path="/api/things",
+            body=["key"],
+            journal=tmp_path / "j",
+            client=cluster,
+        ).compute()
+        stats = api.stats()
+    assert result["ok"].all(), result.loc[~result["ok"], ["status", "error"]].head()
+    assert len(result) == rows and stats["created"] == rows and stats["duplicates"] == 0, stats
+    assert stats["status"].get("429", 0) > 0, stats  # the limit was met, and every refused row went again

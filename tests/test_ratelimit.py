@@ -254,6 +254,33 @@ def test_a_batch_partly_refused_cuts_by_the_share_refused():
     assert t.rate == pytest.approx(before * 0.9)
 
 
+def test_a_refusal_just_after_a_cut_is_one_among_a_seconds_answers():
+    clock = Clock()
+    t = Throttle(clock=clock)
+    burst(t, clock, 50, spacing=0.02)  # a second at 50/s
+    t.limited(clock.t, Advice(wait=1.0))
+    clock.t += 1
+    burst(t, clock, 50, spacing=0.02)
+    t.limited(clock.t, Advice(wait=1.0))  # one refused among a second's answers
+    cut = t.rate
+    clock.t += 0.1  # a batch of 5 sent after that cut, one refused (the window still holds what went before)
+    t.observe(clock.t, [(201, {})] * 4 + [(429, {"Retry-After": "1"})])
+    assert t.rate == pytest.approx(cut * (1 - 1 / 54), rel=0.01)  # not a fifth less
+
+
+def test_once_paced_a_batch_goes_out_in_parts_of_a_tenth_of_a_second():
+    assert Throttle().most_at_once() is None  # no 429 seen: nothing is split
+    assert Throttle(50).most_at_once() == 5
+    assert Throttle(3000 / 60).most_at_once() == 5
+    assert Throttle(10_000).most_at_once() == 1000
+    assert Throttle(0.2).most_at_once() == 1
+    clock = Clock()
+    t = Throttle(clock=clock)
+    burst(t, clock, 100, spacing=0.01)
+    t.limited(clock.t, Advice(wait=1.0))
+    assert t.most_at_once() == int(t.rate / 10)
+
+
 def test_successes_raise_the_rate_step_by_step():
     clock = Clock()
     t = Throttle(clock=clock)

@@ -262,6 +262,90 @@ def test_rate_limit_spaces_batches():
     assert posts[-1] - posts[0] >= 3 / 5 * 0.99  # four batches at five a second: at least 0.6 s from first to last
 
 
+class Paced:
+    """A throttle paced from the start at ``most`` operations a part, that never waits."""
+
+    def __init__(self, most):
+        self.most = most
+        self.reserved = []
+
+    def most_at_once(self):
+        return self.most
+
+    async def wait(self, n=1):
+        self.reserved.append(n)
+
+    def observe(self, sent_at, answers, **kw):
+        list(answers)
+
+    def limited(self, *a, **kw):
+        pass
+
+
+def test_a_paced_batch_goes_out_in_parts_in_order():
+    send = Script(*[200] * 4)
+    throttle = Paced(5)
+    out = run(Runner(send, throttle=throttle), [Operation("POST", f"/a/{i}", {}) for i in range(20)], max_requests=20)
+    assert [len(s) for s in send.sent] == [5, 5, 5, 5] and throttle.reserved == [5, 5, 5, 5]
+    assert [p for s in send.sent for p in s] == [f"/a/{i}" for i in range(20)]
+    assert all(r.status == 201 and r.batch == 0 and r.attempts == 1 for r in out)
+
+
+def test_with_no_429_seen_a_batch_goes_out_whole():
+    from batchnb._ratelimit import Throttle
+
+    send = Script(200)
+    run(Runner(send, throttle=Throttle()), [Operation("POST", f"/a/{i}", {}) for i in range(20)], max_requests=20)
+    assert [len(s) for s in send.sent] == [20]
+
+
+def test_a_part_never_separates_an_operation_from_one_it_refers_to():
+    ops = [Operation("POST", f"/a/{i}", {}, name=f"op{i}") for i in range(10)]
+    ops[6] = Operation("POST", f"/b/{ref('op2', '$.id')}", {}, name="op6")
+    send = Script(*[200] * 3)
+    run(Runner(send, throttle=Paced(3)), ops, max_requests=10)
+    assert [len(s) for s in send.sent] == [7, 3]  # cut after op6 at the earliest: it needs op2's answer in its batch
+
+
+def test_a_child_counts_and_a_child_reference_ties_too():
+    ops = [
+        Operation("POST", "/p", {}, name="p", requests=[Operation("GET", f"/c/{ref('p', '$.id')}")]),
+        Operation("POST", "/q", {}, name="q"),
+        Operation("GET", "/r", requests=[Operation("GET", f"/s/{ref('q', '$.id')}")]),
+    ]
+    sent = []
+
+    def answer(op):
+        return Response(op.method, op.path, 200, op.name, 1.0, {"id": "x"}, responses=[answer(c) for c in op.requests])
+
+    async def send(part):
+        sent.append(part)
+        return Reply(200, {}, [answer(op) for op in part])
+
+    out = run(Runner(send, throttle=Paced(2)), ops, max_requests=10)
+    assert [len(s) for s in sent] == [1, 2] and all(
+        r.ok for r in out
+    )  # p and its child; then q, and r whose child refers to q
+
+
+def test_a_part_that_could_not_be_delivered_leaves_the_rest_unsent():
+    send = Script(200, *[TransportError("could not connect", sent=False)] * 3)
+    out = run(
+        Runner(send, throttle=Paced(2), retries=2, backoff=0), [Operation("POST", f"/a/{i}", {}) for i in range(6)]
+    )
+    assert len(send.sent) == 4  # the first part, then the second three times; the third never
+    assert [r.status for r in out[:2]] == [201, 201]
+    assert all(r.status is None and r.error == "not run: could not connect" for r in out[2:])
+
+
+def test_a_part_refused_as_a_whole_stops_the_batch():
+    send = Script(200, 400)
+    out = run(Runner(send, throttle=Paced(2)), [Operation("POST", f"/a/{i}", {}) for i in range(6)])
+    assert len(send.sent) == 2
+    assert [r.status for r in out[:2]] == [201, 201]
+    assert all(r.status is None and r.error.startswith("not run:") for r in out[2:])
+
+
 # ---------------------------------------------------------------- idempotency keys
 
 

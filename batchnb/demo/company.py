@@ -384,7 +384,7 @@ def _serve(args: argparse.Namespace) -> None:
     if args.tls:
         _ca, cert, key = make_certificates(Path(args.tls))
         tls = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", args.port))
     sock.listen(1024)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off", **tls)
