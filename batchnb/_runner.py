@@ -162,7 +162,9 @@ class Runner:
         tasks = [asyncio.ensure_future(one(b)) for b in plan.batches]
         try:
             await asyncio.gather(*tasks)
-        except asyncio.CancelledError:
+        except BaseException:
+            # Cancelled, or one batch raised (the journal's disk full, say): every other batch stops here,
+            # before this raises, so that nothing is sent after the submit has failed.
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

@@ -468,3 +468,37 @@ def test_keys_are_numbered_in_the_order_they_are_sent_and_a_recorded_key_comes_b
         '"run-2-0000000000000000"',
         '"run-2-0000000000000001"',
     ]
+
+
+def test_a_batch_that_raises_stops_every_other_batch_before_submit_raises(tmp_path, monkeypatch):
+    """The journal's disk full on one batch: submit raises, and no sibling batch goes on sending after it."""
+    sent: list[int] = []
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, json={"maxRequests": 5, "maxDepth": 4})
+        ops = json.loads(request.content)["requests"]
+        sent.append(len(ops))
+        await asyncio.sleep(0.01)  # answered later: batches of other slots are in flight meanwhile
+        return httpx.Response(200, json={"responses": [{"status": 201, "body": {"n": 1}} for _ in ops]})
+
+    done = Journal.done
+    calls = []
+
+    def full_disk(self, batch, responses):
+        calls.append(batch)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        done(self, batch, responses)
+
+    monkeypatch.setattr(Journal, "done", full_disk)
+
+    async def go() -> tuple[int, list[asyncio.Task]]:
+        client = AsyncClient("http://api.test", token="x", transport=httpx.MockTransport(answer), concurrency=4)
+        with pytest.raises(OSError, match="No space left"):
+            await client.submit(companies(100), journal=str(tmp_path / "run.jsonl"), progress=False)
+        return len(sent), [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    at_raise, pending = asyncio.run(go())
+    assert pending == []  # every batch of the run has stopped: nothing can send after submit raised
+    assert at_raise < 20  # and not every batch was sent
