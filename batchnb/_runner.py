@@ -393,18 +393,9 @@ class Runner:
                 statuses.add(409)
             if not statuses:
                 break
-            again: list[int] = []
-            waiting: set[str] = set()
-            for i, (op, r) in enumerate(zip(ops, server)):
-                if _retry(op, r, statuses) or (r.status == 424 and _refers_to(op, waiting)):
-                    again.append(i)
-                    waiting |= {o.name for _p, o in op.walk() if o.name}
+            again, waiting = _again(ops, server, lambda op, r: _retry(op, r, statuses))
             if not any(_retry(ops[i], server[i], statuses) for i in again):
                 break
-            for top in server:
-                for _p, r in top.walk():
-                    if r.name and r.name not in waiting and r.status is not None:
-                        self.results[r.name] = r
             hints = [advise(server[i].headers or {}).wait for i in again]
             hint = max([d for d in hints if d is not None], default=None)
             pause = retry_wait(
@@ -413,36 +404,36 @@ class Runner:
             if pause is None:
                 break
             await asyncio.sleep(pause)
-            prepared = prepare([ops[i] for i in again], self._lookup)
-            redo, sent_attempts = (
-                await self._send_with_retries(prepared.sendable, until) if prepared.sendable else ([], 0)
-            )
-            resent = {id(x) for top in redo for _p, x in top.walk()}
-            for i, r in zip(again, prepared.merge(redo)):
-                before = server[i].attempts or 1
-                for _p, x in r.walk():
-                    if id(x) in resent:
-                        x.attempts = before + sent_attempts
-                server[i] = r
+            await self._send_again(ops, server, again, waiting, until)
         return server
 
     async def _resend_unauthorized(self, ops: list[Operation], server: list[Response]) -> list[Response]:
         """Send again, once, top-level operations answered 401 with the run's credentials (the sender has
         told the auth flow that their token is spent), with the operations that answered 424 because of them."""
-        again: list[int] = []
-        waiting: set[str] = set()
-        for i, (op, r) in enumerate(zip(ops, server)):
-            if _unauthorized(op, r) or (r.status == 424 and _refers_to(op, waiting)):
-                again.append(i)
-                waiting |= {o.name for _p, o in op.walk() if o.name}
-        if not again:
-            return server
+        again, waiting = _again(ops, server, _unauthorized)
+        if again:
+            await self._send_again(ops, server, again, waiting)
+        return server
+
+    async def _send_again(
+        self,
+        ops: list[Operation],
+        server: list[Response],
+        again: list[int],
+        waiting: set[str],
+        until: float | None = None,
+    ) -> None:
+        """Send the top-level operations at ``again`` once more, their answers put in their places in ``server``.
+
+        The results of the others (those not ``waiting``) are filled into
+        references here, so that what is sent again stands on its own.
+        """
         for top in server:
             for _p, r in top.walk():
                 if r.name and r.name not in waiting and r.status is not None:
                     self.results[r.name] = r
         prepared = prepare([ops[i] for i in again], self._lookup)
-        redo, sent_attempts = await self._send_with_retries(prepared.sendable) if prepared.sendable else ([], 0)
+        redo, sent_attempts = await self._send_with_retries(prepared.sendable, until) if prepared.sendable else ([], 0)
         resent = {id(x) for top in redo for _p, x in top.walk()}
         for i, r in zip(again, prepared.merge(redo)):
             before = server[i].attempts or 1
@@ -450,7 +441,6 @@ class Runner:
                 if id(x) in resent:
                     x.attempts = before + sent_attempts
             server[i] = r
-        return server
 
     def _stop_if_unauthorized(self, ops: list[Operation], server: list[Response]) -> None:
         """Stop the run when an operation sent with its credentials is refused and the flow cannot cure it."""
@@ -510,6 +500,20 @@ def _retry(op: Operation, r: Response, statuses: set[int]) -> bool:
     if r.status == 409:
         return 409 in statuses and keyed([op])
     return r.status in statuses
+
+
+def _again(
+    ops: list[Operation], server: list[Response], refused: Callable[[Operation, Response], bool]
+) -> tuple[list[int], set[str]]:
+    """The top-level operations to send again: those ``refused``, and those answered 424 only because they
+    reference one of them; and the names that wait with them."""
+    again: list[int] = []
+    waiting: set[str] = set()
+    for i, (op, r) in enumerate(zip(ops, server)):
+        if refused(op, r) or (r.status == 424 and _refers_to(op, waiting)):
+            again.append(i)
+            waiting |= {o.name for _p, o in op.walk() if o.name}
+    return again, waiting
 
 
 def _unauthorized(op: Operation, r: Response) -> bool:

@@ -434,9 +434,13 @@ def _run_and_check(api: CompanyAPI, client: Client, rec: Recording, tmp_path: Pa
     return result
 
 
+# Each test's API answers after 20 ms: the run's length then has a floor (rows x 20 ms / 2 in flight), so it
+# outlives several tokens however fast the machine is.
+
+
 def test_direct_mode_outlives_several_tokens(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
-    with CompanyAPI(token_ttl=2) as api:
+    with CompanyAPI(token_ttl=2, delay=0.02) as api:
         rec = Recording()
         auth = ClientCredentials(api.token_url, api.client_id, api.client_secret)
         client = Client(api.url, mode="direct", auth=auth, concurrency=2, max_requests=20, transport=rec)
@@ -445,7 +449,7 @@ def test_direct_mode_outlives_several_tokens(tmp_path, caplog):
 
 def test_batch_mode_through_a_gateway_outlives_several_tokens(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
-    with CompanyAPI(token_ttl=3) as api, gateway(api.url, tmp_path) as gw:
+    with CompanyAPI(token_ttl=3, delay=0.02) as api, gateway(api.url, tmp_path) as gw:
         rec = Recording()
         auth = ClientCredentials(api.token_url, api.client_id, api.client_secret)
         client = Client(gw, auth=auth, concurrency=2, max_requests=20, transport=rec)
@@ -509,7 +513,7 @@ def test_the_cli_gets_tokens_from_the_environment_secret(tmp_path):
     csv = tmp_path / "things.csv"
     things(300).to_csv(csv, index=False)
     out, journal = tmp_path / "out.csv", tmp_path / "run.jsonl"
-    with CompanyAPI(token_ttl=2) as api:
+    with CompanyAPI(token_ttl=2, delay=0.02) as api:
         args = [sys.executable, "-m", "batchnb.cli", "run", str(csv), "--url", api.url, "--direct"]
         args += ["--token-url", api.token_url, "--client-id", api.client_id, "--method", "POST", "--path", THINGS]
         args += ["--body-columns", "key,n", "--concurrency", "2"]
@@ -550,7 +554,7 @@ def test_dask_workers_get_the_flow_through_the_plugin_never_the_graph(tmp_path):
     import batchnb.dask as bd
 
     with (
-        CompanyAPI(token_ttl=2, delay=0.005) as api,
+        CompanyAPI(token_ttl=2, delay=0.02) as api,
         gateway(api.url, tmp_path) as gw,
         distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=True, dashboard_address=None) as local,
         distributed.Client(local) as cluster,
