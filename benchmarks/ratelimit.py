@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pandas as pd
 
 from _common import _wait_ready, free_port
@@ -34,19 +33,6 @@ from batchnb import Client  # noqa: E402
 from batchnb.demo.company import CompanyAPI  # noqa: E402
 
 TARGET = 1.25
-
-
-def token_for(api: CompanyAPI) -> str:
-    """A token that outlives the run, by the client-credentials grant (a plain POST)."""
-    r = httpx.post(
-        api.token_url,
-        data={"grant_type": "client_credentials"},
-        auth=(api.client_id, api.client_secret),
-        trust_env=False,
-        timeout=10,
-    )
-    r.raise_for_status()
-    return r.json()["access_token"]
 
 
 @contextlib.contextmanager
@@ -73,7 +59,7 @@ def gateway(upstream: str) -> Iterator[str]:
 def one_run(label: str, rows: int, rate: int, headers: str, gateway_too: bool) -> tuple[float, int, int]:
     """(seconds, rows failed, duplicates) of one run against a fresh API."""
     with CompanyAPI(rate=rate, ratelimit_headers=headers) as api:  # type: ignore[arg-type]
-        token = token_for(api)
+        token = api.token()
         df = pd.DataFrame({"key": [f"{label}-{i}" for i in range(rows)]})
         with contextlib.ExitStack() as stack:
             if gateway_too:

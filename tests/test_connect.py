@@ -34,30 +34,16 @@ ROWS = pd.DataFrame({"name": [f"thing {i}" for i in range(6)], "key": [f"k{i}" f
 THINGS = {"method": "POST", "path": "/api/things", "body": ["name", "key"]}
 
 
-def _token(api: CompanyAPI) -> str:
-    verify: Any = ssl.create_default_context(cafile=api.ca_file) if api.ca_file else True
-    r = httpx.post(
-        api.token_url,
-        data={"grant_type": "client_credentials"},
-        auth=(api.client_id, api.client_secret),
-        verify=verify,
-        trust_env=False,
-        timeout=10,
-    )
-    r.raise_for_status()
-    return r.json()["access_token"]
-
-
 @pytest.fixture(scope="module")
 def tls_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[CompanyAPI, str]]:
     with CompanyAPI(tls=True, tmp=tmp_path_factory.mktemp("company")) as api:
-        yield api, _token(api)
+        yield api, api.token()
 
 
 @pytest.fixture(scope="module")
 def plain_api() -> Iterator[tuple[CompanyAPI, str]]:
     with CompanyAPI() as api:
-        yield api, _token(api)
+        yield api, api.token()
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """The embedded server (batchnb.local.LocalServer): start, stop, its database, its tenants and their clients."""
 
 import sqlite3
-import ssl
 
 import httpx
 import pytest
@@ -67,13 +66,7 @@ def test_a_local_gateway_reaches_a_tls_upstream_with_the_ca_it_is_given_and_pass
     from batchnb.demo.company import CompanyAPI
 
     with CompanyAPI(tls=True) as api:
-        token = httpx.post(
-            api.token_url,
-            data={"grant_type": "client_credentials"},
-            auth=(api.client_id, api.client_secret),
-            verify=ssl.create_default_context(cafile=api.ca_file),
-            trust_env=False,
-        ).json()["access_token"]
+        token = api.token()
         ops = [Operation("POST", "/api/things", {"key": 1})]
         with LocalServer(upstream=api.url, tenants=(), upstream_verify=api.ca_file) as gateway:
             with pytest.raises(BatchValidationError, match="no tenants"):

@@ -7,10 +7,8 @@ import contextlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 from typing import Iterator
 
-import httpx
 import pandas as pd
 import pytest
 
@@ -24,23 +22,10 @@ ROWS = 120
 STYLES = ["ietf", "x", "none"]
 
 
-def token_for(api: CompanyAPI) -> str:
-    """A token that outlives the test, by the client-credentials grant (a plain POST)."""
-    r = httpx.post(
-        api.token_url,
-        data={"grant_type": "client_credentials"},
-        auth=(api.client_id, api.client_secret),
-        trust_env=False,
-        timeout=10,
-    )
-    r.raise_for_status()
-    return r.json()["access_token"]
-
-
 @contextlib.contextmanager
 def company(style: str) -> Iterator[tuple[CompanyAPI, str]]:
     with CompanyAPI(rate=RATE, ratelimit_headers=style, token_ttl=3600) as api:  # type: ignore[arg-type]
-        yield api, token_for(api)
+        yield api, api.token()
 
 
 @contextlib.contextmanager

@@ -511,6 +511,12 @@ class CompanyAPI:
         result: dict[str, Any] = self._admin("GET", "/_stats")
         return result
 
+    def token(self) -> str:
+        """A token for the client by the client-credentials grant (a plain POST, its CA trusted): for tests and benchmarks."""
+        grant = {"grant_type": "client_credentials"}
+        answer = self._admin("POST", "/oauth/token", data=grant, auth=(self.client_id, self.client_secret))
+        return str(answer["access_token"])
+
     def refuse(self, on: bool = True) -> None:
         """Refuse every token from now on (a revoked client), or stop refusing."""
         self._admin("POST", "/_refuse", json={"on": on})
