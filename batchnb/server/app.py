@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import time
@@ -28,6 +29,7 @@ from .._exceptions import BatchValidationError, Problem
 from .._timing import Timings
 from ..engine import ASGIDispatcher, DirectDispatcher, Dispatcher, execute
 from ..model import BATCH_PATH, Batch
+from ._h11 import OneConnection
 from ._upstream import UpstreamClients, UpstreamDispatcher
 from .auth import Keyring
 from .limits import Limits
@@ -190,9 +192,18 @@ class BatchApp:
         """One client for the upstream; every one shares one SSL context (building one loads the CAs: ~15 ms)."""
         if self._upstream_ssl is None:
             self._upstream_ssl = self.connection.ssl_context()
+        timeout = self._upstream_timeout
+        if self._lean_upstream:
+            transport = OneConnection(ssl_context=self._upstream_ssl, connect_timeout=timeout.connect)
+            return self.connection.client(timeout=timeout, cookies=_NO_COOKIES, transport=transport)
         return self.connection.client(
-            timeout=self._upstream_timeout, cookies=_NO_COOKIES, limits=limits, ssl_context=self._upstream_ssl
+            timeout=timeout, cookies=_NO_COOKIES, limits=limits, ssl_context=self._upstream_ssl
         )
+
+    @functools.cached_property
+    def _lean_upstream(self) -> bool:
+        """Whether upstream requests go on :class:`OneConnection`: HTTP/1.1, straight to the upstream (no proxy)."""
+        return not self.connection.http2 and self.connection.proxy_for(self.upstream or "") is None
 
     @property
     def _upstream_timeout(self) -> httpx.Timeout:

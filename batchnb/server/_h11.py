@@ -1,0 +1,239 @@
+"""One kept-alive HTTP/1.1 connection as an httpx transport, on asyncio's own streams.
+
+The gateway lends each operation in flight a client of one connection (see
+:mod:`batchnb.server._upstream`). httpx's default transport (httpcore on
+anyio) spends most of the gateway's CPU per operation on machinery a
+connection lent to one operation at a time does not need: a lock, cancel
+scopes and a pool's bookkeeping around every read and write, about 0.45 ms of
+the 0.75 ms an operation cost against an API 100 ms away. With 64 operations
+answered in the same few milliseconds, that is queueing: the last of them
+started its next request 25 ms late. :class:`OneConnection` speaks HTTP/1.1
+with h11 (httpcore's own parser) straight on an ``asyncio`` stream.
+
+It is used where nothing else is needed: no proxy for the upstream and no
+HTTP/2 (see :meth:`batchnb.server.app.BatchApp`); httpx's transport serves
+every other case. It keeps httpx's meanings: the same exceptions
+(``ConnectError`` with the ``ssl``/``OSError`` as its cause, ``ConnectTimeout``,
+``ReadError``, ``RemoteProtocolError``), raw (undecoded) bytes from
+``aiter_raw``, the connection closed when an answer was not read to its end,
+and idle connections dropped after ``keepalive_expiry`` (httpx's 5 s) or as
+soon as the server has closed them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import AsyncIterator
+
+import h11
+import httpx
+
+__all__ = ["OneConnection"]
+
+#: the largest head h11 buffers before refusing it (httpcore's figure).
+_MAX_HEAD = 100 * 1024
+_READ = 64 * 1024
+
+
+class OneConnection(httpx.AsyncBaseTransport):
+    """An httpx transport holding at most one HTTP/1.1 connection, serving one request at a time.
+
+    >>> import asyncio
+    >>> async def main():
+    ...     async with httpx.AsyncClient(transport=OneConnection(connect_timeout=5.0)) as http:
+    ...         return http
+    >>> isinstance(asyncio.run(main()), httpx.AsyncClient)
+    True
+
+    ``ssl_context`` verifies ``https`` upstreams (None: plain HTTP only);
+    ``connect_timeout`` bounds connecting and the TLS handshake. A second
+    request while one is running is an error: the gateway lends a client to
+    one operation at a time.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float | None = None,
+        keepalive_expiry: float = 5.0,
+    ) -> None:
+        self._ssl = ssl_context
+        self._connect_timeout = connect_timeout
+        self._expiry = keepalive_expiry
+        self._conn: _Connection | None = None
+        self._busy = False
+
+    def __repr__(self) -> str:
+        state = "busy" if self._busy else ("idle" if self._conn is not None else "unconnected")
+        return f"OneConnection({state})"
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self._busy:
+            raise RuntimeError("OneConnection serves one request at a time")
+        self._busy = True
+        try:
+            conn = await self._connection(request.url)
+            head = await conn.exchange(request)
+        except BaseException:
+            self._busy = False
+            self._drop()
+            raise
+        return httpx.Response(
+            head.status_code,
+            headers=head.headers.raw_items(),
+            stream=_Body(self, conn),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
+        )
+
+    async def aclose(self) -> None:
+        self._drop()
+
+    def _done(self, conn: _Connection, reusable: bool) -> None:
+        """The answer is over: keep the connection for the next request, or close it."""
+        self._busy = False
+        if reusable and conn is self._conn:
+            conn.idle_since = time.monotonic()
+        else:
+            conn.close()
+            if conn is self._conn:
+                self._conn = None
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def _connection(self, url: httpx.URL) -> _Connection:
+        key = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        conn = self._conn
+        if conn is not None and (conn.key != key or not conn.usable(self._expiry)):
+            self._drop()
+            conn = None
+        if conn is None:
+            conn = self._conn = await _Connection.open(key, self._ssl, self._connect_timeout)
+        return conn
+
+
+class _Connection:
+    """A socket and h11's state for it."""
+
+    def __init__(self, key: tuple[str, str, int], reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.key = key
+        self._reader = reader
+        self._writer = writer
+        self._h11 = h11.Connection(our_role=h11.CLIENT, max_incomplete_event_size=_MAX_HEAD)
+        self.idle_since = time.monotonic()
+
+    @classmethod
+    async def open(
+        cls, key: tuple[str, str, int], context: ssl.SSLContext | None, timeout: float | None
+    ) -> _Connection:
+        scheme, host, port = key
+        if scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"the URL's scheme must be http or https, not {scheme!r}")
+        if scheme == "https" and context is None:
+            raise httpx.ConnectError("no TLS settings for an https upstream")
+        tls = {"ssl": context, "server_hostname": host} if scheme == "https" else {}
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port, limit=_READ, **tls)  # type: ignore[arg-type]
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(f"connecting to {host}:{port} took longer than {timeout} s") from exc
+        except OSError as exc:  # refused, unresolvable, a certificate that does not verify (ssl.SSLError)
+            raise httpx.ConnectError(str(exc) or type(exc).__name__) from exc
+        return cls(key, reader, writer)
+
+    def usable(self, expiry: float) -> bool:
+        """Idle, fresh, and not closed by the server (its EOF has arrived while the connection waited)."""
+        return (
+            self._h11.our_state is h11.IDLE
+            and self._h11.their_state is h11.IDLE
+            and time.monotonic() - self.idle_since < expiry
+            and not self._reader.at_eof()
+            and not self._writer.is_closing()
+        )
+
+    async def exchange(self, request: httpx.Request) -> h11.Response:
+        """Send ``request`` and read the answer's head; the body is read by :meth:`body`."""
+        head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
+        try:
+            self._writer.write(self._h11.send(head) or b"")
+            async for chunk in request.stream:  # type: ignore[union-attr]
+                if chunk:
+                    self._writer.write(self._h11.send(h11.Data(data=chunk)) or b"")
+            self._writer.write(self._h11.send(h11.EndOfMessage()) or b"")
+            await self._writer.drain()
+        except h11.LocalProtocolError as exc:
+            raise httpx.LocalProtocolError(str(exc)) from exc
+        except OSError as exc:
+            raise httpx.WriteError(str(exc) or type(exc).__name__) from exc
+        while True:
+            event = await self._next()
+            if isinstance(event, h11.Response):
+                return event
+            # an InformationalResponse (100 Continue, 103 Early Hints): the answer is still to come
+
+    async def body(self) -> AsyncIterator[bytes]:
+        while True:
+            event = await self._next()
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, h11.EndOfMessage):
+                return
+
+    def finish(self) -> bool:
+        """After the whole answer: ready for the next request on this connection?"""
+        if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+            self._h11.start_next_cycle()
+            return True
+        return False
+
+    async def _next(self) -> h11.Event | type[h11.PAUSED] | type[h11.NEED_DATA]:
+        while True:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise httpx.RemoteProtocolError(str(exc)) from exc
+            if event is not h11.NEED_DATA:
+                if isinstance(event, h11.ConnectionClosed):
+                    raise httpx.RemoteProtocolError("Server disconnected without sending a complete response.")
+                return event
+            try:
+                data = await self._reader.read(_READ)
+            except OSError as exc:
+                raise httpx.ReadError(str(exc) or type(exc).__name__) from exc
+            if not data and self._h11.their_state is h11.SEND_RESPONSE:
+                raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+            self._h11.receive_data(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # closing a socket that is already gone
+            self._writer.close()
+
+
+class _Body(httpx.AsyncByteStream):
+    """An answer's body, read from the connection; closing it early closes the connection."""
+
+    def __init__(self, owner: OneConnection, conn: _Connection) -> None:
+        self._owner = owner
+        self._conn = conn
+        self._complete = False
+        self._closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._conn.body():
+                yield chunk
+            self._complete = True
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._owner._done(self._conn, self._complete and self._conn.finish())

@@ -1,0 +1,244 @@
+"""OneConnection, the gateway's upstream transport: HTTP/1.1 on one kept-alive connection, as httpx means it.
+
+A scripted server on loopback answers each path its own way (by length,
+chunked, until close, after a 100 Continue, not at all), counting the
+connections it accepts, so that each test sees what went over the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from batchnb._connect import unreached
+from batchnb.server._h11 import OneConnection
+from tests.support.tls import TLSServer
+
+ANSWERS = {
+    "/ok": b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"ok": true}',
+    "/created": b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nSet-Cookie: s=1\r\n\r\n{}",
+    "/chunked": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+    "/close": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye",
+    "/eof": b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
+    "/continue": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter",
+    "/gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\n\x1f\x8b\x08\x00",
+    "/big": b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1_000_000,
+    "/huge-head": b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * 200_000 + b"\r\nContent-Length: 0\r\n\r\n",
+}
+
+
+class Scripted:
+    """A loopback server answering each request by :data:`ANSWERS`; ``/drop`` closes without a word."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.bodies: list[bytes] = []
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                line, *fields = head.decode("latin-1").split("\r\n")
+                self.requests.append(head)
+                length = next((int(f.split(":", 1)[1]) for f in fields if f.lower().startswith("content-length:")), 0)
+                self.bodies.append(await reader.readexactly(length) if length else b"")
+                path = line.split(" ")[1]
+                if path == "/drop":
+                    break
+                writer.write(ANSWERS[path])
+                await writer.drain()
+                if path in ("/close", "/eof"):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@contextlib.asynccontextmanager
+async def scripted() -> AsyncIterator[tuple[Scripted, str]]:
+    script = Scripted()
+    server = await asyncio.start_server(script.serve, "127.0.0.1", 0)
+    try:
+        yield script, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        for w in script.writers:
+            w.close()
+
+
+def run(coro: object) -> object:
+    return asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
+
+
+def test_requests_share_one_kept_alive_connection_and_bodies_arrive_whole() -> None:
+    async def main() -> None:
+        async with scripted() as (script, url), httpx.AsyncClient(transport=OneConnection()) as http:
+            for i in range(5):
+                r = await http.post(f"{url}/created", content=b'{"n": %d}' % i)
+                assert (r.status_code, r.content, r.http_version) == (201, b"{}", "HTTP/1.1")
+            assert (await http.get(f"{url}/ok")).json() == {"ok": True}
+            assert (await http.get(f"{url}/chunked")).content == b"abcde"
+            assert script.connections == 1, "every request should have reused the first connection"
+            assert script.bodies[:5] == [b'{"n": %d}' % i for i in range(5)]
+            assert script.requests[0].startswith(b"POST /created HTTP/1.1\r\n")
+            assert b"\r\nhost: 127.0.0.1:" in script.requests[0].lower()
+
+    run(main())
+
+
+def test_answers_that_end_the_connection_are_read_whole_and_the_next_request_opens_a_new_one() -> None:
+    async def main() -> None:
+        async with scripted() as (script, url), httpx.AsyncClient(transport=OneConnection()) as http:
+            assert (await http.get(f"{url}/close")).content == b"bye"
+            assert (await http.get(f"{url}/eof")).content == b"until the end"
+            assert (await http.get(f"{url}/ok")).status_code == 200
+            assert script.connections == 3
+
+    run(main())
+
+
+def test_an_informational_answer_is_skipped() -> None:
+    async def main() -> None:
+        async with scripted() as (_script, url), httpx.AsyncClient(transport=OneConnection()) as http:
+            r = await http.get(f"{url}/continue")
+            assert (r.status_code, r.content) == (200, b"after")
+
+    run(main())
+
+
+def test_raw_bytes_are_not_decoded_by_the_transport() -> None:
+    async def main() -> None:
+        async with scripted() as (_script, url), httpx.AsyncClient(transport=OneConnection()) as http:
+            async with http.stream("GET", f"{url}/gzip") as r:
+                assert b"".join([c async for c in r.aiter_raw()]) == b"\x1f\x8b\x08\x00"
+
+    run(main())
+
+
+def test_an_answer_not_read_to_its_end_closes_the_connection() -> None:
+    async def main() -> None:
+        async with scripted() as (script, url), httpx.AsyncClient(transport=OneConnection()) as http:
+            async with http.stream("GET", f"{url}/big") as r:
+                async for _chunk in r.aiter_raw():
+                    break  # the rest of the megabyte is still on the wire: this connection cannot carry another
+            assert (await http.get(f"{url}/ok")).status_code == 200
+            assert script.connections == 2
+
+    run(main())
+
+
+def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> None:
+    async def main() -> None:
+        async with scripted() as (script, url), httpx.AsyncClient(transport=OneConnection()) as http:
+            assert (await http.get(f"{url}/ok")).status_code == 200
+            script.writers[0].close()  # the server's keep-alive timeout, say
+            for _ in range(100):  # until the EOF has reached the client's side (bounded)
+                await asyncio.sleep(0.01)
+                if script.writers[0].is_closing():
+                    break
+            await asyncio.sleep(0.05)
+            assert (await http.get(f"{url}/ok")).status_code == 200
+            assert script.connections == 2
+
+    run(main())
+
+
+def test_an_idle_connection_past_its_expiry_is_replaced() -> None:
+    async def main() -> None:
+        async with scripted() as (script, url), httpx.AsyncClient(transport=OneConnection(keepalive_expiry=0)) as http:
+            await http.get(f"{url}/ok")
+            await http.get(f"{url}/ok")
+            assert script.connections == 2
+
+    run(main())
+
+
+def test_a_server_that_closes_without_answering_is_a_remote_protocol_error() -> None:
+    async def main() -> None:
+        async with scripted() as (_script, url), httpx.AsyncClient(transport=OneConnection()) as http:
+            with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
+                await http.get(f"{url}/drop")
+            assert (await http.get(f"{url}/ok")).status_code == 200  # and the transport is usable again
+
+    run(main())
+
+
+def test_a_head_past_its_bound_is_refused() -> None:
+    async def main() -> None:
+        async with scripted() as (_script, url), httpx.AsyncClient(transport=OneConnection()) as http:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.get(f"{url}/huge-head")
+
+    run(main())
+
+
+def test_one_request_at_a_time() -> None:
+    async def main() -> None:
+        async with scripted() as (_script, url), httpx.AsyncClient(transport=OneConnection()) as http:
+            async with http.stream("GET", f"{url}/ok"):
+                with pytest.raises(RuntimeError, match="one request at a time"):
+                    await http.get(f"{url}/ok")
+
+    run(main())
+
+
+def test_a_refused_connection_is_httpx_connect_error_and_says_so() -> None:
+    async def main() -> None:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        async with httpx.AsyncClient(transport=OneConnection(connect_timeout=5)) as http:
+            with pytest.raises(httpx.ConnectError) as caught:
+                await http.get(f"http://127.0.0.1:{port}/x")
+        assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+        assert unreached(caught.value, f"http://127.0.0.1:{port}/x").transient
+
+    run(main())
+
+
+async def _ok(scope: dict, receive: object, send: object) -> None:
+    from tests.support import tls
+
+    await tls._echo(scope, receive, send)
+
+
+def test_https_verifies_against_the_given_ca_and_a_foreign_certificate_is_a_certificate_error(tmp_path: Path) -> None:
+    with TLSServer(_ok, tmp_path) as server:
+
+        async def main() -> None:
+            trusted = ssl.create_default_context(cafile=server.ca_file)
+            async with httpx.AsyncClient(transport=OneConnection(ssl_context=trusted)) as http:
+                for _ in range(3):
+                    r = await http.get(f"{server.url}/hello")
+                    assert r.json() == {"ok": True, "path": "/hello"}
+            foreign = ssl.create_default_context()  # the system's CAs: the test's private CA is not among them
+            async with httpx.AsyncClient(transport=OneConnection(ssl_context=foreign)) as http:
+                with pytest.raises(httpx.ConnectError) as caught:
+                    await http.get(f"{server.url}/hello")
+            message = unreached(caught.value, server.url).message
+            assert message.startswith(f"certificate verify failed for {server.url}"), message
+            assert not unreached(caught.value, server.url).transient
+
+        run(main())
+
+
+def test_the_gateway_goes_straight_on_one_connection_and_through_httpx_when_a_proxy_is_set() -> None:
+    from batchnb._connect import Connection
+    from batchnb.server.app import create_app
+
+    straight = create_app(upstream="http://127.0.0.1:9", connection=Connection(trust_env=False))
+    proxied = create_app(upstream="http://127.0.0.1:9", connection=Connection(proxy="http://127.0.0.1:8"))
+    assert isinstance(straight._upstream_client(httpx.Limits())._transport, OneConnection)
+    assert not isinstance(proxied._upstream_client(httpx.Limits())._transport, OneConnection)
