@@ -243,20 +243,20 @@ def _parse_operation(data: Any, pointer: str, problems: list[Problem]) -> Operat
                 if c is not None:
                     children.append(c)
     # Fields of the wrong type go in as they are: the rules say what is wrong with them, once.
-    method = data.get("method")
+    method: Any = data.get("method")
+    path: Any = data.get("path")
+    fields: Any = headers  # a header text is parsed by __init__; anything else is judged as it came
     if isinstance(headers, str):
-        op = Operation(
-            method=method, path=data.get("path"), body=data.get("body"), name=data.get("name"), headers=headers
-        )
+        op = Operation(method=method, path=path, body=data.get("body"), name=data.get("name"), headers=fields)
         op.requests = children
     else:
         # What __init__ would do to these fields is upper-casing the method: the short way, checked just below.
         op = Operation._unchecked(
             method.upper() if isinstance(method, str) else method,
-            data.get("path"),
+            path,
             data.get("body"),
             data.get("name"),
-            headers,
+            fields,
             children,
         )
     _check_fields(op, pointer, problems)
@@ -539,7 +539,8 @@ class Response:
         if not isinstance(status, int) or isinstance(status, bool):
             status = None
         body = data["body"] if "body" in data else data.get("response")
-        headers = data.get("headers") if isinstance(data.get("headers"), Mapping) else {}
+        given = data.get("headers")
+        headers: Mapping[str, str] = given if isinstance(given, Mapping) else {}
         return cls(
             method=str(data.get("method", "")).upper(),
             path=str(data.get("path", "")),

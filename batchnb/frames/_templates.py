@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from collections.abc import Hashable
 from typing import Any
 
 from .. import refs
@@ -25,7 +26,7 @@ _PLACEHOLDER = re.compile(r"\{([^{}\"':\n]+)\}")
 
 @dataclass(frozen=True)
 class _Slot:
-    column: str
+    column: Hashable  # the name as written; once resolved against a frame, that frame's own label
 
 
 @lru_cache(maxsize=512)
