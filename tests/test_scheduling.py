@@ -743,7 +743,9 @@ def test_the_same_key_for_another_request_is_422(a: Client, store: Store) -> Non
     assert companies_named(store, "Second") == 0
 
 
-@pytest.mark.parametrize("key", ["", '""', "two words", '"unterminated', "x" * 256, "caf\u00e9", '"a", "b"'])
+@pytest.mark.parametrize(
+    "key", ["", '""', "two words", '"unterminated', "x" * 256, "caf\u00e9", '"a", "b"', "k1\xa0", "\xa0k1", '"k1"\xa0']
+)
 def test_a_malformed_key_is_400_with_a_pointer(a: Client, store: Store, key: str) -> None:
     r = a.post(f"{BASE}/companies", {"name": "Malformed"}, headers=keyed(key))
     assert r.status_code == 400, r.text
@@ -880,6 +882,9 @@ def test_a_repeat_in_another_process_gets_the_first_answer(tmp_path: Path) -> No
         ('"\u00e9"', None),
         ('"a"b"', None),
         ('"a\\"', None),
+        ("k1\xa0", None),
+        ('\u2003"k1"', None),
+        ("\tk1 ", "k1"),
     ],
 )
 def test_an_idempotency_key_is_read_the_same_with_or_without_its_pattern(value, expected):
