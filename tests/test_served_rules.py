@@ -19,7 +19,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from batchnb import BatchValidationError, Client, Operation
+from batchnb import BatchValidationError, Client, Operation, ref
 from tests.support import free_port, wait_for_http
 from tests.support.faults import RecordingUpstream, Reply
 
@@ -228,3 +228,24 @@ def test_a_key_ending_in_a_no_break_space_is_refused_not_read_without_it(demo: s
     refused(r, "requests[0].headers.Idempotency-Key", "must be ASCII text")
     listed = httpx.get(demo + CO + "?limit=100", headers=auth, timeout=30, trust_env=False).json()["items"]
     assert [c for c in listed if c["name"] == "nbsp"] == []
+
+
+# ---------------------------------------------------------------- what the client fills in across batches
+
+
+def test_the_client_checks_a_path_it_fills_in_from_an_earlier_batch_and_sends_the_rest(demo: str) -> None:
+    ops = [
+        Operation("POST", CO, {"name": "..;"}, name="dots"),
+        Operation("POST", CO, {"name": "plain"}, name="plain"),
+        Operation("GET", CO + "/" + ref("dots", "$.name")),
+        Operation("GET", CO + "/" + ref("plain", "$.id")),
+        Operation("POST", CO, {"name": "x\r\nX-Injected: 1"}, name="crlf"),
+        Operation("GET", CO, headers={"X-Note": ref("crlf", "$.name")}),
+        Operation("GET", CO, headers={"X-Note": ref("plain", "$.name")}),
+    ]
+    # One operation a batch: each reference is filled in by the client, from an earlier batch's answer.
+    with Client(demo, token="rules-token", max_requests=1) as client:
+        result = client.submit(ops, progress=False)
+    assert result["status"].tolist() == [201, 201, 400, 200, 201, 400, 200], result[["path", "status", "error"]]
+    assert "'.' or '..' segments" in result["error"].iloc[2]
+    assert "'X-Note': header value must not contain control characters" in result["error"].iloc[5]
