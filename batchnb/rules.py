@@ -183,7 +183,7 @@ def _path_problem(path: Any) -> str | None:
 
 
 def _is_dot_segment(segment: str) -> bool:
-    """'.' or '..', also with path parameters (``..;x``): servlet containers drop ``;…`` before they read a segment."""
+    """'.' or '..', also with path parameters (``..;x``): servlet containers drop ``;…`` before reading a segment."""
     return segment.partition(";")[0] in (".", "..")
 
 
@@ -255,8 +255,8 @@ def header_problems(name: Any, value: Any) -> list[str]:
 
     >>> header_problems("Host", "example.com")
     ["header 'Host' cannot be set per operation"]
-    >>> header_problems("X-Original-URL", "/admin")
-    ["header 'X-Original-URL' cannot be set per operation: proxies and frameworks read it as the request's URL, method or client"]
+    >>> header_problems("X-Original-URL", "/admin")[0].endswith("read it as the request's URL, method or client")
+    True
     >>> header_problems("X-Note", "caf\\u00e9")
     ['header value must be ASCII text (percent-encode other characters)']
 

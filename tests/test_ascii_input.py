@@ -1,4 +1,4 @@
-"""Protocol input is judged as ASCII: Python's Unicode-aware ``upper()``, ``strip()``, ``isdigit()`` and ``float()`` are not HTTP's.
+"""Protocol input is judged as ASCII: Unicode-aware ``upper()``, ``strip()``, ``isdigit()``, ``float()`` are not HTTP's.
 
 ``'poſt'.upper()`` is ``'POST'``, ``'k1\\xa0'.strip()`` is ``'k1'``, ``'²'.isdigit()``
 is true (and ``int('²')`` raises), ``float('١٢')`` is 12.0 and ``float('inf')`` is a
