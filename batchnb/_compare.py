@@ -144,7 +144,7 @@ def expected_status(value: Any, pointer: str) -> str:
         match = _STATUS_CLASS.fullmatch(text)
         if match:
             return match.group(1) + "xx"
-        number = int(text) if text.isdigit() else None
+        number = int(text) if text.isascii() and text.isdigit() else None  # '²'.isdigit(), and int('²') raises
     elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         number = int(value)
     elif isinstance(value, (float, np.floating)) and float(value).is_integer():

@@ -55,7 +55,7 @@ class Operation:
 
     def __post_init__(self) -> None:
         if isinstance(self.method, str):
-            self.method = self.method.upper()
+            self.method = _upper(self.method)
         if isinstance(self.headers, str):
             # Lines that are not "Name: value" are reported by validate().
             self.headers, self._header_line_problems = rules.parse_header_lines(self.headers)
@@ -163,6 +163,11 @@ class Operation:
         return f"Operation({', '.join(parts)})"
 
 
+def _upper(method: str) -> str:
+    """``method`` in upper case if it is ASCII; else as it is, for the rules to refuse (``'poſt'.upper()`` is POST)."""
+    return method.upper() if method.isascii() else method
+
+
 def _ref_fields(op: Operation) -> Iterator[tuple[str, Any]]:
     """The fields of one operation that may hold references, with their values."""
     if isinstance(op.path, str):
@@ -252,7 +257,7 @@ def _parse_operation(data: Any, pointer: str, problems: list[Problem]) -> Operat
     else:
         # What __init__ would do to these fields is upper-casing the method: the short way, checked just below.
         op = Operation._unchecked(
-            method.upper() if isinstance(method, str) else method,
+            _upper(method) if isinstance(method, str) else method,
             path,
             data.get("body"),
             data.get("name"),
@@ -534,7 +539,8 @@ class Response:
         else:
             duration = None
         status = data.get("status")
-        if isinstance(status, str) and status.isdigit():
+        # ASCII digits only: str.isdigit() is also true of '²' (int() raises) and of '٢٠٠' (int() reads 200).
+        if isinstance(status, str) and status.isascii() and status.isdigit():
             status = int(status)
         if not isinstance(status, int) or isinstance(status, bool):
             status = None
@@ -542,7 +548,7 @@ class Response:
         given = data.get("headers")
         headers: Mapping[str, str] = given if isinstance(given, Mapping) else {}
         return cls(
-            method=str(data.get("method", "")).upper(),
+            method=_upper(str(data.get("method", ""))),
             path=str(data.get("path", "")),
             status=status,
             name=data.get("name"),

@@ -203,7 +203,8 @@ def _headers(fr: _Frame, headers: Any) -> list[dict[str, str] | None] | None:
 def _parse_headers(value: Any, problems: _Problems, pointer: str) -> dict[str, str] | None:
     """A dict, JSON text of an object, or ``Name: value`` lines, checked."""
     if isinstance(value, str):
-        text = value.strip()
+        # Spaces, tabs and line ends only: a no-break space ending a value is part of it (and refused).
+        text = value.strip(" \t\r\n")
         if not text:
             return None
         if text.startswith("{"):
