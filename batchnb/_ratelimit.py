@@ -31,7 +31,7 @@ import re
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeGuard
 
 from . import _json
 from ._exceptions import BatchValidationError, Problem
@@ -243,7 +243,7 @@ def _ietf_remaining(lower: Mapping[str, str], now: float) -> dict[str, tuple[flo
     return out
 
 
-def _number(value: Any) -> bool:
+def _number(value: Any) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 

@@ -117,7 +117,7 @@ class CsvSource:
         """The source of rows ``start`` to ``stop`` (a chunk sent on its own)."""
         return dataclasses.replace(self, lines=self.lines[start:stop], index=index)
 
-    def __deepcopy__(self, memo: dict) -> CsvSource:
+    def __deepcopy__(self, memo: dict[int, Any]) -> CsvSource:
         # pandas deep-copies attrs on every operation; this never changes.
         return self
 
@@ -503,5 +503,5 @@ def _typed(values: list[Any], missing: np.ndarray, kind: str) -> Any:
         if all(Decimal(repr(f)) == v for f, v in zip(floats, values) if v is not None):
             return np.array([np.nan if f is None else f for f in floats], dtype=np.float64)
         return np.array(values, dtype=object)
-    data = np.array([bool(v) for v in values], dtype=bool)
-    return data if not missing.any() else pd.arrays.BooleanArray(data, missing)
+    flags = np.array([bool(v) for v in values], dtype=bool)
+    return flags if not missing.any() else pd.arrays.BooleanArray(flags, missing)

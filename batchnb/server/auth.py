@@ -88,10 +88,10 @@ class Keyring:
             return self._match_token(_digest(token))
 
         api_key = query.get("apiKey")
-        token = query.get("token")
-        if not api_key or not token:
+        query_token = query.get("token")
+        if not api_key or not query_token:
             return None
-        return self._match_pair(_digest(api_key), _digest(token))
+        return self._match_pair(_digest(api_key), _digest(query_token))
 
     def _match_token(self, presented: bytes) -> str | None:
         matched = None
