@@ -12,7 +12,7 @@ layout section for the rule).
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._exceptions import (
     AuthenticationError,
@@ -35,6 +35,17 @@ from .client import AsyncClient, Client
 from .model import Batch, Operation, Response
 from .plan import Plan, PlannedBatch
 from .refs import ref
+
+if TYPE_CHECKING:
+    # The lazy names below, as a type checker sees them (at run time they load on first use).
+    from ._display import summary
+    from .demo import create_demo_app
+    from .frames import from_frame, read_csv
+    from .local import LocalServer
+    from .results import expand, to_frame
+    from .server.app import create_app
+    from .server.limits import Limits
+    from .widgets import Composer
 
 __version__ = "0.1.0"
 

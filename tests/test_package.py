@@ -215,3 +215,15 @@ def test_a_request_through_httpx_looks_for_no_module(server):
     watch = Watch()
     asyncio.run(main())
     assert looked_for == []
+
+
+def test_every_lazy_name_is_typed_for_checkers_as_it_loads_at_run_time():
+    tree = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))
+    typed: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for imp in node.body:
+                assert isinstance(imp, ast.ImportFrom), "only imports belong in the TYPE_CHECKING block"
+                module = "batchnb" + ("." + imp.module if imp.module else "")
+                typed.update({a.name: module for a in imp.names})
+    assert typed == batchnb._LAZY, "the TYPE_CHECKING block and _LAZY must name the same modules for the same names"
