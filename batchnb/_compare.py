@@ -144,7 +144,7 @@ def expected_status(value: Any, pointer: str) -> str:
         match = _STATUS_CLASS.fullmatch(text)
         if match:
             return match.group(1) + "xx"
-        number = int(text) if text.isdigit() else None
+        number = int(text) if text.isascii() and text.isdigit() else None  # '²'.isdigit(), and int('²') raises
     elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
         number = int(value)
     elif isinstance(value, (float, np.floating)) and float(value).is_integer():
@@ -208,7 +208,8 @@ def ok_differences(result: pd.DataFrame) -> list[Difference]:
     """
     rows = _Rows(result)
     return [
-        rows.difference(i, "status", "2xx", rows.statuses[i] or "none") for i in np.flatnonzero(~_ok(result).to_numpy())
+        rows.difference(int(i), "status", "2xx", rows.statuses[i] or "none")
+        for i in np.flatnonzero(~_ok(result).to_numpy())
     ]
 
 
@@ -399,10 +400,12 @@ def frame_differences(
     diffs: list[Difference] = []
     k = 0
     for e, a in pairs:
-        if a is None or e is None:
-            diffs.append(
-                exp_rows.difference(e, "", A_ROW, NO_ROW) if a is None else rows.difference(a, "", NO_ROW, A_ROW)
-            )
+        if a is None:
+            if e is not None:
+                diffs.append(exp_rows.difference(e, "", A_ROW, NO_ROW))
+            continue
+        if e is None:
+            diffs.append(rows.difference(a, "", NO_ROW, A_ROW))
             continue
         if check_status:
             wanted = expected_status(expected.frame["status"].iat[e], "")
@@ -448,7 +451,8 @@ def _pairs(actual: pd.DataFrame, expected: Expected) -> list[tuple[int | None, i
 def _column(actual: pd.DataFrame, column: Any, body: str, rows: list[int]) -> list[Any]:
     """The values ``column`` names in ``actual`` at ``rows``: a column, or a JSONPath query on the body."""
     if not (isinstance(column, str) and column.startswith("$")):
-        return actual[column].iloc[rows].tolist()
+        values: list[Any] = actual[column].iloc[rows].tolist()
+        return values
     from .refs import _compile
 
     query = _compile(column)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar, cast
 
 import distributed
 
@@ -54,7 +54,8 @@ class ClusterLimit:
         """Wait for a lease: a coroutine on the worker's loop, so no thread waits."""
 
         async def acquire() -> bool:
-            return await self._semaphore.acquire()
+            got: bool = await self._semaphore.acquire()
+            return got
 
         future = asyncio.run_coroutine_threadsafe(acquire(), self._loop)
         try:
@@ -64,7 +65,7 @@ class ClusterLimit:
             future.add_done_callback(self._give_back)
             raise
 
-    def _give_back(self, future: concurrent.futures.Future) -> None:
+    def _give_back(self, future: concurrent.futures.Future[bool]) -> None:
         if not future.cancelled() and future.exception() is None and future.result():
             self.release_after(0.0)
 
@@ -97,7 +98,7 @@ class ClusterValue:
         # The worker's client, made here (in the task's thread, where the worker is known).
         client = distributed.get_client()
         self._variable = distributed.Variable(name, client=client)
-        self._loop: asyncio.AbstractEventLoop = client.loop.asyncio_loop
+        self._loop: asyncio.AbstractEventLoop = cast(Any, client.loop).asyncio_loop  # a tornado IOLoop, running
 
     async def get(self) -> Any:
         return await _on_loop(self._loop, lambda: self._variable.get(asynchronous=True))

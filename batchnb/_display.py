@@ -364,6 +364,7 @@ def summary(result: pd.DataFrame) -> Figure:
     """
     plt = require("matplotlib.pyplot", "notebook", "summary()")
 
+    fig: Figure  # pyplot comes through require(): name what it makes
     fig, (bars, hist) = plt.subplots(1, 2, figsize=(9, 3), layout="constrained")
     # The caller gets the figure; pyplot must not show it a second time at the end of the cell.
     plt.close(fig)

@@ -66,6 +66,8 @@ BURST = 0.1
 _DIGITS = re.compile(r"-?[0-9]+(?:\.[0-9]+)?", re.ASCII)
 _RATE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(?:/\s*(s|min|h))?\s*", re.ASCII)
 _PER = {"s": 1.0, "min": 60.0, "h": 3600.0}
+#: HTTP's white space around a value: str.strip() would also drop a no-break space or any Unicode space.
+_OWS = " \t"
 
 
 # ---------------------------------------------------------------- reading headers
@@ -153,7 +155,7 @@ def retry_wait(
 def _retry_after(value: str | None, now: float) -> float | None:
     if value is None or len(value) > MAX_FIELD:
         return None
-    value = value.strip()
+    value = value.strip(_OWS)
     if _DIGITS.fullmatch(value):
         return max(0.0, float(value))
     try:
@@ -173,7 +175,7 @@ def _retry_after(value: str | None, now: float) -> float | None:
 def _seconds(value: Any, now: float) -> float | None:
     """A reset as seconds from now: a delay, or a Unix time (seconds or milliseconds) when it is that large."""
     if isinstance(value, str):
-        value = value.strip()
+        value = value.strip(_OWS)
         if not _DIGITS.fullmatch(value):
             return None
         value = float(value)
@@ -188,7 +190,7 @@ def _seconds(value: Any, now: float) -> float | None:
 
 def _count(value: Any) -> float | None:
     if isinstance(value, str):
-        value = value.strip().split(",", 1)[0].split(";", 1)[0].strip()
+        value = value.strip(_OWS).split(",", 1)[0].split(";", 1)[0].strip(_OWS)
         if not _DIGITS.fullmatch(value):
             return None
         value = float(value)
@@ -272,7 +274,7 @@ def _members(value: str | None) -> list[tuple[str, Any, dict[str, Any]]]:
         elif m.group("key") is not None:
             name, item = "=" + m.group("key"), _item(m.group("value"))
         else:
-            bare = (m.group("bare") or "").strip()
+            bare = (m.group("bare") or "").strip(_OWS)
             item = _item(bare)
             name = bare if isinstance(item, str) else ""
         pos = m.end()
@@ -292,7 +294,7 @@ def _members(value: str | None) -> list[tuple[str, Any, dict[str, Any]]]:
 
 
 def _item(text: str) -> Any:
-    text = text.strip()
+    text = text.strip(_OWS)
     if text.startswith('"') and text.endswith('"') and len(text) >= 2:
         return text[1:-1]
     if _DIGITS.fullmatch(text):

@@ -135,8 +135,8 @@ def write_junit(path: Path, result: pd.DataFrame, diffs: list[Difference], *, so
             cases.append(case)
     failures = sum(1 for c in cases if c.find("failure") is not None)
     counts = {"tests": str(len(cases)), "failures": str(failures), "errors": "0", "time": f"{seconds:.3f}"}
-    root = ET.Element("testsuites", name="batchnb", **counts)
-    suite = ET.SubElement(root, "testsuite", name=_xml(Path(source).name), skipped="0", **counts)
+    root = ET.Element("testsuites", {"name": "batchnb", **counts})
+    suite = ET.SubElement(root, "testsuite", {"name": _xml(Path(source).name), "skipped": "0", **counts})
     suite.extend(cases)
     ET.indent(root)
     ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

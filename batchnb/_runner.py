@@ -459,7 +459,7 @@ class Runner:
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(retry_after, self.max_backoff)
-        base = min(self.backoff * (2 ** (attempt - 1)), self.max_backoff)
+        base = min(self.backoff * 2.0 ** (attempt - 1), self.max_backoff)
         return base * (0.5 + random.random() / 2)
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 import numpy as np
 import orjson
@@ -133,7 +133,7 @@ class Stabiliser:
         labels = frame.index.tolist()
         label_is_id = self._is_key(frame.index.name)
         out_labels: list[Any] = []
-        out = {c: [None] * len(frame) for c in touched}
+        out: dict[Any, list[Any]] = {c: [None] * len(frame) for c in touched}
         for i, label in enumerate(labels):
             out_labels.append(self._whole(label) if label_is_id else self._label(label))
             for c in touched:
@@ -143,7 +143,7 @@ class Stabiliser:
         for c in touched:
             if pd.api.types.is_string_dtype(frame[c]) and frame[c].dtype != object:
                 # Text stays text (missing cells show as the frame showed them).
-                result[c] = pd.array(out[c], dtype=frame[c].dtype)
+                result[c] = pd.array(out[c], dtype=cast(pd.StringDtype, frame[c].dtype))
             else:
                 # fromiter keeps each value one object (np.array would make a 2-D array of equal-length lists).
                 result[c] = np.fromiter(out[c], dtype=object, count=len(frame))
@@ -154,8 +154,8 @@ class Stabiliser:
         return self._text(label) if isinstance(label, str) else label
 
     def _value(self, value: Any, *, json_text: bool = False, key: Any = None) -> Any:
-        if key is not None and self._is_key(key) and _id_text(value):
-            return self._placeholder(_id_text(value))
+        if key is not None and self._is_key(key) and (text := _id_text(value)):
+            return self._placeholder(text)
         if (
             key is not None
             and isinstance(value, str)

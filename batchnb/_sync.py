@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import threading
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any, Awaitable, Callable, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -69,4 +69,4 @@ def _run_in_thread(make: Callable[[], Awaitable[T]]) -> T:
         if isinstance(error, asyncio.CancelledError):
             raise KeyboardInterrupt from None
         raise error
-    return box["result"]
+    return cast(T, box["result"])

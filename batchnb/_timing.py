@@ -13,6 +13,8 @@ Phases are summed over a batch's operations, so with ``parallel`` the
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["PHASES", "Timings", "read_header"]
 
 #: the phases, in the order a batch meets them between the socket and the API.
@@ -24,6 +26,8 @@ PHASES = {
     "carry": "reading each answer into the batch's answer (decoding, bounds)",
     "serialise": "the batch's answer to JSON",
 }
+#: a duration as Server-Timing writes it (RFC 8941 decimal, ASCII digits).
+_DURATION = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 class Timings:
@@ -46,12 +50,10 @@ def read_header(value: str) -> dict[str, float]:
     """A ``Server-Timing`` value → milliseconds by phase (metrics without a duration are skipped)."""
     out: dict[str, float] = {}
     for metric in value.split(","):
-        name, *params = (p.strip() for p in metric.split(";"))
+        name, *params = (p.strip(" \t") for p in metric.split(";"))
         for param in params:
             key, _, number = param.partition("=")
-            if key == "dur" and name:
-                try:
-                    out[name] = out.get(name, 0.0) + float(number)
-                except ValueError:
-                    pass
+            # A number as HTTP writes it: float() would also take 'nan', 'inf', '1_0' and '١٢'.
+            if key == "dur" and name and _DURATION.fullmatch(number):
+                out[name] = out.get(name, 0.0) + float(number)
     return out

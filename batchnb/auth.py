@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import math
+import re
 import threading
 import time
 from typing import Any, AsyncGenerator, Callable, Generator, Literal, Mapping
@@ -39,6 +41,10 @@ __all__ = ["ClientCredentials"]
 DEFAULT_MARGIN = 30.0
 #: after the token endpoint refuses the client, requests this many seconds later get the same answer without asking.
 REFUSAL_MEMORY = 5.0
+#: an access token as a Bearer header carries it: visible ASCII (RFC 6749's characters, less the space).
+_VISIBLE_ASCII = re.compile(r"[\x21-\x7e]+")
+#: expires_in given as text: ASCII digits, maybe a fraction.
+_SECONDS = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 
 
 class _Wait:
@@ -228,14 +234,15 @@ class ClientCredentials(httpx.Auth):
         if response.status_code == 200:
             token = body.get("access_token")
             kind = body.get("token_type", "Bearer")
-            if not isinstance(token, str) or not token.strip() or any(c in token for c in " \r\n"):
+            # RFC 6749: visible ASCII. Anything else is refused, not trimmed into another token.
+            if not isinstance(token, str) or not _VISIBLE_ASCII.fullmatch(token):
                 raise AuthenticationError(401, f"{where} answered without a usable access_token")
             if not isinstance(kind, str) or kind.lower() != "bearer":
                 shown = kind if isinstance(kind, str) else type(kind).__name__
                 raise AuthenticationError(
                     401, f"{where} issued a token of type {shown[:40]!r}; only Bearer tokens can be sent"
                 )
-            return token.strip(), _lifetime(body.get("expires_in"))
+            return token, _lifetime(body.get("expires_in"))
         error, description = body.get("error"), body.get("error_description")
         if isinstance(error, str) and error:
             why = error if not isinstance(description, str) or not description else f"{error}: {description}"
@@ -362,12 +369,13 @@ def _seconds(request: httpx.Request) -> float:
 
 
 def _lifetime(value: Any) -> float | None:
+    """``expires_in`` as seconds: a positive finite number, or its text in ASCII digits; else None (not said)."""
     if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
+        # float() would also read 'inf', '1_000' and '١٢٠'.
+        if not _SECONDS.fullmatch(value):
             return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        value = float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < math.inf:
         return float(value)
     return None
 

@@ -1016,6 +1016,26 @@ class Prepared:
         return resp
 
 
+def _filled_problem(op: Operation, path: str, headers: Mapping[str, str] | None) -> str | None:
+    """What the rules say of a path and headers that earlier results were filled into (None: nothing filled, or fine).
+
+    These are the batch's own checks, which the server applies to what it is sent; what is still a
+    reference (to this batch) stands for one segment.
+    """
+    if path != op.path:
+        try:
+            problem = rules.path_problem(refs.parse(path))
+        except refs.RefSyntaxError as exc:
+            problem = str(exc)
+        if problem is not None:
+            return problem
+    if headers and op.headers and headers != op.headers:
+        for k, v in headers.items():
+            if v != op.headers.get(k) and (messages := rules.header_problems(k, v)):
+                return f"{k!r}: {messages[0]}"
+    return None
+
+
 def prepare(
     ops: list[Operation],
     lookup: refs.Lookup,
@@ -1054,6 +1074,12 @@ def prepare(
             body = refs.resolve_json(op.body, measured, partial=True)
         except refs.Unresolved as exc:
             skipped[id(op)] = not_run(op, str(exc), status=exc.status, code=exc.code)
+            dropped.update(o.name for _p, o in op.walk() if o.name)
+            return None
+        unsafe = _filled_problem(op, path, headers)
+        if unsafe is not None:
+            # Sent, it would make the server refuse the whole batch: this operation alone does not run.
+            skipped[id(op)] = not_run(op, f"resolved path or header {unsafe}", status=400, code="invalid_operation")
             dropped.update(o.name for _p, o in op.walk() if o.name)
             return None
         children = [c for c in (visit(child) for child in op.requests) if c is not None]

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, cast
 
 from ._exceptions import BatchValidationError, LocalServerError, Problem
 from ._extras import require
@@ -118,7 +118,8 @@ class LocalServer:
         else:
             from .demo import create_demo_app
 
-            app = create_demo_app(db=self.db, credentials=self._credentials, limits=self.limits)
+            db = cast(Path, self.db)  # without an upstream there is always a file (a temporary one by default)
+            app = create_demo_app(db=db, credentials=self._credentials, limits=self.limits)
         # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on a socket that says it is TCP, and without it
         # an answer's body waited for the client's delayed ACK (40 ms a request).
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
@@ -184,8 +185,12 @@ class LocalServer:
 
     def client_for(self, api_key: str, **options: Any) -> Client:
         """A :class:`Client` authenticated as tenant ``api_key``."""
-        return Client(self.url, **self.credentials(api_key), **{**self._client_options, **options})
+        tenant = self.credentials(api_key)
+        return Client(self.url, api_key=tenant["api_key"], token=tenant["token"], **{**self._client_options, **options})
 
     def async_client(self, api_key: str | None = None, **options: Any) -> AsyncClient:
         """An :class:`AsyncClient` authenticated as a tenant (the first by default)."""
-        return AsyncClient(self.url, **self.credentials(api_key), **{**self._client_options, **options})
+        tenant = self.credentials(api_key)
+        return AsyncClient(
+            self.url, api_key=tenant["api_key"], token=tenant["token"], **{**self._client_options, **options}
+        )

@@ -55,7 +55,7 @@ class Operation:
 
     def __post_init__(self) -> None:
         if isinstance(self.method, str):
-            self.method = self.method.upper()
+            self.method = _upper(self.method)
         if isinstance(self.headers, str):
             # Lines that are not "Name: value" are reported by validate().
             self.headers, self._header_line_problems = rules.parse_header_lines(self.headers)
@@ -163,6 +163,11 @@ class Operation:
         return f"Operation({', '.join(parts)})"
 
 
+def _upper(method: str) -> str:
+    """``method`` in upper case if it is ASCII; else as it is, for the rules to refuse (``'poſt'.upper()`` is POST)."""
+    return method.upper() if method.isascii() else method
+
+
 def _ref_fields(op: Operation) -> Iterator[tuple[str, Any]]:
     """The fields of one operation that may hold references, with their values."""
     if isinstance(op.path, str):
@@ -243,20 +248,20 @@ def _parse_operation(data: Any, pointer: str, problems: list[Problem]) -> Operat
                 if c is not None:
                     children.append(c)
     # Fields of the wrong type go in as they are: the rules say what is wrong with them, once.
-    method = data.get("method")
+    method: Any = data.get("method")
+    path: Any = data.get("path")
+    fields: Any = headers  # a header text is parsed by __init__; anything else is judged as it came
     if isinstance(headers, str):
-        op = Operation(
-            method=method, path=data.get("path"), body=data.get("body"), name=data.get("name"), headers=headers
-        )
+        op = Operation(method=method, path=path, body=data.get("body"), name=data.get("name"), headers=fields)
         op.requests = children
     else:
         # What __init__ would do to these fields is upper-casing the method: the short way, checked just below.
         op = Operation._unchecked(
-            method.upper() if isinstance(method, str) else method,
-            data.get("path"),
+            _upper(method) if isinstance(method, str) else method,
+            path,
             data.get("body"),
             data.get("name"),
-            headers,
+            fields,
             children,
         )
     _check_fields(op, pointer, problems)
@@ -534,14 +539,16 @@ class Response:
         else:
             duration = None
         status = data.get("status")
-        if isinstance(status, str) and status.isdigit():
+        # ASCII digits only: str.isdigit() is also true of '²' (int() raises) and of '٢٠٠' (int() reads 200).
+        if isinstance(status, str) and status.isascii() and status.isdigit():
             status = int(status)
         if not isinstance(status, int) or isinstance(status, bool):
             status = None
         body = data["body"] if "body" in data else data.get("response")
-        headers = data.get("headers") if isinstance(data.get("headers"), Mapping) else {}
+        given = data.get("headers")
+        headers: Mapping[str, str] = given if isinstance(given, Mapping) else {}
         return cls(
-            method=str(data.get("method", "")).upper(),
+            method=_upper(str(data.get("method", ""))),
             path=str(data.get("path", "")),
             status=status,
             name=data.get("name"),

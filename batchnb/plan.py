@@ -146,7 +146,11 @@ class Plan:
         )
 
 
-def _names_and_refs(op: Operation) -> tuple[int, set[str], set[str], int]:
+#: one unit (an operation with its children): its size, the names it holds, the names it needs, its depth.
+_Unit = tuple[int, set[str], set[str], int]
+
+
+def _names_and_refs(op: Operation) -> _Unit:
     """One unit (an operation with its children): its size, the names it holds,
     the names it needs from outside, and its depth."""
     if not op.requests:  # most operations: one, with no children
@@ -294,7 +298,7 @@ def make_plan(
     return Plan(batches, max_requests, max_depth, frozenset(known), parallel)
 
 
-def _pack(groups: list[list[int]], info: list, fill: int) -> list[list[list[int]]]:
+def _pack(groups: list[list[int]], info: list[_Unit], fill: int) -> list[list[list[int]]]:
     """Groups (of units, in order) into batches of at most ``fill`` operations; a larger group goes alone."""
     packed: list[list[list[int]]] = []
     current: list[list[int]] = []
@@ -312,7 +316,7 @@ def _pack(groups: list[list[int]], info: list, fill: int) -> list[list[list[int]
 
 
 def _spread_last_round(
-    packed: list[list[list[int]]], info: list, parallel: int, concurrency: int, fill: int
+    packed: list[list[list[int]]], info: list[_Unit], parallel: int, concurrency: int, fill: int
 ) -> list[list[list[int]]]:
     """The batches of a last round that would leave some of ``concurrency`` slots idle, spread over all of them.
 
@@ -329,7 +333,7 @@ def _spread_last_round(
     return packed[:-left] + _pack(tail, info, spread)
 
 
-def _make(index: int, units: list[int], ops: list[Operation], info: list) -> PlannedBatch:
+def _make(index: int, units: list[int], ops: list[Operation], info: list[_Unit]) -> PlannedBatch:
     units = sorted(units)
     return PlannedBatch(index, [ops[u] for u in units], sum(info[u][0] for u in units))
 

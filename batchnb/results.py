@@ -268,7 +268,7 @@ def _replayed(headers: dict[str, str]) -> bool:
     value = headers.get("Idempotent-Replayed") or next(
         (v for k, v in headers.items() if k.lower() == "idempotent-replayed"), None
     )
-    return str(value).strip().lower() == "true"
+    return str(value).strip(" \t").lower() == "true"  # HTTP's white space only: not 'true\xa0'.
 
 
 def _object_array(values: list[Any]) -> np.ndarray:

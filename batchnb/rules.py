@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_MAX_DEPTH",
     "DEFAULT_MAX_REQUESTS",
     "FORBIDDEN_HEADERS",
+    "FORBIDDEN_HEADER_PREFIXES",
     "GraphProblem",
     "IDEMPOTENT_METHODS",
     "METHODS",
@@ -60,14 +61,21 @@ def method_problem(method: Any) -> str | None:
 
     >>> method_problem("post") is None, method_problem("")
     (True, 'is required: one of GET, POST, PUT, DELETE, PATCH')
+
+    Only ASCII letters change case: ``"po\\u017ft".upper()`` is ``"POST"`` in
+    Python, but no HTTP server reads it so.
+
+    >>> method_problem("po\u017ft")
+    "unknown method 'poſt'; use one of GET, POST, PUT, DELETE, PATCH"
     """
     if method in METHODS:
         return None  # the common case: one already in upper case
-    if method is None or (isinstance(method, str) and not method.strip()):
+    if method is None or (isinstance(method, str) and not method.strip(_OWS)):
         return "is required: one of " + ", ".join(METHODS)
     if not isinstance(method, str):
         return f"must be a string such as 'GET', not {type(method).__name__}"
-    if method.upper() not in METHODS:
+    # A method is an ASCII token: str.upper() would read 'poſt' (long s) or 'poﬆ' (a ligature) as POST.
+    if not method.isascii() or method.upper() not in METHODS:
         return f"unknown method {method!r}; use one of {', '.join(METHODS)}"
     return None
 
@@ -107,6 +115,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _OTHER_HOST = "must not start with '//' (that names another host)"
 _DOT_SEGMENTS = "must not contain '.' or '..' segments"
+_FRAGMENT = "must not contain '#' (a fragment is never sent: percent-encode it as %23)"
 #: a path of letters, digits and ``_.~-`` segments, no query: nothing in it decodes to anything else.
 _PLAIN_PATH = re.compile(r"/[A-Za-z0-9_.~-][A-Za-z0-9_.~/-]*\Z|/\Z")
 _DOT_SEGMENT = re.compile(r"/\.\.?(?=/|\Z)")
@@ -156,18 +165,26 @@ def _path_problem(path: Any) -> str | None:
         return "must not contain control characters (CR, LF, NUL, …)"
     if " " in path:
         return "must not contain spaces (percent-encode them as %20)"
-    route = path.split("?", 1)[0].split("#", 1)[0]
+    if "#" in path:
+        # Nothing after a '#' is sent, and credentials added after it would be lost with it.
+        return _FRAGMENT
+    route = path.split("?", 1)[0]
     decoded = route
     # Twice: an upstream that decodes once more must not see '..' either.
     for _ in range(2):
         decoded = unquote(decoded)
         if _CONTROL.search(decoded) or "\\" in decoded:
             return "must not contain encoded control characters or backslashes"
-        if any(seg in (".", "..") for seg in decoded.split("/")):
+        if any(_is_dot_segment(seg) for seg in decoded.split("/")):
             return _DOT_SEGMENTS
         if decoded.startswith("//"):
             return _OTHER_HOST
     return None
+
+
+def _is_dot_segment(segment: str) -> bool:
+    """'.' or '..', also with path parameters (``..;x``): servlet containers drop ``;…`` before reading a segment."""
+    return segment.partition(";")[0] in (".", "..")
 
 
 def path_value_problem(text: str) -> str | None:
@@ -187,8 +204,8 @@ def path_value_problem(text: str) -> str | None:
 
 # ---------------------------------------------------------------- headers
 
-#: headers an operation may not set: they belong to the connection (hop by hop), not to the operation.
-FORBIDDEN_HEADERS = frozenset(
+#: headers that belong to the connection (hop by hop), not to the operation.
+_HOP_BY_HOP = frozenset(
     {
         "host",
         "content-length",
@@ -204,7 +221,31 @@ FORBIDDEN_HEADERS = frozenset(
         "expect",
     }
 )
+#: headers that proxies and frameworks read as the request's real URL, method or client: set by an
+#: operation, one would reach a path, or act as a method, that the batch never checked.
+_REWRITING = frozenset(
+    {
+        "x-original-url",
+        "x-original-uri",
+        "x-rewrite-url",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "forwarded",
+        "x-forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+    }
+)
+_REWRITES = ": proxies and frameworks read it as the request's URL, method or client"
+#: headers (lower case) an operation may not set: hop by hop, or rewriting the URL, method or client.
+FORBIDDEN_HEADERS = _HOP_BY_HOP | _REWRITING
+#: ... and every header whose lower-case name starts with one of these (``X-Forwarded-For``, ``-Host``, …).
+FORBIDDEN_HEADER_PREFIXES = ("x-forwarded-",)
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")
+#: HTTP's optional white space: what may stand around a header value.
+_OWS = " \t"
 #: a value of printable ASCII that neither starts nor ends with a space: nothing in it can be a problem.
 _PLAIN_VALUE = re.compile(r"(?:[!-~](?:[ -~]*[!-~])?)?\Z")
 
@@ -214,6 +255,8 @@ def header_problems(name: Any, value: Any) -> list[str]:
 
     >>> header_problems("Host", "example.com")
     ["header 'Host' cannot be set per operation"]
+    >>> header_problems("X-Original-URL", "/admin")[0].endswith("read it as the request's URL, method or client")
+    True
     >>> header_problems("X-Note", "caf\\u00e9")
     ['header value must be ASCII text (percent-encode other characters)']
 
@@ -225,10 +268,14 @@ def header_problems(name: Any, value: Any) -> list[str]:
         and type(value) is str
         and _PLAIN_VALUE.match(value)
         and _TOKEN.match(name)
-        and name.lower() not in FORBIDDEN_HEADERS
+        and not _forbidden(name.lower())
     ):
         return []  # the common case, decided in two matches
     return _header_problems(name, value)
+
+
+def _forbidden(lower: str) -> bool:
+    return lower in FORBIDDEN_HEADERS or lower.startswith(FORBIDDEN_HEADER_PREFIXES)
 
 
 def _header_problems(name: Any, value: Any) -> list[str]:
@@ -236,15 +283,16 @@ def _header_problems(name: Any, value: Any) -> list[str]:
     out = []
     if not isinstance(name, str) or not _TOKEN.match(name):
         out.append(f"{name!r} is not a valid header name")
-    elif name.lower() in FORBIDDEN_HEADERS:
-        out.append(f"header {name!r} cannot be set per operation")
+    elif _forbidden(name.lower()):
+        why = "" if name.lower() in _HOP_BY_HOP else _REWRITES
+        out.append(f"header {name!r} cannot be set per operation{why}")
     if not isinstance(value, str):
         out.append("header values must be strings")
     elif _CONTROL.search(value.replace("\t", " ")):
         out.append("header value must not contain control characters (CR, LF, NUL, …)")
     elif not value.isascii():
         out.append("header value must be ASCII text (percent-encode other characters)")
-    elif value != value.strip(" \t"):
+    elif value != value.strip(_OWS):
         out.append("header value must not start or end with a space or a tab")
     return out
 
@@ -286,18 +334,20 @@ def parse_header_lines(text: str) -> tuple[dict[str, str], list[str]]:
     first: dict[str, str] = {}
     bad: list[str] = []
     for number, line in enumerate(text.replace("\r\n", "\n").split("\n"), 1):
-        if not line.strip():
+        # Only spaces and tabs are HTTP's white space: str.strip() would also drop a no-break space
+        # (or any Unicode space) from a value, and send 'k1' for 'k1\xa0'.
+        if not line.strip(_OWS):
             continue
         name, sep, value = line.partition(":")
-        if not sep or not name.strip():
+        name = name.strip(_OWS)
+        if not sep or not name:
             bad.append(f"line {number} is not of the form 'Name: value'")
             continue
-        name = name.strip()
         if name.lower() in first:
             bad.append(f"line {number}: {_repeats(name, first[name.lower()])}")
             continue
         first[name.lower()] = name
-        headers[name] = value.strip()
+        headers[name] = value.strip(_OWS)
     return headers, bad
 
 

@@ -394,7 +394,7 @@ class Composer:
     # ------------------------------------------------------------ showing it
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle = self.widget._repr_mimebundle_(**kwargs)
+        bundle: dict[str, Any] = self.widget._repr_mimebundle_(**kwargs)
         # The widget's own text fallback lists every child widget; this one stays short and stable.
         bundle["text/plain"] = repr(self)
         return bundle
@@ -891,12 +891,14 @@ def _send(client: Any, batch: Batch) -> list[Any]:
 
     if isinstance(client, AsyncClient):
         return asyncio.run(_send_async(client, batch))
-    return client.submit(batch, progress=False)
+    responses: list[Any] = client.submit(batch, progress=False)
+    return responses
 
 
 async def _send_async(client: Any, batch: Batch) -> list[Any]:
     try:
-        return await client.submit(batch, progress=False)
+        responses: list[Any] = await client.submit(batch, progress=False)
+        return responses
     finally:
         # Its connections belong to this thread's loop, which ends here; the client opens new ones on next use.
         await client.aclose()

@@ -468,15 +468,17 @@ def test_an_answer_that_waits_past_the_timeout_is_a_timeout_and_is_cancelled() -
 
 
 def test_time_spent_before_the_first_wait_counts() -> None:
+    # 0.4 s of work, then 0.2 s of waiting, within 0.5 s: only 0.1 s is left when the wait begins, so the
+    # wait is cut. A timer armed with the whole 0.5 s at the first wait would let it finish ("late").
     async def busy_then_wait() -> str:
-        time.sleep(0.1)  # synchronous work: no timeout can interrupt it, but it is spent
+        time.sleep(0.4)  # synchronous work: no timeout can interrupt it, but it is spent
         await asyncio.sleep(0.2)
         return "late"
 
     async def main() -> None:
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            await engine._bounded(busy_then_wait(), 0.15)
+            await engine._bounded(busy_then_wait(), 0.5)
         assert time.monotonic() - started < 5, "the timer did not fire"
 
     asyncio.run(main())

@@ -544,3 +544,45 @@ def test_operations_built_column_wise_are_the_operations_of_their_fields():
     assert ops[1].to_wire() == {"method": "PUT", "path": "/s/b/2", "body": {"n": 2}}
     ops[0].requests.append(Operation("GET", "/child"))
     assert ops[2].requests == [] and ops[0].requests[0].path == "/child"
+
+
+# ---------------------------------------------------------------- issue 20: paths, methods and headers the rules refuse
+
+
+def test_a_fragment_mark_or_a_dot_segment_with_parameters_in_a_path_column_is_refused_by_row():
+    df = pd.DataFrame({"method": "GET", "path": ["/ok", "/a#b", "/c?x=1#y", "/a/..;/b", "/a/.;x", "/t/C%23", "/a;b"]})
+    with pytest.raises(BatchValidationError) as err:
+        from_frame(df)
+    assert err.value.pointers == [f"row {i}, column path" for i in (1, 2, 3, 4)]
+    assert "must not contain '#'" in err.value.problems[0].message
+    with pytest.raises(BatchValidationError) as err:
+        from_frame(pd.DataFrame({"x": [1]}), method="GET", path="/a#b")
+    assert err.value.pointers == ["path"]
+
+
+def test_template_values_of_dots_with_parameters_are_refused_and_a_fragment_mark_is_encoded():
+    df = pd.DataFrame({"site": ["ok", "..;", ".;x", "C#"]}, index=["a", "b", "c", "d"])
+    with pytest.raises(BatchValidationError) as err:
+        from_frame(df, method="GET", path="/sites/{site}/staff")
+    assert err.value.pointers == ["row 'b', column site", "row 'c', column site"]
+    ops = from_frame(df.loc[["a", "d"]], method="GET", path="/sites/{site}/staff")
+    assert [op.path for op in ops] == ["/sites/ok/staff", "/sites/C%23/staff"]
+
+
+def test_a_method_column_of_unicode_look_alikes_is_refused():
+    df = pd.DataFrame({"method": ["post", "po\u017ft", "PO\ufb06"], "path": "/x"})
+    with pytest.raises(BatchValidationError) as err:
+        from_frame(df)
+    assert err.value.pointers == ["row 1, column method", "row 2, column method"]
+    with pytest.raises(BatchValidationError) as err:
+        from_frame(pd.DataFrame({"x": [1]}), method="po\u017ft", path="/x")
+    assert err.value.pointers == ["method"]
+
+
+def test_a_headers_cell_keeps_a_trailing_no_break_space_and_is_refused_for_it():
+    df = pd.DataFrame({"headers": ["Idempotency-Key: k1", "Idempotency-Key: k1\xa0", "X-Original-URL: /admin"]})
+    with pytest.raises(BatchValidationError) as err:
+        from_frame(df, method="POST", path="/x", headers="headers")
+    assert err.value.pointers == ["row 1, column headers", "row 2, column headers"]
+    assert "must be ASCII text" in err.value.problems[0].message
+    assert "URL, method or client" in err.value.problems[1].message

@@ -200,3 +200,53 @@ def test_wire_text_that_cannot_be_utf8_is_malformed_json_with_a_pointer() -> Non
         Batch.from_wire('{"requests": ["\ud800"]}')
     assert [p.pointer for p in info.value.problems] == [""]
     assert info.value.problems[0].message.startswith("malformed JSON")
+
+
+# ---------------------------------------------------------------- issue 20: what the client refuses before sending
+
+
+@pytest.mark.parametrize("method", ["po\u017ft", "PO\u017fT", "po\ufb06"])
+def test_a_method_that_only_unicode_upper_cases_to_post_is_refused(method):
+    with pytest.raises(BatchValidationError) as info:
+        Batch([Operation(method, "/x")])
+    assert info.value.pointers == ["requests[0].method"]
+    with pytest.raises(BatchValidationError) as info:
+        Batch.from_wire({"requests": [{"method": "GET", "path": "/x", "requests": [{"method": method, "path": "/y"}]}]})
+    assert info.value.pointers == ["requests[0].requests[0].method"]
+    assert "unknown method" in info.value.problems[0].message
+
+
+@pytest.mark.parametrize("path", ["/a/..;/b", "/a/..%3B/b", "/a/%2e%2e;x/b", "/a/.;/b", "/a#b", "/c?q=1#x"])
+def test_dot_segments_with_parameters_and_fragment_marks_are_refused_wherever_they_are(path):
+    for ops, pointer in [
+        ([Operation("GET", path)], "requests[0].path"),
+        ([Operation("GET", "/ok", requests=[Operation("GET", path)])], "requests[0].requests[0].path"),
+        ([Operation("GET", "/ok", name="a"), Operation("GET", path + ref("a", "$.id"))], "requests[1].path"),
+    ]:
+        with pytest.raises(BatchValidationError) as info:
+            Batch(ops)
+        assert info.value.pointers == [pointer], (path, info.value.pointers)
+
+
+@pytest.mark.parametrize("name", ["X-Original-URL", "X-Rewrite-URL", "X-HTTP-Method-Override", "X-Forwarded-For"])
+def test_a_header_that_rewrites_the_url_or_method_is_refused_with_its_pointer(name):
+    with pytest.raises(BatchValidationError) as info:
+        Batch([Operation("GET", "/x"), Operation("GET", "/y", headers={name: "/admin"})])
+    assert info.value.pointers == [f"requests[1].headers.{name}"]
+    with pytest.raises(BatchValidationError) as info:
+        Batch.from_wire({"requests": [{"method": "GET", "path": "/y", "headers": f"X-A: 1\r\n{name}: DELETE"}]})
+    assert info.value.pointers == [f"requests[0].headers.{name}"]
+
+
+def test_a_key_ending_in_a_no_break_space_is_not_read_as_the_key_without_it():
+    with pytest.raises(BatchValidationError) as info:
+        Batch.from_wire({"requests": [{"method": "POST", "path": "/y", "headers": "Idempotency-Key: k1\xa0"}]})
+    assert info.value.pointers == ["requests[0].headers.Idempotency-Key"]
+    assert "must be ASCII text" in info.value.problems[0].message
+
+
+@pytest.mark.parametrize("status", ["\u00b2", "\u0662\u0660\u0660", "\uff12\uff10\uff10", " 200"])
+def test_a_status_of_other_than_ascii_digits_reads_as_no_status(status):
+    r = Response.from_wire({"method": "po\u017ft", "path": "/x", "status": status, "body": None})
+    assert r.status is None and r.method == "po\u017ft"
+    assert Response.from_wire({"method": "post", "path": "/x", "status": "201"}).status == 201

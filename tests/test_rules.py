@@ -372,3 +372,100 @@ def test_the_fast_path_for_plain_headers_agrees_with_the_long_way(name: str, val
 def test_a_lone_header_cannot_repeat_another_but_a_list_of_names_is_still_compared() -> None:
     assert rules.header_set_problems({"Authorization": "a"}) == []
     assert rules.header_set_problems(["Authorization", "authorization"])[0][0] == "authorization"
+
+
+# ---------------------------------------------------------------- issue 20: rewriting headers, ';' on dots, '#', ASCII
+
+
+REWRITING_HEADERS = [
+    "X-Original-URL",
+    "x-rewrite-url",
+    "X-Original-URI",
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "x-forwarded-proto",
+    "X-Forwarded-Prefix",
+    "X-Forwarded",
+    "Forwarded",
+    "X-Real-IP",
+    "X-Client-IP",
+    "True-Client-IP",
+]
+
+
+@pytest.mark.parametrize("name", REWRITING_HEADERS)
+def test_headers_that_rewrite_the_url_method_or_client_cannot_be_set_per_operation(name: str) -> None:
+    found = rules.header_problems(name, "/admin")
+    assert len(found) == 1 and found[0].startswith(f"header {name!r} cannot be set per operation"), found
+    assert "URL, method or client" in found[0]
+    assert rules.header_problems(name, "/admin") == rules._header_problems(name, "/admin")
+
+
+@pytest.mark.parametrize("name", ["X-Forwarding-Note", "X-Original", "Forwarded-By-Me", "X-Realm", "X-Request-Id"])
+def test_names_that_only_look_like_a_rewriting_header_are_fine(name: str) -> None:
+    assert rules.header_problems(name, "x") == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/a/..;/b",
+        "/..;",
+        "/a/.;x/b",
+        "/a/..;jsessionid=1/b",
+        "/a/..;/..;/b",
+        "/a/%2e%2e;/b",
+        "/a/..%3b/b",
+        "/a/..%3B/b",
+        "/a/%2E%2e%3B/b",
+        "/a/.%3bx",
+        "/a/%252e%252e%253b/b",  # an upstream that decodes twice
+        "/a/..;x?q=1",
+    ],
+)
+def test_a_dot_segment_with_path_parameters_is_a_dot_segment(path: str) -> None:
+    # Servlet containers cut ';…' off a segment before they read it: '..;x' is '..' to them.
+    assert rules.path_problem(path) == "must not contain '.' or '..' segments"
+
+
+@pytest.mark.parametrize("path", ["/a/b;c", "/a;b/c", "/a/..x;y", "/a/x..;y", "/c/x?q=..;", "/a/;/b", "/a/...;/b"])
+def test_path_parameters_on_other_segments_are_fine(path: str) -> None:
+    assert rules.path_problem(path) is None
+
+
+def test_a_reference_that_fills_in_dots_and_a_semicolon_is_refused_once_filled() -> None:
+    from batchnb import refs
+
+    filled = refs.render_path("/c/${result=co:$.id}/x", lambda r: ["..;"])
+    assert filled == "/c/..%3B/x"
+    assert rules.path_problem(filled) == "must not contain '.' or '..' segments"
+
+
+@pytest.mark.parametrize("path", ["/a#b", "/a/#", "/#", "/c?x=1#frag", "/c/x?apiKey=k#", "/a#/../b"])
+def test_a_fragment_mark_is_refused_in_a_path(path: str) -> None:
+    assert rules.path_problem(path) == "must not contain '#' (a fragment is never sent: percent-encode it as %23)"
+
+
+def test_an_encoded_fragment_mark_is_fine_and_a_stand_in_cannot_hide_one() -> None:
+    assert rules.path_problem("/tags/C%23") is None
+    assert rules.path_problem(("/a/", object(), "#x")) == (
+        "must not contain '#' (a fragment is never sent: percent-encode it as %23)"
+    )
+
+
+@pytest.mark.parametrize("method", ["po\u017ft", "PO\u017fT", "po\ufb05", "po\ufb06", "g\u0435t", "\uff27\uff25\uff34"])
+def test_a_method_is_an_ascii_token_whatever_unicode_upper_cases_it_to(method: str) -> None:
+    assert rules.method_problem(method) == f"unknown method {method!r}; use one of GET, POST, PUT, DELETE, PATCH"
+
+
+def test_header_lines_keep_what_is_not_a_space_or_a_tab_at_either_end() -> None:
+    headers, bad = rules.parse_header_lines("Idempotency-Key: k1\xa0\nX-A:\u3000b \t")
+    assert headers == {"Idempotency-Key": "k1\xa0", "X-A": "\u3000b"} and bad == []
+    assert rules.header_problems("Idempotency-Key", headers["Idempotency-Key"]) == [
+        "header value must be ASCII text (percent-encode other characters)"
+    ]
+    # A line of other white space is not an empty line: it has no name.
+    assert rules.parse_header_lines("\xa0") == ({}, ["line 1 is not of the form 'Name: value'"])

@@ -266,9 +266,9 @@ def test_appointment_crud_and_cancel(a: Client) -> None:
     assert a.get(path).json() == ap
     assert a.get(f"{BASE}/companies/{co['id']}/appointments").json()["items"] == [ap]
 
-    r = a.put(path, {"serviceId": sv["id"], "staffId": staff["id"], "start": "2025-03-02T09:30:00"})
+    r = a.put(path, {"serviceId": sv["id"], "staffId": staff["id"], "start": "2025-03-02T09:30:00Z"})
     assert r.status_code == 200
-    assert r.json() == {**ap, "start": "2025-03-02T09:30:00", "customer": None}
+    assert r.json() == {**ap, "start": "2025-03-02T09:30:00Z", "customer": None}
 
     r = a.patch(path, {"status": "cancelled"})
     assert r.status_code == 200 and r.json()["status"] == "cancelled"
@@ -379,19 +379,85 @@ def test_appointment_validation(a: Client) -> None:
     path = f"{BASE}/companies/{co['id']}/appointments"
     r = a.post(path, {"serviceId": 1, "start": "tomorrow", "status": "maybe", "customer": {"email": "x"}})
     assert fields_of(r) == ["serviceId", "staffId", "start", "customer.email", "status"]
-    r = a.post(path, {"serviceId": "sv_000000000000", "staffId": "st_000000000000", "start": "2025-01-01T10:00:00"})
+    r = a.post(path, {"serviceId": "sv_000000000000", "staffId": "st_000000000000", "start": "2025-01-01T10:00:00Z"})
     assert fields_of(r) == ["serviceId", "staffId"]
     good = {"serviceId": sv["id"], "staffId": staff["id"]}
     for start in ("2025-13-01T10:00:00", "", 1735725600, "2025-01-01T25:00", "x" * 100):
         assert fields_of(a.post(path, {**good, "start": start})) == ["start"], start
-    assert fields_of(a.post(path, {**good, "start": "2025-01-01T10:00", "status": None})) == ["status"]
+    assert fields_of(a.post(path, {**good, "start": "2025-01-01T10:00:00+01:00", "status": None})) == ["status"]
     # serviceId and staffId swapped are both wrong.
-    assert fields_of(a.post(path, {"serviceId": staff["id"], "staffId": sv["id"], "start": "2025-01-01"})) == [
+    assert fields_of(
+        a.post(path, {"serviceId": staff["id"], "staffId": sv["id"], "start": "2025-01-01T10:00:00Z"})
+    ) == [
         "serviceId",
         "staffId",
     ]
     r = a.post(path, {**good, "start": "2025-01-01T10:00:00Z"})
     assert r.status_code == 201 and r.json()["start"] == "2025-01-01T10:00:00Z"
+
+
+RFC3339_VALID = [
+    "2025-01-31T14:30:00Z",
+    "2025-01-31t14:30:00z",
+    "2025-01-31T14:30:00+01:00",
+    "2025-01-31T14:30:00-00:00",
+    "2025-01-31T14:30:00.5Z",
+    "2025-01-31T14:30:00.123456789-05:30",
+    "2024-02-29T00:00:00Z",
+    "2000-02-29T23:59:59+23:59",
+    "2016-12-31T23:59:60Z",  # a leap second is the last second of a UTC day…
+    "2017-01-01T00:59:60+01:00",  # …wherever the offset puts it
+    "0000-01-01T00:00:00Z",
+]
+RFC3339_INVALID = [
+    "2025-01-31X14:30",
+    "2025-01-31",
+    "2025-W05-5",
+    "20250131T1430",
+    "2025-01-31T14:30",  # seconds are required
+    "2025-01-31T14:30:00",  # so is an offset
+    "2025-01-31 14:30:00Z",
+    "2025-01-31T14:30:00+0100",
+    "2025-01-31T14:30:00+01",
+    "2025-01-31T14:30:00.Z",
+    "2025-01-31T14:30:00,5Z",
+    "2025-02-29T10:00:00Z",
+    "1900-02-29T10:00:00Z",
+    "2025-04-31T10:00:00Z",
+    "2025-00-10T10:00:00Z",
+    "2025-01-00T10:00:00Z",
+    "2025-01-31T24:00:00Z",
+    "2025-01-31T14:60:00Z",
+    "2025-01-31T14:30:61Z",
+    "2025-01-31T14:30:60Z",
+    "2016-12-31T23:59:60+01:00",
+    "2025-01-31T14:30:00+24:00",
+    "2025-01-31T14:30:00+01:60",
+    "\u0662025-01-31T14:30:00Z",
+    "2025-01-31T14:30:00Z\n",
+    " 2025-01-31T14:30:00Z",
+    "+2025-01-31T14:30:00Z",
+    "2025-01-31T14:30:00.1" + "0" * 50 + "Z",
+]
+
+
+@pytest.mark.parametrize("start", RFC3339_VALID)
+def test_an_appointment_starts_at_an_rfc3339_date_time_kept_as_sent(a: Client, start: str) -> None:
+    co = a.company()
+    ap = a.appointment(co["id"], a.service(co["id"])["id"], a.staff(co["id"])["id"], start=start)
+    assert ap["start"] == start
+
+
+@pytest.mark.parametrize("start", RFC3339_INVALID)
+def test_a_start_that_is_not_an_rfc3339_date_time_is_refused(a: Client, start: str) -> None:
+    co = a.company()
+    good = {"serviceId": a.service(co["id"])["id"], "staffId": a.staff(co["id"])["id"]}
+    path = f"{BASE}/companies/{co['id']}/appointments"
+    r = a.post(path, {**good, "start": start})
+    assert fields_of(r) == ["start"], start
+    assert r.json()["error"]["details"][0]["message"] == (
+        "must be an RFC 3339 date-time with seconds and an offset, like 2025-01-31T14:30:00+01:00 or 2025-01-31T14:30:00Z"
+    )
 
 
 def test_put_requires_the_full_object(a: Client) -> None:
@@ -541,7 +607,7 @@ def test_tenant_isolation(a: Client, b: Client) -> None:
     assert fields_of(r) == ["services[0].id"]
     r = b.post(
         f"{BASE}/companies/{own['id']}/appointments",
-        {"serviceId": sv["id"], "staffId": staff["id"], "start": "2025-01-01"},
+        {"serviceId": sv["id"], "staffId": staff["id"], "start": "2025-01-01T10:00:00Z"},
     )
     assert fields_of(r) == ["serviceId", "staffId"]
 
@@ -649,7 +715,9 @@ _json_values = st.recursive(
     | st.integers(min_value=10**18, max_value=10**40)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(max_size=30)
-    | st.sampled_from(["sv_000000000000", "2025-01-01T10:00", "booked", "cancelled", "EUR", "a@b", ""]),
+    | st.sampled_from(
+        ["sv_000000000000", "2025-01-01T10:00:00Z", "2025-01-01T10:00", "booked", "cancelled", "EUR", "a@b", ""]
+    ),
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(st.sampled_from(_FIELD_NAMES) | st.text(max_size=5), inner, max_size=5)
@@ -743,7 +811,9 @@ def test_the_same_key_for_another_request_is_422(a: Client, store: Store) -> Non
     assert companies_named(store, "Second") == 0
 
 
-@pytest.mark.parametrize("key", ["", '""', "two words", '"unterminated', "x" * 256, "caf\u00e9", '"a", "b"'])
+@pytest.mark.parametrize(
+    "key", ["", '""', "two words", '"unterminated', "x" * 256, "caf\u00e9", '"a", "b"', "k1\xa0", "\xa0k1", '"k1"\xa0']
+)
 def test_a_malformed_key_is_400_with_a_pointer(a: Client, store: Store, key: str) -> None:
     r = a.post(f"{BASE}/companies", {"name": "Malformed"}, headers=keyed(key))
     assert r.status_code == 400, r.text
@@ -880,6 +950,9 @@ def test_a_repeat_in_another_process_gets_the_first_answer(tmp_path: Path) -> No
         ('"\u00e9"', None),
         ('"a"b"', None),
         ('"a\\"', None),
+        ("k1\xa0", None),
+        ('\u2003"k1"', None),
+        ("\tk1 ", "k1"),
     ],
 )
 def test_an_idempotency_key_is_read_the_same_with_or_without_its_pattern(value, expected):

@@ -182,7 +182,7 @@ def test_a_tenant_cannot_read_change_or_reference_another_tenants_data(server: b
         {
             "method": "POST",
             "path": f"{CO}/{a['co']}/appointments",
-            "body": {"serviceId": sv_b, "staffId": st_b, "start": "2030-01-01T10:00:00"},
+            "body": {"serviceId": sv_b, "staffId": st_b, "start": "2030-01-01T10:00:00Z"},
         },
         {
             "method": "PUT",

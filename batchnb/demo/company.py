@@ -198,11 +198,12 @@ class CompanyApp:
                 {"error": "unauthorized", "error_description": "a Bearer token is required"},
                 {"www-authenticate": 'Bearer realm="company"'},
             )
-        held = self._tokens.get(token.strip())
+        token = token.strip(" \t")  # HTTP's white space: str.strip() would read 'tok\xa0' as 'tok'
+        held = self._tokens.get(token)
         now = time.monotonic()
         # Expired tokens are dropped as they are met: the table holds live tokens and a few dead ones.
         if held is not None and held[1] <= now:
-            del self._tokens[token.strip()]
+            del self._tokens[token]
         if held is None or held[1] <= now or self._refusing:
             why = (
                 "the access token expired"

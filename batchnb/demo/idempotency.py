@@ -51,7 +51,8 @@ def parse_key(values: list[str]) -> tuple[str | None, str | None]:
     """
     if len(values) != 1:
         return None, "must be given once"
-    value = values[0].strip()
+    # HTTP's white space only: str.strip() would read 'k1\xa0' (a no-break space) as the key 'k1'.
+    value = values[0].strip(" \t")
     inner = value[1:-1]
     if (
         len(value) >= 2

@@ -41,7 +41,6 @@ import time
 from functools import partial
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
@@ -276,15 +275,50 @@ def _choice(*options: str) -> _Check:
     return check
 
 
+#: RFC 3339 section 5.6 ``date-time``: full-date "T" full-time, seconds and an offset included ("T" and "Z" in
+#: either case). ``[0-9]``, not ``\d``, which would take any Unicode digit.
+_DATE_TIME = re.compile(
+    r"(?P<year>[0-9]{4})-(?P<month>[0-9]{2})-(?P<day>[0-9]{2})[Tt]"
+    r"(?P<hour>[0-9]{2}):(?P<minute>[0-9]{2}):(?P<second>[0-9]{2})(?:\.[0-9]+)?"
+    r"(?:[Zz]|(?P<sign>[+-])(?P<off_hour>[0-9]{2}):(?P<off_minute>[0-9]{2}))"
+)
+_DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def _datetime(value: Any, path: str, errors: _Errors) -> Any:
-    if isinstance(value, str) and len(value) <= 64:
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            pass
-        else:
-            return value
-    return _fail(errors, path, "must be an ISO 8601 date-time like 2025-01-31T14:30:00+01:00")
+    if isinstance(value, str) and len(value) <= 64 and _is_date_time(value):
+        return value  # kept as sent: 'z' stays 'z', the offset stays the client's
+    return _fail(
+        errors,
+        path,
+        "must be an RFC 3339 date-time with seconds and an offset,"
+        " like 2025-01-31T14:30:00+01:00 or 2025-01-31T14:30:00Z",
+    )
+
+
+def _is_date_time(text: str) -> bool:
+    """Whether ``text`` is an RFC 3339 date-time that names a real instant.
+
+    >>> _is_date_time("2024-02-29T23:59:60+01:00"), _is_date_time("2024-02-29T22:59:60-01:00")
+    (False, True)
+
+    A second of 60 is a leap second: the last second of a day in UTC, wherever the offset puts it.
+    """
+    m = _DATE_TIME.fullmatch(text)
+    if m is None:
+        return False
+    year, month, day = int(m["year"]), int(m["month"]), int(m["day"])
+    hour, minute, second = int(m["hour"]), int(m["minute"]), int(m["second"])
+    off_hour, off_minute = int(m["off_hour"] or 0), int(m["off_minute"] or 0)
+    if not 1 <= month <= 12 or hour > 23 or minute > 59 or second > 60 or off_hour > 23 or off_minute > 59:
+        return False
+    leap_year = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if not 1 <= day <= _DAYS_IN_MONTH[month - 1] + (month == 2 and leap_year):
+        return False
+    if second == 60:
+        offset = (off_hour * 60 + off_minute) * (-1 if m["sign"] == "-" else 1)
+        return (hour * 60 + minute - offset) % 1440 == 23 * 60 + 59
+    return True
 
 
 def _object(fields: Sequence[_Field]) -> _Check:

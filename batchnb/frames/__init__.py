@@ -21,7 +21,7 @@ argument); the rules themselves are :mod:`batchnb.rules`'.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Collection, Hashable, Literal, Mapping, Sequence
+from typing import Any, Callable, Collection, Hashable, Literal, Mapping, Sequence, cast
 
 import pandas as pd
 
@@ -183,8 +183,9 @@ def _from_frame(
     if n == 0:
         return []
 
-    method_iter = itertools.repeat(methods) if isinstance(methods, str) else methods
-    path_iter = itertools.repeat(paths) if isinstance(paths, str) else paths
+    # No problems: every row has its method and path (None stands only where a problem was reported).
+    method_iter = itertools.repeat(methods) if isinstance(methods, str) else cast("list[str]", methods)
+    path_iter = itertools.repeat(paths) if isinstance(paths, str) else cast("list[str]", paths)
     body_iter = itertools.repeat(None) if bodies is None else bodies
     name_iter = itertools.repeat(None) if names is None else names
     header_iter = itertools.repeat(None) if header_values is None else header_values

@@ -21,7 +21,7 @@ from ._templates import _PLAIN_PATH, _Slot, _plain_path
 from ._values import _is_null, _json_value, _may_hold_refs
 
 
-def _methods(fr: _Frame, method: Any) -> list[str] | str | None:
+def _methods(fr: _Frame, method: Any) -> list[str | None] | str | None:
     source = fr.resolve("method", method, required=True)
     if source.broken:
         return None
@@ -30,13 +30,13 @@ def _methods(fr: _Frame, method: Any) -> list[str] | str | None:
         if message:
             fr.problems.add("method", message)
             return None
-        return source.value.upper()
+        return str(source.value).upper()
     values = fr.values_of(source)
     if values is None:
         return None
     bad = fr.judge(values, rules.method_problem, source)
     # Few distinct methods: upper-case each once.
-    upper = {m: (None if m in bad else m.upper()) for m in set(values)}
+    upper = {m: (None if m is None or m in bad else m.upper()) for m in set(values)}
     return [upper[m] for m in values]
 
 
@@ -52,7 +52,7 @@ def _paths(fr: _Frame, path: Any) -> list[str | None] | str | None:
             return None
         if "${" in p:
             fr.ref_hits.append((None, "path", p))
-        return p
+        return str(p)
     if source.kind == "column":
         return _path_column(fr, source.column)
     # A template: checked once, with each placeholder standing for a plain
@@ -109,7 +109,7 @@ def _path_column(fr: _Frame, column: Hashable) -> list[str | None]:
     for i in todo:
         v = values[i]
         if not isinstance(v, str) or not v.strip():
-            fr.add(i, column, rules.path_problem(None if _is_null(v) else v))
+            fr.add(i, column, rules.path_problem(None if _is_null(v) else v) or "is not a path")
             values[i] = None
             continue
         message = _shape_problem(v)
@@ -178,12 +178,12 @@ def _headers(fr: _Frame, headers: Any) -> list[dict[str, str] | None] | None:
     cache: dict[str, tuple[dict[str, str] | None, list[str]]] = {}
     for i, cell in enumerate(cells):
         if isinstance(cell, str):
-            got = cache.get(cell)
-            if got is None:
+            seen = cache.get(cell)
+            if seen is None:
                 problems = _Problems()
                 parsed = _parse_headers(cell, problems, "")
-                got = cache[cell] = (parsed, [p.message for p in problems.items])
-            parsed, messages = got
+                seen = cache[cell] = (parsed, [p.message for p in problems.items])
+            parsed, messages = seen
             for message in messages:
                 fr.add(i, pointer_col, message)
             parsed = dict(parsed) if parsed is not None else None
@@ -203,7 +203,8 @@ def _headers(fr: _Frame, headers: Any) -> list[dict[str, str] | None] | None:
 def _parse_headers(value: Any, problems: _Problems, pointer: str) -> dict[str, str] | None:
     """A dict, JSON text of an object, or ``Name: value`` lines, checked."""
     if isinstance(value, str):
-        text = value.strip()
+        # Spaces, tabs and line ends only: a no-break space ending a value is part of it (and refused).
+        text = value.strip(" \t\r\n")
         if not text:
             return None
         if text.startswith("{"):

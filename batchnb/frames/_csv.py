@@ -49,7 +49,7 @@ _DECIMAL = re.compile(r"0|-?[1-9][0-9]*|-?(?:0|[1-9][0-9]*)\.[0-9]+")
 _BOOLEAN = {"true": True, "false": False}
 _SEPARATORS = (",", ";", "\t")
 #: Excel's hint line, ``sep=;``: it names the separator, and the header is the next line.
-_HINT = re.compile(r"sep=([^\r\n\"])\r?(?:\n|$)", re.IGNORECASE)
+_HINT = re.compile(r"sep=([^\r\n\"])\r?(?:\n|$)", re.IGNORECASE | re.ASCII)  # ASCII: 'ſep=' is no hint
 #: characters that are never text in a CSV cell: a byte decoded with the wrong encoding.
 _CONTROLS = re.compile("[\x00\x80-\x9f]")
 #: byte order marks of the UTF-16 and UTF-32 files Windows writes (UTF-32's first: it starts like UTF-16's).

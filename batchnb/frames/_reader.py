@@ -96,13 +96,13 @@ class _Frame:
         """Apply ``rule`` once per distinct value (values repeat a lot) and report every row that
         breaks it, at the source's column (or its argument); returns the values that break it."""
         verdicts = {v: rule(v) for v in set(values)}
-        bad = {v for v, message in verdicts.items() if message}
+        bad = {v: message for v, message in verdicts.items() if message}
         if bad:
             column = source.column if source.kind == "column" else source.arg
             for i, v in enumerate(values):
                 if v in bad:
-                    self.add(i, column, verdicts[v])
-        return bad
+                    self.add(i, column, bad[v])
+        return set(bad)
 
     def has(self, column: Hashable) -> bool:
         try:
@@ -167,7 +167,7 @@ class _Frame:
             resolved = []
             for part in template:
                 if isinstance(part, _Slot):
-                    column = part.column if self.has(part.column) else self.by_text.get(part.column, _MISSING)
+                    column = part.column if self.has(part.column) else self.by_text.get(str(part.column), _MISSING)
                     if column is _MISSING:
                         self.problems.add(arg_name, f"the template {{{part.column}}}: {self.no_column(part.column)}")
                         broken = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from collections.abc import Hashable
 from typing import Any
 
 from .. import refs
@@ -14,9 +15,9 @@ from .. import refs
 _SIMPLE_SEGMENT = r"[A-Za-z0-9_~-]+"
 _simple_segment = re.compile(_SIMPLE_SEGMENT + r"\Z").match
 #: a full path that path_problem() would accept without having to decode it:
-#: no '%', '\', '$', space or control character, not '//' at the start. A '/.'
-#: anywhere (a '.' or '..' segment, maybe) is tested separately.
-_PLAIN_PATH = r"/(?:[^/\\%$\x00-\x20\x7f][^\\%$\x00-\x20\x7f]*)?"
+#: no '%', '\', '$', '#', space or control character, not '//' at the start. A '/.'
+#: anywhere (a '.' or '..' segment, maybe, or '..;x') is tested separately.
+_PLAIN_PATH = r"/(?:[^/\\%$#\x00-\x20\x7f][^\\%$#\x00-\x20\x7f]*)?"
 _plain_path = re.compile(_PLAIN_PATH + r"\Z").match
 #: a placeholder: braces around a column name; quotes and ':' are excluded so
 #: that JSON text (``{"a": 1}``) is never mistaken for one.
@@ -25,7 +26,7 @@ _PLACEHOLDER = re.compile(r"\{([^{}\"':\n]+)\}")
 
 @dataclass(frozen=True)
 class _Slot:
-    column: str
+    column: Hashable  # the name as written; once resolved against a frame, that frame's own label
 
 
 @lru_cache(maxsize=512)

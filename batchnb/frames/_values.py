@@ -37,7 +37,7 @@ def _json_value(v: Any, omit: bool) -> Any:
     if t is float:
         return None if v != v else v
     if isinstance(v, Mapping):
-        out = {}
+        out: dict[str, Any] = {}
         for k, x in v.items():
             key = k if type(k) is str else str(_json_value(k, omit))
             if _is_null(x):
@@ -251,7 +251,8 @@ class _Coded:
         return cls(np.arange(len(values)), values)
 
     def per_row(self) -> list[Any]:
-        return _object_array(self.values)[self.codes].tolist()
+        rows: list[Any] = _object_array(self.values)[self.codes].tolist()
+        return rows
 
     def rows_where(self, flags: list[bool] | np.ndarray) -> np.ndarray:
         """A mask of the rows whose value is flagged (``flags`` has one entry per distinct value)."""

@@ -269,7 +269,7 @@ class BatchApp:
                     )
                 ],
             )
-        media = headers.get("content-type", "").split(";")[0].strip().lower()
+        media = headers.get("content-type", "").split(";")[0].strip(" \t").lower()
         if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
             raise _Reject(
                 415,
@@ -417,7 +417,8 @@ def _headers(scope: dict) -> dict[str, str]:
 
 async def _read_body(receive: Callable, headers: Mapping[str, str], limit: int, timeout: float) -> bytes:
     declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    # ASCII digits only: str.isdigit() is true of '²', which int() refuses.
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise _Reject(
             413, "too_large", f"the body is {declared} bytes; the limit is {limit}", [Problem("", "body too large")]
         )

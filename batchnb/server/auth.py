@@ -80,8 +80,9 @@ class Keyring:
         if header is None:
             header = headers.get("Authorization")
         if header is not None:
-            scheme, _, token = header.strip().partition(" ")
-            token = token.strip()
+            # HTTP's white space is spaces and tabs: str.strip() would also take 'tok\xa0' as 'tok'.
+            scheme, _, token = header.strip(" \t").partition(" ")
+            token = token.strip(" \t")
             if scheme.lower() != "bearer" or not token:
                 return None
             return self._match_token(_digest(token))

@@ -654,6 +654,123 @@ def integers_beyond_64_bits(s: Servers) -> None:
     assert out[1]["body"] == {"n": 2**70}, out[1]["body"]
 
 
+# ---------------------------------------------------------------- issue 20 (rules): what an operation may not send
+
+#: headers that proxies and frameworks read as the request's real URL, method or client.
+_REWRITING_HEADERS = (
+    "X-Original-URL",
+    "X-Rewrite-URL",
+    "X-HTTP-Method-Override",
+    "X-HTTP-Method",
+    "X-Method-Override",
+    "X-Forwarded-For",
+    "X-Forwarded-Host",
+    "Forwarded",
+    "X-Real-IP",
+)
+
+
+def headers_that_rewrite_the_url_method_or_client(s: Servers) -> None:
+    marker = secrets.token_hex(6)
+    for name in _REWRITING_HEADERS:
+        ops = [
+            {"method": "GET", "path": f"/fine-{marker}"},
+            {"method": "GET", "path": "/h", "headers": {name: "/admin"}},
+        ]
+        expect(s.gateway.post({"requests": ops}), 400, "cannot be set per operation", f"requests[1].headers.{name}")
+        lines = {"method": "GET", "path": "/h", "headers": f"X-A: 1\r\n{name}: DELETE"}
+        r = s.gateway.post({"requests": [{"method": "GET", "path": f"/fine-{marker}", "requests": [lines]}]})
+        expect(r, 400, "URL, method or client", f"requests[0].requests[0].headers.{name}")
+    carried = [q for q in s.seen_upstream() if marker in q["target"]]
+    assert carried == [], f"a refused batch reached the upstream: {carried}"
+
+
+def dot_segments_with_path_parameters(s: Servers) -> None:
+    for path in ("/a/..;/admin", "/..;/admin", "/a/.;x/b", "/a/..;jsessionid=1/b", "/a/%2e%2e;/b", "/a/..%3B/b"):
+        expect(s.gateway.post({"requests": [{"method": "GET", "path": path}]}), 400, "'.' or '..'", "requests[0].path")
+    marker = secrets.token_hex(6)
+    # The same, filled in by a reference: '..;' is sent as '..%3B', which a servlet container reads as '..'.
+    r = s.gateway.post(
+        {
+            "requests": [
+                {"method": "POST", "path": f"/src-{marker}", "body": "..;", "name": "src"},
+                {"method": "GET", "path": f"/t-{marker}/" + _ref("src", "$.body") + "/admin"},
+            ]
+        }
+    )
+    expect_ops(r, [200, 400], {1: "'.' or '..' segments"})
+    assert [q["target"] for q in s.seen_upstream() if marker in q["target"]] == [f"/src-{marker}"]
+
+
+def fragment_marks_in_paths(s: Servers) -> None:
+    # Query credentials appended after a '#' were lost (401 through a gateway); in-process it was routed (404).
+    creds = {"apiKey": s.demo.api_key or "", "token": s.demo.token or ""}
+    for path in (CO + "#x", CO + "?limit=1#x", CO + "/#"):
+        r = s.demo.post({"requests": [{"method": "GET", "path": path}]}, headers=s.demo.headers(), params=creds)
+        expect(r, 400, "must not contain '#'", "requests[0].path")
+        expect(s.gateway.post({"requests": [{"method": "GET", "path": path}]}), 400, "%23", "requests[0].path")
+
+
+def methods_that_only_unicode_upper_cases(s: Servers) -> None:
+    for method in ("po\u017ft", "PO\ufb06"):
+        r = s.demo.post({"requests": [{"method": method, "path": CO, "body": {"name": "long s"}}]})
+        expect(r, 400, "unknown method", "requests[0].method")
+
+
+def idempotency_keys_with_a_no_break_space(s: Servers) -> None:
+    headers: dict[str, str | bytes] = {**s.demo.headers(), "Idempotency-Key": b"k1\xa0"}  # latin-1, as HTTP carries it
+    r = httpx.post(s.demo.url + CO, content=b'{"name": "nbsp"}', headers=headers, timeout=60, trust_env=False)
+    s.demo.tally.note(r)
+    assert r.status_code == 400, r.text[:300]
+    assert r.json()["error"]["details"][0]["field"] == "headers.Idempotency-Key", r.text[:300]
+    line = {"method": "POST", "path": CO, "body": {"name": "nbsp"}, "headers": "Idempotency-Key: k1\xa0"}
+    expect(s.demo.post({"requests": [line]}), 400, "must be ASCII text", "requests[0].headers.Idempotency-Key")
+
+
+def appointment_starts_that_are_not_rfc3339(s: Servers) -> None:
+    setup = [
+        {"method": "POST", "path": CO, "body": {"name": "dates"}, "name": "co"},
+        {"method": "POST", "path": CO + "/" + _ref("co", "$.id") + "/services", "body": {"name": "s"}, "name": "sv"},
+        {
+            "method": "POST",
+            "path": CO + "/" + _ref("co", "$.id") + "/staff",
+            "body": {"firstName": "A", "lastName": "B"},
+            "name": "st",
+        },
+    ]
+    starts = [
+        "2025-01-31X14:30",
+        "2025-01-31",
+        "2025-W05-5",
+        "20250131T1430",
+        "2025-01-31T14:30",
+        "2025-02-29T10:00:00Z",
+    ]
+    ops = setup + [
+        {
+            "method": "POST",
+            "path": CO + "/" + _ref("co", "$.id") + "/appointments",
+            "body": {"serviceId": _ref("sv", "$.id"), "staffId": _ref("st", "$.id"), "start": start},
+        }
+        for start in [*starts, "2025-01-31t14:30:00z"]
+    ]
+    out = expect_ops(s.demo.post({"requests": ops}), [201] * 3 + [400] * len(starts) + [201])
+    for x in out[3:-1]:
+        assert [d["field"] for d in x["body"]["error"]["details"]] == ["start"], x["body"]
+    assert out[-1]["body"]["start"] == "2025-01-31t14:30:00z"
+
+
+#: issue 20's kinds from the rules: appended to ATTACKS below.
+RULES_ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
+    ("20.10 rewriting headers", headers_that_rewrite_the_url_method_or_client),
+    ("20.11 dot segments", dot_segments_with_path_parameters),
+    ("20.23 date-times", appointment_starts_that_are_not_rfc3339),
+    ("20.25 ascii", methods_that_only_unicode_upper_cases),
+    ("20.25 ascii", idempotency_keys_with_a_no_break_space),
+    ("20.26 fragments", fragment_marks_in_paths),
+]
+
+
 #: (issue item, attack): every kind of the issue, in its order.
 ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("1 crash", jsonpath_of_40000_segments),
@@ -687,4 +804,5 @@ ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("smaller", authorization_twice),
     ("smaller", duplicate_keys),
     ("smaller", integers_beyond_64_bits),
+    *RULES_ATTACKS,
 ]
