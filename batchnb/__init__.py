@@ -5,8 +5,8 @@
     ...     result = server.client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])
 
 The public surface is what ``__all__`` lists, presented as ``batchnb.X``;
-modules whose names start with an underscore are private (see the README's
-layout section for the rule).
+modules whose names start with an underscore are private (the rule:
+docs/architecture.md; every public name: the API reference, docs/api/).
 """
 
 from __future__ import annotations

@@ -489,10 +489,9 @@ def test_read_csv_then_submit_then_parquet_round_trips(cluster, tmp_path):
     assert back.loc[0, "code"] == "000001" and back["ok"].all()
 
 
-def test_the_readmes_dask_example_runs_on_a_local_cluster(cluster, tmp_path):
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("## Past one machine", 1)[1]
-    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+def test_the_guides_dask_example_runs_on_a_local_cluster(cluster, tmp_path):
+    guide = (Path(__file__).parents[1] / "docs" / "dask.md").read_text(encoding="utf-8")
+    example = guide.split("```python\n", 1)[1].split("```", 1)[0]
     from batchnb import LocalServer
 
     with LocalServer(tmp_path / "demo.sqlite3") as server:
@@ -514,7 +513,7 @@ def test_the_readmes_dask_example_runs_on_a_local_cluster(cluster, tmp_path):
         assert "/shared/" not in code and ".example" not in code, code
         namespace = {"TOKEN": credentials["token"]}
         try:
-            exec(compile(code, "README.md (Past one machine)", "exec"), namespace)
+            exec(compile(code, "docs/dask.md", "exec"), namespace)
         finally:
             if "dask_client" in namespace:
                 namespace["dask_client"].close()

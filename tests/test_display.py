@@ -211,5 +211,5 @@ def test_a_stable_report_is_the_same_on_every_run_of_an_api_with_its_own_ids():
     assert stable[0].html == stable[1].html and repr(stable[0]) == repr(stable[1])
     assert "ord_" not in stable[0].html and "&lt;id1&gt;" in stable[0].html
     assert "duration" not in stable[0].html and repr(stable[0]) == "3 operations, 1 not ok (201: 2, 400: 1)"
-    # What the README says to show gives the same: a stable view's report.
+    # What the guide (docs/regression-tests.md) says to show gives the same: a stable view's report.
     assert first.batchnb.stable().batchnb.report(stable=True).html == stable[0].html

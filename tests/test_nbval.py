@@ -1,5 +1,5 @@
 """The nbval sanitizer that ships with batchnb, on a notebook a user writes: its stored outputs pass run after run
-under the CI line of the README, and a status the API changed fails the cell that shows it."""
+under the CI line of the guide (docs/regression-tests.md), and a status the API changed fails the cell that shows it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from nbval.plugin import get_sanitize_patterns
 from batchnb.testing import sanitize_config
 from tests.support.faults import RecordingUpstream, Reply
 
-#: the line the README gives for CI, word for word.
+#: the line the guide (docs/regression-tests.md) gives for CI, word for word.
 CI_LINE = 'pytest --nbval --nbval-sanitize-with "$(batchnb sanitize-config)" notebooks/'
 BIN = str(Path(sys.executable).parent)
 

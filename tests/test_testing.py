@@ -228,15 +228,15 @@ def test_pytest_plugins_in_a_conftest_is_the_other_way_in(pytester):
     run.assert_outcomes(passed=4, failed=1)
 
 
-def test_the_readmes_example_of_the_fixture_passes(pytester):
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme.split("**The pytest fixtures**", 1)[1]
+def test_the_guides_example_of_the_fixture_passes(pytester):
+    guide = (Path(__file__).parents[1] / "docs" / "regression-tests.md").read_text(encoding="utf-8")
+    section = guide.split("**The pytest fixtures**", 1)[1]
     example = section.split("```python\n", 1)[1].split("```", 1)[0]
-    pytester.makepyfile(test_from_readme=example)
+    pytester.makepyfile(test_from_guide=example)
     pytester.runpytest_subprocess("-p", "batchnb.testing", "-p", "no:cacheprovider", "-q").assert_outcomes(passed=1)
 
 
-# ---------------------------------------------------------------- the README's regression flow, as written
+# ---------------------------------------------------------------- the guide's regression flow, as written
 
 REGRESSION_NOTEBOOK = [
     "import pandas as pd\nimport batchnb as bn\n\nserver = bn.LocalServer().start()",
@@ -251,9 +251,9 @@ REGRESSION_NOTEBOOK = [
 ]
 
 
-def _readme_commands() -> dict[str, str]:
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("## Regression tests for your API") : readme.index("## The notebooks")]
+def _guide_commands() -> dict[str, str]:
+    """The commands of docs/regression-tests.md, the guide to regression tests."""
+    section = (Path(__file__).parents[1] / "docs" / "regression-tests.md").read_text(encoding="utf-8")
     commands = {}
     for line in section.splitlines():
         command = line.split("  #")[0].strip()
@@ -263,7 +263,7 @@ def _readme_commands() -> dict[str, str]:
     return commands
 
 
-def test_the_readme_regression_flow_executes_saves_and_passes_nbval_twice(tmp_path):
+def test_the_guides_regression_flow_executes_saves_and_passes_nbval_twice(tmp_path):
     import os
     import re
     import shlex
@@ -273,8 +273,8 @@ def test_the_readme_regression_flow_executes_saves_and_passes_nbval_twice(tmp_pa
 
     import nbformat
 
-    commands = _readme_commands()
-    # Step 1's tools come with the extra the README installs.
+    commands = _guide_commands()
+    # Step 1's tools come with the extra the guide installs.
     assert commands["pip install"] == 'pip install "batchnb[testing]"'
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
     extra = pyproject["project"]["optional-dependencies"]["testing"]

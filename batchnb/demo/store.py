@@ -191,6 +191,7 @@ _SPECS: dict[str, _Spec] = {
     ),
 }
 
+#: kind -> the prefix of its ids (``{"company": "co", ...}``): ``co_`` then 12 hex digits.
 ID_PREFIXES: dict[str, str] = {kind: spec.prefix for kind, spec in _SPECS.items()}
 
 

@@ -148,7 +148,7 @@ def read_csv(
     that is not UTF-8, a control character (a byte read in the wrong
     encoding), a quote never closed, a line with more or fewer cells than
     the header, a cell that does not fit its ``dtype``. Rows whose every
-    cell is empty are skipped with a :class:`SkippedRowsWarning`.
+    cell is empty are skipped with a :class:`~batchnb.frames.SkippedRowsWarning`.
     """
     name, raw = _read(path)
     text, read_as = _decoded(raw, encoding, name)

@@ -523,7 +523,7 @@ def create_app(
     ``idempotency=True`` announces that the API behind honours ``Idempotency-Key``
     (for a gateway, the operator knows; ``batchnb serve --upstream-idempotency``).
     ``group_writes`` is the context each batch's operations run in, and
-    ``dispatch`` how they call ``api`` without ASGI (see :class:`BatchApp`).
+    ``dispatch`` how they call ``api`` without ASGI (see :class:`~batchnb.server.BatchApp`).
     ``connection`` says how the upstream is reached (its CA, a client
     certificate, a proxy), checked here.
     """
