@@ -141,10 +141,13 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-for _name in __all__:
-    if _name not in _LAZY:
-        _present(globals()[_name])
-del _name
+def _present_all() -> None:
+    for name in __all__:
+        if name not in _LAZY:
+            _present(globals()[name])
+
+
+_present_all()
 
 
 def _register_display() -> None:

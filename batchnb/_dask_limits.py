@@ -48,7 +48,8 @@ class ClusterLimit:
     def __init__(self, name: str, max_leases: int) -> None:
         self._semaphore = distributed.Semaphore(max_leases=max_leases, name=name)
         # The worker's loop (the client's, outside a worker): the semaphore's calls run there.
-        self._loop: asyncio.AbstractEventLoop = self._semaphore.loop.asyncio_loop
+        io_loop: Any = self._semaphore.loop  # a running tornado IOLoop
+        self._loop: asyncio.AbstractEventLoop = io_loop.asyncio_loop
 
     async def acquire(self) -> None:
         """Wait for a lease: a coroutine on the worker's loop, so no thread waits."""
@@ -98,7 +99,8 @@ class ClusterValue:
         # The worker's client, made here (in the task's thread, where the worker is known).
         client = distributed.get_client()
         self._variable = distributed.Variable(name, client=client)
-        self._loop: asyncio.AbstractEventLoop = cast(Any, client.loop).asyncio_loop  # a tornado IOLoop, running
+        io_loop: Any = client.loop  # a running tornado IOLoop: its asyncio_loop is the worker's event loop
+        self._loop: asyncio.AbstractEventLoop = io_loop.asyncio_loop
 
     async def get(self) -> Any:
         return await _on_loop(self._loop, lambda: self._variable.get(asynchronous=True))

@@ -37,6 +37,7 @@ from ._text import plural
 
 if TYPE_CHECKING:
     import pandas as pd
+    from pytest import TempPathFactory
 
     from .client import Client
     from .local import LocalServer
@@ -162,7 +163,7 @@ def sanitize_config() -> Path:
 try:
     import pytest
 except ImportError:  # the assertions need no pytest; only the fixtures do
-    pytest = None  # type: ignore[assignment]
+    pytest = None  # type: ignore[assignment]  # the fixtures below are then not defined
 
 if pytest is not None:
 
@@ -180,7 +181,7 @@ if pytest is not None:
             yield server
 
     @pytest.fixture(scope="session")
-    def batchnb_session_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    def batchnb_session_server(tmp_path_factory: TempPathFactory) -> Iterator[LocalServer]:
         """The embedded server with the demo API, one for the whole session (tests share its data).
 
         >>> def test_lists(batchnb_session_server):                         # doctest: +SKIP

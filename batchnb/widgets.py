@@ -23,7 +23,7 @@ import html
 import json
 import threading
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeVar
 
 import ipywidgets as w
 
@@ -132,7 +132,10 @@ def _descendants(entries: list[_Entry], index: int) -> list[int]:
     return doomed
 
 
-def _classed(widget: w.Widget, *classes: str) -> w.Widget:
+_W = TypeVar("_W", bound="w.DOMWidget")
+
+
+def _classed(widget: _W, *classes: str) -> _W:
     for css in classes:
         widget.add_class(css)
     return widget
@@ -394,7 +397,7 @@ class Composer:
     # ------------------------------------------------------------ showing it
 
     def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
-        bundle: dict[str, Any] = self.widget._repr_mimebundle_(**kwargs)
+        bundle: dict[str, Any] = dict(self.widget._repr_mimebundle_(**kwargs) or {})
         # The widget's own text fallback lists every child widget; this one stays short and stable.
         bundle["text/plain"] = repr(self)
         return bundle

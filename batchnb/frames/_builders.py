@@ -149,7 +149,8 @@ def _parents(fr: _Frame, parent: Any) -> tuple[list[str | None] | None, _Source]
     if source.kind == "absent":
         return None, source
     if source.kind == "constant":
-        return [source.value if isinstance(source.value, str) else str(source.value)] * fr.n, source
+        given: list[str | None] = [source.value if isinstance(source.value, str) else str(source.value)]
+        return given * fr.n, source
     values = fr.values_of(source)
     return values, source
 
