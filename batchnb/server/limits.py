@@ -15,6 +15,9 @@ from .._exceptions import BatchValidationError, Problem
 
 __all__ = ["Limits"]
 
+#: the problems one error answer lists, at most: the first ones, with ``detailCount`` saying how many there were.
+MAX_ERROR_DETAILS = 100
+
 
 def _limit(default: Any, help: str, wire: str | None = None) -> Any:
     return field(default=default, metadata={"help": help, "wire": wire})
