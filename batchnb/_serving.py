@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from ._exceptions import BatchValidationError, Problem
 
-__all__ = ["ServeSettings", "app_from_environment", "build_app"]
+__all__ = ["ServeSettings", "app_from_environment", "build_app", "open_files_for"]
 
 SETTINGS_VARIABLE = "BATCHNB_SERVE_SETTINGS"
 #: api key -> token, as JSON: every tenant the server accepts (the demo API's tenants).
@@ -94,6 +94,46 @@ def build_app(settings: ServeSettings, credentials: Mapping[str, str] | None) ->
             db=db, credentials=credentials or {}, limits=limits, idempotency_ttl=settings.idempotency_ttl
         )
     return app
+
+
+#: files a server process opens besides its connections: the listening socket, SQLite's files, logs, its event loop.
+SPARE_FILES = 64
+
+
+def open_files_for(limits: Any, *, gateway: bool) -> None:
+    """Let this process (and the workers it starts) open a file for every connection ``limits`` let it hold.
+
+    A cap above what the process may open would let connections take every
+    file and leave none for the next request, or the database. The soft
+    limit is raised as far as the hard one allows; past that, the flag is refused.
+
+    >>> open_files_for(Limits(max_connections=10), gateway=False)   # doctest: +SKIP
+    """
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return
+    upstream = limits.max_parallel * limits.max_concurrent_batches if gateway else 0
+    need = limits.max_connections + upstream + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or need <= soft:
+        return
+    try:
+        if hard != resource.RLIM_INFINITY and need > hard:
+            raise ValueError(need)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    except (ValueError, OSError):
+        also = f", {upstream} to the upstream" if upstream else ""
+        allowed = f"at most {hard}" if hard != resource.RLIM_INFINITY else "fewer"
+        raise BatchValidationError(
+            [
+                Problem(
+                    "--max-connections",
+                    f"{limits.max_connections} connections{also} and {SPARE_FILES} other files need {need} open "
+                    f"files; this system lets a process open {allowed} (ulimit -Hn): lower --max-connections",
+                )
+            ]
+        ) from None
 
 
 #: blocks this large or larger are taken from the system and given back the moment they are freed.

@@ -32,6 +32,15 @@ def test_serve_refuses_demo_credentials_off_loopback():
     assert r.returncode == 2 and "refusing" in r.stderr
 
 
+def test_serve_refuses_a_connection_bound_no_server_could_keep():
+    for flag, value in (("--write-timeout", "nan"), ("--body-timeout", "0"), ("--max-connections", "0")):
+        r = batchnb("serve", "--port", str(free_port()), flag, value)
+        assert r.returncode == 2 and r.stderr.startswith(f"batchnb: serve {flag}: must be "), (flag, r.stderr)
+        assert "Traceback" not in r.stderr
+    r = batchnb("serve", "--port", str(free_port()), "--max-connections", str(10**9))
+    assert r.returncode == 2 and "lower --max-connections" in r.stderr, r.stderr
+
+
 def test_serve_takes_each_limit_as_a_flag(tmp_path):
     port, log = free_port(), tmp_path / "serve.log"
     env = {**ENV, "BATCHNB_API_KEY": "cli", "BATCHNB_TOKEN": "cli-secret"}

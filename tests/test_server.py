@@ -353,7 +353,7 @@ def test_a_slow_body_holds_no_slot_and_is_refused_with_408(tmp_path):
                 reply = b""
                 while b"did not arrive" not in reply and (chunk := sock.recv(4096)):
                     reply += chunk
-                assert reply.startswith(b"HTTP/1.1 408") and b"the batch did not arrive within 1 s" in reply, reply
+                assert reply.startswith(b"HTTP/1.1 408") and b"body did not arrive within 1 s" in reply, reply
         finally:
             for sock in slow:
                 sock.close()
