@@ -267,3 +267,42 @@ def test_past_max_connections_one_more_is_answered_503_and_closed(servers):
     demo.quiet()
     r = httpx.get(demo.url + BATCH, timeout=30, trust_env=False)
     assert r.status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["answered, trickling the rest of a body", "idle between two requests"])
+def test_at_max_connections_a_new_one_takes_the_place_of_one_whose_request_was_answered(tmp_path, kind):
+    from batchnb import LocalServer
+    from batchnb.server import Limits
+
+    limits = Limits(max_connections=20, body_timeout=60.0, keep_alive_timeout=60.0, head_timeout=60.0)
+    with LocalServer(tmp_path / "db.sqlite3", limits=limits) as srv:
+        if kind.startswith("answered"):
+            request = (
+                f"POST {BATCH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 9999\r\n\r\n{{"
+            )
+        else:
+            request = f"GET {BATCH} HTTP/1.1\r\nHost: x\r\n\r\n"
+        held = [connect(srv.port, request.encode()) for _ in range(limits.max_connections)]
+        try:
+            for sock in held:
+                answer = b""
+                while b"}}" not in answer and b'"version"' not in answer:  # the whole 401, or the limits
+                    answer += sock.recv(65536)  # the socket's timeout bounds each wait
+            # Full, but every connection's request is answered: a new one takes one's place.
+            r = httpx.post(
+                srv.url + BATCH,
+                json={"requests": [{"method": "GET", "path": CO + "?limit=1"}]},
+                headers={"Authorization": f"Bearer {srv.credentials()['token']}"},
+                timeout=30,
+                trust_env=False,
+            )
+            assert r.status_code == 200, r.text[:300]
+            closed = 0
+            for sock in held:
+                sock.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    closed += sock.recv(1) == b""
+            assert closed >= 1, "no held connection gave its place"
+        finally:
+            for sock in held:
+                sock.close()

@@ -13,7 +13,9 @@ the request's body           ``body_timeout`` from the end of its head, read by 
 idle, kept alive             ``keep_alive_timeout`` (uvicorn's own), then the head's bound
 the answer                   ``write_timeout`` from the moment some of it has to wait in this
                              process for the client to read: dropped with what waits
-connections at once          ``max_connections``: one more is answered 503 and closed at once
+connections at once          ``max_connections``: one more takes the place of a connection whose
+                             request was answered (its body unread, or idle before the next one);
+                             with none, it is answered 503 and closed at once
 both framings of a body      ``Content-Length`` and ``Transfer-Encoding`` in one request: 400 and
                              closed (RFC 9112 §6.1: which one frames it is what smuggling plays on)
 ==========================  ====================================================================
@@ -74,11 +76,33 @@ class _BoundedH11(_HeadBoundedH11):
         super().connection_made(transport)
         # Paused as soon as anything has to wait in this process: then, and only then, the write clock runs.
         transport.set_write_buffer_limits(high=0)
-        if len(self.connections) > self._max_connections:
+        if len(self.connections) > self._max_connections and not self._make_room():
             message = f"the server holds {self._max_connections} connections already; retry later"
             busy = Problem("", "server busy")
             self.transport.write(_raw_answer(503, "too_many_connections", message, busy, "retry-after: 1\r\n"))
             self.transport.close()
+
+    def _make_room(self) -> bool:
+        """Close a connection that holds nothing anyone waits for, if there is one: whether one was closed.
+
+        One whose request was answered before its body was read (it may only
+        send the rest of a body nobody reads) goes first; else one idle
+        between two requests. A request on its way or in the app is never cut.
+        """
+        idle = None
+        for other in self.connections:
+            if other is self or not isinstance(other, _BoundedH11) or other.transport.is_closing():
+                continue
+            if other.cycle is None or not other.cycle.response_complete:
+                continue
+            if other.conn.their_state is h11.SEND_BODY:
+                other.transport.close()
+                return True
+            if idle is None and other.conn.their_state is h11.IDLE and not other.conn.trailing_data[0]:
+                idle = other
+        if idle is not None:
+            idle.transport.close()
+        return idle is not None
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
