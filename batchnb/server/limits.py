@@ -54,7 +54,11 @@ class Limits:
         30.0,
         "seconds an answer may wait in the server for its client to read it (then the connection is dropped)",
     )
-    max_connections: int = _limit(256, "connections held at once, each process (one more is answered 503 and closed)")
+    max_connections: int = _limit(
+        256,
+        "connections held at once, each process (then a new one takes the place of one whose request was answered, "
+        "or is answered 503 and closed)",
+    )
     max_response_bytes: int = _limit(
         engine.DEFAULT_MAX_RESPONSE_BYTES,
         "bytes of one operation's answer, once decoded (then 502)",
