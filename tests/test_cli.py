@@ -33,10 +33,12 @@ def test_serve_refuses_demo_credentials_off_loopback():
 
 
 def test_serve_refuses_a_connection_bound_no_server_could_keep():
-    for flag, value in (("--write-timeout", "nan"), ("--body-timeout", "0"), ("--max-connections", "0")):
-        r = batchnb("serve", "--port", str(free_port()), flag, value)
-        assert r.returncode == 2 and r.stderr.startswith(f"batchnb: serve {flag}: must be "), (flag, r.stderr)
-        assert "Traceback" not in r.stderr
+    r = batchnb("serve", "--port", str(free_port()), "--write-timeout", "nan", "--max-connections", "0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr == (
+        "batchnb: serve --write-timeout: must be a positive number of seconds, not nan; "
+        "serve --max-connections: must be a whole number of at least 1, not 0\n"
+    )
     r = batchnb("serve", "--port", str(free_port()), "--max-connections", str(10**9))
     assert r.returncode == 2 and "lower --max-connections" in r.stderr, r.stderr
 
