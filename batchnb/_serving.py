@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from ._exceptions import BatchValidationError, Problem
 
-__all__ = ["ServeSettings", "app_from_environment", "build_app"]
+__all__ = ["ServeSettings", "app_from_environment", "build_app", "open_files_for"]
 
 SETTINGS_VARIABLE = "BATCHNB_SERVE_SETTINGS"
 #: api key -> token, as JSON: every tenant the server accepts (the demo API's tenants).
@@ -96,14 +96,73 @@ def build_app(settings: ServeSettings, credentials: Mapping[str, str] | None) ->
     return app
 
 
+#: files a server process opens besides its connections: the listening socket, SQLite's files, logs, its event loop.
+SPARE_FILES = 64
+
+
+def open_files_for(limits: Any, *, gateway: bool) -> None:
+    """Let this process (and the workers it starts) open a file for every connection ``limits`` let it hold.
+
+    A cap above what the process may open would let connections take every
+    file and leave none for the next request, or the database. The soft
+    limit is raised as far as the hard one allows; past that, the flag is refused.
+
+    >>> open_files_for(Limits(max_connections=10), gateway=False)   # doctest: +SKIP
+    """
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to raise
+        return
+    upstream = limits.max_parallel * limits.max_concurrent_batches if gateway else 0
+    need = limits.max_connections + upstream + SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or need <= soft:
+        return
+    try:
+        if hard != resource.RLIM_INFINITY and need > hard:
+            raise ValueError(need)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+    except (ValueError, OSError):
+        also = f", {upstream} to the upstream" if upstream else ""
+        allowed = f"at most {hard}" if hard != resource.RLIM_INFINITY else "fewer"
+        raise BatchValidationError(
+            [
+                Problem(
+                    "--max-connections",
+                    f"{limits.max_connections} connections{also} and {SPARE_FILES} other files need {need} open "
+                    f"files; this system lets a process open {allowed} (ulimit -Hn): lower --max-connections",
+                )
+            ]
+        ) from None
+
+
+#: blocks this large or larger are taken from the system and given back the moment they are freed.
+RETURNED_BLOCK_BYTES = 1024 * 1024
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
+
+
 def settle_heap() -> None:
-    """In the server's own process, just before it serves: keep what exists now out of the cyclic collector's walks.
+    """In the server's own process, just before it serves: keep what exists now out of the cyclic collector's walks,
+    and give large blocks back to the system when they are freed.
 
     Modules and the app live as long as the process; without this, every
     full collection walks them again while batches come and go.
+
+    glibc raises the size from which it maps a block of its own (and unmaps
+    it when freed) to the largest block freed so far, up to 32 MiB: after one
+    batch's answer of a few megabytes, every later answer, and the buffer of
+    each client that is slow to read one, came from the heap and stayed in
+    the process once freed. Fixed at :data:`RETURNED_BLOCK_BYTES`, the memory
+    of answers nobody read goes back when their connections are dropped.
     """
     gc.collect()
     gc.freeze()
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).mallopt(_M_MMAP_THRESHOLD, RETURNED_BLOCK_BYTES)
+    except (OSError, AttributeError):  # not glibc: its own allocator's ways
+        pass
 
 
 def to_environment(settings: ServeSettings, credentials: Mapping[str, str] | None) -> dict[str, str]:

@@ -71,7 +71,7 @@ def serve(args: argparse.Namespace) -> int:
     from .server import Limits
 
     uvicorn = require("uvicorn", "server", "batchnb serve")
-    from .server._head import bounded_http
+    from .server._bounds import uvicorn_options
 
     api_key = args.api_key or os.environ.get("BATCHNB_API_KEY")
     token = args.token or os.environ.get("BATCHNB_TOKEN")
@@ -102,6 +102,8 @@ def serve(args: argparse.Namespace) -> int:
         idempotency_ttl=args.idempotency_ttl,
         limits={name: getattr(args, name) for name, _default, _help in Limits.described()},
     )
+    limits = _limits(settings.limits)
+    _serving.open_files_for(limits, gateway=args.upstream is not None)
     app = _serving.build_app(
         settings, credentials
     )  # every problem found here, in this process, before any worker starts
@@ -118,7 +120,7 @@ def serve(args: argparse.Namespace) -> int:
             f"(Authorization: Bearer {DEMO_TOKEN}, or ?apiKey={DEMO_API_KEY}&token={DEMO_TOKEN})",
             flush=True,
         )
-    http = bounded_http(args.head_timeout)
+    bounds = uvicorn_options(limits)
     if args.workers > 1:
         environment = _serving.to_environment(settings, credentials)  # refuses a proxy password first
         os.environ.update(environment)
@@ -129,12 +131,23 @@ def serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             log_level=args.log_level,
-            http=http,
+            **bounds,
         )
     else:
         _serving.settle_heap()
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, http=http)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **bounds)
     return 0
+
+
+def _limits(values: dict[str, Any]) -> Any:
+    """The server's limits from their flags; a value no limit may take is the flag's mistake (exit 2)."""
+    from ._exceptions import BatchValidationError
+    from .server import Limits
+
+    try:
+        return Limits(**values)
+    except BatchValidationError as exc:
+        raise _Usage("; ".join(f"serve --{p.pointer.replace('_', '-')}: {p.message}" for p in exc.problems)) from None
 
 
 # ---------------------------------------------------------------- demo

@@ -101,7 +101,7 @@ class LocalServer:
     def start(self, timeout: float = 10.0) -> LocalServer:
         """Start serving; returns once the server answers."""
         uvicorn = require("uvicorn", "server", "LocalServer")
-        from .server._head import bounded_http
+        from .server._bounds import uvicorn_options
 
         if self.running:
             return self
@@ -127,7 +127,7 @@ class LocalServer:
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
-            app, log_level=self._log_level, access_log=False, lifespan="on", http=bounded_http(self.limits.head_timeout)
+            app, log_level=self._log_level, access_log=False, lifespan="on", **uvicorn_options(self.limits)
         )
         mask_logger("uvicorn.access")
         self._server = uvicorn.Server(config)

@@ -32,6 +32,17 @@ def test_serve_refuses_demo_credentials_off_loopback():
     assert r.returncode == 2 and "refusing" in r.stderr
 
 
+def test_serve_refuses_a_connection_bound_no_server_could_keep():
+    r = batchnb("serve", "--port", str(free_port()), "--write-timeout", "nan", "--max-connections", "0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr == (
+        "batchnb: serve --write-timeout: must be a positive number of seconds, not nan; "
+        "serve --max-connections: must be a whole number of at least 1, not 0\n"
+    )
+    r = batchnb("serve", "--port", str(free_port()), "--max-connections", str(10**9))
+    assert r.returncode == 2 and "lower --max-connections" in r.stderr, r.stderr
+
+
 def test_serve_takes_each_limit_as_a_flag(tmp_path):
     port, log = free_port(), tmp_path / "serve.log"
     env = {**ENV, "BATCHNB_API_KEY": "cli", "BATCHNB_TOKEN": "cli-secret"}

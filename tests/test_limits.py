@@ -56,6 +56,21 @@ def test_jsonpath_bounds_can_be_lowered_not_raised_past_what_the_parser_can_take
     assert info.value.pointers == ["max_jsonpath_length", "max_jsonpath_nesting"]
 
 
+@pytest.mark.parametrize("name", ["head_timeout", "body_timeout", "keep_alive_timeout", "write_timeout"])
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), float("inf")])
+def test_a_connection_bound_is_a_positive_finite_number_of_seconds(name, value):
+    with pytest.raises(BatchValidationError) as info:
+        Limits(**{name: value})
+    assert info.value.pointers == [name] and "must be a positive number of seconds" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, True])
+def test_max_connections_is_a_whole_number_of_at_least_one(value):
+    with pytest.raises(BatchValidationError) as info:
+        Limits(max_connections=value)
+    assert info.value.pointers == ["max_connections"]
+
+
 def test_every_limit_is_described_once_with_its_default():
     described = list(Limits.described())
     assert [name for name, _default, _help in described] == [f.name for f in fields(Limits)]

@@ -180,6 +180,23 @@ def test_400_with_pointers(server, payload, pointer):
     assert err["message"] and pointer in [d["pointer"] for d in err["details"]]
 
 
+def test_a_400_lists_the_first_100_problems_and_counts_them_all(server):
+    # A megabyte of bad header names: one problem each.
+    names = [f" {i:x}" for i in range(80_000)]
+    raw = json.dumps(
+        {"requests": [{"method": "GET", "path": "/x", "headers": dict.fromkeys(names, "")}]}, separators=(",", ":")
+    )
+    assert len(raw) <= Limits().max_body_bytes
+    r = post_raw(server, raw)
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["detailCount"] == 80_000 and "80000 problem(s)" in err["message"]
+    assert [d["pointer"] for d in err["details"]] == [f"requests[0].headers.{n}" for n in names[:100]]
+    assert len(r.content) < 20_000, len(r.content)
+    small = post_raw(server, {"requests": [{"method": "GET", "path": "/x", "headers": {" a": ""}}]}).json()["error"]
+    assert "detailCount" not in small and len(small["details"]) == 1
+
+
 def test_401_without_or_with_wrong_credentials_runs_nothing(fresh_server):
     body = {"requests": [{"method": "POST", "path": f"{API}/companies", "body": {"name": "x"}}]}
     for headers in ({"Authorization": ""}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic abc"}):
@@ -336,7 +353,7 @@ def test_a_slow_body_holds_no_slot_and_is_refused_with_408(tmp_path):
                 reply = b""
                 while b"did not arrive" not in reply and (chunk := sock.recv(4096)):
                     reply += chunk
-                assert reply.startswith(b"HTTP/1.1 408") and b"the batch did not arrive within 1 s" in reply, reply
+                assert reply.startswith(b"HTTP/1.1 408") and b"body did not arrive within 1 s" in reply, reply
         finally:
             for sock in slow:
                 sock.close()

@@ -1,22 +1,22 @@
 """A bound on the time a request's line and headers may take to arrive.
 
-uvicorn hands a request to the app once its headers are in, and the app
-bounds the body from there (``body_timeout``). Until then nothing is
-bounded: a connection that sends nothing, or a header line a byte a minute,
-is kept open for ever, and a few hundred of them hold every socket the
-process may open. :func:`bounded_http` is the HTTP protocol ``batchnb serve``
-and :class:`~batchnb.LocalServer` give uvicorn: its own h11 protocol, which
-answers 408 and closes a connection whose request head has not arrived
-``head_timeout`` seconds after the connection opened or after the head's
-first byte (an idle kept-alive connection is uvicorn's keep-alive timeout's).
+uvicorn hands a request to the app once its headers are in. Until then
+nothing is bounded: a connection that sends nothing, or a header line a byte
+a minute, is kept open for ever, and a few hundred of them hold every socket
+the process may open. :class:`_HeadBoundedH11` is uvicorn's own h11
+protocol, which answers 408 and closes a connection whose request head has
+not arrived ``head_timeout`` seconds after the connection opened or after the
+head's first byte (an idle kept-alive connection is uvicorn's keep-alive
+timeout's). The other phases of a connection are bounded in :mod:`._bounds`,
+whose ``uvicorn_options`` is what ``batchnb serve`` gives uvicorn.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-from typing import Any, Callable
+from http import HTTPStatus
+from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -24,18 +24,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from .._exceptions import Problem
 from .app import _error
 
-__all__ = ["bounded_http"]
-
-
-def bounded_http(head_timeout: float) -> Callable[..., asyncio.Protocol]:
-    """The ``http`` protocol to give uvicorn: h11, with ``head_timeout`` seconds for a request's head.
-
-    A partial of a class, so that it travels to ``--workers`` processes.
-
-    >>> import uvicorn
-    >>> config = uvicorn.Config(app=None, http=bounded_http(10.0))
-    """
-    return functools.partial(_HeadBoundedH11, head_timeout=head_timeout)
+__all__: list[str] = []
 
 
 class _HeadBoundedH11(H11Protocol):
@@ -74,11 +63,22 @@ class _HeadBoundedH11(H11Protocol):
         if self.conn.their_state is not h11.IDLE or self.transport.is_closing():
             return
         message = f"the request's line and headers did not arrive within {self._head_timeout:g} s"
-        body = json.dumps(_error("head_timeout", message, [Problem("", "incomplete request head")]))
-        head = (
-            "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
-        )
         # h11 cannot answer a request it has not seen: the answer is written as bytes.
-        self.transport.write(head.encode("ascii") + body.encode("utf-8"))
+        self.transport.write(_raw_answer(408, "head_timeout", message, Problem("", "incomplete request head")))
         self.transport.close()
+
+
+def _raw_answer(status: int, code: str, message: str, problem: Problem, extra: str = "") -> bytes:
+    r"""A whole JSON error answer that closes its connection, as bytes, for when h11 or the app cannot answer.
+
+    ``extra`` holds more header lines, each ending with CRLF.
+
+    >>> _raw_answer(503, "busy", "later", Problem("", "busy"), "retry-after: 1\r\n").split(b"\r\n")[0]
+    b'HTTP/1.1 503 Service Unavailable'
+    """
+    body = json.dumps(_error(code, message, [problem])).encode("utf-8")
+    head = (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n{extra}\r\n"
+    )
+    return head.encode("ascii") + body

@@ -32,7 +32,7 @@ from ..model import BATCH_PATH, Batch
 from ._h11 import OneConnection
 from ._upstream import UpstreamClients, UpstreamDispatcher
 from .auth import Keyring
-from .limits import Limits
+from .limits import MAX_ERROR_DETAILS, Limits
 
 __all__ = ["BatchApp", "create_app"]
 
@@ -448,7 +448,22 @@ async def _read_body(receive: Callable, headers: Mapping[str, str], limit: int, 
 
 
 def _error(code: str, message: str, details: list[Problem]) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "details": [p.to_wire() for p in details]}}
+    """The JSON error shape; past ``MAX_ERROR_DETAILS`` problems, the first ones and ``detailCount``, their number.
+
+    A megabyte of bad fields would otherwise be answered by ten megabytes of pointers.
+
+    >>> err = _error("invalid_batch", "…", [Problem(f"requests[{i}].path", "bad") for i in range(150)])["error"]
+    >>> len(err["details"]), err["detailCount"]
+    (100, 150)
+    """
+    error: dict[str, Any] = {
+        "code": code,
+        "message": message,
+        "details": [p.to_wire() for p in details[:MAX_ERROR_DETAILS]],
+    }
+    if len(details) > MAX_ERROR_DETAILS:
+        error["detailCount"] = len(details)
+    return {"error": error}
 
 
 async def _send_json(send: Callable, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:

@@ -7,6 +7,7 @@ on it; ``batchnb serve`` makes a flag of each (``--max-requests``, …).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterator
 
@@ -14,6 +15,9 @@ from .. import engine, refs, rules
 from .._exceptions import BatchValidationError, Problem
 
 __all__ = ["Limits"]
+
+#: the problems one error answer lists, at most: the first ones, with ``detailCount`` saying how many there were.
+MAX_ERROR_DETAILS = 100
 
 
 def _limit(default: Any, help: str, wire: str | None = None) -> Any:
@@ -40,7 +44,20 @@ class Limits:
         "seconds to receive a request's line and headers, from the connection's or the head's first byte (then 408, and the connection closes)",
     )
     body_timeout: float = _limit(
-        10.0, "seconds to receive one batch request, once its headers are in (then 408)", "bodyTimeout"
+        10.0,
+        "seconds to receive a request's body once its headers are in, whether it is read or answered already "
+        "(then 408 if it is not answered yet, and the connection closes)",
+        "bodyTimeout",
+    )
+    keep_alive_timeout: float = _limit(5.0, "seconds a kept-alive connection may stay idle between requests")
+    write_timeout: float = _limit(
+        30.0,
+        "seconds an answer may wait in the server for its client to read it (then the connection is dropped)",
+    )
+    max_connections: int = _limit(
+        256,
+        "connections held at once, each process (then a new one takes the place of one whose request was answered, "
+        "or is answered 503 and closed)",
     )
     max_response_bytes: int = _limit(
         engine.DEFAULT_MAX_RESPONSE_BYTES,
@@ -83,6 +100,16 @@ class Limits:
 
     def __post_init__(self) -> None:
         problems = []
+        for name in _SECONDS:
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
+                problems.append(Problem(name, f"must be a positive number of seconds, not {value!r}"))
+        if isinstance(self.max_connections, bool) or not (
+            isinstance(self.max_connections, int) and self.max_connections >= 1
+        ):
+            problems.append(
+                Problem("max_connections", f"must be a whole number of at least 1, not {self.max_connections!r}")
+            )
         # Past these, the JSONPath library's parser would run out of stack: they can be lowered, not raised.
         for name, ceiling in (
             ("max_jsonpath_length", refs.MAX_QUERY_LENGTH),
@@ -106,3 +133,7 @@ class Limits:
         """(name, default, what it bounds) for every limit, in order."""
         for f in fields(cls):
             yield f.name, f.default, f.metadata["help"]
+
+
+#: the limits that bound a connection in time: each a positive, finite number of seconds.
+_SECONDS = ("head_timeout", "body_timeout", "keep_alive_timeout", "write_timeout")

@@ -21,13 +21,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import httpx
 
-from tests.support import free_port, wait_for_http
+from tests.support import free_port, wait_for_http, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CO = "/api/2.1/scheduling/companies"
@@ -38,6 +39,8 @@ BODY_TIMEOUT = 2.0
 HEAD_TIMEOUT = 2.0
 #: the gateway's answer limit: a batch of /big answers passes it at the eighth.
 GATEWAY_MAX_ANSWER = 2_000_000
+#: ... and drop a client that leaves an answer unread for this long.
+WRITE_TIMEOUT = 2.0
 
 
 @dataclass
@@ -148,6 +151,8 @@ def _serve(args: list[str], log: Path, env: dict[str, str], tally: Tally, **cred
             str(BODY_TIMEOUT),
             "--head-timeout",
             str(HEAD_TIMEOUT),
+            "--write-timeout",
+            str(WRITE_TIMEOUT),
             *args,
         ],
         stdout=out,
@@ -444,7 +449,7 @@ def slow_bodies_hold_no_slot(s: Servers) -> None:
         "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
     ).encode()
     # More than the 32 batches that may run at once.
-    _slow_clients_get_408(s, [head + b'{"requests": ['] * 40, b"the batch did not arrive within", closed=False)
+    _slow_clients_get_408(s, [head + b'{"requests": ['] * 40, b"body did not arrive within", closed=True)
 
 
 def slow_heads_hold_no_socket(s: Servers) -> None:
@@ -770,6 +775,179 @@ RULES_ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("20.26 fragments", fragment_marks_in_paths),
 ]
 
+# ---------------------------------------------------------------- 11. connections that outlive their answer (issue 20)
+
+#: how long past its bound a connection may still be seen open before an attack fails: a loaded machine is slow.
+LATE = 15.0
+
+
+def connect(port: int, data: bytes = b"", rcvbuf: int | None = None) -> socket.socket:
+    """A raw client socket to ``port`` on loopback, having sent ``data``; ``rcvbuf`` keeps its receive window small."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)  # before connecting, or the window is set
+    sock.settimeout(30)
+    sock.connect(("127.0.0.1", port))
+    if data:
+        sock.sendall(data)
+    return sock
+
+
+def held_by_server(port: int, clients: list[socket.socket] | None = None) -> int:
+    """Connections the server on ``port`` still holds (of ``clients`` only, when given): established, or closed by the client only."""
+    ports = None if clients is None else {f":{c.getsockname()[1]:04X}" for c in clients}
+    local = f":{port:04X}"
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        # 01 ESTABLISHED, 08 CLOSE_WAIT: once the server has closed its end, the process holds it no more.
+        mine = ports is None or fields[2][-5:] in ports
+        count += fields[1].endswith(local) and mine and fields[3] in ("01", "08")
+    return count
+
+
+def trickle_until_closed(socks: list[socket.socket], deadline: float) -> dict[socket.socket, bytes]:
+    """Send each socket a byte every 50 ms, and read what comes, until the server has closed every one.
+
+    What each read, by socket; fails when one is still open at ``deadline`` (``time.monotonic()``).
+    """
+    got = {sock: b"" for sock in socks}
+    open_ = set(socks)
+    for sock in socks:
+        sock.setblocking(False)
+    while open_:
+        assert time.monotonic() < deadline, (
+            f"{len(open_)} of {len(socks)} trickling connections are still open; they were answered: "
+            + "; ".join(repr(got[sock][:60]) for sock in list(open_)[:3])
+        )
+        for sock in list(open_):
+            try:
+                while chunk := sock.recv(65536):
+                    got[sock] += chunk
+                open_.discard(sock)  # end of file: the server closed it
+                continue
+            except BlockingIOError:
+                pass
+            except ConnectionResetError:
+                open_.discard(sock)  # closed with trickled bytes unread: a reset
+                continue
+            try:
+                sock.send(b"x")
+            except (BrokenPipeError, ConnectionResetError):
+                open_.discard(sock)
+        time.sleep(0.05)
+    return got
+
+
+def status_of(reply: bytes) -> int:
+    return int(reply.split(b" ", 2)[1]) if reply.startswith(b"HTTP/1.1 ") else 0
+
+
+def body_of(reply: bytes) -> Any:
+    return json.loads(reply.partition(b"\r\n\r\n")[2])
+
+
+_LONG_BODY = "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+
+
+def trickling_after_an_early_answer(s: Servers) -> None:
+    # Answered without reading the body; the client goes on sending it, a byte at a time, for ever.
+    auth = f"Authorization: Bearer {s.demo.token}\r\n"
+    cases = [
+        (s.demo, f"POST {BATCH} HTTP/1.1\r\nHost: x\r\n{_LONG_BODY}", 401),
+        (s.demo, f"PUT {BATCH} HTTP/1.1\r\nHost: x\r\n{_LONG_BODY}", 405),
+        (s.demo, f"GET {BATCH} HTTP/1.1\r\nHost: x\r\n{_LONG_BODY}", 200),
+        (s.demo, f"POST /api/2.1/scheduling/nothing HTTP/1.1\r\nHost: x\r\n{auth}{_LONG_BODY}", 404),
+        (s.gateway, f"POST /elsewhere HTTP/1.1\r\nHost: x\r\n{_LONG_BODY}", 404),
+        (s.gateway, f"POST {BATCH} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\n", 415),
+    ]
+    socks = [connect(served.port, head.encode()) for served, head, _status in cases]
+    try:
+        got = trickle_until_closed(socks, time.monotonic() + BODY_TIMEOUT + LATE)
+    finally:
+        for sock in socks:
+            sock.close()
+    for (_served, head, status), sock in zip(cases, socks):
+        assert status_of(got[sock]) == status, (head.split("\r\n")[0], got[sock][:300])
+
+
+def trickling_into_the_demo_api(s: Servers) -> None:
+    head = f"POST {CO} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s.demo.token}\r\n{_LONG_BODY}{{"
+    sock = connect(s.demo.port, head.encode())
+    try:
+        reply = trickle_until_closed([sock], time.monotonic() + BODY_TIMEOUT + LATE)[sock]
+    finally:
+        sock.close()
+    assert status_of(reply) == 408, reply[:300]
+    assert body_of(reply)["error"]["message"] == f"the request's body did not arrive within {BODY_TIMEOUT:g} s"
+
+
+def a_hundred_trickling_connections(s: Servers) -> None:
+    head = f"POST {BATCH} HTTP/1.1\r\nHost: x\r\n{_LONG_BODY}".encode()
+    socks = [connect(s.demo.port, head) for _ in range(100)]
+    try:
+        expect_ops(s.demo.post({"requests": [{"method": "GET", "path": CO + "?limit=1"}]}), [200])
+        got = trickle_until_closed(socks, time.monotonic() + BODY_TIMEOUT + LATE)
+    finally:
+        for sock in socks:
+            sock.close()
+    assert {status_of(reply) for reply in got.values()} == {401}
+
+
+def content_length_with_transfer_encoding(s: Servers) -> None:
+    for served in (s.demo, s.gateway):
+        smuggled = f"GET {BATCH} HTTP/1.1\r\nHost: x\r\n\r\n"  # the next request, to whoever frames by Content-Length
+        request = (
+            f"POST {BATCH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{{}}\r\n0\r\n\r\n{smuggled}"
+        )
+        with connect(served.port, request.encode()) as sock:
+            reply = b""
+            while chunk := sock.recv(65536):  # until the server closes; the socket's timeout bounds each wait
+                reply += chunk
+        assert status_of(reply) == 400 and reply.count(b"HTTP/1.1 ") == 1, reply[:500]
+        assert body_of(reply)["error"]["code"] == "ambiguous_framing", reply[:500]
+
+
+def a_400_with_80000_problems(s: Servers) -> None:
+    names = [f" {i:x}" for i in range(80_000)]  # a bad header name each
+    raw = json.dumps(
+        {"requests": [{"method": "GET", "path": "/x", "headers": dict.fromkeys(names, "")}]}, separators=(",", ":")
+    )
+    r = s.demo.post(raw.encode())
+    expect(r, 400, "80000 problem(s)", "requests[0].headers. 0")
+    assert r.json()["error"]["detailCount"] == 80_000 and len(r.content) < 20_000, len(r.content)
+
+
+def answers_nobody_reads(s: Servers) -> None:
+    company = s.demo.run([{"method": "POST", "path": CO, "body": {"name": "unread answers"}}])[0]["body"]["id"]
+    staff = f"{CO}/{company}/staff"
+    for start in range(0, 300, 50):
+        person = {"firstName": "f" * 200, "lastName": "l" * 200, "email": "e" * 60 + "@example.com"}
+        assert all(r["status"] == 201 for r in s.demo.run([{"method": "POST", "path": staff, "body": person}] * 50))
+    body = json.dumps({"requests": [{"method": "GET", "path": staff + "?limit=300"}] * 50}).encode()
+    request = (
+        f"POST {BATCH} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s.demo.token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    before = s.demo.rss()
+    socks = [connect(s.demo.port, request, rcvbuf=4096) for _ in range(4)]
+    try:
+        # Nothing is read: the server drops each connection, and what waited in it.
+        wait_until(
+            lambda: held_by_server(s.demo.port, socks) == 0,
+            WRITE_TIMEOUT + LATE,
+            lambda: f"{held_by_server(s.demo.port, socks)} connections whose answers nobody reads are still held",
+        )
+    finally:
+        for sock in socks:
+            sock.close()
+    wait_until(
+        lambda: s.demo.rss() < before + 50 * 2**20,
+        LATE,
+        lambda: f"the server kept {(s.demo.rss() - before) / 2**20:.0f} MB of answers nobody reads",
+    )
+
 
 #: (issue item, attack): every kind of the issue, in its order.
 ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
@@ -805,4 +983,11 @@ ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("smaller", duplicate_keys),
     ("smaller", integers_beyond_64_bits),
     *RULES_ATTACKS,
+    # issue 20: connections bounded from their first byte to their last
+    ("11 connections", trickling_after_an_early_answer),
+    ("11 connections", trickling_into_the_demo_api),
+    ("11 connections", a_hundred_trickling_connections),
+    ("11 connections", content_length_with_transfer_encoding),
+    ("11 connections", a_400_with_80000_problems),
+    ("11 connections", answers_nobody_reads),
 ]
