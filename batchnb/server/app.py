@@ -293,6 +293,8 @@ class BatchApp:
         began = time.perf_counter()
         raw = await _read_body(receive, headers, self.limits.max_body_bytes, self.limits.body_timeout)
         read = time.perf_counter()
+        # The batch's time runs from here: parsing it (in a thread when it is large) counts against batchTimeout too.
+        started = time.monotonic()
         if len(raw) > _PARSE_ON_LOOP_BYTES or raw.count(b"${") > _PARSE_ON_LOOP_REFS:
             batch = await asyncio.get_running_loop().run_in_executor(self._threads, self._parse, raw)
         else:
@@ -303,7 +305,6 @@ class BatchApp:
         # The slot is taken only now, for work ready to run: a client still
         # sending its body (slowly, on purpose or not) holds none.
         async with self._slot():
-            started = time.monotonic()
             with self._group_writes() if self._group_writes is not None else contextlib.nullcontext():
                 responses = await self._execute(batch, fwd_headers, fwd_query, started, timings)
             began = time.perf_counter()
