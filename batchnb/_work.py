@@ -45,6 +45,7 @@ COSTS = {
     "regexp_call": 1,  # one match() / search()
     "regexp_steps": 128,  # ... and one more per this many characters read times instructions of the pattern
     "pattern_chars": 4,  # one per this many characters of a pattern compiled (once per pattern)
+    "query_chars": 2,  # this many per character of a JSONPath compiled again (dropped from the cache since)
     "fill_bytes": 256,  # one per this many bytes of JSON a reference fills in
 }
 

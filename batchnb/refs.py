@@ -412,18 +412,22 @@ def query_problem(query: str, max_length: int = MAX_QUERY_LENGTH, max_nesting: i
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ref:
     """One parsed reference.
 
     >>> r = parse('${result=add-company:$.id}')[0]
     >>> (r.name, r.query)
     ('add-company', '$.id')
+
+    Its query was compiled as it was parsed (a query that does not compile
+    does not parse); the compiled query is kept in a cache of its own, bounded
+    by size, not in the reference, so that parsed strings kept elsewhere do
+    not keep compiled queries beyond that bound.
     """
 
     name: str
     query: str
-    compiled: Any = None
 
     @property
     def text(self) -> str:
@@ -445,10 +449,11 @@ class Ref:
         budget = _Budget(max_nodes)
         token = _BUDGET.set(budget)
         try:
+            compiled = _COMPILED.get(self.query, _compile_again)
             nodes = [JSONPathNode(value=document, location=(), parent=None, root=document)]
             # Segment by segment: the library chains one generator per segment,
             # which a long query would nest deeper than the stack allows.
-            for seg in self.compiled.segments:
+            for seg in compiled.segments:
                 nodes = list(seg.resolve(nodes))
             return [node.value for node in nodes]
         except _OverBudget:
@@ -498,12 +503,19 @@ def _compile_now(query: str) -> Any:
         raise RefSyntaxError(f"JSONPath {query[:40]!r}… nests too deeply to compile") from None
 
 
-#: a compiled query of n characters takes about 150 n bytes: 64 MB at most.
-_COMPILED: _SizedCache[str, Any] = _SizedCache(400_000, len)
+#: a compiled query of n characters holds about 1.1 n objects in 85 n bytes: 100,000 characters
+#: are 8.5 MB, and few enough objects for the garbage collector to walk them in tens of milliseconds.
+_COMPILED: _SizedCache[str, Any] = _SizedCache(100_000, len)
 
 
 def _compile(query: str) -> Any:
     return _COMPILED.get(query, _compile_now)
+
+
+def _compile_again(query: str) -> Any:
+    """A query compiled when it was parsed, and since dropped from the cache: its work counts as evaluation's."""
+    _spend(1 + len(query) * _work.COSTS["query_chars"])
+    return _compile_now(query)
 
 
 def _end_of_query(s: str, start: int) -> int:
@@ -519,8 +531,9 @@ def _end_of_query(s: str, start: int) -> int:
     return -1
 
 
-#: parsed strings, weighed by length (each is kept about twice: text and parts): 16 MB at most.
-_PARSED: _SizedCache[str, Template] = _SizedCache(8 * 1024 * 1024, len)
+#: parsed strings, weighed by length (each is kept about twice: text and parts) and their
+#: references (a reference and its strings take about 200 bytes): 16 MB at most.
+_PARSED: _SizedCache[str, Template] = _SizedCache(8 * 1024 * 1024, lambda s: len(s) + 100 * s.count("${"))
 
 
 def parse(s: str) -> Template:
@@ -565,7 +578,8 @@ def _parse(s: str) -> Template:
             if literal:
                 parts.append(literal)
             buf = []
-            parts.append(Ref(name, query, _compile(query)))
+            _compile(query)  # a query that does not compile does not parse
+            parts.append(Ref(name, query))
             i = end + 1
         else:
             buf.append("$")
@@ -576,7 +590,7 @@ def _parse(s: str) -> Template:
     return tuple(parts)
 
 
-# Ref.__repr__ hides the compiled query object, which only adds noise.
+# Ref's repr as it has always read (the compiled query it once showed is elsewhere now).
 Ref.__repr__ = lambda self: f"Ref(name={self.name!r}, query={self.query!r}, ...)"  # type: ignore[method-assign]
 
 

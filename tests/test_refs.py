@@ -293,6 +293,24 @@ def test_parsed_strings_are_not_kept_beyond_a_size():
     assert kept < 10 * 1024 * 1024, f"40 unique 1 MB strings left {kept / 2**20:.0f} MB behind"
 
 
+def test_parsed_strings_do_not_keep_compiled_queries_beyond_their_own_bound():
+    import gc
+
+    from jsonpath_rfc9535 import JSONPathQuery
+
+    from batchnb import refs
+
+    for i in range(8_000):  # 8,000 distinct JSONPaths: more than the compiled queries' cache holds
+        parse(f"${{result=L:$.items[?@.name=='kept {i}']}}")
+    gc.collect()
+    alive = sum(isinstance(o, JSONPathQuery) for o in gc.get_objects())
+    # Each compiled query holds others (one inside its filter): twice what the cache holds, at most.
+    assert alive <= 2 * len(refs._COMPILED._items) + 100, alive
+    assert len(refs._COMPILED._items) < 4_000
+    (r,) = parse("${result=L:$.items[?@.name=='kept 0']}")  # compiled again, if it was dropped
+    assert r.find({"items": [{"name": "kept 0"}]}) == [{"name": "kept 0"}]
+
+
 def test_references_are_found_in_values_nested_far_deeper_than_the_recursion_limit():
     from batchnb.refs import iter_refs
 
