@@ -16,6 +16,7 @@ call, about 15x cheaper than going through ``httpx.ASGITransport``).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import heapq
 import math
 import re
@@ -30,7 +31,7 @@ from urllib.parse import quote, unquote
 import httpx
 import orjson
 
-from . import _json, refs, rules
+from . import _json, _work, refs, rules
 from ._connect import Connection, Unreached, proxy_refused, unreached
 from ._exceptions import AuthenticationError, BatchError
 from ._timing import Timings
@@ -40,6 +41,7 @@ __all__ = [
     "ASGIDispatcher",
     "BodyReader",
     "DEFAULT_MAX_ANSWER_BYTES",
+    "DEFAULT_MAX_BATCH_WORK",
     "DEFAULT_MAX_RESOLVED_BYTES",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DirectDispatcher",
@@ -82,6 +84,12 @@ DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_RESOLVED_BYTES = 1024 * 1024
 #: bytes of a whole batch's answer.
 DEFAULT_MAX_ANSWER_BYTES = 16 * 1024 * 1024
+#: units of work (about a microsecond each) filling in one batch's references may cost: see :mod:`batchnb._work`.
+DEFAULT_MAX_BATCH_WORK = _work.DEFAULT_UNITS
+#: what filling in one operation's references may cost on the event loop before it goes on in a thread:
+#: a few milliseconds, so that other requests are answered meanwhile.
+_LOOP_SLICE_UNITS = 2_000
+_LOOP_SLICE_SECONDS = 0.005
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 #: levels the batch answer wraps around one operation's body at the top level:
 #: the answer object, its "responses" list, the response object.
@@ -469,6 +477,10 @@ class _Run:
     checked: bool = False
     #: what an operation that never reached the API answers: "answer" (502, saying why) or "not run" (no status).
     unreached: str = "answer"
+    #: what filling in references may still cost, for the whole batch (None: unmetered).
+    work: _work.Work | None = None
+    #: where filling in references goes on once it has taken its slice of the event loop (None: on the loop).
+    executor: concurrent.futures.Executor | None = None
 
 
 async def execute(
@@ -483,6 +495,8 @@ async def execute(
     max_resolved_bytes: int = DEFAULT_MAX_RESOLVED_BYTES,
     max_jsonpath_nodes: int = refs.DEFAULT_MAX_NODES,
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+    max_work: int | None = DEFAULT_MAX_BATCH_WORK,
+    executor: concurrent.futures.Executor | None = None,
     parallel: int = 1,
     timings: Timings | None = None,
     checked: bool = False,
@@ -508,6 +522,17 @@ async def execute(
     else 424), and the size of the whole answer (``max_answer_bytes``): an
     answer that does not fit is that operation's 502, and once the answer is
     full, what has not started answers 503.
+
+    ``max_work`` is the batch's work budget: what filling in all its
+    references may cost, in units of about a microsecond (nodes visited,
+    regular expressions run, bytes filled in: see :mod:`batchnb._work`). The
+    operation whose references need more answers 424, and so does every later
+    one that has references; None meters nothing. The deadline covers
+    filling in references too: what is still being filled in then answers 503.
+    With an ``executor`` (a thread pool), an operation whose references take
+    more than a few milliseconds to fill in is filled in there, so that the
+    event loop goes on serving others meanwhile; the thread stops at the
+    deadline, or when the batch is cancelled.
 
     ``parallel`` is how many operations may be in flight at once. With 1
     (the spec's order) they run one at a time, depth first. With more, an
@@ -545,6 +570,8 @@ async def execute(
         timings=timings,
         checked=checked,
         unreached=unreached,
+        work=None if max_work is None else _work.Work(max_work, deadline),
+        executor=executor,
     )
     if parallel > 1:
         return await _run_concurrently(ops, run, parallel)
@@ -770,7 +797,8 @@ def _measured(lookup: refs.Lookup, limit: int) -> refs.Lookup:
     """``lookup``, refusing (413) once the values it gave come to more than ``limit`` bytes of JSON.
 
     Counted value by value, so that a value used a thousand times is
-    refused after a few uses, not serialised a thousand times.
+    refused after a few uses, not serialised a thousand times. The bytes
+    count against the batch's work budget too, when one is metered.
     """
     used = 0
 
@@ -779,9 +807,14 @@ def _measured(lookup: refs.Lookup, limit: int) -> refs.Lookup:
         values = lookup(r)
         for value in values or ():
             try:
-                used += len(_json.dumps(value))
+                size = len(_json.dumps(value))
             except TypeError:
                 raise refs.Unresolved(r, "its value cannot be sent as JSON (nested too deeply)") from None
+            try:
+                _work.spend(1 + size // _work.COSTS["fill_bytes"])
+            except _work.OutOfWork as exc:
+                raise refs.BudgetSpent(r, str(exc)) from None
+            used += size
             if used > limit:
                 raise refs.Refused(
                     r, f"the values its references fill in come to more than {limit} bytes", 413, "resolved_too_large"
@@ -789,6 +822,57 @@ def _measured(lookup: refs.Lookup, limit: int) -> refs.Lookup:
         return values
 
     return measured
+
+
+def _filled(op: Operation, run: _Run) -> tuple[str, dict[str, str], bytes | None, str | None]:
+    """``op``'s path, headers and body (bytes, content type) with its references filled in, or :class:`refs.Unresolved`."""
+    lookup = _measured(result_lookup(run.results, max_nodes=run.max_jsonpath_nodes), run.max_resolved_bytes)
+    path = refs.render_path(op.path, lookup)
+    headers = {k: refs.render(v, lookup) for k, v in (op.headers or {}).items()}
+    content, content_type = encode_body(op.body)
+    if content is not None and b"${" in content:
+        content, content_type = encode_body(refs.resolve_json(op.body, lookup))
+    return path, headers, content, content_type
+
+
+def _filled_metered(op: Operation, run: _Run) -> tuple[str, dict[str, str], bytes | None, str | None]:
+    assert run.work is not None
+    with run.work.metered():
+        return _filled(op, run)
+
+
+async def _fill_in(op: Operation, run: _Run) -> tuple[str, dict[str, str], bytes | None, str | None] | Response:
+    """``op`` with its references filled in (see :func:`_filled`), or the response that says why it cannot run.
+
+    First on the event loop, for a slice of a few milliseconds: most
+    references cost far less. Past it, from the start again in the
+    executor's thread, while the loop serves others; given up (503) at the
+    batch's deadline or when the batch is cancelled, and the thread stops at
+    its next unit of work.
+    """
+    try:
+        if run.work is None:
+            return _filled(op, run)
+        if run.executor is None:
+            return _filled_metered(op, run)
+        try:
+            with run.work.metered(slice_units=_LOOP_SLICE_UNITS, slice_seconds=_LOOP_SLICE_SECONDS):
+                return _filled(op, run)
+        except _work.Slice:
+            pass
+        future = asyncio.get_running_loop().run_in_executor(run.executor, _filled_metered, op, run)
+        try:
+            if run.deadline is None:
+                return await future
+            async with asyncio.timeout(max(run.deadline - time.monotonic(), 0.0)):
+                return await future
+        except (TimeoutError, asyncio.CancelledError):
+            run.work.stop()  # the thread ends at its next unit of work
+            raise
+    except refs.Unresolved as exc:
+        return _refused(op, op.path, exc.status, exc.code, f"not run: {exc}")
+    except (_work.OutOfTime, TimeoutError):
+        return _refused(op, op.path, 503, "deadline_exceeded", "not run: the batch ran out of time")
 
 
 def _carried_size(body: Any, level: int) -> int | None:
@@ -863,14 +947,10 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
         or (content is not None and b"${" in content)
     ):
         check = True
-        lookup = _measured(result_lookup(run.results, max_nodes=run.max_jsonpath_nodes), run.max_resolved_bytes)
-        try:
-            path = refs.render_path(path, lookup)
-            op_headers = {k: refs.render(v, lookup) for k, v in op_headers.items()}
-            if content is not None and b"${" in content:
-                content, content_type = encode_body(refs.resolve_json(op.body, lookup))
-        except refs.Unresolved as exc:
-            return _refused(op, op.path, exc.status, exc.code, f"not run: {exc}")
+        filled = await _fill_in(op, run)
+        if isinstance(filled, Response):
+            return filled
+        path, op_headers, content, content_type = filled
 
     if not path.isascii():
         check = True

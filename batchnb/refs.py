@@ -14,17 +14,23 @@ batch) and the document (an API's answer) may be hostile:
 - a JSONPath is at most :data:`MAX_QUERY_LENGTH` characters and nests at
   most :data:`MAX_QUERY_NESTING` levels (brackets, parentheses, ``!``,
   ``&&``, ``||``), checked before it is compiled;
-- evaluating one visits at most ``max_nodes`` nodes (descents and regular
-  expressions count too), segment by segment rather than as a chain of
-  nested generators, so a long query cannot exhaust the stack;
-- ``match`` and ``search`` run their I-Regexp on RE2, in linear time;
-- what is kept between calls (parsed strings, compiled queries) is bounded
-  by size, not by count.
+- evaluating one costs at most ``max_nodes`` units of work (each node a
+  selector visits, selects or a filter tests is one; descents and regular
+  expressions count too, see :mod:`batchnb._work`), segment by segment
+  rather than as a chain of nested generators, so a long query cannot
+  exhaust the stack; the same units count against the batch's work budget
+  when one is metered (:class:`batchnb._work.Work`);
+- ``match`` and ``search`` run their I-Regexp on RE2, in linear time, each
+  pattern checked, translated and compiled once (then kept), not once per node;
+- a number literal beyond what a double holds (``1e999``) is a syntax error;
+- what is kept between calls (parsed strings, compiled queries, regular
+  expressions) is bounded by size, not by count.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections import OrderedDict
 from contextvars import ContextVar
@@ -34,14 +40,21 @@ from urllib.parse import quote
 
 import iregexp_check
 import re2
-from jsonpath_rfc9535 import JSONPathEnvironment, JSONPathError
+from jsonpath_rfc9535 import JSONPathEnvironment, JSONPathError, JSONPathQuery
+from jsonpath_rfc9535.exceptions import JSONPathSyntaxError
+from jsonpath_rfc9535.filter_expressions import Expression, FilterQuery
 from jsonpath_rfc9535.function_extensions import ExpressionType, FilterFunction
 from jsonpath_rfc9535.node import JSONPathNode
+from jsonpath_rfc9535.parse import Parser
+from jsonpath_rfc9535.selectors import FilterSelector, JSONPathSelector, WildcardSelector
+from jsonpath_rfc9535.tokens import TokenStream
 
+from . import _work
 from ._exceptions import BatchError, RefSyntaxError
 from .rules import NAME_PATTERN, name_problem, path_value_problem
 
 __all__ = [
+    "BudgetSpent",
     "DEFAULT_MAX_NODES",
     "MAX_QUERY_LENGTH",
     "MAX_QUERY_NESTING",
@@ -66,7 +79,7 @@ _ESCAPE = "$${"
 MAX_QUERY_LENGTH = 1000
 #: how deeply brackets, parentheses and filter operators (``!``, ``&&``, ``||``) may nest in one.
 MAX_QUERY_NESTING = 32
-#: how many nodes evaluating one reference may visit, unless told otherwise.
+#: units of work (about nodes visited) evaluating one reference may cost, unless told otherwise.
 DEFAULT_MAX_NODES = 100_000
 #: how deep ``..`` descends (the library's own bound, kept).
 _MAX_DESCENT = 100
@@ -123,7 +136,7 @@ class _OverBudget(Exception):
 
 
 class _Budget:
-    """Nodes an evaluation may still visit."""
+    """Units one evaluation may still cost; each is also counted against the batch's work, when metered."""
 
     __slots__ = ("left",)
 
@@ -134,6 +147,7 @@ class _Budget:
         self.left -= nodes
         if self.left < 0:
             raise _OverBudget
+        _work.spend(nodes)
 
 
 #: the budget of the evaluation running in this context (evaluation never awaits, so one at a time).
@@ -144,6 +158,61 @@ def _spend(nodes: int) -> None:
     budget = _BUDGET.get()
     if budget is not None:
         budget.spend(nodes)
+    else:
+        _work.spend(nodes)
+
+
+class _Counted:
+    """A selector that counts its work: one unit a node it is applied to, each node it selects, and each a filter tests.
+
+    The library's own selectors do the selecting; this one stands in their
+    place in a compiled query, so that a filter that tests a hundred thousand
+    children and selects none still costs a hundred thousand units.
+    """
+
+    __slots__ = ("_inner", "_tests_children")
+
+    def __init__(self, inner: JSONPathSelector) -> None:
+        self._inner = inner
+        self._tests_children = isinstance(inner, (FilterSelector, WildcardSelector))
+
+    def resolve(self, node: JSONPathNode) -> Iterator[JSONPathNode]:
+        value = node.value
+        _spend(1 + len(value) if self._tests_children and isinstance(value, (dict, list)) else 1)
+        for found in self._inner.resolve(node):
+            _spend(1)
+            yield found
+
+    def __str__(self) -> str:
+        return str(self._inner)
+
+
+def _counted(query: JSONPathQuery) -> JSONPathQuery:
+    """``query`` with every selector counted (:class:`_Counted`), in filters' queries too; changed in place."""
+    queries = [query]
+    while queries:
+        q = queries.pop()
+        for segment in q.segments:
+            for selector in segment.selectors:
+                if isinstance(selector, FilterSelector):
+                    queries.extend(_queries_in(selector.expression))
+            segment.selectors = tuple(_Counted(s) for s in segment.selectors)
+    return query
+
+
+def _queries_in(expression: Expression) -> Iterator[JSONPathQuery]:
+    """Every query a filter expression holds (``@.a``, ``$.b``, arguments of functions), at any depth."""
+    stack: list[Any] = [expression]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, FilterQuery):
+            yield item.query
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif isinstance(item, Expression):
+            stack.extend(
+                getattr(item, name, None) for cls in type(item).__mro__ for name in getattr(cls, "__slots__", ())
+            )
 
 
 #: RE2 options: no logging to stderr, and a small memory bound per compiled pattern.
@@ -182,14 +251,26 @@ def _i_regexp_to_re2(pattern: str) -> str:
     return "".join(out)
 
 
-def _regexp(pattern: object) -> Any:
+def _compile_regexp(pattern: str) -> Any:
     """The compiled RE2 for an I-Regexp, or None when it is not one (then nothing matches)."""
-    if not isinstance(pattern, str) or len(pattern) > MAX_QUERY_LENGTH or not iregexp_check.check(pattern):
+    _spend(1 + len(pattern) // _work.COSTS["pattern_chars"])
+    if len(pattern) > MAX_QUERY_LENGTH or not iregexp_check.check(pattern):
         return None
     try:
-        return re2.compile(_i_regexp_to_re2(pattern), _RE2_OPTIONS)  # re2 keeps the last 128 compiled
+        return re2.compile(_i_regexp_to_re2(pattern), _RE2_OPTIONS)
     except (re2.error, UnicodeEncodeError):
         return None
+
+
+#: compiled patterns, each weighed as what RE2 may take for it at most: 16 MB (64 of the largest) in all.
+_REGEXPS: _SizedCache[str, Any] = _SizedCache(16 * 1024 * 1024, lambda p: _RE2_OPTIONS.max_mem // 16 + 64 * len(p))
+
+
+def _regexp(pattern: object) -> Any:
+    """The compiled RE2 for an I-Regexp (checked, translated and compiled once, then kept), or None."""
+    if not isinstance(pattern, str) or len(pattern) > MAX_QUERY_LENGTH:
+        return None
+    return _REGEXPS.get(pattern, _compile_regexp)
 
 
 class _RegexpFunction(FilterFunction):
@@ -207,7 +288,10 @@ class _RegexpFunction(FilterFunction):
         regexp = _regexp(pattern)
         if regexp is None:
             return False
-        _spend(1 + len(string) // 1024)
+        # RE2 is linear in the text, but its steps per character grow with the
+        # compiled pattern (up to one per instruction once its DFA gives up):
+        # counted before it runs, it cannot run past the budget.
+        _spend(_work.COSTS["regexp_call"] + len(string) * regexp.programsize // _work.COSTS["regexp_steps"])
         try:
             found = regexp.fullmatch(string) if self._whole else regexp.search(string)
         except UnicodeEncodeError:  # a lone surrogate: not text RE2 can read
@@ -215,8 +299,41 @@ class _RegexpFunction(FilterFunction):
         return found is not None
 
 
+class _Parser(Parser):
+    """The library's parser, refusing number literals that a double cannot hold (``1e999``, 400 digits).
+
+    The library reads them as infinity, or fails converting that to an integer.
+    """
+
+    def parse_integer_literal(self, stream: TokenStream) -> Expression:
+        self._finite(stream)
+        return super().parse_integer_literal(stream)
+
+    def parse_float_literal(self, stream: TokenStream) -> Expression:
+        self._finite(stream)
+        return super().parse_float_literal(stream)
+
+    @staticmethod
+    def _finite(stream: TokenStream) -> None:
+        token = stream.current
+        try:
+            number = float(token.value)
+        except ValueError:
+            return  # the library says what is wrong with it
+        if math.isinf(number):
+            raise JSONPathSyntaxError(
+                f"the number {_shorten(token.value)} is beyond what a double can hold (about 1.8e308)", token=token
+            )
+
+
+def _shorten(text: str, most: int = 24) -> str:
+    return text if len(text) <= most else f"{text[: most // 2]}…{text[-most // 2 :]} ({len(text)} characters)"
+
+
 class _Environment(JSONPathEnvironment):
     """The JSONPath environment of references: RE2 for regular expressions, descents on a budget."""
+
+    parser_class = _Parser
 
     def setup_function_extensions(self) -> None:
         super().setup_function_extensions()
@@ -295,49 +412,56 @@ def query_problem(query: str, max_length: int = MAX_QUERY_LENGTH, max_nesting: i
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Ref:
     """One parsed reference.
 
     >>> r = parse('${result=add-company:$.id}')[0]
     >>> (r.name, r.query)
     ('add-company', '$.id')
+
+    Its query was compiled as it was parsed (a query that does not compile
+    does not parse); the compiled query is kept in a cache of its own, bounded
+    by size, not in the reference, so that parsed strings kept elsewhere do
+    not keep compiled queries beyond that bound.
     """
 
     name: str
     query: str
-    compiled: Any = None
 
     @property
     def text(self) -> str:
         return f"${{result={self.name}:{self.query}}}"
 
     def find(self, document: Any, max_nodes: int = DEFAULT_MAX_NODES) -> list[Any]:
-        """Every value the JSONPath selects in ``document``, visiting at most ``max_nodes`` nodes.
+        """Every value the JSONPath selects in ``document``, at a cost of at most ``max_nodes`` units.
 
         >>> parse("${result=co:$.items[*].id}")[0].find({"items": [{"id": 1}, {"id": 2}]})
         [1, 2]
 
-        Raises :class:`Unresolved` when the evaluation would visit more
-        nodes, descend deeper than 100 levels or nest calls too deeply.
+        A unit is a node visited, selected or tested by a filter (regular
+        expressions count too: see :mod:`batchnb._work`). Raises
+        :class:`Unresolved` when the evaluation would cost more, descend
+        deeper than 100 levels or nest calls too deeply, and
+        :class:`BudgetSpent` when the batch's work budget (if one is
+        metered here) runs out first.
         """
         budget = _Budget(max_nodes)
         token = _BUDGET.set(budget)
         try:
+            compiled = _COMPILED.get(self.query, _compile_again)
             nodes = [JSONPathNode(value=document, location=(), parent=None, root=document)]
             # Segment by segment: the library chains one generator per segment,
             # which a long query would nest deeper than the stack allows.
-            for seg in self.compiled.segments:
-                found = []
-                for node in seg.resolve(nodes):
-                    budget.spend(1)
-                    found.append(node)
-                nodes = found
+            for seg in compiled.segments:
+                nodes = list(seg.resolve(nodes))
             return [node.value for node in nodes]
         except _OverBudget:
             raise Unresolved(
                 self, f"{self.query} visits more than {max_nodes} nodes of the result of {self.name!r}"
             ) from None
+        except _work.OutOfWork as exc:
+            raise BudgetSpent(self, str(exc)) from None
         except (JSONPathError, RecursionError):
             raise Unresolved(
                 self, f"{self.query} nests too deeply to evaluate on the result of {self.name!r}"
@@ -370,19 +494,28 @@ def _compile_now(query: str) -> Any:
     if problem:
         raise RefSyntaxError(problem)
     try:
-        return _ENV.compile(query)
+        return _counted(_ENV.compile(query))
     except JSONPathError as exc:
+        raise RefSyntaxError(f"JSONPath {query!r} does not parse: {exc}") from None
+    except (OverflowError, ValueError) as exc:  # a last guard: the parser refuses what it knows of
         raise RefSyntaxError(f"JSONPath {query!r} does not parse: {exc}") from None
     except RecursionError:  # a last guard: the nesting bound keeps the parser well inside the stack
         raise RefSyntaxError(f"JSONPath {query[:40]!r}… nests too deeply to compile") from None
 
 
-#: a compiled query of n characters takes about 150 n bytes: 64 MB at most.
-_COMPILED: _SizedCache[str, Any] = _SizedCache(400_000, len)
+#: a compiled query of n characters holds about 1.1 n objects in 85 n bytes: 100,000 characters
+#: are 8.5 MB, and few enough objects for the garbage collector to walk them in tens of milliseconds.
+_COMPILED: _SizedCache[str, Any] = _SizedCache(100_000, len)
 
 
 def _compile(query: str) -> Any:
     return _COMPILED.get(query, _compile_now)
+
+
+def _compile_again(query: str) -> Any:
+    """A query compiled when it was parsed, and since dropped from the cache: its work counts as evaluation's."""
+    _spend(1 + len(query) * _work.COSTS["query_chars"])
+    return _compile_now(query)
 
 
 def _end_of_query(s: str, start: int) -> int:
@@ -398,8 +531,9 @@ def _end_of_query(s: str, start: int) -> int:
     return -1
 
 
-#: parsed strings, weighed by length (each is kept about twice: text and parts): 16 MB at most.
-_PARSED: _SizedCache[str, Template] = _SizedCache(8 * 1024 * 1024, len)
+#: parsed strings, weighed by length (each is kept about twice: text and parts) and their
+#: references (a reference and its strings take about 200 bytes): 16 MB at most.
+_PARSED: _SizedCache[str, Template] = _SizedCache(8 * 1024 * 1024, lambda s: len(s) + 100 * s.count("${"))
 
 
 def parse(s: str) -> Template:
@@ -444,7 +578,8 @@ def _parse(s: str) -> Template:
             if literal:
                 parts.append(literal)
             buf = []
-            parts.append(Ref(name, query, _compile(query)))
+            _compile(query)  # a query that does not compile does not parse
+            parts.append(Ref(name, query))
             i = end + 1
         else:
             buf.append("$")
@@ -455,7 +590,7 @@ def _parse(s: str) -> Template:
     return tuple(parts)
 
 
-# Ref.__repr__ hides the compiled query object, which only adds noise.
+# Ref's repr as it has always read (the compiled query it once showed is elsewhere now).
 Ref.__repr__ = lambda self: f"Ref(name={self.name!r}, query={self.query!r}, ...)"  # type: ignore[method-assign]
 
 
@@ -496,6 +631,17 @@ class Unresolved(BatchError):
         self.ref = ref
         self.reason = reason
         super().__init__(f"reference {ref.text} failed: {reason}")
+
+
+class BudgetSpent(Unresolved):
+    """A reference left unresolved because the batch's work budget ran out (``maxBatchWork``): 424.
+
+    >>> err = BudgetSpent(parse("${result=co:$.id}")[0], "the batch's work budget of 1000 units is spent")
+    >>> (err.status, err.code)
+    (424, 'work_budget_spent')
+    """
+
+    code = "work_budget_spent"
 
 
 class Refused(Unresolved):

@@ -10,7 +10,9 @@ both servers the whole time, and a probe asks ``GET /api/2.3/batch`` of each
 every 20 ms. First at rest, then while every attack of the corpus runs.
 
 Prints the probe's p99 latency under attack against its p99 at rest (the
-ratio), the servers' peak RSS growth during the attacks, and the counts of
+ratio), the loop stall (each server's worst probe under attack: how long an
+event loop was held, at most, by what the attacks made it do), the servers'
+peak RSS growth during the attacks, and the counts of
 crashes, 5xx answers, bare (non-JSON) answers and attacks that did not get
 the answer they expect, each against its target. Exits non-zero when a
 target is missed.
@@ -36,6 +38,8 @@ from tests.support.attacks import ATTACKS, CO, Served, Servers, Tally, running  
 PROBE_EVERY = 0.02
 RSS_LIMIT = 200 * 1024 * 1024
 P99_RATIO_LIMIT = 10.0
+#: seconds: the longest a probe may wait under attack (an event loop held for that long, at most).
+STALL_LIMIT = 0.100
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -50,6 +54,10 @@ class Background:
         self.servers = servers
         self.tally = tally
         self.latencies: list[float] = []
+        self.worst = {"demo": 0.0, "gateway": 0.0}
+        #: the attack under way (set by run_attacks), and the one each server's worst probe waited through.
+        self.attack = "(none)"
+        self.worst_during = {"demo": "", "gateway": ""}
         self.batches = self.batches_ok = 0
         self.peak_rss = {"demo": 0, "gateway": 0}
         self._stop = threading.Event()
@@ -68,14 +76,19 @@ class Background:
     def _probe(self) -> None:
         with httpx.Client(timeout=120, trust_env=False) as http:
             while not self._stop.is_set():
-                for served in (self.servers.demo, self.servers.gateway):
+                for label, served in (("demo", self.servers.demo), ("gateway", self.servers.gateway)):
                     started = time.perf_counter()
                     try:
                         r = http.get(served.url + "/api/2.3/batch")
                     except httpx.HTTPError:
-                        continue  # a server that does not answer shows as a crash below
-                    self.latencies.append(time.perf_counter() - started)
-                    self.tally.note(r)
+                        r = None  # a server that does not answer shows as a crash below
+                    waited = time.perf_counter() - started
+                    # A probe that timed out waited too: it counts as a stall, not as nothing.
+                    if waited > self.worst[label]:
+                        self.worst[label], self.worst_during[label] = waited, self.attack
+                    if r is not None:
+                        self.latencies.append(waited)
+                        self.tally.note(r)
                 time.sleep(PROBE_EVERY)
 
     def _steady(self) -> None:
@@ -113,10 +126,11 @@ class Background:
             time.sleep(0.05)
 
 
-def run_attacks(servers: Servers, rounds: int) -> list[str]:
+def run_attacks(servers: Servers, rounds: int, background: Background) -> list[str]:
     unexpected = []
     for _ in range(rounds):
         for kind, attack in ATTACKS:
+            background.attack = attack.__name__
             try:
                 attack(servers)
             except (AssertionError, httpx.HTTPError) as exc:
@@ -143,7 +157,7 @@ def main() -> int:
 
         under = Background(servers, tally).start()
         started = time.monotonic()
-        unexpected = run_attacks(servers, args.rounds)
+        unexpected = run_attacks(servers, args.rounds, under)
         elapsed = time.monotonic() - started
         under.stop()
         crashes = sum(s.proc.poll() is not None for s in (servers.demo, servers.gateway))
@@ -158,8 +172,19 @@ def main() -> int:
     print(
         f"probe p99 at rest: {p99_rest:.1f} ms ({len(rest.latencies)} probes); under attack: {p99_attack:.1f} ms ({len(under.latencies)} probes)"
     )
+    print(
+        f"worst probe at rest: {max(rest.worst.values()) * 1000:.0f} ms; "
+        f"under attack: demo {under.worst['demo'] * 1000:.0f} ms ({under.worst_during['demo']}), "
+        f"gateway {under.worst['gateway'] * 1000:.0f} ms ({under.worst_during['gateway']})"
+    )
     results = [
         line("probe p99 under attack / at rest", f"{ratio:.2f}x", ratio <= P99_RATIO_LIMIT, f"<= {P99_RATIO_LIMIT:g}x"),
+        line(
+            "loop stall: worst probe (demo, gateway)",
+            f"{under.worst['demo'] * 1000:.0f} ms, {under.worst['gateway'] * 1000:.0f} ms",
+            max(under.worst.values()) <= STALL_LIMIT,
+            f"<= {STALL_LIMIT * 1000:.0f} ms",
+        ),
         line(
             "peak RSS growth (demo, gateway)",
             f"{growth['demo']:.0f} MB, {growth['gateway']:.0f} MB",

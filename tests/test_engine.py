@@ -538,3 +538,89 @@ def test_a_direct_dispatcher_bounds_answers_like_the_others() -> None:
     out = asyncio.run(execute(Batch([Operation("GET", "/items/100"), Operation("GET", "/items/101")]), direct))
     assert [r.status for r in out] == [200, 502]
     assert out[1].body["error"]["code"] == "response_too_large"
+
+
+# ---------------------------------------------------------------- the batch's work budget
+
+
+def _listing(n: int):
+    """A dispatcher that answers GET with a list of ``n`` companies (one named 'x'), and other methods with what they sent."""
+    import orjson
+
+    body = orjson.dumps({"items": [{"id": f"co_{i}", "name": "x" if i == n - 1 else f"c{i}"} for i in range(n)]})
+
+    async def dispatch(method, path, headers, content):
+        return engine.DispatchResult(200, {"content-type": "application/json"}, body if method == "GET" else content)
+
+    return engine.DirectDispatcher(dispatch)
+
+
+COSTLY = "${result=L:$..[?@ == 'x']}"
+
+
+def test_one_budget_spans_every_reference_of_the_batch():
+    ops = [
+        Operation("GET", "/list", name="L"),
+        Operation("POST", "/a", body={"tags": [COSTLY] * 5}),  # about 1,000 units a reference
+        Operation("POST", "/b", body={"tags": [COSTLY] * 5}),
+        Operation("POST", "/c", body={"tags": [COSTLY] * 5}),
+        Operation("GET", "/d"),  # no reference: runs whatever is spent
+        Operation("GET", "/e/" + ref("L", "$.items[0].id")),  # spent: not even one node is left
+    ]
+    out = asyncio.run(execute(ops, _listing(200), max_work=8_000))
+    assert [r.status for r in out] == [200, 200, 424, 424, 200, 424]
+    for r in (out[2], out[3], out[5]):
+        assert r.body["error"]["code"] == "work_budget_spent"
+        assert "the batch's work budget of 8000 units is spent" in r.body["error"]["message"]
+    assert [r.status for r in asyncio.run(execute(ops, _listing(200), max_work=None))] == [200] * 6
+
+
+def test_costly_references_are_filled_in_while_the_event_loop_serves_others():
+    import concurrent.futures
+
+    ops = [Operation("GET", "/list", name="L"), Operation("POST", "/a", body={"tags": [COSTLY] * 100})]
+    ticks = 0
+
+    async def main():
+        nonlocal ticks
+        done = False
+
+        async def ticker():
+            nonlocal ticks
+            while not done:
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        task = asyncio.ensure_future(ticker())
+        with concurrent.futures.ThreadPoolExecutor(1) as threads:
+            out = await execute(ops, _listing(2000), max_work=10**9, executor=threads)
+        done = True
+        await task
+        return out
+
+    out = asyncio.run(main())
+    assert [r.status for r in out] == [200, 200]
+    assert out[1].body == {"tags": ["x"] * 100}  # the same answer as filled in on the loop
+    # Every answer comes without waiting: only the thread lets the ticker run meanwhile.
+    assert ticks >= 10, ticks
+
+
+def test_the_deadline_stops_references_being_filled_in_and_their_thread():
+    import concurrent.futures
+
+    ops = [
+        Operation("GET", "/list", name="L"),
+        Operation("POST", "/a", body={"tags": [COSTLY] * 100_000}),  # minutes of work, if it ran to the end
+        Operation("GET", "/b"),
+    ]
+
+    async def main():
+        with concurrent.futures.ThreadPoolExecutor(1) as threads:
+            out = await execute(ops, _listing(2000), max_work=10**12, executor=threads, deadline=time.monotonic() + 0.5)
+            # The thread has stopped too: it takes this next task at once.
+            assert threads.submit(lambda: "free").result(timeout=30) == "free"
+            return out
+
+    out = asyncio.run(main())
+    assert [r.status for r in out] == [200, 503, 503]
+    assert out[1].body["error"] == {"code": "deadline_exceeded", "message": "not run: the batch ran out of time"}

@@ -323,6 +323,20 @@ def test_references_that_cannot_be_run_are_refused_up_front(demo: tuple[InProces
         assert any(d["pointer"].startswith("requests[") for d in r.json()["error"]["details"]), label
 
 
+def test_a_number_beyond_a_double_in_a_jsonpath_is_a_400_with_its_pointer(demo: tuple[InProcess, Rows, str]) -> None:
+    for field, value in (
+        ("path", CO + "/${result=seed:$[?@.n == 1e999]}"),
+        ("body", {"name": "${result=seed:$[?@.n == " + "9" * 400 + "]}"}),
+        ("headers", {"X-N": "${result=seed:$[?@.n == -1.5e999]}"}),
+    ):
+        op = {"method": "POST", "path": CO, field: value}
+        r = check_batch(demo, {"requests": [SEED, op]})
+        assert r.status_code == 400, (field, r.text[:300])
+        details = r.json()["error"]["details"]
+        assert details[0]["pointer"].startswith(f"requests[1].{field}"), details
+        assert "beyond what a double can hold" in details[0]["message"], details
+
+
 def test_batch_level_errors_have_their_status(demo: tuple[InProcess, Rows, str]) -> None:
     caller, rows, _ = demo
     before = rows()

@@ -21,6 +21,7 @@ def test_the_server_announces_exactly_the_limits_it_was_given():
         max_jsonpath_length=100,
         max_jsonpath_nesting=5,
         max_jsonpath_nodes=1000,
+        max_batch_work=20_000,
         max_parallel=3,
         operation_timeout=2.5,
         batch_timeout=9.0,
@@ -42,6 +43,7 @@ def test_the_server_announces_exactly_the_limits_it_was_given():
             "maxJsonPathLength": 100,
             "maxJsonPathNesting": 5,
             "maxJsonPathNodes": 1000,
+            "maxBatchWork": 20_000,
             "maxParallel": 3,
             "operationTimeout": 2.5,
             "batchTimeout": 9.0,
@@ -69,6 +71,14 @@ def test_max_connections_is_a_whole_number_of_at_least_one(value):
     with pytest.raises(BatchValidationError) as info:
         Limits(max_connections=value)
     assert info.value.pointers == ["max_connections"]
+
+
+@pytest.mark.parametrize("units", [0, -5, 2.5, float("nan"), "many"])
+def test_the_batch_work_budget_is_a_whole_number_of_units_1_or_more(units):
+    with pytest.raises(BatchValidationError) as info:
+        Limits(max_batch_work=units)
+    assert info.value.pointers == ["max_batch_work"]
+    assert "a whole number of units, 1 or more" in str(info.value)
 
 
 def test_every_limit_is_described_once_with_its_default():

@@ -203,6 +203,58 @@ def test_catastrophic_regular_expressions_run_in_linear_time():
     assert found == [([], [])]
 
 
+def test_a_filter_counts_every_child_it_tests_not_only_those_it_selects():
+    (r,) = parse("${result=s:$[?@ == 'x']}")
+    assert r.find(["y"] * 5000 + ["x"]) == ["x"]  # within the default bound
+    with pytest.raises(Unresolved, match="visits more than 1000 nodes"):
+        r.find(["y"] * 5000 + ["x"], max_nodes=1000)
+
+
+def test_queries_inside_filters_count_the_nodes_they_visit():
+    # Each of 300 children runs a query over all 300: 90,000 nodes, however few are selected.
+    (r,) = parse("${result=s:$[?count($[*]) > 1000]}")
+    with pytest.raises(Unresolved, match="visits more than 10000 nodes"):
+        r.find(list(range(300)), max_nodes=10_000)
+
+
+def test_regular_expressions_count_what_they_read():
+    # 100 calls on 1,000 characters with a pattern RE2 may need many steps a character for.
+    (r,) = parse("${result=s:$[?match(@, '[ab]*a" + "[ab]" * 20 + "c')]}")
+    with pytest.raises(Unresolved, match="visits more than 10000 nodes"):
+        r.find(["ab" * 500] * 100, max_nodes=10_000)
+    assert r.find(["ab" * 5] * 100, max_nodes=10_000) == []  # short texts cost little
+
+
+def test_a_pattern_is_checked_translated_and_compiled_once_not_once_per_node(monkeypatch):
+    import iregexp_check
+
+    from batchnb import refs
+
+    checked: list[str] = []
+    real_check = iregexp_check.check
+    monkeypatch.setattr(iregexp_check, "check", lambda p: checked.append(p) or real_check(p))
+    pattern = "((" + "|".join(f"w{i:03d}" for i in range(193)) + "))+"  # 969 characters
+    assert len(pattern) == 969
+    (r,) = parse(f"${{result=s:$[?match(@, '{pattern}')]}}")
+    assert r.find([f"w{i % 300:03d}" for i in range(3000)]) == [f"w{i % 300:03d}" for i in range(3000) if i % 300 < 193]
+    assert checked.count(pattern) <= 1  # 0 when an earlier test compiled it already
+    assert pattern in [key for key in refs._REGEXPS._items]
+
+
+@pytest.mark.parametrize(
+    "number",
+    ["1e999", "-1e999", "1.5e999", "1E400", "9" * 400, "-" + "9" * 400, "1" + "0" * 309 + ".5"],
+    ids=["1e999", "-1e999", "1.5e999", "1E400", "400 nines", "-400 nines", "310 digits.5"],
+)
+def test_a_number_beyond_a_double_is_a_syntax_error_not_an_overflow(number):
+    from batchnb import BatchValidationError
+
+    with pytest.raises(RefSyntaxError, match="beyond what a double can hold") as info:
+        ref("co", f"$[?@.n == {number}]")
+    assert isinstance(info.value, BatchValidationError)
+    assert ref("co", "$[?@.n == 1e308]") and ref("co", "$[?@.n == 1e-999]")  # within a double, or rounding to 0
+
+
 @pytest.mark.parametrize(
     ("function", "pattern", "text", "matches"),
     [
@@ -239,6 +291,24 @@ def test_parsed_strings_are_not_kept_beyond_a_size():
     finally:
         tracemalloc.stop()
     assert kept < 10 * 1024 * 1024, f"40 unique 1 MB strings left {kept / 2**20:.0f} MB behind"
+
+
+def test_parsed_strings_do_not_keep_compiled_queries_beyond_their_own_bound():
+    import gc
+
+    from jsonpath_rfc9535 import JSONPathQuery
+
+    from batchnb import refs
+
+    for i in range(8_000):  # 8,000 distinct JSONPaths: more than the compiled queries' cache holds
+        parse(f"${{result=L:$.items[?@.name=='kept {i}']}}")
+    gc.collect()
+    alive = sum(isinstance(o, JSONPathQuery) for o in gc.get_objects())
+    # Each compiled query holds others (one inside its filter): twice what the cache holds, at most.
+    assert alive <= 2 * len(refs._COMPILED._items) + 100, alive
+    assert len(refs._COMPILED._items) < 4_000
+    (r,) = parse("${result=L:$.items[?@.name=='kept 0']}")  # compiled again, if it was dropped
+    assert r.find({"items": [{"name": "kept 0"}]}) == [{"name": "kept 0"}]
 
 
 def test_references_are_found_in_values_nested_far_deeper_than_the_recursion_limit():

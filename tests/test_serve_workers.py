@@ -12,8 +12,10 @@ import json
 import os
 import secrets
 import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,7 +23,7 @@ import pytest
 
 from batchnb import AsyncClient, Client
 
-from tests.support import free_port, stop, wait_for_http
+from tests.support import free_port, stop, wait_for_http, wait_until
 from tests.test_server import (  # noqa: F401 - collected here, against two processes
     test_400_with_pointers,
     test_401_without_or_with_wrong_credentials_runs_nothing,
@@ -46,7 +48,8 @@ pytestmark = pytest.mark.slow
 class Served:
     """`batchnb serve --workers 2` as the tests see a LocalServer: url, db, tenants' credentials, clients."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, *flags: str) -> None:
+        self.flags = flags
         self.db = tmp / "workers.sqlite3"
         self.tenants = ("demo", "other")
         self._credentials = {key: secrets.token_urlsafe(12) for key in self.tenants}
@@ -72,6 +75,7 @@ class Served:
                     str(self.db),
                     "--log-level",
                     "warning",
+                    *self.flags,
                 ],
                 env=env,
                 stdout=out,
@@ -135,3 +139,78 @@ def test_two_server_processes_serve_one_database(server: Served) -> None:
         for _ in range(20)
     }
     assert answers == {50}
+
+
+CO = "/api/2.1/scheduling/companies"
+
+
+def _write_locked(db: Path) -> bool:
+    """Whether some connection holds the SQLite file's write lock right now."""
+    conn = sqlite3.connect(db, timeout=0, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("ROLLBACK")
+        return False
+    except sqlite3.OperationalError:
+        return True
+    finally:
+        conn.close()
+
+
+def test_a_batch_filling_in_references_leaves_the_write_lock_to_the_other_worker(tmp_path: Path) -> None:
+    """A batch wrote, then fills in references for seconds: the other process's writes go on meanwhile.
+
+    The batch's work is bounded by time only here (a budget larger than
+    its deadline allows), so that it is still filling in when the others write.
+    """
+    import httpx
+
+    with Served(tmp_path, "--max-batch-work", str(10**9), "--batch-timeout", "6").running() as served:
+        headers = {"Authorization": f"Bearer {served.credentials()['token']}"}
+        url = served.url + "/api/2.3/batch"
+        seed = [{"method": "POST", "path": CO, "body": {"name": "x" if i == 0 else f"c{i}"}} for i in range(50)]
+        assert httpx.post(url, json={"requests": seed}, headers=headers, timeout=30).status_code == 200
+        ref = "${result=L:$..[?@=='x']}"
+        heavy = {
+            "requests": [
+                {"method": "POST", "path": CO, "body": {"name": "held"}},
+                {"method": "GET", "path": CO + "?limit=1000", "name": "L"},
+                {"method": "POST", "path": CO, "body": {"name": "n", "tags": [ref] * 20_000}},
+            ]
+        }
+        answers: list[httpx.Response] = []
+        batch = threading.Thread(
+            target=lambda: answers.append(httpx.post(url, json=heavy, headers=headers, timeout=60)), daemon=True
+        )
+        batch.start()
+        # The batch has written: its row is committed (handed on), or its transaction holds the lock.
+        wait_until(
+            lambda: (
+                _write_locked(served.db)
+                or sqlite3.connect(served.db)
+                .execute("SELECT count(*) FROM companies WHERE name = 'held'")
+                .fetchone()[0]
+            ),
+            20,
+            "the batch did not write",
+        )
+        assert batch.is_alive(), "the batch ended before the others wrote: nothing was shown"
+        # Another process (this one) gets the lock within a generous bound: the hold limit is 50 ms.
+        other = sqlite3.connect(served.db, timeout=2.0, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        # And so does a write through the server, whichever worker takes it.
+        r = httpx.post(
+            url,
+            json={"requests": [{"method": "POST", "path": CO, "body": {"name": "meanwhile"}}]},
+            headers={**headers, "Connection": "close"},
+            timeout=3.0,
+        )
+        assert r.status_code == 200 and r.json()["responses"][0]["status"] == 201, r.text[:300]
+        batch.join(60)
+        assert answers, "the batch got no answer"
+        statuses = [x["status"] for x in answers[0].json()["responses"]]
+        assert statuses == [201, 200, 503], statuses  # ran out of time while filling in, as its deadline said

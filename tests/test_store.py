@@ -428,3 +428,23 @@ def test_a_group_holds_the_write_lock_for_a_bounded_time(
         _company(store, name="two")
     assert seen.count("COMMIT") == 2, seen
     assert _names_seen_by_another_connection(db_path) == ["one", "two"]
+
+
+def test_a_group_that_stops_writing_hands_the_write_lock_on_by_itself(store: Store, db_path: Path) -> None:
+    """A batch busy with something else than writing (filling in references) does not keep other processes waiting.
+
+    The group's open transaction is committed once it has held the write lock
+    for the hold limit, by the store's own thread, without waiting for the
+    group's next write or its end.
+    """
+    with store.group():
+        _company(store, name="held")
+        other = sqlite3.connect(db_path, timeout=2.0, isolation_level=None)  # a generous bound: the limit is 50 ms
+        try:
+            other.execute("BEGIN IMMEDIATE")  # "database is locked" if the group still held it
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert _names_seen_by_another_connection(db_path) == ["held"]
+        _company(store, name="after")
+    assert _names_seen_by_another_connection(db_path) == ["after", "held"]

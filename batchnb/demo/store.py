@@ -304,6 +304,8 @@ class Store:
             self._conn.close()
             raise
         self._checkpointer = _Checkpointer.start(self.path, self._conn)
+        # Other processes share the file: what groups hold open is handed on in time, whatever they do meanwhile.
+        self._handover = _Handover.start(self) if self._checkpointer is not None else None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -314,6 +316,8 @@ class Store:
             >>> store = Store(":memory:")
             >>> store.close(); store.close()
         """
+        if self._handover is not None:
+            self._handover.stop()  # before the lock: it may be waiting for it
         with self._lock:
             if not self._closed:
                 self._closed = True
@@ -602,7 +606,19 @@ class Store:
             self._conn.execute("BEGIN IMMEDIATE")
             self._generation += 1
             self._held, self._held_since = self._generation, time.monotonic()
+            if self._handover is not None:
+                self._handover.arm(self._held, self._held_since + _HOLD_LIMIT)
         group.generations.add(self._held)
+
+    def _hand_over(self, generation: int) -> None:
+        """Commit the groups' open transaction if it is still ``generation`` and no write is under way (from the handover thread)."""
+        with self._lock:
+            if self._closed or self._held != generation or self._depth:
+                return
+            try:
+                self._commit_held()
+            except sqlite3.Error:
+                pass  # the generation is lost: the groups that wrote in it raise WritesLost as they end
 
     def _settle(self) -> None:
         """Commit the groups' open transaction before a request outside them reads or writes (caller holds the lock)."""
@@ -907,6 +923,56 @@ class _Checkpointer:
     def stop(self) -> None:
         """Stop, after the turn under way; the last connection to close checkpoints what is left."""
         self._stopped.set()
+        self._thread.join(10)
+
+
+class _Handover:
+    """Commits the groups' open transaction once it has held the write lock for ``_HOLD_LIMIT``, from a thread of its own.
+
+    A group commits on the way when it writes past the limit, and when it
+    ends; between two writes a batch may do other work for seconds (fill in
+    references, wait for a slow operation) while other processes on the same
+    file wait for the write lock and then fail with "database is locked".
+    This thread hands the lock on in time whatever the batch is doing: the
+    group's next write opens a new transaction.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cond = threading.Condition()
+        #: (generation, when it is due) of the transaction to hand on, if any.
+        self._armed: tuple[int, float] | None = None
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="batchnb-store-handover", daemon=True)
+
+    @classmethod
+    def start(cls, store: Store) -> _Handover:
+        handover = cls(store)
+        handover._thread.start()
+        return handover
+
+    def arm(self, generation: int, due: float) -> None:
+        """Hand ``generation`` on at ``due`` (``time.monotonic()``), unless it has ended by then."""
+        with self._cond:
+            self._armed = (generation, due)
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopped and (self._armed is None or self._armed[1] > time.monotonic()):
+                    self._cond.wait(None if self._armed is None else self._armed[1] - time.monotonic())
+                if self._stopped:
+                    return
+                generation, _due = self._armed
+                self._armed = None
+            # Never while holding the condition: arm() is called with the store's lock held.
+            self._store._hand_over(generation)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify()
         self._thread.join(10)
 
 

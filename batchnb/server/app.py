@@ -12,6 +12,7 @@ which turns this server into a batch gateway.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -39,6 +40,13 @@ __all__ = ["BatchApp", "create_app"]
 log = logging.getLogger("batchnb.server")
 
 ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
+
+
+#: threads for the CPU-heavy work of batches (see BatchApp._threads).
+_THREADS = 2
+#: a batch larger than this, or holding more references, is parsed in a thread: up to tens of milliseconds of work.
+_PARSE_ON_LOOP_BYTES = 64 * 1024
+_PARSE_ON_LOOP_REFS = 256
 
 
 class _Reject(Exception):
@@ -108,6 +116,7 @@ class BatchApp:
         self._upstream_ssl: ssl.SSLContext | None = None
         self._in_flight = 0
         self._unreached_log = _LogOnce()
+        self._workers: concurrent.futures.ThreadPoolExecutor | None = None
 
     def __repr__(self) -> str:
         where = f"upstream={self.upstream!r}" if self.upstream else "in-process API"
@@ -151,9 +160,24 @@ class BatchApp:
         if self._upstream_clients is not None:
             await self._upstream_clients.aclose()
             self._upstream_clients = None
+        if self._workers is not None:
+            self._workers.shutdown(wait=False, cancel_futures=True)
+            self._workers = None
         if self._on_shutdown is not None:
             self._on_shutdown()
             self._on_shutdown = None
+
+    @property
+    def _threads(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Where a batch's CPU-heavy work goes (parsing a large one, filling in costly references), off the event loop.
+
+        Two threads: the work holds the GIL in slices of a few milliseconds,
+        so the loop still answers between them; more threads would make it
+        wait for each of them in turn.
+        """
+        if self._workers is None:
+            self._workers = concurrent.futures.ThreadPoolExecutor(_THREADS, thread_name_prefix="batchnb-work")
+        return self._workers
 
     def _dispatcher(self) -> Any:
         if self._direct is not None:
@@ -280,14 +304,18 @@ class BatchApp:
         began = time.perf_counter()
         raw = await _read_body(receive, headers, self.limits.max_body_bytes, self.limits.body_timeout)
         read = time.perf_counter()
-        batch = self._parse(raw)
+        # The batch's time runs from here: parsing it (in a thread when it is large) counts against batchTimeout too.
+        started = time.monotonic()
+        if len(raw) > _PARSE_ON_LOOP_BYTES or raw.count(b"${") > _PARSE_ON_LOOP_REFS:
+            batch = await asyncio.get_running_loop().run_in_executor(self._threads, self._parse, raw)
+        else:
+            batch = self._parse(raw)
         timings.add("read", read - began)
         timings.add("parse", time.perf_counter() - read)
         fwd_headers, fwd_query = self._credentials_to_forward(headers, query)
         # The slot is taken only now, for work ready to run: a client still
         # sending its body (slowly, on purpose or not) holds none.
         async with self._slot():
-            started = time.monotonic()
             with self._group_writes() if self._group_writes is not None else contextlib.nullcontext():
                 responses = await self._execute(batch, fwd_headers, fwd_query, started, timings)
             began = time.perf_counter()
@@ -308,6 +336,8 @@ class BatchApp:
             max_resolved_bytes=self.limits.max_resolved_bytes,
             max_jsonpath_nodes=self.limits.max_jsonpath_nodes,
             max_answer_bytes=self.limits.max_answer_bytes,
+            max_work=self.limits.max_batch_work,
+            executor=self._threads,
             parallel=batch.parallel,
             timings=timings,
             checked=True,  # Batch.from_wire checked every path and header

@@ -85,7 +85,18 @@ class Limits:
         "maxJsonPathNesting",
     )
     max_jsonpath_nodes: int = _limit(
-        refs.DEFAULT_MAX_NODES, "nodes one reference's JSONPath may visit in a result (then 424)", "maxJsonPathNodes"
+        refs.DEFAULT_MAX_NODES,
+        "units of work one reference's JSONPath may cost in a result: nodes visited, selected or tested, "
+        "regular expressions (then 424)",
+        "maxJsonPathNodes",
+    )
+    max_batch_work: int = _limit(
+        engine.DEFAULT_MAX_BATCH_WORK,
+        "units of work (about a microsecond each) filling in one batch's references may cost, all operations "
+        "together: a JSONPath node visited, selected or tested, a regular expression run (and its characters "
+        "times its pattern's size / 128), 256 bytes filled in (then the operation answers 424, as does every later "
+        "one with references)",
+        "maxBatchWork",
     )
     max_parallel: int = _limit(
         16,
@@ -117,6 +128,10 @@ class Limits:
         ):
             if getattr(self, name) > ceiling:
                 problems.append(Problem(name, f"must be at most {ceiling}"))
+        if not isinstance(self.max_batch_work, int) or self.max_batch_work < 1:
+            problems.append(
+                Problem("max_batch_work", f"must be a whole number of units, 1 or more, not {self.max_batch_work!r}")
+            )
         if problems:
             raise BatchValidationError(problems)
 

@@ -949,6 +949,82 @@ def answers_nobody_reads(s: Servers) -> None:
     )
 
 
+# ---------------------------------------------------------------- issue 20: work per batch, and the event loop (items 1, 3, 12)
+
+
+def _while_answering(served: Served, batch: dict, within: float = 5.0) -> httpx.Response:
+    """Post ``batch`` while probing ``GET /api/2.3/batch`` of the same server: every probe answers within ``within`` s.
+
+    A generous bound, not a measure: work that held the event loop held every
+    probe for as long (seconds, or minutes).
+    """
+    answers: list[httpx.Response] = []
+    attack = threading.Thread(target=lambda: answers.append(served.post(batch)), daemon=True)
+    attack.start()
+    with httpx.Client(trust_env=False) as probe:
+        for _ in range(1000):
+            if not attack.is_alive():
+                break
+            r = probe.get(served.url + BATCH, timeout=within)
+            served.tally.note(r)
+            assert r.status_code == 200, r.text[:300]
+            attack.join(0.02)
+    attack.join(120)
+    assert answers, "the batch got no answer"
+    return answers[0]
+
+
+def eight_hundred_costly_references_in_one_operation(s: Servers) -> None:
+    ref = _ref("L", "$..[?@=='x']")  # 10,000 nodes to test for one value, 800 times: 8 million units
+    batch = {
+        "requests": [
+            {"method": "GET", "path": "/strings/10000", "name": "L"},
+            {"method": "POST", "path": "/echo", "body": {"tags": [ref] * 800}},
+            {"method": "GET", "path": "/after"},
+        ]
+    }
+    r = _while_answering(s.gateway, batch)
+    expect_ops(r, [200, 424, 200], {1: "the batch's work budget of 1000000 units is spent"})
+
+
+def a_969_character_pattern_over_98000_nodes(s: Servers) -> None:
+    pattern = "((" + "|".join(f"w{i:03d}" for i in range(193)) + "))+"
+    batch = {
+        "requests": [
+            {"method": "GET", "path": "/strings/98000", "name": "L"},
+            {"method": "GET", "path": "/x/" + _ref("L", f"$[?match(@, '{pattern}')]")},
+        ]
+    }
+    r = _while_answering(s.gateway, batch)
+    expect_ops(r, [200, 424], {1: "visits more than 100000 nodes"})
+
+
+def a_megabyte_of_distinct_references(s: Servers) -> None:
+    # Each one a JSONPath of its own to compile: seconds of work before the batch can even run.
+    refs = [_ref("L", f"$.items[?@.name=='{i}']") for i in range(24_000)]
+    batch = {
+        "requests": [
+            {"method": "GET", "path": CO + "?limit=1", "name": "L"},
+            {"method": "POST", "path": CO, "body": {"name": "n", "tags": refs}},
+        ]
+    }
+    r = _while_answering(s.demo, batch)
+    expect_ops(r, [200, 424], {1: "matched nothing"})
+
+
+def a_number_beyond_a_double_in_a_jsonpath(s: Servers) -> None:
+    for number in ("1e999", "9" * 400):
+        r = s.demo.post(
+            {
+                "requests": [
+                    {"method": "GET", "path": CO, "name": "co"},
+                    {"method": "GET", "path": CO + "/" + _ref("co", f"$.items[?@.n == {number}].id")},
+                ]
+            }
+        )
+        expect(r, 400, "is beyond what a double can hold", "requests[1].path")
+
+
 #: (issue item, attack): every kind of the issue, in its order.
 ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("1 crash", jsonpath_of_40000_segments),
@@ -990,4 +1066,9 @@ ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("11 connections", content_length_with_transfer_encoding),
     ("11 connections", a_400_with_80000_problems),
     ("11 connections", answers_nobody_reads),
+    # issue 20: the work of a batch, counted and bounded
+    ("20.1 work per batch", eight_hundred_costly_references_in_one_operation),
+    ("20.1 work per batch", a_megabyte_of_distinct_references),
+    ("20.3 regex work", a_969_character_pattern_over_98000_nodes),
+    ("20.12 numbers", a_number_beyond_a_double_in_a_jsonpath),
 ]

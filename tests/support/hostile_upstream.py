@@ -12,6 +12,7 @@ prove what one batch's upstream requests carried. Its answers, by path:
 - ``/empty``: 204, no body;
 - ``/bigint``: ``{"n": 2**70}``, an integer beyond 64 bits;
 - ``/br``: a body in an encoding nobody asked for (``br``);
+- ``/strings/N``: a list of ``N`` short strings, the last one ``"x"`` (a document of many nodes);
 - anything else: 200 with what was received (method, target, headers, body).
 """
 
@@ -64,6 +65,9 @@ class HostileUpstream:
             return encode_reply(200, b'{"n": 1180591620717411303424}')
         if path == "/br":
             return encode_reply(200, b"\x1b\x03\x00\xf8", {"Content-Encoding": "br"})
+        if path.startswith("/strings/") and path[9:].isdigit():
+            n = min(int(path[9:]), 1_000_000)
+            return encode_reply(200, [f"s{i}" for i in range(n - 1)] + ["x"])
         received = {
             "method": req.method,
             "target": req.target,
