@@ -384,7 +384,7 @@ class Batch:
                 # A lone surrogate fails to encode: a ValueError, malformed JSON like any other.
                 text = data.encode("utf-8") if isinstance(data, str) else bytes(data)
                 data = _json.loads_strict(text)
-            except _json.DuplicateKey as exc:
+            except (_json.DuplicateKey, _json.IntegerTooLong) as exc:
                 raise BatchValidationError([Problem(exc.pointer, exc.message)]) from None
             except ValueError as exc:
                 raise BatchValidationError([Problem("", f"malformed JSON: {exc}")]) from None

@@ -200,3 +200,17 @@ def test_wire_text_that_cannot_be_utf8_is_malformed_json_with_a_pointer() -> Non
         Batch.from_wire('{"requests": ["\ud800"]}')
     assert [p.pointer for p in info.value.problems] == [""]
     assert info.value.problems[0].message.startswith("malformed JSON")
+
+
+def test_an_integer_longer_than_the_server_reads_is_refused_before_sending() -> None:
+    # The same bound as the server's and the demo API's (batchnb._json.MAX_INT_DIGITS): found here, not there.
+    from batchnb import _json
+
+    with pytest.raises(BatchValidationError) as info:
+        Batch([Operation("POST", "/x", body={"n": 10**_json.MAX_INT_DIGITS})])
+    [problem] = info.value.problems
+    assert problem.pointer == "requests[0].body" and "more than 4300 digits" in problem.message
+    assert Batch([Operation("POST", "/x", body={"n": 10**_json.MAX_INT_DIGITS - 1})]).size == 1
+    with pytest.raises(BatchValidationError) as info:
+        Batch.from_wire(b'{"requests": [{"method": "POST", "path": "/x", "body": ' + b"1" * 4301 + b"}]}")
+    assert [p.pointer for p in info.value.problems] == ["requests[0].body"]

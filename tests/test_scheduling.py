@@ -965,3 +965,19 @@ def test_called_directly_the_api_answers_as_it_does_through_asgi(store: Store) -
     )
     other = asyncio.run(app.dispatch("POST", f"{BASE}/companies", keyed, b'{"name": "other"}'))
     assert other.status == 422
+
+
+# -- integers past a double (item 22) ------------------------------------------
+
+
+def test_integers_past_a_double_are_read_exactly_and_longer_ones_are_refused_saying_where(a: Client) -> None:
+    # 400 digits: read as the number it is (orjson alone called it "infinity"), so the field's own rule answers.
+    r = a.post(f"{BASE}/companies", content='{"name": "x", "address": {"zip": ' + "9" * 400 + "}}")
+    assert fields_of(r) == ["address.zip"] and "must be a string" in r.text
+    r = a.post(f"{BASE}/companies", content='{"name": "x", "n": ' + "9" * 4300 + "}")
+    assert r.status_code == 201, r.text
+    r = a.post(f"{BASE}/companies", content='{"name": "x", "address": {"zip": ' + "9" * 4301 + "}}")
+    assert fields_of(r) == ["address.zip"]
+    assert r.json()["error"]["details"][0]["message"] == (
+        "an integer of 4301 digits; integers are kept exact up to 4300 digits"
+    )

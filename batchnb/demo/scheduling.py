@@ -484,6 +484,8 @@ class _Call:
         raw = self._body if self._body is not None else await self.body()
         try:
             data = _json.loads(raw)
+        except _json.IntegerTooLong as exc:
+            raise _invalid([{"field": exc.pointer, "message": exc.message}]) from None
         except ValueError:
             # What the fast parser refuses but Python's reads (NaN, lone surrogates), read as before.
             try:

@@ -326,6 +326,10 @@ class BatchApp:
             raise _Reject(
                 400, "malformed_json", f"the body is ambiguous JSON: {exc}", [Problem(exc.pointer, exc.message)]
             ) from None
+        except _json.IntegerTooLong as exc:
+            raise _Reject(
+                400, "number_too_long", f"the body holds {exc}", [Problem(exc.pointer, exc.message)]
+            ) from None
         except ValueError as exc:
             raise _Reject(
                 400, "malformed_json", f"the body is not valid JSON: {exc}", [Problem("", str(exc))]
