@@ -482,9 +482,9 @@ def test_unknown_route_and_wrong_method(a: Client) -> None:
     assert r.status_code == 405
     assert_json(r)
     assert r.json()["error"]["code"] == "method_not_allowed"
-    assert r.headers["allow"] == "GET, POST"
+    assert r.headers["allow"] == "GET, HEAD, POST"
     r = a.post(f"{BASE}/companies/co_000000000000", {"name": "x"})
-    assert r.status_code == 405 and r.headers["allow"] == "GET, PUT, PATCH, DELETE"
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, PUT, PATCH, DELETE"
 
 
 def test_authentication(app: Any, a: Client) -> None:
@@ -981,3 +981,27 @@ def test_integers_past_a_double_are_read_exactly_and_longer_ones_are_refused_say
     assert r.json()["error"]["details"][0]["message"] == (
         "an integer of 4301 digits; integers are kept exact up to 4300 digits"
     )
+
+
+# -- HEAD (item 24) --------------------------------------------------------------
+
+
+def test_head_answers_as_get_does_without_the_body(app: Any, a: Client) -> None:
+    # RFC 9110 §9.3.2: the same status and headers as GET, Content-Length included, and no body.
+    co = a.company()
+    sv = a.service(co["id"])
+    for path in (
+        f"{BASE}/companies",
+        f"{BASE}/companies/{co['id']}",
+        f"{BASE}/companies/{co['id']}/services?limit=1",
+        f"{BASE}/companies/{co['id']}/services/{sv['id']}",
+        f"{BASE}/companies/co_000000000000",
+        f"{BASE}/companies?limit=0",
+        "/nope",
+    ):
+        got, head = a.get(path), a.request("HEAD", path)
+        assert head.status_code == got.status_code and head.content == b"", (path, head.status_code, head.content)
+        assert head.headers["content-length"] == str(len(got.content)) == got.headers["content-length"], path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    unauthenticated = Client(app, None).request("HEAD", f"{BASE}/companies")
+    assert unauthenticated.status_code == 401 and unauthenticated.content == b""

@@ -668,3 +668,19 @@ def test_integers_past_a_double_reach_the_api_exactly_and_longer_ones_are_refuse
             "message": "an integer of 4301 digits; integers are kept exact up to 4300 digits",
         }
     ]
+
+
+def test_head_answers_as_get_does_without_the_body(server):
+    # RFC 9110 §9.3.2, on uvicorn: the limits, and the demo API's reads.
+    for path, headers in (
+        ("/api/2.3/batch", {}),
+        (API + "/companies?limit=2", bearer(server)),
+        (API + "/companies/co_000000000000", bearer(server)),
+    ):
+        got = httpx.get(server.url + path, headers=headers)
+        head = httpx.head(server.url + path, headers=headers)
+        assert head.status_code == got.status_code and head.content == b"", (path, head.status_code)
+        assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content)), path
+        assert head.headers["content-type"] == got.headers["content-type"] == "application/json", path
+    r = httpx.put(server.url + "/api/2.3/batch")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, POST"

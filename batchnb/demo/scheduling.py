@@ -132,7 +132,8 @@ def _encode(payload: Any) -> bytes:
         return _ASCII_ENCODER.encode(payload).encode("ascii")
 
 
-async def _send(send: Send, status: int, payload: Any, headers: _RawHeaders = ()) -> None:
+async def _send(send: Send, status: int, payload: Any, headers: _RawHeaders = (), *, head: bool = False) -> None:
+    """Answer with ``payload`` as JSON; for a HEAD request, the same head without the body (RFC 9110 §9.3.2)."""
     if payload is None:
         body = b""
         raw = list(headers)
@@ -140,7 +141,7 @@ async def _send(send: Send, status: int, payload: Any, headers: _RawHeaders = ()
         body = _encode(payload)
         raw = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *headers]
     await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 # -- validation ----------------------------------------------------------
@@ -525,7 +526,8 @@ class _API:
         """The status, payload and headers to answer ``request`` with; None when the client left before its body came."""
         # A name given twice counts with its last value.
         query = dict(parse_qsl(request.query_string, keep_blank_values=True)) if request.query_string else _NO_QUERY
-        method = request.method
+        # HEAD is GET without the body (RFC 9110 §9.3.2): wherever GET answers, HEAD does, with the same headers.
+        method = "GET" if request.method == "HEAD" else request.method
         try:
             tenant = self.keyring.authenticate(
                 {"authorization": request.authorization} if request.authorization is not None else {}, query
@@ -537,7 +539,7 @@ class _API:
             handlers, company_id, item_id = request.route
             handler = handlers.get(method)
             if handler is None:
-                allow = ", ".join(handlers)
+                allow = ", ".join(_allowed(handlers))
                 reply = _error(405, "method_not_allowed", f"Method {_shown(method)} is not allowed here")
                 reply.headers = [(b"allow", allow.encode())]
                 raise reply
@@ -814,7 +816,7 @@ class SchedulingApp:
             )
             answer = await self._api.answer(request)
             if answer is not None:
-                await _send(send, *answer)
+                await _send(send, *answer, head=scope["method"] == "HEAD")
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1000})
         elif scope["type"] == "lifespan":
@@ -918,6 +920,12 @@ def _router(api: _API) -> Callable[[str], _Route | None]:
         return items[kind], parts[0], parts[2]
 
     return route
+
+
+def _allowed(handlers: Mapping[str, _Handler]) -> list[str]:
+    """The methods a route answers, as ``Allow`` lists them: HEAD after GET."""
+    names = list(handlers)
+    return names[:1] + ["HEAD"] + names[1:] if names[:1] == ["GET"] else names
 
 
 def _handlers(api: _API, kind: Kind, *, collection: bool) -> Mapping[str, _Handler]:

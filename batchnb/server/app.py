@@ -1,7 +1,7 @@
 """The Batch API 2.3 server: an ASGI app you can mount, test in-process, or serve with uvicorn.
 
     POST /api/2.3/batch     run a batch (auth, 400/401/413/415/429 with pointers)
-    GET  /api/2.3/batch     the server's limits, so that clients can split work
+    GET  /api/2.3/batch     the server's limits, so that clients can split work (and HEAD, as GET without the body)
 
 Behind it sits the API the operations call: an ASGI app reached by a direct
 call in this process (no network hop; :func:`batchnb.demo.create_demo_app`
@@ -131,6 +131,7 @@ class BatchApp:
                     f"{scope['path']} is not served here; post batches to {BATCH_PATH}",
                     [Problem("path", "not found")],
                 ),
+                head=scope["method"] == "HEAD",
             )
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
@@ -211,8 +212,10 @@ class BatchApp:
 
     async def _batch(self, scope: dict, receive: Callable, send: Callable) -> None:
         method = scope["method"]
-        if method == "GET":
-            await _send_json(send, 200, {**self.limits.to_wire(), "idempotency": self.idempotency})
+        if method in ("GET", "HEAD"):
+            # HEAD is GET without the body (RFC 9110 §9.3.2): the same status and headers.
+            limits = {**self.limits.to_wire(), "idempotency": self.idempotency}
+            await _send_json(send, 200, limits, head=method == "HEAD")
             return
         if method != "POST":
             await _send_json(
@@ -223,7 +226,7 @@ class BatchApp:
                     f"{method} is not allowed here; use POST (or GET for the limits)",
                     [Problem("method", "use POST")],
                 ),
-                {"allow": "GET, POST"},
+                {"allow": "GET, HEAD, POST"},
             )
             return
         timings = Timings()
@@ -443,15 +446,20 @@ def _error(code: str, message: str, details: list[Problem]) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": [p.to_wire() for p in details]}}
 
 
-async def _send_json(send: Callable, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-    await _send(send, status, _json.dumps(payload), headers)
+async def _send_json(
+    send: Callable, status: int, payload: Any, headers: Mapping[str, str] | None = None, *, head: bool = False
+) -> None:
+    await _send(send, status, _json.dumps(payload), headers, head=head)
 
 
-async def _send(send: Callable, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+async def _send(
+    send: Callable, status: int, body: bytes, headers: Mapping[str, str] | None = None, *, head: bool = False
+) -> None:
+    """Answer ``body`` as JSON; ``head``: the same status and headers, ``Content-Length`` included, without the body."""
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items())
     await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 class _LogOnce:
