@@ -22,6 +22,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .._exceptions import Problem
+from ._bad_request import JsonBadRequest
 from .app import _error
 
 __all__ = ["bounded_http"]
@@ -38,7 +39,7 @@ def bounded_http(head_timeout: float) -> Callable[..., asyncio.Protocol]:
     return functools.partial(_HeadBoundedH11, head_timeout=head_timeout)
 
 
-class _HeadBoundedH11(H11Protocol):
+class _HeadBoundedH11(JsonBadRequest, H11Protocol):
     def __init__(self, *args: Any, head_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timeout = head_timeout
