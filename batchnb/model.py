@@ -399,6 +399,8 @@ class Batch:
             if key not in _BATCH_FIELDS
         ]
         parallel = data.get("parallel", 1)
+        if type(parallel) is float and parallel.is_integer():
+            parallel = int(parallel)  # JSON has one kind of number: 4.0 is the whole number 4, as JSON Schema says
         message = rules.parallel_problem(parallel)
         if message:
             problems.append(Problem("parallel", message))

@@ -214,3 +214,13 @@ def test_an_integer_longer_than_the_server_reads_is_refused_before_sending() -> 
     with pytest.raises(BatchValidationError) as info:
         Batch.from_wire(b'{"requests": [{"method": "POST", "path": "/x", "body": ' + b"1" * 4301 + b"}]}")
     assert [p.pointer for p in info.value.problems] == ["requests[0].body"]
+
+
+def test_parallel_written_with_a_zero_fraction_is_the_whole_number() -> None:
+    # JSON has one kind of number, and JSON Schema's "integer" (the OpenAPI document's) takes 4.0.
+    batch = Batch.from_wire({"requests": [], "parallel": 4.0})
+    assert batch.parallel == 4 and type(batch.parallel) is int
+    for bad in (4.5, True, "4", 0.0):
+        with pytest.raises(BatchValidationError) as info:
+            Batch.from_wire({"requests": [], "parallel": bad})
+        assert [p.pointer for p in info.value.problems] == ["parallel"], bad

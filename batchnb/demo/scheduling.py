@@ -166,6 +166,12 @@ class _Field:
     default: Any = None
 
 
+def _described(check: Callable[..., Any], schema: dict[str, Any]) -> _Check:
+    """``check``, carrying the JSON Schema of what it accepts: the API's OpenAPI document reads it (:mod:`._openapi`)."""
+    check.schema = schema  # type: ignore[attr-defined]  # a function's own attribute, read where the API is described
+    return check
+
+
 def _validate(
     body: Mapping[str, Any], fields: Sequence[_Field], *, partial: bool, errors: _Errors, prefix: str = ""
 ) -> dict[str, Any]:
@@ -222,7 +228,8 @@ def _string(max_len: int, *, non_empty: bool = False) -> _Check:
             return _fail(errors, path, "must be valid Unicode text")
         return value
 
-    return check
+    # Not blank: the document asks the check which characters its strip() takes for white space.
+    return _described(check, {"type": "string", "maxLength": max_len})
 
 
 def _email(value: Any, path: str, errors: _Errors) -> Any:
@@ -235,6 +242,8 @@ def _email(value: Any, path: str, errors: _Errors) -> Any:
     return value
 
 
+_described(_email, {"type": "string", "maxLength": 254, "pattern": "^[^@]+@[^@]+$"})
+
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
@@ -244,8 +253,14 @@ def _currency(value: Any, path: str, errors: _Errors) -> Any:
     return value
 
 
+_described(_currency, {"type": "string", "pattern": f"^{_CURRENCY.pattern}$"})
+
+
 def _integer(low: int, high: int) -> _Check:
     def check(value: Any, path: str, errors: _Errors) -> Any:
+        # JSON has one kind of number: 30.0 is the integer 30 (as JSON Schema's "integer" says), kept as 30.
+        if type(value) is float and value.is_integer() and low <= value <= high:
+            value = int(value)
         # `type(...) is int` rather than isinstance: JSON true/false must not pass as 1/0.
         if type(value) is not int:
             return _fail(errors, path, "must be an integer")
@@ -253,7 +268,7 @@ def _integer(low: int, high: int) -> _Check:
             return _fail(errors, path, f"must be between {low} and {high}")
         return value
 
-    return check
+    return _described(check, {"type": "integer", "minimum": low, "maximum": high})
 
 
 def _number(low: int, high: int) -> _Check:
@@ -265,7 +280,7 @@ def _number(low: int, high: int) -> _Check:
             return _fail(errors, path, f"must be between {low} and {high}")
         return value
 
-    return check
+    return _described(check, {"type": "number", "minimum": low, "maximum": high})
 
 
 def _choice(*options: str) -> _Check:
@@ -274,7 +289,7 @@ def _choice(*options: str) -> _Check:
             return _fail(errors, path, "must be one of " + ", ".join(f"'{o}'" for o in options))
         return value
 
-    return check
+    return _described(check, {"type": "string", "enum": list(options)})
 
 
 def _datetime(value: Any, path: str, errors: _Errors) -> Any:
@@ -296,7 +311,8 @@ def _object(fields: Sequence[_Field]) -> _Check:
         clean = _validate(value, fields, partial=False, errors=errors, prefix=path + ".")
         return clean if len(errors) == before else _INVALID
 
-    return check
+    check.fields = fields  # type: ignore[attr-defined]  # the object's own fields, for the OpenAPI document
+    return _described(check, {"type": "object"})
 
 
 def _reference(kind: str, noun: str) -> _Check:
@@ -310,7 +326,7 @@ def _reference(kind: str, noun: str) -> _Check:
             return _fail(errors, path, f"{noun} '{_shown(value)}' not found in this company")
         return value
 
-    return check
+    return _described(check, {"type": "string", "pattern": f"^{pattern.pattern}$"})
 
 
 _MAX_STAFF_SERVICES = 100
@@ -338,6 +354,16 @@ def _service_refs(value: Any, path: str, errors: _Errors) -> Any:
         service_id = _service_ref(item["id"], item_path + ".id", errors)
         refs.append(None if service_id is _INVALID else {"id": service_id})
     return refs
+
+
+_described(
+    _service_refs,
+    {
+        "type": "array",
+        "maxItems": _MAX_STAFF_SERVICES,
+        "items": {"type": "object", "required": ["id"], "properties": {"id": _service_ref.schema}},  # type: ignore[attr-defined]  # set by _described
+    },
+)
 
 
 _ADDRESS = (
@@ -827,6 +853,17 @@ class SchedulingApp:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 paths and components of this API, made from its routes and its validation.
+
+        >>> app = scheduling_app(Store(":memory:"), Keyring({"key-a": "tok-a"}))
+        >>> sorted(app.openapi()["paths"])[0]
+        '/api/2.1/scheduling/companies'
+        """
+        from ._openapi import describe
+
+        return describe(self._route)
 
     async def dispatch(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None

@@ -1,7 +1,10 @@
 """The Batch API 2.3 server: an ASGI app you can mount, test in-process, or serve with uvicorn.
 
-    POST /api/2.3/batch     run a batch (auth, 400/401/413/415/429 with pointers)
-    GET  /api/2.3/batch     the server's limits, so that clients can split work (and HEAD, as GET without the body)
+    POST /api/2.3/batch         run a batch (auth, 400/401/413/415/429 with pointers)
+    GET  /api/2.3/batch         the server's limits, so that clients can split work
+    GET  /api/2.3/openapi.json  the OpenAPI 3.1 document of the batch endpoint (and of the API, if it describes itself)
+
+HEAD answers wherever GET does, as GET without the body.
 
 Behind it sits the API the operations call: an ASGI app reached by a direct
 call in this process (no network hop; :func:`batchnb.demo.create_demo_app`
@@ -28,6 +31,7 @@ from .._exceptions import BatchValidationError, Problem
 from .._timing import Timings
 from ..engine import ASGIDispatcher, DirectDispatcher, Dispatcher, execute
 from ..model import BATCH_PATH, Batch
+from ._openapi import OPENAPI_PATH, document
 from ._upstream import UpstreamClients, UpstreamDispatcher
 from .auth import Keyring
 from .limits import Limits
@@ -73,7 +77,10 @@ class BatchApp:
     holds how the upstream is reached (its CA, a client certificate, a
     proxy; by default httpx's, the environment included): an operation that
     cannot reach it answers 502 saying why, and the server logs each such
-    reason once a minute at most.
+    reason once a minute at most. ``describe_api``, for an in-process API,
+    gives the OpenAPI paths and components that describe it (the demo's
+    :meth:`~batchnb.demo.scheduling.SchedulingApp.openapi`): they join the
+    batch endpoint's in ``GET /api/2.3/openapi.json``.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class BatchApp:
         group_writes: Callable[[], ContextManager[None]] | None = None,
         dispatch: Dispatcher | None = None,
         connection: Connection | None = None,
+        describe_api: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         if (api is None) == (upstream is None):
             raise BatchValidationError(
@@ -106,6 +114,8 @@ class BatchApp:
         self._upstream_ssl: ssl.SSLContext | None = None
         self._in_flight = 0
         self._unreached_log = _LogOnce()
+        self._describe_api = describe_api if api is not None else None
+        self._openapi: bytes | None = None
 
     def __repr__(self) -> str:
         where = f"upstream={self.upstream!r}" if self.upstream else "in-process API"
@@ -119,6 +129,8 @@ class BatchApp:
             return
         if scope["path"] == BATCH_PATH or scope["path"] == BATCH_PATH + "/":
             await self._batch(scope, receive, send)
+        elif scope["path"] == OPENAPI_PATH:
+            await self._document(scope, send)
         elif self.api is not None:
             # The API is also served directly, so one server answers both ways.
             await self.api(scope, receive, send)
@@ -209,6 +221,31 @@ class BatchApp:
         host that never answers the handshake is still "unreachable" (502).
         """
         return httpx.Timeout(None, connect=self.limits.operation_timeout)
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 document this server answers at ``GET /api/2.3/openapi.json``.
+
+        >>> create_app(upstream="https://api.example").openapi()["paths"].keys()
+        dict_keys(['/api/2.3/batch', '/api/2.3/openapi.json'])
+        """
+        return document(
+            self.limits,
+            idempotency=self.idempotency,
+            secured=self.keyring is not None,
+            api=self._describe_api() if self._describe_api is not None else None,
+        )
+
+    async def _document(self, scope: dict, send: Callable) -> None:
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            error = _error(
+                "method_not_allowed", f"{method} is not allowed here; use GET", [Problem("method", "use GET")]
+            )
+            await _send_json(send, 405, error, {"allow": "GET, HEAD"}, head=method == "HEAD")
+            return
+        if self._openapi is None:
+            self._openapi = _json.dumps(self.openapi())  # the same for every request: made once
+        await _send(send, 200, self._openapi, head=method == "HEAD")
 
     async def _batch(self, scope: dict, receive: Callable, send: Callable) -> None:
         method = scope["method"]
@@ -511,6 +548,7 @@ def create_app(
     group_writes: Callable[[], ContextManager[None]] | None = None,
     dispatch: Dispatcher | None = None,
     connection: Connection | None = None,
+    describe_api: Callable[[], Mapping[str, Any]] | None = None,
 ) -> BatchApp:
     """The batch server in front of ``api`` (an ASGI app, called in-process) or an ``upstream`` URL.
 
@@ -525,7 +563,8 @@ def create_app(
     ``group_writes`` is the context each batch's operations run in, and
     ``dispatch`` how they call ``api`` without ASGI (see :class:`BatchApp`).
     ``connection`` says how the upstream is reached (its CA, a client
-    certificate, a proxy), checked here.
+    certificate, a proxy), checked here. ``describe_api`` gives the OpenAPI
+    paths and components of an in-process API, for ``GET /api/2.3/openapi.json``.
     """
     if connection is not None:
         connection.check({"verify": "connection.verify", "cert": "connection.cert", "proxy": "connection.proxy"})
@@ -540,4 +579,5 @@ def create_app(
         group_writes=group_writes,
         dispatch=dispatch,
         connection=connection,
+        describe_api=describe_api,
     )
