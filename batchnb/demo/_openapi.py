@@ -51,7 +51,7 @@ def describe(route: Callable[[str], Any]) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {_ERROR: _error_schema()}
     for kind, plural in _PLURAL.items():
-        parent = "" if kind == "company" else f"/companies/{{company_id}}"
+        parent = "" if kind == "company" else "/companies/{company_id}"
         collection = f"{API_PREFIX}{parent}/{plural}"
         item = f"{collection}/{{{_param(kind)}}}"
         title = _title(kind)
@@ -61,7 +61,7 @@ def describe(route: Callable[[str], Any]) -> dict[str, Any]:
         for template in (collection, item):
             handlers = route(_sample(template))[0]
             paths[template] = {
-                method.lower(): _operation(kind, template, handler) for method, handler in handlers.items()
+                method.lower(): _operation(kind, template, method, handler) for method, handler in handlers.items()
             }
     return {"info": {"title": "the demo Scheduling API"}, "paths": paths, "components": {"schemas": schemas}}
 
@@ -89,13 +89,16 @@ def _operation_id(verb: str, kind: str) -> str:
 # ---------------------------------------------------------------- operations
 
 
-def _operation(kind: str, template: str, handler: partial) -> dict[str, Any]:
+def _operation(kind: str, template: str, method: str, handler: partial) -> dict[str, Any]:
     """One method of one path, from the handler the router gives it (``partial(api.create, kind)``, …)."""
     action = handler.func.__name__
     params = [_id_parameter("company", "company")] if "{company_id}" in template else []
     if kind != "company" and f"{{{_param(kind)}}}" in template:
         params.append(_id_parameter(kind, kind))
-    op: dict[str, Any] = {"security": SECURITY, "parameters": params}
+    # Where the API honours Idempotency-Key: the header, its 409 and 422, and Idempotent-Replayed on a replay.
+    keyed = method in idempotency.METHODS
+    key_errors = (409, 422) if keyed else ()
+    op: dict[str, Any] = {"security": SECURITY, "parameters": params + ([_key_parameter()] if keyed else [])}
     if action == "list_items":
         op["operationId"] = _operation_id("list", kind)
         op["parameters"] = params + _page_parameters()
@@ -117,14 +120,13 @@ def _operation(kind: str, template: str, handler: partial) -> dict[str, Any]:
     elif action == "create":
         op["operationId"] = _operation_id("create", kind)
         op["requestBody"] = _body(f"{_title(kind)}New")
-        op["parameters"] = params + [_key_parameter()]
         created = _ok({"$ref": _REF + _title(kind)}, "created")
         created["headers"] = {
             "Location": {"description": "where it is", "required": True, "schema": {"type": "string"}},
-            **_replayed(),
+            **(_replayed() if keyed else {}),
         }
         created["links"] = _links_from_created(kind)
-        op["responses"] = {"201": created, **_errors(400, 401, *((404,) if params else ()), 409, 413, 422)}
+        op["responses"] = {"201": created, **_errors(400, 401, *((404,) if params else ()), *key_errors, 413)}
     elif action == "get":
         op["operationId"] = _operation_id("get", kind)
         op["responses"] = {"200": _ok({"$ref": _REF + _title(kind)}, "it"), **_errors(401, 404)}
@@ -133,12 +135,9 @@ def _operation(kind: str, template: str, handler: partial) -> dict[str, Any]:
         op["operationId"] = _operation_id("update" if partial_update else "replace", kind)
         op["requestBody"] = _body(f"{_title(kind)}{'Changes' if partial_update else 'New'}")
         updated = _ok({"$ref": _REF + _title(kind)}, "as it is now")
-        if partial_update:
-            op["parameters"] = params + [_key_parameter()]
+        if keyed:
             updated["headers"] = _replayed()
-            op["responses"] = {"200": updated, **_errors(400, 401, 404, 409, 413, 422)}
-        else:
-            op["responses"] = {"200": updated, **_errors(400, 401, 404, 413)}
+        op["responses"] = {"200": updated, **_errors(400, 401, 404, *key_errors, 413)}
     elif action == "delete":
         op["operationId"] = _operation_id("delete", kind)
         if kind == "appointment":
@@ -201,11 +200,11 @@ def _page_parameters() -> list[dict[str, Any]]:
 
 
 def _key_parameter() -> dict[str, Any]:
-    # A quoted string (a Structured Field, as the draft writes it) or a bare token, 1 to 255 long once read;
-    # HTTP itself drops the spaces and tabs around a header's value.
+    # What idempotency.parse_key reads (tests/test_openapi.py holds the two together): a quoted string (a
+    # Structured Field, as the draft writes it) or a bare token, 1 to 255 long once read; HTTP itself drops
+    # the spaces and tabs around a header's value.
     quoted_unit = r'(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])'
     key = f'(?:"{quoted_unit}{{1,255}}"|[\\x21\\x23-\\x7e]{{1,255}})'
-    assert idempotency.parse_key(['"' + "a" * 255 + '"'])[0] and idempotency.parse_key(["a" * 256])[1]
     return {
         "name": "Idempotency-Key",
         "in": "header",

@@ -228,7 +228,7 @@ def _string(max_len: int, *, non_empty: bool = False) -> _Check:
             return _fail(errors, path, "must be valid Unicode text")
         return value
 
-    # Not blank: the document asks the check which characters its strip() takes for white space.
+    # Whether blank text is refused, and which characters are blank, the document asks the check itself.
     return _described(check, {"type": "string", "maxLength": max_len})
 
 
