@@ -1,29 +1,41 @@
 """JSON in and out, fast, with numbers kept exact.
 
 orjson is several times faster than the standard library, but it writes no
-integer beyond 64 bits (it raises) and reads one as a float (silently
-wrong: ``18446744073709551616`` comes back as ``1.8446744073709552e+19``),
-and it has no decimals. Here an integer of any size and a
-:class:`decimal.Decimal` are written as the exact number they are, and
-reading falls back to the standard library, which keeps every integer
-exact, only when such an integer is there.
+integer beyond 64 bits (it raises), reads one as a float (silently wrong:
+``18446744073709551616`` comes back as ``1.8446744073709552e+19``) or, past
+about 309 digits, refuses it as "infinity", and it has no decimals. Here an
+integer of up to :data:`MAX_INT_DIGITS` digits and a :class:`decimal.Decimal`
+are written as the exact number they are, and reading falls back to the
+standard library, which keeps every integer exact, only when such an integer
+is there. A longer integer is refused both ways (:class:`IntegerTooLong`):
+turning thousands of digits into a number and back takes time that grows with
+the square of their count, which is why Python bounds it at the same 4,300.
 
     >>> dumps({"big": 2**70, "price": Decimal("12.50")})
     b'{"big":1180591620717411303424,"price":12.50}'
     >>> loads(b'[18446744073709551616]')
     [18446744073709551616]
+    >>> len(str(loads(b'[' + b'7' * 4300 + b']')[0]))
+    4300
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from decimal import Decimal
 from typing import Any
 
 import orjson
 
-__all__ = ["DuplicateKey", "dumps", "loads", "loads_strict"]
+__all__ = ["MAX_INT_DIGITS", "DuplicateKey", "IntegerTooLong", "dumps", "loads", "loads_strict"]
+
+#: the most digits an integer may have, read or written (the client, the server and the demo API alike):
+#: Python's own bound on converting between int and text (``sys.get_int_max_str_digits()``'s default).
+MAX_INT_DIGITS = 4300
+#: the first integer with more digits than that.
+_TOO_LONG = 10**MAX_INT_DIGITS
 
 #: every digit to "0", everything else to a space: a run of digits becomes a run of zeros.
 _DIGITS_AS_ZEROS = bytes(0x30 if 0x30 <= i <= 0x39 else 0x20 for i in range(256))
@@ -78,6 +90,8 @@ def dumps(value: Any) -> bytes:
 def _big_ints_as_fragments(value: Any) -> Any:
     """A copy of ``value`` with every integer beyond 64 bits as its exact JSON text."""
     if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**64:
+        if abs(value) >= _TOO_LONG:
+            raise TypeError(f"an integer of more than {MAX_INT_DIGITS} digits cannot be written exactly")
         return orjson.Fragment(str(value).encode("ascii"))
     if isinstance(value, dict):
         return {k: _big_ints_as_fragments(v) for k, v in value.items()}
@@ -90,21 +104,121 @@ def loads(data: bytes | str) -> Any:
     """Parse JSON; integers beyond 64 bits come back as exact Python ints, not floats.
 
     Raises ``orjson.JSONDecodeError`` (a ValueError) for anything that is
-    not JSON, nesting past 1,024 levels included.
+    not JSON, nesting past 1,024 levels included, and :class:`IntegerTooLong`
+    (one too) for an integer of more than :data:`MAX_INT_DIGITS` digits.
+
+    >>> loads(b'{"n": -1' + b'0' * 400 + b'}') == {"n": -(10**400)}
+    True
     """
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    value = orjson.loads(raw)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        # orjson reads a number as a double first: an integer past ~1.8e308 is "infinity" to it.
+        if not has_long_digits(raw):
+            raise
+        return _exact_after(raw, exc)
     if has_long_digits(raw) and _has_inexact_number(value):
         return _exact_loads(raw)
     return value
 
 
-def _exact_loads(raw: bytes, **hooks: Any) -> Any:
+class IntegerTooLong(orjson.JSONDecodeError):
+    """An integer of more than :data:`MAX_INT_DIGITS` digits; ``pointer`` says where (``requests[0].body.n``).
+
+    >>> try:
+    ...     loads(b'{"requests": [{"body": {"n": ' + b'9' * 5000 + b'}}]}')
+    ... except IntegerTooLong as exc:
+    ...     print(exc)
+    requests[0].body.n: an integer of 5000 digits; integers are kept exact up to 4300 digits
+    """
+
+    def __init__(self, pointer: str, digits: int) -> None:
+        self.pointer = pointer
+        self.message = f"an integer of {digits} digits; integers are kept exact up to {MAX_INT_DIGITS} digits"
+        super().__init__(self.message, "", 0)
+
+    def __str__(self) -> str:
+        return f"{self.pointer}: {self.message}" if self.pointer else self.message
+
+
+class _Long:
+    """Stands for an integer over the bound while the text is read: :func:`_exact_after` says where it was."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _bounded_int(text: str) -> int | _Long:
+    digits = len(text) - (text[0] == "-")
+    if digits > MAX_INT_DIGITS:
+        return _Long(digits)
+    try:
+        return int(text)
+    except ValueError:  # a process that lowered sys.set_int_max_str_digits() below the bound
+        return _Long(digits)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number is infinity when parsed as double")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _exact_after(raw: bytes, refused: orjson.JSONDecodeError) -> Any:
+    """``raw`` read by the standard library, after orjson refused it: no more leniently than orjson.
+
+    orjson stops at the first number it cannot hold; what follows is read here
+    under orjson's rules: strict UTF-8 without a byte order mark, no NaN or
+    Infinity, no float beyond a double, no lone surrogate. Anything else wrong
+    raises orjson's own error, ``refused``.
+    """
+    try:
+        value = _exact_loads(
+            raw.decode("utf-8"), parse_int=_bounded_int, parse_float=_finite_float, parse_constant=_no_constant
+        )
+    except ValueError:
+        raise refused from None
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, pointer = stack.pop()
+        if isinstance(item, _Long):
+            raise IntegerTooLong(pointer, item.digits)
+        if isinstance(item, str):
+            if not item.isascii() and not _is_utf8(item):
+                raise refused
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if not k.isascii() and not _is_utf8(k):
+                    raise refused
+                stack.append((v, f"{pointer}.{k}" if pointer else k))
+        elif isinstance(item, list):
+            stack.extend((v, f"{pointer}[{i}]") for i, v in enumerate(item))
+    return value
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, written as an escape
+        return False
+    return True
+
+
+def _exact_loads(raw: bytes | str, **hooks: Any) -> Any:
     """The standard library's parser (exact integers), its recursion made a decoding error."""
     try:
         return json.loads(raw, **hooks)
     except RecursionError:
-        raise orjson.JSONDecodeError("nested too deeply", raw.decode("utf-8", "replace"), 0) from None
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        raise orjson.JSONDecodeError("nested too deeply", text, 0) from None
 
 
 class DuplicateKey(ValueError):

@@ -389,7 +389,7 @@ class Batch:
                 # A lone surrogate fails to encode: a ValueError, malformed JSON like any other.
                 text = data.encode("utf-8") if isinstance(data, str) else bytes(data)
                 data = _json.loads_strict(text)
-            except _json.DuplicateKey as exc:
+            except (_json.DuplicateKey, _json.IntegerTooLong) as exc:
                 raise BatchValidationError([Problem(exc.pointer, exc.message)]) from None
             except ValueError as exc:
                 raise BatchValidationError([Problem("", f"malformed JSON: {exc}")]) from None
@@ -404,6 +404,8 @@ class Batch:
             if key not in _BATCH_FIELDS
         ]
         parallel = data.get("parallel", 1)
+        if type(parallel) is float and parallel.is_integer():
+            parallel = int(parallel)  # JSON has one kind of number: 4.0 is the whole number 4, as JSON Schema says
         message = rules.parallel_problem(parallel)
         if message:
             problems.append(Problem("parallel", message))

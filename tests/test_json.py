@@ -68,3 +68,49 @@ def test_long_digit_runs_are_found_anywhere_in_a_large_buffer_too() -> None:
         raw[at + 18] = ord("x")  # 18 digits: not long
         assert not _json.has_long_digits(memoryview(raw)), at
     assert _json.has_long_digits(b"[12345678901234567890]") and not _json.has_long_digits(b"[123456789012345678, 1.5]")
+
+
+# ---------------------------------------------------------------- integers past a double, up to MAX_INT_DIGITS
+
+
+@pytest.mark.parametrize("digits", [309, 400, 1000, _json.MAX_INT_DIGITS])
+def test_integers_past_a_double_are_read_exactly_up_to_the_bound(digits: int) -> None:
+    # orjson reads a number as a double first: from ~309 digits on it called this one "infinity".
+    n = int("9" * digits)
+    text = b'{"requests": [{"body": {"n": ' + str(n).encode() + b', "m": -' + str(n).encode() + b"}}]}"
+    expected = {"requests": [{"body": {"n": n, "m": -n}}]}
+    assert _json.loads(text) == expected
+    assert _json.loads_strict(text) == expected
+    assert _json.dumps(n) == str(n).encode()
+
+
+def test_an_integer_over_the_bound_is_refused_both_ways_saying_where() -> None:
+    digits = _json.MAX_INT_DIGITS + 1
+    text = b'{"requests": [{"body": {"n": [1, ' + b"1" * digits + b"]}}]}"
+    for read in (_json.loads, _json.loads_strict):
+        with pytest.raises(_json.IntegerTooLong) as info:
+            read(text)
+        assert info.value.pointer == "requests[0].body.n[1]", info.value.pointer
+        assert f"{digits} digits" in str(info.value) and "4300" in str(info.value)
+        assert isinstance(info.value, orjson.JSONDecodeError)  # what every reader of answers already catches
+    with pytest.raises(TypeError, match="more than 4300 digits"):
+        _json.dumps({"n": -(10**digits)})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"[" + b"9" * 400 + b", NaN]",
+        b"[" + b"9" * 400 + b", Infinity]",
+        b"[" + b"9" * 400 + b", 1e999]",
+        b"[" + b"9" * 400 + b', "\\ud800"]',
+        b"[" + b"9" * 400 + b', {"\\udfff": 1}]',
+        b"\xef\xbb\xbf[" + b"9" * 400 + b"]",
+        b"[" + b"9" * 400 + b', "\xff"]',
+        b"[" + b"9" * 400 + b",]",
+    ],
+)
+def test_reading_long_integers_is_no_more_lenient_than_orjson(text: bytes) -> None:
+    with pytest.raises(orjson.JSONDecodeError) as info:
+        _json.loads(text)
+    assert not isinstance(info.value, _json.IntegerTooLong)

@@ -250,3 +250,27 @@ def test_a_status_of_other_than_ascii_digits_reads_as_no_status(status):
     r = Response.from_wire({"method": "po\u017ft", "path": "/x", "status": status, "body": None})
     assert r.status is None and r.method == "po\u017ft"
     assert Response.from_wire({"method": "post", "path": "/x", "status": "201"}).status == 201
+
+
+def test_an_integer_longer_than_the_server_reads_is_refused_before_sending() -> None:
+    # The same bound as the server's and the demo API's (batchnb._json.MAX_INT_DIGITS): found here, not there.
+    from batchnb import _json
+
+    with pytest.raises(BatchValidationError) as info:
+        Batch([Operation("POST", "/x", body={"n": 10**_json.MAX_INT_DIGITS})])
+    [problem] = info.value.problems
+    assert problem.pointer == "requests[0].body" and "more than 4300 digits" in problem.message
+    assert Batch([Operation("POST", "/x", body={"n": 10**_json.MAX_INT_DIGITS - 1})]).size == 1
+    with pytest.raises(BatchValidationError) as info:
+        Batch.from_wire(b'{"requests": [{"method": "POST", "path": "/x", "body": ' + b"1" * 4301 + b"}]}")
+    assert [p.pointer for p in info.value.problems] == ["requests[0].body"]
+
+
+def test_parallel_written_with_a_zero_fraction_is_the_whole_number() -> None:
+    # JSON has one kind of number, and JSON Schema's "integer" (the OpenAPI document's) takes 4.0.
+    batch = Batch.from_wire({"requests": [], "parallel": 4.0})
+    assert batch.parallel == 4 and type(batch.parallel) is int
+    for bad in (4.5, True, "4", 0.0):
+        with pytest.raises(BatchValidationError) as info:
+            Batch.from_wire({"requests": [], "parallel": bad})
+        assert [p.pointer for p in info.value.problems] == ["parallel"], bad

@@ -322,8 +322,10 @@ def test_service_validation(a: Client) -> None:
     path = f"{BASE}/companies/{co['id']}/services"
     r = a.post(path, {"duration": 0, "price": -1, "currency": "eur"})
     assert fields_of(r) == ["name", "duration", "price", "currency"]
-    for duration in (True, False, 1.0, "30", 1441, 0, 10**30, None, [30]):
+    for duration in (True, False, 1.5, 1441.0, "30", 1441, 0, 10**30, None, [30]):
         assert fields_of(a.post(path, {"name": "Cut", "duration": duration})) == ["duration"], duration
+    # JSON has one kind of number, and JSON Schema's "integer" takes 45.0 (a pandas column with a gap sends that).
+    assert '"duration":45,' in a.post(path, {"name": "Cut", "duration": 45.0}).text
     for price in (True, "10", -0.01, 10**40, [1]):
         assert fields_of(a.post(path, {"name": "Cut", "price": price})) == ["price"], price
     for currency in ("EU", "EURO", "eur", "€UR", 978):
@@ -548,9 +550,9 @@ def test_unknown_route_and_wrong_method(a: Client) -> None:
     assert r.status_code == 405
     assert_json(r)
     assert r.json()["error"]["code"] == "method_not_allowed"
-    assert r.headers["allow"] == "GET, POST"
+    assert r.headers["allow"] == "GET, HEAD, POST"
     r = a.post(f"{BASE}/companies/co_000000000000", {"name": "x"})
-    assert r.status_code == 405 and r.headers["allow"] == "GET, PUT, PATCH, DELETE"
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, PUT, PATCH, DELETE"
 
 
 def test_authentication(app: Any, a: Client) -> None:
@@ -1038,3 +1040,43 @@ def test_called_directly_the_api_answers_as_it_does_through_asgi(store: Store) -
     )
     other = asyncio.run(app.dispatch("POST", f"{BASE}/companies", keyed, b'{"name": "other"}'))
     assert other.status == 422
+
+
+# -- integers past a double (item 22) ------------------------------------------
+
+
+def test_integers_past_a_double_are_read_exactly_and_longer_ones_are_refused_saying_where(a: Client) -> None:
+    # 400 digits: read as the number it is (orjson alone called it "infinity"), so the field's own rule answers.
+    r = a.post(f"{BASE}/companies", content='{"name": "x", "address": {"zip": ' + "9" * 400 + "}}")
+    assert fields_of(r) == ["address.zip"] and "must be a string" in r.text
+    r = a.post(f"{BASE}/companies", content='{"name": "x", "n": ' + "9" * 4300 + "}")
+    assert r.status_code == 201, r.text
+    r = a.post(f"{BASE}/companies", content='{"name": "x", "address": {"zip": ' + "9" * 4301 + "}}")
+    assert fields_of(r) == ["address.zip"]
+    assert r.json()["error"]["details"][0]["message"] == (
+        "an integer of 4301 digits; integers are kept exact up to 4300 digits"
+    )
+
+
+# -- HEAD (item 24) --------------------------------------------------------------
+
+
+def test_head_answers_as_get_does_without_the_body(app: Any, a: Client) -> None:
+    # RFC 9110 §9.3.2: the same status and headers as GET, Content-Length included, and no body.
+    co = a.company()
+    sv = a.service(co["id"])
+    for path in (
+        f"{BASE}/companies",
+        f"{BASE}/companies/{co['id']}",
+        f"{BASE}/companies/{co['id']}/services?limit=1",
+        f"{BASE}/companies/{co['id']}/services/{sv['id']}",
+        f"{BASE}/companies/co_000000000000",
+        f"{BASE}/companies?limit=0",
+        "/nope",
+    ):
+        got, head = a.get(path), a.request("HEAD", path)
+        assert head.status_code == got.status_code and head.content == b"", (path, head.status_code, head.content)
+        assert head.headers["content-length"] == str(len(got.content)) == got.headers["content-length"], path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    unauthenticated = Client(app, None).request("HEAD", f"{BASE}/companies")
+    assert unauthenticated.status_code == 401 and unauthenticated.content == b""

@@ -665,3 +665,39 @@ def test_a_batch_whose_writes_cannot_be_kept_answers_500_and_no_operation(tmp_pa
     assert status == 500 and "responses" not in answer
     assert answer["error"]["code"] == "internal_error"
     store.close()
+
+
+def test_integers_past_a_double_reach_the_api_exactly_and_longer_ones_are_refused_saying_where(server):
+    def batch(digits: int) -> str:
+        body = '{"name": "x", "address": {"zip": ' + "7" * digits + "}}"
+        return '{"requests": [{"method": "POST", "path": "' + API + '/companies", "body": ' + body + "}]}"
+
+    # Once "not valid JSON" from 309 digits on: now the API gets the number, and its own rule answers.
+    r = post_raw(server, batch(400))
+    assert r.status_code == 200, r.text
+    [op] = r.json()["responses"]
+    assert op["status"] == 400 and op["body"]["error"]["details"][0]["field"] == "address.zip", op
+    r = post_raw(server, batch(4301))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "number_too_long", r.text
+    assert r.json()["error"]["details"] == [
+        {
+            "pointer": "requests[0].body.address.zip",
+            "message": "an integer of 4301 digits; integers are kept exact up to 4300 digits",
+        }
+    ]
+
+
+def test_head_answers_as_get_does_without_the_body(server):
+    # RFC 9110 §9.3.2, on uvicorn: the limits, and the demo API's reads.
+    for path, headers in (
+        ("/api/2.3/batch", {}),
+        (API + "/companies?limit=2", bearer(server)),
+        (API + "/companies/co_000000000000", bearer(server)),
+    ):
+        got = httpx.get(server.url + path, headers=headers)
+        head = httpx.head(server.url + path, headers=headers)
+        assert head.status_code == got.status_code and head.content == b"", (path, head.status_code)
+        assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content)), path
+        assert head.headers["content-type"] == got.headers["content-type"] == "application/json", path
+    r = httpx.put(server.url + "/api/2.3/batch")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, POST"

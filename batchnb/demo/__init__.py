@@ -57,4 +57,5 @@ def create_demo_app(
         idempotency=True,
         group_writes=store.group,
         dispatch=api.dispatch,
+        describe_api=api.openapi,
     )

@@ -131,7 +131,8 @@ def _encode(payload: Any) -> bytes:
         return _ASCII_ENCODER.encode(payload).encode("ascii")
 
 
-async def _send(send: Send, status: int, payload: Any, headers: _RawHeaders = ()) -> None:
+async def _send(send: Send, status: int, payload: Any, headers: _RawHeaders = (), *, head: bool = False) -> None:
+    """Answer with ``payload`` as JSON; for a HEAD request, the same head without the body (RFC 9110 §9.3.2)."""
     if payload is None:
         body = b""
         raw = list(headers)
@@ -139,7 +140,7 @@ async def _send(send: Send, status: int, payload: Any, headers: _RawHeaders = ()
         body = _encode(payload)
         raw = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode()), *headers]
     await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 # -- validation ----------------------------------------------------------
@@ -162,6 +163,12 @@ class _Field:
     # null means "not set" (the default) unless the field is not nullable.
     nullable: bool = True
     default: Any = None
+
+
+def _described(check: Callable[..., Any], schema: dict[str, Any]) -> _Check:
+    """``check``, carrying the JSON Schema of what it accepts: the API's OpenAPI document reads it (:mod:`._openapi`)."""
+    check.schema = schema  # type: ignore[attr-defined]  # a function's own attribute, read where the API is described
+    return check
 
 
 def _validate(
@@ -220,7 +227,8 @@ def _string(max_len: int, *, non_empty: bool = False) -> _Check:
             return _fail(errors, path, "must be valid Unicode text")
         return value
 
-    return check
+    # Whether blank text is refused, and which characters are blank, the document asks the check itself.
+    return _described(check, {"type": "string", "maxLength": max_len})
 
 
 def _email(value: Any, path: str, errors: _Errors) -> Any:
@@ -233,6 +241,8 @@ def _email(value: Any, path: str, errors: _Errors) -> Any:
     return value
 
 
+_described(_email, {"type": "string", "maxLength": 254, "pattern": "^[^@]+@[^@]+$"})
+
 _CURRENCY = re.compile(r"[A-Z]{3}")
 
 
@@ -242,8 +252,14 @@ def _currency(value: Any, path: str, errors: _Errors) -> Any:
     return value
 
 
+_described(_currency, {"type": "string", "pattern": f"^{_CURRENCY.pattern}$"})
+
+
 def _integer(low: int, high: int) -> _Check:
     def check(value: Any, path: str, errors: _Errors) -> Any:
+        # JSON has one kind of number: 30.0 is the integer 30 (as JSON Schema's "integer" says), kept as 30.
+        if type(value) is float and value.is_integer() and low <= value <= high:
+            value = int(value)
         # `type(...) is int` rather than isinstance: JSON true/false must not pass as 1/0.
         if type(value) is not int:
             return _fail(errors, path, "must be an integer")
@@ -251,7 +267,7 @@ def _integer(low: int, high: int) -> _Check:
             return _fail(errors, path, f"must be between {low} and {high}")
         return value
 
-    return check
+    return _described(check, {"type": "integer", "minimum": low, "maximum": high})
 
 
 def _number(low: int, high: int) -> _Check:
@@ -263,7 +279,7 @@ def _number(low: int, high: int) -> _Check:
             return _fail(errors, path, f"must be between {low} and {high}")
         return value
 
-    return check
+    return _described(check, {"type": "number", "minimum": low, "maximum": high})
 
 
 def _choice(*options: str) -> _Check:
@@ -272,7 +288,7 @@ def _choice(*options: str) -> _Check:
             return _fail(errors, path, "must be one of " + ", ".join(f"'{o}'" for o in options))
         return value
 
-    return check
+    return _described(check, {"type": "string", "enum": list(options)})
 
 
 #: RFC 3339 section 5.6 ``date-time``: full-date "T" full-time, seconds and an offset included ("T" and "Z" in
@@ -329,7 +345,8 @@ def _object(fields: Sequence[_Field]) -> _Check:
         clean = _validate(value, fields, partial=False, errors=errors, prefix=path + ".")
         return clean if len(errors) == before else _INVALID
 
-    return check
+    check.fields = fields  # type: ignore[attr-defined]  # the object's own fields, for the OpenAPI document
+    return _described(check, {"type": "object"})
 
 
 def _reference(kind: str, noun: str) -> _Check:
@@ -343,7 +360,7 @@ def _reference(kind: str, noun: str) -> _Check:
             return _fail(errors, path, f"{noun} '{_shown(value)}' not found in this company")
         return value
 
-    return check
+    return _described(check, {"type": "string", "pattern": f"^{pattern.pattern}$"})
 
 
 _MAX_STAFF_SERVICES = 100
@@ -371,6 +388,16 @@ def _service_refs(value: Any, path: str, errors: _Errors) -> Any:
         service_id = _service_ref(item["id"], item_path + ".id", errors)
         refs.append(None if service_id is _INVALID else {"id": service_id})
     return refs
+
+
+_described(
+    _service_refs,
+    {
+        "type": "array",
+        "maxItems": _MAX_STAFF_SERVICES,
+        "items": {"type": "object", "required": ["id"], "properties": {"id": _service_ref.schema}},  # type: ignore[attr-defined]  # set by _described
+    },
+)
 
 
 _ADDRESS = (
@@ -518,6 +545,8 @@ class _Call:
         raw = self._body if self._body is not None else await self.body()
         try:
             data = _json.loads(raw)
+        except _json.IntegerTooLong as exc:
+            raise _invalid([{"field": exc.pointer, "message": exc.message}]) from None
         except ValueError:
             # What the fast parser refuses but Python's reads (NaN, lone surrogates), read as before.
             try:
@@ -557,7 +586,8 @@ class _API:
         """The status, payload and headers to answer ``request`` with; None when the client left before its body came."""
         # A name given twice counts with its last value.
         query = dict(parse_qsl(request.query_string, keep_blank_values=True)) if request.query_string else _NO_QUERY
-        method = request.method
+        # HEAD is GET without the body (RFC 9110 §9.3.2): wherever GET answers, HEAD does, with the same headers.
+        method = "GET" if request.method == "HEAD" else request.method
         try:
             tenant = self.keyring.authenticate(
                 {"authorization": request.authorization} if request.authorization is not None else {}, query
@@ -569,7 +599,7 @@ class _API:
             handlers, company_id, item_id = request.route
             handler = handlers.get(method)
             if handler is None:
-                allow = ", ".join(handlers)
+                allow = ", ".join(_allowed(handlers))
                 reply = _error(405, "method_not_allowed", f"Method {_shown(method)} is not allowed here")
                 reply.headers = [(b"allow", allow.encode())]
                 raise reply
@@ -846,7 +876,7 @@ class SchedulingApp:
             )
             answer = await self._api.answer(request)
             if answer is not None:
-                await _send(send, *answer)
+                await _send(send, *answer, head=scope["method"] == "HEAD")
         elif scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1000})
         elif scope["type"] == "lifespan":
@@ -857,6 +887,17 @@ class SchedulingApp:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 paths and components of this API, made from its routes and its validation.
+
+        >>> app = scheduling_app(Store(":memory:"), Keyring({"key-a": "tok-a"}))
+        >>> sorted(app.openapi()["paths"])[0]
+        '/api/2.1/scheduling/companies'
+        """
+        from ._openapi import describe
+
+        return describe(self._route)
 
     async def dispatch(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
@@ -950,6 +991,12 @@ def _router(api: _API) -> Callable[[str], _Route | None]:
         return items[kind], parts[0], parts[2]
 
     return route
+
+
+def _allowed(handlers: Mapping[str, _Handler]) -> list[str]:
+    """The methods a route answers, as ``Allow`` lists them: HEAD after GET."""
+    names = list(handlers)
+    return names[:1] + ["HEAD"] + names[1:] if names[:1] == ["GET"] else names
 
 
 def _handlers(api: _API, kind: Kind, *, collection: bool) -> Mapping[str, _Handler]:

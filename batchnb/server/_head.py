@@ -22,12 +22,13 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .._exceptions import Problem
+from ._bad_request import JsonBadRequest
 from .app import _error
 
 __all__: list[str] = []
 
 
-class _HeadBoundedH11(H11Protocol):
+class _HeadBoundedH11(JsonBadRequest, H11Protocol):
     def __init__(self, *args: Any, head_timeout: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timeout = head_timeout

@@ -1,7 +1,10 @@
 """The Batch API 2.3 server: an ASGI app you can mount, test in-process, or serve with uvicorn.
 
-    POST /api/2.3/batch     run a batch (auth, 400/401/413/415/429 with pointers)
-    GET  /api/2.3/batch     the server's limits, so that clients can split work
+    POST /api/2.3/batch         run a batch (auth, 400/401/413/415/429 with pointers)
+    GET  /api/2.3/batch         the server's limits, so that clients can split work
+    GET  /api/2.3/openapi.json  the OpenAPI 3.1 document of the batch endpoint (and of the API, if it describes itself)
+
+HEAD answers wherever GET does, as GET without the body.
 
 Behind it sits the API the operations call: an ASGI app reached by a direct
 call in this process (no network hop; :func:`batchnb.demo.create_demo_app`
@@ -31,6 +34,7 @@ from .._timing import Timings
 from ..engine import ASGIDispatcher, DirectDispatcher, Dispatcher, execute
 from ..model import BATCH_PATH, Batch
 from ._h11 import OneConnection
+from ._openapi import OPENAPI_PATH, document
 from ._upstream import UpstreamClients, UpstreamDispatcher
 from .auth import Keyring
 from .limits import MAX_ERROR_DETAILS, Limits
@@ -83,7 +87,10 @@ class BatchApp:
     holds how the upstream is reached (its CA, a client certificate, a
     proxy; by default httpx's, the environment included): an operation that
     cannot reach it answers 502 saying why, and the server logs each such
-    reason once a minute at most.
+    reason once a minute at most. ``describe_api``, for an in-process API,
+    gives the OpenAPI paths and components that describe it (the demo's
+    :meth:`~batchnb.demo.scheduling.SchedulingApp.openapi`): they join the
+    batch endpoint's in ``GET /api/2.3/openapi.json``.
     """
 
     def __init__(
@@ -98,6 +105,7 @@ class BatchApp:
         group_writes: Callable[[], ContextManager[None]] | None = None,
         dispatch: Dispatcher | None = None,
         connection: Connection | None = None,
+        describe_api: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         if (api is None) == (upstream is None):
             raise BatchValidationError(
@@ -117,6 +125,8 @@ class BatchApp:
         self._in_flight = 0
         self._unreached_log = _LogOnce()
         self._workers: concurrent.futures.ThreadPoolExecutor | None = None
+        self._describe_api = describe_api if api is not None else None
+        self._openapi: bytes | None = None
 
     def __repr__(self) -> str:
         where = f"upstream={self.upstream!r}" if self.upstream else "in-process API"
@@ -130,6 +140,8 @@ class BatchApp:
             return
         if scope["path"] == BATCH_PATH or scope["path"] == BATCH_PATH + "/":
             await self._batch(scope, receive, send)
+        elif scope["path"] == OPENAPI_PATH:
+            await self._document(scope, send)
         elif self.api is not None:
             # The API is also served directly, so one server answers both ways.
             await self.api(scope, receive, send)
@@ -142,6 +154,7 @@ class BatchApp:
                     f"{scope['path']} is not served here; post batches to {BATCH_PATH}",
                     [Problem("path", "not found")],
                 ),
+                head=scope["method"] == "HEAD",
             )
 
     async def _lifespan(self, receive: Callable, send: Callable) -> None:
@@ -149,6 +162,7 @@ class BatchApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self._prepare_upstream()
+                self._openapi_bytes()  # before the first request, which would otherwise wait for it
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -244,10 +258,41 @@ class BatchApp:
         """
         return httpx.Timeout(None, connect=self.limits.operation_timeout)
 
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI 3.1 document this server answers at ``GET /api/2.3/openapi.json``.
+
+        >>> create_app(upstream="https://api.example").openapi()["paths"].keys()
+        dict_keys(['/api/2.3/batch', '/api/2.3/openapi.json'])
+        """
+        return document(
+            self.limits,
+            idempotency=self.idempotency,
+            secured=self.keyring is not None,
+            api=self._describe_api() if self._describe_api is not None else None,
+        )
+
+    async def _document(self, scope: dict, send: Callable) -> None:
+        method = scope["method"]
+        if method not in ("GET", "HEAD"):
+            error = _error(
+                "method_not_allowed", f"{method} is not allowed here; use GET", [Problem("method", "use GET")]
+            )
+            await _send_json(send, 405, error, {"allow": "GET, HEAD"})
+            return
+        await _send(send, 200, self._openapi_bytes(), head=method == "HEAD")
+
+    def _openapi_bytes(self) -> bytes:
+        """The document as sent: the same for every request, so made once (~30 ms; at startup under uvicorn)."""
+        if self._openapi is None:
+            self._openapi = _json.dumps(self.openapi())
+        return self._openapi
+
     async def _batch(self, scope: dict, receive: Callable, send: Callable) -> None:
         method = scope["method"]
-        if method == "GET":
-            await _send_json(send, 200, {**self.limits.to_wire(), "idempotency": self.idempotency})
+        if method in ("GET", "HEAD"):
+            # HEAD is GET without the body (RFC 9110 §9.3.2): the same status and headers.
+            limits = {**self.limits.to_wire(), "idempotency": self.idempotency}
+            await _send_json(send, 200, limits, head=method == "HEAD")
             return
         if method != "POST":
             await _send_json(
@@ -258,7 +303,7 @@ class BatchApp:
                     f"{method} is not allowed here; use POST (or GET for the limits)",
                     [Problem("method", "use POST")],
                 ),
-                {"allow": "GET, POST"},
+                {"allow": "GET, HEAD, POST"},
             )
             return
         timings = Timings()
@@ -366,6 +411,10 @@ class BatchApp:
         except _json.DuplicateKey as exc:
             raise _Reject(
                 400, "malformed_json", f"the body is ambiguous JSON: {exc}", [Problem(exc.pointer, exc.message)]
+            ) from None
+        except _json.IntegerTooLong as exc:
+            raise _Reject(
+                400, "number_too_long", f"the body holds {exc}", [Problem(exc.pointer, exc.message)]
             ) from None
         except ValueError as exc:
             raise _Reject(
@@ -496,15 +545,20 @@ def _error(code: str, message: str, details: list[Problem]) -> dict[str, Any]:
     return {"error": error}
 
 
-async def _send_json(send: Callable, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
-    await _send(send, status, _json.dumps(payload), headers)
+async def _send_json(
+    send: Callable, status: int, payload: Any, headers: Mapping[str, str] | None = None, *, head: bool = False
+) -> None:
+    await _send(send, status, _json.dumps(payload), headers, head=head)
 
 
-async def _send(send: Callable, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+async def _send(
+    send: Callable, status: int, body: bytes, headers: Mapping[str, str] | None = None, *, head: bool = False
+) -> None:
+    """Answer ``body`` as JSON; ``head``: the same status and headers, ``Content-Length`` included, without the body."""
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items())
     await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 class _LogOnce:
@@ -556,6 +610,7 @@ def create_app(
     group_writes: Callable[[], ContextManager[None]] | None = None,
     dispatch: Dispatcher | None = None,
     connection: Connection | None = None,
+    describe_api: Callable[[], Mapping[str, Any]] | None = None,
 ) -> BatchApp:
     """The batch server in front of ``api`` (an ASGI app, called in-process) or an ``upstream`` URL.
 
@@ -570,7 +625,8 @@ def create_app(
     ``group_writes`` is the context each batch's operations run in, and
     ``dispatch`` how they call ``api`` without ASGI (see :class:`~batchnb.server.BatchApp`).
     ``connection`` says how the upstream is reached (its CA, a client
-    certificate, a proxy), checked here.
+    certificate, a proxy), checked here. ``describe_api`` gives the OpenAPI
+    paths and components of an in-process API, for ``GET /api/2.3/openapi.json``.
     """
     if connection is not None:
         connection.check({"verify": "connection.verify", "cert": "connection.cert", "proxy": "connection.proxy"})
@@ -585,4 +641,5 @@ def create_app(
         group_writes=group_writes,
         dispatch=dispatch,
         connection=connection,
+        describe_api=describe_api,
     )

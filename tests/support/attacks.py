@@ -659,6 +659,7 @@ def integers_beyond_64_bits(s: Servers) -> None:
     assert out[1]["body"] == {"n": 2**70}, out[1]["body"]
 
 
+<<<<<<< HEAD
 # ---------------------------------------------------------------- issue 20 (rules): what an operation may not send
 
 #: headers that proxies and frameworks read as the request's real URL, method or client.
@@ -1023,6 +1024,65 @@ def a_number_beyond_a_double_in_a_jsonpath(s: Servers) -> None:
             }
         )
         expect(r, 400, "is beyond what a double can hold", "requests[1].path")
+=======
+# ---------------------------------------------------------------- issue 20, items 22, 24, 27: numbers, HEAD, unreadable HTTP
+
+
+def integers_past_a_double(s: Servers) -> None:
+    # 400 digits: orjson called it "infinity" and the batch "not valid JSON"; now it reaches the API exactly.
+    digits = "7" * 400
+    body = '{"name": "x", "address": {"zip": ' + digits + "}}"
+    raw = '{"requests": [{"method": "POST", "path": "' + CO + '", "body": ' + body + "}]}"
+    [op] = expect_ops(s.demo.post(raw.encode()), [400])
+    assert op["body"]["error"]["details"][0]["field"] == "address.zip", op
+    [echo] = expect_ops(
+        s.gateway.post(('{"requests": [{"method": "POST", "path": "/echo", "body": {"n": ' + digits + "}}]}").encode()),
+        [200],
+    )
+    assert '"n":' + digits in echo["body"]["body"], echo["body"]
+    # Past 4,300 digits (Python's bound on turning text into a number): refused, saying where.
+    raw = '{"requests": [{"method": "POST", "path": "' + CO + '", "body": {"n": ' + "7" * 4301 + "}}]}"
+    for served in (s.demo, s.gateway):
+        expect(served.post(raw.encode()), 400, "integers are kept exact up to 4300 digits", "requests[0].body.n")
+
+
+def head_where_get_answers(s: Servers) -> None:
+    for served, paths in (
+        (s.demo, [BATCH, "/api/2.3/openapi.json", CO + "?limit=1"]),
+        (s.gateway, [BATCH, "/api/2.3/openapi.json"]),
+    ):
+        for path in paths:
+            got = httpx.get(served.url + path, headers=served.headers(), timeout=30, trust_env=False)
+            head = httpx.head(served.url + path, headers=served.headers(), timeout=30, trust_env=False)
+            served.tally.note(got)
+            assert got.status_code == head.status_code == 200 and head.content == b"", (path, head.status_code)
+            assert head.headers["content-length"] == got.headers["content-length"], path
+
+
+#: requests no HTTP parser reads: each must get the JSON 400, and the connection closed.
+UNREADABLE = [
+    b"GARBAGE\r\n\r\n",
+    b"GET /\xff HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET " + BATCH.encode() + b" HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n",
+    b"POST " + BATCH.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n",
+    b"POST "
+    + BATCH.encode()
+    + b" HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\nzz\r\n",
+]
+
+
+def unreadable_http_gets_json(s: Servers) -> None:
+    for served in (s.demo, s.gateway):
+        for data in UNREADABLE:
+            with socket.create_connection(("127.0.0.1", served.port), timeout=30) as sock:
+                sock.sendall(data)
+                reply = b""
+                while chunk := sock.recv(65536):  # until the server closes; the socket's timeout bounds each wait
+                    reply += chunk
+            head, _, body = reply.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower(), reply[:300]
+            assert json.loads(body)["error"]["code"] == "bad_request", reply[:300]
+>>>>>>> i20-openapi
 
 
 #: (issue item, attack): every kind of the issue, in its order.
@@ -1058,6 +1118,7 @@ ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("smaller", authorization_twice),
     ("smaller", duplicate_keys),
     ("smaller", integers_beyond_64_bits),
+<<<<<<< HEAD
     *RULES_ATTACKS,
     # issue 20: connections bounded from their first byte to their last
     ("11 connections", trickling_after_an_early_answer),
@@ -1071,4 +1132,9 @@ ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("20.1 work per batch", a_megabyte_of_distinct_references),
     ("20.3 regex work", a_969_character_pattern_over_98000_nodes),
     ("20.12 numbers", a_number_beyond_a_double_in_a_jsonpath),
+=======
+    ("22 big integers", integers_past_a_double),
+    ("24 HEAD", head_where_get_answers),
+    ("27 unreadable HTTP", unreadable_http_gets_json),
+>>>>>>> i20-openapi
 ]
