@@ -659,7 +659,6 @@ def integers_beyond_64_bits(s: Servers) -> None:
     assert out[1]["body"] == {"n": 2**70}, out[1]["body"]
 
 
-<<<<<<< HEAD
 # ---------------------------------------------------------------- issue 20 (rules): what an operation may not send
 
 #: headers that proxies and frameworks read as the request's real URL, method or client.
@@ -1024,7 +1023,8 @@ def a_number_beyond_a_double_in_a_jsonpath(s: Servers) -> None:
             }
         )
         expect(r, 400, "is beyond what a double can hold", "requests[1].path")
-=======
+
+
 # ---------------------------------------------------------------- issue 20, items 22, 24, 27: numbers, HEAD, unreadable HTTP
 
 
@@ -1082,7 +1082,6 @@ def unreadable_http_gets_json(s: Servers) -> None:
             head, _, body = reply.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 400") and b"content-type: application/json" in head.lower(), reply[:300]
             assert json.loads(body)["error"]["code"] == "bad_request", reply[:300]
->>>>>>> i20-openapi
 
 
 #: (issue item, attack): every kind of the issue, in its order.
@@ -1118,7 +1117,6 @@ ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("smaller", authorization_twice),
     ("smaller", duplicate_keys),
     ("smaller", integers_beyond_64_bits),
-<<<<<<< HEAD
     *RULES_ATTACKS,
     # issue 20: connections bounded from their first byte to their last
     ("11 connections", trickling_after_an_early_answer),
@@ -1132,9 +1130,7 @@ ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("20.1 work per batch", a_megabyte_of_distinct_references),
     ("20.3 regex work", a_969_character_pattern_over_98000_nodes),
     ("20.12 numbers", a_number_beyond_a_double_in_a_jsonpath),
-=======
     ("22 big integers", integers_past_a_double),
     ("24 HEAD", head_where_get_answers),
     ("27 unreadable HTTP", unreadable_http_gets_json),
->>>>>>> i20-openapi
 ]
