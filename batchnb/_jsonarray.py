@@ -18,7 +18,8 @@ of reaching a body stays as it was:
     (json, 59)
 
 A cell read is a fresh object each time: change a body by assigning the
-cell (``frame.at[row, "body"] = {...}``), not by changing what was read.
+cell (``frame.at[row, "body"] = {...}``; numpy and pandas values in it are
+converted as ``from_frame`` converts a cell), not by changing what was read.
 Missing cells and the JSON value ``null`` are the same: None.
 """
 
@@ -34,6 +35,7 @@ import pandas as pd
 from pandas.api.extensions import ExtensionArray, ExtensionDtype, register_extension_dtype
 
 from . import _json
+from ._cells import _is_null, _json_value
 
 __all__ = ["JSONArray", "JSONDtype", "holds_values"]
 
@@ -241,7 +243,7 @@ class JSONArray(ExtensionArray):
         idx = np.asarray(indices, dtype=np.intp)
         n = len(self)
         if allow_fill:
-            if fill_value is not None and not _is_missing(fill_value):
+            if not _is_null(fill_value):
                 raise ValueError(f"a JSON column fills its gaps with None, not {fill_value!r}")
             if (idx < -1).any():
                 raise ValueError("an index below -1 where -1 means missing")
@@ -287,17 +289,28 @@ def _exact_loads(text: memoryview) -> Any:
     return _json.loads(text.tobytes())
 
 
-def _is_missing(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
+#: JSON values orjson writes as they are; anything else may be a missing marker (NaN, pd.NA, NaT).
+_PLAIN = (dict, list, str, int, bool)
 
 
 def _text(value: Any) -> bytes:
-    if value is None or (not isinstance(value, (dict, list, str)) and _is_missing(value)):
+    """``value``'s compact JSON text; empty for a missing value (None, NaN, pd.NA, NaT...).
+
+    What orjson cannot write (numpy scalars and arrays, pd.NA inside a
+    value, keys that are not text, timestamps) is converted first, as
+    ``from_frame`` converts a frame's cells:
+
+    >>> _text({"n": np.int64(3), "v": np.array([0.5, np.nan])}), _text(np.float64("nan"))
+    (b'{"n":3,"v":[0.5,null]}', b'')
+    """
+    if value is None or (type(value) not in _PLAIN and _is_null(value)):
         return b""
-    return _json.dumps(value)
+    try:
+        text = _json.dumps(value)
+    except TypeError:
+        text = _json.dumps(_json_value(value, omit=False))
+    # An infinity is written as null: missing, as every null is here.
+    return b"" if text == b"null" else text
 
 
 #: rows gathered per join: the slices of one block are made and dropped together.

@@ -213,3 +213,43 @@ def test_a_mapped_body_column_compares_with_a_text_column_row_by_row():
     bodies = pd.Series(JSONArray._from_values([{"name": "A"}, {"name": "B"}]))
     names = bodies.map(lambda b: b["name"])
     assert (names == pd.Series(["A", "X"], dtype="str")).tolist() == [True, False]
+
+
+# ---------------------------------------------------------------- assigning what an analyst has at hand
+
+
+def test_numpy_and_pandas_values_in_an_assigned_body_are_converted_as_from_frame_converts_cells():
+    cell = {
+        "n": np.int64(3),
+        "ratio": np.float32(0.5),
+        "ok": np.bool_(True),
+        "scores": np.array([1.5, np.nan]),
+        "ids": np.arange(2),
+        "at": pd.Timestamp("2024-05-01 10:00"),
+        "gone": pd.NA,
+        7: "a key that is not text",
+    }
+    sent = bn.from_frame(pd.DataFrame({"body": [cell]}), method="POST", path="/x", nulls="null")[0].body
+    assert sent == {
+        "n": 3,
+        "ratio": 0.5,
+        "ok": True,
+        "scores": [1.5, None],
+        "ids": [0, 1],
+        "at": "2024-05-01T10:00:00",
+        "gone": None,
+        "7": "a key that is not text",
+    }
+    result = result_frame()
+    result.at[1, "body"] = cell
+    assert result.at[1, "body"] == sent
+    result.loc[[0, 2], "body"] = np.int64(5)
+    result.iat[3, result.columns.get_loc("body")] = np.array([1, 2])
+    assert result["body"].tolist()[:4] == [5, sent, 5, [1, 2]]
+    with pytest.raises(TypeError, match="a value of type object cannot be sent as JSON"):
+        result.at[4, "body"] = object()
+    with pytest.raises(TypeError, match="a value of type object cannot be sent as JSON"):
+        result["body"].array[4] = {"x": object()}
+    with pytest.raises(ValueError):  # pandas retries a refused dict as a Series of values, and says so
+        result.at[4, "body"] = {"x": object()}
+    assert result.at[4, "body"] == BODIES[4] and result["body"].dtype == JSONDtype()  # refused: nothing changed
