@@ -90,6 +90,8 @@ class JSONArray(ExtensionArray):
     _dtype = JSONDtype()
     # Above numpy's, so that ``array == column`` is answered here.
     __array_priority__ = 1000
+    # pandas 3 marks an array it hands out read-only (an Index's values); pandas 2 has no such mark.
+    _readonly = False
 
     def __init__(self, data: np.ndarray, offsets: np.ndarray, long_digits: bool | None = None) -> None:
         # data: uint8, the texts end to end; offsets: int64, n + 1 of them,
@@ -151,11 +153,12 @@ class JSONArray(ExtensionArray):
         return self._loads(self._view[start:end]) if end > start else None
 
     def __getitem__(self, key: Any) -> Any:
+        key = _without_ellipsis(key)
         if isinstance(key, numbers.Integral):
             i = int(key)
             n = len(self)
             if not -n <= i < n:
-                raise IndexError(f"index {i} is out of bounds for a column of {n}")
+                raise IndexError(f"index {i} is out of bounds for axis 0 with size {n}")
             return self._value(i % n)
         if isinstance(key, slice):
             start, stop, step = key.indices(len(self))
@@ -163,7 +166,9 @@ class JSONArray(ExtensionArray):
                 stop = max(start, stop)
                 offsets = self._offsets[start : stop + 1]
                 # A view of the same buffer: slicing copies nothing.
-                return JSONArray(self._data[offsets[0] : offsets[-1]], offsets - offsets[0], self._long_digits)
+                part = JSONArray(self._data[offsets[0] : offsets[-1]], offsets - offsets[0], self._long_digits)
+                part._readonly = self._readonly
+                return part
             return self.take(np.arange(start, stop, step))
         if key is Ellipsis:
             return self
@@ -243,8 +248,6 @@ class JSONArray(ExtensionArray):
         idx = np.asarray(indices, dtype=np.intp)
         n = len(self)
         if allow_fill:
-            if not _is_null(fill_value):
-                raise ValueError(f"a JSON column fills its gaps with None, not {fill_value!r}")
             if (idx < -1).any():
                 raise ValueError("an index below -1 where -1 means missing")
             missing = idx == -1
@@ -255,34 +258,78 @@ class JSONArray(ExtensionArray):
             src = np.where(idx < 0, idx + n, idx)
             outside = (src < 0) | (src >= n)
         if outside.any():
+            if n == 0:
+                raise IndexError("cannot do a non-empty take from an empty axes.")
             raise IndexError(f"an index is out of bounds for a column of {n}")
         if n == 0:
             # Only missing rows can be taken from nothing.
-            return JSONArray(np.empty(0, dtype=np.uint8), np.zeros(len(idx) + 1, dtype=np.int64), False)
-        starts = self._offsets[src]
-        ends = self._offsets[src + 1]
-        if missing is not None:
-            ends = np.where(missing, starts, ends)
-        return _gather(self._view, starts, ends, self._long_digits)
+            taken = JSONArray(np.empty(0, dtype=np.uint8), np.zeros(len(idx) + 1, dtype=np.int64), False)
+        else:
+            starts = self._offsets[src]
+            ends = self._offsets[src + 1]
+            if missing is not None:
+                ends = np.where(missing, starts, ends)
+            taken = _gather(self._view, starts, ends, self._long_digits)
+        if missing is not None and missing.any() and not _is_null(fill_value):
+            taken._write(np.flatnonzero(missing), [_text(fill_value)])
+        return taken
+
+    def fillna(self, value: Any, limit: int | None = None, copy: bool = True) -> JSONArray:
+        """The missing cells given ``value``: any one JSON value (a dict or a list too), or one per row in an array.
+
+        >>> JSONArray._from_values([None, 1, None]).fillna({"a": [2]}).tolist()
+        [{'a': [2]}, 1, {'a': [2]}]
+        """
+        if isinstance(value, (np.ndarray, ExtensionArray, pd.Series)):
+            # pandas' fillna is typed as returning Self, which mypy cannot see through super().
+            return super().fillna(value, limit=limit, copy=copy)  # type: ignore[return-value]
+        gaps = np.flatnonzero(self.isna())[:limit]
+        out = self.copy() if copy else self
+        if len(gaps):
+            out._write(gaps, [_text(value)])
+        return out
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        # The buffer is rebuilt: writing cells one at a time into a large
-        # column is slow, reading is what the column is for.
+        if self._readonly:  # before the value is looked at, whatever it is
+            raise ValueError("Cannot modify read-only array")
+        key = _without_ellipsis(key)
+        if isinstance(key, numbers.Integral):
+            if isinstance(value, (ExtensionArray, pd.Series, pd.Index, pd.DataFrame)):
+                raise ValueError(f"one cell takes one JSON value, not a {type(value).__name__}")
+            n = len(self)
+            if not -n <= int(key) < n:
+                raise IndexError(f"index {int(key)} is out of bounds for axis 0 with size {n}")
+            self._write(np.array([int(key) % n]), [_text(value)])
+            return
         key = pd.api.indexers.check_array_indexer(self, key)
-        texts = self._texts()
         positions = np.arange(len(self))[key]
-        if np.ndim(positions) == 0:
-            texts[int(positions)] = _text(value)
+        if isinstance(value, JSONArray):
+            texts = value._texts()  # as they are: a value from the wire keeps its text
+        elif isinstance(value, (list, tuple, np.ndarray, ExtensionArray, pd.Series, pd.Index)):
+            texts = [_text(v) for v in value]
         else:
-            if isinstance(value, (JSONArray, np.ndarray, list, pd.Series)):
-                values = list(value)
-                if len(values) != len(positions):
-                    raise ValueError(f"{len(values)} values for {len(positions)} cells")
-            else:
-                values = [value] * len(positions)
-            for i, v in zip(positions.tolist(), values):
-                texts[i] = _text(v)
-        self.__init__(*_joined(texts))  # type: ignore[misc]
+            texts = [_text(value)]
+        if len(texts) != len(positions) and (len(texts) != 1 or not _is_scalar_value(value)):
+            raise ValueError(f"{len(texts)} values for {len(positions)} cells")
+        self._write(positions, texts)
+
+    def _write(self, positions: np.ndarray, texts: list[bytes]) -> None:
+        """The cells at ``positions`` given ``texts`` (one for all, or one each; the last wins for a cell named twice).
+
+        The buffer is rebuilt, never written to (a copy shares it): the texts
+        of the other cells are copied as they are, a run of them at a time.
+        """
+        if self._readonly:
+            raise ValueError("Cannot modify read-only array")
+        if len(texts) == 1:
+            texts = texts * len(positions)
+        cells = dict(zip(positions.tolist(), texts))
+        if not cells:
+            return
+        rows = sorted(cells)
+        new = [cells[r] for r in rows]
+        long_digits = self._long_digits or any(_json.has_long_digits(t) for t in set(new))
+        self.__init__(*_spliced(self._data, self._offsets, rows, new), long_digits)  # type: ignore[misc]
 
 
 def _exact_loads(text: memoryview) -> Any:
@@ -313,6 +360,21 @@ def _text(value: Any) -> bytes:
     return b"" if text == b"null" else text
 
 
+def _without_ellipsis(key: Any) -> Any:
+    """``arr[..., 2]`` and ``arr[2, ...]`` are ``arr[2]`` for a one-dimensional column."""
+    if isinstance(key, tuple):
+        rest = [k for k in key if k is not Ellipsis]
+        if len(rest) > 1 or len(key) - len(rest) > 1:
+            raise IndexError("too many indices for a one-dimensional column")
+        return rest[0] if rest else Ellipsis
+    return key
+
+
+def _is_scalar_value(value: Any) -> bool:
+    """Whether an assigned value is one JSON value for every cell a key names (a dict is; a list is a value each)."""
+    return not isinstance(value, (list, tuple, np.ndarray, ExtensionArray, pd.Series, pd.Index))
+
+
 #: rows gathered per join: the slices of one block are made and dropped together.
 _BLOCK = 65_536
 
@@ -339,6 +401,27 @@ def _joined(texts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     data = _buffer(int(offsets[-1]))
     data[:] = np.frombuffer(b"".join(texts), dtype=np.uint8)
     return data, offsets
+
+
+def _spliced(
+    data: np.ndarray, offsets: np.ndarray, rows: list[int], texts: list[bytes]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A buffer and offsets: the rows ``rows`` (ascending) hold ``texts``, every other row its text in ``data``."""
+    lengths = np.diff(offsets)
+    lengths[rows] = [len(t) for t in texts]
+    new_offsets = np.zeros(len(offsets), dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    out = _buffer(int(new_offsets[-1]))
+    done = 0  # rows before this one are in ``out``
+    for row, text in zip([*rows, len(offsets) - 1], [*texts, b""]):
+        # The unchanged run before ``row`` in one copy, then the new text.
+        start, end, at = int(offsets[done]), int(offsets[row]), int(new_offsets[done])
+        out[at : at + end - start] = data[start:end]
+        if text:
+            at = int(new_offsets[row])
+            out[at : at + len(text)] = np.frombuffer(text, dtype=np.uint8)
+        done = row + 1
+    return out, new_offsets
 
 
 def _gather(view: memoryview, starts: np.ndarray, ends: np.ndarray, long_digits: bool) -> JSONArray:

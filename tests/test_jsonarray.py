@@ -253,3 +253,58 @@ def test_numpy_and_pandas_values_in_an_assigned_body_are_converted_as_from_frame
     with pytest.raises(ValueError):  # pandas retries a refused dict as a Series of values, and says so
         result.at[4, "body"] = {"x": object()}
     assert result.at[4, "body"] == BODIES[4] and result["body"].dtype == JSONDtype()  # refused: nothing changed
+
+
+def test_gaps_are_filled_with_any_json_value():
+    arr = JSONArray._from_values([None, {"a": 1}, None])
+    assert arr.fillna({"b": np.int64(2)}).tolist() == [{"b": 2}, {"a": 1}, {"b": 2}]
+    assert arr.fillna([1, 2]).tolist() == [[1, 2], {"a": 1}, [1, 2]]  # a list is one JSON value here
+    assert arr.fillna("x", limit=1).tolist() == ["x", {"a": 1}, None]
+    assert arr.take([0, -1, 1], allow_fill=True, fill_value={"f": 0}).tolist() == [None, {"f": 0}, {"a": 1}]
+    s = pd.Series(arr)
+    assert s.reindex([1, 5], fill_value=[0]).tolist() == [{"a": 1}, [0]]
+    assert s.where(s.notna(), "none").tolist() == ["none", {"a": 1}, "none"]
+
+
+def test_the_wire_text_of_every_cell_is_kept_through_assignment_take_fill_and_concat():
+    # Numbers as an API wrote them: past 64 bits, a trailing zero, an exponent.
+    wire = [b'{"big":123456789012345678901234567890,"price":2.50}', b"", b"1.0e3", b'[1,-0.0,"\\u00e9"]']
+    arr = JSONArray._from_texts(wire)
+    arr[1] = {"set": np.int64(1)}
+    assert arr._texts() == [wire[0], b'{"set":1}', wire[2], wire[3]]
+    arr[np.array([False, True, False, False])] = None
+    assert arr._texts() == wire
+    assert arr.take([3, -1, 0], allow_fill=True, fill_value="f")._texts() == [wire[3], b'"f"', wire[0]]
+    assert arr.fillna({"gap": True})._texts() == [wire[0], b'{"gap":true}', wire[2], wire[3]]
+    assert JSONArray._concat_same_type([arr, arr[2:]])._texts() == wire + wire[2:]
+    assert pd.concat([pd.Series(arr), pd.Series(arr)]).array._texts() == wire + wire
+    assert arr[0]["big"] == 123456789012345678901234567890
+
+
+def test_a_read_only_column_refuses_every_write():
+    arr = JSONArray._from_values([1, None])
+    view = pd.Index(arr).array  # an Index hands out its values read-only
+    for write in (lambda: view.__setitem__(0, 2), lambda: view.fillna(0, copy=False)):
+        with pytest.raises(ValueError, match="read-only"):
+            write()
+    assert view.tolist() == [1, None] and view.fillna(0).tolist() == [1, 0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(json_values, min_size=1, max_size=12), st.data())
+def test_any_assignment_changes_the_cells_it_names_and_keeps_the_text_of_every_other(values, data):
+    arr = JSONArray._from_values(values)
+    texts = arr._texts()
+    n = len(values)
+    positions = data.draw(st.lists(st.integers(-n, n - 1), max_size=6))
+    new = data.draw(st.lists(json_values, min_size=len(positions), max_size=len(positions)))
+    arr[np.array(positions, dtype=np.intp)] = new
+    expected = list(values)
+    changed = set()
+    for p, v in zip(positions, new):  # the last write to a cell wins, as in numpy
+        expected[p] = v
+        changed.add(p % n)
+    assert arr.tolist() == expected
+    assert [t for i, t in enumerate(arr._texts()) if i not in changed] == [
+        t for i, t in enumerate(texts) if i not in changed
+    ]
