@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import mmap
 import numbers
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import orjson
 import pandas as pd
-from pandas.api.extensions import ExtensionArray, ExtensionDtype, register_extension_dtype
+from pandas.api.extensions import ExtensionArray, ExtensionDtype, no_default, register_extension_dtype
 
 from . import _json
 from ._cells import _is_null, _json_value
@@ -128,6 +128,17 @@ class JSONArray(ExtensionArray):
         return cls._from_values(list(scalars))
 
     @classmethod
+    def _from_scalars(cls, scalars: Any, *, dtype: Any) -> JSONArray:
+        # What a pointwise operation gives (Series.map, Series.combine, a
+        # groupby's aggregate): JSON objects and arrays stay here, while numbers,
+        # text and booleans go to the dtype pandas infers for them, as from an
+        # object column (a str column with its ``.str``, numbers that sum).
+        values = list(scalars)
+        if not any(isinstance(v, (Mapping, list, tuple, np.ndarray)) for v in values):
+            raise TypeError("no JSON object or array among the values")
+        return cls._from_values(values)
+
+    @classmethod
     def _from_factorized(cls, values: np.ndarray, original: JSONArray) -> JSONArray:
         return cls._from_texts([b"" if v is None else v for v in values])
 
@@ -172,6 +183,8 @@ class JSONArray(ExtensionArray):
             return self.take(np.arange(start, stop, step))
         if key is Ellipsis:
             return self
+        if not pd.api.types.is_list_like(key):
+            raise IndexError(_BAD_INDEX)
         key = pd.api.indexers.check_array_indexer(self, key)
         if key.dtype == bool:
             key = np.flatnonzero(key)
@@ -192,9 +205,25 @@ class JSONArray(ExtensionArray):
     def isna(self) -> np.ndarray:
         return self._offsets[1:] == self._offsets[:-1]
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+    def __contains__(self, item: object) -> bool:
+        if item is None:
+            return bool(self.isna().any())
+        if pd.api.types.is_scalar(item) and _is_null(item):
+            return False  # missing is None here; NaN, pd.NA and NaT are in no JSON column
+        return any(value == item for value in self)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if copy is False:
+            raise ValueError("a JSON column has no array to share: its values are parsed from text when read")
         out = np.fromiter(self, dtype=object, count=len(self))
         return out if dtype is None or np.dtype(dtype) == object else out.astype(dtype)
+
+    def to_numpy(self, dtype: Any = None, copy: bool = False, na_value: Any = no_default) -> np.ndarray:
+        # Always a new array (the values are parsed), so never a read-only view.
+        out = np.asarray(self, dtype=dtype)
+        if na_value is not no_default:
+            out[self.isna()] = na_value
+        return out
 
     def astype(self, dtype: Any, copy: bool = True) -> Any:
         if isinstance(dtype, JSONDtype) or (isinstance(dtype, str) and dtype == JSONDtype.name):
@@ -229,6 +258,10 @@ class JSONArray(ExtensionArray):
             theirs = np.fromiter(other, dtype=object, count=len(self))
             return np.array([a == b for a, b in zip(mine, theirs)], dtype=bool)
         return np.array([a == other for a in mine], dtype=bool)
+
+    def __ne__(self, other: Any) -> Any:  # type: ignore[override]  # an array of booleans, as __eq__
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else ~equal
 
     def __arrow_array__(self, type: Any = None) -> Any:
         # Arrow (Parquet) gets the JSON text: bodies of different shapes make
@@ -358,6 +391,13 @@ def _text(value: Any) -> bytes:
         text = _json.dumps(_json_value(value, omit=False))
     # An infinity is written as null: missing, as every null is here.
     return b"" if text == b"null" else text
+
+
+#: numpy's words for a key that indexes nothing, as pandas' suite expects them.
+_BAD_INDEX = (
+    "only integers, slices (`:`), ellipsis (`...`), numpy.newaxis (`None`) and integer or boolean arrays are valid"
+    " indices"
+)
 
 
 def _without_ellipsis(key: Any) -> Any:
