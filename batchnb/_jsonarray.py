@@ -18,7 +18,8 @@ of reaching a body stays as it was:
     (json, 59)
 
 A cell read is a fresh object each time: change a body by assigning the
-cell (``frame.at[row, "body"] = {...}``), not by changing what was read.
+cell (``frame.at[row, "body"] = {...}``; numpy and pandas values in it are
+converted as ``from_frame`` converts a cell), not by changing what was read.
 Missing cells and the JSON value ``null`` are the same: None.
 """
 
@@ -26,14 +27,15 @@ from __future__ import annotations
 
 import mmap
 import numbers
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import orjson
 import pandas as pd
-from pandas.api.extensions import ExtensionArray, ExtensionDtype, register_extension_dtype
+from pandas.api.extensions import ExtensionArray, ExtensionDtype, no_default, register_extension_dtype
 
 from . import _json
+from ._cells import _is_null, _json_value
 
 __all__ = ["JSONArray", "JSONDtype", "holds_values"]
 
@@ -88,6 +90,8 @@ class JSONArray(ExtensionArray):
     _dtype = JSONDtype()
     # Above numpy's, so that ``array == column`` is answered here.
     __array_priority__ = 1000
+    # pandas 3 marks an array it hands out read-only (an Index's values); pandas 2 has no such mark.
+    _readonly = False
 
     def __init__(self, data: np.ndarray, offsets: np.ndarray, long_digits: bool | None = None) -> None:
         # data: uint8, the texts end to end; offsets: int64, n + 1 of them,
@@ -124,6 +128,17 @@ class JSONArray(ExtensionArray):
         return cls._from_values(list(scalars))
 
     @classmethod
+    def _from_scalars(cls, scalars: Any, *, dtype: Any) -> JSONArray:
+        # What a pointwise operation gives (Series.map, Series.combine, a
+        # groupby's aggregate): JSON objects and arrays stay here, while numbers,
+        # text and booleans go to the dtype pandas infers for them, as from an
+        # object column (a str column with its ``.str``, numbers that sum).
+        values = list(scalars)
+        if not any(isinstance(v, (Mapping, list, tuple, np.ndarray)) for v in values):
+            raise TypeError("no JSON object or array among the values")
+        return cls._from_values(values)
+
+    @classmethod
     def _from_factorized(cls, values: np.ndarray, original: JSONArray) -> JSONArray:
         return cls._from_texts([b"" if v is None else v for v in values])
 
@@ -149,11 +164,12 @@ class JSONArray(ExtensionArray):
         return self._loads(self._view[start:end]) if end > start else None
 
     def __getitem__(self, key: Any) -> Any:
+        key = _without_ellipsis(key)
         if isinstance(key, numbers.Integral):
             i = int(key)
             n = len(self)
             if not -n <= i < n:
-                raise IndexError(f"index {i} is out of bounds for a column of {n}")
+                raise IndexError(f"index {i} is out of bounds for axis 0 with size {n}")
             return self._value(i % n)
         if isinstance(key, slice):
             start, stop, step = key.indices(len(self))
@@ -161,10 +177,14 @@ class JSONArray(ExtensionArray):
                 stop = max(start, stop)
                 offsets = self._offsets[start : stop + 1]
                 # A view of the same buffer: slicing copies nothing.
-                return JSONArray(self._data[offsets[0] : offsets[-1]], offsets - offsets[0], self._long_digits)
+                part = JSONArray(self._data[offsets[0] : offsets[-1]], offsets - offsets[0], self._long_digits)
+                part._readonly = self._readonly
+                return part
             return self.take(np.arange(start, stop, step))
         if key is Ellipsis:
             return self
+        if not pd.api.types.is_list_like(key):
+            raise IndexError(_BAD_INDEX)
         key = pd.api.indexers.check_array_indexer(self, key)
         if key.dtype == bool:
             key = np.flatnonzero(key)
@@ -185,9 +205,25 @@ class JSONArray(ExtensionArray):
     def isna(self) -> np.ndarray:
         return self._offsets[1:] == self._offsets[:-1]
 
-    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+    def __contains__(self, item: object) -> bool:
+        if item is None:
+            return bool(self.isna().any())
+        if pd.api.types.is_scalar(item) and _is_null(item):
+            return False  # missing is None here; NaN, pd.NA and NaT are in no JSON column
+        return any(value == item for value in self)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        if copy is False:
+            raise ValueError("a JSON column has no array to share: its values are parsed from text when read")
         out = np.fromiter(self, dtype=object, count=len(self))
         return out if dtype is None or np.dtype(dtype) == object else out.astype(dtype)
+
+    def to_numpy(self, dtype: Any = None, copy: bool = False, na_value: Any = no_default) -> np.ndarray:
+        # Always a new array (the values are parsed), so never a read-only view.
+        out = np.asarray(self, dtype=dtype)
+        if na_value is not no_default:
+            out[self.isna()] = na_value
+        return out
 
     def astype(self, dtype: Any, copy: bool = True) -> Any:
         if isinstance(dtype, JSONDtype) or (isinstance(dtype, str) and dtype == JSONDtype.name):
@@ -223,6 +259,10 @@ class JSONArray(ExtensionArray):
             return np.array([a == b for a, b in zip(mine, theirs)], dtype=bool)
         return np.array([a == other for a in mine], dtype=bool)
 
+    def __ne__(self, other: Any) -> Any:  # type: ignore[override]  # an array of booleans, as __eq__
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else ~equal
+
     def __arrow_array__(self, type: Any = None) -> Any:
         # Arrow (Parquet) gets the JSON text: bodies of different shapes make
         # no single Arrow type, and text reads back as it was written.
@@ -241,8 +281,6 @@ class JSONArray(ExtensionArray):
         idx = np.asarray(indices, dtype=np.intp)
         n = len(self)
         if allow_fill:
-            if fill_value is not None and not _is_missing(fill_value):
-                raise ValueError(f"a JSON column fills its gaps with None, not {fill_value!r}")
             if (idx < -1).any():
                 raise ValueError("an index below -1 where -1 means missing")
             missing = idx == -1
@@ -253,51 +291,128 @@ class JSONArray(ExtensionArray):
             src = np.where(idx < 0, idx + n, idx)
             outside = (src < 0) | (src >= n)
         if outside.any():
+            if n == 0:
+                raise IndexError("cannot do a non-empty take from an empty axes.")
             raise IndexError(f"an index is out of bounds for a column of {n}")
         if n == 0:
             # Only missing rows can be taken from nothing.
-            return JSONArray(np.empty(0, dtype=np.uint8), np.zeros(len(idx) + 1, dtype=np.int64), False)
-        starts = self._offsets[src]
-        ends = self._offsets[src + 1]
-        if missing is not None:
-            ends = np.where(missing, starts, ends)
-        return _gather(self._view, starts, ends, self._long_digits)
+            taken = JSONArray(np.empty(0, dtype=np.uint8), np.zeros(len(idx) + 1, dtype=np.int64), False)
+        else:
+            starts = self._offsets[src]
+            ends = self._offsets[src + 1]
+            if missing is not None:
+                ends = np.where(missing, starts, ends)
+            taken = _gather(self._view, starts, ends, self._long_digits)
+        if missing is not None and missing.any() and not _is_null(fill_value):
+            taken._write(np.flatnonzero(missing), [_text(fill_value)])
+        return taken
+
+    def fillna(self, value: Any, limit: int | None = None, copy: bool = True) -> JSONArray:
+        """The missing cells given ``value``: any one JSON value (a dict or a list too), or one per row in an array.
+
+        >>> JSONArray._from_values([None, 1, None]).fillna({"a": [2]}).tolist()
+        [{'a': [2]}, 1, {'a': [2]}]
+        """
+        if isinstance(value, (np.ndarray, ExtensionArray, pd.Series)):
+            # pandas' fillna is typed as returning Self, which mypy cannot see through super().
+            return super().fillna(value, limit=limit, copy=copy)  # type: ignore[return-value]
+        gaps = np.flatnonzero(self.isna())[:limit]
+        out = self.copy() if copy else self
+        if len(gaps):
+            out._write(gaps, [_text(value)])
+        return out
 
     def __setitem__(self, key: Any, value: Any) -> None:
-        # The buffer is rebuilt: writing cells one at a time into a large
-        # column is slow, reading is what the column is for.
+        if self._readonly:  # before the value is looked at, whatever it is
+            raise ValueError("Cannot modify read-only array")
+        key = _without_ellipsis(key)
+        if isinstance(key, numbers.Integral):
+            if isinstance(value, (ExtensionArray, pd.Series, pd.Index, pd.DataFrame)):
+                raise ValueError(f"one cell takes one JSON value, not a {type(value).__name__}")
+            n = len(self)
+            if not -n <= int(key) < n:
+                raise IndexError(f"index {int(key)} is out of bounds for axis 0 with size {n}")
+            self._write(np.array([int(key) % n]), [_text(value)])
+            return
         key = pd.api.indexers.check_array_indexer(self, key)
-        texts = self._texts()
         positions = np.arange(len(self))[key]
-        if np.ndim(positions) == 0:
-            texts[int(positions)] = _text(value)
+        if isinstance(value, JSONArray):
+            texts = value._texts()  # as they are: a value from the wire keeps its text
+        elif isinstance(value, (list, tuple, np.ndarray, ExtensionArray, pd.Series, pd.Index)):
+            texts = [_text(v) for v in value]
         else:
-            if isinstance(value, (JSONArray, np.ndarray, list, pd.Series)):
-                values = list(value)
-                if len(values) != len(positions):
-                    raise ValueError(f"{len(values)} values for {len(positions)} cells")
-            else:
-                values = [value] * len(positions)
-            for i, v in zip(positions.tolist(), values):
-                texts[i] = _text(v)
-        self.__init__(*_joined(texts))  # type: ignore[misc]
+            texts = [_text(value)]
+        if len(texts) != len(positions) and (len(texts) != 1 or not _is_scalar_value(value)):
+            raise ValueError(f"{len(texts)} values for {len(positions)} cells")
+        self._write(positions, texts)
+
+    def _write(self, positions: np.ndarray, texts: list[bytes]) -> None:
+        """The cells at ``positions`` given ``texts`` (one for all, or one each; the last wins for a cell named twice).
+
+        The buffer is rebuilt, never written to (a copy shares it): the texts
+        of the other cells are copied as they are, a run of them at a time.
+        """
+        if self._readonly:
+            raise ValueError("Cannot modify read-only array")
+        if len(texts) == 1:
+            texts = texts * len(positions)
+        cells = dict(zip(positions.tolist(), texts))
+        if not cells:
+            return
+        rows = sorted(cells)
+        new = [cells[r] for r in rows]
+        long_digits = self._long_digits or any(_json.has_long_digits(t) for t in set(new))
+        self.__init__(*_spliced(self._data, self._offsets, rows, new), long_digits)  # type: ignore[misc]
 
 
 def _exact_loads(text: memoryview) -> Any:
     return _json.loads(text.tobytes())
 
 
-def _is_missing(value: Any) -> bool:
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
+#: JSON values orjson writes as they are; anything else may be a missing marker (NaN, pd.NA, NaT).
+_PLAIN = (dict, list, str, int, bool)
 
 
 def _text(value: Any) -> bytes:
-    if value is None or (not isinstance(value, (dict, list, str)) and _is_missing(value)):
+    """``value``'s compact JSON text; empty for a missing value (None, NaN, pd.NA, NaT...).
+
+    What orjson cannot write (numpy scalars and arrays, pd.NA inside a
+    value, keys that are not text, timestamps) is converted first, as
+    ``from_frame`` converts a frame's cells:
+
+    >>> _text({"n": np.int64(3), "v": np.array([0.5, np.nan])}), _text(np.float64("nan"))
+    (b'{"n":3,"v":[0.5,null]}', b'')
+    """
+    if value is None or (type(value) not in _PLAIN and _is_null(value)):
         return b""
-    return _json.dumps(value)
+    try:
+        text = _json.dumps(value)
+    except TypeError:
+        text = _json.dumps(_json_value(value, omit=False))
+    # An infinity is written as null: missing, as every null is here.
+    return b"" if text == b"null" else text
+
+
+#: numpy's words for a key that indexes nothing, as pandas' suite expects them.
+_BAD_INDEX = (
+    "only integers, slices (`:`), ellipsis (`...`), numpy.newaxis (`None`) and integer or boolean arrays are valid"
+    " indices"
+)
+
+
+def _without_ellipsis(key: Any) -> Any:
+    """``arr[..., 2]`` and ``arr[2, ...]`` are ``arr[2]`` for a one-dimensional column."""
+    if isinstance(key, tuple):
+        rest = [k for k in key if k is not Ellipsis]
+        if len(rest) > 1 or len(key) - len(rest) > 1:
+            raise IndexError("too many indices for a one-dimensional column")
+        return rest[0] if rest else Ellipsis
+    return key
+
+
+def _is_scalar_value(value: Any) -> bool:
+    """Whether an assigned value is one JSON value for every cell a key names (a dict is; a list is a value each)."""
+    return not isinstance(value, (list, tuple, np.ndarray, ExtensionArray, pd.Series, pd.Index))
 
 
 #: rows gathered per join: the slices of one block are made and dropped together.
@@ -326,6 +441,27 @@ def _joined(texts: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
     data = _buffer(int(offsets[-1]))
     data[:] = np.frombuffer(b"".join(texts), dtype=np.uint8)
     return data, offsets
+
+
+def _spliced(
+    data: np.ndarray, offsets: np.ndarray, rows: list[int], texts: list[bytes]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A buffer and offsets: the rows ``rows`` (ascending) hold ``texts``, every other row its text in ``data``."""
+    lengths = np.diff(offsets)
+    lengths[rows] = [len(t) for t in texts]
+    new_offsets = np.zeros(len(offsets), dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    out = _buffer(int(new_offsets[-1]))
+    done = 0  # rows before this one are in ``out``
+    for row, text in zip([*rows, len(offsets) - 1], [*texts, b""]):
+        # The unchanged run before ``row`` in one copy, then the new text.
+        start, end, at = int(offsets[done]), int(offsets[row]), int(new_offsets[done])
+        out[at : at + end - start] = data[start:end]
+        if text:
+            at = int(new_offsets[row])
+            out[at : at + len(text)] = np.frombuffer(text, dtype=np.uint8)
+        done = row + 1
+    return out, new_offsets
 
 
 def _gather(view: memoryview, starts: np.ndarray, ends: np.ndarray, long_digits: bool) -> JSONArray:
