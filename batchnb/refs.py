@@ -35,7 +35,7 @@ import threading
 from collections import OrderedDict
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar
+from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar, cast
 from urllib.parse import quote
 
 import iregexp_check
@@ -196,7 +196,8 @@ def _counted(query: JSONPathQuery) -> JSONPathQuery:
             for selector in segment.selectors:
                 if isinstance(selector, FilterSelector):
                     queries.extend(_queries_in(selector.expression))
-            segment.selectors = tuple(_Counted(s) for s in segment.selectors)
+            # A _Counted stands in for the selector it wraps (the library only calls resolve() on it).
+            segment.selectors = cast("tuple[JSONPathSelector, ...]", tuple(_Counted(s) for s in segment.selectors))
     return query
 
 
@@ -340,8 +341,8 @@ class _Environment(JSONPathEnvironment):
         self.function_extensions["match"] = _RegexpFunction(whole=True)
         self.function_extensions["search"] = _RegexpFunction(whole=False)
 
-    @property  # type: ignore[override]
-    def max_recursion_depth(self) -> int:
+    @property
+    def max_recursion_depth(self) -> int:  # type: ignore[override]  # the library's attribute, read as it is spent
         # The descent segment reads this once for every node it visits: the
         # one place where the cost of '..' can be counted as it is spent.
         _spend(1)
@@ -412,7 +413,7 @@ def query_problem(query: str, max_length: int = MAX_QUERY_LENGTH, max_nesting: i
     return None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Ref:
     """One parsed reference.
 
@@ -428,6 +429,10 @@ class Ref:
 
     name: str
     query: str
+
+    def __repr__(self) -> str:
+        # As it has always read (the compiled query it once showed is kept elsewhere now).
+        return f"Ref(name={self.name!r}, query={self.query!r}, ...)"
 
     @property
     def text(self) -> str:
@@ -473,7 +478,7 @@ class Ref:
         return self.text
 
 
-Template = tuple  # of str | Ref
+Template = tuple["str | Ref", ...]
 
 
 def ref(name: str, path: str = "$") -> str:
@@ -588,10 +593,6 @@ def _parse(s: str) -> Template:
     if literal or not parts:
         parts.append(literal)
     return tuple(parts)
-
-
-# Ref's repr as it has always read (the compiled query it once showed is elsewhere now).
-Ref.__repr__ = lambda self: f"Ref(name={self.name!r}, query={self.query!r}, ...)"  # type: ignore[method-assign]
 
 
 def iter_refs(value: Any) -> Iterator[Ref]:

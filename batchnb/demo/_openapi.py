@@ -21,11 +21,12 @@ import copy
 import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from ..server._openapi import SECURITY, error_responses
 from ..server._patterns import char_class
 from . import idempotency
+from .store import Kind
 from .scheduling import (
     _ID_PATTERNS,
     _INVALID,
@@ -83,13 +84,13 @@ def _sample(template: str) -> str:
 
 
 def _operation_id(verb: str, kind: str) -> str:
-    return f"{verb}{_title(_PLURAL[kind]) if verb == 'list' else _title(kind)}"
+    return f"{verb}{_title(_PLURAL[cast(Kind, kind)]) if verb == 'list' else _title(kind)}"
 
 
 # ---------------------------------------------------------------- operations
 
 
-def _operation(kind: str, template: str, method: str, handler: partial) -> dict[str, Any]:
+def _operation(kind: str, template: str, method: str, handler: partial[Any]) -> dict[str, Any]:
     """One method of one path, from the handler the router gives it (``partial(api.create, kind)``, …)."""
     action = handler.func.__name__
     params = [_id_parameter("company", "company")] if "{company_id}" in template else []

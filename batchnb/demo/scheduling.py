@@ -38,14 +38,14 @@ import json
 import logging
 import re
 import time
-from functools import partial
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, quote
 
-
 from .. import _json
+from .._asgi import Receive, Scope, Send
 from ..engine import DispatchResult, route_path
 from ..server.auth import Keyring
 from . import idempotency
@@ -59,9 +59,6 @@ MAX_BODY_BYTES = 1024 * 1024
 _log = logging.getLogger(__name__)
 
 # ASGI's three: a connection's scope, and the calls that receive and send its messages.
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -439,7 +436,12 @@ _RULES: dict[str, tuple[_Field, ...]] = {
 }
 
 _ID_PATTERNS = {kind: re.compile(prefix + r"_[0-9a-f]{12}") for kind, prefix in ID_PREFIXES.items()}
-_PLURAL = {"company": "companies", "service": "services", "staff": "staff", "appointment": "appointments"}
+_PLURAL: dict[Kind, str] = {
+    "company": "companies",
+    "service": "services",
+    "staff": "staff",
+    "appointment": "appointments",
+}
 _NOUN = {"company": "company", "service": "service", "staff": "staff member", "appointment": "appointment"}
 _LIMIT_RE = re.compile(r"[0-9]{1,7}")
 _OFFSET_RE = re.compile(r"[0-9]{1,12}")
@@ -665,11 +667,11 @@ class _API:
             held = self.store.find_key(call.tenant, key, now=now)
             if held is not None:
                 return self._replay(held, fingerprint)
-            reply = undone.reply
-            assert reply is not None, "the key held an answer a moment ago"
-            if reply.status >= 500:
-                raise reply from None  # not kept: a retry may run it
-            refused = reply.status, reply.payload, reply.headers
+            refusal = undone.reply
+            assert refusal is not None, "the key held an answer a moment ago"
+            if refusal.status >= 500:
+                raise refusal from None  # not kept: a retry may run it
+            refused = refusal.status, refusal.payload, refusal.headers
             with self.store.atomic():
                 if self._keep(call, key, fingerprint, refused, now):
                     return refused
@@ -813,7 +815,8 @@ def _now(coroutine: Awaitable[_Result]) -> _Result:
     try:
         coroutine.send(None)  # type: ignore[attr-defined]
     except StopIteration as done:
-        return done.value
+        result: _Result = done.value
+        return result
     coroutine.close()  # type: ignore[attr-defined]
     raise RuntimeError("a handler waited inside its idempotency transaction")
 

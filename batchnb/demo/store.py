@@ -757,7 +757,7 @@ class Store:
     def _set_staff_services(self, staff_id: str, services: Sequence[Mapping[str, str]]) -> list[str]:
         """Link the staff member to ``services`` (first mention of each, in order); the ids linked."""
         seen: set[str] = set()
-        rows = []
+        rows: list[tuple[str, str, int]] = []
         for ref in services:
             service_id = ref["id"]
             if service_id not in seen:
@@ -962,7 +962,7 @@ class _Handover:
             with self._cond:
                 while not self._stopped and (self._armed is None or self._armed[1] > time.monotonic()):
                     self._cond.wait(None if self._armed is None else self._armed[1] - time.monotonic())
-                if self._stopped:
+                if self._stopped or self._armed is None:
                     return
                 generation, _due = self._armed
                 self._armed = None

@@ -18,7 +18,8 @@ import pandas as pd
 from .. import refs, rules
 from ._reader import _Duplicate, _Frame, _Problems, _Source
 from ._templates import _PLAIN_PATH, _Slot, _plain_path
-from ._values import _is_null, _json_value, _may_hold_refs
+from .._cells import _is_null, _json_value
+from ._values import _may_hold_refs
 
 
 def _methods(fr: _Frame, method: Any) -> list[str | None] | str | None:

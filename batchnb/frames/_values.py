@@ -161,7 +161,8 @@ class _Coded:
         return cls(np.arange(len(values)), values)
 
     def per_row(self) -> list[Any]:
-        return _object_array(self.values)[self.codes].tolist()
+        rows: list[Any] = _object_array(self.values)[self.codes].tolist()
+        return rows
 
     def rows_where(self, flags: list[bool] | np.ndarray) -> np.ndarray:
         """A mask of the rows whose value is flagged (``flags`` has one entry per distinct value)."""

@@ -28,10 +28,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from typing import Any, Callable
+from typing import Any
 
 import h11
 
+from .._asgi import ASGIApp, Receive, Scope, Send
 from .._exceptions import Problem
 from ._head import _HeadBoundedH11, _raw_answer
 from .app import _error
@@ -171,10 +172,10 @@ class _OneFraming:
 
     __slots__ = ("_app",)
 
-    def __init__(self, app: Callable[..., Any]) -> None:
+    def __init__(self, app: ASGIApp) -> None:
         self._app = app
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             names = {name for name, _value in scope["headers"]}
             if b"content-length" in names and b"transfer-encoding" in names:

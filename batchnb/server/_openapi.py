@@ -81,7 +81,7 @@ def document(
 
 
 #: credentials as the batch endpoint and the demo API take them: a Bearer token, or both query parameters.
-SECURITY = [{"bearer": []}, {"apiKey": [], "token": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": [], "token": []}]
 
 
 def error_responses(*statuses: int, schema: str = "Error") -> dict[str, Any]:

@@ -22,12 +22,13 @@ import logging
 import ssl
 import time
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, AsyncIterator, Awaitable, Callable, ContextManager, Mapping
+from typing import Any, AsyncIterator, Callable, ContextManager, Mapping
 from urllib.parse import parse_qsl
 
 import httpx
 
 from .. import _json, refs, rules
+from .._asgi import ASGIApp, Receive, Scope, Send
 from .._connect import Connection, Unreached
 from .._exceptions import BatchValidationError, Problem
 from .._timing import Timings
@@ -42,8 +43,6 @@ from .limits import MAX_ERROR_DETAILS, Limits
 __all__ = ["BatchApp", "create_app"]
 
 log = logging.getLogger("batchnb.server")
-
-ASGIApp = Callable[[dict, Callable, Callable], Awaitable[None]]
 
 
 #: threads for the CPU-heavy work of batches (see BatchApp._threads).
@@ -132,7 +131,7 @@ class BatchApp:
         where = f"upstream={self.upstream!r}" if self.upstream else "in-process API"
         return f"BatchApp({where}, {self.keyring!r}, {self.limits})"
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
@@ -157,7 +156,7 @@ class BatchApp:
                 head=scope["method"] == "HEAD",
             )
 
-    async def _lifespan(self, receive: Callable, send: Callable) -> None:
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
@@ -271,7 +270,7 @@ class BatchApp:
             api=self._describe_api() if self._describe_api is not None else None,
         )
 
-    async def _document(self, scope: dict, send: Callable) -> None:
+    async def _document(self, scope: Scope, send: Send) -> None:
         method = scope["method"]
         if method not in ("GET", "HEAD"):
             error = _error(
@@ -287,7 +286,7 @@ class BatchApp:
             self._openapi = _json.dumps(self.openapi())
         return self._openapi
 
-    async def _batch(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def _batch(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
         if method in ("GET", "HEAD"):
             # HEAD is GET without the body (RFC 9110 §9.3.2): the same status and headers.
@@ -323,7 +322,7 @@ class BatchApp:
             status, body, extra = 500, _json.dumps(error), {}
         await _send(send, status, body, extra)
 
-    async def _run(self, scope: dict, receive: Callable, timings: Timings) -> dict[str, Any]:
+    async def _run(self, scope: Scope, receive: Receive, timings: Timings) -> dict[str, Any]:
         headers = _headers(scope)
         query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True))
         if self.keyring is not None and self.keyring.authenticate(headers, query) is None:
@@ -486,7 +485,7 @@ class BatchApp:
             raise _Reject(413, "too_large", "; ".join(p.message for p in details), details)
 
 
-def _headers(scope: dict) -> dict[str, str]:
+def _headers(scope: Scope) -> dict[str, str]:
     """The request's headers by lower-case name; the first of repeated ones counts."""
     out: dict[str, str] = {}
     for key, value in scope.get("headers", []):
@@ -494,7 +493,7 @@ def _headers(scope: dict) -> dict[str, str]:
     return out
 
 
-async def _read_body(receive: Callable, headers: Mapping[str, str], limit: int, timeout: float) -> bytes:
+async def _read_body(receive: Receive, headers: Mapping[str, str], limit: int, timeout: float) -> bytes:
     declared = headers.get("content-length")
     # ASCII digits only: str.isdigit() is true of '²', which int() refuses.
     if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
@@ -546,13 +545,13 @@ def _error(code: str, message: str, details: list[Problem]) -> dict[str, Any]:
 
 
 async def _send_json(
-    send: Callable, status: int, payload: Any, headers: Mapping[str, str] | None = None, *, head: bool = False
+    send: Send, status: int, payload: Any, headers: Mapping[str, str] | None = None, *, head: bool = False
 ) -> None:
     await _send(send, status, _json.dumps(payload), headers, head=head)
 
 
 async def _send(
-    send: Callable, status: int, body: bytes, headers: Mapping[str, str] | None = None, *, head: bool = False
+    send: Send, status: int, body: bytes, headers: Mapping[str, str] | None = None, *, head: bool = False
 ) -> None:
     """Answer ``body`` as JSON; ``head``: the same status and headers, ``Content-Length`` included, without the body."""
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
