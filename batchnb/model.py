@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from collections.abc import Mapping
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence, cast
 
 from . import _json, refs, rules
 from ._exceptions import BatchValidationError, Problem
@@ -403,7 +403,7 @@ class Batch:
             for key in data
             if key not in _BATCH_FIELDS
         ]
-        parallel = data.get("parallel", 1)
+        parallel: Any = data.get("parallel", 1)  # judged by parallel_problem just below
         if type(parallel) is float and parallel.is_integer():
             parallel = int(parallel)  # JSON has one kind of number: 4.0 is the whole number 4, as JSON Schema says
         message = rules.parallel_problem(parallel)
@@ -417,7 +417,7 @@ class Batch:
         problems.extend(check_batch(ops, references=text is None or _may_hold_references(text)))
         if problems:
             raise BatchValidationError(_unique(problems))
-        return cls(ops, validate=False, parallel=parallel)
+        return cls(ops, validate=False, parallel=cast(int, parallel))
 
     def validate(self) -> list[Problem]:
         """Every problem of the batch: operations, duplicate names, references."""

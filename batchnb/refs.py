@@ -277,8 +277,13 @@ def _regexp(pattern: object) -> Any:
 class _RegexpFunction(FilterFunction):
     """RFC 9535's ``match`` / ``search``, on RE2: linear in the text, whatever the pattern."""
 
-    arg_types = [ExpressionType.VALUE, ExpressionType.VALUE]
-    return_type = ExpressionType.LOGICAL
+    @property
+    def arg_types(self) -> list[ExpressionType]:
+        return [ExpressionType.VALUE, ExpressionType.VALUE]
+
+    @property
+    def return_type(self) -> ExpressionType:
+        return ExpressionType.LOGICAL
 
     def __init__(self, whole: bool) -> None:
         self._whole = whole

@@ -273,8 +273,9 @@ def _field_schema(field: _Field) -> dict[str, Any]:
     """What the field's check accepts, as its ``schema`` says (and what only asking it tells)."""
     check = field.check
     schema = copy.deepcopy(getattr(check, "schema", None) or _UNDESCRIBED[field.name])
-    if schema.get("type") == "object" and hasattr(check, "fields"):
-        schema["properties"] = {f.name: _property(f) for f in check.fields}
+    fields = getattr(check, "fields", None)  # a nested object's check lists its fields
+    if schema.get("type") == "object" and fields is not None:
+        schema["properties"] = {f.name: _property(f) for f in fields}
     if schema.get("type") == "string" and "pattern" not in schema and not schema.get("format"):
         blank = _blank(check)
         if blank:

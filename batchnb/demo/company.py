@@ -397,7 +397,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m batchnb.demo.company``: serve the API until killed."""
-    p = argparse.ArgumentParser(prog="python -m batchnb.demo.company", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m batchnb.demo.company", description=(__doc__ or "").split("\n")[0])
     p.add_argument(
         "--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one; the first line printed says it)"
     )

@@ -183,19 +183,19 @@ _CONTROL_CHARS = "".join(map(chr, range(0x20))) + "\x7f"
 def operation_path() -> str:
     """What :func:`rules.path_problem` accepts: a path relative to the API.
 
-    It starts with ``/`` and not ``//``; it holds no control character, backslash
-    or space; and its route (before ``?`` or ``#``), once and twice
-    percent-decoded, holds no control character or backslash, no ``.`` or ``..``
-    segment, and does not start with ``//``.
+    It starts with ``/`` and not ``//``; it holds no control character, backslash,
+    space or ``#``; and its route (before ``?``), once and twice percent-decoded,
+    holds no control character or backslash, no ``.`` or ``..`` segment (with or
+    without ``;`` parameters), and does not start with ``//``.
     """
     slash, dot = _twice("/"), _twice(".")
-    route = "[^?#]*"
+    route = "[^?]*"
     return (
         "^(?=/)"
         f"(?!/{slash})"
-        f"(?!{route}{slash}{dot}{dot}?(?:{slash}|[?#]|$))"
+        f"(?!{route}{slash}{dot}{dot}?(?:{slash}|{_twice(';')}|[?]|$))"
         f"(?!{route}{_twice(_CONTROL_CHARS + chr(92))})"
-        f"(?:{char_class(_CONTROL_CHARS + chr(92) + ' $', negate=True)}|{_dollar()})*$"
+        f"(?:{char_class(_CONTROL_CHARS + chr(92) + ' #$', negate=True)}|{_dollar()})*$"
     )
 
 

@@ -22,7 +22,6 @@ Two kinds of exclusion live here:
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 
 import schemathesis
@@ -85,33 +84,6 @@ def _cancelled_appointment_read(failure: Any, response: Any) -> bool:
         return False
 
 
-# ---------------------------------------------------------------- findings of other items of issue 20
-
-
-#: RFC 3339 §5.6 date-time.
-_RFC3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})\Z"
-)
-
-
-def _item_23_date_times(failure: Any, case: Any, response: Any) -> bool:
-    """Item 23 (RFC 3339 date-times in the demo, another branch): today the demo reads start with fromisoformat."""
-    if "/appointments" not in case.path or not isinstance(case.body, dict):
-        return False
-    start = case.body.get("start")
-    if not isinstance(start, str):
-        return False
-    kind = type(failure).__name__
-    if kind == "RejectedPositiveData":
-        # A date-time of RFC 3339 ('t' and 'z' in lower case, say) that fromisoformat refuses, and only that.
-        fields = [d.get("field") for d in _error(response).get("details", []) if isinstance(d, dict)]
-        return bool(_RFC3339.match(start)) and response.status_code == 400 and fields == ["start"]
-    if kind == "AcceptedNegativeData":
-        # Not RFC 3339 ('2025-01-31', '2025-W05-5', …), and taken: fromisoformat takes far more.
-        return not _RFC3339.match(start) and 200 <= response.status_code < 300
-    return False
-
-
 #: where each dropped failure is written, one line each (the test counts them by reason).
 DROPPED_VARIABLE = "BATCHNB_SCHEMATHESIS_DROPPED"
 
@@ -122,8 +94,6 @@ def filter_failure(context: Any, failure: Any, case: Any, response: Any) -> bool
     reason = _relation_refused(failure, case, response)
     if reason is None and _cancelled_appointment_read(failure, response):
         reason = "an appointment read after DELETE, which cancels it"
-    if reason is None and _item_23_date_times(failure, case, response):
-        reason = "item 23: the demo's date-times are not RFC 3339's yet"
     if reason is None:
         return True
     where = os.environ.get(DROPPED_VARIABLE)
