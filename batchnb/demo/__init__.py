@@ -42,6 +42,7 @@ def create_demo_app(
         raise BatchValidationError(
             [Problem("credentials", "the demo API needs at least one api key and token (its tenants)")]
         )
+    from ._openapi import describe
     from .scheduling import scheduling_app
     from .store import Store
 
@@ -57,5 +58,5 @@ def create_demo_app(
         idempotency=True,
         group_writes=store.group,
         dispatch=api.dispatch,
-        describe_api=api.openapi,
+        describe_api=lambda: describe(api),
     )

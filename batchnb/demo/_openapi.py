@@ -10,7 +10,7 @@ that a stateful tester (Schemathesis) can follow them.
     >>> from batchnb.demo.scheduling import scheduling_app
     >>> from batchnb.demo.store import Store
     >>> from batchnb.server.auth import Keyring
-    >>> paths = scheduling_app(Store(":memory:"), Keyring({"k": "t"})).openapi()["paths"]
+    >>> paths = describe(scheduling_app(Store(":memory:"), Keyring({"k": "t"})))["paths"]
     >>> sorted(paths["/api/2.1/scheduling/companies/{company_id}/services"])
     ['get', 'post']
 """
@@ -36,6 +36,7 @@ from .scheduling import (
     _RULES,
     API_PREFIX,
     MAX_BODY_BYTES,
+    SchedulingApp,
     _Field,
 )
 from .store import MAX_LIMIT
@@ -47,8 +48,16 @@ _JSON = "application/json"
 _ERROR = "SchedulingError"
 
 
-def describe(route: Callable[[str], Any]) -> dict[str, Any]:
-    """The paths and components of the API whose router is ``route`` (``SchedulingApp._route``)."""
+def describe(api: SchedulingApp) -> dict[str, Any]:
+    """The OpenAPI 3.1 paths and components of ``api``, made from its routes and its validation.
+
+    >>> from batchnb.demo.scheduling import scheduling_app
+    >>> from batchnb.demo.store import Store
+    >>> from batchnb.server.auth import Keyring
+    >>> sorted(describe(scheduling_app(Store(":memory:"), Keyring({"key-a": "tok-a"})))["paths"])[0]
+    '/api/2.1/scheduling/companies'
+    """
+    route = api._route  # the router the API itself routes with: the document names what it serves
     paths: dict[str, Any] = {}
     schemas: dict[str, Any] = {_ERROR: _error_schema()}
     for kind, plural in _PLURAL.items():
@@ -60,9 +69,11 @@ def describe(route: Callable[[str], Any]) -> dict[str, Any]:
         schemas[f"{title}New"] = _body_schema(kind, partial=False)
         schemas[f"{title}Changes"] = _body_schema(kind, partial=True)
         for template in (collection, item):
-            handlers = route(_sample(template))[0]
+            found = route(_sample(template))
+            assert found is not None, f"the router names nothing at {template}"
             paths[template] = {
-                method.lower(): _operation(kind, template, method, handler) for method, handler in handlers.items()
+                method.lower(): _operation(kind, template, method, cast("partial[Any]", handler))
+                for method, handler in found[0].items()  # each handler is partial(api.<action>, kind)
             }
     return {"info": {"title": "the demo Scheduling API"}, "paths": paths, "components": {"schemas": schemas}}
 

@@ -905,17 +905,6 @@ class SchedulingApp:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
 
-    def openapi(self) -> dict[str, Any]:
-        """The OpenAPI 3.1 paths and components of this API, made from its routes and its validation.
-
-        >>> app = scheduling_app(Store(":memory:"), Keyring({"key-a": "tok-a"}))
-        >>> sorted(app.openapi()["paths"])[0]
-        '/api/2.1/scheduling/companies'
-        """
-        from ._openapi import describe
-
-        return describe(self._route)
-
     async def dispatch(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
     ) -> DispatchResult:
