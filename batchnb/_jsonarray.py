@@ -295,6 +295,8 @@ def _is_missing(value: Any) -> bool:
 
 
 def _text(value: Any) -> bytes:
+    if type(value) is _json.RawJSON:
+        return value.text  # already JSON text: taken as it is, never parsed
     if value is None or (not isinstance(value, (dict, list, str)) and _is_missing(value)):
         return b""
     return _json.dumps(value)
