@@ -209,10 +209,11 @@ def _has_inexact_number(value: Any) -> bool:
 
 #: levels a JSON value may nest and still be written by :func:`dumps` (orjson refuses 255 and deeper).
 MAX_DEPTH = 254
-#: exponents of three digits (signs dropped), or runs of 209 digits (a mantissa that 99 as an exponent
-#: takes past 1e308): the only numbers that may lie beyond a double's range, which :func:`loads` may refuse.
+#: digits to "0", "e" and "E" to "e", the rest to spaces (signs are dropped): the only numbers that may lie
+#: beyond a double's range, which :func:`loads` may refuse, show an exponent of three digits or a run of 209
+#: digits (a mantissa that an exponent of 99 takes past 1e308).
 _NUMBERISH = bytes(0x30 if 0x30 <= i <= 0x39 else 0x65 if i in (0x45, 0x65) else 0x20 for i in range(256))
-_FAR_NUMBERS = (b"e000", b"0" * 209)
+_FAR_EXPONENT, _FAR_RUN = b"e000", b"0" * 209
 #: everything but the bytes that open or close a string, an array or an object.
 _NOT_STRUCTURE = bytes(i for i in range(256) if i not in b'"[]{}')
 #: '[' and '{' to 1, ']' and '}' to -1 (as a signed byte), '"' to 0.
@@ -340,12 +341,15 @@ def _is_utf8(text: bytes) -> bool:
 
 
 def _has_far_numbers(text: bytes) -> bool:
-    """Whether ``text`` may hold a number beyond a double's range (see :data:`_FAR_NUMBERS`), a megabyte at a time."""
+    """Whether ``text`` may hold a number beyond a double's range (see :data:`_NUMBERISH`), a megabyte at a time."""
+    if len(text) <= _PIECE:
+        translated = text.translate(_NUMBERISH, b"+-")
+        return _FAR_EXPONENT in translated or _FAR_RUN in translated
     view = memoryview(text)
-    reach = max(map(len, _FAR_NUMBERS))
     for at in range(0, len(view), _PIECE):
-        translated = bytes(view[at : at + _PIECE + reach]).translate(_NUMBERISH, b"+-")
-        if any(far in translated for far in _FAR_NUMBERS):
+        # Each piece reaches into the next as far as a run is long: a run that starts in it is seen whole.
+        translated = bytes(view[at : at + _PIECE + len(_FAR_RUN)]).translate(_NUMBERISH, b"+-")
+        if _FAR_EXPONENT in translated or _FAR_RUN in translated:
             return True
     return False
 
