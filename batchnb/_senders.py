@@ -41,7 +41,7 @@ class Reply:
 
     ``responses`` is None when the answer is not a batch response that
     matches what was sent (then its outcome is unknown); ``body`` is the
-    parsed answer, for batch-level errors.
+    parsed answer of a batch-level error (any status but 200).
     """
 
     status: int
