@@ -383,6 +383,8 @@ def _text(value: Any) -> bytes:
     >>> _text({"n": np.int64(3), "v": np.array([0.5, np.nan])}), _text(np.float64("nan"))
     (b'{"n":3,"v":[0.5,null]}', b'')
     """
+    if type(value) is _json.RawJSON:
+        return value.text  # already JSON text: taken as it is, never parsed
     if value is None or (type(value) not in _PLAIN and _is_null(value)):
         return b""
     try:

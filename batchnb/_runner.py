@@ -326,7 +326,7 @@ class Runner:
                 reason = (
                     f"not run: {exc}"
                     if not exc.sent
-                    else (_unknown_reason(ops) if not resendable else f"outcome unknown: {exc}")
+                    else (f"{_unknown_reason(ops)} ({exc})" if not resendable else f"outcome unknown: {exc}")
                 )
                 return [_placeholder(op, reason) for op in ops], attempt
             self.delivered += 1

@@ -11,22 +11,26 @@ which one it was.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, AsyncIterator, Mapping, Protocol
 
 import httpx
 import orjson
 
 from . import _json
+from ._answers import read_answer
 from ._connect import Connection, Unreached, proxy_refused, unreached
 from ._exceptions import TransportError
 from .auth import refreshes
 from ._ratelimit import retry_after  # noqa: F401 - its older home; the runner and client import it from here
-from .engine import Dispatcher, ResponseTooLarge, UnreadableResponse, execute, read_bounded
+from .engine import DEFAULT_MAX_ANSWER_BYTES, Dispatcher, ResponseTooLarge, UnreadableResponse, execute, read_bounded
 from .model import BATCH_PATH, Operation, Response
 
-#: the most a batch's answer may take once decoded, here in the notebook's memory.
-MAX_ANSWER_BYTES = 256 * 1024 * 1024
+#: the most a batch's answer may take once decoded, here in the notebook's memory: twice what a
+#: server answers at most by default, so that no full answer of one is refused, nor a pretty-printed one.
+MAX_ANSWER_BYTES = 2 * DEFAULT_MAX_ANSWER_BYTES
 
 __all__ = ["BatchEndpoint", "InProcessEngine", "Reply", "Sender", "retry_after"]
 
@@ -37,7 +41,7 @@ class Reply:
 
     ``responses`` is None when the answer is not a batch response that
     matches what was sent (then its outcome is unknown); ``body`` is the
-    parsed answer, for batch-level errors.
+    parsed answer of a batch-level error (any status but 200).
     """
 
     status: int
@@ -57,7 +61,11 @@ class BatchEndpoint:
 
     Its answer is read as untrusted input: at most ``max_answer_bytes``
     once decoded (a few compressed bytes may not inflate to gigabytes in the
-    kernel), and its responses parsed only as deep as the batch that was sent.
+    kernel), its responses parsed only as deep as the batch that was sent,
+    and their bodies kept as text (see :mod:`batchnb._answers`). ``timeout``
+    bounds each exchange, from connecting to the answer's last byte (None:
+    only httpx's own timeouts, which a server sending a byte now and then
+    never trips).
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class BatchEndpoint:
         parallel: int = 1,
         connection: Connection | None = None,
         auth: httpx.Auth | None = None,
+        timeout: float | None = None,
     ) -> None:
         self._http = http
         #: what ``http`` was made with: names the proxy when one refuses.
@@ -85,43 +94,63 @@ class BatchEndpoint:
         self._max = max_answer_bytes
         #: how many of a batch's operations the server may run at once (1: one at a time, in order).
         self._parallel = parallel
+        self._timeout = timeout
 
     async def __call__(self, ops: list[Operation]) -> Reply:
         batch: dict[str, Any] = {"requests": [op.to_wire() for op in ops]}
         if self._parallel > 1:
             batch["parallel"] = self._parallel
         content = _json.dumps(batch)
+        trace = Trace()
         request = self._http.build_request(
-            "POST", self._url, content=content, headers=self._headers, params=self._query
+            "POST",
+            self._url,
+            content=content,
+            headers=self._headers,
+            params=self._query,
+            extensions={"trace": trace},
         )
-        try:
-            r = await self._http.send(request, stream=True, auth=self.auth)
-            refused = proxy_refused(r)
-            if refused is not None:
+        async with deadline(self._timeout, trace, "the batch"):
+            try:
+                r = await self._http.send(request, stream=True, auth=self.auth)
+                refused = proxy_refused(r)
+                if refused is not None:
+                    await r.aclose()
+                    raise refused
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError) as exc:
+                failure = self._unreached(exc)
+                raise TransportError(failure.message, sent=False, transient=failure.transient) from exc
+            except httpx.TransportError as exc:
+                raise TransportError(
+                    f"the connection failed after the batch was sent ({type(exc).__name__})", sent=True
+                ) from exc
+            try:
+                raw = await read_bounded(r, self._max)
+            except httpx.TransportError as exc:
+                raise TransportError(
+                    f"the connection failed after the batch was sent ({type(exc).__name__})", sent=True
+                ) from None
+            except ResponseTooLarge:
+                # The same answer would come again: not retried.
+                raise TransportError(
+                    f"the server's answer is larger than {self._max} bytes once decoded, the most this client "
+                    "reads (max_answer_bytes=): the batch was sent, and what it did cannot be read here",
+                    sent=True,
+                    transient=False,
+                ) from None
+            except UnreadableResponse as exc:
+                raise TransportError(f"the server's answer could not be read: {exc}", sent=True) from None
+            finally:
                 await r.aclose()
-                raise refused
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.ProxyError) as exc:
-            failure = self._unreached(exc)
-            raise TransportError(failure.message, sent=False, transient=failure.transient) from exc
-        except httpx.TransportError as exc:
-            raise TransportError(
-                f"the connection failed after the batch was sent ({type(exc).__name__})", sent=True
-            ) from exc
-        try:
-            raw = await read_bounded(r, self._max)
-        except httpx.TransportError as exc:
-            raise TransportError(
-                f"the connection failed after the batch was sent ({type(exc).__name__})", sent=True
-            ) from None
-        except (ResponseTooLarge, UnreadableResponse) as exc:
-            raise TransportError(f"the server's answer could not be read: {exc}", sent=True) from None
-        finally:
-            await r.aclose()
-        try:
-            body = _json.loads(raw) if raw else None
-        except orjson.JSONDecodeError:
-            body = raw.decode("utf-8", "replace") if r.status_code != 200 else None
-        responses = _responses_for(body, ops) if r.status_code == 200 else None
+        body: Any = None
+        responses: list[Response] | None = None
+        if r.status_code == 200:
+            responses = read_answer(raw, ops)
+        else:
+            try:
+                body = _json.loads(raw) if raw else None
+            except (orjson.JSONDecodeError, RecursionError):
+                body = raw.decode("utf-8", "replace")
         sent_with = r.request.headers.get("authorization")
         if self.refreshes and sent_with and responses is not None and _refused(ops, responses):
             # The token this batch went with (the last request the flow sent) is spent.
@@ -131,6 +160,50 @@ class BatchEndpoint:
     def _unreached(self, exc: httpx.HTTPError) -> Unreached:
         proxy = self._connection.proxy_for(self._url) if self._connection is not None else None
         return unreached(exc, self._url, proxy)
+
+
+class Trace:
+    """httpcore's ``trace`` extension for one request: whether any of it was written yet.
+
+    A request whose transport tells nothing (a transport of the user's own)
+    counts as written: its outcome is then unknown, never assumed.
+    """
+
+    def __init__(self) -> None:
+        self._told = False
+        self._writing = False
+
+    async def __call__(self, event: str, info: Mapping[str, Any]) -> None:
+        self._told = True
+        if ".send_request_headers." in event:  # http11.… or http2.…: the request starts to leave
+            self._writing = True
+
+    @property
+    def sent(self) -> bool:
+        """Whether the request may have reached the server."""
+        return self._writing or not self._told
+
+
+@contextlib.asynccontextmanager
+async def deadline(seconds: float | None, trace: Trace, what: str) -> AsyncIterator[None]:
+    """Bound an exchange, from connecting to the answer's last byte: past ``seconds``, :class:`TransportError`.
+
+    httpx's timeouts bound each read and each write: a server that sends a
+    byte every few seconds never trips them, however long the whole answer
+    takes. This bounds it all.
+    """
+    if seconds is None or seconds == float("inf"):
+        yield
+        return
+    try:
+        async with asyncio.timeout(seconds):
+            yield
+    except TimeoutError:
+        sent = trace.sent
+        where = "its answer did not arrive" if sent else "it could not be sent"
+        raise TransportError(
+            f"{what} took longer than timeout={seconds:g} s: {where} in that time", sent=sent
+        ) from None
 
 
 def own_authorization(op: Operation) -> bool:
@@ -161,6 +234,7 @@ class InProcessEngine:
         timeout: float,
         *,
         parallel: int = 1,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         self._dispatch = dispatch
         #: the dispatcher's auth flow: it refreshes and resends each refused operation itself, once.
@@ -169,6 +243,7 @@ class InProcessEngine:
         self._query = dict(query)
         self._timeout = timeout
         self._parallel = parallel
+        self._max = max_answer_bytes
 
     async def __call__(self, ops: list[Operation]) -> Reply:
         tally = _Tally(self._dispatch)
@@ -180,6 +255,8 @@ class InProcessEngine:
             timeout=self._timeout,
             parallel=self._parallel,
             unreached="not run",
+            max_answer_bytes=self._max,
+            raw_bodies=True,  # kept as text until a cell is read, as a batch endpoint's answers are
         )
         if tally.reached == 0 and tally.failure is not None:
             failure = tally.failure
@@ -207,19 +284,3 @@ class _Tally:
             raise
         self.reached += 1
         return result
-
-
-def _responses_for(body: Any, ops: list[Operation]) -> list[Response] | None:
-    """The server's responses, if they match what was sent in shape; else None."""
-    if not isinstance(body, dict) or not isinstance(body.get("responses"), list):
-        return None
-
-    def same_shape(o: list[Operation], r: Any) -> bool:
-        # On the raw answer first, so that nothing is parsed deeper than what was sent.
-        if not isinstance(r, list) or len(o) != len(r) or not all(isinstance(x, dict) for x in r):
-            return False
-        return all(same_shape(a.requests, b.get("responses") or []) for a, b in zip(o, r))
-
-    if not same_shape(ops, body["responses"]):
-        return None
-    return [Response.from_wire(r) for r in body["responses"]]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping
 
 from . import _json
+from ._json import RawJSON
 from ._exceptions import BatchValidationError, Problem, SubmitInterrupted, TransportError
 from ._ratelimit import Throttle
 from ._runner import Runner
@@ -26,7 +27,7 @@ from .journal import Journal, fingerprints, row_key
 from .model import Batch, Operation, Response, check_batch
 from .plan import Plan, batch_fill, make_plan
 
-__all__ = ["Submission", "SubmitOptions"]
+__all__ = ["Submission", "SubmitOptions", "with_values"]
 
 BODIES = ("parsed", "json", "none")
 
@@ -326,14 +327,15 @@ class Submission:
     # ------------------------------------------------------------ shaping the result
 
     def _shape(self, ops: list[Operation], responses: list[Response]) -> Any:
-        responses = _keep_bodies(responses, self._options.bodies)
         if self._done:
             it = iter(responses)
             responses = [
                 _relabel(self._done[row_key(op.row)], op) if row_key(op.row) in self._done else next(it) for op in ops
             ]
+        # The journal's rows too: a resumed result keeps its bodies as the first run's did.
+        responses = _keep_bodies(responses, self._options.bodies)
         if self._kind == "responses":
-            return responses
+            return with_values(responses)
         from .results import _json_bodies, to_frame
 
         frame = to_frame(responses)
@@ -614,16 +616,34 @@ def _holds_json_text(bodies: Any) -> bool:
 
 
 def _keep_bodies(responses: list[Response], bodies: str) -> list[Response]:
+    """Each body as ``bodies`` says: as it came (JSON text until a cell is read), JSON text as ``str``, or none for rows that are ok."""
     if bodies == "parsed":
         return responses
     for top in responses:
         for _p, r in top.walk():
-            if r.body is None:
+            body = r.body
+            if body is None:
                 continue
             if bodies == "none" and r.ok:
                 r.body = None
             elif bodies == "json":
-                r.body = _json.dumps(r.body).decode()
+                r.body = body.text.decode() if isinstance(body, RawJSON) else _json.dumps(body).decode()
+            elif isinstance(body, RawJSON):
+                r.body = body.value()  # a row that is not ok: its body explains why, as objects in the frame
+    return responses
+
+
+def with_values(responses: list[Response]) -> list[Response]:
+    """``responses`` with each body kept as JSON text read into Python values: what a list of responses hands back.
+
+    >>> from batchnb._json import RawJSON
+    >>> with_values([Response("GET", "/x", 200, body=RawJSON.of(b'{"id": 7}'))])[0].body
+    {'id': 7}
+    """
+    for top in responses:
+        for _p, r in top.walk():
+            if isinstance(r.body, RawJSON):
+                r.body = r.body.value()
     return responses
 
 

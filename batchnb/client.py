@@ -24,16 +24,16 @@ from typing import TYPE_CHECKING, Any, Callable, Hashable, Literal, Mapping, Seq
 
 import httpx
 
-from . import rules
+from . import _json, rules
 from ._connect import Connection, mask_url
 from ._exceptions import BatchValidationError, Problem, TransportError, http_error
 from ._secrets import mask_headers, mask_logger, scrub
 from ._ratelimit import PacedDispatcher, Throttle, parse_rate
-from ._senders import BatchEndpoint, InProcessEngine, Sender, retry_after
-from ._submission import Submission, SubmitOptions
+from ._senders import MAX_ANSWER_BYTES, BatchEndpoint, InProcessEngine, Sender, Trace, deadline, retry_after
+from ._submission import Submission, SubmitOptions, with_values
 from .auth import as_auth, auth_problem, describe
 from ._sync import run_sync
-from .engine import HTTPDispatcher
+from .engine import HTTPDispatcher, ResponseTooLarge, UnreadableResponse, read_bounded
 from .model import BATCH_PATH, Batch, Operation, Response
 from .plan import Plan
 
@@ -116,6 +116,7 @@ def _setting_problems(**given: Any) -> list[Problem]:
         "max_requests": dict(what="a whole number, 1 or more", least=1, whole=True),
         "max_depth": dict(what="a whole number, 1 or more", least=1, whole=True),
         "batch_rate": dict(what="a positive number of batches per second", least=0, above=True),
+        "max_answer_bytes": dict(what="a whole number of bytes, 1 or more", least=1, whole=True),
     }
     found = (_number_problem(name, value, **rules_of[name]) for name, value in given.items())
     return [p for p in found if p is not None]
@@ -131,6 +132,57 @@ def _batch_rate_problem(batch_rate: Any) -> Problem | None:
     ):
         return Problem("batch_rate", f"must be a positive number of batches per second, not {batch_rate!r}")
     return None
+
+
+#: the most a limits answer may take once decoded (a dozen small fields; a gzip bomb is refused).
+MAX_LIMITS_BYTES = 64 * 1024
+#: the announced counts the client acts on: each a whole number from 1 up to the largest JSON carries exactly.
+_ANNOUNCED_COUNTS = ("maxRequests", "maxDepth", "maxParallel")
+_MOST_COUNT = 2**53 - 1
+
+
+def _limits_problem(announced: Any) -> str | None:
+    """What makes a server's announced limits unusable, naming the field, or None.
+
+    >>> _limits_problem({"maxRequests": 50, "maxDepth": 4}) is None
+    True
+    >>> _limits_problem({"maxRequests": "abc"})
+    'maxRequests is "abc", not a whole number from 1 to 9007199254740991'
+    >>> _limits_problem([1, 2])
+    'its answer is a list, not a JSON object'
+    """
+    if not isinstance(announced, dict):
+        return f"its answer is {_json_kind(announced)}, not a JSON object"
+    for name in _ANNOUNCED_COUNTS:
+        if name not in announced:
+            continue
+        value = announced[name]
+        whole = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
+        if isinstance(value, bool) or not whole or not 1 <= value <= _MOST_COUNT:
+            return f"{name} is {_shown(value)}, not a whole number from 1 to {_MOST_COUNT}"
+    if "idempotency" in announced and not isinstance(announced["idempotency"], bool):
+        return f"idempotency is {_shown(announced['idempotency'])}, not true or false"
+    return None
+
+
+def _shown(value: Any) -> str:
+    """A value as the server wrote it (JSON), cut short."""
+    try:
+        text = _json.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= 40 else f"{text[:40]}…"
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {type(None): "null", bool: "a boolean", str: "a string", list: "a list", dict: "an object"}
+    return kinds.get(type(value), "a number")
+
+
+def _unusable_limits(url: str, problem: str) -> TransportError:
+    return TransportError(
+        f"the limits the server announces (GET {mask_url(url)}) cannot be used: {problem}", sent=False, transient=False
+    )
 
 
 class AsyncClient:
@@ -153,6 +205,16 @@ class AsyncClient:
     with no batch endpoint). ``max_requests``/``max_depth`` override the
     limits the server announces. ``backoff`` is the first wait before a retry
     that has no ``Retry-After`` (doubling, with jitter, up to ``max_backoff``).
+
+    ``timeout`` is the most seconds one HTTP exchange may take, from
+    connecting to the last byte of its answer: a batch (``mode="batch"``),
+    an operation (``mode="direct"``), the limits. A server that sends its
+    answer a byte at a time is cut off then, however steadily it sends; the
+    batch's outcome is then unknown (and it is sent again only if that is
+    safe, as after any lost answer). ``max_answer_bytes`` is the most a
+    batch's answer may take once decoded (32 MiB by default: twice what a
+    server answers at most by default); a larger one is not read, and its
+    rows say so. Bodies stay JSON text until a cell is read.
 
     Connections follow httpx: ``verify`` (True, False, a CA file or
     directory, or an ``ssl.SSLContext``), ``cert`` (a client certificate: a
@@ -195,6 +257,7 @@ class AsyncClient:
         max_depth: int | None = None,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         cert: str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
@@ -217,6 +280,7 @@ class AsyncClient:
             max_backoff=max_backoff,
             max_requests=max_requests,
             max_depth=max_depth,
+            max_answer_bytes=max_answer_bytes,
         )
         if problems:
             raise BatchValidationError(problems)
@@ -238,6 +302,7 @@ class AsyncClient:
         self._max_depth = max_depth
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.max_answer_bytes = max_answer_bytes
         self._transport = transport
         self.connection = connection
         self._http: httpx.AsyncClient | None = None
@@ -296,7 +361,9 @@ class AsyncClient:
                     timeout=self.timeout,
                 )
                 timeout = math.inf
-            return InProcessEngine(dispatch, headers, query, timeout, parallel=parallel)
+            return InProcessEngine(
+                dispatch, headers, query, timeout, parallel=parallel, max_answer_bytes=self.max_answer_bytes
+            )
         return BatchEndpoint(
             self._client(),
             self.base_url,
@@ -305,6 +372,8 @@ class AsyncClient:
             parallel=self._parallel(parallel, limits),
             connection=self.connection,
             auth=self._auth,
+            timeout=self.timeout,
+            max_answer_bytes=self.max_answer_bytes,
         )
 
     def _parallel(self, parallel: int, limits: Mapping[str, Any] | None) -> int:
@@ -334,25 +403,52 @@ class AsyncClient:
 
         >>> await client.limits()     # doctest: +SKIP
         {'version': '2.3', 'maxRequests': 50, 'maxDepth': 4, ...}
+
+        A server that does not answer 200 (an older one, without the
+        extension) or cannot be reached gets the spec's defaults; one whose
+        answer cannot be used (not a JSON object, a ``maxRequests`` that is
+        no whole number from 1 up, …) raises :class:`~batchnb.TransportError`
+        naming the field and the server, before anything is sent.
         """
         if self._limits is None:
             limits = dict(DEFAULT_LIMITS)
             if self.mode == "batch" and (self._max_requests is None or self._max_depth is None):
-                headers, query = self._credentials()
-                try:
-                    r = await self._client().get(
-                        self.base_url + BATCH_PATH, headers=headers, params=query or None, auth=self._auth
-                    )
-                    if r.status_code == 200:
-                        limits.update(r.json())
-                except (httpx.HTTPError, ValueError):
-                    pass  # an older server without the extension: the spec's defaults
+                limits.update(await self._announced())
             if self._max_requests is not None:
                 limits["maxRequests"] = self._max_requests
             if self._max_depth is not None:
                 limits["maxDepth"] = self._max_depth
             self._limits = limits
         return self._limits
+
+    async def _announced(self) -> dict[str, Any]:
+        """What ``GET /api/2.3/batch`` announces, checked; nothing from a server that does not answer 200."""
+        headers, query = self._credentials()
+        url = self.base_url + BATCH_PATH
+        http = self._client()
+        trace = Trace()
+        request = http.build_request("GET", url, headers=headers, params=query or None, extensions={"trace": trace})
+        try:
+            async with deadline(self.timeout, trace, f"GET {mask_url(url)}"):
+                r = await http.send(request, stream=True, auth=self._auth)
+                try:
+                    if r.status_code != 200:
+                        return {}  # an older server without the extension: the spec's defaults
+                    raw = await read_bounded(r, MAX_LIMITS_BYTES)
+                finally:
+                    await r.aclose()
+        except (httpx.HTTPError, TransportError):
+            return {}  # not reached: the batches say why, each with its rows
+        except (ResponseTooLarge, UnreadableResponse) as exc:
+            raise _unusable_limits(url, f"its answer cannot be read ({exc})") from None
+        try:
+            announced = _json.loads(raw)
+        except (ValueError, RecursionError):
+            raise _unusable_limits(url, "its answer is not JSON") from None
+        problem = _limits_problem(announced)
+        if problem is not None:
+            raise _unusable_limits(url, problem)
+        return {k: int(v) if k in _ANNOUNCED_COUNTS else v for k, v in announced.items()}
 
     # ------------------------------------------------------------ sending
 
@@ -369,7 +465,7 @@ class AsyncClient:
             raise http_error(reply.status, reply.body, retry_after(reply.headers))
         if reply.responses is None:
             raise TransportError("the server's answer is not a batch response", sent=True)
-        return reply.responses
+        return with_values(reply.responses)
 
     # ------------------------------------------------------------ submit
 
@@ -540,6 +636,7 @@ class Client:
         max_depth: int | None = None,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
         verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
         cert: str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
@@ -563,6 +660,7 @@ class Client:
             max_depth=max_depth,
             backoff=backoff,
             max_backoff=max_backoff,
+            max_answer_bytes=max_answer_bytes,
             transport=transport,
             verify=verify,
             cert=cert,
@@ -595,8 +693,17 @@ class Client:
 
     @property
     def timeout(self) -> float:
-        """Seconds an HTTP request may take."""
+        """Seconds one HTTP exchange may take, from connecting to the last byte of its answer."""
         return self._async.timeout
+
+    @property
+    def max_answer_bytes(self) -> int:
+        """The most bytes a batch's answer may take once decoded.
+
+        >>> Client("https://api.example", max_answer_bytes=1 << 20).max_answer_bytes
+        1048576
+        """
+        return self._async.max_answer_bytes
 
     @property
     def concurrency(self) -> int:

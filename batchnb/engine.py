@@ -432,15 +432,29 @@ def encode_body(body: Any) -> tuple[bytes | None, str | None]:
     return _json.dumps(body), "application/json"
 
 
-def decode_body(content: bytes, content_type: str | None) -> Any:
-    """Parsed JSON when it is JSON, else text, ``None`` when empty."""
+def carried_body(content: bytes, content_type: str | None, *, levels: int = 0) -> Any:
+    """An answer's body as a batch's answer carries it: JSON kept as its text, else text, ``None`` when empty.
+
+    >>> carried_body(b'{"id": 7}', "application/json")
+    RawJSON({"id":7})
+    >>> carried_body(b"<p>hi</p>", "text/html"), carried_body(b"{oops", None), carried_body(b"", None)
+    ('<p>hi</p>', '{oops', None)
+
+    JSON (said so by the content type, or with none) is kept as a
+    :class:`~batchnb._json.RawJSON`: checked as :func:`~batchnb._json.loads`
+    would read it, and read only when something asks for it. Raises
+    :class:`~batchnb._json.TooDeep` for JSON that, with ``levels`` around
+    it, nests deeper than an answer may.
+    """
     if not content:
         return None
     ct = (content_type or "").lower()
     if "json" in ct or not ct:
         try:
-            return _json.loads(content)
-        except orjson.JSONDecodeError:
+            return _json.RawJSON.of(content, most_depth=_json.MAX_DEPTH - levels)
+        except _json.TooDeep:
+            raise
+        except ValueError:
             pass
     return content.decode("utf-8", errors="replace")
 
@@ -481,6 +495,8 @@ class _Run:
     work: _work.Work | None = None
     #: where filling in references goes on once it has taken its slice of the event loop (None: on the loop).
     executor: concurrent.futures.Executor | None = None
+    #: keep JSON answers as their text (RawJSON), not parsed.
+    raw_bodies: bool = False
 
 
 async def execute(
@@ -501,6 +517,7 @@ async def execute(
     timings: Timings | None = None,
     checked: bool = False,
     unreached: str = "answer",
+    raw_bodies: bool = False,
 ) -> list[Response]:
     """Run every operation of ``batch`` through ``dispatch`` and return their responses.
 
@@ -554,6 +571,11 @@ async def execute(
     batch server must (``unreached="answer"``); with ``unreached="not run"``
     (the client running batches itself) it has no status and the error
     "not run: <reason>".
+
+    With ``raw_bodies`` a JSON answer's body is a
+    :class:`~batchnb._json.RawJSON`, its text as the API wrote it: a server
+    writes it into its answer without ever parsing it (a reference parses
+    it when it reads it). Without, bodies are parsed, as Python objects.
     """
     ops = batch.requests if isinstance(batch, Batch) else list(batch)
     run = _Run(
@@ -572,6 +594,7 @@ async def execute(
         unreached=unreached,
         work=None if max_work is None else _work.Work(max_work, deadline),
         executor=executor,
+        raw_bodies=raw_bodies,
     )
     if parallel > 1:
         return await _run_concurrently(ops, run, parallel)
@@ -785,7 +808,13 @@ def result_lookup(
         if done.body is None:
             # Not '$' = null: an answer without a body holds nothing to fill in.
             raise refs.Unresolved(r, f"operation {r.name!r} answered {done.status} with no body")
-        values = r.find(done.body, max_nodes)
+        body = done.body
+        if isinstance(body, _json.RawJSON):
+            try:
+                body = body.value()  # read now that a reference needs it (then kept for the next one)
+            except (ValueError, RecursionError):
+                raise refs.Unresolved(r, f"the answer of {r.name!r} cannot be read as JSON") from None
+        values = r.find(body, max_nodes)
         if not values:
             raise refs.Unresolved(r, f"{r.query} matched nothing in the result of {r.name!r}")
         return values
@@ -1014,8 +1043,8 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
     if result is not None:
         status = result.status
         rheaders = {_TITLED[k]: result.headers[k] for k in KEPT_HEADERS if k in result.headers}
-        rbody = decode_body(result.body, result.headers.get("content-type"))
-        status, rbody, rheaders, size = _carry(status, rbody, rheaders, pointer.count(".requests["), run)
+        ctype = result.headers.get("content-type")
+        status, rbody, rheaders, size = _carry(status, result.body, ctype, rheaders, pointer.count(".requests["), run)
     else:
         size = _carried_size(rbody, 0) or 0
     run.answer_room -= len(path) + size
@@ -1030,17 +1059,26 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
 
 
 def _carry(
-    status: int, body: Any, headers: dict[str, str], level: int, run: _Run
+    status: int, content: bytes, content_type: str | None, headers: dict[str, str], level: int, run: _Run
 ) -> tuple[int, Any, dict[str, str], int]:
-    """The API's answer as the batch's answer can carry it (itself, or a 502 that says why not), and its size there."""
-    size = _carried_size(body, level)
-    if size is None:
+    """The API's answer as the batch's answer can carry it (itself, or a 502 that says why not), and its size there.
+
+    JSON is kept as its text (:class:`~batchnb._json.RawJSON`): checked,
+    never turned into Python objects unless a reference reads it, and
+    written into the batch's answer as it came (``raw_bodies``; else parsed here).
+    """
+    try:
+        body = carried_body(content, content_type, levels=_ANSWER_LEVELS + 2 * level)
+    except _json.TooDeep:
         message = f"the API answered {status}, nested too deeply for the batch's answer to carry"
         return _refused_answer(502, "unreadable_response", message)
+    size = len(body.text) if isinstance(body, _json.RawJSON) else _carried_size(body, 0) or 0
     if size > run.answer_room:
         message = f"the API answered {status} with {size} bytes, more than the {run.max_answer_bytes} bytes the batch's answer may still hold"
         run.answer_room = 0  # full: what comes next would not fit either, so it does not start
         return _refused_answer(502, "answer_too_large", message)
+    if isinstance(body, _json.RawJSON) and not run.raw_bodies:
+        body = body.value()
     return status, body, headers, size
 
 

@@ -32,7 +32,7 @@ from typing import Any, Iterable
 import orjson
 
 from ._exceptions import BatchValidationError, Problem
-from ._json import dumps
+from ._json import RawJSON, dumps
 from ._secrets import is_secret_header, mask_path
 from .model import Operation, Response
 
@@ -86,6 +86,18 @@ def _sorted(value: Any) -> Any:
 def fingerprints(ops: Iterable[Operation]) -> dict[str, str]:
     """Row key → fingerprint for every operation, children included, depth first."""
     return {row_key(op.row): fingerprint(op) for top in ops for _p, op in top.walk()}
+
+
+def _line(event: dict[str, Any]) -> str:
+    """An event as one line of JSON: bodies kept as text (RawJSON) written as they came, without being read."""
+    try:
+        return dumps(event).decode()
+    except TypeError:  # what JSON cannot hold (a label of some other type): in words, as before
+        return json.dumps(event, default=_plain, separators=(",", ":"))
+
+
+def _plain(value: Any) -> Any:
+    return value.value() if isinstance(value, RawJSON) else str(value)
 
 
 def response_to_record(resp: Response) -> dict[str, Any]:
@@ -221,7 +233,7 @@ class Journal:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(json.dumps(event, default=str, separators=(",", ":")) + "\n")
+        self._file.write(_line(event) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
 

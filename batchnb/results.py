@@ -20,6 +20,7 @@ from . import _display  # noqa: F401 - registers the DataFrame.batchnb accessor 
 from ._secrets import mask_path
 from ._exceptions import BatchValidationError, Problem
 from ._gc import gc_paused
+from ._json import RawJSON
 from ._jsonarray import JSONArray, JSONDtype
 from ._jsonarray import _concat as _concat_json
 from .model import Response
@@ -35,7 +36,9 @@ def _error_text(r: Response) -> str:
     if r.error:
         return r.error
     body = r.body
-    if isinstance(body, str) and body.startswith("{"):
+    if isinstance(body, RawJSON):
+        body = _json_object(body.text)  # a body as it came, read now that it explains an error
+    elif isinstance(body, str) and body.startswith("{"):
         body = _json_object(body)  # bodies kept as JSON text (submit(bodies="json"))
     err = body.get("error") if isinstance(body, dict) else None
     if isinstance(err, dict):
@@ -242,7 +245,10 @@ def _replayed_flags(headers: list[dict[str, str]]) -> np.ndarray:
 
 
 def _json_bodies(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with its bodies kept as JSON text, each parsed when it is read (a result's default)."""
+    """``frame`` with its bodies kept as JSON text, each parsed when it is read (a result's default).
+
+    A body that came as JSON text (:class:`~batchnb._json.RawJSON`) goes in as that text, never parsed.
+    """
     frame["body"] = JSONArray._from_values(frame["body"].tolist())
     return frame
 
@@ -341,7 +347,7 @@ def _typed(values: list[Any]) -> Any:
     return np.fromiter(values, dtype=object, count=len(values))
 
 
-def _json_object(text: str) -> Any:
+def _json_object(text: str | bytes) -> Any:
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:

@@ -140,6 +140,8 @@ def test_the_sync_client_shows_what_its_async_twin_shows():
         ("backoff", -0.5),
         ("max_requests", 0),
         ("max_depth", True),
+        ("max_answer_bytes", 0),
+        ("max_answer_bytes", 1.5),
     ],
 )
 def test_numeric_settings_are_checked_before_anything_is_sent_naming_the_argument(setting, value):
@@ -158,3 +160,136 @@ def test_numeric_settings_are_checked_before_anything_is_sent_naming_the_argumen
 
 def test_a_numpy_integer_is_a_whole_number_like_any_other():
     assert Client("http://127.0.0.1:9", concurrency=np.int64(3), retries=np.int32(1)).concurrency == 3
+
+
+# ---------------------------------------------------------------- timeout: a deadline for each exchange
+
+import pandas as pd
+
+from tests.support import wait_until
+from tests.support.faults import encode_reply
+from tests.support.trickle import TricklingServer
+
+LIMITS = {"version": "2.3", "maxRequests": 7, "maxDepth": 4}
+ONE_ROW = pd.DataFrame({"n": [1]})
+
+
+def _answered(req) -> bytes:
+    """What a batch server (or an API, for /x) answers, whole."""
+    if req.method == "GET" and req.path == "/api/2.3/batch":
+        return encode_reply(200, LIMITS)
+    if req.path == "/api/2.3/batch":
+        answer = {"responses": [{"method": "GET", "path": "/x", "status": 200, "duration": 1.0, "body": {"ok": 1}}]}
+        return encode_reply(200, answer)
+    return encode_reply(200, {"ok": 1})
+
+
+def _submit(twin: str, url: str, **options) -> pd.DataFrame:
+    if twin == "sync":
+        return Client(url, token="t", timeout=1, retries=0, **options).submit(ONE_ROW, method="GET", path="/x")
+
+    async def go() -> pd.DataFrame:
+        async with AsyncClient(url, token="t", timeout=1, retries=0, **options) as client:
+            return await client.submit(ONE_ROW, method="GET", path="/x")
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_timeout_bounds_a_whole_batch_exchange_even_when_the_answer_trickles_in(twin):
+    # A byte every 0.3 s: no read waits as long as the timeout of 1 s, the whole answer does.
+    batches = lambda req: req.method == "POST"  # noqa: E731 - the limits come at once
+    with TricklingServer(_answered, slow=batches) as srv:
+        result = _submit(twin, srv.url)
+        cut_off = wait_until(lambda: srv.cut_off, 10, "the server never saw the client hang up")
+        finished = srv.finished
+    assert result["status"].isna().all() and not result["ok"].any()
+    assert "took longer than timeout=1 s" in result["error"].iloc[0], result["error"].iloc[0]
+    assert "outcome unknown" in result["error"].iloc[0]
+    assert (cut_off, finished) == (1, 0), "the client waited for the trickled answer instead of giving up"
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_timeout_bounds_each_operation_in_direct_mode_when_the_api_trickles(twin):
+    with TricklingServer(_answered, slow=lambda req: req.path == "/x") as srv:
+        result = _submit(twin, srv.url, mode="direct")
+        cut_off = wait_until(lambda: srv.cut_off, 10, "the server never saw the client hang up")
+        finished = srv.finished
+    assert result["status"].tolist() == [504], result["error"].tolist()
+    assert "took longer than 1 s" in result["error"].iloc[0]
+    assert (cut_off, finished) == (1, 0)
+
+
+@pytest.mark.parametrize("twin", ["sync", "async"])
+def test_timeout_bounds_the_limits_request_and_a_server_that_trickles_them_gets_the_specs_defaults(twin):
+    with TricklingServer(_answered, slow=lambda req: req.method == "GET") as srv:
+        if twin == "sync":
+            limits = Client(srv.url, token="t", timeout=1).limits()
+        else:
+
+            async def go() -> dict:
+                async with AsyncClient(srv.url, token="t", timeout=1) as client:
+                    return await client.limits()
+
+            limits = asyncio.run(go())
+        cut_off = wait_until(lambda: srv.cut_off, 10, "the server never saw the client hang up")
+        finished = srv.finished
+    assert (limits["maxRequests"], limits["maxDepth"]) == (50, 4)
+    assert (cut_off, finished) == (1, 0)
+
+
+# ---------------------------------------------------------------- limits that cannot be used
+
+
+@pytest.mark.parametrize(
+    ("answer", "names"),
+    [
+        (b"null", "its answer is null, not a JSON object"),
+        (b"[1, 2]", "its answer is a list, not a JSON object"),
+        (b'"limits"', "its answer is a string, not a JSON object"),
+        (b"not json", "its answer is not JSON"),
+        (b'{"maxRequests": "abc"}', 'maxRequests is "abc", not a whole number from 1'),
+        (b'{"maxRequests": -5}', "maxRequests is -5, not a whole number from 1"),
+        (b'{"maxRequests": 0}', "maxRequests is 0"),
+        (b'{"maxRequests": 2.5}', "maxRequests is 2.5"),
+        (b'{"maxRequests": true}', "maxRequests is true"),
+        (b'{"maxRequests": 1e30}', "maxRequests is 1e+30"),
+        (b'{"maxRequests": 99999999999999999999999}', "maxRequests is 99999999999999999999999"),
+        (b'{"maxDepth": 0}', "maxDepth is 0"),
+        (b'{"maxDepth": null}', "maxDepth is null"),
+        (b'{"maxParallel": "x"}', 'maxParallel is "x"'),
+        (b'{"maxParallel": -1}', "maxParallel is -1"),
+        (b'{"idempotency": "yes"}', 'idempotency is "yes", not true or false'),
+    ],
+)
+def test_limits_that_cannot_be_used_are_an_error_naming_the_field_and_the_server(answer, names):
+    with RecordingUpstream(lambda req: Reply(200, answer)) as srv:
+        url = srv.url.replace("http://", "http://alice:s3cret@")
+        with pytest.raises(TransportError) as info:
+            Client(url, api_key="k", token="tok-secret", credentials_in="query").submit(
+                ONE_ROW, method="GET", path="/x"
+            )
+        posted = [q for q in srv.requests if q.method == "POST"]
+    message = str(info.value)
+    assert names in message, message
+    assert f"GET http://***@127.0.0.1:{srv.port}/api/2.3/batch" in message, message
+    assert "s3cret" not in message and "tok-secret" not in message
+    assert info.value.sent is False and info.value.transient is False
+    assert posted == [], "a batch was sent with limits that cannot be used"
+
+
+def test_announced_counts_written_as_whole_floats_are_whole_numbers():
+    with RecordingUpstream(lambda req: Reply(200, {"maxRequests": 7.0, "maxDepth": 2, "maxParallel": 4.0})) as srv:
+        limits = Client(srv.url, token="t").limits()
+    assert (limits["maxRequests"], limits["maxDepth"], limits["maxParallel"]) == (7, 2, 4)
+    assert type(limits["maxRequests"]) is int
+
+
+def test_a_limits_answer_that_inflates_past_its_bound_is_refused_not_read():
+    from tests.support.hostile_upstream import bomb
+
+    payload = bomb(64 * 1024 * 1024)
+    with RecordingUpstream(lambda req: Reply(200, payload, {"Content-Encoding": "gzip, gzip"})) as srv:
+        with pytest.raises(TransportError) as info:
+            Client(srv.url, token="t").limits()
+    assert "its answer cannot be read" in str(info.value) and "larger than 65536 bytes" in str(info.value)

@@ -114,3 +114,120 @@ def test_reading_long_integers_is_no_more_lenient_than_orjson(text: bytes) -> No
     with pytest.raises(orjson.JSONDecodeError) as info:
         _json.loads(text)
     assert not isinstance(info.value, _json.IntegerTooLong)
+
+
+# ---------------------------------------------------------------- JSON kept as its text
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+_values = st.recursive(
+    _scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+)
+
+
+def _reads(data: bytes) -> tuple[bool, object]:
+    try:
+        return True, _json.loads(data)
+    except (ValueError, RecursionError):
+        return False, None
+
+
+@settings(max_examples=300, deadline=None)
+@given(_values, st.sampled_from([b"", b" ", b"\n  "]))
+def test_raw_json_reads_every_value_as_loads_does(value, pad):
+    text = _json.dumps(value)
+    raw = (
+        _json.RawJSON.of(pad + orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2) + pad)
+        if (len(text) < 2**20 and not _json.has_long_digits(text))
+        else _json.RawJSON.of(text)
+    )
+    assert raw.value() == _json.loads(text)
+    assert _json.dumps({"body": raw}) == b'{"body":' + raw.text + b"}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.binary(max_size=24)
+    | st.text(alphabet='[]{}",:0123456789.eE+- \\utrufalsn\t\x00\xe9', max_size=24).map(str.encode)
+)
+def test_raw_json_takes_what_loads_takes_and_refuses_the_rest(data):
+    ok, value = _reads(data)
+    try:
+        raw = _json.RawJSON.of(data)
+    except _json.TooDeep:
+        assert False, "nothing this short nests 254 levels"
+    except ValueError:
+        assert not ok, f"{data!r} is JSON that loads reads, refused as raw"
+    else:
+        assert ok, f"{data!r} is kept as JSON, but loads refuses it"
+        assert raw.value() == value
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'"\xff"',  # not UTF-8
+        b'"\xed\xa0\x80"',  # a surrogate written as UTF-8
+        b"[1e999]",  # beyond a double
+        b"[" + b"9" * 400 + b"e10]",
+        b'{"a": 1} {"b": 2}',  # two values: a second one that would land in the batch's answer
+        b'{"a": 1}, "status": 200',
+        b"[1,]",
+        b"[" * 2000 + b"]" * 2000,  # deeper than loads reads
+    ],
+)
+def test_raw_json_refuses_what_loads_refuses(data):
+    assert not _reads(data)[0]
+    with pytest.raises(ValueError, match="not JSON"):
+        _json.RawJSON.of(data)
+
+
+@pytest.mark.parametrize(
+    "data, depth",
+    [
+        (b"[" * 254 + b"]" * 254, None),
+        (b"[" * 255 + b"]" * 255, 255),
+        (b'{"a":' * 300 + b"1" + b"}" * 300, 300),
+        (b'["' + b"[" * 400 + b'"]', None),  # brackets inside a string do not nest
+        (b'["\\"' + b"[" * 400 + b'"]', None),  # nor after an escaped quote
+        (b'["\\\\",' + b"[" * 300 + b"]" * 300 + b"]", 301),  # an escaped backslash ends no string
+        (b"[" * 1000 + b"]" * 1000, 1000),  # past what the checker itself goes, not past loads
+    ],
+)
+def test_raw_json_measures_how_deep_a_value_nests(data, depth):
+    if depth is None:
+        assert _json.RawJSON.of(data).value() is not None
+    else:
+        with pytest.raises(_json.TooDeep) as info:
+            _json.RawJSON.of(data)
+        assert info.value.depth == depth
+
+
+def test_raw_json_keeps_every_number_as_written_and_reads_it_exactly():
+    raw = _json.RawJSON.of(b'{"price": 12.50, "n": 1180591620717411303424, "e": 1E+2, "z": -0}')
+    assert raw.text == b'{"price":12.50,"n":1180591620717411303424,"e":1E+2,"z":-0}'
+    assert raw.value() == {"price": 12.5, "n": 2**70, "e": 100.0, "z": 0}
+    assert raw.value() is raw.value()  # read once
+
+
+def test_raw_json_is_checked_without_building_python_objects():
+    import tracemalloc
+
+    text = orjson.dumps([{"id": i, "tags": ["a", "b"], "x": {"y": i}} for i in range(100_000)])
+    tracemalloc.start()
+    try:
+        raw = _json.RawJSON.of(text)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert raw.text == text
+    # The objects would take about 15 times the text; the check takes about what copies of it take.
+    assert peak < 4 * len(text), f"{peak} bytes to check {len(text)} bytes"

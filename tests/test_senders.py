@@ -1,6 +1,7 @@
 """How batches reach the API (batchnb._senders): the batch endpoint over HTTP, the engine in this process, Retry-After."""
 
 import asyncio
+import zlib
 import json
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -130,3 +131,82 @@ def test_direct_mode_reads_an_api_answer_within_the_same_bounds():
     assert [r.status for r in out] == [502, 502]
     assert "larger than 10485760 bytes once decoded" in out[0].body["error"]["message"]
     assert "nested too deeply" in out[1].body["error"]["message"]
+
+
+# ---------------------------------------------------------------- answers read as their bytes
+
+
+def _answer_bomb(body_bytes: int, rows: int = 2) -> bytes:
+    """A batch's answer gzipped: ``rows`` responses, the first with a body of ``body_bytes`` bytes of ``[0,0,…]``.
+
+    A few tens of kilobytes on the wire; as Python objects, the body alone takes four times its size.
+    """
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    head = b'{"responses": [{"method": "GET", "path": "/x", "status": 200, "duration": 1.0, "body": [0'
+    parts = [packer.compress(head)]
+    piece = b",0" * (1 << 19)
+    for _ in range(body_bytes // len(piece)):
+        parts.append(packer.compress(piece))
+    rest = [{"method": "GET", "path": "/x", "status": 200, "duration": 1.0, "body": {"ok": i}} for i in range(1, rows)]
+    tail = b"]}" + b"".join(b"," + json.dumps(r).encode() for r in rest) + b"]}"
+    parts.append(packer.compress(tail) + packer.flush())
+    return b"".join(parts)
+
+
+def _batch_server(answer: bytes):
+    def respond(req):
+        if req.method == "GET":
+            return Reply(200, {"maxRequests": 50, "maxDepth": 4})
+        return Reply(200, answer, {"Content-Encoding": "gzip"})
+
+    return RecordingUpstream(respond)
+
+
+def _traced_peak(work):
+    """What ``work()`` returns, and the most memory Python held meanwhile beyond what it held before."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        result = work()
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        tracemalloc.stop()
+    return result, peak
+
+
+def test_an_answer_that_inflates_past_the_clients_limit_is_refused_with_a_clear_error_on_its_rows():
+    import pandas as pd
+
+    answer = _answer_bomb(64 * 1024 * 1024)  # about 65 KB: it once took a kernel to 2 GB
+    rows = pd.DataFrame({"n": [1, 2]}, index=["r1", "r2"])
+    with _batch_server(answer) as srv:
+        result, peak = _traced_peak(
+            lambda: Client(srv.url, token="t").submit(rows, method="GET", path="/x", progress=False)
+        )
+        posts = sum(q.method == "POST" for q in srv.requests)
+    assert not result["ok"].any() and result["status"].isna().all()
+    for error in result["error"]:
+        assert "larger than 33554432 bytes once decoded" in error and "max_answer_bytes=" in error, error
+    assert result["batch"].tolist() == [0, 0]  # which batch: the rows name it
+    assert posts == 1, "an answer too large to read was asked for again"
+    assert peak < 4 * 32 * 1024 * 1024, f"{peak >> 20} MiB held to refuse an answer past 32 MiB"
+
+
+def test_an_answer_within_the_limit_is_kept_as_text_in_about_its_size_until_a_cell_is_read():
+    import pandas as pd
+
+    size = 24 * 1024 * 1024
+    with _batch_server(_answer_bomb(size)) as srv:
+        result, peak = _traced_peak(
+            lambda: Client(srv.url, token="t").submit(
+                pd.DataFrame({"n": [1, 2]}), method="GET", path="/x", progress=False
+            )
+        )
+    assert result["ok"].all(), result["error"].tolist()
+    body = result["body"]
+    assert body.array.nbytes < size * 1.1  # the text, as it came
+    assert body[1] == {"ok": 1}
+    # As objects, a list of 12 million zeros is 96 MiB of pointers alone, parsed from twice that in text.
+    assert peak < 4 * size, f"{peak >> 20} MiB held to read an answer of {size >> 20} MiB"

@@ -294,3 +294,57 @@ def test_known_parses_only_what_it_knows_to_be_json_text():
         with pytest.raises(BatchValidationError) as err:
             client.submit(later.head(0), known=as_text, dry_run=True)
         assert err.value.pointers == ["known, row 1, column body"]
+
+
+# ---------------------------------------------------------------- bodies nested deeper than JSON can be written again
+
+
+def _deep(levels: int) -> bytes:
+    return b"[" * levels + b'"x"' + b"]" * levels
+
+
+def _deep_answers(req):
+    from tests.support.faults import Reply
+
+    if req.method == "GET":
+        return Reply(200, {"maxRequests": 50, "maxDepth": 4})
+    # 300 and 1,000 levels: a parser reads them (orjson: up to 1,024), nothing writes them again (254).
+    return Reply(
+        200,
+        b'{"responses": ['
+        + b",".join(
+            b'{"method": "GET", "path": "/x", "status": 200, "duration": 1.0, "body": ' + body + b"}"
+            for body in (_deep(300), _deep(1000), b'{"ok": true}')
+        )
+        + b"]}",
+    )
+
+
+@pytest.mark.parametrize("bodies", ["parsed", "json", "none"])
+def test_a_body_nested_too_deeply_to_write_again_is_kept_as_text_and_the_journal_resumes(tmp_path, bodies):
+    from batchnb import Client
+    from tests.support.faults import RecordingUpstream
+
+    rows = pd.DataFrame({"n": [1, 2, 3]}, index=["a", "b", "c"])
+    journal = str(tmp_path / "run.jsonl")
+    with RecordingUpstream(_deep_answers) as srv:
+        client = Client(srv.url, token="t")
+        first = client.submit(rows, method="GET", path="/x", journal=journal, bodies=bodies)
+        again = client.submit(rows, method="GET", path="/x", journal=journal, resume=True, bodies=bodies)
+        posts = sum(q.method == "POST" for q in srv.requests)
+    for result in (first, again):
+        assert result["ok"].tolist() == [True, True, True], result["error"].tolist()
+        if bodies != "none":
+            # As text: the JSON the server sent, as a string (in a "json" column, that string's JSON).
+            texts = [json.loads(t) for t in result["body"][:2]] if bodies == "json" else list(result["body"][:2])
+            assert texts == [_deep(300).decode(), _deep(1000).decode()]
+    assert posts == 1, "the journal did not record the run, and resume sent it again"
+
+
+def test_a_batch_of_responses_hands_back_a_deep_body_as_text():
+    from batchnb import Batch, Client
+    from tests.support.faults import RecordingUpstream
+
+    with RecordingUpstream(_deep_answers) as srv:
+        out = Client(srv.url, token="t").submit(Batch([Operation("GET", "/x")] * 3))
+    assert [r.body for r in out] == [_deep(300).decode(), _deep(1000).decode(), {"ok": True}]

@@ -7,6 +7,7 @@ import ssl
 from typing import ClassVar
 
 import httpx
+import pytest
 
 from batchnb._connect import Connection
 from batchnb.server import Limits, create_app
@@ -209,3 +210,70 @@ def test_the_gateways_clients_have_only_a_connect_timeout_and_a_slow_answer_is_s
         r = asyncio.run(main())
     answer = r.json()["responses"][0]
     assert (r.status_code, answer["status"], answer["body"]["error"]["code"]) == (200, 504, "timeout"), r.text
+
+
+# ---------------------------------------------------------------- answers carried as bytes
+
+
+def _big_answer(size: int) -> bytes:
+    """About ``size`` bytes of JSON in many small objects (as Python objects, 12 times that), with
+    numbers and escapes that parsing and writing again would change: only bytes carried as they came keep them."""
+    item = '{"id":%d,"v":[12.50,{"e":1E+2}],"s":"\\u00e9\\""}'
+    count = size // (len(item) + 6)
+    return ("[" + ",".join(item % i for i in range(count)) + "]").encode()
+
+
+def _memory(pid: int) -> dict[str, int]:
+    """The process's resident memory now and at its peak, in bytes (Linux)."""
+    fields = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                fields[name] = int(value.split()[0]) * 1024
+    return fields
+
+
+@pytest.mark.slow
+def test_a_gateway_carries_big_answers_as_their_bytes_in_about_their_size_of_memory(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.support import free_port, stop, wait_for_http
+
+    big = _big_answer(1024 * 1024)
+    batches, ops = 8, 4
+
+    def respond(req):
+        if req.path == "/big":
+            return Reply(200, big, delay=0.05)  # the batches' operations answer in turns: all batches fill at once
+        return Reply(200, {"ok": True})
+
+    port, log = free_port(), tmp_path / "gateway.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHNB_")}
+    with RecordingUpstream(respond) as upstream, log.open("w") as out:
+        command = [sys.executable, "-m", "batchnb.cli", "serve", "--upstream", upstream.url, "--port", str(port)]
+        proc = subprocess.Popen([*command, "--log-level", "warning"], stdout=out, stderr=subprocess.STDOUT, env=env)
+        url = f"http://127.0.0.1:{port}/api/2.3/batch"
+        try:
+            wait_for_http(url, proc, 60, log.read_text)
+
+            def post(path: str, n: int = 1) -> httpx.Response:
+                body = {"requests": [{"method": "GET", "path": path}] * n}
+                return httpx.post(url, json=body, timeout=60, trust_env=False)
+
+            assert post("/small").status_code == 200  # warmed up: every module loaded
+            before = _memory(proc.pid)["VmRSS"]
+            with ThreadPoolExecutor(batches) as pool:
+                answers = list(pool.map(post, ["/big"] * batches, [ops] * batches))
+            grew = _memory(proc.pid)["VmHWM"] - before
+        finally:
+            stop(proc)
+    for r in answers:
+        assert r.status_code == 200, r.text[:300]
+        assert r.content.count(b'"body":' + big + b",") == ops, "the API's answers were not carried byte for byte"
+    carried = batches * ops * len(big)
+    # As Python objects these answers took 12 times their bytes, and more (+1.59 GB for 8 answers of 7 MiB).
+    assert grew < 4 * carried, f"the gateway grew {grew >> 20} MiB carrying {carried >> 20} MiB"

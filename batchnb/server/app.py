@@ -385,6 +385,7 @@ class BatchApp:
             parallel=batch.parallel,
             timings=timings,
             checked=True,  # Batch.from_wire checked every path and header
+            raw_bodies=True,  # answers go out as they came, never parsed unless a reference reads them
         )
 
     @contextlib.asynccontextmanager

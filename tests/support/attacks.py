@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -1084,6 +1085,36 @@ def unreadable_http_gets_json(s: Servers) -> None:
             assert json.loads(body)["error"]["code"] == "bad_request", reply[:300]
 
 
+# ---------------------------------------------------------------- issue 20, item 6: answers carried as bytes
+
+
+def upstream_answers_are_carried_as_their_bytes(s: Servers) -> None:
+    """Eight batches at once, each carrying 1 MB of small JSON objects: as Python objects, 12 MB each."""
+    exact = httpx.get(s.upstream + "/exact", timeout=60, trust_env=False).content
+    before = s.gateway.rss()
+    peak, done = [before], threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.005):
+            peak[0] = max(peak[0], s.gateway.rss())
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(lambda _: s.gateway.post({"requests": [{"method": "GET", "path": "/exact"}]}), range(8))
+            )
+    finally:
+        done.set()
+        watcher.join(10)
+    for r in answers:
+        expect_ops(r, [200])
+        assert b'"body":' + exact + b"," in r.content, "the API's answer was not carried byte for byte"
+    grown = peak[0] - before
+    assert grown < 4 * 8 * len(exact), f"carrying 8 answers of {len(exact)} bytes grew the gateway {grown >> 20} MiB"
+
+
 #: (issue item, attack): every kind of the issue, in its order.
 ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("1 crash", jsonpath_of_40000_segments),
@@ -1133,4 +1164,5 @@ ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("22 big integers", integers_past_a_double),
     ("24 HEAD", head_where_get_answers),
     ("27 unreadable HTTP", unreadable_http_gets_json),
+    ("20.6 answers as bytes", upstream_answers_are_carried_as_their_bytes),
 ]

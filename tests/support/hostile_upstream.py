@@ -13,6 +13,8 @@ prove what one batch's upstream requests carried. Its answers, by path:
 - ``/bigint``: ``{"n": 2**70}``, an integer beyond 64 bits;
 - ``/br``: a body in an encoding nobody asked for (``br``);
 - ``/strings/N``: a list of ``N`` short strings, the last one ``"x"`` (a document of many nodes);
+- ``/exact``: 1 MB of JSON in small objects, with numbers and escapes (``12.50``, ``1E+2``, ``\\u00e9``)
+  that parsing and writing again would change;
 - anything else: 200 with what was received (method, target, headers, body).
 """
 
@@ -29,6 +31,8 @@ from tests.support.faults import Request, encode_reply, read_request
 BOMB_SIZE = 128 * 1024 * 1024
 DEEP_LEVELS = 300
 BIG_BYTES = 266_000
+EXACT_ITEM = '{"id":%d,"v":[12.50,{"e":1E+2}],"s":"\\u00e9\\""}'
+EXACT_ITEMS = 22_000  # about 1 MB
 
 
 def bomb(size: int = BOMB_SIZE) -> bytes:
@@ -44,6 +48,7 @@ class HostileUpstream:
         self.seen: list[dict] = []
         self.bomb = bomb()
         self.deep = ("[" * DEEP_LEVELS + "]" * DEEP_LEVELS).encode()
+        self.exact = ("[" + ",".join(EXACT_ITEM % i for i in range(EXACT_ITEMS)) + "]").encode()
 
     def answer(self, req: Request) -> bytes:
         path = req.path
@@ -63,6 +68,8 @@ class HostileUpstream:
             return encode_reply(204, None)
         if path == "/bigint":
             return encode_reply(200, b'{"n": 1180591620717411303424}')
+        if path == "/exact":
+            return encode_reply(200, self.exact)
         if path == "/br":
             return encode_reply(200, b"\x1b\x03\x00\xf8", {"Content-Encoding": "br"})
         if path.startswith("/strings/") and path[9:].isdigit():
