@@ -20,7 +20,8 @@ import math
 import numbers
 import os
 import ssl
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Literal, Mapping, Sequence, overload
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Literal, Mapping, Sequence, TypeAlias, TypedDict
+from typing import Unpack, cast, overload
 
 import httpx
 
@@ -30,7 +31,8 @@ from ._exceptions import BatchValidationError, Problem, TransportError, http_err
 from ._secrets import mask_headers, mask_logger, scrub
 from ._ratelimit import PacedDispatcher, Throttle, parse_rate
 from ._senders import MAX_ANSWER_BYTES, BatchEndpoint, InProcessEngine, Sender, Trace, deadline, retry_after
-from ._submission import Submission, SubmitOptions, with_values
+from ._submission import Submission, with_values
+from ._submission import SubmitOptions as _Settings  # the submit's own settings, made from the arguments
 from .auth import as_auth, auth_problem, describe
 from ._sync import run_sync
 from .engine import HTTPDispatcher, ResponseTooLarge, UnreadableResponse, read_bounded
@@ -40,11 +42,80 @@ from .plan import Plan
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = ["AsyncClient", "Client", "ClientOptions", "SubmitOptions"]
 
 DEFAULT_LIMITS = {"maxRequests": rules.DEFAULT_MAX_REQUESTS, "maxDepth": rules.DEFAULT_MAX_DEPTH}
 
-Body = Sequence[Hashable] | Mapping[str, Hashable] | Callable[[dict], Any] | str | Literal[False] | None
+Body = Sequence[Hashable] | Mapping[str, Hashable] | Callable[[dict[str, Any]], Any] | str | Literal[False] | None
+#: what ``submit`` takes: a Batch (its responses come back), or operations, or a frame of them (a frame comes back).
+Work: TypeAlias = "Batch | pd.DataFrame | Iterable[Operation | Mapping[str, Any]]"
+Verify: TypeAlias = "bool | str | os.PathLike[str] | ssl.SSLContext"
+Cert: TypeAlias = "str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]]"
+
+
+class ClientOptions(TypedDict, total=False):
+    """The keyword arguments of :class:`Client` and :class:`AsyncClient` but the credentials, for a checker.
+
+    >>> options: ClientOptions = {"concurrency": 8, "timeout": 120.0}
+    >>> Client("https://api.example", token="t", **options).concurrency
+    8
+
+    :class:`~batchnb.LocalServer` takes them for the clients it makes (each
+    with a tenant's credentials).
+    """
+
+    headers: Mapping[str, str] | None
+    credentials_in: Literal["header", "query"]
+    auth: httpx.Auth | Callable[[], Mapping[str, str]] | None
+    timeout: float
+    mode: Literal["batch", "direct"]
+    concurrency: int
+    retries: int
+    retry_for: float
+    max_requests: int | None
+    max_depth: int | None
+    backoff: float
+    max_backoff: float
+    max_answer_bytes: int
+    transport: httpx.AsyncBaseTransport | None
+    verify: Verify
+    cert: Cert | None
+    proxy: str | httpx.Proxy | None
+    trust_env: bool
+    http2: bool
+    event_hooks: Mapping[str, Sequence[Callable[..., Any]]] | None
+
+
+class SubmitOptions(TypedDict, total=False):
+    """The keyword arguments of ``submit`` and ``plan`` (both twins) but ``dry_run``, for a checker.
+
+    >>> options: SubmitOptions = {"method": "POST", "path": "/api/2.1/scheduling/companies", "body": ["name"]}
+    >>> sorted(options)
+    ['body', 'method', 'path']
+
+    :meth:`AsyncClient.submit` says what each one does.
+    """
+
+    method: str | None
+    path: str | None
+    body: Body
+    name: str | Literal[False] | None
+    headers: str | Mapping[str, str] | Literal[False] | None
+    parent: str | Literal[False] | None
+    nulls: Literal["omit", "null"]
+    journal: str | None
+    resume: bool
+    progress: bool | None
+    concurrency: int | None
+    retries: int | None
+    retry_operations: bool
+    rate: float | str | None
+    batch_rate: float | None
+    retry_for: float | None
+    bodies: Literal["parsed", "json", "none"]
+    known: Any
+    idempotency: bool | Literal["auto"]
+    parallel: int
 
 
 def _argument_problems(
@@ -259,8 +330,8 @@ class AsyncClient:
         max_backoff: float = 30.0,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
-        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
-        cert: str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+        verify: Verify = True,
+        cert: Cert | None = None,
         proxy: str | httpx.Proxy | None = None,
         trust_env: bool = True,
         http2: bool = False,
@@ -470,13 +541,23 @@ class AsyncClient:
     # ------------------------------------------------------------ submit
 
     @overload
-    async def submit(self, work: Batch, **kw: Any) -> list[Response]: ...
+    async def submit(  # type: ignore[overload-overlap]  # a Batch is iterable too: it is matched here first
+        self, work: Batch, *, dry_run: Literal[False] = False, **options: Unpack[SubmitOptions]
+    ) -> list[Response]: ...
     @overload
-    async def submit(self, work: Any, **kw: Any) -> pd.DataFrame: ...
+    async def submit(
+        self,
+        work: pd.DataFrame | Iterable[Operation | Mapping[str, Any]],
+        *,
+        dry_run: Literal[False] = False,
+        **options: Unpack[SubmitOptions],
+    ) -> pd.DataFrame: ...
+    @overload
+    async def submit(self, work: Work, *, dry_run: Literal[True], **options: Unpack[SubmitOptions]) -> Plan: ...
 
     async def submit(
         self,
-        work: Any,
+        work: Work,
         *,
         method: str | None = None,
         path: str | None = None,
@@ -499,7 +580,7 @@ class AsyncClient:
         known: Any = None,
         idempotency: bool | Literal["auto"] = "auto",
         parallel: int = 1,
-    ) -> Any:
+    ) -> list[Response] | pd.DataFrame | Plan:
         """Run any number of operations; what comes back matches what went in.
 
         >>> result = await client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])  # doctest: +SKIP
@@ -573,7 +654,7 @@ class AsyncClient:
             raise BatchValidationError(problems)
         retry_for = self.retry_for if retry_for is None else float(retry_for)
         direct = self.mode == "direct"
-        options = SubmitOptions(
+        options = _Settings(
             concurrency=self.concurrency if concurrency is None else concurrency,
             retries=self.retries if retries is None else retries,
             retry_operations=retry_operations,
@@ -605,7 +686,20 @@ class AsyncClient:
         submission = Submission(work, frame_options, limits, sender, options, stream=not dry_run, known=known)
         if dry_run:
             return submission.plan
-        return await submission.run()
+        result: list[Response] | pd.DataFrame = await submission.run()
+        return result
+
+    async def plan(self, work: Work, **options: Unpack[SubmitOptions]) -> Plan:
+        """How :meth:`submit` would run ``work``, with the same arguments: nothing is sent.
+
+        >>> plan = await client.plan(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])  # doctest: +SKIP
+        >>> plan.calls, plan.to_frame().head()                                                                  # doctest: +SKIP
+
+        Every problem of the input is raised here, as ``submit`` would raise
+        it; the server is asked only for its limits. ``submit(..., dry_run=True)``
+        is the same call.
+        """
+        return await self.submit(work, dry_run=True, **options)
 
 
 class Client:
@@ -638,16 +732,15 @@ class Client:
         max_backoff: float = 30.0,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
         transport: httpx.AsyncBaseTransport | None = None,
-        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
-        cert: str | os.PathLike[str] | tuple[str | os.PathLike[str], str | os.PathLike[str]] | None = None,
+        verify: Verify = True,
+        cert: Cert | None = None,
         proxy: str | httpx.Proxy | None = None,
         trust_env: bool = True,
         http2: bool = False,
         event_hooks: Mapping[str, Sequence[Callable[..., Any]]] | None = None,
     ) -> None:
-        self._options = dict(
-            api_key=api_key,
-            token=token,
+        self._api_key, self._token = api_key, token
+        self._options = ClientOptions(
             headers=headers,
             credentials_in=credentials_in,
             auth=auth,
@@ -669,7 +762,7 @@ class Client:
             http2=http2,
             event_hooks=event_hooks,
         )
-        self._async = AsyncClient(base_url, **self._options)  # checks the options once
+        self._async = AsyncClient(base_url, api_key=api_key, token=token, **self._options)  # checks them once
 
     # Read-only: each call builds its AsyncClient from the options given here, so a value set
     # on this object would be shown but not used.
@@ -741,7 +834,7 @@ class Client:
     def _call(self, attr: str, /, *args: Any, **kwargs: Any) -> Any:
         async def go() -> Any:
             # An httpx.AsyncClient belongs to the loop that made it: one per call.
-            async with AsyncClient(self.base_url, **self._options) as client:
+            async with AsyncClient(self.base_url, api_key=self._api_key, token=self._token, **self._options) as client:
                 client._limits = self._async._limits
                 try:
                     return await getattr(client, attr)(*args, **kwargs)
@@ -752,20 +845,30 @@ class Client:
 
     def limits(self) -> dict[str, Any]:
         """The server's limits; see :meth:`AsyncClient.limits`."""
-        return self._call("limits")
+        return cast("dict[str, Any]", self._call("limits"))
 
     def send(self, batch: Batch) -> list[Response]:
         """One batch, one HTTP call; see :meth:`AsyncClient.send`."""
-        return self._call("send", batch)
+        return cast("list[Response]", self._call("send", batch))
 
     @overload
-    def submit(self, work: Batch, **kw: Any) -> list[Response]: ...
+    def submit(  # type: ignore[overload-overlap]  # a Batch is iterable too: it is matched here first
+        self, work: Batch, *, dry_run: Literal[False] = False, **options: Unpack[SubmitOptions]
+    ) -> list[Response]: ...
     @overload
-    def submit(self, work: Any, **kw: Any) -> pd.DataFrame: ...
+    def submit(
+        self,
+        work: pd.DataFrame | Iterable[Operation | Mapping[str, Any]],
+        *,
+        dry_run: Literal[False] = False,
+        **options: Unpack[SubmitOptions],
+    ) -> pd.DataFrame: ...
+    @overload
+    def submit(self, work: Work, *, dry_run: Literal[True], **options: Unpack[SubmitOptions]) -> Plan: ...
 
     def submit(
         self,
-        work: Any,
+        work: Work,
         *,
         method: str | None = None,
         path: str | None = None,
@@ -788,36 +891,46 @@ class Client:
         known: Any = None,
         idempotency: bool | Literal["auto"] = "auto",
         parallel: int = 1,
-    ) -> Any:
+    ) -> list[Response] | pd.DataFrame | Plan:
         """Run any number of operations; see :meth:`AsyncClient.submit` for every argument.
 
         >>> result = client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])   # doctest: +SKIP
         """
-        return self._call(
-            "submit",
-            work,
-            method=method,
-            path=path,
-            body=body,
-            name=name,
-            headers=headers,
-            parent=parent,
-            nulls=nulls,
-            dry_run=dry_run,
-            journal=journal,
-            resume=resume,
-            progress=progress,
-            concurrency=concurrency,
-            retries=retries,
-            retry_operations=retry_operations,
-            rate=rate,
-            batch_rate=batch_rate,
-            retry_for=retry_for,
-            bodies=bodies,
-            known=known,
-            idempotency=idempotency,
-            parallel=parallel,
+        return cast(
+            "list[Response] | pd.DataFrame | Plan",
+            self._call(
+                "submit",
+                work,
+                method=method,
+                path=path,
+                body=body,
+                name=name,
+                headers=headers,
+                parent=parent,
+                nulls=nulls,
+                dry_run=dry_run,
+                journal=journal,
+                resume=resume,
+                progress=progress,
+                concurrency=concurrency,
+                retries=retries,
+                retry_operations=retry_operations,
+                rate=rate,
+                batch_rate=batch_rate,
+                retry_for=retry_for,
+                bodies=bodies,
+                known=known,
+                idempotency=idempotency,
+                parallel=parallel,
+            ),
         )
+
+    def plan(self, work: Work, **options: Unpack[SubmitOptions]) -> Plan:
+        """How :meth:`submit` would run ``work``: nothing is sent; see :meth:`AsyncClient.plan`.
+
+        >>> plan = client.plan(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])   # doctest: +SKIP
+        """
+        return self.submit(work, dry_run=True, **options)
 
     def close(self) -> None:
         """Nothing stays open between calls; kept for symmetry with :class:`AsyncClient`."""

@@ -16,13 +16,13 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Mapping, cast
+from typing import Any, Mapping, Unpack, cast
 
 from ._exceptions import BatchValidationError, LocalServerError, Problem
 from ._extras import require
 from ._secrets import mask_logger
 from ._connect import Cert, Connection, Verify
-from .client import AsyncClient, Client
+from .client import AsyncClient, Client, ClientOptions
 from .server import Limits
 
 __all__ = ["LocalServer"]
@@ -60,7 +60,7 @@ class LocalServer:
         upstream_cert: Cert | None = None,
         upstream_proxy: str | None = None,
         log_level: str = "warning",
-        **client_options: Any,
+        **client_options: Unpack[ClientOptions],
     ) -> None:
         self._upstream_connection = Connection(verify=upstream_verify, cert=upstream_cert, proxy=upstream_proxy)
         if upstream is not None:
@@ -183,14 +183,18 @@ class LocalServer:
         """A :class:`Client` authenticated as the first tenant."""
         return self.client_for(self.tenants[0] if self.tenants else "")
 
-    def client_for(self, api_key: str, **options: Any) -> Client:
+    def client_for(self, api_key: str, **options: Unpack[ClientOptions]) -> Client:
         """A :class:`Client` authenticated as tenant ``api_key``."""
         tenant = self.credentials(api_key)
-        return Client(self.url, api_key=tenant["api_key"], token=tenant["token"], **{**self._client_options, **options})
+        return Client(self.url, api_key=tenant["api_key"], token=tenant["token"], **self._options_for(options))
 
-    def async_client(self, api_key: str | None = None, **options: Any) -> AsyncClient:
+    def async_client(self, api_key: str | None = None, **options: Unpack[ClientOptions]) -> AsyncClient:
         """An :class:`AsyncClient` authenticated as a tenant (the first by default)."""
         tenant = self.credentials(api_key)
-        return AsyncClient(
-            self.url, api_key=tenant["api_key"], token=tenant["token"], **{**self._client_options, **options}
-        )
+        return AsyncClient(self.url, api_key=tenant["api_key"], token=tenant["token"], **self._options_for(options))
+
+    def _options_for(self, options: ClientOptions) -> ClientOptions:
+        """The server's client options, and the call's over them."""
+        merged = ClientOptions(**self._client_options)
+        merged.update(options)
+        return merged
