@@ -38,15 +38,15 @@ _SMALL = 64 * 1024
 class _Wire(msgspec.Struct, kw_only=True):
     """One response of an answer, each field left as its JSON text (read by :func:`_response`)."""
 
-    method: msgspec.Raw = msgspec.UNSET
-    path: msgspec.Raw = msgspec.UNSET
-    name: msgspec.Raw = msgspec.UNSET
-    status: msgspec.Raw = msgspec.UNSET
-    duration: msgspec.Raw = msgspec.UNSET
-    headers: msgspec.Raw = msgspec.UNSET
-    body: msgspec.Raw = msgspec.UNSET
+    method: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    path: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    name: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    status: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    duration: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    headers: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
+    body: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     #: what older servers call the body.
-    response: msgspec.Raw = msgspec.UNSET
+    response: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     responses: list[_Wire] | None = None
 
 
@@ -97,7 +97,7 @@ def _fields(wire: _Wire, level: int) -> dict[str, Any]:
 def _small(raw: msgspec.Raw) -> Any:
     """A field's value; None for one too large to be what it claims to be (a status, a name, headers)."""
     view = memoryview(raw)
-    if len(view) > _SMALL and view[:1] != b'"':
+    if len(view) > _SMALL and bytes(view[:1]) != b'"':
         return None
     try:
         return _json.loads(bytes(view))
@@ -108,7 +108,7 @@ def _small(raw: msgspec.Raw) -> Any:
 def _body(raw: msgspec.Raw, level: int) -> Any:
     """A body as the result keeps it: JSON as its text, ``null`` as None, and what JSON cannot carry here as text."""
     view = memoryview(raw)
-    if view == b"null":
+    if len(view) == 4 and bytes(view) == b"null":
         return None
     try:
         # With what wraps it in a journal's line (as in an answer), at most 254 levels: dumps and every parser take it.

@@ -196,11 +196,11 @@ def _exact_after(raw: bytes, refused: orjson.JSONDecodeError) -> Any:
         if isinstance(item, _Long):
             raise IntegerTooLong(pointer, item.digits)
         if isinstance(item, str):
-            if not item.isascii() and not _is_utf8(item):
+            if not item.isascii() and not _encodable(item):
                 raise refused
         elif isinstance(item, dict):
             for k, v in item.items():
-                if not k.isascii() and not _is_utf8(k):
+                if not k.isascii() and not _encodable(k):
                     raise refused
                 stack.append((v, f"{pointer}.{k}" if pointer else k))
         elif isinstance(item, list):
@@ -208,7 +208,8 @@ def _exact_after(raw: bytes, refused: orjson.JSONDecodeError) -> Any:
     return value
 
 
-def _is_utf8(text: str) -> bool:
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (a lone surrogate, read from an escape, cannot)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate, written as an escape
@@ -275,14 +276,14 @@ def _members(value: Any) -> int:
     return count
 
 
-class _Repeated(dict):
+class _Repeated(dict[str, Any]):
     """An object parsed with a key written twice: the key, kept for the pointer."""
 
     key: str = ""
 
 
-def _mark_repeats(pairs: list[tuple[str, Any]]) -> dict:
-    out: dict = {}
+def _mark_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for key, val in pairs:
         if key in out and not isinstance(out, _Repeated):
             out = _Repeated(out)

@@ -25,6 +25,7 @@ Missing cells and the JSON value ``null`` are the same: None.
 
 from __future__ import annotations
 
+import builtins
 import mmap
 import numbers
 from typing import Any, Iterator, Mapping, Sequence
@@ -54,7 +55,7 @@ class JSONDtype(ExtensionDtype):
     na_value = None
 
     @classmethod
-    def construct_array_type(cls) -> type[JSONArray]:
+    def construct_array_type(cls) -> builtins.type[JSONArray]:  # `type` is the class's own attribute here
         return JSONArray
 
     def __repr__(self) -> str:
@@ -98,7 +99,7 @@ class JSONArray(ExtensionArray):
         # from 0 to len(data). A row whose text is empty is missing.
         self._data = data
         self._offsets = offsets
-        self._view = memoryview(data)
+        self._view = data.data  # the buffer's bytes, sliced without copying
         if long_digits is None:
             long_digits = _json.has_long_digits(self._view)
         self._long_digits = long_digits
@@ -203,7 +204,8 @@ class JSONArray(ExtensionArray):
         return [view[start:end].tobytes() for start, end in zip(offsets, offsets[1:])]
 
     def isna(self) -> np.ndarray:
-        return self._offsets[1:] == self._offsets[:-1]
+        missing: np.ndarray = self._offsets[1:] == self._offsets[:-1]
+        return missing
 
     def __contains__(self, item: object) -> bool:
         if item is None:
@@ -249,7 +251,7 @@ class JSONArray(ExtensionArray):
         firsts[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
         return self.take(firsts)
 
-    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+    def __eq__(self, other: Any) -> Any:
         if isinstance(other, (pd.Series, pd.Index, pd.DataFrame)):
             return NotImplemented
         mine = np.array(self)
@@ -259,7 +261,7 @@ class JSONArray(ExtensionArray):
             return np.array([a == b for a, b in zip(mine, theirs)], dtype=bool)
         return np.array([a == other for a in mine], dtype=bool)
 
-    def __ne__(self, other: Any) -> Any:  # type: ignore[override]  # an array of booleans, as __eq__
+    def __ne__(self, other: Any) -> Any:  # an array of booleans, as __eq__
         equal = self.__eq__(other)
         return equal if equal is NotImplemented else ~equal
 
@@ -314,8 +316,7 @@ class JSONArray(ExtensionArray):
         [{'a': [2]}, 1, {'a': [2]}]
         """
         if isinstance(value, (np.ndarray, ExtensionArray, pd.Series)):
-            # pandas' fillna is typed as returning Self, which mypy cannot see through super().
-            return super().fillna(value, limit=limit, copy=copy)  # type: ignore[return-value]
+            return super().fillna(value, limit=limit, copy=copy)
         gaps = np.flatnonzero(self.isna())[:limit]
         out = self.copy() if copy else self
         if len(gaps):
@@ -471,7 +472,7 @@ def _gather(view: memoryview, starts: np.ndarray, ends: np.ndarray, long_digits:
     offsets = np.zeros(len(starts) + 1, dtype=np.int64)
     np.cumsum(ends - starts, out=offsets[1:])
     data = _buffer(int(offsets[-1]))
-    out = memoryview(data)
+    out = data.data  # written in place, run by run
     s, e, o = starts.tolist(), ends.tolist(), offsets.tolist()
     for block in range(0, len(s), _BLOCK):
         stop = min(block + _BLOCK, len(s))

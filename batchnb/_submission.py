@@ -381,11 +381,9 @@ def _operations_of(
     if isinstance(work, Batch):
         _no_frame_options(frame_options, "a Batch")
         return _with_rows(work.requests), None, "responses"
-    try:
-        import pandas as pd
-    except ImportError:  # pragma: no cover
-        pd = None
-    if pd is not None and isinstance(work, pd.DataFrame):
+    import pandas as pd  # a core dependency: imported here to keep `import batchnb` light
+
+    if isinstance(work, pd.DataFrame):
         from .frames import from_frame
 
         size = _chunk_rows(limits, concurrency, parallel)

@@ -26,7 +26,7 @@ def run_sync(make: Callable[[], Awaitable[T]]) -> T:
         # The result is not the task's: Python 3.11's asyncio.run, as it ends, formats a repr of its
         # task, result included, and the repr of a result frame reads (parses) the bodies it shows.
         asyncio.run(_into(box, make))
-        return box["result"]
+        return cast(T, box["result"])
     return _run_in_thread(make)
 
 

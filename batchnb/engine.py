@@ -218,7 +218,7 @@ class BodyReader:
         if len(out) > room:
             raise ResponseTooLarge(self._limit)
         self._sizes[i] += len(out)
-        return out
+        return bytes(out)
 
     def _keep(self, chunk: bytes) -> None:
         self._size += len(chunk)
@@ -952,12 +952,12 @@ def _resumed(coro: Coroutine[Any, Any, T], pending: Any) -> Generator[Any, Any, 
             try:
                 pending = coro.throw(exc)
             except StopIteration as done:
-                return done.value
+                return cast(T, done.value)
         else:
             try:
                 pending = coro.send(sent)
             except StopIteration as done:
-                return done.value
+                return cast(T, done.value)
 
 
 def _refused(op: Operation, path: str, status: int, code: str, message: str) -> Response:
@@ -1019,6 +1019,7 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
         timeout = min(timeout, max(run.deadline - time.monotonic(), 0.001))
     started = time.perf_counter()
     result: DispatchResult | None = None
+    rheaders: dict[str, str]
     try:
         result = await _bounded(run.dispatch(op.method, target, send_headers, content), timeout)
     except TimeoutError:

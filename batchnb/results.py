@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import operator
 import re
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Hashable, Mapping, Sequence, cast
 
 import numpy as np
 import orjson
@@ -48,8 +48,9 @@ def _error_text(r: Response) -> str:
             shown = "; ".join(f"{w}: {d['message']}" if w else str(d["message"]) for w, d in zip(where, details[:3]))
             more = f"; and {len(details) - 3} more" if len(details) > 3 else ""
             return f"{r.status} {shown}{more}"
-        if isinstance(err.get("message"), str) and err["message"]:
-            return err["message"]
+        message = err.get("message")
+        if isinstance(message, str) and message:
+            return message
     oauth = _oauth_error(body, r.headers)
     if oauth:
         return f"HTTP {r.status}: {oauth}"
@@ -121,17 +122,18 @@ def _to_frame(responses: list[Response], index: Any) -> pd.DataFrame:
     flat = responses
     up: list[int] | None = None
     if any(r.responses for r in responses):
-        flat, up = [], []
+        flat, parents_at = [], []
 
         def visit(r: Response, parent_pos: int) -> None:
             here = len(flat)
             flat.append(r)
-            up.append(parent_pos)  # type: ignore[union-attr]
+            parents_at.append(parent_pos)
             for child in r.responses:
                 visit(child, here)
 
         for r in responses:
             visit(r, -1)
+        up = parents_at
     fields = _Fields(flat)
     n = len(flat)
 
@@ -265,7 +267,7 @@ def _concat(pieces: list[pd.DataFrame]) -> pd.DataFrame:
     frame = pd.concat(pieces)
     for c in moved:
         # In its place again (selecting the columns in order would copy them all).
-        frame.insert(columns.index(c), c, _concat_json(held.pop(c)))
+        frame.insert(columns.index(c), c, cast(Any, _concat_json(held.pop(c))))  # stubs know no extension arrays
     return frame
 
 
@@ -277,7 +279,7 @@ def _replayed(headers: dict[str, str]) -> bool:
     return str(value).strip(" \t").lower() == "true"  # HTTP's white space only: not 'true\xa0'.
 
 
-def _object_array(values: list[Any]) -> np.ndarray:
+def _object_array(values: Sequence[Any]) -> np.ndarray:
     # fromiter keeps each value as one object (np.array would turn a list of
     # equal-length lists into a 2-D array).
     return np.fromiter(values, dtype=object, count=len(values))
@@ -286,7 +288,7 @@ def _object_array(values: list[Any]) -> np.ndarray:
 _STR_DTYPE = pd.Series(["x"]).dtype
 
 
-def _text_array(values: list[str | None]) -> Any:
+def _text_array(values: Sequence[str | None]) -> Any:
     """A list of str/None as the frame's default text dtype, missing cells as that dtype's marker.
 
     The marker is the same whether pandas keeps text in pyarrow or in Python
@@ -306,7 +308,7 @@ def _text_array(values: list[str | None]) -> Any:
         except (pa.ArrowInvalid, pa.ArrowTypeError):
             pass  # not all text (a name that is a number): kept as it is, below
         else:
-            return pd.arrays.ArrowStringArray(pa.chunked_array([arr]), dtype=_STR_DTYPE)
+            return pd.arrays.ArrowStringArray(pa.chunked_array([arr]), dtype=_STR_DTYPE)  # type: ignore[call-arg]  # pandas 3 takes it; the stubs lag
     elif isinstance(_STR_DTYPE, pd.StringDtype) and all(v is None or type(v) is str for v in values):
         return pd.array(values, dtype=_STR_DTYPE)
     # Not all text: pandas' text dtype would turn a number into its digits.
@@ -387,9 +389,9 @@ def expand(result: pd.DataFrame, column: Hashable = "body", *, prefix: str | Non
             if isinstance(cell, dict):
                 _flatten_into(cell, lead, i, n, columns)
         new = pd.DataFrame({key: _typed(values) for key, values in columns.items()}, index=result.index)
-    position = result.columns.get_loc(column)
-    left = result.iloc[:, :position]
-    right = result.iloc[:, position + 1 :]
+    position = cast(int, result.columns.get_loc(column))  # one column of that name: checked above
+    left: pd.DataFrame = result.iloc[:, :position]
+    right: pd.DataFrame = result.iloc[:, position + 1 :]
     clashes = [c for c in new.columns if c in left.columns or c in right.columns]
     if clashes:
         raise BatchValidationError(
