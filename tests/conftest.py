@@ -10,6 +10,18 @@ import pytest
 from batchnb import LocalServer
 
 
+#: what a test needs beyond this process: each keeps it out of the fast lane (``pytest -m "not slow"``).
+HEAVY = ("browser", "dask", "notebook", "subprocess", "soak")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.notebook)
+        if any(item.get_closest_marker(name) for name in HEAVY):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     db = tmp_path_factory.mktemp("db") / "demo.sqlite3"
