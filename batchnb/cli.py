@@ -68,6 +68,7 @@ def _err(message: str) -> None:
 def serve(args: argparse.Namespace) -> int:
     from . import _serving
     from ._extras import require
+    from ._secrets import mask_url
     from .server import Limits
 
     uvicorn = require("uvicorn", "server", "batchnb serve")
@@ -105,7 +106,7 @@ def serve(args: argparse.Namespace) -> int:
     app = _serving.build_app(
         settings, credentials
     )  # every problem found here, in this process, before any worker starts
-    where = f"the upstream {args.upstream}" if args.upstream else f"the demo Scheduling API in {args.db}"
+    where = f"the upstream {mask_url(args.upstream)}" if args.upstream else f"the demo Scheduling API in {args.db}"
     workers = f" ({args.workers} worker processes)" if args.workers > 1 else ""
     print(
         f"batchnb: Batch API 2.3 on http://{args.host}:{args.port}/api/2.3/batch, in front of {where}{workers}",
@@ -222,18 +223,29 @@ def _output(args: argparse.Namespace) -> Any:
     """Where the result goes; a CSV is written as the input CSV was (its separator, its byte order mark)."""
     from ._output import Output
 
+    csv_flags = [
+        flag
+        for flag, given in (
+            ("--out-sep", args.out_sep),
+            ("--out-encoding", args.out_encoding),
+            ("--raw-cells", args.raw_cells),
+        )
+        if given
+    ]
     if not args.output:
-        if args.out_sep or args.out_encoding:
-            raise _Usage(f"run {'--out-sep' if args.out_sep else '--out-encoding'}: applies to -o, which is not given")
+        if csv_flags:
+            raise _Usage(f"run {csv_flags[0]}: applies to -o, which is not given")
         return None
     output = Output(args.output)
     if output.format in ("Parquet", "Excel"):
-        if args.out_sep or args.out_encoding:
-            flag = "--out-sep" if args.out_sep else "--out-encoding"
-            raise _Usage(f"run {flag}: applies to a CSV output (.csv, or - for standard output), not {output.format}")
+        if csv_flags:
+            raise _Usage(
+                f"run {csv_flags[0]}: applies to a CSV output (.csv, or - for standard output), not {output.format}"
+            )
         return output
     output.sep = args.out_sep or output.sep
     output.encoding = args.out_encoding or output.encoding
+    output.raw_cells = args.raw_cells
     return output
 
 
@@ -667,6 +679,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENCODING",
         help="the encoding of a CSV output, such as utf-8-sig (UTF-8 that Excel reads) (default: utf-8-sig when "
         "the input CSV had a byte order mark or was cp1252, else utf-8)",
+    )
+    r.add_argument(
+        "--raw-cells",
+        action="store_true",
+        help="write a CSV output's text cells exactly as they are, for a program to read back; by default a text "
+        "that a spreadsheet would run as a formula (it starts with =, +, -, @, a tab or a carriage return) is "
+        "written with a leading ' (an .xlsx always holds texts as texts)",
     )
     r.add_argument("--only-results", action="store_true", help="write only the result columns, not the input's")
     r.add_argument("--journal", help="JSON Lines journal, to resume after a crash (default: none)")
