@@ -43,6 +43,15 @@ def is_secret_header(name: str) -> bool:
     return bool(_SECRET_HEADER.search(name))
 
 
+def is_secret_param(name: str) -> bool:
+    """True for query parameters that carry credentials, by the name a server reads (percent-decoded, any case).
+
+    >>> is_secret_param("apiKey"), is_secret_param("%74oken"), is_secret_param("page")
+    (True, True, False)
+    """
+    return unquote_plus(name).strip().lower() in _SECRET_PARAMS
+
+
 def mask_headers(headers: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if headers is None:
         return None
@@ -67,7 +76,7 @@ def mask_path(path: str) -> str:
     query_at = path.index("?")
 
     def hide(m: re.Match[str]) -> str:
-        if unquote_plus(m.group(2)).strip().lower() in _SECRET_PARAMS:
+        if is_secret_param(m.group(2)):
             return f"{m.group(1)}{m.group(2)}={MASK}"
         return m.group(0)
 

@@ -654,6 +654,36 @@ def integers_beyond_64_bits(s: Servers) -> None:
     assert out[1]["body"] == {"n": 2**70}, out[1]["body"]
 
 
+# ---------------------------------------------------------------- issue 20, item 14: credentials are not the request
+
+
+def a_keyed_post_resent_with_a_bearer_header_is_replayed(s: Servers) -> None:
+    """Item 14: the idempotency fingerprint held the query's credentials: the same POST with a Bearer header got 422."""
+    key = {"Idempotency-Key": f"resent-{secrets.token_hex(6)}"}
+    body = json.dumps({"name": "resent with other credentials"})
+    query = {"apiKey": s.demo.api_key or "", "token": s.demo.token or ""}
+    answers = []
+    for params, headers in ((query, {}), ({}, {"Authorization": f"Bearer {s.demo.token}"})):
+        r = httpx.post(
+            f"{s.demo.url}{CO}",
+            params=params,
+            content=body,
+            headers={"Content-Type": "application/json", **key, **headers},
+            timeout=60,
+            trust_env=False,
+        )
+        s.demo.tally.note(r)
+        answers.append(r)
+    first, again = answers
+    assert first.status_code == again.status_code == 201, again.text[:500]
+    assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+
+
+ISSUE_20_CREDENTIALS = [
+    ("20.14 idempotency", a_keyed_post_resent_with_a_bearer_header_is_replayed),
+]
+
+
 #: (issue item, attack): every kind of the issue, in its order.
 ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("1 crash", jsonpath_of_40000_segments),
@@ -687,4 +717,5 @@ ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("smaller", authorization_twice),
     ("smaller", duplicate_keys),
     ("smaller", integers_beyond_64_bits),
+    *ISSUE_20_CREDENTIALS,
 ]
