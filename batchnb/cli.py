@@ -67,6 +67,7 @@ def _err(message: str) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from . import _serving
+    from ._exceptions import BatchValidationError, Problem
     from ._extras import require
     from ._secrets import mask_url
     from .server import Limits
@@ -103,9 +104,17 @@ def serve(args: argparse.Namespace) -> int:
         idempotency_ttl=args.idempotency_ttl,
         limits={name: getattr(args, name) for name, _default, _help in Limits.described()},
     )
-    app = _serving.build_app(
-        settings, credentials
-    )  # every problem found here, in this process, before any worker starts
+    try:
+        app = _serving.build_app(settings, credentials)  # every problem found here, before any worker starts
+    except BatchValidationError as exc:
+        # A limit's problem names the limit: here it is a flag (max_jsonpath_length is --max-jsonpath-length).
+        names = {name for name, _default, _help in Limits.described()}
+        raise BatchValidationError(
+            [
+                Problem(f"--{p.pointer.replace('_', '-')}" if p.pointer in names else p.pointer, p.message)
+                for p in exc.problems
+            ]
+        ) from None
     where = f"the upstream {mask_url(args.upstream)}" if args.upstream else f"the demo Scheduling API in {args.db}"
     workers = f" ({args.workers} worker processes)" if args.workers > 1 else ""
     print(
@@ -537,6 +546,7 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from . import _flags as flags
     from .server.limits import Limits
 
     p = argparse.ArgumentParser(
@@ -552,7 +562,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the Batch API 2.3 server in front of the demo Scheduling API, or of another HTTP API (--upstream).",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to bind")
-    s.add_argument("--port", type=int, default=8000, help="port to listen on")
+    s.add_argument("--port", type=flags.count(1, 65535), default=8000, help="port to listen on")
     s.add_argument("--db", default="batchnb-demo.sqlite3", help="SQLite file of the demo API")
     s.add_argument(
         "--api-key",
@@ -588,13 +598,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the upstream honours Idempotency-Key: say so, so that clients resend POSTs whose outcome is unknown",
     )
     s.add_argument(
-        "--idempotency-ttl", type=float, default=24 * 3600.0, help="seconds the demo API keeps an Idempotency-Key"
+        "--idempotency-ttl",
+        type=flags.seconds,
+        default=24 * 3600.0,
+        help="seconds the demo API keeps an Idempotency-Key",
     )
     for name, default, what in Limits.described():
-        s.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=f"limit: {what}")
+        zero = f"; {flags.SERVE_ZERO[name]}" if name in flags.SERVE_ZERO else ""
+        s.add_argument(
+            "--" + name.replace("_", "-"), type=flags.limit(name, default), default=default, help=f"limit: {what}{zero}"
+        )
     s.add_argument(
         "--workers",
-        type=int,
+        type=flags.count(1),
         default=1,
         help="server processes (uvicorn's workers; limits such as --max-concurrent-batches hold per process)",
     )

@@ -1,5 +1,6 @@
 """The batchnb command, run as a user runs it: a real process."""
 
+import argparse
 import os
 import signal
 import subprocess
@@ -825,3 +826,72 @@ def test_serve_names_its_upstream_without_the_password(tmp_path):
     with serving(tmp_path, "--upstream", upstream, env={**ENV, "BATCHNB_TOKEN": "t"}) as (_url, log):
         text = log.read_text()
     assert "the upstream http://***@127.0.0.1:" in text and PASSWORD not in text
+
+
+# ---------------------------------------------------------------- numbers given as flags
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [
+        ("serve", "--idempotency-ttl", "0"),
+        ("serve", "--idempotency-ttl", "nan"),
+        ("serve", "--idempotency-ttl", "-3600"),
+        ("serve", "--max-requests", "0"),
+        ("serve", "--operation-timeout", "inf"),
+        ("serve", "--port", "0"),
+        ("run", "--concurrency", "0"),
+        ("run", "--retry-for", "nan"),
+        ("run", "--batch-rate", "-1"),
+    ],
+)
+def test_a_number_flag_out_of_its_range_exits_2_naming_the_flag(tmp_path, command, flag, value):
+    args = [str(companies_csv(tmp_path / "ops.csv", ["A"])), "--url", "http://127.0.0.1:9"] if command == "run" else []
+    r = batchnb(command, *args, flag, value, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert flag in r.stderr and repr(value) in r.stderr.replace(f"not {value}", f"not {value!r}"), r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def _numbers_of(command: str) -> list[tuple[str, object]]:
+    """Every flag of ``command`` that takes a number: its name and default."""
+    from batchnb.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return [
+        (a.option_strings[-1], a.default)
+        for a in sub._actions
+        if a.option_strings and isinstance(a.default, (int, float)) and not isinstance(a.default, bool)
+    ]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "-inf", "1e999", "x", "", "٣"])
+def test_every_number_flag_of_serve_refuses_what_is_not_in_its_range(value, capsys):
+    from batchnb.cli import build_parser
+
+    flags = _numbers_of("serve")
+    assert {"--port", "--idempotency-ttl", "--workers", "--max-requests", "--batch-timeout"} <= {f for f, _ in flags}
+    for flag, _default in flags:
+        if value == "0" and flag == "--max-concurrent-batches":
+            continue  # 0 takes no batch: each is answered 429 (and says so in its help)
+        with pytest.raises(SystemExit) as exit:
+            build_parser().parse_args(["serve", f"{flag}={value}"])
+        assert exit.value.code == 2 and f"argument {flag}: must be " in capsys.readouterr().err, flag
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "x"])
+def test_every_number_flag_of_run_refuses_what_is_not_in_its_range(tmp_path, value, capsys):
+    from batchnb.cli import main
+
+    ops = str(companies_csv(tmp_path / "ops.csv", ["A"]))
+    flags = dict(_numbers_of("run"))
+    assert set(flags) >= {"--concurrency", "--retries", "--retry-for"}
+    for flag in [*flags, "--batch-rate", "--rate"]:
+        if value == "0" and flag in ("--retries", "--retry-for"):
+            continue  # no resend, no retry: both mean what they say
+        try:
+            status = main(["run", ops, "--url", "http://127.0.0.1:9", "--dry-run", f"{flag}={value}"])
+        except SystemExit as exit:  # argparse: not a number at all
+            status = exit.code
+        err = capsys.readouterr().err
+        assert status == 2 and flag in err and "Traceback" not in err, (flag, err)
