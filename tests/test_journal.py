@@ -1,7 +1,9 @@
 """The journal (batchnb.journal): what a run sent and what came back, read back after a crash to resume."""
 
 import json
+import os
 import sqlite3
+import sys
 
 import numpy as np
 import pandas as pd
@@ -283,3 +285,15 @@ def test_an_event_after_a_line_cut_short_starts_a_line_of_its_own(tmp_path):
     again.close()
     state = Journal(path).read()
     assert state.in_flight == {'"a"': False} and list(state.done) == ['"b"'] and state.last_batch == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_a_new_journal_is_readable_by_its_owner_only(tmp_path):
+    old = os.umask(0o022)
+    try:
+        journal = Journal(tmp_path / "runs" / "run.jsonl")
+        journal.sent(0, ["a"], resendable=True)
+        journal.close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "runs" / "run.jsonl").stat().st_mode & 0o777 == 0o600
