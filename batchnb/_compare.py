@@ -292,8 +292,11 @@ class Expected:
 
         A first column headed ``row`` (or not headed, as ``DataFrame.to_csv``
         writes it) holds row labels; without one, rows pair by ``name`` when
-        every row has a distinct one, else by position.
+        every row has a distinct one, else by position. A text that ``batchnb
+        run -o`` wrote with a leading ``'`` (a spreadsheet would have run it as
+        a formula) is read as it was.
         """
+        from ._output import as_written
         from .frames._csv import _decode, _read, _sniff
 
         name, raw = _read(path)
@@ -306,6 +309,9 @@ class Expected:
             frame = pd.read_csv(io.StringIO(text), sep=_sniff(text), dtype=str, keep_default_na=False, na_filter=False)
         except (pd.errors.ParserError, ValueError) as exc:
             raise BatchValidationError([Problem(name, f"is not valid CSV: {exc}")]) from None
+        # What `batchnb run -o` wrote with a leading ' (a text a spreadsheet would run), as it was.
+        frame = frame.map(as_written)
+        frame.columns = [as_written(c) for c in frame.columns]
         first = str(frame.columns[0]) if len(frame.columns) else None
         if first is not None and (first in _LABEL_HEADERS or first.startswith("Unnamed: 0")):
             frame = frame.set_index(frame.columns[0])

@@ -26,7 +26,6 @@ import functools
 import importlib.util
 import inspect
 import os
-import re
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence, Union
 import httpx
 
 from ._exceptions import BatchValidationError, Problem
-from ._secrets import MASK, mask_path
+from ._secrets import mask_url
 
 __all__ = ["Connection", "Unreached", "mask_url", "unreached"]
 
@@ -47,19 +46,6 @@ PROXY_SCHEMES = ("http", "https", "socks5", "socks5h")
 HOOK_KINDS = ("request", "response")
 #: the variables httpx reads for proxies (any case), with trust_env.
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
-
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/@\s?#]*@")
-
-
-def mask_url(url: Any) -> str:
-    """A URL as it may be shown: no ``user:password@``, no credential query parameters.
-
-    >>> mask_url("http://alice:s3cret@proxy.corp:3128")
-    'http://***@proxy.corp:3128'
-    >>> mask_url("https://api.example/x?token=t&page=2")
-    'https://api.example/x?token=***&page=2'
-    """
-    return mask_path(_USERINFO.sub(lambda m: f"{m.group(1)}{MASK}@", str(url)))
 
 
 class Unreached(Exception):

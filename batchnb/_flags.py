@@ -9,14 +9,16 @@ someone who types flags, so it translates every message it shows with
 
 from __future__ import annotations
 
+import argparse
 import ast
+import math
 import re
 import shlex
-from typing import Any
+from typing import Any, Callable
 
 from ._exceptions import BatchValidationError, Problem
 
-__all__ = ["pointer", "problems", "to_flags"]
+__all__ = ["count", "limit", "pointer", "problems", "seconds", "to_flags"]
 
 #: the arguments of ``Client.submit`` / ``read_csv`` that ``batchnb run`` has a flag for.
 FLAGS = {
@@ -129,3 +131,68 @@ def problems(error: BatchValidationError) -> str:
     if error.problems and error.message == BatchValidationError(error.problems).message:
         return BatchValidationError([Problem(pointer(p.pointer), to_flags(p.message)) for p in error.problems]).message
     return to_flags(error.message)  # a message of its own (a reference's syntax, a missing extra)
+
+
+# ---------------------------------------------------------------- numbers given as flags
+
+#: a whole number as a command line writes it: ASCII digits, no '_', no '.0'.
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+#: a decimal number as a command line writes it (``30``, ``2.5``, ``1e3``): no 'nan', no 'inf'.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+#: the serve limits that 0 makes sense for, and what it means.
+SERVE_ZERO = {"max_concurrent_batches": "0 runs no batch: each is answered 429"}
+
+
+def count(least: int = 1, most: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type``: a whole number from ``least`` (to ``most``); argparse names the flag.
+
+    >>> count(1)("8"), count(0)("0")
+    (8, 0)
+    >>> count(1)("0")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be a whole number, 1 or more, not '0'
+    >>> count(1, 65535)("70000")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be a whole number from 1 to 65535, not '70000'
+    """
+    wanted = f"a whole number, {least} or more" if most is None else f"a whole number from {least} to {most}"
+
+    def parse(text: str) -> int:
+        value = int(text) if _WHOLE.fullmatch(text.strip()) else None
+        if value is None or value < least or (most is not None and value > most):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, not {text!r}")
+        return value
+
+    parse.__name__ = "whole number"  # what argparse says if it ever names the type
+    return parse
+
+
+def seconds(text: str) -> float:
+    """An argparse ``type``: a number of seconds, more than 0 and finite (``nan`` and ``inf`` are not).
+
+    >>> seconds("2.5")
+    2.5
+    >>> seconds("nan")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be a number of seconds more than 0, such as 30 or 2.5, not 'nan'
+    """
+    value = float(text) if _DECIMAL.fullmatch(text.strip()) else math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds more than 0, such as 30 or 2.5, not {text!r}")
+    return value
+
+
+def limit(name: str, default: Any) -> Callable[[str], Any]:
+    """The argparse ``type`` of a server limit's flag, from its default: seconds, or a whole number.
+
+    A limit is a count or a time; 0 turns one off only where :data:`SERVE_ZERO` says what it means.
+
+    >>> limit("max_requests", 50)("0")
+    Traceback (most recent call last):
+    argparse.ArgumentTypeError: must be a whole number, 1 or more, not '0'
+    >>> limit("max_concurrent_batches", 32)("0"), limit("batch_timeout", 300.0)("12")
+    (0, 12.0)
+    """
+    if isinstance(default, float):
+        return seconds
+    return count(0 if name in SERVE_ZERO else 1)

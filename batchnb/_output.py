@@ -3,6 +3,15 @@
 A result that cannot be written after the operations ran is lost, and a
 rerun would create everything again. So the format, the library that writes
 it, and the directory are all checked first.
+
+A result holds what an API answered, and a spreadsheet runs a cell that
+starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return as a
+formula (OWASP "CSV injection": ``=HYPERLINK(...)`` sends a click away,
+``=cmd|...`` asks to start a program). So no text reaches a spreadsheet as a
+formula: an xlsx holds every text as a string cell, and a CSV writes such a
+text cell with a leading ``'`` (see :func:`formula_safe`), unless
+``raw_cells`` asks for every cell as it is. A new file is readable by its
+owner only (mode 0600): API answers may hold anything.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ import codecs
 import importlib.util
 import json
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -30,11 +40,50 @@ FORMATS = {
 }
 
 
+#: what a spreadsheet reads as the start of a formula (OWASP: ``=``, ``+``, ``-``, ``@``, tab, carriage return).
+_RUNS = frozenset("=+-@\t\r")
+#: a text that is a plain number (``-3``, ``+4.5e3``): a spreadsheet reads a number, and runs nothing.
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def _would_run(text: str) -> bool:
+    """Whether ``text``, once its leading quotes are set aside, starts as a formula does."""
+    bare = text.lstrip("'")
+    return bare[:1] in _RUNS and _NUMBER.fullmatch(bare) is None
+
+
+def formula_safe(text: str) -> str:
+    """A text cell as a CSV writes it: with a leading ``'`` where a spreadsheet would run it.
+
+    >>> print(formula_safe('=HYPERLINK("http://x.example","click")'), formula_safe("-3"), formula_safe("Lyon"))
+    '=HYPERLINK("http://x.example","click") -3 Lyon
+
+    A plain number (``-3``) runs nothing and is written as it is. A text
+    that starts with quotes gets one more when what follows them would run
+    (``'=x`` is written ``''=x``), so that :func:`as_written` can take the
+    prefix off again without a doubt.
+    """
+    return "'" + text if _would_run(text) else text
+
+
+def as_written(text: str) -> str:
+    """A cell :func:`formula_safe` wrote, as it was before: its prefix taken off.
+
+    >>> as_written("'=SUM(A1)"), as_written("''=x"), as_written("'plain"), as_written("-3")
+    ('=SUM(A1)', "'=x", "'plain", '-3')
+    """
+    return text[1:] if text[:1] == "'" and _would_run(text) else text
+
+
 class Output:
     """A result's destination: a file (.csv, .parquet, .xlsx) or ``-`` for CSV on standard output.
 
     A CSV is written with ``sep`` and ``encoding`` (``utf-8-sig`` writes the
-    byte order mark that makes Excel read UTF-8).
+    byte order mark that makes Excel read UTF-8). Its text cells that a
+    spreadsheet would run as a formula get a leading ``'``
+    (:func:`formula_safe`); ``raw_cells=True`` writes them as they are, for a
+    CSV that a program reads back cell for cell. An xlsx holds every text as a
+    string cell, never a formula.
 
     >>> Output("results.txt").problems()
     [Problem(pointer='-o', message="'results.txt': unknown format '.txt'; use .csv, .parquet or .xlsx (or - for CSV on standard output)")]
@@ -42,12 +91,13 @@ class Output:
     [Problem(pointer='--out-sep', message="'||' is not one character: a CSV's separator is one, such as ';'")]
     """
 
-    def __init__(self, target: str, *, sep: str = ",", encoding: str = "utf-8") -> None:
+    def __init__(self, target: str, *, sep: str = ",", encoding: str = "utf-8", raw_cells: bool = False) -> None:
         self.target = target
         self.to_stdout = target == "-"
         self.path = None if self.to_stdout else Path(target)
         self.sep = sep
         self.encoding = encoding
+        self.raw_cells = raw_cells
 
     @property
     def format(self) -> str:
@@ -97,7 +147,7 @@ class Output:
         return found
 
     def write(self, frame: Any, stdout: TextIO | None = None) -> str | None:
-        """Write ``frame``: JSON values as JSON text, unicode as itself.
+        """Write ``frame``: JSON values as JSON text, unicode as itself, no text as a formula.
 
         Returns a notice when the CSV could not be written in ``encoding``
         (a character it has no byte for) and was written as UTF-8 with a
@@ -109,19 +159,24 @@ class Output:
                 table[column] = table[column].astype(object).map(_as_text)
         index_label = frame.index.name or "row"
         kind = self.format
+        if self.path is not None:
+            _create_private(self.path)
         if kind == "Parquet":
             table.to_parquet(self.path)
         elif kind == "Excel":
-            table.to_excel(self.path, index_label=index_label)
+            _write_xlsx(table, self.path, index_label)
         else:
+            if not self.raw_cells:
+                table, index_label = _formula_safe_table(table), formula_safe(str(index_label))
             return self._write_csv(table, index_label, stdout)
         return None
 
     def _write_csv(self, table: Any, index_label: str, stdout: TextIO | None) -> str | None:
         encoding, notice = self.encoding, None
+        options = {"sep": self.sep, "index_label": index_label, "lineterminator": _line_end(table)}
         if not _holds_everything(encoding):
             # Found before a byte is written: a legacy encoding may lack a character the API answered with.
-            text = table.to_csv(sep=self.sep, index_label=index_label)
+            text = table.to_csv(**options)
             try:
                 text.encode(encoding)
             except UnicodeEncodeError as exc:
@@ -132,17 +187,65 @@ class Output:
                 )
                 encoding = "utf-8-sig"
         if not self.to_stdout:
-            table.to_csv(self.path, sep=self.sep, index_label=index_label, encoding=encoding)
+            table.to_csv(self.path, encoding=encoding, **options)
             return notice
         out = stdout or sys.stdout
         binary = getattr(out, "buffer", None)
         if binary is None:  # a text stream (a test's StringIO): the text, with the mark as a character
-            out.write(("\ufeff" if _has_bom(encoding) else "") + table.to_csv(sep=self.sep, index_label=index_label))
+            out.write(("\ufeff" if _has_bom(encoding) else "") + table.to_csv(**options))
             return notice
         out.flush()
-        table.to_csv(binary, sep=self.sep, index_label=index_label, encoding=encoding, mode="wb")
+        table.to_csv(binary, encoding=encoding, mode="wb", **options)
         binary.flush()
         return notice
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` readable and writable by its owner only, unless it exists (its mode is then its owner's)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
+def _write_xlsx(table: Any, path: Path, index_label: str) -> None:
+    """An xlsx whose every text is a string cell: openpyxl makes a formula of a text that starts with ``=``."""
+    import pandas as pd
+
+    with pd.ExcelWriter(path, engine="openpyxl") as writer:
+        table.to_excel(writer, index_label=index_label)
+        for sheet in writer.sheets.values():
+            for row in sheet.iter_rows():
+                for cell in row:
+                    # 'f' (a formula) and 'e' (an error such as '#N/A') are texts openpyxl guessed about.
+                    if isinstance(cell.value, str) and cell.data_type != "s":
+                        cell.data_type = "s"
+
+
+def _formula_safe_table(table: Any) -> Any:
+    """``table`` with :func:`formula_safe` applied to every text: cells, column names and row labels."""
+
+    def safe(value: Any) -> Any:
+        return formula_safe(value) if isinstance(value, str) else value
+
+    for column in table.columns:
+        if table[column].dtype.kind not in "biufcmM":  # numbers, booleans and times hold no text
+            table[column] = table[column].map(safe)
+    table.columns = [safe(c) for c in table.columns]
+    if table.index.dtype.kind not in "biufcmM":
+        table.index = table.index.map(safe)
+    return table
+
+
+def _line_end(table: Any) -> str:
+    """``\\n``, or ``\\r\\n`` when a text holds a carriage return.
+
+    Python's csv module quotes a cell that holds a character of the line
+    end only: a bare ``\\r`` in a cell written unquoted ends the line for
+    whoever reads the file (Excel, ``read_csv``), and the row falls apart.
+    """
+    texts = [table.columns, table.index, *(table[c] for c in table.columns if table[c].dtype.kind not in "biufcmM")]
+    return "\r\n" if any(isinstance(v, str) and "\r" in v for values in texts for v in values) else "\n"
 
 
 def _holds_everything(encoding: str) -> bool:

@@ -33,7 +33,7 @@ import httpx
 import orjson
 
 from ._exceptions import AuthenticationError, BatchValidationError, Problem
-from ._secrets import mask_path, scrub
+from ._secrets import mask_path, mask_url, scrub
 
 __all__ = ["ClientCredentials"]
 
@@ -385,7 +385,8 @@ def _problems(
 ) -> list[Problem]:
     problems = []
     if not isinstance(token_url, str) or not token_url.lower().startswith(("http://", "https://")):
-        problems.append(Problem("token_url", f"must be an http(s) URL, not {token_url!r}"))
+        shown = mask_url(token_url) if isinstance(token_url, str) else token_url
+        problems.append(Problem("token_url", f"must be an http(s) URL, not {shown!r}"))
     if not isinstance(client_id, str) or not client_id:
         problems.append(Problem("client_id", "is required: the OAuth2 client's id"))
     if not isinstance(client_secret, str) or not client_secret:

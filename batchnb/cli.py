@@ -67,7 +67,9 @@ def _err(message: str) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     from . import _serving
+    from ._exceptions import BatchValidationError, Problem
     from ._extras import require
+    from ._secrets import mask_url
     from .server import Limits
 
     uvicorn = require("uvicorn", "server", "batchnb serve")
@@ -104,10 +106,18 @@ def serve(args: argparse.Namespace) -> int:
     )
     limits = _limits(settings.limits)
     _serving.open_files_for(limits, gateway=args.upstream is not None)
-    app = _serving.build_app(
-        settings, credentials
-    )  # every problem found here, in this process, before any worker starts
-    where = f"the upstream {args.upstream}" if args.upstream else f"the demo Scheduling API in {args.db}"
+    try:
+        app = _serving.build_app(settings, credentials)  # every problem found here, before any worker starts
+    except BatchValidationError as exc:
+        # A limit's problem names the limit: here it is a flag (max_jsonpath_length is --max-jsonpath-length).
+        names = {name for name, _default, _help in Limits.described()}
+        raise BatchValidationError(
+            [
+                Problem(f"--{p.pointer.replace('_', '-')}" if p.pointer in names else p.pointer, p.message)
+                for p in exc.problems
+            ]
+        ) from None
+    where = f"the upstream {mask_url(args.upstream)}" if args.upstream else f"the demo Scheduling API in {args.db}"
     workers = f" ({args.workers} worker processes)" if args.workers > 1 else ""
     print(
         f"batchnb: Batch API 2.3 on http://{args.host}:{args.port}/api/2.3/batch, in front of {where}{workers}",
@@ -235,18 +245,29 @@ def _output(args: argparse.Namespace) -> Any:
     """Where the result goes; a CSV is written as the input CSV was (its separator, its byte order mark)."""
     from ._output import Output
 
+    csv_flags = [
+        flag
+        for flag, given in (
+            ("--out-sep", args.out_sep),
+            ("--out-encoding", args.out_encoding),
+            ("--raw-cells", args.raw_cells),
+        )
+        if given
+    ]
     if not args.output:
-        if args.out_sep or args.out_encoding:
-            raise _Usage(f"run {'--out-sep' if args.out_sep else '--out-encoding'}: applies to -o, which is not given")
+        if csv_flags:
+            raise _Usage(f"run {csv_flags[0]}: applies to -o, which is not given")
         return None
     output = Output(args.output)
     if output.format in ("Parquet", "Excel"):
-        if args.out_sep or args.out_encoding:
-            flag = "--out-sep" if args.out_sep else "--out-encoding"
-            raise _Usage(f"run {flag}: applies to a CSV output (.csv, or - for standard output), not {output.format}")
+        if csv_flags:
+            raise _Usage(
+                f"run {csv_flags[0]}: applies to a CSV output (.csv, or - for standard output), not {output.format}"
+            )
         return output
     output.sep = args.out_sep or output.sep
     output.encoding = args.out_encoding or output.encoding
+    output.raw_cells = args.raw_cells
     return output
 
 
@@ -538,6 +559,7 @@ examples:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from . import _flags as flags
     from .server.limits import Limits
 
     p = argparse.ArgumentParser(
@@ -553,7 +575,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the Batch API 2.3 server in front of the demo Scheduling API, or of another HTTP API (--upstream).",
     )
     s.add_argument("--host", default="127.0.0.1", help="address to bind")
-    s.add_argument("--port", type=int, default=8000, help="port to listen on")
+    s.add_argument("--port", type=flags.count(1, 65535), default=8000, help="port to listen on")
     s.add_argument("--db", default="batchnb-demo.sqlite3", help="SQLite file of the demo API")
     s.add_argument(
         "--api-key",
@@ -589,13 +611,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="the upstream honours Idempotency-Key: say so, so that clients resend POSTs whose outcome is unknown",
     )
     s.add_argument(
-        "--idempotency-ttl", type=float, default=24 * 3600.0, help="seconds the demo API keeps an Idempotency-Key"
+        "--idempotency-ttl",
+        type=flags.seconds,
+        default=24 * 3600.0,
+        help="seconds the demo API keeps an Idempotency-Key",
     )
     for name, default, what in Limits.described():
-        s.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=f"limit: {what}")
+        zero = f"; {flags.SERVE_ZERO[name]}" if name in flags.SERVE_ZERO else ""
+        s.add_argument(
+            "--" + name.replace("_", "-"), type=flags.limit(name, default), default=default, help=f"limit: {what}{zero}"
+        )
     s.add_argument(
         "--workers",
-        type=int,
+        type=flags.count(1),
         default=1,
         help="server processes (uvicorn's workers; limits such as --max-concurrent-batches hold per process)",
     )
@@ -680,6 +708,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ENCODING",
         help="the encoding of a CSV output, such as utf-8-sig (UTF-8 that Excel reads) (default: utf-8-sig when "
         "the input CSV had a byte order mark or was cp1252, else utf-8)",
+    )
+    r.add_argument(
+        "--raw-cells",
+        action="store_true",
+        help="write a CSV output's text cells exactly as they are, for a program to read back; by default a text "
+        "that a spreadsheet would run as a formula (it starts with =, +, -, @, a tab or a carriage return) is "
+        "written with a leading ' (an .xlsx always holds texts as texts)",
     )
     r.add_argument("--only-results", action="store_true", help="write only the result columns, not the input's")
     r.add_argument("--journal", help="JSON Lines journal, to resume after a crash (default: none)")

@@ -133,8 +133,9 @@ def _argument_problems(
     if not isinstance(base_url, str) or not url.strip():
         problems.append(Problem("base_url", "is required: the server's address, such as 'http://127.0.0.1:8000'"))
     elif not sep or scheme.lower() not in ("http", "https") or not rest.strip("/"):
-        guess = f"'http://{url}'" if not sep else "'http://…' or 'https://…'"
-        problems.append(Problem("base_url", f"{url!r} is not an http(s) URL: write {guess}"))
+        shown = mask_url(url) if sep else mask_url(f"http://{url}").removeprefix("http://")
+        guess = f"'http://{shown}'" if not sep else "'http://…' or 'https://…'"
+        problems.append(Problem("base_url", f"{shown!r} is not an http(s) URL: write {guess}"))
     if api_key and not token:
         problems.append(Problem("token", "api_key was given without a token: the server needs both"))
     if credentials_in not in ("header", "query"):
@@ -355,8 +356,8 @@ class AsyncClient:
         )
         if problems:
             raise BatchValidationError(problems)
-        if credentials_in == "query":
-            mask_logger("httpx")
+        # httpx logs every request's URL: query credentials, or a password in the base URL, would be in it.
+        mask_logger("httpx")
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self._token = token

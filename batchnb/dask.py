@@ -19,7 +19,7 @@ Each partition runs as an ordinary batchnb submit on a worker of
   idempotency keys where the API honours them.
 - **one limit**: batches in flight (``concurrency``), requests per second
   (``rate``) and batches per second (``batch_rate``) are counted across every
-  worker, for one API and tenant, with named ``distributed.Semaphore``
+  worker, for the whole submit, with named ``distributed.Semaphore``
   objects; a 429 with ``Retry-After`` backs every worker off.
 - **rows aligned**: each result partition has its input partition's index
   (``read_csv`` partitions repeat labels: use :func:`join`, never a plain join).
@@ -27,14 +27,20 @@ Each partition runs as an ordinary batchnb submit on a worker of
   reference to a row of another partition is refused with both rows named
   (:func:`by_key` moves each chain into one partition).
 - **credentials never travel in the task graph**: workers get them from a
-  worker plugin, or from their environment (``BATCHNB_TOKEN``, ``BATCHNB_API_KEY``).
+  worker plugin, or from their environment (``BATCHNB_TOKEN``, ``BATCHNB_API_KEY``);
+  a URL's ``user:password@`` travels with them. What a submit puts on the
+  cluster (the plugin, the limits' semaphores, the backoff variable) is named
+  by a random id of its own, and removed when its partitions are done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import secrets
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -96,7 +102,7 @@ class _Spec:
     bodies: str
     timeout: float
     journal: str | None
-    #: names the cluster-wide limits: one API and tenant share them.
+    #: names what this submit puts on the cluster (its limits, its backoff): random, one per submit.
     limit_id: str
     credentials: str | None
     #: connection settings: paths (absolute), booleans, a proxy URL holding no password
@@ -108,7 +114,13 @@ class _Credentials(distributed.WorkerPlugin):
     """Credentials handed to every worker once, outside the task graph."""
 
     def __init__(
-        self, name: str, api_key: str | None, token: str | None, auth: Any = None, proxy: str | None = None
+        self,
+        name: str,
+        api_key: str | None,
+        token: str | None,
+        auth: Any = None,
+        proxy: str | None = None,
+        url: str | None = None,
     ) -> None:
         self.name = name
         self.api_key = api_key
@@ -117,6 +129,8 @@ class _Credentials(distributed.WorkerPlugin):
         self.auth = auth
         #: a proxy URL with its password, when it has one.
         self.proxy = proxy
+        #: the API's URL, when it holds a user and password (the graph has it without them).
+        self.url = url
 
     def __repr__(self) -> str:
         return f"_Credentials({self.name!r}, ***)"
@@ -128,10 +142,12 @@ def _credentials(spec: _Spec) -> dict[str, str | None]:
         if plugin is None:
             raise BatchValidationError([Problem("token", "the credentials of this submit are not on this worker")])
         found = {"api_key": plugin.api_key, "token": plugin.token, "auth": getattr(plugin, "auth", None)}
-        if found == {"api_key": None, "token": None, "auth": None}:  # the plugin carries only a proxy's password
+        if found == {"api_key": None, "token": None, "auth": None}:  # the plugin carries only passwords of URLs
             found = {"api_key": os.environ.get("BATCHNB_API_KEY"), "token": os.environ.get("BATCHNB_TOKEN")}
         if getattr(plugin, "proxy", None):
             found["proxy"] = plugin.proxy
+        if getattr(plugin, "url", None):
+            found["url"] = plugin.url
         return found
     return {"api_key": os.environ.get("BATCHNB_API_KEY"), "token": os.environ.get("BATCHNB_TOKEN")}
 
@@ -283,12 +299,13 @@ class _ClusterSender:
         self.fence = fence
         self.key = key
         # Created by name, here, inside the task: every worker's copy is the same semaphore.
-        self.in_flight = ClusterLimit(f"batchnb-in-flight-{spec.limit_id}", spec.concurrency)
+        names = _names(spec.limit_id)
+        self.in_flight = ClusterLimit(names.in_flight, spec.concurrency)
         self.rate = spec.batch_rate
         self.starts: ClusterLimit | None = None
         if spec.batch_rate:
             self.leases = max(1, int(spec.batch_rate))
-            self.starts = ClusterLimit(f"batchnb-starts-{spec.limit_id}-{spec.batch_rate:g}", self.leases)
+            self.starts = ClusterLimit(names.starts, self.leases)
         # Requests per second: a lease lets a batch start, and is held (its size × leases / rate)
         # seconds after its answer, so that at most `rate` operations start per second, cluster-wide.
         # About a second's worth of full batches may start at once.
@@ -296,8 +313,8 @@ class _ClusterSender:
         self.op_starts: ClusterLimit | None = None
         if spec.rate:
             self.op_leases = max(1, round(spec.rate / max(1, max_requests)))
-            self.op_starts = ClusterLimit(f"batchnb-op-starts-{spec.limit_id}-{spec.rate:g}", self.op_leases)
-        self.backoff = ClusterValue(f"batchnb-backoff-{spec.limit_id}")
+            self.op_starts = ClusterLimit(names.op_starts, self.op_leases)
+        self.backoff = ClusterValue(names.backoff)
 
     def _still_wanted(self) -> None:
         if self.key is not None:
@@ -388,9 +405,10 @@ def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict | Non
     async def go() -> pd.DataFrame:
         from ._ratelimit import Throttle
 
+        credentials = _credentials(spec)
         async with AsyncClient(
-            spec.url,
-            **{**spec.connection, **_credentials(spec)},
+            credentials.pop("url", None) or spec.url,
+            **{**spec.connection, **credentials},
             timeout=spec.timeout,
             concurrency=spec.concurrency,
         ) as client:
@@ -542,8 +560,8 @@ def submit(
 
     The arguments are :meth:`batchnb.Client.submit`'s. ``concurrency``,
     ``rate`` (requests per second: ``"50/s"``, ``"3000/min"`` or a number) and
-    ``batch_rate`` (batches per second) hold for the whole cluster (for this
-    API and tenant), not per worker. Operations answered 429 or 503 are sent
+    ``batch_rate`` (batches per second) hold for this submit across the
+    whole cluster, not per worker. Operations answered 429 or 503 are sent
     again until ``retry_for`` seconds have passed. ``journal`` is a directory every worker sees (a shared
     filesystem): required unless every operation is GET, PUT or DELETE;
     ``resume=True`` continues the submit that wrote it. ``token`` and
@@ -551,13 +569,22 @@ def submit(
     :class:`batchnb.auth.ClientCredentials`, which each worker keeps fresh
     for its partitions), reach the workers through a worker plugin, never
     through the task graph; without them workers read ``BATCHNB_TOKEN`` and
-    ``BATCHNB_API_KEY`` from their environment. ``client`` is the
-    ``distributed.Client`` (the current one by default).
+    ``BATCHNB_API_KEY`` from their environment. A URL's ``user:password@``
+    travels with them too. ``client`` is the ``distributed.Client`` (the
+    current one by default).
 
     The result has the usual result columns plus ``partition``, and each
     partition keeps its input partition's index: line it up with
     :func:`join`. With ``wait`` (the default) this returns when every
     partition has run, and raises the first partition's error.
+
+    What the submit puts on the cluster is named by a random id of its own
+    and removed when its partitions are done, failed or cancelled (with
+    ``wait=False`` too): the credentials' plugin at once; the limits'
+    semaphores and the backoff variable once no task of the submit runs
+    and their leases are back. A process that ends before its partitions do
+    leaves them on the scheduler (the plugin holds the credentials): wait
+    for the result, or cancel it, before ending it.
 
     Every partition is checked before anything is sent; a reference to a
     row of another partition is refused, naming both rows.
@@ -570,7 +597,7 @@ def submit(
     the task graph. With ``trust_env``, each worker also reads its own
     environment (``HTTPS_PROXY``, ``SSL_CERT_FILE``, …), as httpx does.
     """
-    from .auth import auth_problem, describe
+    from .auth import auth_problem
 
     wrong = auth_problem(auth)
     if wrong is None and auth is not None and (token is not None or api_key is not None):
@@ -613,45 +640,187 @@ def submit(
     if problems:
         raise BatchValidationError(problems)
     submission = _start(journal, resume)
+    # Random, one per submit: a name made from the URL and the credentials would let whoever sees the
+    # cluster's names try a list of guesses for the token.
+    run_id = secrets.token_hex(16)
+    shown_url, secret_url = _without_password(url)
     plugin_name = None
-    if token is not None or api_key is not None or auth is not None or secret_proxy is not None:
-        plugin_name = f"batchnb-credentials-{submission}"
-        client.register_plugin(_Credentials(plugin_name, api_key, token, auth, secret_proxy), name=plugin_name)
-    import hashlib
-
-    who = f"{describe(auth)}|{getattr(auth, 'client_id', '')}" if auth is not None else f"{api_key or ''}|{token or ''}"
-    tenant = hashlib.sha256(f"{url}|{who}".encode()).hexdigest()[:16]
-    # Every worker reads it before each batch; a 429 with Retry-After moves it on.
-    distributed.Variable(f"batchnb-backoff-{tenant}", client=client).set(0.0)
-    spec = _Spec(
-        submission=submission,
-        url=url,
-        frame_options=frame_options,
-        concurrency=max(1, concurrency),
-        rate=rate,
-        batch_rate=batch_rate,
-        retries=retries,
-        retry_for=retry_for,
-        idempotency=idempotency,
-        bodies=bodies,
-        timeout=timeout,
-        journal=None if journal is None else str(Path(journal).resolve()),
-        limit_id=tenant,
-        credentials=plugin_name,
-        connection=connection,
+    if any(v is not None for v in (token, api_key, auth, secret_proxy, secret_url)):
+        plugin_name = f"batchnb-credentials-{run_id}"
+        plugin = _Credentials(plugin_name, api_key, token, auth, secret_proxy, secret_url)
+        client.register_plugin(plugin, name=plugin_name)
+    published = _Published(
+        client, run_id, plugin_name, rate=rate is not None, batch_rate=batch_rate is not None, timeout=timeout
     )
-    result = ddf.map_partitions(
-        _submit_partition, spec, meta=_meta(ddf._meta.index, bodies), align_dataframes=False
-    ).persist()
+    try:
+        # Every worker reads it before each batch; a 429 with Retry-After moves it on.
+        distributed.Variable(_names(run_id).backoff, client=client).set(0.0)
+        spec = _Spec(
+            submission=submission,
+            url=shown_url,
+            frame_options=frame_options,
+            concurrency=max(1, concurrency),
+            rate=rate,
+            batch_rate=batch_rate,
+            retries=retries,
+            retry_for=retry_for,
+            idempotency=idempotency,
+            bodies=bodies,
+            timeout=timeout,
+            journal=None if journal is None else str(Path(journal).resolve()),
+            limit_id=run_id,
+            credentials=plugin_name,
+            connection=connection,
+        )
+        result = ddf.map_partitions(
+            _submit_partition, spec, meta=_meta(ddf._meta.index, bodies), align_dataframes=False
+        ).persist()
+    except BaseException:
+        published.remove()
+        raise
+    futures = distributed.futures_of(result)
+    published.remove_when_done(futures)
     if wait:
-        futures = distributed.futures_of(result)
         distributed.wait(futures)
-        if plugin_name is not None:
-            client.unregister_worker_plugin(plugin_name)
+        published.remove()
         for future in futures:
             if future.status == "error":
                 future.result()  # raises the partition's error
     return result
+
+
+@dataclass(frozen=True)
+class _Names:
+    """The names of what one submit puts on the scheduler, by its random id."""
+
+    in_flight: str
+    starts: str
+    op_starts: str
+    backoff: str
+
+
+def _names(run_id: str) -> _Names:
+    return _Names(
+        f"batchnb-in-flight-{run_id}",
+        f"batchnb-starts-{run_id}",
+        f"batchnb-op-starts-{run_id}",
+        f"batchnb-backoff-{run_id}",
+    )
+
+
+def _without_password(url: str) -> tuple[str, str | None]:
+    """The URL as the task graph may carry it (no ``user:password@``), and the URL itself when it had one.
+
+    >>> _without_password("http://alice:s3cret@api.example/v1")
+    ('http://api.example/v1', 'http://alice:s3cret@api.example/v1')
+    """
+    import httpx
+
+    parsed = httpx.URL(url)
+    if not parsed.userinfo:
+        return url, None
+    return str(parsed.copy_with(userinfo=b"")), url
+
+
+_log = logging.getLogger(__name__)
+#: how often the removal asks whether the submit's tasks still run and its leases are back; and how long
+#: past the submit's own timeout it waits at most (a cancelled task runs on until its batch has answered).
+_POLL = 0.25
+_DRAIN = 30.0
+
+
+class _Published:
+    """What one submit put on the cluster: its credentials' plugin, its limits and its backoff.
+
+    The plugin goes as soon as every partition is done, failed or cancelled
+    (it holds the token). The semaphores and the backoff variable go once no
+    task of the submit runs any more (a cancelled task runs on until its
+    batch has answered, and would wait for ever on a semaphore or a variable
+    that is gone) and every lease is back (a start is counted a moment after
+    its answer); if that does not happen within the submit's timeout and
+    :data:`_DRAIN` more, they are left as they are. Removed once, from
+    whichever thread sees the end first.
+    """
+
+    def __init__(
+        self,
+        client: distributed.Client,
+        run_id: str,
+        plugin: str | None,
+        *,
+        rate: bool,
+        batch_rate: bool,
+        timeout: float,
+    ) -> None:
+        self._client = client
+        self._plugin = plugin
+        names = _names(run_id)
+        self._backoff = names.backoff
+        # Only the semaphores this submit uses: asking a scheduler about another makes an entry for it.
+        self._semaphores = [names.in_flight] + [names.starts] * batch_rate + [names.op_starts] * rate
+        self._drain = timeout + _DRAIN
+        self._keys: list[Any] = []
+        self._lock = threading.Lock()
+        self._removed = False
+
+    def remove_when_done(self, futures: list[Any]) -> None:
+        """Remove everything once every one of ``futures`` has finished, failed or been cancelled."""
+        self._keys = [f.key for f in futures]
+        left = [len(futures)]
+        lock = threading.Lock()
+
+        def one_done(_future: Any) -> None:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                self.remove()
+
+        if not futures:
+            self.remove()
+        for future in futures:
+            future.add_done_callback(one_done)  # distributed calls it in a thread of its own
+
+    def remove(self) -> None:
+        """Remove the plugin now, and the limits once no task of the submit runs (in a thread of its own)."""
+        with self._lock:
+            if self._removed:
+                return
+            self._removed = True
+        try:
+            if self._plugin is not None:
+                self._client.unregister_worker_plugin(self._plugin)
+        except Exception:  # noqa: BLE001 - the client or the cluster is gone: nothing is left to remove
+            _log.warning("could not remove the worker plugin %s", self._plugin, exc_info=True)
+        threading.Thread(target=self._remove_limits, name="batchnb-dask-cleanup", daemon=True).start()
+
+    def _remove_limits(self) -> None:
+        client = self._client
+        deadline = time.monotonic() + self._drain
+        try:
+            while self._busy():
+                if time.monotonic() > deadline:
+                    _log.info("a task of the submit still runs: its limits stay on the scheduler")
+                    return
+                time.sleep(_POLL)
+            distributed.Variable(self._backoff, client=client).delete()
+            for name in self._semaphores:
+                client.sync(client.scheduler.semaphore_close, name=name)
+        except Exception:  # noqa: BLE001 - the client was closed, or the cluster is gone: so are these
+            _log.debug("could not remove the limits of a submit", exc_info=True)
+
+    def _busy(self) -> bool:
+        """Whether a task of the submit still runs on a worker, or a lease of its limits is still out."""
+        client = self._client
+        if any(client.run(_running, self._keys).values()):
+            return True
+        return any(client.sync(client.scheduler.semaphore_value, name=name) for name in self._semaphores)
+
+
+def _running(keys: list[Any], dask_worker: Any = None) -> list[Any]:
+    """The keys of ``keys`` whose task runs on this worker (a cancelled one included, until it returns)."""
+    wanted = set(keys)
+    return [ts.key for ts in dask_worker.state.all_running_tasks if ts.key in wanted]
 
 
 def _start(journal: str | os.PathLike[str] | None, resume: bool) -> str:

@@ -183,6 +183,9 @@ class JournalState:
 class Journal:
     """Appends events to a JSON Lines file, one flushed and fsynced line each.
 
+    A new journal is readable by its owner only (mode 0600): it holds the
+    API's answers, which may hold anything.
+
     >>> j = Journal("run.jsonl")          # doctest: +SKIP
     >>> state = j.read()                  # doctest: +SKIP
     """
@@ -195,29 +198,38 @@ class Journal:
         return f"Journal({str(self.path)!r})"
 
     def read(self) -> JournalState:
+        """What the journal records; a journal that this version of batchnb did not write so is refused.
+
+        A line that a crash cut short is left out (its batch stays
+        unfinished); anything else that is not an event as written here (a
+        line edited by hand, another file) raises :class:`BatchValidationError`
+        naming the file and the line, before anything is sent.
+        """
         state = JournalState()
         if not self.path.exists():
             return state
         sent: dict[int, tuple[list[str], bool, dict[str, str]]] = {}
-        with self.path.open("r", encoding="utf-8") as f:
-            for line in f:
-                line = line.strip()
-                if not line:
-                    continue
+        with self.path.open("rb") as f:
+            for number, raw in enumerate(f, 1):
                 try:
-                    event = json.loads(line)
-                except ValueError:
-                    continue  # a line cut short by a crash: that batch stays unfinished
-                batch = event.get("batch", -1)
-                state.last_batch = max(state.last_batch, batch)
-                if event.get("event") == "run":
-                    state.rows = dict(event.get("rows") or {})
+                    event = _event(raw)
+                except _Unreadable as exc:
+                    where = f"journal {str(self.path)!r}, line {number}"
+                    raise BatchValidationError([Problem(where, f"{exc}; {_NOT_OURS}")]) from None
+                if event is None:
+                    continue
+                kind = event["event"]
+                if kind == "run":
+                    state.rows = dict(event["rows"])
                     state.run_id = event.get("id")
-                elif event.get("event") == "send":
-                    sent[batch] = (event.get("rows", []), bool(event.get("resendable")), event.get("keys") or {})
-                elif event.get("event") == "done":
+                    continue
+                batch = event["batch"]
+                state.last_batch = max(state.last_batch, batch)
+                if kind == "send":
+                    sent[batch] = (event["rows"], event["resendable"], event.get("keys") or {})
+                else:
                     sent.pop(batch, None)
-                    for rec in event.get("responses", []):
+                    for rec in event["responses"]:
                         resp = response_from_record(rec)
                         if is_final(resp):
                             state.done[rec["row"]] = resp
@@ -232,7 +244,7 @@ class Journal:
     def _write(self, event: dict[str, Any]) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
+            self._file = _open_private(self.path)
         self._file.write(_line(event) + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -260,3 +272,130 @@ class Journal:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+# ---------------------------------------------------------------- reading a line back
+
+
+#: how every line the journal writes starts: a line cut short by a crash starts so too.
+_HEAD = '{"event":'
+#: operations nested deeper than this in one recorded response: not a journal this version wrote.
+_MAX_NESTED = 64
+_NOT_OURS = "the journal was changed since batchnb wrote it; resume=True continues only a journal as written"
+
+
+class _Unreadable(Exception):
+    """A line of the journal that is not what batchnb writes there (the message says how)."""
+
+
+def _open_private(path: Path) -> Any:
+    """``path`` opened to append, created readable by its owner only.
+
+    A line that a crash cut short is ended first, so that the next event
+    starts a line of its own instead of being lost with it.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    file = os.fdopen(fd, "a", encoding="utf-8")
+    if os.fstat(fd).st_size:
+        with path.open("rb") as tail:
+            tail.seek(-1, os.SEEK_END)
+            if tail.read(1) != b"\n":
+                file.write("\n")
+    return file
+
+
+def _event(raw: bytes) -> dict[str, Any] | None:
+    """One line's event, checked to be as written; None for a blank line or one a crash cut short."""
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise _Unreadable("is not UTF-8 text") from None
+    if not text:
+        return None
+    try:
+        event = json.loads(text)
+    except RecursionError:
+        raise _Unreadable("is nested too deeply to be read") from None
+    except ValueError:
+        if text.startswith(_HEAD) or _HEAD.startswith(text):
+            return None  # a line a crash cut short: its batch stays unfinished
+        raise _Unreadable("is not JSON") from None
+    if not isinstance(event, dict):
+        raise _Unreadable(f"is {_kind(event)}, not an event (an object)")
+    kind = event.get("event")
+    if kind == "run":
+        if event.get("version") != VERSION:
+            raise _Unreadable(
+                f"records a run in format {event.get('version')!r}; this version of batchnb writes {VERSION}"
+            )
+        _check(event.get("rows"), dict, "rows", "an object of texts", str)
+        _check(event.get("id"), (str, _NONE), "id", "a text or null")
+        return event
+    if kind not in ("send", "done"):
+        raise _Unreadable(f"holds the event {kind!r}; a journal holds 'run', 'send' and 'done'")
+    batch = event.get("batch")
+    if type(batch) is not int or batch < 0:
+        raise _Unreadable(f"has batch {batch!r}, not a batch number")
+    if kind == "send":
+        _check(event.get("rows"), list, "rows", "an array of texts", str)
+        _check(event.get("resendable"), bool, "resendable", "true or false")
+        _check(event.get("keys", {}), dict, "keys", "an object of texts", str)
+    else:
+        _check(event.get("responses"), list, "responses", "an array")
+        for i, rec in enumerate(event["responses"]):
+            _check_record(rec, f"responses[{i}]", 0)
+    return event
+
+
+def _check_record(rec: Any, where: str, depth: int) -> None:
+    """A recorded response, as :func:`response_to_record` writes it."""
+    _check(rec, dict, where, "an object")
+    if depth > _MAX_NESTED:
+        raise _Unreadable(f"has responses nested more than {_MAX_NESTED} deep ({where})")
+    for name, (kinds, wanted) in _RECORD_FIELDS.items():
+        if name in rec or name in _REQUIRED:
+            _check(rec.get(name), kinds, f"{where}.{name}", wanted)
+    if "headers" in rec:
+        _check(rec["headers"], dict, f"{where}.headers", "an object of texts", str)
+    for i, child in enumerate(rec.get("responses") or []):
+        _check_record(child, f"{where}.responses[{i}]", depth + 1)
+
+
+_NONE = type(None)
+#: what each field of a recorded response is: its types, and how a message says them.
+_RECORD_FIELDS: dict[str, tuple[Any, str]] = {
+    "row": (str, "a text"),
+    "method": (str, "a text"),
+    "path": (str, "a text"),
+    "status": ((int, _NONE), "a number or null"),
+    "name": ((str, _NONE), "a text or null"),
+    "duration": ((int, float, _NONE), "a number or null"),
+    "error": ((str, _NONE), "a text or null"),
+    "batch": ((int, _NONE), "a number or null"),
+    "attempts": ((int, _NONE), "a number or null"),
+    "responses": ((list, _NONE), "an array or null"),
+}
+_REQUIRED = frozenset({"row", "method", "path"})
+
+
+def _check(value: Any, kinds: Any, where: str, wanted: str, items: type | None = None) -> None:
+    """Refuse ``value`` unless it is of ``kinds`` (a boolean is no number) and its items and keys of ``items``."""
+    allowed = kinds if isinstance(kinds, tuple) else (kinds,)
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        raise _Unreadable(f"has {where} {_kind(value)}, not {wanted}")
+    if items is not None:
+        inner = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        odd = next((v for v in inner if not isinstance(v, items)), None)
+        if odd is not None or any(v is None for v in inner):
+            raise _Unreadable(f"has {where} holding {_kind(odd)}, not {wanted}")
+
+
+def _kind(value: Any) -> str:
+    """A JSON value's kind, as the journal's reader says it: 'an array', 'null', …"""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {dict: "an object", list: "an array", str: "a text", int: "a number", float: "a number"}.get(
+        type(value), "a value"
+    )

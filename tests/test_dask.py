@@ -365,6 +365,8 @@ def test_cancelling_stops_new_batches(cluster, tmp_path):
             len(server.starts),
         )  # at most those already past the check
         assert len(server.starts) < 80
+    # Once the cancelled tasks have returned, nothing of the submit is left on the cluster.
+    wait_until(lambda: _published(cluster) == NOTHING, 60, "what the cancelled submit published is still there")
 
 
 def test_credentials_never_travel_in_the_task_graph(cluster, tmp_path):
@@ -563,3 +565,98 @@ def test_an_api_that_answers_429_past_its_rate_gets_every_row_once_with_defaults
     assert result["ok"].all(), result.loc[~result["ok"], ["status", "error"]].head()
     assert len(result) == rows and stats["created"] == rows and stats["duplicates"] == 0, stats
     assert stats["status"].get("429", 0) > 0, stats  # the limit was met, and every refused row went again
+
+
+# ---------------------------------------------------------------- what a submit leaves on the cluster
+
+
+def _published(client: distributed.Client) -> dict[str, list[str]]:
+    """The names of what batchnb put on the scheduler and the workers: plugins, variables, semaphores."""
+
+    def on_scheduler(dask_scheduler):
+        return {
+            "plugins": [n for n in dask_scheduler.worker_plugins if "batchnb" in n],
+            "variables": [n for n in dask_scheduler.extensions["variables"].variables if "batchnb" in str(n)],
+            "semaphores": [n for n in dask_scheduler.extensions["semaphores"].max_leases if "batchnb" in str(n)],
+        }
+
+    found = client.run_on_scheduler(on_scheduler)
+    on_workers = client.run(lambda dask_worker: [n for n in dask_worker.plugins if "batchnb" in n])
+    found["worker plugins"] = sorted({n for names in on_workers.values() for n in names})
+    return found
+
+
+NOTHING = {"plugins": [], "variables": [], "semaphores": [], "worker plugins": []}
+
+
+def test_a_submit_not_waited_for_removes_its_credentials_and_limits_when_it_ends(cluster, tmp_path):
+    import hashlib
+
+    with WatchedServer(hold=lambda n, body: n == 1) as server:
+        result = bd.submit(
+            dd.from_pandas(names_frame(40, "Cleaned"), npartitions=2),
+            server.url,
+            api_key="demo",
+            token=server.token,
+            method="POST",
+            path=CO,
+            body=["name"],
+            journal=tmp_path / "j",
+            rate=100,
+            batch_rate=50,
+            client=cluster,
+            wait=False,
+        )
+        wait_until(server.holding.is_set, 30, "no batch reached the server")
+        during = _published(cluster)
+        # While it runs: the credentials' plugin, the backoff, the limits; named by a random id, not by
+        # a digest of the URL and the credentials (a guess list would find the token from it).
+        guessable = hashlib.sha256(f"{server.url}|demo|{server.token}".encode()).hexdigest()[:16]
+        names = [n for kind in during.values() for n in kind]
+        assert during["plugins"] and during["variables"] and len(during["semaphores"]) == 3, during
+        assert not [n for n in names if guessable in n], names
+        server.release()
+        distributed.wait(distributed.futures_of(result), timeout=60)
+        assert result.compute()["ok"].all()
+        wait_until(lambda: _published(cluster) == NOTHING, 30, "what the submit published is still there")
+
+
+def test_a_submit_waited_for_leaves_nothing(cluster, tmp_path):
+    with WatchedServer() as server:
+        bd.submit(
+            dd.from_pandas(names_frame(10, "Waited"), npartitions=2),
+            server.url,
+            api_key="demo",
+            token=server.token,
+            method="POST",
+            path=CO,
+            body=["name"],
+            journal=tmp_path / "j",
+            client=cluster,
+        )
+        assert _published(cluster)["plugins"] == []  # the token is gone when submit returns
+        wait_until(lambda: _published(cluster) == NOTHING, 30, "what the submit published is still there")
+        assert server.count() == 10
+
+
+def test_a_password_in_the_url_stays_out_of_the_task_graph(cluster, tmp_path):
+    password = "S3cretPassw0rd"
+    with WatchedServer(hold=lambda n, body: n == 1) as server:
+        result = bd.submit(
+            dd.from_pandas(names_frame(4, "UrlSecret"), npartitions=2),
+            server.url.replace("http://", f"http://alice:{password}@"),
+            method="GET",
+            path=CO,
+            name=False,
+            client=cluster,
+            wait=False,
+        )
+        wait_until(server.holding.is_set, 30, "no batch reached the server")
+        specs = cluster.run_on_scheduler(
+            lambda dask_scheduler: [
+                pickle.dumps(ts.run_spec) for ts in dask_scheduler.tasks.values() if ts.run_spec is not None
+            ]
+        )
+        server.release()
+        distributed.wait(distributed.futures_of(result), timeout=60)
+    assert specs and not any(password.encode() in spec for spec in specs)

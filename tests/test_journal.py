@@ -1,7 +1,9 @@
 """The journal (batchnb.journal): what a run sent and what came back, read back after a crash to resume."""
 
 import json
+import os
 import sqlite3
+import sys
 
 import numpy as np
 import pandas as pd
@@ -192,3 +194,106 @@ def test_a_resumed_run_sends_the_rows_in_flight_with_their_recorded_keys_in_any_
     # What the resumed run recorded sending: the same keys for those rows.
     later = [json.loads(line) for line in journal.read_text().splitlines()][len(events) - 1 :]
     assert [e["keys"] for e in later if e["event"] == "send"] == [in_flight]
+
+
+# ---------------------------------------------------------------- a journal changed by hand
+
+
+def _lines(path):
+    return path.read_text().splitlines()
+
+
+def _tamperings(lines: list[str]):
+    """(what was done, the journal's new text): a bounded set of changes to each line of a real journal."""
+    odd = [None, True, -1, "x", [1], {"a": None}]
+    for i, line in enumerate(lines):
+        event = json.loads(line)
+
+        def whole(changed, i=i):
+            return "\n".join(lines[:i] + [changed] + lines[i + 1 :]) + "\n"
+
+        for text in ("[]", "null", "{}", "garbage", "[" * 5000 + "]" * 5000):
+            yield f"line {i + 1} is {text[:12]!r}", whole(text)
+        yield f"line {i + 1} is not UTF-8", whole(line[:5] + "\udcff" + line[5:]).encode("utf-8", "surrogateescape")
+        for key in event:
+            yield f"line {i + 1} lacks {key}", whole(json.dumps({k: v for k, v in event.items() if k != key}))
+            for value in odd:
+                yield f"line {i + 1} has {key}={value!r}", whole(json.dumps({**event, key: value}))
+        for rec_key in event.get("responses", [{}])[0]:
+            rec = event["responses"][0]
+            for value in odd:
+                changed = {**event, "responses": [{**rec, rec_key: value}, *event["responses"][1:]]}
+                yield f"line {i + 1} has responses[0].{rec_key}={value!r}", whole(json.dumps(changed))
+            missing = {k: v for k, v in rec.items() if k != rec_key}
+            yield f"line {i + 1} lacks responses[0].{rec_key}", whole(json.dumps({**event, "responses": [missing]}))
+        if event["event"] == "done":
+            deep: dict = {"row": "0", "method": "GET", "path": "/x"}
+            for _ in range(200):
+                deep = {"row": "0", "method": "GET", "path": "/x", "responses": [deep]}
+            yield f"line {i + 1} nests 200 responses", whole(json.dumps({**event, "responses": [deep]}))
+            nested = "[" * 3000 + "]" * 3000
+            yield f"line {i + 1} nests a body", whole(line.replace('"body":', f'"body":{nested},"x":', 1))
+            yield f"line {i + 1} is cut short", whole(line[: len(line) // 2])
+
+
+@pytest.mark.slow
+def test_a_journal_changed_by_hand_is_refused_naming_its_line_never_with_a_raw_error(server, tmp_path):
+    from batchnb import BatchError
+
+    path = tmp_path / "run.jsonl"
+    child = Operation("GET", f"{API}/companies/co_000000000000")
+    ops = [
+        Operation("GET", f"{API}/companies", name="all", requests=[child]),
+        Operation("GET", f"{API}/companies/co_000000000001", name="one"),
+    ]
+    client = Client(server.url, **server.credentials(), max_requests=2)
+    assert len(client.submit(ops, journal=path, progress=False)) == 3
+    lines = _lines(path)
+    assert sorted(json.loads(line)["event"] for line in lines) == ["done", "done", "run", "send", "send"]
+    cases = refused = 0
+    for what, text in _tamperings(lines):
+        cases += 1
+        tampered = tmp_path / f"t{cases}.jsonl"
+        if isinstance(text, bytes):
+            tampered.write_bytes(text)
+        else:
+            tampered.write_text(text)
+        try:
+            client.submit(ops, journal=tampered, resume=True, progress=False)
+        except BatchError as exc:
+            assert isinstance(exc, BatchValidationError), (what, exc)
+            refused += 1
+            # The line that is not as written, or (a line that reads well) the row it no longer matches.
+            named = [
+                p for p in exc.pointers if f"{str(tampered)!r}, line " in p or p.startswith("row ") or p == "journal"
+            ]
+            assert named, (what, exc.pointers)
+        except Exception as exc:  # noqa: BLE001 - what this test is for: no other error may leave
+            pytest.fail(f"{what}: {type(exc).__name__}: {exc}")
+    assert cases > 200 and refused > cases // 2, (cases, refused)
+
+
+def test_an_event_after_a_line_cut_short_starts_a_line_of_its_own(tmp_path):
+    path = tmp_path / "run.jsonl"
+    journal = Journal(path)
+    journal.sent(0, ["a"], resendable=False)
+    journal.close()
+    path.write_text(path.read_text() + '{"event":"done","bat')  # the crash came mid-line
+    again = Journal(path)
+    again.sent(1, ["b"], resendable=True)
+    again.done(1, answered(["b"]))
+    again.close()
+    state = Journal(path).read()
+    assert state.in_flight == {'"a"': False} and list(state.done) == ['"b"'] and state.last_batch == 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+def test_a_new_journal_is_readable_by_its_owner_only(tmp_path):
+    old = os.umask(0o022)
+    try:
+        journal = Journal(tmp_path / "runs" / "run.jsonl")
+        journal.sent(0, ["a"], resendable=True)
+        journal.close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "runs" / "run.jsonl").stat().st_mode & 0o777 == 0o600

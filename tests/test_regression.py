@@ -79,6 +79,26 @@ def test_what_a_good_run_wrote_is_what_the_next_run_is_compared_with(cli, tmp_pa
     assert cli("--expect", "results.csv").returncode == 0, only.stderr
 
 
+def test_an_expected_file_written_formula_safe_compares_with_the_texts_themselves(cli, tmp_path):
+    # Texts a spreadsheet would run: `-o` writes them with a leading ', and --expect reads them as they were.
+    pd.DataFrame(
+        {
+            "method": ["POST", "POST"],
+            "path": [API, API],
+            "name": ["a", "b"],
+            "body": [json.dumps({"name": "=HYPERLINK(1)"}), json.dumps({"name": "+33 1 23"})],
+            "note": ["=SUM(A1)", "'-x"],
+        }
+    ).to_csv(tmp_path / "ops.csv", index=False)
+    assert cli("-o", "expected.csv").returncode == 0
+    written = pd.read_csv(tmp_path / "expected.csv", dtype=str, keep_default_na=False)
+    assert written["note"].tolist() == ["'=SUM(A1)", "''-x"]
+    again = cli("--expect", "expected.csv")
+    assert again.returncode == 0, again.stdout + again.stderr
+    raw = cli("-o", "raw.csv", "--raw-cells")
+    assert raw.returncode == 0 and bn.read_csv(tmp_path / "raw.csv")["note"].tolist() == ["=SUM(A1)", "'-x"]
+
+
 def test_a_status_or_a_field_that_differs_exits_1_with_a_table(cli, tmp_path):
     (tmp_path / "expected.csv").write_text(
         "name,status,$.name\nlyon,201,Lyon\nempty,201,\nmissing,404,\n", encoding="utf-8"

@@ -1080,3 +1080,42 @@ def test_head_answers_as_get_does_without_the_body(app: Any, a: Client) -> None:
         assert head.headers["content-type"] == got.headers["content-type"], path
     unauthenticated = Client(app, None).request("HEAD", f"{BASE}/companies")
     assert unauthenticated.status_code == 401 and unauthenticated.content == b""
+
+
+# -- what a key fingerprints: never the credentials ----------------------------
+
+
+def test_a_keyed_post_resent_with_other_credentials_is_the_same_request(server: Any) -> None:
+    """Credentials in the query, then in a Bearer header (a client that changed how it sends them): a replay."""
+    creds = server.credentials()
+    url = f"{server.url}{BASE}/companies"
+    query = {"apiKey": creds["api_key"], "token": creds["token"]}
+    bearer = {"Authorization": f"Bearer {creds['token']}"}
+    key = {"Idempotency-Key": "resent-with-bearer"}
+    with httpx.Client(trust_env=False, timeout=10) as http:
+        first = http.post(url, params=query, json={"name": "Keyed once"}, headers=key)
+        again = http.post(url, json={"name": "Keyed once"}, headers={**key, **bearer})
+        assert first.status_code == again.status_code == 201, again.text
+        assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+        # And the other way round, in a batch: the batch's query credentials reach the operation's query.
+        op = {"method": "POST", "path": f"{BASE}/companies", "body": {"name": "Batched once"}}
+        op["headers"] = {"Idempotency-Key": "resent-in-a-batch"}
+        batch = f"{server.url}/api/2.3/batch"
+        answers = [
+            http.post(batch, json={"requests": [op]}, headers=bearer).json(),
+            http.post(batch, params=query, json={"requests": [op]}).json(),
+        ]
+        (a,), (b,) = (answer["responses"] for answer in answers)
+        assert a["status"] == b["status"] == 201 and a["body"]["id"] == b["body"]["id"], answers
+        # What is not a credential still tells two requests apart.
+        other = http.post(url, params={**query, "note": "x"}, json={"name": "Keyed once"}, headers=key)
+        assert other.status_code == 422, other.text
+
+
+def test_a_fingerprint_leaves_credential_parameters_out_and_keeps_the_rest() -> None:
+    fp = idempotency.fingerprint
+    plain = fp("POST", "/c?page=2", b"{}")
+    assert fp("POST", "/c?apiKey=k&page=2&token=t", b"{}") == plain == fp("POST", "/c?page=2&%74oken=t2", b"{}")
+    assert fp("POST", "/c?page=3&token=t", b"{}") != plain and fp("POST", "/c", b"{}") == fp(
+        "POST", "/c?token=t", b"{}"
+    )

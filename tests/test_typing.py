@@ -16,7 +16,7 @@ import pytest
 
 pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
-SCRIPT = '''\
+SCRIPT = """\
 import pandas as pd
 
 import batchnb as bn
@@ -40,7 +40,7 @@ with bn.LocalServer() as server:
 operations = bn.from_frame(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])
 print(operations[0].method.upper())
 bn.read_csv(42)  # MISTAKE: a path or a file, not a number
-'''
+"""
 
 
 def test_a_users_checker_reports_each_mistake_and_nothing_else(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ from __future__ import annotations
 import hashlib
 import re
 
+from .._secrets import is_secret_param
+
 __all__ = ["HEADER", "METHODS", "POINTER", "fingerprint", "parse_key"]
 
 HEADER = "idempotency-key"
@@ -77,11 +79,28 @@ def parse_key(values: list[str]) -> tuple[str | None, str | None]:
 
 
 def fingerprint(method: str, target: str, body: bytes) -> str:
-    """What makes two requests the same request: method, path with query, body bytes.
+    """What makes two requests the same request: method, path with query, body bytes; never credentials.
 
     >>> fingerprint("POST", "/c", b"{}") == fingerprint("POST", "/c", b"{}") != fingerprint("POST", "/c", b"[]")
     True
+    >>> fingerprint("POST", "/c?apiKey=k&token=t", b"{}") == fingerprint("POST", "/c", b"{}")
+    True
+
+    Credentials say who asks, not what: the same request sent with its
+    credentials in the query, then in an ``Authorization`` header (which
+    is not fingerprinted at all), or with a token renewed in between, is
+    the same request. Credential parameters are judged by the rule that
+    masks them (:func:`batchnb._secrets.is_secret_param`).
     """
-    parts = (method.upper().encode(), target.encode("latin-1", "replace"), body)
+    parts = (method.upper().encode(), _without_credentials(target).encode("latin-1", "replace"), body)
     # Each part after its length, so that no two requests run together into the same bytes.
     return hashlib.sha256(b"".join(b for part in parts for b in (len(part).to_bytes(8, "big"), part))).hexdigest()
+
+
+def _without_credentials(target: str) -> str:
+    """``target`` without its credential query parameters (the others kept, in their order)."""
+    path, mark, query = target.partition("?")
+    if not mark:
+        return target
+    kept = [p for p in query.split("&") if not is_secret_param(p.partition("=")[0])]
+    return f"{path}?{'&'.join(kept)}" if kept else path

@@ -1115,6 +1115,36 @@ def upstream_answers_are_carried_as_their_bytes(s: Servers) -> None:
     assert grown < 4 * 8 * len(exact), f"carrying 8 answers of {len(exact)} bytes grew the gateway {grown >> 20} MiB"
 
 
+# ---------------------------------------------------------------- issue 20, item 14: credentials are not the request
+
+
+def a_keyed_post_resent_with_a_bearer_header_is_replayed(s: Servers) -> None:
+    """Item 14: the idempotency fingerprint held the query's credentials: the same POST with a Bearer header got 422."""
+    key = {"Idempotency-Key": f"resent-{secrets.token_hex(6)}"}
+    body = json.dumps({"name": "resent with other credentials"})
+    query = {"apiKey": s.demo.api_key or "", "token": s.demo.token or ""}
+    answers = []
+    for params, headers in ((query, {}), ({}, {"Authorization": f"Bearer {s.demo.token}"})):
+        r = httpx.post(
+            f"{s.demo.url}{CO}",
+            params=params,
+            content=body,
+            headers={"Content-Type": "application/json", **key, **headers},
+            timeout=60,
+            trust_env=False,
+        )
+        s.demo.tally.note(r)
+        answers.append(r)
+    first, again = answers
+    assert first.status_code == again.status_code == 201, again.text[:500]
+    assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
+
+
+ISSUE_20_CREDENTIALS = [
+    ("20.14 idempotency", a_keyed_post_resent_with_a_bearer_header_is_replayed),
+]
+
+
 #: (issue item, attack): every kind of the issue, in its order.
 ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("1 crash", jsonpath_of_40000_segments),
@@ -1165,4 +1195,5 @@ ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("24 HEAD", head_where_get_answers),
     ("27 unreadable HTTP", unreadable_http_gets_json),
     ("20.6 answers as bytes", upstream_answers_are_carried_as_their_bytes),
+    *ISSUE_20_CREDENTIALS,
 ]
