@@ -101,14 +101,14 @@ class Output:
 
     @property
     def format(self) -> str:
-        return "CSV" if self.to_stdout else FORMATS.get(self.path.suffix.lower(), ("?",))[0]
+        return "CSV" if self.path is None else FORMATS.get(self.path.suffix.lower(), ("?",))[0]
 
     def problems(self) -> list[Problem]:
         """Everything that would stop the result from being written, found now."""
         found = self._csv_problems()
-        if self.to_stdout or found:
-            return found
         path = self.path
+        if path is None or found:
+            return found
         if path.is_dir():
             return [Problem("-o", f"{self.target!r} is a directory; name a file in it")]
         spec = FORMATS.get(path.suffix.lower())
@@ -161,9 +161,9 @@ class Output:
         kind = self.format
         if self.path is not None:
             _create_private(self.path)
-        if kind == "Parquet":
+        if kind == "Parquet" and self.path is not None:
             table.to_parquet(self.path)
-        elif kind == "Excel":
+        elif kind == "Excel" and self.path is not None:
             _write_xlsx(table, self.path, index_label)
         else:
             if not self.raw_cells:

@@ -45,7 +45,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Literal, Mapping, Sequence
+from typing import Any, Callable, Hashable, Iterator, Literal, Mapping, Sequence
 
 from ._exceptions import BatchError, BatchValidationError, Problem
 from ._extras import require
@@ -141,13 +141,13 @@ def _credentials(spec: _Spec) -> dict[str, str | None]:
         plugin = distributed.get_worker().plugins.get(spec.credentials)
         if plugin is None:
             raise BatchValidationError([Problem("token", "the credentials of this submit are not on this worker")])
-        found = {"api_key": plugin.api_key, "token": plugin.token, "auth": getattr(plugin, "auth", None)}
+        found = {"api_key": getattr(plugin, "api_key", None), "token": getattr(plugin, "token", None)}
+        found["auth"] = getattr(plugin, "auth", None)
         if found == {"api_key": None, "token": None, "auth": None}:  # the plugin carries only passwords of URLs
             found = {"api_key": os.environ.get("BATCHNB_API_KEY"), "token": os.environ.get("BATCHNB_TOKEN")}
-        if getattr(plugin, "proxy", None):
-            found["proxy"] = plugin.proxy
-        if getattr(plugin, "url", None):
-            found["url"] = plugin.url
+        for name in ("proxy", "url"):  # a proxy's or the API's URL, with the password the graph leaves out
+            if getattr(plugin, name, None):
+                found[name] = getattr(plugin, name)
         return found
     return {"api_key": os.environ.get("BATCHNB_API_KEY"), "token": os.environ.get("BATCHNB_TOKEN")}
 
@@ -200,12 +200,15 @@ class _Anything:
     def __contains__(self, name: object) -> bool:
         return True
 
-    def __iter__(self):  # pragma: no cover - only membership is asked
+    def __iter__(self) -> Iterator[str]:  # pragma: no cover - only membership is asked
         return iter(())
+
+    def __len__(self) -> int:  # pragma: no cover - a Collection has a size; this one has no end
+        return 0
 
 
 def _check_partition(
-    pdf: pd.DataFrame, frame_options: dict[str, Any], partition_info: dict | None = None
+    pdf: pd.DataFrame, frame_options: dict[str, Any], partition_info: dict[str, Any] | None = None
 ) -> pd.DataFrame:
     """One row per finding: a problem, a name made here, a name referenced here; and whether all is idempotent."""
     from . import rules
@@ -289,7 +292,7 @@ class _ClusterSender:
     threads, partitions and limits.
     """
 
-    def __init__(self, inner: Any, spec: _Spec, fence: _Fence | None, key: str | None, max_requests: int = 50) -> None:
+    def __init__(self, inner: Any, spec: _Spec, fence: _Fence | None, key: Any, max_requests: int = 50) -> None:
         from ._dask_limits import ClusterLimit, ClusterValue
 
         self.inner = inner
@@ -354,11 +357,11 @@ class _ClusterSender:
                 wait = retry_after(reply.headers) or 1.0
                 await self.backoff.set(time.time() + wait)
         finally:
-            if started:
+            if started and self.starts is not None and self.rate:
                 # The lease is kept leases/rate seconds after the answer: whatever the network's delays,
                 # the server sees at most `rate` batches start in any second, cluster-wide.
                 self.starts.release_after(self.leases / self.rate)
-            if op_started:
+            if op_started and self.op_starts is not None and self.op_rate:
                 # The same for requests: a batch of n holds its lease n × leases / rate seconds.
                 self.op_starts.release_after(op_started * self.op_leases / self.op_rate)
             await self.in_flight.release()
@@ -379,12 +382,12 @@ class _Fence:
 
     def holds(self) -> bool:
         try:
-            return json.loads(self.path.read_text())["attempt"] == self.attempt
+            return bool(json.loads(self.path.read_text())["attempt"] == self.attempt)
         except (OSError, ValueError, KeyError):
             return False
 
 
-def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict | None = None) -> pd.DataFrame:
+def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict[str, Any] | None = None) -> pd.DataFrame:
     """Run one partition as an ordinary submit, on this worker."""
     from ._submission import Submission, SubmitOptions
     from ._sync import run_sync
@@ -429,7 +432,8 @@ def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict | Non
                 max_backoff=client.max_backoff,
             )
             sender = _ClusterSender(client._sender(), spec, fence, key, int(limits["maxRequests"]))
-            return await Submission(pdf, spec.frame_options, limits, sender, options).run()
+            result: pd.DataFrame = await Submission(pdf, spec.frame_options, limits, sender, options).run()
+            return result
 
     if len(pdf) == 0:
         result = _empty_result(pdf.index)
@@ -530,7 +534,12 @@ def submit(
     auth: Any = None,
     method: str | None = None,
     path: str | None = None,
-    body: Sequence[Hashable] | Mapping[str, Hashable] | Callable[[dict], Any] | str | Literal[False] | None = None,
+    body: Sequence[Hashable]
+    | Mapping[str, Hashable]
+    | Callable[[dict[str, Any]], Any]
+    | str
+    | Literal[False]
+    | None = None,
     name: str | Literal[False] | None = None,
     headers: str | Mapping[str, str] | Literal[False] | None = None,
     parent: str | Literal[False] | None = None,
@@ -672,7 +681,7 @@ def submit(
             credentials=plugin_name,
             connection=connection,
         )
-        result = ddf.map_partitions(
+        result: dd.DataFrame = ddf.map_partitions(
             _submit_partition, spec, meta=_meta(ddf._meta.index, bodies), align_dataframes=False
         ).persist()
     except BaseException:
@@ -804,8 +813,9 @@ class _Published:
                     return
                 time.sleep(_POLL)
             distributed.Variable(self._backoff, client=client).delete()
+            scheduler: Any = client.scheduler  # the scheduler's RPC: its calls are made by name
             for name in self._semaphores:
-                client.sync(client.scheduler.semaphore_close, name=name)
+                client.sync(scheduler.semaphore_close, name=name)
         except Exception:  # noqa: BLE001 - the client was closed, or the cluster is gone: so are these
             _log.debug("could not remove the limits of a submit", exc_info=True)
 
@@ -814,7 +824,8 @@ class _Published:
         client = self._client
         if any(client.run(_running, self._keys).values()):
             return True
-        return any(client.sync(client.scheduler.semaphore_value, name=name) for name in self._semaphores)
+        scheduler: Any = client.scheduler
+        return any(client.sync(scheduler.semaphore_value, name=name) for name in self._semaphores)
 
 
 def _running(keys: list[Any], dask_worker: Any = None) -> list[Any]:
@@ -830,7 +841,7 @@ def _start(journal: str | os.PathLike[str] | None, resume: bool) -> str:
     directory = Path(journal)
     marker = directory / "submission.json"
     if marker.exists():
-        recorded = json.loads(marker.read_text())["submission"]
+        recorded: str = json.loads(marker.read_text())["submission"]
         if not resume:
             raise BatchValidationError(
                 [
@@ -860,9 +871,10 @@ def join(
     ``columns`` are the result columns to keep.
     """
     wanted = list(columns)
-    return dd.map_partitions(
+    joined: dd.DataFrame = dd.map_partitions(
         _join_partition, ddf, result[wanted], align_dataframes=False, meta=ddf._meta.join(result._meta[wanted])
     )
+    return joined
 
 
 def _join_partition(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
@@ -881,7 +893,8 @@ def by_key(ddf: dd.DataFrame, column: str, npartitions: int | None = None) -> dd
     numbered = ddf.assign(**{order: 1})
     numbered[order] = numbered[order].cumsum()
     moved = numbered.shuffle(on=column, npartitions=npartitions or ddf.npartitions)
-    return moved.map_partitions(_in_order, order, meta=numbered._meta.drop(columns=order))
+    ordered: dd.DataFrame = moved.map_partitions(_in_order, order, meta=numbered._meta.drop(columns=order))
+    return ordered
 
 
 def _in_order(pdf: pd.DataFrame, order: str) -> pd.DataFrame:
