@@ -11,6 +11,7 @@ docs/architecture.md; every public name: the API reference, docs/api/).
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -105,10 +106,8 @@ _LAZY = {
 
 def _present(value: Any) -> Any:
     # Reprs, help() and tracebacks say batchnb.Client, not batchnb.client.Client.
-    try:
+    with contextlib.suppress(AttributeError, TypeError):  # a value whose module cannot be set stays as it is
         value.__module__ = __name__
-    except (AttributeError, TypeError):
-        pass
     return value
 
 

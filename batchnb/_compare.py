@@ -19,15 +19,16 @@ so that a notebook and the command line agree on what "differs" means:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
 import re
 from collections import defaultdict
-import dataclasses
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -145,9 +146,9 @@ def expected_status(value: Any, pointer: str) -> str:
         if match:
             return match.group(1) + "xx"
         number = int(text) if text.isascii() and text.isdigit() else None  # '²'.isdigit(), and int('²') raises
-    elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
-        number = int(value)
-    elif isinstance(value, (float, np.floating)) and float(value).is_integer():
+    elif (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))) or (
+        isinstance(value, (float, np.floating)) and float(value).is_integer()
+    ):
         number = int(value)
     if number is not None and 100 <= number <= 599:
         return str(number)

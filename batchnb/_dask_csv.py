@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -170,7 +171,9 @@ def _read_part(part: dict[str, Any], options: dict[str, Any]) -> pd.DataFrame:
 
 def _typed(cells: list[str], kind: str, dtype: Any) -> Any:
     """The cells as the whole file's dtype: a part with no missing cell still gets Int64 when the file has one."""
-    if dtype == object:  # integers beyond 64 bits, or decimals a float cannot hold: exact Python values
+    if dtype is object or dtype == np.dtype(
+        object
+    ):  # integers beyond 64 bits, or decimals a float cannot hold: exact Python values
         parse = int if kind == "int" else Decimal
         return np.array([None if c == "" else parse(c) for c in cells], dtype=object)
     values, _bad = _csv._convert(cells, kind)  # the whole file was checked: nothing is bad

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import html
 import json
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from ._secrets import mask_headers, mask_path
 from ._extras import require
+from ._secrets import mask_headers, mask_path
 from ._text import operations, plural
 
 if TYPE_CHECKING:

@@ -14,7 +14,8 @@ import ast
 import math
 import re
 import shlex
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ._exceptions import BatchValidationError, Problem
 

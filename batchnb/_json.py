@@ -368,7 +368,7 @@ class RawJSON:
     that read the same answer again.
     """
 
-    __slots__ = ("text", "_value", "_read")
+    __slots__ = ("_read", "_value", "text")
 
     def __init__(self, text: bytes) -> None:
         # Trusted: ``text`` is JSON that loads() reads (RawJSON.of checks it).

@@ -26,9 +26,11 @@ Missing cells and the JSON value ``null`` are the same: None.
 from __future__ import annotations
 
 import builtins
+import itertools
 import mmap
 import numbers
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import orjson
@@ -194,14 +196,14 @@ class JSONArray(ExtensionArray):
     def __iter__(self) -> Iterator[Any]:
         loads, view = self._loads, self._view
         offsets = self._offsets.tolist()
-        for start, end in zip(offsets, offsets[1:]):
+        for start, end in itertools.pairwise(offsets):
             yield loads(view[start:end]) if end > start else None
 
     def _texts(self) -> list[bytes]:
         """One JSON text per row (empty for missing)."""
         view = self._view
         offsets = self._offsets.tolist()
-        return [view[start:end].tobytes() for start, end in zip(offsets, offsets[1:])]
+        return [view[start:end].tobytes() for start, end in itertools.pairwise(offsets)]
 
     def isna(self) -> np.ndarray:
         missing: np.ndarray = self._offsets[1:] == self._offsets[:-1]
@@ -363,7 +365,7 @@ class JSONArray(ExtensionArray):
         rows = sorted(cells)
         new = [cells[r] for r in rows]
         long_digits = self._long_digits or any(_json.has_long_digits(t) for t in set(new))
-        self.__init__(*_spliced(self._data, self._offsets, rows, new), long_digits)  # type: ignore[misc]
+        self.__init__(*_spliced(self._data, self._offsets, rows, new), long_digits)  # type: ignore[misc]  # written again in place: the array is rebuilt, as pandas' own arrays do
 
 
 def _exact_loads(text: memoryview) -> Any:
@@ -500,5 +502,5 @@ def _concat(arrays: list[JSONArray | None]) -> JSONArray:
         offsets[row + 1 : row + n + 1] = a._offsets[1:] + at
         at += size
         row += n
-        arrays[k] = a = None  # noqa: F841 - the chunk goes as soon as it is copied
+        arrays[k] = a = None  # the chunk goes as soon as it is copied
     return JSONArray(data, offsets, long_digits)

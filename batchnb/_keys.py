@@ -18,7 +18,8 @@ they say nothing of the rows (no label reaches the API).
 from __future__ import annotations
 
 import secrets
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from . import rules
 from .journal import row_key

@@ -17,6 +17,7 @@ owner only (mode 0600): API answers may hold anything.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import importlib.util
 import json
 import os
@@ -202,10 +203,8 @@ class Output:
 
 def _create_private(path: Path) -> None:
     """Create ``path`` readable and writable by its owner only, unless it exists (its mode is then its owner's)."""
-    try:
+    with contextlib.suppress(FileExistsError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
 
 
 def _write_xlsx(table: Any, path: Path, index_label: str) -> None:

@@ -29,9 +29,11 @@ import math
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeGuard
+from typing import Any, TypeGuard
 
 from . import _json
 from ._exceptions import BatchValidationError, Problem
@@ -163,9 +165,7 @@ def _retry_after(value: str | None, now: float) -> float | None:
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if date.tzinfo is None:  # "-0000": a time in UTC whose zone was not said
-        from datetime import timezone
-
-        date = date.replace(tzinfo=timezone.utc)
+        date = date.replace(tzinfo=UTC)
     try:
         return max(0.0, date.timestamp() - now)
     except (OverflowError, ValueError, OSError):

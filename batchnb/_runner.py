@@ -41,7 +41,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import rules
 from ._exceptions import AuthenticationError, BatchHTTPError, TransportError, http_error
@@ -393,7 +394,7 @@ class Runner:
                 statuses.add(409)
             if not statuses:
                 break
-            again, waiting = _again(ops, server, lambda op, r: _retry(op, r, statuses))
+            again, waiting = _again(ops, server, lambda op, r, statuses=statuses: _retry(op, r, statuses))
             if not any(_retry(ops[i], server[i], statuses) for i in again):
                 break
             hints = [advise(server[i].headers or {}).wait for i in again]

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Mapping, Protocol
+from typing import Any, Protocol
 
 import httpx
 import orjson
@@ -23,8 +24,8 @@ from . import _json
 from ._answers import read_answer
 from ._connect import Connection, Unreached, proxy_refused, unreached
 from ._exceptions import TransportError
+from ._ratelimit import retry_after  # its older home: the runner and client import it from here
 from .auth import refreshes
-from ._ratelimit import retry_after  # noqa: F401 - its older home; the runner and client import it from here
 from .engine import DEFAULT_MAX_ANSWER_BYTES, Dispatcher, ResponseTooLarge, UnreadableResponse, execute, read_bounded
 from .model import BATCH_PATH, Operation, Response
 
@@ -154,7 +155,7 @@ class BatchEndpoint:
         sent_with = r.request.headers.get("authorization")
         if self.refreshes and sent_with and responses is not None and _refused(ops, responses):
             # The token this batch went with (the last request the flow sent) is spent.
-            self.auth.invalidate(sent_with)  # type: ignore[union-attr]
+            self.auth.invalidate(sent_with)  # type: ignore[union-attr]  # only a flow that refreshes (checked above) is told
         return Reply(r.status_code, dict(r.headers), responses, body)
 
     def _unreached(self, exc: httpx.HTTPError) -> Unreached:

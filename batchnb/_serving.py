@@ -13,9 +13,10 @@ from __future__ import annotations
 import gc
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ._exceptions import BatchValidationError, Problem
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import ast
 import re
-from typing import Any, Iterable, cast
+from collections.abc import Iterable
+from typing import Any, cast
 
 import numpy as np
 import orjson

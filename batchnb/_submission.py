@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from . import _json
-from ._json import RawJSON
 from ._exceptions import BatchValidationError, Problem, SubmitInterrupted, TransportError
+from ._json import RawJSON
+from ._keys import RunKeys, new_run_id
 from ._ratelimit import Throttle
 from ._runner import Runner
 from ._senders import Sender
 from ._text import plural
-from ._keys import RunKeys, new_run_id
 from .journal import Journal, fingerprints, row_key
 from .model import Batch, Operation, Response, check_batch
 from .plan import Plan, batch_fill, make_plan
@@ -257,7 +258,7 @@ class Submission:
                 chunk, plan = ready
                 following: list[concurrent.futures.Future[Any]] = []
 
-                def on_the_side() -> None:
+                def on_the_side(following: list[concurrent.futures.Future[Any]] = following) -> None:
                     nonlocal to_shape
                     if to_shape is not None:
                         shaped.append(helper.submit(self._shape, *to_shape))

@@ -26,7 +26,8 @@ import math
 import re
 import threading
 import time
-from typing import Any, AsyncGenerator, Callable, Generator, Literal, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from typing import Any, Literal
 from urllib.parse import quote_plus, urlencode
 
 import httpx
@@ -131,7 +132,7 @@ class ClientCredentials(httpx.Auth):
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
+        self.__init__(**state)  # type: ignore[misc]  # unpickling rebuilds the flow from its configuration
 
     # ------------------------------------------------------------ the token
 
@@ -349,7 +350,7 @@ async def _wait_async(step: _Wait) -> bool:
     # Shielded: a waiter that is cancelled must not cancel the token request others wait for.
     try:
         await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(step.future)), step.seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
     except AuthenticationError as exc:
         raise _again(exc) from None

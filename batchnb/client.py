@@ -20,21 +20,30 @@ import math
 import numbers
 import os
 import ssl
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Literal, Mapping, Sequence, TypeAlias, TypedDict
-from typing import Unpack, cast, overload
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Literal,
+    TypeAlias,
+    TypedDict,
+    Unpack,
+    cast,
+    overload,
+)
 
 import httpx
 
 from . import _json, rules
 from ._connect import Connection, mask_url
 from ._exceptions import BatchValidationError, Problem, TransportError, http_error
-from ._secrets import mask_headers, mask_logger, scrub
 from ._ratelimit import PacedDispatcher, Throttle, parse_rate
+from ._secrets import mask_headers, mask_logger, scrub
 from ._senders import MAX_ANSWER_BYTES, BatchEndpoint, InProcessEngine, Sender, Trace, deadline, retry_after
 from ._submission import Submission, with_values
 from ._submission import SubmitOptions as _Settings  # the submit's own settings, made from the arguments
-from .auth import as_auth, auth_problem, describe
 from ._sync import run_sync
+from .auth import as_auth, auth_problem, describe
 from .engine import HTTPDispatcher, ResponseTooLarge, UnreadableResponse, read_bounded
 from .model import BATCH_PATH, Batch, Operation, Response
 from .plan import Plan

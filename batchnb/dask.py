@@ -43,9 +43,10 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from ._exceptions import BatchError, BatchValidationError, Problem
 from ._extras import require
@@ -53,11 +54,11 @@ from ._extras import require
 require("dask.dataframe", "dask", "batchnb.dask")
 require("distributed", "dask", "batchnb.dask")
 
-import dask.dataframe as dd  # noqa: E402
-import distributed  # noqa: E402
-import pandas as pd  # noqa: E402
+import dask.dataframe as dd  # noqa: E402 - after require(): a missing extra is named before its import fails
+import distributed  # noqa: E402 - after require(): a missing extra is named before its import fails
+import pandas as pd  # noqa: E402 - after require(): a missing extra is named before its import fails
 
-from ._dask_csv import read_csv  # noqa: E402
+from ._dask_csv import read_csv  # noqa: E402 - after require(): a missing extra is named before its import fails
 
 __all__ = ["Cancelled", "Superseded", "by_key", "join", "read_csv", "submit"]
 
@@ -435,10 +436,7 @@ def _submit_partition(pdf: pd.DataFrame, spec: _Spec, partition_info: dict[str, 
             result: pd.DataFrame = await Submission(pdf, spec.frame_options, limits, sender, options).run()
             return result
 
-    if len(pdf) == 0:
-        result = _empty_result(pdf.index)
-    else:
-        result = run_sync(go)
+    result = _empty_result(pdf.index) if len(pdf) == 0 else run_sync(go)
     result[PARTITION] = number
     return _as_meta(result, pdf.index, spec.bodies)
 

@@ -23,13 +23,12 @@ import re
 import time
 import types
 import zlib
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from collections.abc import Mapping, MutableMapping
-from typing import Any, Awaitable, Callable, Coroutine, Generator, Iterator, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import httpx
-import orjson
 
 from . import _json, _work, refs, rules
 from ._connect import Connection, Unreached, proxy_refused, unreached
@@ -38,12 +37,12 @@ from ._timing import Timings
 from .model import Batch, Operation, Response
 
 __all__ = [
-    "ASGIDispatcher",
-    "BodyReader",
     "DEFAULT_MAX_ANSWER_BYTES",
     "DEFAULT_MAX_BATCH_WORK",
     "DEFAULT_MAX_RESOLVED_BYTES",
     "DEFAULT_MAX_RESPONSE_BYTES",
+    "ASGIDispatcher",
+    "BodyReader",
     "DirectDispatcher",
     "DispatchResult",
     "Dispatcher",
@@ -711,8 +710,8 @@ async def _run_concurrently(ops: list[Operation], run: _Run, limit: int) -> list
         raise RuntimeError(f"{schedule.left} operation(s) wait for one another and could not start")
     for node, resp in zip(nodes, answers):
         assert resp is not None
-        resp.responses = [answers[c] for c in node.children]  # type: ignore[misc]
-    return [answers[i] for i, node in enumerate(nodes) if node.parent < 0]  # type: ignore[misc]
+        resp.responses = [answers[c] for c in node.children]  # type: ignore[misc]  # a frozen Response's children, set once as the tree is built
+    return [answers[i] for i, node in enumerate(nodes) if node.parent < 0]  # type: ignore[misc]  # a frozen Response's children, set once as the tree is built
 
 
 class _Schedule:
@@ -948,7 +947,7 @@ def _resumed(coro: Coroutine[Any, Any, T], pending: Any) -> Generator[Any, Any, 
         except GeneratorExit:
             coro.close()
             raise
-        except BaseException as exc:  # a cancellation (the timeout's), delivered where coro waits
+        except BaseException as exc:  # noqa: BLE001 - a cancellation (the timeout's), handed on to where coro waits
             try:
                 pending = coro.throw(exc)
             except StopIteration as done:

@@ -15,13 +15,14 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Unpack, cast
+from typing import Any, Unpack, cast
 
+from ._connect import Cert, Connection, Verify
 from ._exceptions import BatchValidationError, LocalServerError, Problem
 from ._extras import require
 from ._secrets import mask_logger
-from ._connect import Cert, Connection, Verify
 from .client import AsyncClient, Client, ClientOptions
 from .server import Limits
 

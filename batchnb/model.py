@@ -9,14 +9,14 @@ problem stands in a batch. It knows nothing of how a batch is drawn.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from collections.abc import Mapping
-from typing import Any, Iterable, Iterator, Sequence, cast
+from typing import Any, cast
 
 from . import _json, refs, rules
 from ._exceptions import BatchValidationError, Problem
 from ._secrets import mask_headers, mask_path
-from ._text import operations, plural
+from ._text import operations
 
 __all__ = ["BATCH_PATH", "Batch", "Operation", "Response", "check_batch", "is_idempotent"]
 
@@ -348,7 +348,7 @@ class Batch:
     a time, depth first); dependencies are kept either way.
     """
 
-    __slots__ = ("requests", "parallel")
+    __slots__ = ("parallel", "requests")
 
     def __init__(
         self, requests: Iterable[Operation | Mapping[str, Any]] = (), *, validate: bool = True, parallel: int = 1

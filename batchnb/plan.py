@@ -8,8 +8,9 @@ the references that cross a cut from the results of the earlier batch.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 from . import rules
 from ._exceptions import BatchValidationError, Problem

@@ -33,9 +33,10 @@ import json
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 from urllib.parse import quote
 
 import iregexp_check
@@ -54,10 +55,10 @@ from ._exceptions import BatchError, RefSyntaxError
 from .rules import NAME_PATTERN, name_problem, path_value_problem
 
 __all__ = [
-    "BudgetSpent",
     "DEFAULT_MAX_NODES",
     "MAX_QUERY_LENGTH",
     "MAX_QUERY_NESTING",
+    "BudgetSpent",
     "Ref",
     "RefSyntaxError",
     "Refused",

@@ -10,19 +10,20 @@ from __future__ import annotations
 import itertools
 import operator
 import re
-from typing import Any, Hashable, Mapping, Sequence, cast
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 import orjson
 import pandas as pd
 
 from . import _display  # noqa: F401 - registers the DataFrame.batchnb accessor (report, summary)
-from ._secrets import mask_path
 from ._exceptions import BatchValidationError, Problem
 from ._gc import gc_paused
 from ._json import RawJSON
 from ._jsonarray import JSONArray, JSONDtype
 from ._jsonarray import _concat as _concat_json
+from ._secrets import mask_path
 from .model import Response
 
 __all__ = ["expand", "to_frame"]

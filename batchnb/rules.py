@@ -16,8 +16,9 @@ field of its form. A change of the spec is one edit here.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Collection, Hashable, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote
 
 __all__ = [
@@ -25,10 +26,10 @@ __all__ = [
     "DEFAULT_MAX_REQUESTS",
     "FORBIDDEN_HEADERS",
     "FORBIDDEN_HEADER_PREFIXES",
-    "GraphProblem",
     "IDEMPOTENT_METHODS",
     "METHODS",
     "NAME_PATTERN",
+    "GraphProblem",
     "Reference",
     "Shape",
     "check_graph",

@@ -28,8 +28,9 @@ project in the environment. Ask for them with ``pytest -p batchnb.testing``,
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ._compare import VOLATILE, Expected, frame_differences, message, ok_differences, rows_differ, status_differences
 from ._nbval import SANITIZE_CONFIG

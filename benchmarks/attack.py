@@ -21,6 +21,7 @@ target is missed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tempfile
 import threading
@@ -33,7 +34,8 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.support.attacks import ATTACKS, CO, Served, Servers, Tally, running  # noqa: E402
+
+from tests.support.attacks import ATTACKS, CO, Served, Servers, Tally, running  # noqa: E402 - after sys.path names the repository
 
 PROBE_EVERY = 0.02
 RSS_LIMIT = 200 * 1024 * 1024
@@ -44,7 +46,7 @@ STALL_LIMIT = 0.100
 
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else float("nan")
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
 class Background:
@@ -63,7 +65,7 @@ class Background:
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=f, daemon=True) for f in (self._probe, self._steady, self._sample)]
 
-    def start(self) -> "Background":
+    def start(self) -> Background:
         for t in self._threads:
             t.start()
         return self
@@ -119,10 +121,8 @@ class Background:
     def _sample(self) -> None:
         while not self._stop.is_set():
             for label, served in (("demo", self.servers.demo), ("gateway", self.servers.gateway)):
-                try:
+                with contextlib.suppress(OSError, AssertionError):
                     self.peak_rss[label] = max(self.peak_rss[label], served.rss())
-                except (OSError, AssertionError):
-                    pass
             time.sleep(0.05)
 
 

@@ -20,9 +20,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import best_of, report  # noqa: E402
-from batchnb import _json  # noqa: E402
-from batchnb.frames import from_frame  # noqa: E402
+from _common import best_of, report
+
+from batchnb import _json
+from batchnb.frames import from_frame
 
 TARGET = 1.5
 PATH = "/api/2.1/scheduling/companies/{company}/staff"

@@ -22,21 +22,21 @@ from pathlib import Path
 # This script is named like the package it measures: its own folder must not hide that package.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import os  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from typing import Iterator  # noqa: E402
+import argparse  # noqa: E402 - after sys.path stops naming this folder
+import contextlib  # noqa: E402 - after sys.path stops naming this folder
+import os  # noqa: E402 - after sys.path stops naming this folder
+import subprocess  # noqa: E402 - after sys.path stops naming this folder
+import tempfile  # noqa: E402 - after sys.path stops naming this folder
+import time  # noqa: E402 - after sys.path stops naming this folder
+from collections.abc import Iterator  # noqa: E402 - after sys.path stops naming this folder
 
-import dask.dataframe as dd  # noqa: E402
-import distributed  # noqa: E402
-import httpx  # noqa: E402
-import pandas as pd  # noqa: E402
+import dask.dataframe as dd  # noqa: E402 - after sys.path stops naming this folder
+import distributed  # noqa: E402 - after sys.path stops naming this folder
+import httpx  # noqa: E402 - after sys.path stops naming this folder
+import pandas as pd  # noqa: E402 - after sys.path stops naming this folder
 
-import batchnb as bn  # noqa: E402
-import batchnb.dask  # noqa: E402
+import batchnb as bn  # noqa: E402 - after sys.path stops naming this folder
+import batchnb.dask  # noqa: E402 - after sys.path stops naming this folder
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/api/2.1/scheduling/companies"

@@ -21,8 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the proxy and the workload are the tests' own (tests/support/delivery.py)
 
-import batchnb as bn  # noqa: E402
-from tests.support.delivery import companies_and_services, duplicated, fault_proxy, proxy_stats  # noqa: E402
+import batchnb as bn  # noqa: E402 - after sys.path names the repository
+from tests.support.delivery import companies_and_services, duplicated, fault_proxy, proxy_stats  # noqa: E402 - after sys.path names the repository
 
 
 def run(server: bn.LocalServer, rows: int, seed: int, keys: bool) -> bool:

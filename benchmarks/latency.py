@@ -25,19 +25,18 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pandas as pd
-
-from _common import free_port, _wait_ready
+from _common import _wait_ready, free_port
 
 sys.path.insert(
     0, str(Path(__file__).resolve().parent.parent)
 )  # tests/support: how to start a server that says its port
-from tests.support import listening  # noqa: E402
 from batchnb import AsyncClient
+from tests.support import listening
 
 HERE = Path(__file__).resolve().parent
 TARGET = 5.0

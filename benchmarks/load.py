@@ -23,12 +23,12 @@ import secrets
 import statistics
 import sys
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
+from _common import serve
 
 import batchnb
-from _common import serve
 from batchnb import Batch, Operation
 
 CO = "/api/2.1/scheduling/companies"
@@ -38,7 +38,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 class Tally:

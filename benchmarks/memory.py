@@ -20,8 +20,8 @@ import resource
 import time
 
 import pandas as pd
-
 from _common import serve
+
 from batchnb import AsyncClient
 
 MB = 1024 * 1024

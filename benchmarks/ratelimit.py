@@ -21,16 +21,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
-
 from _common import _wait_ready, free_port
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from batchnb import Client  # noqa: E402
-from batchnb.demo.company import CompanyAPI  # noqa: E402
+from batchnb import Client
+from batchnb.demo.company import CompanyAPI
 
 TARGET = 1.25
 
@@ -41,8 +40,18 @@ def gateway(upstream: str) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("BATCHNB_TOKEN", "BATCHNB_API_KEY")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchnb.cli", "serve", "--upstream", upstream, "--port", str(port)]
-        + ["--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "batchnb.cli",
+            "serve",
+            "--upstream",
+            upstream,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         env=env,
@@ -58,7 +67,7 @@ def gateway(upstream: str) -> Iterator[str]:
 
 def one_run(label: str, rows: int, rate: int, headers: str, gateway_too: bool) -> tuple[float, int, int]:
     """(seconds, rows failed, duplicates) of one run against a fresh API."""
-    with CompanyAPI(rate=rate, ratelimit_headers=headers) as api:  # type: ignore[arg-type]
+    with CompanyAPI(rate=rate, ratelimit_headers=headers) as api:  # type: ignore[arg-type]  # a value the annotation does not name, on purpose
         token = api.token()
         df = pd.DataFrame({"key": [f"{label}-{i}" for i in range(rows)]})
         with contextlib.ExitStack() as stack:

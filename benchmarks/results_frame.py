@@ -20,9 +20,10 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import best_of, report  # noqa: E402
-from batchnb.results import to_frame  # noqa: E402
-from batchnb.model import Response  # noqa: E402
+from _common import best_of, report
+
+from batchnb.model import Response
+from batchnb.results import to_frame
 
 TARGET = 1.0
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from batchnb import LocalServer
-
 
 #: what a test needs beyond this process: each keeps it out of the fast lane (``pytest -m "not slow"``).
 HEAVY = ("browser", "dask", "notebook", "subprocess", "soak")

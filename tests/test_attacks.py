@@ -9,8 +9,7 @@ under load.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 

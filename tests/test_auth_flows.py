@@ -22,8 +22,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
@@ -86,8 +87,18 @@ def gateway(upstream: str, tmp_path: Path) -> Iterator[str]:
     port, log = free_port(), tmp_path / f"gateway-{free_port()}.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--upstream", upstream]
-            + ["--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "batchnb.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--upstream",
+                upstream,
+                "--log-level",
+                "warning",
+            ],
             env=ENV,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -174,7 +185,7 @@ def test_auth_and_a_token_together_are_refused():
 
 
 def test_pickling_keeps_the_configuration_and_drops_tokens_and_locks():
-    transport, state = token_endpoint()
+    transport, _state = token_endpoint()
     auth = creds(scope="a b", refresh_margin=5)
 
     async def one(a: ClientCredentials) -> str:
@@ -285,7 +296,7 @@ def test_many_requests_in_flight_cause_one_token_request_across_loops_and_thread
 
 def test_a_refresh_margin_replaces_the_token_before_it_runs_out():
     # A margin longer than the lifetime: every request finds its token about to run out, and gets a new one first.
-    transport, state = token_endpoint(
+    transport, _state = token_endpoint(
         lambda r, n: httpx.Response(200, json={"access_token": f"t{n}", "token_type": "bearer", "expires_in": "5"})
     )
     auth = creds(refresh_margin=10)
@@ -403,7 +414,7 @@ def test_a_callable_gives_headers_for_every_request():
         calls.append(1)
         return {"X-Api-Key": f"key-{len(calls)}"}
 
-    transport, state = token_endpoint(api=lambda r, t: httpx.Response(200, json={"key": r.headers["x-api-key"]}))
+    transport, _state = token_endpoint(api=lambda r, t: httpx.Response(200, json={"key": r.headers["x-api-key"]}))
     out = Client("http://api.test", auth=headers, mode="direct", transport=transport).submit(
         [batchnb.Operation("GET", "/a"), batchnb.Operation("GET", "/b")]
     )
@@ -519,7 +530,7 @@ def test_the_cli_gets_tokens_from_the_environment_secret(tmp_path):
         args += ["--body-columns", "key,n", "--concurrency", "2"]
         env = {**ENV, "BATCHNB_CLIENT_SECRET": api.client_secret}
         r = subprocess.run(
-            args + ["-o", str(out), "--journal", str(journal)], capture_output=True, text=True, env=env, timeout=120
+            [*args, "-o", str(out), "--journal", str(journal)], capture_output=True, text=True, env=env, timeout=120
         )
         stats = api.stats()
         assert r.returncode == 0, r.stdout + r.stderr
@@ -541,7 +552,7 @@ def test_the_cli_gets_tokens_from_the_environment_secret(tmp_path):
         secret_file = tmp_path / "secret"
         secret_file.write_text("not-the-secret-at-all\n")
         r = subprocess.run(
-            args + ["--client-secret-file", str(secret_file)], capture_output=True, text=True, env=env, timeout=120
+            [*args, "--client-secret-file", str(secret_file)], capture_output=True, text=True, env=env, timeout=120
         )
         assert r.returncode == 1 and "invalid_client: unknown client or wrong secret" in r.stderr, r.stderr
         assert api.stats()["requests"] == stats["requests"]

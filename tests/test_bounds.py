@@ -14,9 +14,9 @@ import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -68,8 +68,18 @@ def _serve(tmp: Path, name: str, args: list[str], env: dict[str, str]) -> tuple[
     log = tmp / f"{name}.log"
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--log-level", "warning", *args]
-            + _bounds(),
+            [
+                sys.executable,
+                "-m",
+                "batchnb.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                *args,
+                *_bounds(),
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **env},

@@ -1,15 +1,20 @@
 """The batchnb command, run as a user runs it: a real process."""
 
 import argparse
+import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pandas as pd
+import pytest
 
-from tests.support import free_port, wait_for_http
+from tests.support import count, free_port, wait_for_http
+from tests.support.faults import RecordingUpstream, Reply
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
@@ -211,16 +216,6 @@ def test_serve_and_run_a_csv_with_a_bad_row(tmp_path):
 
 
 # ---------------------------------------------------------------- data as written, nothing lost
-
-
-import contextlib
-import json
-from pathlib import Path
-
-import pytest
-
-from tests.support import count
-from tests.support.faults import RecordingUpstream, Reply
 
 
 @contextlib.contextmanager
@@ -698,8 +693,22 @@ def test_a_reader_that_stops_early_ends_the_run_quietly(tmp_path, demo_server):
     # Far more than a pipe holds (64 KiB), so that writing goes on after the reader is gone.
     ops.write_text("note\n" + "".join(f"{i:04d} {'x' * 200}\n" for i in range(2000)), encoding="utf-8")
     run = subprocess.Popen(
-        [sys.executable, "-m", "batchnb.cli", "run", str(ops), "--url", url, "--method", "GET"]
-        + ["--path", CO + "/co_000000000000", "-o", "-", "-q"],
+        [
+            sys.executable,
+            "-m",
+            "batchnb.cli",
+            "run",
+            str(ops),
+            "--url",
+            url,
+            "--method",
+            "GET",
+            "--path",
+            CO + "/co_000000000000",
+            "-o",
+            "-",
+            "-q",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=RUN_ENV,
@@ -724,8 +733,25 @@ def test_an_interrupted_run_says_how_to_resume_in_flags(tmp_path):
         ops = companies_csv(tmp_path / "ops.csv", ["Held"])
         journal = tmp_path / "run.jsonl"
         run = subprocess.Popen(
-            [sys.executable, "-m", "batchnb.cli", "run", str(ops), "--url", upstream.url, "--direct", "-q"]
-            + ["--method", "POST", "--path", "/items", "--body-columns", "name", "--journal", str(journal)],
+            [
+                sys.executable,
+                "-m",
+                "batchnb.cli",
+                "run",
+                str(ops),
+                "--url",
+                upstream.url,
+                "--direct",
+                "-q",
+                "--method",
+                "POST",
+                "--path",
+                "/items",
+                "--body-columns",
+                "name",
+                "--journal",
+                str(journal),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

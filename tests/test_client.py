@@ -5,13 +5,15 @@ import json
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 from batchnb import AsyncClient, Batch, BatchValidationError, Client, LocalServer, Operation, TransportError
 from batchnb.demo import examples
 from batchnb.server import Limits
-
-from tests.support.faults import RecordingUpstream, Reply
+from tests.support import wait_until
+from tests.support.faults import RecordingUpstream, Reply, encode_reply
+from tests.support.trickle import TricklingServer
 
 API = "/api/2.1/scheduling"
 
@@ -122,7 +124,7 @@ def test_the_sync_client_shows_what_its_async_twin_shows():
         assert getattr(client, name) == getattr(twin, name), name
     # Read-only: each call makes its AsyncClient from the options given, so a new value would not be used.
     with pytest.raises(AttributeError):
-        client.mode = "batch"  # type: ignore[misc]
+        client.mode = "batch"  # type: ignore[misc]  # what a test may do and a user may not
 
 
 @pytest.mark.parametrize(
@@ -164,11 +166,6 @@ def test_a_numpy_integer_is_a_whole_number_like_any_other():
 
 # ---------------------------------------------------------------- timeout: a deadline for each exchange
 
-import pandas as pd
-
-from tests.support import wait_until
-from tests.support.faults import encode_reply
-from tests.support.trickle import TricklingServer
 
 LIMITS = {"version": "2.3", "maxRequests": 7, "maxDepth": 4}
 ONE_ROW = pd.DataFrame({"n": [1]})
@@ -289,7 +286,9 @@ def test_a_limits_answer_that_inflates_past_its_bound_is_refused_not_read():
     from tests.support.hostile_upstream import bomb
 
     payload = bomb(64 * 1024 * 1024)
-    with RecordingUpstream(lambda req: Reply(200, payload, {"Content-Encoding": "gzip, gzip"})) as srv:
-        with pytest.raises(TransportError) as info:
-            Client(srv.url, token="t").limits()
+    with (
+        RecordingUpstream(lambda req: Reply(200, payload, {"Content-Encoding": "gzip, gzip"})) as srv,
+        pytest.raises(TransportError) as info,
+    ):
+        Client(srv.url, token="t").limits()
     assert "its answer cannot be read" in str(info.value) and "larger than 65536 bytes" in str(info.value)

@@ -70,7 +70,7 @@ def test_tls_from_a_private_ca_tokens_that_expire_and_what_a_401_says() -> None:
 def test_a_client_past_its_rate_gets_429_with_retry_after_and_the_headers_it_asked_for(
     style: str, names: set[str]
 ) -> None:
-    with CompanyAPI(rate=3, ratelimit_headers=style) as api, httpx.Client(trust_env=False) as http:  # type: ignore[arg-type]
+    with CompanyAPI(rate=3, ratelimit_headers=style) as api, httpx.Client(trust_env=False) as http:  # type: ignore[arg-type]  # a value the annotation does not name, on purpose
         auth = {"Authorization": f"Bearer {_token(api, http)}"}
         answers = [http.post(api.url + "/api/things", json={"n": i}, headers=auth) for i in range(12)]
         statuses = [r.status_code for r in answers]

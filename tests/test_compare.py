@@ -110,7 +110,7 @@ def test_an_expected_file_that_is_not_text_is_named(tmp_path):
     with pytest.raises(bn.BatchValidationError, match="line 2"):
         Expected.read(tmp_path / "e.csv")
     with pytest.raises(bn.BatchValidationError, match="must be a DataFrame or the path"):
-        Expected.of(42)  # type: ignore[arg-type]
+        Expected.of(42)  # type: ignore[arg-type]  # a value the annotation does not name, on purpose
 
 
 def test_jsonpath_columns_query_the_body():

@@ -12,8 +12,9 @@ import os
 import ssl
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -219,9 +220,8 @@ def test_a_certificate_failure_says_so_is_not_retried_and_keeps_the_cause(tls_ap
 
 def test_a_certificate_failure_in_batch_mode_is_not_retried(tls_api: Any, no_proxy_env: Any) -> None:
     api, token = tls_api
-    with LoggingProxy() as proxy:
-        with pytest.raises(TransportError) as info:
-            Client(api.url, token=token, proxy=proxy.url, retries=3).submit(ROWS, **THINGS)
+    with LoggingProxy() as proxy, pytest.raises(TransportError) as info:
+        Client(api.url, token=token, proxy=proxy.url, retries=3).submit(ROWS, **THINGS)
     assert "certificate verify failed" in str(info.value) and isinstance(info.value.__cause__, httpx.ConnectError)
     assert len(proxy.targets("CONNECT")) == 2  # the limits, then the one batch, once
 
@@ -313,9 +313,8 @@ def test_the_gateway_reaches_a_private_ca_api_through_the_environments_proxy(
 
 def test_the_gateway_with_upstream_proxy(plain_api: Any, tmp_path: Path, no_proxy_env: Any) -> None:
     api, token = plain_api
-    with LoggingProxy() as proxy:
-        with _gateway(api.url, "--upstream-proxy", proxy.url, log=tmp_path / "gw.log") as gw:
-            result = Client(gw, token=token).submit(ROWS, **THINGS)
+    with LoggingProxy() as proxy, _gateway(api.url, "--upstream-proxy", proxy.url, log=tmp_path / "gw.log") as gw:
+        result = Client(gw, token=token).submit(ROWS, **THINGS)
     assert result["ok"].all(), result["error"].tolist()
     assert proxy.targets("POST") == [api.url + "/api/things"] * len(ROWS)
 
@@ -336,8 +335,18 @@ def test_the_gateways_502_says_why_and_the_server_logs_it_once(tls_api: Any, tmp
 
 def test_serve_refuses_a_missing_upstream_ca(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "batchnb.cli", "serve", "--upstream", "https://api.example"]
-        + ["--upstream-cacert", str(tmp_path / "ca.pem"), "--port", str(free_port())],
+        [
+            sys.executable,
+            "-m",
+            "batchnb.cli",
+            "serve",
+            "--upstream",
+            "https://api.example",
+            "--upstream-cacert",
+            str(tmp_path / "ca.pem"),
+            "--port",
+            str(free_port()),
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -454,21 +463,19 @@ def test_dask_workers_use_the_ca_and_a_proxy_whose_password_stays_out_of_the_gra
     with (
         LoggingProxy(auth=f"{PROXY_USER}:{PROXY_PASSWORD}") as proxy,
         TLSServer(gateway, tmp_path) as server,
+        distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as dc,
     ):
-        with (
-            distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster,
-            distributed.Client(cluster) as dc,
-        ):
-            result = batchnb.dask.submit(
-                dd.from_pandas(ROWS, npartitions=2),
-                server.url,
-                token=token,
-                verify=server.ca_file,
-                proxy=proxy.url_with(f"{PROXY_USER}:{PROXY_PASSWORD}"),
-                journal=tmp_path / "journal",
-                client=dc,
-                **THINGS,
-            ).compute()
+        result = batchnb.dask.submit(
+            dd.from_pandas(ROWS, npartitions=2),
+            server.url,
+            token=token,
+            verify=server.ca_file,
+            proxy=proxy.url_with(f"{PROXY_USER}:{PROXY_PASSWORD}"),
+            journal=tmp_path / "journal",
+            client=dc,
+            **THINGS,
+        ).compute()
     assert result["ok"].all(), result["error"].tolist()
     assert _created(api) - before == len(ROWS)
     assert proxy.targets("CONNECT") and all(c and c.startswith("Basic ") for c in proxy.credentials)
@@ -503,7 +510,7 @@ def test_dask_refuses_an_ssl_context_naming_verify() -> None:
 
 
 def test_the_token_request_of_an_auth_flow_goes_the_same_way(tls_api: Any, no_proxy_env: Any) -> None:
-    api, _token_ = tls_api
+    api = tls_api[0]
     flow = bn.auth.ClientCredentials(api.token_url, api.client_id, api.client_secret)
     with LoggingProxy() as proxy:
         result = Client(api.url, mode="direct", verify=api.ca_file, proxy=proxy.url, auth=flow).submit(ROWS, **THINGS)

@@ -17,8 +17,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -26,11 +26,10 @@ import pytest
 dd = pytest.importorskip("dask.dataframe")
 distributed = pytest.importorskip("distributed")
 
-import batchnb.dask as bd  # noqa: E402
-from batchnb import BatchValidationError  # noqa: E402
-
-from tests.support import count, wait_until  # noqa: E402
-from tests.support.watching import WatchedServer  # noqa: E402
+import batchnb.dask as bd  # noqa: E402 - after the skip when dask is not installed
+from batchnb import BatchValidationError  # noqa: E402 - after the skip when dask is not installed
+from tests.support import count, wait_until  # noqa: E402 - after the skip when dask is not installed
+from tests.support.watching import WatchedServer  # noqa: E402 - after the skip when dask is not installed
 
 CO = "/api/2.1/scheduling/companies"
 
@@ -192,8 +191,18 @@ def test_a_cluster_wide_limit_never_deadlocks(tmp_path, threads, partitions, con
     with WatchedServer(max_requests=10, delay=0.02) as server:
         # A cluster of its own, in a process of its own: a hang is killed at the deadline and fails the test.
         run = subprocess.Popen(
-            [sys.executable, "-m", "tests.support.dask_submit", server.url, server.token]
-            + [str(threads), str(partitions), str(concurrency), str(rows), str(tmp_path / "j")],
+            [
+                sys.executable,
+                "-m",
+                "tests.support.dask_submit",
+                server.url,
+                server.token,
+                str(threads),
+                str(partitions),
+                str(concurrency),
+                str(rows),
+                str(tmp_path / "j"),
+            ],
             cwd=Path(__file__).parents[1],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -448,7 +457,7 @@ def test_read_csv_keeps_every_cell_as_the_file_says_across_partitions(cluster, t
     parts = [ddf.get_partition(k).compute() for k in range(ddf.npartitions)]
     for part in parts:  # every partition has the whole file's types
         pd.testing.assert_series_equal(part.dtypes, ddf._meta.dtypes)
-    assert ddf.dtypes["staff"] == "Int64" and not ddf._meta["id"].dtype.kind in "iuf"
+    assert ddf.dtypes["staff"] == "Int64" and ddf._meta["id"].dtype.kind not in "iuf"
     whole = ddf.compute()
     assert whole.index.tolist() == list(range(60))  # the row's number in the file, as one read_csv gives
     assert whole.loc[0, "id"] == "000001" and whole.loc[59, "id"] == "000060"

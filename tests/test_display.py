@@ -12,7 +12,6 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from batchnb import Batch, Operation
-from batchnb.demo import examples
 from batchnb._display import (
     GREEN,
     GREY,
@@ -28,6 +27,7 @@ from batchnb._display import (
     status_counts,
     summary,
 )
+from batchnb.demo import examples
 from batchnb.plan import make_plan
 
 

@@ -51,7 +51,7 @@ def test_the_fields_listed_are_those_taken() -> None:
         '{"requests": [operation, …]}',
         '"parallel"',
     ]
-    assert model._BATCH_FIELDS == {"requests", "parallel"}
+    assert {"requests", "parallel"} == model._BATCH_FIELDS
 
 
 def test_the_headers_an_operation_may_not_set_are_those_refused() -> None:

@@ -7,11 +7,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response as PlainResponse
+from starlette.responses import JSONResponse
+from starlette.responses import Response as PlainResponse
 from starlette.routing import Route
 
-from batchnb import Batch, Operation, ref
-from batchnb import engine
+from batchnb import Batch, Operation, engine, ref
 from batchnb.engine import ASGIDispatcher, HTTPDispatcher, execute
 
 CALLS: list[tuple[str, str, str | None, str]] = []

@@ -17,9 +17,8 @@ import httpx
 import pytest
 
 from batchnb import Client, LocalServer
-
-from tests.support.delivery import companies_and_services, duplicated, fault_proxy, proxy_stats as stats
-
+from tests.support.delivery import companies_and_services, duplicated, fault_proxy
+from tests.support.delivery import proxy_stats as stats
 
 pytestmark = pytest.mark.slow
 

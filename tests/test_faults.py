@@ -159,7 +159,7 @@ def _rate_limited_once(prefix: str) -> tuple[RecordingUpstream, dict[str, int]]:
     seen: dict[str, int] = {}
 
     def respond(req: object) -> Reply:
-        target = req.target  # type: ignore[attr-defined]
+        target = req.target  # type: ignore[attr-defined]  # an attribute set on the object by this test
         seen[target] = seen.get(target, 0) + 1
         if target.startswith(prefix) and seen[target] == 1:
             return Reply(429, {"error": {"message": "slow down"}}, {"Retry-After": "0"})

@@ -468,10 +468,10 @@ def test_a_header_given_twice_in_two_cases_is_refused_up_front():
 
 # ---------------------------------------------------------------- column-wise building: as row by row
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402 - the property tests' own imports, with them
+from hypothesis import strategies as st  # noqa: E402 - the property tests' own imports, with them
 
-from batchnb import _json  # noqa: E402
+from batchnb import _json  # noqa: E402 - the property tests' own imports, with them
 
 TEXTS = ["a", "b", None, "..", "a b", "x/y", "%2e", "50%", "ü", "${result=co:$.id}", "${result=", "", "E"]
 TEMPLATES = ["/s/{t}", "/s/{t}/n/{n}", "/s/{o}-{t}", "/p%2{t}", "/{f}/{t}/{n}", "/c/{n}", "/x/{c}/{t}"]

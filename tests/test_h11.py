@@ -78,7 +78,7 @@ async def scripted() -> AsyncIterator[tuple[Scripted, str]]:
 
 
 def run(coro: object) -> object:
-    return asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]
+    return asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]  # a value the annotation does not name, on purpose
 
 
 def test_requests_share_one_kept_alive_connection_and_bodies_arrive_whole() -> None:
@@ -119,9 +119,12 @@ def test_an_informational_answer_is_skipped() -> None:
 
 def test_raw_bytes_are_not_decoded_by_the_transport() -> None:
     async def main() -> None:
-        async with scripted() as (_script, url), httpx.AsyncClient(transport=OneConnection()) as http:
-            async with http.stream("GET", f"{url}/gzip") as r:
-                assert b"".join([c async for c in r.aiter_raw()]) == b"\x1f\x8b\x08\x00"
+        async with (
+            scripted() as (_script, url),
+            httpx.AsyncClient(transport=OneConnection()) as http,
+            http.stream("GET", f"{url}/gzip") as r,
+        ):
+            assert b"".join([c async for c in r.aiter_raw()]) == b"\x1f\x8b\x08\x00"
 
     run(main())
 
@@ -185,10 +188,13 @@ def test_a_head_past_its_bound_is_refused() -> None:
 
 def test_one_request_at_a_time() -> None:
     async def main() -> None:
-        async with scripted() as (_script, url), httpx.AsyncClient(transport=OneConnection()) as http:
-            async with http.stream("GET", f"{url}/ok"):
-                with pytest.raises(RuntimeError, match="one request at a time"):
-                    await http.get(f"{url}/ok")
+        async with (
+            scripted() as (_script, url),
+            httpx.AsyncClient(transport=OneConnection()) as http,
+            http.stream("GET", f"{url}/ok"),
+        ):
+            with pytest.raises(RuntimeError, match="one request at a time"):
+                await http.get(f"{url}/ok")
 
     run(main())
 

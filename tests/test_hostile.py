@@ -13,8 +13,9 @@ import asyncio
 import json
 import socket
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -360,7 +361,7 @@ def test_operation_count_and_depth_limits(demo: tuple[InProcess, Rows, str]) -> 
     assert "requests" in [d["pointer"] for d in r.json()["error"]["details"]]
     # 50 counting the nested ones is the limit, not 50 at the top.
     nested = [{"method": "GET", "path": CO, "requests": [{"method": "GET", "path": CO}]}] * 25
-    assert check_batch(demo, {"requests": nested + [SEED]}).status_code == 413
+    assert check_batch(demo, {"requests": [*nested, SEED]}).status_code == 413
     assert check_batch(demo, {"requests": [SEED] + [{"method": "GET", "path": CO}] * 49}).status_code == 200
     op: dict[str, Any] = {"method": "GET", "path": CO}
     for _ in range(4):
@@ -376,7 +377,7 @@ def test_operation_count_and_depth_limits(demo: tuple[InProcess, Rows, str]) -> 
 @pytest.fixture
 def upstream() -> Iterator[RecordingUpstream]:
     with RecordingUpstream() as server:
-        yield server  # type: ignore[misc]
+        yield server  # type: ignore[misc]  # what a test may do and a user may not
 
 
 def gateway(upstream: RecordingUpstream, **limits: Any) -> InProcess:
@@ -518,7 +519,7 @@ def test_jsonpath_edge_cases_in_references(upstream: RecordingUpstream) -> None:
             )
             assert_well_formed(r)
             assert r.status_code == 400, (bad, r.text[:200])
-            assert [d["pointer"] for d in r.json()["error"]["details"]][0].startswith("requests[1].path"), r.text
+            assert next(d["pointer"] for d in r.json()["error"]["details"]).startswith("requests[1].path"), r.text
         assert upstream.requests == []
     finally:
         gw.close()
@@ -612,7 +613,7 @@ def _raw(port: int, data: bytes, read_timeout: float = 5.0) -> bytes:
         while True:
             try:
                 chunk = s.recv(65536)
-            except (socket.timeout, ConnectionResetError):
+            except (TimeoutError, ConnectionResetError):
                 break
             if not chunk:
                 break

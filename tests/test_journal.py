@@ -12,7 +12,6 @@ import pytest
 from batchnb import BatchValidationError, Client, Operation
 from batchnb.journal import Journal, fingerprints, row_key
 from batchnb.model import Response
-
 from tests.support import count
 
 API = "/api/2.1/scheduling"
@@ -210,7 +209,7 @@ def _tamperings(lines: list[str]):
         event = json.loads(line)
 
         def whole(changed, i=i):
-            return "\n".join(lines[:i] + [changed] + lines[i + 1 :]) + "\n"
+            return "\n".join([*lines[:i], changed, *lines[i + 1 :]]) + "\n"
 
         for text in ("[]", "null", "{}", "garbage", "[" * 5000 + "]" * 5000):
             yield f"line {i + 1} is {text[:12]!r}", whole(text)

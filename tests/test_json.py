@@ -4,6 +4,8 @@ from decimal import Decimal
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batchnb import _json
 
@@ -118,8 +120,6 @@ def test_reading_long_integers_is_no_more_lenient_than_orjson(text: bytes) -> No
 
 # ---------------------------------------------------------------- JSON kept as its text
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 _scalars = (
     st.none()
@@ -163,7 +163,7 @@ def test_raw_json_takes_what_loads_takes_and_refuses_the_rest(data):
     try:
         raw = _json.RawJSON.of(data)
     except _json.TooDeep:
-        assert False, "nothing this short nests 254 levels"
+        raise AssertionError("nothing this short nests 254 levels") from None
     except ValueError:
         assert not ok, f"{data!r} is JSON that loads reads, refused as raw"
     else:

@@ -14,7 +14,7 @@ def test_a_server_not_started_has_no_url():
     server = LocalServer()
     assert not server.running
     with pytest.raises(LocalServerError, match="not running"):
-        server.url
+        _ = server.url
 
 
 def test_start_serves_on_loopback_and_a_second_start_changes_nothing():

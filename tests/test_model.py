@@ -187,7 +187,7 @@ def test_a_batch_read_from_json_text_refuses_a_key_written_twice():
 )
 def test_a_reference_is_checked_however_its_text_is_escaped(path: str) -> None:
     """The parse skips looking for references only in text that cannot hold one: an escaped ``${`` is still one."""
-    raw = ('{"requests": [{"method": "GET", "path": "%s"}]}' % path).encode()
+    raw = (f'{{"requests": [{{"method": "GET", "path": "{path}"}}]}}').encode()
     for parse in (lambda: Batch.from_wire(raw), lambda: Batch.from_wire(json.loads(raw), text=raw)):
         with pytest.raises(BatchValidationError) as info:
             parse()

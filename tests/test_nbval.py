@@ -62,7 +62,7 @@ def team_api(max_item: int) -> RecordingUpstream:
             return Reply(
                 422, {"error": {"message": "Validation failed", "details": [{"field": "item", "message": "too long"}]}}
             )
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
+        now = datetime.datetime.now(datetime.UTC).isoformat()
         return Reply(201, {"id": str(uuid.uuid4()), "item": item, "createdAt": now})
 
     return RecordingUpstream(respond)

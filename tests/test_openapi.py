@@ -20,8 +20,7 @@ import jsonschema_rs
 import pytest
 
 from batchnb import LocalServer, refs, rules
-from batchnb.demo import create_demo_app
-from batchnb.demo import scheduling
+from batchnb.demo import create_demo_app, scheduling
 from batchnb.server import Limits, create_app
 from batchnb.server import _patterns as patterns
 from batchnb.server._openapi import OPENAPI_PATH
@@ -130,8 +129,8 @@ def test_the_path_pattern_on_the_known_cases(path: str, ok: bool) -> None:
 
 
 HEADER_NAMES = ["Host", "hOST", "Te", "TE", "Tea", "X-A", "Content-Length", "Content-Lengths", "Proxy-Authorization"]
-HEADER_NAMES += sorted(rules.FORBIDDEN_HEADERS) + ["Upgrade-Insecure-Requests", "Expected", "-", "!#$%&'*+.^_`|~"]
-NAME_CHARS = list("aZ9-_.!~|^`'*+#$%& :\t\x00\x7f\né\xa0(){}[]\"/@=,;?") + ["${result="]
+HEADER_NAMES += [*sorted(rules.FORBIDDEN_HEADERS), "Upgrade-Insecure-Requests", "Expected", "-", "!#$%&'*+.^_`|~"]
+NAME_CHARS = [*list("aZ9-_.!~|^`'*+#$%& :\t\x00\x7f\né\xa0(){}[]\"/@=,;?"), "${result="]
 
 
 def test_the_header_name_pattern_agrees_with_header_problems() -> None:
@@ -147,7 +146,8 @@ def test_the_header_name_pattern_agrees_with_header_problems() -> None:
     assert agree(patterns.header_name(), names(), accepted) == N
 
 
-VALUE_PIECES = list("ab9~!\" #%&':;{}$\t\x00\x01\x1f\x7f\n\ré\xa0\u3000") + [
+VALUE_PIECES = [
+    *list("ab9~!\" #%&':;{}$\t\x00\x01\x1f\x7f\n\ré\xa0\u3000"),
     " ",
     "\t",
     "${result=",
@@ -198,7 +198,7 @@ def test_the_header_lines_pattern_agrees_with_parse_header_lines() -> None:
 
 
 def test_the_name_and_method_patterns_agree_with_the_rules() -> None:
-    chars = list("aZ09_.-$ é\n{}:/") + ["ſ"]
+    chars = [*list("aZ09_.-$ é\n{}:/"), "ſ"]
     assert agree(patterns.operation_name(), strings(8, chars, most=4), lambda v: rules.name_problem(v) is None) == N
     words = [m.lower() for m in rules.METHODS] + list(rules.METHODS) + ["Get", "pOsT", "FETCH", "HEAD", "", " ", "x"]
 
@@ -212,7 +212,7 @@ def test_the_name_and_method_patterns_agree_with_the_rules() -> None:
 
 
 def test_the_text_pattern_is_a_string_without_a_reference() -> None:
-    pieces = list("ab $${}:.\n\x00é") + ["${result=", "${result=a:$.x}", "$${", "${resu", "$$"]
+    pieces = [*list("ab $${}:.\n\x00é"), "${result=", "${result=a:$.x}", "$${", "${resu", "$$"]
     assert agree(patterns.text(), strings(11, pieces), lambda v: bool(literal(v)) or None) > N * 0.6
 
 
@@ -318,7 +318,7 @@ def test_the_idempotency_key_pattern_agrees_with_parse_key(demo_document: dict[s
 
     post = demo_document["paths"][scheduling.API_PREFIX + "/companies"]["post"]
     [key] = [p for p in post["parameters"] if p["name"] == "Idempotency-Key"]
-    pieces = list('ab9~!"\\ \t#') + ['"', '\\"', "a" * 100, "é", "\x7f", "\x00"]
+    pieces = [*list('ab9~!"\\ \t#'), '"', '\\"', "a" * 100, "é", "\x7f", "\x00"]
 
     def accepted(value: str) -> bool | None:
         if value.strip(" \t") != value.strip():

@@ -173,7 +173,7 @@ def test_what_the_prefix_does_is_undone_exactly():
     cells = [*RUNNABLE, "plain", "'=quoted", "-3", "+4.5e3", "-", "'", "''@x", "", "'''", "=", "'plain"]
     for cell in cells:
         assert as_written(formula_safe(cell)) == cell, cell
-        assert not formula_safe(cell)[:1] in ("=", "+", "-", "@", "\t", "\r") or formula_safe(cell) in ("-3", "+4.5e3")
+        assert formula_safe(cell)[:1] not in ("=", "+", "-", "@", "\t", "\r") or formula_safe(cell) in ("-3", "+4.5e3")
     # Only what formula_safe writes is changed back: a quote before plain text stays.
     assert as_written("'plain") == "'plain" and as_written("'-3") == "'-3"
 

@@ -4,7 +4,6 @@ import pytest
 
 from batchnb import BatchValidationError, Client, Operation, ref
 from batchnb.plan import batch_fill, make_plan
-
 from tests.support import count
 
 API = "/api/2.1/scheduling"

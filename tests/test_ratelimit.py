@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -33,7 +33,7 @@ NOW = 1_800_000_000.0
 def test_retry_after_keeps_its_old_home_and_meaning():
     assert old_home is retry_after
     assert retry_after({"Retry-After": "2"}) == 2.0 and retry_after({"retry-after": "0.5"}) == 0.5
-    date = format_datetime(datetime.now(timezone.utc) + timedelta(hours=1), usegmt=True)
+    date = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
     assert 3500 < retry_after({"Retry-After": date}) <= 3600
 
 

@@ -7,7 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import pandas as pd
 import pytest
@@ -24,7 +24,7 @@ STYLES = ["ietf", "x", "none"]
 
 @contextlib.contextmanager
 def company(style: str) -> Iterator[tuple[CompanyAPI, str]]:
-    with CompanyAPI(rate=RATE, ratelimit_headers=style, token_ttl=3600) as api:  # type: ignore[arg-type]
+    with CompanyAPI(rate=RATE, ratelimit_headers=style, token_ttl=3600) as api:  # type: ignore[arg-type]  # a value the annotation does not name, on purpose
         yield api, api.token()
 
 
@@ -34,8 +34,18 @@ def gateway(upstream: str) -> Iterator[str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BATCHNB_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "batchnb.cli", "serve", "--upstream", upstream, "--port", str(port)]
-        + ["--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "batchnb.cli",
+            "serve",
+            "--upstream",
+            upstream,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
@@ -84,8 +94,23 @@ def test_the_cli_with_defaults_only_ends_every_row_ok(style, tmp_path):
     with company(style) as (api, token):
         env = {**os.environ, "BATCHNB_TOKEN": token}
         done = subprocess.run(
-            [sys.executable, "-m", "batchnb.cli", "run", str(src), "--url", api.url, "--direct"]
-            + ["--method", "POST", "--path", "/api/things", "--body-columns", "key", "-q"],
+            [
+                sys.executable,
+                "-m",
+                "batchnb.cli",
+                "run",
+                str(src),
+                "--url",
+                api.url,
+                "--direct",
+                "--method",
+                "POST",
+                "--path",
+                "/api/things",
+                "--body-columns",
+                "key",
+                "-q",
+            ],
             env=env,
             capture_output=True,
             text=True,
@@ -123,8 +148,24 @@ def test_the_cli_refuses_an_invalid_rate(tmp_path):
     src = tmp_path / "things.csv"
     rows("bad").to_csv(src, index=False)
     done = subprocess.run(
-        [sys.executable, "-m", "batchnb.cli", "run", str(src), "--url", "http://127.0.0.1:9", "--direct"]
-        + ["--method", "POST", "--path", "/api/things", "--body-columns", "key", "--rate", "fast"],
+        [
+            sys.executable,
+            "-m",
+            "batchnb.cli",
+            "run",
+            str(src),
+            "--url",
+            "http://127.0.0.1:9",
+            "--direct",
+            "--method",
+            "POST",
+            "--path",
+            "/api/things",
+            "--body-columns",
+            "key",
+            "--rate",
+            "fast",
+        ],
         capture_output=True,
         text=True,
         timeout=60,

@@ -52,7 +52,7 @@ def cli(fresh_server, tmp_path):
         assert credentials["token"] not in done.stdout + done.stderr
         return done
 
-    run.token = credentials["token"]  # type: ignore[attr-defined]
+    run.token = credentials["token"]  # type: ignore[attr-defined]  # an attribute set on the object by this test
     return run
 
 
@@ -148,7 +148,7 @@ def test_without_expect_the_junit_report_fails_the_rows_that_are_not_ok(cli, tmp
     failures = {c.get("name"): c.find("failure") for c in cases if c.find("failure") is not None}
     assert set(failures) == {"empty (row 1)", "missing (row 2)"}
     assert failures["empty (row 1)"].get("message") == "status: expected 2xx, got 400"
-    assert cli.token not in (tmp_path / "report.xml").read_text(encoding="utf-8")  # type: ignore[attr-defined]
+    assert cli.token not in (tmp_path / "report.xml").read_text(encoding="utf-8")  # type: ignore[attr-defined]  # an attribute set on the object by this test
 
 
 @pytest.mark.parametrize(
@@ -247,8 +247,24 @@ def test_run_expect_names_the_field_that_changed_with_both_values(tmp_path):
 
         def run(*args: str) -> subprocess.CompletedProcess:
             return subprocess.run(
-                [sys.executable, "-m", "batchnb.cli", "run", "ops.csv", "--url", upstream.url, "--direct", "-q"]
-                + ["--method", "POST", "--path", "/orders", "--body-columns", "name", *args],
+                [
+                    sys.executable,
+                    "-m",
+                    "batchnb.cli",
+                    "run",
+                    "ops.csv",
+                    "--url",
+                    upstream.url,
+                    "--direct",
+                    "-q",
+                    "--method",
+                    "POST",
+                    "--path",
+                    "/orders",
+                    "--body-columns",
+                    "name",
+                    *args,
+                ],
                 cwd=tmp_path,
                 capture_output=True,
                 text=True,

@@ -10,7 +10,6 @@ from batchnb.frames import from_frame
 from batchnb.model import Response
 from batchnb.results import expand, to_frame
 
-
 # ---------------------------------------------------------------- to_frame
 
 

@@ -13,7 +13,6 @@ from batchnb._senders import Reply
 from batchnb.journal import Journal
 from batchnb.model import Response
 from batchnb.plan import make_plan
-
 from tests.support import count, interrupted_when
 from tests.support.faults import DroppingServer
 
@@ -246,7 +245,7 @@ def test_interrupt_keeps_what_finished(fresh_server):
 
 
 def test_progress_bar_counts_done_and_failed_operations(fresh_server, capsys):
-    ops = companies(6, "p") + [Operation("POST", f"{API}/companies", {"name": ""})]
+    ops = [*companies(6, "p"), Operation("POST", f"{API}/companies", {"name": ""})]
     Client(fresh_server.url, **fresh_server.credentials(), max_requests=2).submit(ops)  # on by default: 4 batches
     err = capsys.readouterr().err
     assert "7/7" in err and "failed=1" in err

@@ -10,16 +10,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import orjson
 import httpx
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batchnb.server.auth import Keyring
 from batchnb.demo import idempotency
 from batchnb.demo.scheduling import scheduling_app
 from batchnb.demo.store import Store
+from batchnb.server.auth import Keyring
 
 BASE = "/api/2.1/scheduling"
 CREDS = {"key-a": "tok-a", "key-b": "tok-b"}

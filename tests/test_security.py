@@ -19,8 +19,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -29,7 +30,6 @@ import batchnb
 from batchnb import Batch, Operation
 from batchnb.server import auth
 from batchnb.server.auth import Keyring
-
 from tests.support import count, free_port, stop, wait_for_http
 from tests.support.faults import RecordingUpstream
 
@@ -353,9 +353,9 @@ def test_reprs_hide_credentials(secret_server: batchnb.LocalServer) -> None:
 
 
 def test_error_messages_hide_credentials(secret_server: batchnb.LocalServer) -> None:
-    key, other = secret_server.tenants
+    key, _other = secret_server.tenants
     token = secret_server.credentials(key)["token"]
-    hidden = _secrets_of(secret_server) + ["wrong-" + token]
+    hidden = [*_secrets_of(secret_server), "wrong-" + token]
     errors: list[BaseException] = []
     for kind in ("header", "query"):
         with pytest.raises(batchnb.AuthenticationError) as info:
@@ -409,7 +409,7 @@ def test_logs_results_and_journal_hide_credentials(secret_server: batchnb.LocalS
         logger.setLevel(logging.DEBUG)
     try:
         frames = []
-        for i, kind in enumerate(("header", "query")):
+        for _i, kind in enumerate(("header", "query")):
             df = pd.DataFrame({"name": [f"Shop {kind} {n}" for n in range(120)]})
             client = secret_server.client_for(key, credentials_in=kind)
             frames.append(

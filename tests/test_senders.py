@@ -1,9 +1,9 @@
 """How batches reach the API (batchnb._senders): the batch endpoint over HTTP, the engine in this process, Retry-After."""
 
 import asyncio
-import zlib
 import json
-from datetime import datetime, timedelta, timezone
+import zlib
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import httpx
@@ -12,7 +12,6 @@ import pytest
 from batchnb import Batch, Client, Operation, TransportError
 from batchnb._senders import BatchEndpoint, retry_after
 from batchnb.demo import examples
-
 from tests.support import free_port
 from tests.support.faults import DroppingServer, RecordingUpstream, Reply
 
@@ -84,9 +83,9 @@ def test_retry_after_in_seconds_or_as_a_date():
     assert retry_after({"Retry-After": "-3"}) == 0.0
     assert retry_after({}) is None
     assert retry_after({"Retry-After": "soon"}) is None
-    in_an_hour = format_datetime(datetime.now(timezone.utc) + timedelta(hours=1), usegmt=True)
+    in_an_hour = format_datetime(datetime.now(UTC) + timedelta(hours=1), usegmt=True)
     assert 1800 < retry_after({"Retry-After": in_an_hour}) <= 3600
-    earlier = format_datetime(datetime.now(timezone.utc) - timedelta(seconds=120), usegmt=True)
+    earlier = format_datetime(datetime.now(UTC) - timedelta(seconds=120), usegmt=True)
     assert retry_after({"Retry-After": earlier}) == 0.0
 
 
@@ -99,9 +98,11 @@ def test_an_answer_that_inflates_past_the_limit_is_an_outcome_unknown_not_a_full
         async with httpx.AsyncClient(timeout=10, trust_env=False) as http:
             return await BatchEndpoint(http, url, {}, {}, max_answer_bytes=1_000_000)([Operation("GET", "/x")])
 
-    with RecordingUpstream(lambda req: Reply(200, payload, {"Content-Encoding": "gzip, gzip"})) as srv:
-        with pytest.raises(TransportError) as info:
-            asyncio.run(go(srv.url))
+    with (
+        RecordingUpstream(lambda req: Reply(200, payload, {"Content-Encoding": "gzip, gzip"})) as srv,
+        pytest.raises(TransportError) as info,
+    ):
+        asyncio.run(go(srv.url))
     assert info.value.sent is True and "larger than 1000000 bytes once decoded" in str(info.value)
 
 

@@ -16,13 +16,13 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
 from batchnb import AsyncClient, Client
-
 from tests.support import free_port, stop, wait_for_http, wait_until
 from tests.test_server import (  # noqa: F401 - collected here, against two processes
     test_400_with_pointers,

@@ -12,8 +12,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pandas as pd
@@ -72,7 +73,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[RecordingUpstream]:
     with RecordingUpstream(lambda req: Reply(200, SOURCE if req.path == "/src" else {"target": req.target})) as server:
-        yield server  # type: ignore[misc]
+        yield server  # type: ignore[misc]  # what a test may do and a user may not
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from batchnb import (
 )
 from batchnb.demo import examples
 from batchnb.server import Limits
-
 from tests.support import count
 
 API = "/api/2.1/scheduling"
@@ -397,7 +396,7 @@ def test_a_slow_head_is_answered_408_and_its_connection_closed(tmp_path):
 
 def test_a_key_written_twice_is_refused_not_silently_dropped(fresh_server):
     raw = (
-        '{"requests": [{"method": "POST", "method": "GET", "path": "%s/companies", "body": {"name": "x"}}]}' % API
+        f'{{"requests": [{{"method": "POST", "method": "GET", "path": "{API}/companies", "body": {{"name": "x"}}}}]}}'
     ).encode()
     r = post_raw(fresh_server, raw)
     assert r.status_code == 400

@@ -45,7 +45,7 @@ def test_pragmas(store: Store, db_path: Path) -> None:
     ("kind", "prefix"), [("company", "co"), ("service", "sv"), ("staff", "st"), ("appointment", "ap")]
 )
 def test_new_id_format(kind: str, prefix: str) -> None:
-    ids = {new_id(kind) for _ in range(50)}  # type: ignore[arg-type]
+    ids = {new_id(kind) for _ in range(50)}  # type: ignore[arg-type]  # a value the annotation does not name, on purpose
     assert len(ids) == 50
     assert all(re.fullmatch(prefix + r"_[0-9a-f]{12}", i) for i in ids)
 
@@ -405,10 +405,9 @@ def test_a_group_whose_commit_fails_says_its_writes_are_lost(store: Store, db_pa
     # A deferred foreign key is checked at COMMIT: the one way to make a real COMMIT fail on demand.
     store.execute("CREATE TABLE parents (id INTEGER PRIMARY KEY)")
     store.execute("CREATE TABLE children (parent INTEGER REFERENCES parents (id) DEFERRABLE INITIALLY DEFERRED)")
-    with pytest.raises(WritesLost) as caught:
-        with store.group():
-            _company(store, name="Lost")
-            store.execute("INSERT INTO children VALUES (42)")
+    with pytest.raises(WritesLost) as caught, store.group():
+        _company(store, name="Lost")
+        store.execute("INSERT INTO children VALUES (42)")
     assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)
     assert _names_seen_by_another_connection(db_path) == []
     assert _company(store, name="After")["name"] == "After"  # the store goes on

@@ -163,9 +163,8 @@ def test_known_fills_in_references_to_an_earlier_results_names(tmp_path):
 
 
 def test_a_server_that_cannot_be_reached_raises_with_the_frame_in_partial():
-    from tests.support import free_port
-
     from batchnb import Client, TransportError
+    from tests.support import free_port
 
     frame = pd.DataFrame({"name": ["a", "b"]})
     client = Client(f"http://127.0.0.1:{free_port()}", token="t", retries=1, backoff=0.01, max_requests=50, max_depth=4)

@@ -11,9 +11,8 @@ import pytest
 
 from batchnb._connect import Connection
 from batchnb.server import Limits, create_app
-from batchnb.server.app import BatchApp
 from batchnb.server._upstream import ONE_CONNECTION, UpstreamClients, UpstreamDispatcher
-
+from batchnb.server.app import BatchApp
 from tests.support.faults import LoopbackServer, RecordingUpstream, Reply, read_request
 
 

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import pytest
@@ -33,13 +33,11 @@ def test_the_block_that_needs_more_than_is_left_is_refused_and_nothing_is_left_a
     work = Work(3_000)
     with work.metered():
         spend(2_000)
-    with pytest.raises(OutOfWork, match="budget of 3000 units is spent"):
-        with work.metered():
-            spend(1_500)
+    with pytest.raises(OutOfWork, match="budget of 3000 units is spent"), work.metered():
+        spend(1_500)
     assert work.left == 0
-    with pytest.raises(OutOfWork):
-        with work.metered():
-            spend(1)
+    with pytest.raises(OutOfWork), work.metered():
+        spend(1)
 
 
 def test_outside_a_metered_block_nothing_is_counted_or_refused():
@@ -70,25 +68,22 @@ def test_threads_share_one_budget():
 def test_a_stopped_budget_stops_the_work_at_its_next_units():
     work = Work(10**9)
     work.stop()
-    with pytest.raises(OutOfTime):
-        with work.metered():
-            for _ in range(10_000):
-                spend(1)
+    with pytest.raises(OutOfTime), work.metered():
+        for _ in range(10_000):
+            spend(1)
 
 
 def test_a_deadline_stops_the_work():
     work = Work(10**9, deadline=time.monotonic() - 1)
-    with pytest.raises(OutOfTime):
-        with work.metered():
-            spend(1)
+    with pytest.raises(OutOfTime), work.metered():
+        spend(1)
 
 
 def test_a_slice_ends_the_block_and_gives_back_what_it_spent():
     work = Work(100_000)
-    with pytest.raises(Slice):
-        with work.metered(slice_units=2_000):
-            for _ in range(100_000):
-                spend(1)
+    with pytest.raises(Slice), work.metered(slice_units=2_000):
+        for _ in range(100_000):
+            spend(1)
     assert work.left == 100_000
     with work.metered(slice_units=2_000):
         spend(100)
@@ -113,8 +108,19 @@ def _serve(tmp_path: Path, *flags: str) -> Iterator[str]:
     env = {**os.environ, "BATCHNB_API_KEY": "work", "BATCHNB_TOKEN": TOKEN, "PYTHONUNBUFFERED": "1"}
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "batchnb.cli", "serve", "--port", str(port), "--db", str(tmp_path / "d.sqlite3")]
-            + ["--log-level", "warning", *flags],
+            [
+                sys.executable,
+                "-m",
+                "batchnb.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--db",
+                str(tmp_path / "d.sqlite3"),
+                "--log-level",
+                "warning",
+                *flags,
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -3,7 +3,6 @@
 import pandas as pd
 
 from batchnb import ref
-
 from tests.support import count
 
 API = "/api/2.1/scheduling"
@@ -38,7 +37,9 @@ def test_5000_row_chain_companies_then_staff(fresh_server):
                 {
                     "method": "POST",
                     "path": [f"{API}/companies/{ref('co-' + s, '$.id')}/staff" for s in staff["site"]],
-                    "body": [{"firstName": f, "lastName": l} for f, l in zip(staff["first"], staff["last"])],
+                    "body": [
+                        {"firstName": first, "lastName": last} for first, last in zip(staff["first"], staff["last"])
+                    ],
                 },
                 index=staff.index,
             ),
@@ -51,7 +52,7 @@ def test_5000_row_chain_companies_then_staff(fresh_server):
     assert count(fresh_server.db, "staff") == 4960 and count(fresh_server.db, "companies") == 40
     ids = {label: body["id"] for label, body in result.loc[companies.index, "body"].items()}
     joined = staff.join(result[["path", "status"]])
-    for label, row in joined.sample(50, random_state=1).iterrows():
+    for _label, row in joined.sample(50, random_state=1).iterrows():
         assert ids[f"c-{row['site']}"] in row["path"]
     assert result["batch"].nunique() >= 100
 

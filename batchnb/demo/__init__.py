@@ -10,8 +10,8 @@ server itself (:mod:`batchnb.server`) knows nothing of it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from .._exceptions import BatchValidationError, Problem
 from ..server import BatchApp, Keyring, Limits, create_app

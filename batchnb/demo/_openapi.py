@@ -26,7 +26,6 @@ from typing import Any, cast
 from ..server._openapi import SECURITY, error_responses
 from ..server._patterns import char_class
 from . import idempotency
-from .store import Kind
 from .scheduling import (
     _ID_PATTERNS,
     _INVALID,
@@ -39,7 +38,7 @@ from .scheduling import (
     SchedulingApp,
     _Field,
 )
-from .store import MAX_LIMIT
+from .store import MAX_LIMIT, Kind
 
 __all__ = ["describe"]
 

@@ -53,9 +53,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Awaitable, Callable, Literal, MutableMapping
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 import orjson

@@ -71,7 +71,7 @@ _Result = tuple[int, Any, _RawHeaders]
 class _Undone(Exception):
     """Leaves a keyed request's transaction so that its writes are undone: ``reply`` is its refusal, None when the key held an answer."""
 
-    def __init__(self, reply: "_Reply | None") -> None:
+    def __init__(self, reply: _Reply | None) -> None:
         self.reply = reply
 
 
@@ -506,16 +506,16 @@ class _Call:
     """One authenticated request as the handlers see it."""
 
     __slots__ = (
-        "method",
-        "target",
-        "root_path",
-        "receive",
-        "tenant",
-        "query",
-        "company_id",
-        "item_id",
         "_body",
         "_given",
+        "company_id",
+        "item_id",
+        "method",
+        "query",
+        "receive",
+        "root_path",
+        "target",
+        "tenant",
     )
 
     def __init__(
@@ -627,8 +627,7 @@ class _API:
             return reply.status, reply.payload, reply.headers
         except _ClientGone:
             return None
-        except Exception:
-            # Last resort: a bug must still produce a JSON answer.
+        except Exception:  # noqa: BLE001 - last resort: a bug must still produce a JSON answer
             _log.exception("unhandled error in %s %s", method, request.path)
             return 500, {"error": {"code": "internal_error", "message": "Internal server error"}}, ()
 
@@ -827,11 +826,11 @@ def _now(coroutine: Awaitable[_Result]) -> _Result:
     another request's writes into that transaction.
     """
     try:
-        coroutine.send(None)  # type: ignore[attr-defined]
+        coroutine.send(None)  # type: ignore[attr-defined]  # a coroutine, driven by hand: it must not wait
     except StopIteration as done:
         result: _Result = done.value
         return result
-    coroutine.close()  # type: ignore[attr-defined]
+    coroutine.close()  # type: ignore[attr-defined]  # a coroutine, driven by hand: it must not wait
     raise RuntimeError("a handler waited inside its idempotency transaction")
 
 
@@ -1002,7 +1001,7 @@ def _router(api: _API) -> Callable[[str], _Route | None]:
 def _allowed(handlers: Mapping[str, _Handler]) -> list[str]:
     """The methods a route answers, as ``Allow`` lists them: HEAD after GET."""
     names = list(handlers)
-    return names[:1] + ["HEAD"] + names[1:] if names[:1] == ["GET"] else names
+    return [*names[:1], "HEAD", *names[1:]] if names[:1] == ["GET"] else names
 
 
 def _handlers(api: _API, kind: Kind, *, collection: bool) -> Mapping[str, _Handler]:

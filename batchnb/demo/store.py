@@ -615,10 +615,9 @@ class Store:
         with self._lock:
             if self._closed or self._held != generation or self._depth:
                 return
-            try:
+            # On an error the generation is lost: the groups that wrote in it raise WritesLost as they end.
+            with contextlib.suppress(sqlite3.Error):
                 self._commit_held()
-            except sqlite3.Error:
-                pass  # the generation is lost: the groups that wrote in it raise WritesLost as they end
 
     def _settle(self) -> None:
         """Commit the groups' open transaction before a request outside them reads or writes (caller holds the lock)."""
@@ -913,10 +912,8 @@ class _Checkpointer:
         try:
             conn.execute("PRAGMA busy_timeout = 1000")
             while not self._stopped.wait(self.INTERVAL):
-                try:
+                with contextlib.suppress(sqlite3.Error):  # busy or locked: the next turn tries again
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                except sqlite3.Error:
-                    pass  # busy or locked: the next turn tries again
         finally:
             conn.close()
 

@@ -21,7 +21,8 @@ argument); the rules themselves are :mod:`batchnb.rules`'.
 from __future__ import annotations
 
 import itertools
-from typing import Any, Callable, Collection, Hashable, Literal, Mapping, Sequence, cast
+from collections.abc import Callable, Collection, Hashable, Mapping, Sequence
+from typing import Any, Literal, cast
 
 import pandas as pd
 

@@ -8,17 +8,18 @@ column; none of them raises.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable, Mapping
+from typing import Any
 
 import numpy as np
 import orjson
 import pandas as pd
 
 from .. import refs, rules
-from ._reader import _Duplicate, _Frame, _Problems, _Source
-from ._templates import _PLAIN_PATH, _Slot, _plain_path
 from .._cells import _is_null, _json_value
+from ._reader import _Duplicate, _Frame, _Problems, _Source
+from ._templates import _PLAIN_PATH, _plain_path, _Slot
 from ._values import _may_hold_refs
 
 
@@ -392,7 +393,7 @@ def _body_callable(fr: _Frame, fn: Callable[[dict[Hashable, Any]], Any]) -> list
     for i, row in enumerate(records):
         try:
             value = fn(row)
-        except Exception as exc:  # reported with its row, like every other problem
+        except Exception as exc:  # noqa: BLE001 - the user's function: reported with its row, as every problem
             fr.add(i, "body", f"the body function raised {type(exc).__name__}: {exc}")
             out.append(None)
             continue

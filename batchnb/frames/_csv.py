@@ -33,9 +33,10 @@ import io
 import os
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import IO, Any, Mapping
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd

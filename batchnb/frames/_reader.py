@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import difflib
 import itertools
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Callable, Hashable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .. import refs
 from .._exceptions import Problem
-from ._templates import _Slot, _parse_template, _simple_segment
-from ._values import _Coded, _Column, _coded_texts, _is_plain_text_column, _json_column, _object_array, _texts
+from ._templates import _parse_template, _simple_segment, _Slot
+from ._values import _Coded, _coded_texts, _Column, _is_plain_text_column, _json_column, _object_array, _texts
 
 
 def _at(label: Any, column: Any, line: str = "") -> str:

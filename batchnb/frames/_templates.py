@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
 from functools import lru_cache
-from collections.abc import Hashable
 from typing import Any
 
 from .. import refs

@@ -65,7 +65,7 @@ def _json_column(s: pd.Series, omit: bool) -> _Column:
         nulls = codes < 0
         if cats.nulls is not None:
             nulls |= cats.nulls[codes] & (codes >= 0)
-        cat_values = cats.values + [None]  # code -1 picks the trailing None
+        cat_values = [*cats.values, None]  # code -1 picks the trailing None
         values = [cat_values[c] for c in codes.tolist()]
         bad_cats = dict(cats.bad)
         bad = [(i, bad_cats[c]) for i, c in enumerate(codes.tolist()) if c in bad_cats] if bad_cats else []

@@ -73,7 +73,7 @@ class _BoundedH11(_HeadBoundedH11):
         self._write_timer: asyncio.TimerHandle | None = None
         self.app = _OneFraming(self.app)
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn annotates BaseTransport; a TCP connection's is this
         super().connection_made(transport)
         # Paused as soon as anything has to wait in this process: then, and only then, the write clock runs.
         transport.set_write_buffer_limits(high=0)

@@ -140,7 +140,7 @@ class _Connection:
         tls = {"ssl": context, "server_hostname": host} if scheme == "https" else {}
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(host, port, limit=_READ, **tls)  # type: ignore[arg-type]
+                reader, writer = await asyncio.open_connection(host, port, limit=_READ, **tls)  # type: ignore[arg-type]  # typeshed has no overload taking ssl and server_hostname from one mapping
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(f"connecting to {host}:{port} took longer than {timeout} s") from exc
         except OSError as exc:  # refused, unresolvable, a certificate that does not verify (ssl.SSLError)
@@ -162,7 +162,7 @@ class _Connection:
         head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
         try:
             self._writer.write(self._h11.send(head) or b"")
-            async for chunk in request.stream:  # type: ignore[union-attr]
+            async for chunk in request.stream:  # type: ignore[union-attr]  # an httpx request's stream is async in an async client
                 if chunk:
                     self._writer.write(self._h11.send(h11.Data(data=chunk)) or b"")
             self._writer.write(self._h11.send(h11.EndOfMessage()) or b"")

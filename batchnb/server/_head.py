@@ -34,7 +34,7 @@ class _HeadBoundedH11(JsonBadRequest, H11Protocol):
         self._head_timeout = head_timeout
         self._head_timer: asyncio.TimerHandle | None = None
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # uvicorn annotates BaseTransport; a TCP connection's is this
         super().connection_made(transport)
         self._watch_head()
 

@@ -21,8 +21,10 @@ import functools
 import logging
 import ssl
 import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractContextManager as ContextManager
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, AsyncIterator, Callable, ContextManager, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
@@ -314,7 +316,7 @@ class BatchApp:
             status, extra = 200, {"server-timing": timings.header()}
         except _Reject as r:
             status, body, extra = r.status, _json.dumps(_error(r.code, r.message, r.details)), r.headers
-        except Exception:  # noqa: BLE001 - a batch must never answer a bare 500
+        except Exception:  # a batch must never answer a bare 500
             log.exception("batch failed")
             error = _error(
                 "internal_error", "the server failed while running the batch", [Problem("", "internal error")]

@@ -8,8 +8,9 @@ on it; ``batchnb serve`` makes a flag of each (``--max-requests``, …).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterator
+from typing import Any
 
 from .. import engine, refs, rules
 from .._exceptions import BatchValidationError, Problem

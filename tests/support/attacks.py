@@ -22,10 +22,11 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -923,7 +924,7 @@ def a_400_with_80000_problems(s: Servers) -> None:
 def answers_nobody_reads(s: Servers) -> None:
     company = s.demo.run([{"method": "POST", "path": CO, "body": {"name": "unread answers"}}])[0]["body"]["id"]
     staff = f"{CO}/{company}/staff"
-    for start in range(0, 300, 50):
+    for _start in range(0, 300, 50):
         person = {"firstName": "f" * 200, "lastName": "l" * 200, "email": "e" * 60 + "@example.com"}
         assert all(r["status"] == 201 for r in s.demo.run([{"method": "POST", "path": staff, "body": person}] * 50))
     body = json.dumps({"requests": [{"method": "GET", "path": staff + "?limit=300"}] * 50}).encode()

@@ -24,10 +24,11 @@ import collections
 import json
 import random
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
-__all__ = ["FAULTS", "DroppingServer", "FaultyBatchServer", "Reply", "Request", "RecordingUpstream"]
+__all__ = ["FAULTS", "DroppingServer", "FaultyBatchServer", "RecordingUpstream", "Reply", "Request"]
 
 
 # ---------------------------------------------------------------- HTTP by hand
@@ -132,7 +133,7 @@ class LoopbackServer:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> "LoopbackServer":
+    def start(self) -> LoopbackServer:
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
 
@@ -172,7 +173,7 @@ class LoopbackServer:
         loop.close()
         self._loop = None
 
-    def __enter__(self) -> "LoopbackServer":
+    def __enter__(self) -> LoopbackServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

@@ -103,7 +103,7 @@ class LoggingProxy:
                 if len(head) > MAX_HEAD:
                     return
                 lines = head.decode("latin-1").split("\r\n")
-                method, target, _version = (lines[0].split(" ", 2) + ["", ""])[:3]
+                method, target, _version = ([*lines[0].split(" ", 2), "", ""])[:3]
                 headers = [tuple(line.split(":", 1)) for line in lines[1:] if ":" in line]
                 given = next((v.strip() for k, v in headers if k.strip().lower() == "proxy-authorization"), None)
                 with self._lock:

@@ -24,7 +24,7 @@ __all__ = ["MutualTLS", "TLSServer"]
 async def _echo(scope: dict, receive: Any, send: Any) -> None:
     if scope["type"] != "http":
         return
-    body = ('{"ok": true, "path": "%s"}' % scope["path"]).encode()
+    body = ('{{"ok": true, "path": "{}"}}'.format(scope["path"])).encode()
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": body})
 
