@@ -39,6 +39,7 @@ result failed, and which depend on those) is the engine's: see
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import Callable
@@ -394,7 +395,7 @@ class Runner:
                 statuses.add(409)
             if not statuses:
                 break
-            again, waiting = _again(ops, server, lambda op, r, statuses=statuses: _retry(op, r, statuses))
+            again, waiting = _again(ops, server, functools.partial(_retry, statuses=statuses))
             if not any(_retry(ops[i], server[i], statuses) for i in again):
                 break
             hints = [advise(server[i].headers or {}).wait for i in again]
