@@ -30,7 +30,7 @@ import itertools
 import mmap
 import numbers
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import orjson
@@ -53,8 +53,14 @@ class JSONDtype(ExtensionDtype):
 
     name = "json"
     type = object
-    kind = "O"
-    na_value = None
+
+    @property
+    def kind(self) -> Literal["O"]:
+        return "O"
+
+    @property
+    def na_value(self) -> None:
+        return None
 
     @classmethod
     def construct_array_type(cls) -> builtins.type[JSONArray]:  # `type` is the class's own attribute here
@@ -234,7 +240,7 @@ class JSONArray(ExtensionArray):
             return self.copy() if copy else self
         if not isinstance(dtype, ExtensionDtype) and np.dtype(dtype) == object:
             return np.array(self)
-        return super().astype(dtype, copy=copy)
+        return super().astype(cast(Any, dtype), copy=copy)
 
     def _formatter(self, boxed: bool = False) -> Any:
         # Inside a frame or a series, None lets pandas show each value as it

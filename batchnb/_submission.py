@@ -14,7 +14,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from . import _json
 from ._exceptions import BatchValidationError, Problem, SubmitInterrupted, TransportError
@@ -27,6 +27,9 @@ from ._text import plural
 from .journal import Journal, fingerprints, row_key
 from .model import Batch, Operation, Response, check_batch
 from .plan import Plan, batch_fill, make_plan
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Submission", "SubmitOptions", "with_values"]
 
@@ -577,8 +580,9 @@ def _known_from(earlier: Any) -> dict[str, Response]:
         )
     # Only a column of text holds JSON text (bodies="json", or a result read back from a file); a parsed
     # column's string is a text body the API sent, whatever it looks like, and stays as it is.
-    texts = _holds_json_text(earlier["body"])
-    rows = zip(earlier.index, earlier["name"].tolist(), earlier["status"].tolist(), earlier["body"].tolist())
+    frame = cast("pd.DataFrame", earlier)  # a frame of results: its columns were checked just above
+    texts = _holds_json_text(frame["body"])
+    rows = zip(frame.index, frame["name"].tolist(), frame["status"].tolist(), frame["body"].tolist())
     for label, name, status, body in rows:
         if not isinstance(name, str):
             continue

@@ -396,6 +396,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             if notice:
                 _err(notice)
+    if result is None:  # nothing came back, and the error said why
+        return status or 1
     _summary(result, report)
     verdict = check.finish(result, report) if check is not None else None
     if status:

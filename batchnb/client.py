@@ -375,7 +375,7 @@ class AsyncClient:
         self._auth = as_auth(auth)
         self._extra_headers = dict(headers or {})
         self.timeout = timeout
-        self.mode = mode
+        self.mode: Literal["batch", "direct"] = mode
         self.concurrency = concurrency
         self.retries = retries
         self.retry_for = retry_for

@@ -46,7 +46,7 @@ import uuid
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from ._exceptions import BatchError, BatchValidationError, Problem
 from ._extras import require
@@ -820,7 +820,8 @@ class _Published:
     def _busy(self) -> bool:
         """Whether a task of the submit still runs on a worker, or a lease of its limits is still out."""
         client = self._client
-        if any(client.run(_running, self._keys).values()):
+        running: dict[str, list[Any]] = cast(Any, client.run(_running, self._keys))  # a dict: the client is sync
+        if any(running.values()):
             return True
         scheduler: Any = client.scheduler
         return any(client.sync(scheduler.semaphore_value, name=name) for name in self._semaphores)

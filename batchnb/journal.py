@@ -385,7 +385,8 @@ def _check(value: Any, kinds: Any, where: str, wanted: str, items: type | None =
     if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
         raise _Unreadable(f"has {where} {_kind(value)}, not {wanted}")
     if items is not None:
-        inner = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        held: Any = value  # a dict or a list: checked just above
+        inner = [*held.keys(), *held.values()] if isinstance(held, dict) else held
         odd = next((v for v in inner if not isinstance(v, items)), None)
         if odd is not None or any(v is None for v in inner):
             raise _Unreadable(f"has {where} holding {_kind(odd)}, not {wanted}")
