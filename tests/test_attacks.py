@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.attacks import ATTACKS, Servers, Tally, running
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 
 @pytest.fixture(scope="module")

@@ -449,6 +449,7 @@ def _run_and_check(api: CompanyAPI, client: Client, rec: Recording, tmp_path: Pa
 # outlives several tokens however fast the machine is.
 
 
+@pytest.mark.slow
 def test_direct_mode_outlives_several_tokens(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     with CompanyAPI(token_ttl=2, delay=0.02) as api:
@@ -458,6 +459,7 @@ def test_direct_mode_outlives_several_tokens(tmp_path, caplog):
         _run_and_check(api, client, rec, tmp_path, 400, caplog)
 
 
+@pytest.mark.slow
 def test_batch_mode_through_a_gateway_outlives_several_tokens(tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     with CompanyAPI(token_ttl=3, delay=0.02) as api, gateway(api.url, tmp_path) as gw:
@@ -469,6 +471,7 @@ def test_batch_mode_through_a_gateway_outlives_several_tokens(tmp_path, caplog):
         assert {p for p, _a in rec.seen} == {"/oauth/token", "/api/2.3/batch"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["direct", "gateway"])
 def test_a_wrong_client_secret_is_a_clear_error_and_nothing_reaches_the_api(tmp_path, mode):
     with (
@@ -484,6 +487,7 @@ def test_a_wrong_client_secret_is_a_clear_error_and_nothing_reaches_the_api(tmp_
         assert api.stats()["requests"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["direct", "gateway"])
 def test_an_api_that_keeps_refusing_stops_the_run_and_resume_sends_the_rest(tmp_path, mode):
     journal = str(tmp_path / "run.jsonl")
@@ -520,6 +524,7 @@ def test_an_api_that_keeps_refusing_stops_the_run_and_resume_sends_the_rest(tmp_
         assert again["ok"].all() and api.stats()["requests"] == stats["requests"]
 
 
+@pytest.mark.slow
 def test_the_cli_gets_tokens_from_the_environment_secret(tmp_path):
     csv = tmp_path / "things.csv"
     things(300).to_csv(csv, index=False)
@@ -600,6 +605,7 @@ def test_dask_workers_get_the_flow_through_the_plugin_never_the_graph(tmp_path):
     assert journals and not TOKEN_LIKE.search(journals) and api.client_secret not in journals
 
 
+@pytest.mark.slow
 def test_a_resume_sends_a_refused_row_with_the_rows_that_answered_424_because_of_it(tmp_path):
     journal = str(tmp_path / "run.jsonl")
     ops = [
@@ -627,6 +633,7 @@ def test_a_sync_client_keeps_its_token_from_call_to_call():
     assert state["tokens"] == 1
 
 
+@pytest.mark.slow
 def test_a_token_request_that_is_stuck_is_not_waited_for_past_the_request_timeout():
     stuck = threading.Event()
 

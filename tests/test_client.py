@@ -192,6 +192,7 @@ def _submit(twin: str, url: str, **options) -> pd.DataFrame:
     return asyncio.run(go())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("twin", ["sync", "async"])
 def test_timeout_bounds_a_whole_batch_exchange_even_when_the_answer_trickles_in(twin):
     # A byte every 0.3 s: no read waits as long as the timeout of 1 s, the whole answer does.
@@ -206,6 +207,7 @@ def test_timeout_bounds_a_whole_batch_exchange_even_when_the_answer_trickles_in(
     assert (cut_off, finished) == (1, 0), "the client waited for the trickled answer instead of giving up"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("twin", ["sync", "async"])
 def test_timeout_bounds_each_operation_in_direct_mode_when_the_api_trickles(twin):
     with TricklingServer(_answered, slow=lambda req: req.path == "/x") as srv:
@@ -217,6 +219,7 @@ def test_timeout_bounds_each_operation_in_direct_mode_when_the_api_trickles(twin
     assert (cut_off, finished) == (1, 0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("twin", ["sync", "async"])
 def test_timeout_bounds_the_limits_request_and_a_server_that_trickles_them_gets_the_specs_defaults(twin):
     with TricklingServer(_answered, slow=lambda req: req.method == "GET") as srv:

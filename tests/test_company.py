@@ -11,7 +11,7 @@ from batchnb.demo.company import CompanyAPI
 
 from .support import wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 
 def _token(api: CompanyAPI, http: httpx.Client, secret: str | None = None) -> str:

@@ -68,6 +68,7 @@ def _env(**extra: str) -> dict[str, str]:
 # ---------------------------------------------------------------- the settings, checked up front
 
 
+@pytest.mark.slow
 def test_a_missing_ca_file_is_refused_naming_verify_before_anything_is_sent(tls_api: Any, no_proxy_env: Any) -> None:
     api, token = tls_api
     with LoggingProxy() as proxy:
@@ -165,6 +166,7 @@ def test_ssl_cert_file_and_https_proxy_from_the_environment(tls_api: Any, no_pro
         assert len(proxy.seen) == seen
 
 
+@pytest.mark.slow
 def test_every_plain_http_request_goes_through_the_proxy(plain_api: Any, no_proxy_env: Any) -> None:
     api, token = plain_api
     with LoggingProxy(auth=f"{PROXY_USER}:{PROXY_PASSWORD}") as proxy:
@@ -174,6 +176,7 @@ def test_every_plain_http_request_goes_through_the_proxy(plain_api: Any, no_prox
     assert proxy.targets("POST") == [api.url + "/api/things"] * len(ROWS)
 
 
+@pytest.mark.slow
 def test_a_client_certificate_with_a_ca_path_is_presented(tmp_path: Path, no_proxy_env: Any) -> None:
     # httpx 0.29 alone drops cert= when verify is a path: here both go into one context.
     with MutualTLS(tmp_path) as api:
@@ -297,6 +300,7 @@ def _gateway(upstream: str, *args: str, env: dict[str, str] | None = None, log: 
         stop(proc)
 
 
+@pytest.mark.slow
 def test_the_gateway_reaches_a_private_ca_api_through_the_environments_proxy(
     tls_api: Any, tmp_path: Path, no_proxy_env: Any
 ) -> None:
@@ -311,6 +315,7 @@ def test_the_gateway_reaches_a_private_ca_api_through_the_environments_proxy(
     assert proxy.targets("CONNECT") and set(proxy.targets()) == {api.url.removeprefix("https://")}
 
 
+@pytest.mark.slow
 def test_the_gateway_with_upstream_proxy(plain_api: Any, tmp_path: Path, no_proxy_env: Any) -> None:
     api, token = plain_api
     with LoggingProxy() as proxy, _gateway(api.url, "--upstream-proxy", proxy.url, log=tmp_path / "gw.log") as gw:
@@ -319,6 +324,7 @@ def test_the_gateway_with_upstream_proxy(plain_api: Any, tmp_path: Path, no_prox
     assert proxy.targets("POST") == [api.url + "/api/things"] * len(ROWS)
 
 
+@pytest.mark.slow
 def test_the_gateways_502_says_why_and_the_server_logs_it_once(tls_api: Any, tmp_path: Path, no_proxy_env: Any) -> None:
     api, token = tls_api
     log = tmp_path / "gw.log"
@@ -333,6 +339,7 @@ def test_the_gateways_502_says_why_and_the_server_logs_it_once(tls_api: Any, tmp
     assert token not in text
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_missing_upstream_ca(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
@@ -390,6 +397,7 @@ def ops_csv(tmp_path: Path) -> Path:
 CLI_THINGS = ["--method", "POST", "--path", "/api/things", "--body-columns", "name,key", "--direct"]
 
 
+@pytest.mark.slow
 def test_cli_with_cacert_and_with_ssl_cert_file(tls_api: Any, ops_csv: Path, tmp_path: Path) -> None:
     api, token = tls_api
     env = _env(BATCHNB_TOKEN=token)
@@ -403,6 +411,7 @@ def test_cli_with_cacert_and_with_ssl_cert_file(tls_api: Any, ops_csv: Path, tmp
     assert token not in failed.stdout + failed.stderr
 
 
+@pytest.mark.slow
 def test_cli_with_proxy_and_with_https_proxy(tls_api: Any, ops_csv: Path, tmp_path: Path) -> None:
     api, token = tls_api
     env = _env(BATCHNB_TOKEN=token, SSL_CERT_FILE=api.ca_file)
@@ -422,6 +431,7 @@ def test_cli_with_proxy_and_with_https_proxy(tls_api: Any, ops_csv: Path, tmp_pa
         assert PROXY_PASSWORD not in out.stdout + out.stderr and token not in out.stdout + out.stderr
 
 
+@pytest.mark.slow
 def test_cli_insecure_warns_loudly(tls_api: Any, ops_csv: Path, tmp_path: Path) -> None:
     api, token = tls_api
     done = _run_cli([str(ops_csv), "--url", api.url, "--insecure", *CLI_THINGS], _env(BATCHNB_TOKEN=token), tmp_path)
@@ -429,6 +439,7 @@ def test_cli_insecure_warns_loudly(tls_api: Any, ops_csv: Path, tmp_path: Path) 
     assert "WARNING: --insecure: TLS certificates are NOT checked" in done.stderr
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_connection_settings_before_sending(ops_csv: Path, tmp_path: Path) -> None:
     done = _run_cli(
         [str(ops_csv), "--url", "https://api.example", "--cacert", "missing.pem", "--proxy", "ftp://p", *CLI_THINGS],
@@ -444,6 +455,7 @@ def test_cli_refuses_bad_connection_settings_before_sending(ops_csv: Path, tmp_p
 # ---------------------------------------------------------------- dask
 
 
+@pytest.mark.slow
 def test_dask_workers_use_the_ca_and_a_proxy_whose_password_stays_out_of_the_graph(
     plain_api: Any, no_proxy_env: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

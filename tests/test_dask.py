@@ -33,7 +33,7 @@ from tests.support.watching import WatchedServer  # noqa: E402 - after the skip 
 
 CO = "/api/2.1/scheduling/companies"
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.dask]
 
 
 @pytest.fixture(scope="module")

@@ -151,6 +151,7 @@ def _ten_lines(page: Path) -> str:
     return text.split("## Ten lines", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
 
 
+@pytest.mark.slow
 def test_the_readmes_ten_lines_run_as_written() -> None:
     example = _ten_lines(README)
     assert _ten_lines(DOCS / "getting-started.md") == example, "getting-started.md shows other ten lines"

@@ -67,6 +67,7 @@ def serve(tmp_path: Path) -> Iterator[dict[str, Any]]:
     log.close()
 
 
+@pytest.mark.slow
 def test_server_killed_mid_stream_keeps_every_acknowledged_write(serve: dict[str, Any]) -> None:
     acknowledged: list[str] = []
     failures: list[str] = []
@@ -244,6 +245,7 @@ def kill_when_ready(
     return journal_events(journal)
 
 
+@pytest.mark.slow
 def test_client_killed_between_batches_resumes_to_all_ok_with_no_duplicate(tmp_path: Path) -> None:
     rows, journal, stop_after = 2000, tmp_path / "run.jsonl", 6
     with batchnb.LocalServer(tmp_path / "demo.sqlite3") as server:
@@ -275,6 +277,7 @@ def test_client_killed_between_batches_resumes_to_all_ok_with_no_duplicate(tmp_p
     )
 
 
+@pytest.mark.slow
 def test_client_killed_with_a_batch_in_flight_never_resends_it(tmp_path: Path) -> None:
     rows, journal, held = 600, tmp_path / "run.jsonl", 4
     # The server runs the fourth batch and never answers it.
@@ -313,6 +316,7 @@ def test_client_killed_with_a_batch_in_flight_never_resends_it(tmp_path: Path) -
                 assert row["status"] == 201, (label, row["status"], row["error"])
 
 
+@pytest.mark.slow
 def test_client_killed_with_an_answered_batch_in_flight_resumes_exactly_once_with_its_keys(tmp_path: Path) -> None:
     rows, journal, stop_at = 600, tmp_path / "run.jsonl", 4
     with batchnb.LocalServer(tmp_path / "demo.sqlite3") as server:

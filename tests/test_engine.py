@@ -420,6 +420,7 @@ def _random_batch(draw):
     return [op(0) for _ in range(draw(st.integers(1, 5)))]
 
 
+@pytest.mark.slow
 def test_parallel_outcomes_are_the_sequential_outcomes():
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
@@ -467,6 +468,7 @@ def test_an_answer_that_waits_past_the_timeout_is_a_timeout_and_is_cancelled() -
     assert cleaned == ["cancelled inside"]
 
 
+@pytest.mark.slow
 def test_time_spent_before_the_first_wait_counts() -> None:
     # 0.4 s of work, then 0.2 s of waiting, within 0.5 s: only 0.1 s is left when the wait begins, so the
     # wait is cut. A timer armed with the whole 0.5 s at the first wait would let it finish ("late").
@@ -575,6 +577,7 @@ def test_one_budget_spans_every_reference_of_the_batch():
     assert [r.status for r in asyncio.run(execute(ops, _listing(200), max_work=None))] == [200] * 6
 
 
+@pytest.mark.slow
 def test_costly_references_are_filled_in_while_the_event_loop_serves_others():
     import concurrent.futures
 
@@ -605,6 +608,7 @@ def test_costly_references_are_filled_in_while_the_event_loop_serves_others():
     assert ticks >= 10, ticks
 
 
+@pytest.mark.slow
 def test_the_deadline_stops_references_being_filled_in_and_their_thread():
     import concurrent.futures
 

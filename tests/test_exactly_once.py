@@ -20,7 +20,7 @@ from batchnb import Client, LocalServer
 from tests.support.delivery import companies_and_services, duplicated, fault_proxy
 from tests.support.delivery import proxy_stats as stats
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 
 def test_5000_rows_through_a_faulty_network_arrive_exactly_once(tmp_path):

@@ -16,6 +16,7 @@ def test_require_names_the_extra():
     assert isinstance(err.value, ImportError)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("blocked", "code", "message"),
     [

@@ -75,6 +75,7 @@ def _check(server: FaultyBatchServer, ops: list[Operation], responses: list[batc
     assert unknown < posts // 2, f"{unknown} of {posts} POST rows ended unknown"
 
 
+@pytest.mark.slow
 def test_every_fault_at_once_never_runs_a_post_twice() -> None:
     ops, existing = _workload(ROWS)
     with FaultyBatchServer(seed=20231, stall=CLIENT_TIMEOUT + 0.5) as server:
@@ -92,6 +93,7 @@ def test_every_fault_at_once_never_runs_a_post_twice() -> None:
     )
 
 
+@pytest.mark.slow
 def test_post_batch_is_never_resent_after_an_unknown_outcome() -> None:
     # Only faults after which the operations ran: a client that resent any of
     # these POST batches would run a row twice.
@@ -106,6 +108,7 @@ def test_post_batch_is_never_resent_after_an_unknown_outcome() -> None:
             assert server.executions[("POST", op.body["key"])] == 1
 
 
+@pytest.mark.slow
 def test_idempotent_batches_are_resent_until_they_succeed() -> None:
     weights = {"drop_after_run": 1, "stall": 1, "truncated_json": 1, "truncated_body": 1, "status_500": 1, "ok": 10}
     ops = [Operation("PUT", f"/items/q{i}", {"key": f"q{i}", "v": i}) for i in range(300)]
@@ -116,6 +119,7 @@ def test_idempotent_batches_are_resent_until_they_succeed() -> None:
         assert all(server.items[f"q{i}"] == {"key": f"q{i}", "v": i} for i in range(300))
 
 
+@pytest.mark.slow
 def test_mixed_frame_with_fault_injection() -> None:
     pd = pytest.importorskip("pandas")
     ops, existing = _workload(1000)
@@ -170,6 +174,7 @@ def _rate_limited_once(prefix: str) -> tuple[RecordingUpstream, dict[str, int]]:
     return RecordingUpstream(respond), seen
 
 
+@pytest.mark.slow
 def test_an_operation_resent_after_429_keeps_its_references() -> None:
     up, seen = _rate_limited_once("/b/")
     with up, batchnb.LocalServer(upstream=up.url, tenants=("gate",)) as gw:
@@ -182,6 +187,7 @@ def test_an_operation_resent_after_429_keeps_its_references() -> None:
     assert seen == {"/a": 1, "/b/A1": 2, "/c": 1}
 
 
+@pytest.mark.slow
 def test_dependants_of_an_operation_resent_after_429_are_resent_with_it() -> None:
     up, seen = _rate_limited_once("/a")
     with up, batchnb.LocalServer(upstream=up.url, tenants=("gate",)) as gw:

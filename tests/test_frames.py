@@ -485,6 +485,7 @@ def _outcome(df: pd.DataFrame, **kw) -> tuple[list[dict] | None, list[tuple[str,
     return [op.to_wire() for op in ops], []
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(
     rows=st.lists(

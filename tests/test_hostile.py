@@ -214,6 +214,7 @@ HYP = settings(
 # ---------------------------------------------------------------- properties
 
 
+@pytest.mark.slow
 @HYP
 @given(body=st.one_of(st.binary(max_size=200), JSON.map(lambda v: json.dumps(v).encode())))
 def test_any_bytes_get_a_json_answer(demo: tuple[InProcess, Rows, str], body: bytes) -> None:
@@ -225,6 +226,7 @@ def test_any_bytes_get_a_json_answer(demo: tuple[InProcess, Rows, str], body: by
         assert rows() == before
 
 
+@pytest.mark.slow
 @HYP
 @given(ops=st.lists(OPERATIONS, max_size=5))
 def test_hostile_operations_never_break_the_server(demo: tuple[InProcess, Rows, str], ops: list[dict]) -> None:
@@ -543,6 +545,7 @@ def test_upstream_response_over_the_size_limit_is_a_502_for_that_operation(upstr
         gw.close()
 
 
+@pytest.mark.slow
 def test_operation_timeout_and_batch_deadline(upstream: RecordingUpstream) -> None:
     # "/stall" is answered a minute later: only the gateway's timeout can make it a 504 in between.
     upstream.respond = lambda req: Reply(200, {"ok": req.target}, delay=60.0 if req.target == "/stall" else 0.0)

@@ -140,6 +140,7 @@ def _reads(data: bytes) -> tuple[bool, object]:
         return False, None
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(_values, st.sampled_from([b"", b" ", b"\n  "]))
 def test_raw_json_reads_every_value_as_loads_does(value, pad):
@@ -218,6 +219,7 @@ def test_raw_json_keeps_every_number_as_written_and_reads_it_exactly():
     assert raw.value() is raw.value()  # read once
 
 
+@pytest.mark.slow
 def test_raw_json_is_checked_without_building_python_objects():
     import tracemalloc
 

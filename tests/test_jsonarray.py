@@ -198,6 +198,7 @@ def test_parquet_gets_the_json_text(tmp_path):
     assert back["body"].dtype == JSONDtype() and back["body"].tolist() == result["body"].tolist()
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(json_values, max_size=12), st.data())
 def test_any_json_values_come_back_equal_whatever_is_taken(values, data):
@@ -296,6 +297,7 @@ def test_a_read_only_column_refuses_every_write():
     assert view.tolist() == [1, None] and view.fillna(0).tolist() == [1, 0]
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(st.lists(json_values, min_size=1, max_size=12), st.data())
 def test_any_assignment_changes_the_cells_it_names_and_keeps_the_text_of_every_other(values, data):

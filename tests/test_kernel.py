@@ -1,6 +1,7 @@
 """The sync API inside a real Jupyter kernel: it runs in the kernel's loop, and its progress bar is a widget."""
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 CELLS = [
@@ -14,6 +15,7 @@ CELLS = [
 ]
 
 
+@pytest.mark.slow
 def test_sync_submit_in_a_kernel_shows_a_widget_progress_bar():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in CELLS])
     NotebookClient(nb, timeout=120, kernel_name="python3").execute()

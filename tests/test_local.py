@@ -26,6 +26,7 @@ def test_start_serves_on_loopback_and_a_second_start_changes_nothing():
     assert not server.running
 
 
+@pytest.mark.slow
 def test_a_temporary_database_goes_away_on_stop_and_a_given_one_stays(tmp_path):
     with LocalServer() as server:
         temporary = server.db
@@ -40,6 +41,7 @@ def test_a_temporary_database_goes_away_on_stop_and_a_given_one_stays(tmp_path):
         assert conn.execute("select name from companies").fetchall() == [("kept",)]
 
 
+@pytest.mark.slow
 def test_each_tenant_has_its_own_fresh_token_and_client():
     with LocalServer(tenants=("first", "second")) as one, LocalServer(tenants=("first", "second")) as two:
         tokens = [s.credentials(k)["token"] for s in (one, two) for k in ("first", "second")]

@@ -122,6 +122,7 @@ def test_a_users_notebook_passes_twice_and_fails_on_a_changed_status(tmp_path, m
     assert path.read_text(encoding="utf-8") == stored  # nbval compares; it never rewrites
 
 
+@pytest.mark.slow
 def test_the_command_prints_the_path_or_the_rules():
     path = subprocess.run(
         [sys.executable, "-m", "batchnb.cli", "sanitize-config"], capture_output=True, text=True, check=True

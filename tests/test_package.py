@@ -121,6 +121,7 @@ def _module_graph() -> dict[str, set[str]]:
     }
 
 
+@pytest.mark.slow
 def test_no_import_cycle_in_the_package():
     graph = _module_graph()
     cycles: list[list[str]] = []
@@ -144,6 +145,7 @@ def test_no_import_cycle_in_the_package():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+@pytest.mark.slow
 def test_the_server_never_imports_the_demo_and_the_model_never_draws():
     graph = _module_graph()
     for module, deps in graph.items():

@@ -376,6 +376,7 @@ class Scripted:
         return self.answers.pop(0)
 
 
+@pytest.mark.slow
 def test_the_paced_dispatcher_sends_a_429_again_after_its_wait():
     inner = Scripted([DispatchResult(429, {"retry-after": "0"}), DispatchResult(503, {}), DispatchResult(201, {})])
     paced = PacedDispatcher(inner, Throttle(), backoff=0.001, max_backoff=0.01)

@@ -68,6 +68,7 @@ def assert_every_row_once(result: pd.DataFrame, api: CompanyAPI) -> None:
     assert stats["created"] == ROWS and stats["duplicates"] == 0, stats
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style", STYLES)
 def test_direct_mode_with_defaults_only_ends_every_row_ok(style):
     with company(style) as (api, token):
@@ -78,6 +79,7 @@ def test_direct_mode_with_defaults_only_ends_every_row_ok(style):
         assert api.stats()["status"].get("429", 0) > 0  # the limit was met, and honoured
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style", STYLES)
 def test_through_a_gateway_with_defaults_only_ends_every_row_ok(style):
     with company(style) as (api, token), gateway(api.url) as url:
@@ -87,6 +89,7 @@ def test_through_a_gateway_with_defaults_only_ends_every_row_ok(style):
         assert_every_row_once(result, api)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("style", STYLES)
 def test_the_cli_with_defaults_only_ends_every_row_ok(style, tmp_path):
     src = tmp_path / "things.csv"
@@ -122,6 +125,7 @@ def test_the_cli_with_defaults_only_ends_every_row_ok(style, tmp_path):
         assert stats["created"] == ROWS and stats["duplicates"] == 0, stats
 
 
+@pytest.mark.slow
 def test_a_given_rate_keeps_under_the_limit():
     with company("none") as (api, token):
         result = Client(api.url, token=token, mode="direct").submit(
@@ -131,6 +135,7 @@ def test_a_given_rate_keeps_under_the_limit():
         assert api.stats()["status"].get("429", 0) <= 2  # paced under the limit: next to none refused
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", ["fast", 0, "50/d", -3])
 def test_an_invalid_rate_is_refused_before_anything_is_sent(rate):
     with company("none") as (api, token):
@@ -144,6 +149,7 @@ def test_an_invalid_rate_is_refused_before_anything_is_sent(rate):
         assert api.stats()["requests"] == before
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_an_invalid_rate(tmp_path):
     src = tmp_path / "things.csv"
     rows("bad").to_csv(src, index=False)
@@ -189,6 +195,7 @@ def hostile(headers: dict[str, str], refusals: int):
     return respond
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "headers",
     [
@@ -205,6 +212,7 @@ def test_a_hostile_wait_does_not_park_the_run(headers):
         assert result.loc[0, "status"] == 201 and len(api.requests) == 3
 
 
+@pytest.mark.slow
 def test_an_api_that_never_stops_refusing_is_given_up_on_after_retry_for():
     with RecordingUpstream(hostile({"Retry-After": "0"}, refusals=10**9)) as api:
         client = Client(api.url, mode="direct", backoff=0.05, max_backoff=0.2, retry_for=1.0)

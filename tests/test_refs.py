@@ -276,6 +276,7 @@ def test_match_and_search_follow_i_regexp(function, pattern, text, matches):
     assert r.find([text]) == ([text] if matches else [])
 
 
+@pytest.mark.slow
 def test_parsed_strings_are_not_kept_beyond_a_size():
     import gc
     import secrets
@@ -293,6 +294,7 @@ def test_parsed_strings_are_not_kept_beyond_a_size():
     assert kept < 10 * 1024 * 1024, f"40 unique 1 MB strings left {kept / 2**20:.0f} MB behind"
 
 
+@pytest.mark.slow
 def test_parsed_strings_do_not_keep_compiled_queries_beyond_their_own_bound():
     import gc
 

@@ -64,6 +64,7 @@ def _junit(path: Path) -> tuple[ET.Element, list[ET.Element]]:
     return suites[0], suites[0].findall("testcase")
 
 
+@pytest.mark.slow
 def test_what_a_good_run_wrote_is_what_the_next_run_is_compared_with(cli, tmp_path):
     first = cli("-o", "expected.csv")
     assert first.returncode == 1, first.stderr  # two rows are not ok, and that is the API's behaviour
@@ -79,6 +80,7 @@ def test_what_a_good_run_wrote_is_what_the_next_run_is_compared_with(cli, tmp_pa
     assert cli("--expect", "results.csv").returncode == 0, only.stderr
 
 
+@pytest.mark.slow
 def test_an_expected_file_written_formula_safe_compares_with_the_texts_themselves(cli, tmp_path):
     # Texts a spreadsheet would run: `-o` writes them with a leading ', and --expect reads them as they were.
     pd.DataFrame(
@@ -99,6 +101,7 @@ def test_an_expected_file_written_formula_safe_compares_with_the_texts_themselve
     assert raw.returncode == 0 and bn.read_csv(tmp_path / "raw.csv")["note"].tolist() == ["=SUM(A1)", "'-x"]
 
 
+@pytest.mark.slow
 def test_a_status_or_a_field_that_differs_exits_1_with_a_table(cli, tmp_path):
     (tmp_path / "expected.csv").write_text(
         "name,status,$.name\nlyon,201,Lyon\nempty,201,\nmissing,404,\n", encoding="utf-8"
@@ -126,6 +129,7 @@ def test_a_status_or_a_field_that_differs_exits_1_with_a_table(cli, tmp_path):
     assert "  row  name  field   expected  got   error\n  0    lyon  $.name  Lyon Sud  Lyon" in run.stdout
 
 
+@pytest.mark.slow
 def test_an_expected_row_the_run_lacks_is_a_failed_test(cli, tmp_path):
     (tmp_path / "expected.csv").write_text(
         "name,status\nlyon,201\nempty,400\nmissing,404\nparis,201\n", encoding="utf-8"
@@ -140,6 +144,7 @@ def test_an_expected_row_the_run_lacks_is_a_failed_test(cli, tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_without_expect_the_junit_report_fails_the_rows_that_are_not_ok(cli, tmp_path):
     run = cli("--junit", "report.xml")
     assert run.returncode == 1
@@ -151,6 +156,7 @@ def test_without_expect_the_junit_report_fails_the_rows_that_are_not_ok(cli, tmp
     assert cli.token not in (tmp_path / "report.xml").read_text(encoding="utf-8")  # type: ignore[attr-defined]  # an attribute set on the object by this test
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "content, said",
     [
@@ -167,12 +173,14 @@ def test_an_expected_file_that_cannot_be_used_exits_2_and_sends_nothing(cli, fre
     assert count(fresh_server.db) == 0
 
 
+@pytest.mark.slow
 def test_a_report_that_cannot_be_written_exits_2_and_sends_nothing(cli, fresh_server, tmp_path):
     run = cli("--junit", "no/such/dir/report.xml")
     assert run.returncode == 2 and "does not exist" in run.stderr
     assert count(fresh_server.db) == 0
 
 
+@pytest.mark.slow
 def test_a_batch_the_server_refuses_fails_every_row_with_the_reason(tmp_path):
     (tmp_path / "ops.csv").write_text(f"method,path\nGET,{API}\n", encoding="utf-8")
     with bn.LocalServer(tmp_path / "d.sqlite3") as server:
@@ -238,6 +246,7 @@ class _ChangingAPI:
         return Reply(201, body)
 
 
+@pytest.mark.slow
 def test_run_expect_names_the_field_that_changed_with_both_values(tmp_path):
     from tests.support.faults import RecordingUpstream
 

@@ -142,6 +142,7 @@ print(pd.api.types.is_string_dtype(result["error"]), sys.modules.get("pyarrow") 
 """
 
 
+@pytest.mark.slow
 def test_text_columns_mark_missing_values_the_same_with_or_without_pyarrow():
     import subprocess
     import sys

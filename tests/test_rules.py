@@ -154,6 +154,7 @@ def test_measure_survives_nesting_far_deeper_than_the_recursion_limit():
     assert shape.depth == 20_001 and shape.size == 20_001
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(30)  # linear: a fraction of a second; the quadratic way took minutes at this depth
 def test_measure_is_linear_in_depth_and_names_the_deepest_operation():
     deep: dict = {}
@@ -260,6 +261,7 @@ def test_a_reference_that_stands_in_every_operation():
     assert [p.position for p in rules.check_graph(["a", "b", None], refs, describe=describe)] == [0, 1]
 
 
+@pytest.mark.slow
 def test_a_long_chain_is_checked_without_recursion():
     n = 50_000
     names = [f"n{i}" for i in range(n)]
@@ -314,6 +316,7 @@ def _string_literals(path: Path) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text", RULE_MESSAGES)
 def test_each_rule_is_written_once_in_the_package(text):
     where = [

@@ -98,6 +98,7 @@ class Recorder(httpx.AsyncBaseTransport):
         return httpx.Response(status, headers=headers, json={"error": {"code": "busy", "message": "busy"}})
 
 
+@pytest.mark.slow
 def test_429_retry_after_is_honoured():
     t = Recorder([(429, {"Retry-After": "0.5"}), (503, {"Retry-After": "0.3"}), (200, {})])
     client = AsyncClient("http://api.test", token="x", transport=t)
@@ -117,6 +118,7 @@ def test_429_retries_give_up_after_retry_for_with_a_clear_error():
     assert "answered 429 1 time (retry_for=0 s)" in result.loc[0, "error"]
 
 
+@pytest.mark.slow
 def test_a_batch_answered_429_is_retried_on_time_not_on_count():
     # retries=0 counts batches that could not be delivered; 429 and 503 go on until retry_for.
     t = Recorder([(429, {"Retry-After": "0"}), (503, {}), (429, {}), (503, {"Retry-After": "0"}), (200, {})])
@@ -125,6 +127,7 @@ def test_a_batch_answered_429_is_retried_on_time_not_on_count():
     assert len(t.bodies) == 5 and result.loc[0, "status"] == 200 and result.loc[0, "attempts"] == 5
 
 
+@pytest.mark.slow
 def test_outcome_unknown_post_is_not_resent_but_put_is():
     t = Recorder([httpx.ReadTimeout("slow"), httpx.ReadTimeout("slow"), (200, {})])
     client = AsyncClient("http://api.test", token="x", transport=t)
@@ -137,6 +140,7 @@ def test_outcome_unknown_post_is_not_resent_but_put_is():
     assert len(t.bodies) == 3 and put.loc[0, "status"] == 200 and put.loc[0, "attempts"] == 2
 
 
+@pytest.mark.slow
 def test_dropped_connection_on_a_post_batch_is_not_resent():
     with DroppingServer() as srv:
         client = Client(srv.url, token="x", retries=3)
@@ -253,6 +257,7 @@ def test_progress_bar_counts_done_and_failed_operations(fresh_server, capsys):
     assert "/6" not in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_rate_limit_spaces_batches():
     t = Recorder([(200, {})] * 4)
     client = AsyncClient("http://api.test", token="x", transport=t, max_requests=1)

@@ -751,6 +751,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Clie
         yield client, paths
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(body=_bodies, target=st.integers(min_value=0, max_value=7), method=st.sampled_from(["POST", "PUT", "PATCH"]))
 def test_no_input_causes_a_server_error(

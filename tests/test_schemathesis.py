@@ -28,7 +28,7 @@ import pytest
 from tests.support import free_port, stop, wait_for_http
 from tests.support.schemathesis_hooks import DROPPED_VARIABLE
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "tests" / "support" / "schemathesis.toml"

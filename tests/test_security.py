@@ -64,6 +64,7 @@ def bearer(server: batchnb.LocalServer, key: str) -> dict[str, str]:
 # ---------------------------------------------------------------- authentication
 
 
+@pytest.mark.slow
 def test_missing_or_wrong_credentials_run_nothing(server: batchnb.LocalServer) -> None:
     demo, other = server.credentials("demo"), server.credentials("other")
     write = [{"method": "POST", "path": CO, "body": {"name": "must not exist"}}]
@@ -457,6 +458,7 @@ def test_logs_results_and_journal_hide_credentials(secret_server: batchnb.LocalS
     leaks.assert_none()
 
 
+@pytest.mark.slow
 def test_serve_access_log_hides_query_credentials(tmp_path: Path) -> None:
     token = secrets.token_urlsafe(18)
     key = f"key{secrets.token_hex(6)}"

@@ -177,6 +177,7 @@ def _traced_peak(work):
     return result, peak
 
 
+@pytest.mark.slow
 def test_an_answer_that_inflates_past_the_clients_limit_is_refused_with_a_clear_error_on_its_rows():
     import pandas as pd
 
@@ -195,6 +196,7 @@ def test_an_answer_that_inflates_past_the_clients_limit_is_refused_with_a_clear_
     assert peak < 4 * 32 * 1024 * 1024, f"{peak >> 20} MiB held to refuse an answer past 32 MiB"
 
 
+@pytest.mark.slow
 def test_an_answer_within_the_limit_is_kept_as_text_in_about_its_size_until_a_cell_is_read():
     import pandas as pd
 

@@ -42,7 +42,7 @@ from tests.test_server import (  # noqa: F401 - collected here, against two proc
     test_three_services_and_mixed_examples,
 )
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 
 class Served:

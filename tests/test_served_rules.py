@@ -112,6 +112,7 @@ def refused(r: httpx.Response, pointer: str, message: str) -> None:
 # ---------------------------------------------------------------- headers that rewrite the URL, method or client
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REWRITING)
 def test_the_gateway_refuses_a_header_that_rewrites_the_url_method_or_client(
     gateway: str, upstream: RecordingUpstream, name: str
@@ -145,6 +146,7 @@ def test_the_client_refuses_a_rewriting_header_before_sending() -> None:
 # ---------------------------------------------------------------- dot segments with path parameters
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/a/..;/admin", "/..;/admin", "/a/.;x/b", "/a/..;jsessionid=1/b", "/a/..%3B/b"])
 def test_the_gateway_refuses_a_dot_segment_with_parameters(
     gateway: str, upstream: RecordingUpstream, path: str
@@ -171,6 +173,7 @@ def test_the_gateway_refuses_dots_with_parameters_that_a_reference_fills_in(
 # ---------------------------------------------------------------- '#' in a path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["/a#b", "/c?x=1#frag", "/#"])
 def test_a_fragment_mark_is_refused_before_credentials_can_be_lost_after_it(
     gateway: str, demo: str, upstream: RecordingUpstream, path: str
@@ -196,6 +199,7 @@ def test_a_fragment_mark_filled_in_by_a_reference_is_sent_encoded(gateway: str, 
 # ---------------------------------------------------------------- ASCII methods and keys
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["po\u017ft", "PO\ufb06"])
 def test_a_method_that_unicode_upper_cases_to_post_is_refused(
     gateway: str, demo: str, upstream: RecordingUpstream, method: str
@@ -234,6 +238,7 @@ def test_a_key_ending_in_a_no_break_space_is_refused_not_read_without_it(demo: s
 # ---------------------------------------------------------------- what the client fills in across batches
 
 
+@pytest.mark.slow
 def test_the_client_checks_a_path_it_fills_in_from_an_earlier_batch_and_sends_the_rest(demo: str) -> None:
     ops = [
         Operation("POST", CO, {"name": "..;"}, name="dots"),

@@ -179,6 +179,7 @@ def test_400_with_pointers(server, payload, pointer):
     assert err["message"] and pointer in [d["pointer"] for d in err["details"]]
 
 
+@pytest.mark.slow
 def test_a_400_lists_the_first_100_problems_and_counts_them_all(server):
     # A megabyte of bad header names: one problem each.
     names = [f" {i:x}" for i in range(80_000)]
@@ -287,6 +288,7 @@ def test_gateway_in_front_of_another_http_api(server):
 # ---------------------------------------------------------------- idempotency keys
 
 
+@pytest.mark.slow
 def test_the_demo_server_says_it_honours_keys_and_a_gateway_says_what_its_operator_says(server):
     assert httpx.get(server.url + "/api/2.3/batch").json()["idempotency"] is True
     with LocalServer(upstream=server.url, tenants=("gw",)) as gateway:
@@ -332,6 +334,7 @@ def test_the_gateway_passes_the_key_on_with_each_operation():
 # ---------------------------------------------------------------- one request cannot stop the server
 
 
+@pytest.mark.slow
 def test_a_slow_body_holds_no_slot_and_is_refused_with_408(tmp_path):
     import socket
 
@@ -358,6 +361,7 @@ def test_a_slow_body_holds_no_slot_and_is_refused_with_408(tmp_path):
                 sock.close()
 
 
+@pytest.mark.slow
 def test_a_slow_head_is_answered_408_and_its_connection_closed(tmp_path):
     import socket
 
@@ -493,6 +497,7 @@ def test_the_server_announces_how_many_operations_it_runs_at_once_and_refuses_mo
         )
 
 
+@pytest.mark.slow
 def test_a_gateway_runs_a_batchs_operations_at_once_when_asked_and_keeps_every_dependency():
     upstream, state = _slow_upstream()
     ops = [Operation("POST", f"/things/{i}", name=f"t{i}") for i in range(12)]
@@ -524,6 +529,7 @@ def test_a_gateway_runs_a_batchs_operations_at_once_when_asked_and_keeps_every_d
     assert "/never" not in order
 
 
+@pytest.mark.slow
 def test_the_client_asks_no_more_than_the_server_runs_and_direct_mode_honours_parallel():
     upstream, state = _slow_upstream(0.02)
     ops = [Operation("POST", f"/things/{i}") for i in range(20)]
@@ -573,6 +579,7 @@ def _gathering_upstream(total: int, want: int, patience: float = 15.0):
     return RecordingUpstream(respond), state
 
 
+@pytest.mark.slow
 def test_a_gateway_keeps_parallel_operations_in_flight_round_after_round_on_connections_it_keeps():
     """With parallel=16 and 2 batches at once, every round of the API holds 32 operations: no batch
     ends a round with a few alone (batches of 48, not 50), and each operation in flight has a

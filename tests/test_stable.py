@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 import batchnb as bn
 from batchnb._stable import Stabiliser
@@ -13,6 +14,7 @@ def _chained(server: bn.LocalServer) -> pd.DataFrame:
     return bn.to_frame(server.client.submit(examples.chained()))
 
 
+@pytest.mark.slow
 def test_two_runs_of_the_same_batch_look_the_same(tmp_path):
     with bn.LocalServer(tmp_path / "one.sqlite3") as first, bn.LocalServer(tmp_path / "two.sqlite3") as second:
         one, two = _chained(first), _chained(second)

@@ -299,6 +299,7 @@ def test_close_is_idempotent(db_path: Path) -> None:
         store.execute("SELECT 1")
 
 
+@pytest.mark.slow
 def test_checkpoints_run_beside_the_writes_not_inside_them(tmp_path: Path) -> None:
     """Commits only append to the WAL; the store's own thread copies it into the file, and stops with the store."""
     from tests.support import wait_until

@@ -203,6 +203,7 @@ def test_a_failure_reads_well(batchnb_client):
 """
 
 
+@pytest.mark.slow
 def test_the_fixtures_in_a_users_own_suite(pytester):
     pytester.makepyfile(test_user_api=USER_SUITE)
     run = pytester.runpytest_subprocess("-p", "batchnb.testing", "-p", "no:randomly", "-p", "no:cacheprovider", "-q")
@@ -216,6 +217,7 @@ def test_the_fixtures_in_a_users_own_suite(pytester):
     )
 
 
+@pytest.mark.slow
 def test_the_fixtures_are_there_only_when_asked_for(pytester):
     pytester.makepyfile(test_user_api=USER_SUITE)
     run = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", "-q")
@@ -223,6 +225,7 @@ def test_the_fixtures_are_there_only_when_asked_for(pytester):
     run.stdout.fnmatch_lines(["*fixture 'batchnb_client' not found*"])
 
 
+@pytest.mark.slow
 def test_pytest_plugins_in_a_conftest_is_the_other_way_in(pytester):
     pytester.makeconftest('pytest_plugins = ["batchnb.testing"]\n')
     pytester.makepyfile(test_user_api=USER_SUITE)
@@ -230,6 +233,7 @@ def test_pytest_plugins_in_a_conftest_is_the_other_way_in(pytester):
     run.assert_outcomes(passed=4, failed=1)
 
 
+@pytest.mark.slow
 def test_the_guides_example_of_the_fixture_passes(pytester):
     guide = (Path(__file__).parents[1] / "docs" / "regression-tests.md").read_text(encoding="utf-8")
     section = guide.split("**The pytest fixtures**", 1)[1]
@@ -265,6 +269,7 @@ def _guide_commands() -> dict[str, str]:
     return commands
 
 
+@pytest.mark.slow
 def test_the_guides_regression_flow_executes_saves_and_passes_nbval_twice(tmp_path):
     import os
     import re

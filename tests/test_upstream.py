@@ -190,6 +190,7 @@ class _DrippingUpstream(LoopbackServer):
             writer.write(b" ")
 
 
+@pytest.mark.slow
 def test_the_gateways_clients_have_only_a_connect_timeout_and_a_slow_answer_is_still_cut_at_the_operations_bound():
     app = create_app(upstream="http://127.0.0.1:9", limits=Limits(operation_timeout=1.5))
     http = app._upstream_client(ONE_CONNECTION)

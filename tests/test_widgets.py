@@ -262,6 +262,7 @@ def test_preview_masks_secrets(composer):
     assert composer.batch.requests[0].headers["Authorization"] == "Bearer s3cret"
 
 
+@pytest.mark.slow
 def test_an_idempotency_key_set_in_the_form_travels_with_its_operation(server):
     composer = Composer(server.client)
     composer.fill("POST", COMPANIES, body={"name": "Keyed by hand"})

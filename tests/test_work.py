@@ -200,7 +200,8 @@ def test_the_batch_timeout_covers_filling_in_references(tmp_path):
 
 
 def test_serve_refuses_a_budget_of_no_work(tmp_path):
-    for value, message in (("0", "1 or more, not 0"), ("-5", "1 or more, not -5"), ("nan", "invalid int value")):
+    for value in ("0", "-5", "nan"):
+        message = f"must be a whole number, 1 or more, not '{value}'"
         r = subprocess.run(
             [sys.executable, "-m", "batchnb.cli", "serve", "--max-batch-work", value, "--db", str(tmp_path / "d")],
             capture_output=True,

@@ -1,6 +1,7 @@
 """DataFrame workflows against the real loopback server: chains of thousands of rows, aligned results."""
 
 import pandas as pd
+import pytest
 
 from batchnb import ref
 from tests.support import count
@@ -8,6 +9,7 @@ from tests.support import count
 API = "/api/2.1/scheduling"
 
 
+@pytest.mark.slow
 def test_5000_row_chain_companies_then_staff(fresh_server):
     sites = [f"s{i:02d}" for i in range(40)]
     companies = pd.DataFrame(
@@ -76,6 +78,7 @@ def test_template_frame_with_nesting_and_expand(fresh_server):
     assert wide.loc[1, "body.name"] == "Cut" and wide.loc[1, "body.duration"] == 30
 
 
+@pytest.mark.slow
 def test_a_large_frame_streams_chunk_by_chunk_and_checks_every_chunk_first(fresh_server):
     rows = 12_500  # several chunks of 2,000 rows
     df = pd.DataFrame({"title": [f"T{i}" for i in range(rows)], "city": "Lyon"}, index=pd.RangeIndex(rows) * 2)
@@ -111,6 +114,7 @@ def test_bodies_can_be_kept_as_json_text_or_only_for_failures(fresh_server):
     assert slim["status"].tolist() == [201, 400, 201]
 
 
+@pytest.mark.slow
 def test_a_streamed_frame_interrupted_mid_way_keeps_its_finished_chunks_in_order(fresh_server):
     """Chunks are built and shaped beside the one in flight: an interrupt still gives every row, in the frame's order."""
     from tests.support import interrupted_when
