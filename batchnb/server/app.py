@@ -90,7 +90,7 @@ class BatchApp:
     cannot reach it answers 502 saying why, and the server logs each such
     reason once a minute at most. ``describe_api``, for an in-process API,
     gives the OpenAPI paths and components that describe it (the demo's
-    :meth:`~batchnb.demo.scheduling.SchedulingApp.openapi`): they join the
+    come from its routes and their checks): they join the
     batch endpoint's in ``GET /api/2.3/openapi.json``.
     """
 
