@@ -324,11 +324,28 @@ def _has_inexact_number(value: Any) -> bool:
 
 #: levels a JSON value may nest and still be written by :func:`dumps` (orjson refuses 255 and deeper).
 MAX_DEPTH = 254
-#: digits to "0", "e" and "E" to "e", the rest to spaces (signs are dropped): the only numbers that may lie
-#: beyond a double's range, which :func:`loads` may refuse, show an exponent of three digits or a run of 209
-#: digits (a mantissa that an exponent of 99 takes past 1e308).
-_NUMBERISH = bytes(0x30 if 0x30 <= i <= 0x39 else 0x65 if i in (0x45, 0x65) else 0x20 for i in range(256))
-_FAR_EXPONENT, _FAR_RUN = b"e000", b"0" * 209
+#: digits to "0", "e" and "E" to "e", "." kept, what may stand before or after a number (",:[]{}" and
+#: whitespace) to a space, and the rest to "x" (signs are dropped): the only numbers that may lie beyond a
+#: double's range, which :func:`loads` may refuse, start after a space and show an exponent of three digits
+#: (:data:`_FAR_EXPONENT`), or hold a run of 209 digits (a mantissa that an exponent of 99 takes past 1e308).
+#: An identifier such as ``"st_8e409b7"`` is no number: its "8e409" follows an "x".
+_NUMBERISH = bytes(
+    0x30
+    if 0x30 <= i <= 0x39
+    else 0x65
+    if i in (0x45, 0x65)
+    else 0x2E
+    if i == 0x2E
+    else 0x20
+    if i in b",:[]{} \t\n\r"
+    else 0x78
+    for i in range(256)
+)
+#: a token that starts as a number after a space (the text is searched with one put before it: a
+#: look-behind would cost the search its fast scan for the space) and reaches an exponent of 3 digits;
+#: "[0.]+" gives back one byte at a time and each fails at once: linear in the token's length.
+_FAR_EXPONENT = re.compile(rb" [0.]+e000")
+_FAR_RUN = b"0" * 209
 #: everything but the bytes that open or close a string, an array or an object.
 _NOT_STRUCTURE = bytes(i for i in range(256) if i not in b'"[]{}')
 #: '[' and '{' to 1, ']' and '}' to -1 (as a signed byte), '"' to 0.
@@ -459,14 +476,33 @@ def _has_far_numbers(text: bytes) -> bool:
     """Whether ``text`` may hold a number beyond a double's range (see :data:`_NUMBERISH`), a megabyte at a time."""
     if len(text) <= _PIECE:
         translated = text.translate(_NUMBERISH, b"+-")
-        return _FAR_EXPONENT in translated or _FAR_RUN in translated
+        return _far(translated)
     view = memoryview(text)
     for at in range(0, len(view), _PIECE):
         # Each piece reaches into the next as far as a run is long: a run that starts in it is seen whole.
         translated = bytes(view[at : at + _PIECE + len(_FAR_RUN)]).translate(_NUMBERISH, b"+-")
-        if _FAR_EXPONENT in translated or _FAR_RUN in translated:
+        if _far(translated):
             return True
     return False
+
+
+def _far(translated: bytes) -> bool:
+    if _FAR_RUN in translated:
+        return True
+    # Most texts hold no "e000" at all: found in C, much faster than the search for a number that holds it.
+    return b"e000" in translated and _FAR_EXPONENT.search(b" " + translated) is not None
+
+
+def prepare() -> None:
+    """Import what checking a large answer needs (numpy), so that the first such answer does not wait for it.
+
+    A server calls it as it starts: importing numpy takes about 100 ms,
+    which would otherwise be spent on the event loop in the middle of a
+    batch, holding every other request.
+
+    >>> prepare()
+    """
+    import numpy  # noqa: F401 - imported for its side effect: numpy in sys.modules
 
 
 def _depth_past(text: bytes, most: int) -> int | None:
@@ -489,7 +525,7 @@ def _depth_past(text: bytes, most: int) -> int | None:
     marks = text.translate(None, _NOT_STRUCTURE)
     if marks.count(b"[") + marks.count(b"{") <= most:
         return None  # fewer brackets than levels: not that deep, wherever they stand
-    import numpy as np
+    import numpy as np  # imported here, not with the module: a client may never need it (a server: prepare())
 
     depth = deepest = 0
     inside = False  # whether the piece starts inside a string

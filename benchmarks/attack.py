@@ -6,7 +6,8 @@
 Starts the corpus's three processes (``batchnb serve`` with the demo API, a
 hostile upstream, and a gateway in front of it; see
 ``tests/support/attacks.py``). A steady client submits ordinary batches to
-both servers the whole time, and a probe asks ``GET /api/2.3/batch`` of each
+both servers the whole time, and a probe (a process of its own, so that it times the servers and not this
+process's threads) asks ``GET /api/2.3/batch`` of each
 every 20 ms. First at rest, then while every attack of the corpus runs.
 
 Prints the probe's p99 latency under attack against its p99 at rest (the
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import subprocess
 import sys
 import tempfile
 import threading
@@ -50,48 +52,67 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Background:
-    """The probe, the steady client and the RSS sampler, each a thread, until ``stop``."""
+    """The probe (a process of its own), the steady client and the RSS sampler (threads), until ``stop``.
+
+    The probe runs in a process of its own so that what it measures is the
+    servers' delay, not the wait of its own thread for this process's
+    interpreter lock while the attacks' threads run here.
+    """
 
     def __init__(self, servers: Servers, tally: Tally) -> None:
         self.servers = servers
         self.tally = tally
         self.latencies: list[float] = []
         self.worst = {"demo": 0.0, "gateway": 0.0}
-        #: the attack under way (set by run_attacks), and the one each server's worst probe waited through.
-        self.attack = "(none)"
+        #: the attacks as they started (wall clock, name), and the one each server's worst probe waited through.
+        self.attacks: list[tuple[float, str]] = [(0.0, "(none)")]
         self.worst_during = {"demo": "", "gateway": ""}
         self.batches = self.batches_ok = 0
         self.peak_rss = {"demo": 0, "gateway": 0}
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=f, daemon=True) for f in (self._probe, self._steady, self._sample)]
+        self._probe: subprocess.Popen[str] | None = None
+        self._threads = [
+            threading.Thread(target=f, daemon=True) for f in (self._read_probe, self._steady, self._sample)
+        ]
+
+    @property
+    def attack(self) -> str:
+        return self.attacks[-1][1]
+
+    @attack.setter
+    def attack(self, name: str) -> None:
+        self.attacks.append((time.time(), name))
 
     def start(self) -> Background:
+        urls = [self.servers.demo.url, self.servers.gateway.url]
+        self._probe = subprocess.Popen(
+            [sys.executable, __file__, "--probe", *urls], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
         for t in self._threads:
             t.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        assert self._probe is not None
+        self._probe.terminate()
         for t in self._threads:
             t.join(120)
+        self._probe.wait(30)
 
-    def _probe(self) -> None:
-        with httpx.Client(timeout=120, trust_env=False) as http:
-            while not self._stop.is_set():
-                for label, served in (("demo", self.servers.demo), ("gateway", self.servers.gateway)):
-                    started = time.perf_counter()
-                    try:
-                        r = http.get(served.url + "/api/2.3/batch")
-                    except httpx.HTTPError:
-                        r = None  # a server that does not answer shows as a crash below
-                    waited = time.perf_counter() - started
-                    # A probe that timed out waited too: it counts as a stall, not as nothing.
-                    if waited > self.worst[label]:
-                        self.worst[label], self.worst_during[label] = waited, self.attack
-                    if r is not None:
-                        self.latencies.append(waited)
-                        self.tally.note(r)
-                time.sleep(PROBE_EVERY)
+    def _read_probe(self) -> None:
+        assert self._probe is not None and self._probe.stdout is not None
+        for text in self._probe.stdout:
+            at, label, waited, status, json_answer = text.split()
+            during = next(name for started, name in reversed(self.attacks) if started <= float(at))
+            if float(waited) > self.worst[label]:
+                self.worst[label], self.worst_during[label] = float(waited), during
+            if status == "-":
+                continue  # a server that does not answer shows as a crash
+            self.latencies.append(float(waited))
+            self.tally.answers += 1
+            self.tally.server_errors += int(status) >= 500
+            self.tally.bare += json_answer == "0"
 
     def _steady(self) -> None:
         n = 0
@@ -142,7 +163,28 @@ def line(label: str, value: str, met: bool, target: str) -> str:
     return f"{label:<42} {value:<22} target {target:<10} {'met' if met else 'NOT met'}"
 
 
+def probe(urls: list[str]) -> int:
+    """Ask each server for its limits every PROBE_EVERY seconds; a line per answer: started, server, waited, status, JSON."""
+    with httpx.Client(timeout=120, trust_env=False) as http:
+        while True:
+            for label, url in zip(("demo", "gateway"), urls, strict=True):
+                at, started = time.time(), time.perf_counter()
+                try:
+                    r = http.get(url + "/api/2.3/batch")
+                    status, json_answer = (
+                        str(r.status_code),
+                        r.headers.get("content-type", "").startswith("application/json"),
+                    )
+                except httpx.HTTPError:
+                    status, json_answer = "-", False
+                # A probe that timed out waited too: it counts as a stall, not as nothing.
+                print(f"{at:.6f} {label} {time.perf_counter() - started:.6f} {status} {int(json_answer)}", flush=True)
+            time.sleep(PROBE_EVERY)
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["--probe"]:
+        return probe(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rest", type=float, default=10.0, help="seconds of steady load before the attacks")
     parser.add_argument("--rounds", type=int, default=2, help="times the whole corpus runs")

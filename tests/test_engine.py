@@ -1,6 +1,7 @@
 """The engine against small in-process ASGI apps: order, nesting, 424s, headers, timeouts."""
 
 import asyncio
+import itertools
 import time
 
 import httpx
@@ -628,3 +629,71 @@ def test_the_deadline_stops_references_being_filled_in_and_their_thread():
     out = asyncio.run(main())
     assert [r.status for r in out] == [200, 503, 503]
     assert out[1].body["error"] == {"code": "deadline_exceeded", "message": "not run: the batch ran out of time"}
+
+
+# ---------------------------------------------------------------- one batch does not hold the event loop
+
+
+def _in_process(answer: bytes, seen: list[int], ticks: list[int], busy: float = 0.0):
+    """A dispatcher that, like the demo's, answers without ever suspending; it notes the ticker's count at each call."""
+
+    async def dispatch(method, target, headers, content):
+        seen.append(ticks[0])
+        if busy:
+            time.sleep(busy)  # an operation that holds the loop for this long, as a big SQLite read does
+        return engine.DispatchResult(200, {"content-type": "application/json"}, answer)
+
+    return dispatch
+
+
+async def _with_ticker(coro, ticks: list[int]):
+    async def tick():
+        while True:
+            ticks[0] += 1
+            await asyncio.sleep(0)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        return await coro
+    finally:
+        ticker.cancel()
+
+
+def test_operations_of_an_api_that_never_suspends_give_the_loop_back_between_them():
+    # Fifty of the demo's answers in a row once held every other request of the server for 400 ms.
+    seen: list[int] = []
+    ticks = [0]
+    batch = [Operation("GET", f"/items/{i}") for i in range(8)]
+    dispatch = _in_process(b'{"ok": true}', seen, ticks, busy=2 * engine._LOOP_TURN_SECONDS)
+    out = asyncio.run(_with_ticker(execute(batch, dispatch), ticks))
+    assert [r.status for r in out] == [200] * 8
+    assert all(later > earlier for earlier, later in itertools.pairwise(seen)), f"the loop ran nothing else: {seen}"
+
+
+def test_a_big_answer_is_checked_off_the_event_loop(monkeypatch):
+    import concurrent.futures
+    import threading
+
+    checked_in: list[str] = []
+    real = engine.carried_body
+
+    def carried_body(content, content_type, *, levels=0):
+        checked_in.append(threading.current_thread().name)
+        return real(content, content_type, levels=levels)
+
+    monkeypatch.setattr(engine, "carried_body", carried_body)
+    big = b"[" + b",".join(b'{"id": %d}' % i for i in range(engine._CHECK_ON_LOOP_BYTES // 8)) + b"]"
+    seen: list[int] = []
+    ticks = [0]
+    batch = [Operation("GET", "/small"), Operation("GET", "/big")]
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="work") as pool:
+
+        async def both():
+            small = await execute(batch[:1], _in_process(b"[1]", seen, ticks), executor=pool)
+            large = await execute(batch[1:], _in_process(big, seen, ticks), executor=pool, raw_bodies=True)
+            return small + large
+
+        out = asyncio.run(_with_ticker(both(), ticks))
+    assert [r.status for r in out] == [200, 200]
+    assert out[1].body.text == big.replace(b" ", b"")
+    assert checked_in[0] == threading.main_thread().name and checked_in[1].startswith("work"), checked_in

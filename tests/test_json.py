@@ -192,6 +192,25 @@ def test_raw_json_refuses_what_loads_refuses(data):
 
 
 @pytest.mark.parametrize(
+    "data, far",
+    [
+        (b"1e400", True),  # where the text starts
+        (b"[1e999]", True),
+        (b'{"a":-1E+400}', True),
+        (b"[0.5e-999]", True),
+        (b"[1.5e10, 12e001]", True),  # may be: loads says
+        (b"[" + b"9" * 400 + b"]", True),
+        (b'{"id":"st_8e409b7","co":"co-5e400"}', False),  # identifiers, not numbers
+        (b'{"email":"eeee@example.com","n":12345,"x":1.5e10}', False),
+    ],
+)
+def test_only_what_may_be_a_number_beyond_a_double_is_parsed_to_find_out(data, far):
+    # A hex identifier such as "8e409" once sent every answer that held one through a full parse.
+    assert _json._has_far_numbers(data) is far
+    assert _json._has_far_numbers(b" " * (1 << 21) + data) is far  # read a megabyte at a time
+
+
+@pytest.mark.parametrize(
     "data, depth",
     [
         (b"[" * 254 + b"]" * 254, None),

@@ -164,6 +164,7 @@ class BatchApp:
             if message["type"] == "lifespan.startup":
                 self._prepare_upstream()
                 self._openapi_bytes()  # before the first request, which would otherwise wait for it
+                _json.prepare()  # the same
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
