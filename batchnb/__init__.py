@@ -31,11 +31,11 @@ from ._exceptions import (
     UnsupportedMediaTypeError,
     WaitTimeout,
 )
+from ._refs import ref
 from .auth import ClientCredentials
 from .client import AsyncClient, Client
 from .model import Batch, Operation, Response
 from .plan import Plan, PlannedBatch
-from .refs import ref
 
 if TYPE_CHECKING:
     # The lazy names below, as a type checker sees them (at run time they load on first use).

@@ -26,7 +26,7 @@ from typing import Any
 import msgspec
 
 from . import _json
-from .engine import _ANSWER_LEVELS
+from ._engine import _ANSWER_LEVELS
 from .model import Operation, Response
 
 __all__ = ["read_answer"]

@@ -21,8 +21,8 @@ import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from . import rules
-from .journal import row_key
+from . import _rules
+from ._journal import row_key
 from .model import Operation
 
 __all__ = ["HEADER", "RunKeys", "keyed", "new_run_id"]
@@ -56,7 +56,7 @@ def keyed(ops: Iterable[Operation]) -> bool:
     >>> keyed([Operation("POST", "/y")])
     False
     """
-    return all(rules.is_idempotent_method(o.method) or user_key(o) is not None for top in ops for _p, o in top.walk())
+    return all(_rules.is_idempotent_method(o.method) or user_key(o) is not None for top in ops for _p, o in top.walk())
 
 
 class RunKeys:
@@ -85,7 +85,7 @@ class RunKeys:
         """Give a key to every POST and PATCH among ``ops`` that has none, in run order."""
         for top in ops:
             for op in _each(top):
-                if rules.is_idempotent_method(op.method) or (op.headers and user_key(op) is not None):
+                if _rules.is_idempotent_method(op.method) or (op.headers and user_key(op) is not None):
                     continue
                 key = self._recorded.pop(row_key(op.row), None) if self._recorded else None
                 if key is None:

@@ -604,7 +604,7 @@ class PacedDispatcher:
         self._timeout = timeout
 
     async def __call__(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None) -> Any:
-        from .engine import DispatchResult, _bounded
+        from ._engine import DispatchResult, _bounded
 
         throttle = self.throttle
         first: float | None = None

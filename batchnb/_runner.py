@@ -32,7 +32,7 @@ The rules that keep bulk writes safe live here:
 
 What a batch *means* (which operations cannot run because an earlier batch's
 result failed, and which depend on those) is the engine's: see
-:func:`batchnb.engine.prepare`. Batches go out through a
+:func:`batchnb._engine.prepare`. Batches go out through a
 :class:`~batchnb._senders.Sender`.
 """
 
@@ -45,14 +45,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import rules
+from . import _rules
+from ._engine import prepare, result_lookup
 from ._exceptions import AuthenticationError, BatchHTTPError, TransportError, http_error
+from ._journal import Journal
 from ._keys import RunKeys, keyed
 from ._ratelimit import Throttle, advise, retry_wait
 from ._senders import Sender, own_authorization, retry_after
 from ._text import plural
-from .engine import prepare, result_lookup
-from .journal import Journal
 from .model import Operation, Response, is_idempotent
 from .plan import Plan, PlannedBatch
 
@@ -60,7 +60,7 @@ __all__ = ["Runner"]
 
 
 def _unknown_reason(ops: list[Operation]) -> str:
-    methods = {o.method for top in ops for _p, o in top.walk() if not rules.is_idempotent_method(o.method)}
+    methods = {o.method for top in ops for _p, o in top.walk() if not _rules.is_idempotent_method(o.method)}
     return (
         f"outcome unknown: not resent because it contains {'/'.join(sorted(methods))}" if methods else "outcome unknown"
     )

@@ -23,10 +23,10 @@ import orjson
 from . import _json
 from ._answers import read_answer
 from ._connect import Connection, Unreached, proxy_refused, unreached
+from ._engine import DEFAULT_MAX_ANSWER_BYTES, Dispatcher, ResponseTooLarge, UnreadableResponse, execute, read_bounded
 from ._exceptions import TransportError
 from ._ratelimit import retry_after  # its older home: the runner and client import it from here
 from .auth import refreshes
-from .engine import DEFAULT_MAX_ANSWER_BYTES, Dispatcher, ResponseTooLarge, UnreadableResponse, execute, read_bounded
 from .model import BATCH_PATH, Operation, Response
 
 #: the most a batch's answer may take once decoded, here in the notebook's memory: twice what a

@@ -39,7 +39,7 @@ _ISO_TIME = re.compile(r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d(?:\.\d+)?)?(?:Z|[+
 #: ids found in any text, whatever their key.
 _ID_PATTERNS = (
     r"\b[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\b",  # UUIDs
-    # The demo Scheduling API's (batchnb.demo.store.ID_PREFIXES; not imported, since the demo needs the server extra).
+    # The demo Scheduling API's (batchnb.demo._store.ID_PREFIXES; not imported, since the demo needs the server extra).
     r"\b(?:co|sv|st|ap)_[0-9a-f]{12}\b",
     r"<id\d+>",  # placeholders of an earlier stable view, numbered afresh
 )

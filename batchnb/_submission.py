@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _json
 from ._exceptions import BatchValidationError, Problem, SubmitInterrupted, TransportError
+from ._journal import Journal, fingerprints, row_key
 from ._json import RawJSON
 from ._keys import RunKeys, new_run_id
 from ._ratelimit import Throttle
 from ._runner import Runner
 from ._senders import Sender
 from ._text import plural
-from .journal import Journal, fingerprints, row_key
 from .model import Batch, Operation, Response, check_batch
 from .plan import Plan, batch_fill, make_plan
 

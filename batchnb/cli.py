@@ -207,9 +207,9 @@ def _dtypes(text: str | None) -> dict[str, str]:
 
 
 def _headers(lines: list[str]) -> dict[str, str]:
-    from . import rules
+    from . import _rules
 
-    headers, bad = rules.parse_header_lines("\n".join(lines))
+    headers, bad = _rules.parse_header_lines("\n".join(lines))
     if bad:
         raise _Usage("run --header: each must be of the form 'Name: value'")
     return headers

@@ -34,8 +34,9 @@ from typing import (
 
 import httpx
 
-from . import _json, rules
+from . import _json, _rules
 from ._connect import Connection, mask_url
+from ._engine import HTTPDispatcher, ResponseTooLarge, UnreadableResponse, read_bounded
 from ._exceptions import BatchValidationError, Problem, TransportError, http_error
 from ._ratelimit import PacedDispatcher, Throttle, parse_rate
 from ._secrets import mask_headers, mask_logger, scrub
@@ -44,7 +45,6 @@ from ._submission import Submission, with_values
 from ._submission import SubmitOptions as _Settings  # the submit's own settings, made from the arguments
 from ._sync import run_sync
 from .auth import as_auth, auth_problem, describe
-from .engine import HTTPDispatcher, ResponseTooLarge, UnreadableResponse, read_bounded
 from .model import BATCH_PATH, Batch, Operation, Response
 from .plan import Plan
 
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AsyncClient", "Client", "ClientOptions", "SubmitOptions"]
 
-DEFAULT_LIMITS = {"maxRequests": rules.DEFAULT_MAX_REQUESTS, "maxDepth": rules.DEFAULT_MAX_DEPTH}
+DEFAULT_LIMITS = {"maxRequests": _rules.DEFAULT_MAX_REQUESTS, "maxDepth": _rules.DEFAULT_MAX_DEPTH}
 
 Body = Sequence[Hashable] | Mapping[str, Hashable] | Callable[[dict[str, Any]], Any] | str | Literal[False] | None
 #: what ``submit`` takes: a Batch (its responses come back), or operations, or a frame of them (a frame comes back).
@@ -681,7 +681,7 @@ class AsyncClient:
             idempotency=idempotency,
         )
         limits = await self.limits()
-        problem = rules.parallel_problem(parallel)
+        problem = _rules.parallel_problem(parallel)
         if problem:
             raise BatchValidationError([Problem("parallel", problem)])
         # Batches are filled to a multiple of what runs at once (48 of 50 with parallel=16).

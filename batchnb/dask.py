@@ -212,7 +212,7 @@ def _check_partition(
     pdf: pd.DataFrame, frame_options: dict[str, Any], partition_info: dict[str, Any] | None = None
 ) -> pd.DataFrame:
     """One row per finding: a problem, a name made here, a name referenced here; and whether all is idempotent."""
-    from . import rules
+    from . import _rules
     from .frames import from_frame
 
     number = partition_info["number"] if partition_info else 0
@@ -227,7 +227,7 @@ def _check_partition(
     idempotent = True
     for top in ops:
         for _p, op in top.walk():
-            if not rules.is_idempotent_method(op.method):
+            if not _rules.is_idempotent_method(op.method):
                 idempotent = False
             if op.name:
                 rows.append({"partition": number, "kind": "name", "row": repr(op.row), "value": op.name})

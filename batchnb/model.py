@@ -3,7 +3,7 @@
 Everything that can be wrong with a batch is found here, all at once, each
 problem with a pointer (``requests[2].requests[0].method``), and raised as one
 :class:`~batchnb.BatchValidationError` before anything is sent. The rules
-themselves live in :mod:`batchnb.rules`; this module only says where a
+themselves live in ``batchnb._rules``; this module only says where a
 problem stands in a batch. It knows nothing of how a batch is drawn.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from . import _json, refs, rules
+from . import _json, _refs, _rules
 from ._exceptions import BatchValidationError, Problem
 from ._secrets import mask_headers, mask_path
 from ._text import operations
@@ -58,7 +58,7 @@ class Operation:
             self.method = _upper(self.method)
         if isinstance(self.headers, str):
             # Lines that are not "Name: value" are reported by validate().
-            self.headers, self._header_line_problems = rules.parse_header_lines(self.headers)
+            self.headers, self._header_line_problems = _rules.parse_header_lines(self.headers)
         self.requests = [op if isinstance(op, Operation) else Operation.from_wire(op) for op in self.requests]
 
     @classmethod
@@ -134,7 +134,7 @@ class Operation:
         for i, child in enumerate(self.requests):
             yield from child.walk(f"{pointer}.requests[{i}]")
 
-    def references(self) -> Iterator[tuple[str, refs.Ref]]:
+    def references(self) -> Iterator[tuple[str, _refs.Ref]]:
         """Every reference in this operation (not its children), with the field it stands in.
 
         >>> [(f, r.name) for f, r in Operation("GET", "/c/${result=co:$.id}").references()]
@@ -143,7 +143,7 @@ class Operation:
         Raises :class:`~batchnb.RefSyntaxError` for a reference that does not parse.
         """
         for fld, value in _ref_fields(self):
-            for r in refs.iter_refs(value):
+            for r in _refs.iter_refs(value):
                 yield fld, r
 
     def referenced_names(self) -> set[str]:
@@ -185,19 +185,19 @@ def _at(pointer: str, fld: str) -> str:
 
 def _check_fields(op: Operation, pointer: str, problems: list[Problem]) -> None:
     """The rules for one operation's own fields (not names across the batch, not references' targets)."""
-    message = rules.method_problem(op.method)
+    message = _rules.method_problem(op.method)
     if message:
         problems.append(Problem(_at(pointer, "method"), message))
     if isinstance(op.path, str) and "$" in op.path:
         try:
-            message = rules.path_problem(refs.parse(op.path))
-        except refs.RefSyntaxError as exc:
+            message = _rules.path_problem(_refs.parse(op.path))
+        except _refs.RefSyntaxError as exc:
             message = str(exc)
     else:
-        message = rules.path_problem(op.path)
+        message = _rules.path_problem(op.path)
     if message:
         problems.append(Problem(_at(pointer, "path"), message))
-    message = rules.name_problem(op.name)
+    message = _rules.name_problem(op.name)
     if message:
         problems.append(Problem(_at(pointer, "name"), message))
     for message in op._header_line_problems:
@@ -207,10 +207,10 @@ def _check_fields(op: Operation, pointer: str, problems: list[Problem]) -> None:
             problems.append(Problem(_at(pointer, "headers"), "must be an object or 'Name: value' lines"))
         else:
             for hname, hvalue in op.headers.items():
-                for message in rules.header_problems(hname, hvalue):
+                for message in _rules.header_problems(hname, hvalue):
                     problems.append(Problem(_at(pointer, f"headers.{hname}"), message))
             if len(op.headers) > 1:
-                for hname, message in rules.header_set_problems(op.headers):
+                for hname, message in _rules.header_set_problems(op.headers):
                     problems.append(Problem(_at(pointer, f"headers.{hname}"), message))
     if op.body is not None:
         try:
@@ -288,7 +288,7 @@ def is_idempotent(ops: Iterable[Operation]) -> bool:
     >>> is_idempotent([Operation("GET", "/x"), Operation("POST", "/y")])
     False
     """
-    return all(rules.is_idempotent_method(o.method) for top in ops for _p, o in top.walk())
+    return all(_rules.is_idempotent_method(o.method) for top in ops for _p, o in top.walk())
 
 
 # ---------------------------------------------------------------- the batch as a whole
@@ -307,7 +307,7 @@ def check_batch(ops: list[Operation], known: Iterable[str] = (), *, references: 
     pointers: list[str] = []
     names: list[str | None] = []
     parents: list[int] = []
-    found: list[rules.Reference] = []
+    found: list[_rules.Reference] = []
     problems: list[Problem] = []
     # Depth first, as they run: a parent's position is known before its children's.
     stack: list[tuple[Operation, str, int]] = [(op, f"requests[{i}]", -1) for i, op in reversed(list(enumerate(ops)))]
@@ -319,14 +319,14 @@ def check_batch(ops: list[Operation], known: Iterable[str] = (), *, references: 
         parents.append(parent)
         for fld, value in _ref_fields(op) if references else ():
             try:
-                found.extend(rules.Reference(here, fld, r.name, r.text) for r in refs.iter_refs(value))
-            except refs.RefSyntaxError as exc:
+                found.extend(_rules.Reference(here, fld, r.name, r.text) for r in _refs.iter_refs(value))
+            except _refs.RefSyntaxError as exc:
                 problems.append(Problem(f"{pointer}.{fld}", str(exc)))
         if op.requests:
             stack.extend(
                 (child, f"{pointer}.requests[{j}]", here) for j, child in reversed(list(enumerate(op.requests)))
             )
-    graph = rules.check_graph(names, found, parents=parents, known=set(known), describe=pointers.__getitem__)
+    graph = _rules.check_graph(names, found, parents=parents, known=set(known), describe=pointers.__getitem__)
     problems.extend(Problem(f"{pointers[p.position]}.{p.field}", p.message) for p in graph if p.position is not None)
     return problems
 
@@ -354,7 +354,7 @@ class Batch:
         self, requests: Iterable[Operation | Mapping[str, Any]] = (), *, validate: bool = True, parallel: int = 1
     ) -> None:
         problems: list[Problem] = []
-        message = rules.parallel_problem(parallel)
+        message = _rules.parallel_problem(parallel)
         if message:
             problems.append(Problem("parallel", message))
         self.parallel = parallel
@@ -406,7 +406,7 @@ class Batch:
         parallel: Any = data.get("parallel", 1)  # judged by parallel_problem just below
         if type(parallel) is float and parallel.is_integer():
             parallel = int(parallel)  # JSON has one kind of number: 4.0 is the whole number 4, as JSON Schema says
-        message = rules.parallel_problem(parallel)
+        message = _rules.parallel_problem(parallel)
         if message:
             problems.append(Problem("parallel", message))
         ops = []
@@ -433,9 +433,9 @@ class Batch:
             yield from op.walk(f"requests[{i}]")
 
     @property
-    def shape(self) -> rules.Shape:
+    def shape(self) -> _rules.Shape:
         """How many operations (nested included) and how deep they nest."""
-        return rules.measure(self.requests, _children)
+        return _rules.measure(self.requests, _children)
 
     @property
     def size(self) -> int:

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import rules
+from . import _rules
 from ._exceptions import BatchValidationError, Problem
 from ._text import plural
 from .model import Operation, is_idempotent
@@ -73,7 +73,7 @@ class PlannedBatch:
                     o.method
                     for top in self.operations
                     for _p, o in top.walk()
-                    if not rules.is_idempotent_method(o.method)
+                    if not _rules.is_idempotent_method(o.method)
                 }
             )
         )
@@ -163,7 +163,7 @@ def _names_and_refs(op: Operation) -> _Unit:
         if o.name:
             names.add(o.name)
         used |= o.referenced_names()
-    shape = rules.measure([op], lambda o: o.requests)
+    shape = _rules.measure([op], lambda o: o.requests)
     return shape.size, names, used - names, shape.depth
 
 
@@ -187,8 +187,8 @@ def batch_fill(max_requests: int, parallel: int = 1) -> int:
 def make_plan(
     operations: Iterable[Operation],
     *,
-    max_requests: int = rules.DEFAULT_MAX_REQUESTS,
-    max_depth: int = rules.DEFAULT_MAX_DEPTH,
+    max_requests: int = _rules.DEFAULT_MAX_REQUESTS,
+    max_depth: int = _rules.DEFAULT_MAX_DEPTH,
     known: Iterable[str] = (),
     parallel: int = 1,
     concurrency: int = 1,
@@ -228,10 +228,10 @@ def make_plan(
         where = _where(ops[u], u)
         if size > max_requests:
             problems.append(
-                Problem(where, f"travels with its children as one unit: {rules.too_many(size, max_requests)}")
+                Problem(where, f"travels with its children as one unit: {_rules.too_many(size, max_requests)}")
             )
         if depth > max_depth:
-            problems.append(Problem(where, rules.too_deep(depth, max_depth)))
+            problems.append(Problem(where, _rules.too_deep(depth, max_depth)))
         for n in names:
             owner.setdefault(n, u)
     if problems:

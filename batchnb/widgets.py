@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import ipywidgets as w
 
-from . import refs, rules
+from . import _refs, _rules
 from ._display import batch_html, result_html
 from ._exceptions import BatchError, BatchHTTPError, BatchValidationError, TransportError, WaitTimeout
 from ._secrets import mask_headers, mask_path
@@ -72,8 +72,8 @@ def parse_body(text: str) -> tuple[Any, str | None]:
 def _path_problem(text: str) -> str | None:
     """The path rule for the path field; a reference stands for the one segment it becomes."""
     try:
-        return rules.path_problem(refs.parse(text) if text else text)
-    except refs.RefSyntaxError as exc:
+        return _rules.path_problem(_refs.parse(text) if text else text)
+    except _refs.RefSyntaxError as exc:
         return str(exc)
 
 
@@ -274,7 +274,7 @@ class Composer:
         self.method = _classed(
             w.Combobox(
                 value="GET",
-                options=list(rules.METHODS),
+                options=list(_rules.METHODS),
                 ensure_option=False,
                 description="method",
                 style=_LABEL,
@@ -420,7 +420,7 @@ class Composer:
     def _check_fields(self, *, final: bool) -> dict[str, str]:
         """Problems of the form's fields, keyed by field; ``final`` also reports empty required fields.
 
-        Every rule is :mod:`batchnb.rules`'; the form only says which field a problem belongs to.
+        Every rule is ``batchnb._rules``'; the form only says which field a problem belongs to.
         """
         problems: dict[str, str] = {}
 
@@ -431,12 +431,12 @@ class Composer:
         names = [e.op.name for e in self._entries]
         here = len(names)
         new_name = self.name.value.strip() or None
-        put("method", rules.method_problem(self.method.value.strip()))
+        put("method", _rules.method_problem(self.method.value.strip()))
         path = self.path.value.strip()
         put("path", _path_problem(path))
-        put("name", rules.name_problem(new_name))
+        put("name", _rules.name_problem(new_name))
         if self.parent.value != _NONE:
-            _up, linked = rules.link_parents(
+            _up, linked = _rules.link_parents(
                 [*names, new_name], [*([None] * here), self.parent.value], describe=self._describe
             )
             for p in linked:
@@ -447,27 +447,27 @@ class Composer:
         row_messages: dict[int, str] = {}
         fields: list[tuple[Any, Any]] = [("path", path), ("body", body)]
         items = list(enumerate(self._header_items(), start=1))
-        repeated = dict(rules.header_set_problems(key for _i, (_row, key, _v) in items if key))
+        repeated = dict(_rules.header_set_problems(key for _i, (_row, key, _v) in items if key))
         for i, (_row, key, value) in items:
             if not key and not value:
                 continue
-            message = "the header needs a name" if not key else next(iter(rules.header_problems(key, value)), None)
+            message = "the header needs a name" if not key else next(iter(_rules.header_problems(key, value)), None)
             if message is None and key in repeated:
                 message = repeated.pop(key)
             if message:
                 row_messages[i] = message
             else:
                 fields.append((i, value))
-        references: list[rules.Reference] = []
+        references: list[_rules.Reference] = []
         for fld, value in fields:
             try:
-                references.extend(rules.Reference(here, fld, r.name, r.text) for r in refs.iter_refs(value))
-            except refs.RefSyntaxError as exc:
+                references.extend(_rules.Reference(here, fld, r.name, r.text) for r in _refs.iter_refs(value))
+            except _refs.RefSyntaxError as exc:
                 if isinstance(fld, int):
                     row_messages.setdefault(fld, str(exc))
                 else:
                     put(fld, str(exc))
-        graph = rules.check_graph([*names, new_name], references, describe=self._describe)
+        graph = _rules.check_graph([*names, new_name], references, describe=self._describe)
         for p in graph:
             if p.position != here:
                 continue
@@ -593,8 +593,8 @@ class Composer:
             )
             return None
         try:
-            text = refs.ref(self.ref_name.value, self.ref_path.value.strip() or "$")
-        except refs.RefSyntaxError as exc:
+            text = _refs.ref(self.ref_name.value, self.ref_path.value.strip() or "$")
+        except _refs.RefSyntaxError as exc:
             self.ref_error.value = _field_error_html(str(exc))
             return None
         target = self.ref_into.value

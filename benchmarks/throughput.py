@@ -38,8 +38,8 @@ from _common import cpu_seconds, served
 from batchnb import AsyncClient, Operation
 from batchnb._keys import HEADER, RunKeys, new_run_id
 from batchnb._timing import PHASES, read_header
+from batchnb.demo import Store
 from batchnb.demo.scheduling import scheduling_app
-from batchnb.demo.store import Store
 from batchnb.server.auth import Keyring
 
 PATH = "/api/2.1/scheduling/companies"

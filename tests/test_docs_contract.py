@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from batchnb import engine, model, rules
+from batchnb import _engine, _rules, model
 from batchnb.server import Limits, create_app
 
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "batch-api.md").read_text()
@@ -41,7 +41,7 @@ def test_the_limits_listed_are_those_the_server_answers_and_documents() -> None:
 
 def test_the_answer_headers_listed_are_those_kept() -> None:
     listed = ticked(between("`headers` (only ", ")"))
-    assert [h.lower() for h in listed] == list(engine.KEPT_HEADERS)
+    assert [h.lower() for h in listed] == list(_engine.KEPT_HEADERS)
 
 
 def test_the_fields_listed_are_those_taken() -> None:
@@ -58,5 +58,5 @@ def test_the_headers_an_operation_may_not_set_are_those_refused() -> None:
     row = next(line for line in DOC.splitlines() if line.startswith("| `headers` |"))
     listed = {h.lower() for h in ticked(row[: row.index(", control characters")])} - {"headers", "name: value"}
     prefixes = {h for h in listed if h.endswith("*")}
-    assert listed - prefixes == rules.FORBIDDEN_HEADERS
-    assert {p.rstrip("*") for p in prefixes} == set(rules.FORBIDDEN_HEADER_PREFIXES)
+    assert listed - prefixes == _rules.FORBIDDEN_HEADERS
+    assert {p.rstrip("*") for p in prefixes} == set(_rules.FORBIDDEN_HEADER_PREFIXES)

@@ -123,7 +123,7 @@ def test_server_killed_mid_stream_keeps_every_acknowledged_write(serve: dict[str
 
 CLIENT = r"""
 import os, time, pandas as pd, batchnb
-from batchnb.journal import Journal
+from batchnb._journal import Journal
 
 stop_after = int(os.environ.get("STOP_AFTER_DONE") or 0)
 if stop_after:

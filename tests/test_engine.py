@@ -12,8 +12,8 @@ from starlette.responses import JSONResponse
 from starlette.responses import Response as PlainResponse
 from starlette.routing import Route
 
-from batchnb import Batch, Operation, engine, ref
-from batchnb.engine import ASGIDispatcher, HTTPDispatcher, execute
+from batchnb import Batch, Operation, _engine, ref
+from batchnb._engine import ASGIDispatcher, HTTPDispatcher, execute
 
 CALLS: list[tuple[str, str, str | None, str]] = []
 
@@ -260,7 +260,7 @@ def test_an_encoded_slash_stays_inside_its_segment_in_process():
 
 
 def test_earlier_results_filled_in_client_side_keep_the_same_bounds():
-    from batchnb.engine import prepare, result_lookup
+    from batchnb._engine import prepare, result_lookup
     from batchnb.model import Response
 
     earlier = {"co": Response("POST", "/c", 201, body={"id": "co_1/services/sv_2", "blob": "x" * 5000})}
@@ -292,7 +292,7 @@ class Timeline:
         import json as _json
         import time as _time
 
-        from batchnb.engine import DispatchResult
+        from batchnb._engine import DispatchResult
 
         start = _time.monotonic()
         self.in_flight += 1
@@ -347,7 +347,7 @@ def test_parallel_a_finished_operations_slot_goes_straight_to_the_next_one():
     runners: list[object] = []
 
     async def dispatch(method, path, headers, body):
-        from batchnb.engine import DispatchResult
+        from batchnb._engine import DispatchResult
 
         runners.append(asyncio.current_task())
         await asyncio.sleep(0)
@@ -377,7 +377,7 @@ def test_parallel_an_error_in_one_operation_stops_the_others_in_flight():
     cancelled: list[str] = []
 
     async def dispatch(method, path, headers, body):
-        from batchnb.engine import DispatchResult
+        from batchnb._engine import DispatchResult
 
         running.add(path)
         try:
@@ -448,7 +448,7 @@ def test_an_answer_that_never_waits_needs_no_timer() -> None:
     async def instant() -> str:
         return "at once"
 
-    assert asyncio.run(engine._bounded(instant(), 0.0)) == "at once"
+    assert asyncio.run(_engine._bounded(instant(), 0.0)) == "at once"
 
 
 def test_an_answer_that_waits_past_the_timeout_is_a_timeout_and_is_cancelled() -> None:
@@ -463,7 +463,7 @@ def test_an_answer_that_waits_past_the_timeout_is_a_timeout_and_is_cancelled() -
 
     async def main() -> None:
         with pytest.raises(TimeoutError):
-            await engine._bounded(slow(), 0.05)
+            await _engine._bounded(slow(), 0.05)
 
     asyncio.run(asyncio.wait_for(main(), 10))
     assert cleaned == ["cancelled inside"]
@@ -481,7 +481,7 @@ def test_time_spent_before_the_first_wait_counts() -> None:
     async def main() -> None:
         started = time.monotonic()
         with pytest.raises(TimeoutError):
-            await engine._bounded(busy_then_wait(), 0.5)
+            await _engine._bounded(busy_then_wait(), 0.5)
         assert time.monotonic() - started < 5, "the timer did not fire"
 
     asyncio.run(main())
@@ -501,12 +501,12 @@ def test_waiting_answers_and_errors_come_through() -> None:
         raise KeyError("at once")
 
     async def main() -> None:
-        assert await engine._bounded(waits(3), 5) == 3
+        assert await _engine._bounded(waits(3), 5) == 3
         with pytest.raises(ValueError, match="from the API"):
-            await engine._bounded(fails(), 5)
+            await _engine._bounded(fails(), 5)
         with pytest.raises(KeyError):
-            await engine._bounded(fails_at_once(), 5)
-        assert await engine._bounded(asyncio.ensure_future(waits(1)), 5) == 1  # any awaitable
+            await _engine._bounded(fails_at_once(), 5)
+        assert await _engine._bounded(asyncio.ensure_future(waits(1)), 5) == 1  # any awaitable
 
     asyncio.run(main())
 
@@ -522,7 +522,7 @@ def test_a_cancelled_caller_cancels_the_operation() -> None:
             raise
 
     async def main() -> None:
-        task = asyncio.ensure_future(engine._bounded(waits_long(), 30))
+        task = asyncio.ensure_future(_engine._bounded(waits_long(), 30))
         await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -535,9 +535,9 @@ def test_a_cancelled_caller_cancels_the_operation() -> None:
 def test_a_direct_dispatcher_bounds_answers_like_the_others() -> None:
     async def api(method, path, headers, body):
         size = int(path.rsplit("/", 1)[1])
-        return engine.DispatchResult(200, {"content-type": "text/plain"}, b"x" * size)
+        return _engine.DispatchResult(200, {"content-type": "text/plain"}, b"x" * size)
 
-    direct = engine.DirectDispatcher(api, max_response_bytes=100)
+    direct = _engine.DirectDispatcher(api, max_response_bytes=100)
     out = asyncio.run(execute(Batch([Operation("GET", "/items/100"), Operation("GET", "/items/101")]), direct))
     assert [r.status for r in out] == [200, 502]
     assert out[1].body["error"]["code"] == "response_too_large"
@@ -553,9 +553,9 @@ def _listing(n: int):
     body = orjson.dumps({"items": [{"id": f"co_{i}", "name": "x" if i == n - 1 else f"c{i}"} for i in range(n)]})
 
     async def dispatch(method, path, headers, content):
-        return engine.DispatchResult(200, {"content-type": "application/json"}, body if method == "GET" else content)
+        return _engine.DispatchResult(200, {"content-type": "application/json"}, body if method == "GET" else content)
 
-    return engine.DirectDispatcher(dispatch)
+    return _engine.DirectDispatcher(dispatch)
 
 
 COSTLY = "${result=L:$..[?@ == 'x']}"
@@ -641,7 +641,7 @@ def _in_process(answer: bytes, seen: list[int], ticks: list[int], busy: float = 
         seen.append(ticks[0])
         if busy:
             time.sleep(busy)  # an operation that holds the loop for this long, as a big SQLite read does
-        return engine.DispatchResult(200, {"content-type": "application/json"}, answer)
+        return _engine.DispatchResult(200, {"content-type": "application/json"}, answer)
 
     return dispatch
 
@@ -664,7 +664,7 @@ def test_operations_of_an_api_that_never_suspends_give_the_loop_back_between_the
     seen: list[int] = []
     ticks = [0]
     batch = [Operation("GET", f"/items/{i}") for i in range(8)]
-    dispatch = _in_process(b'{"ok": true}', seen, ticks, busy=2 * engine._LOOP_TURN_SECONDS)
+    dispatch = _in_process(b'{"ok": true}', seen, ticks, busy=2 * _engine._LOOP_TURN_SECONDS)
     out = asyncio.run(_with_ticker(execute(batch, dispatch), ticks))
     assert [r.status for r in out] == [200] * 8
     assert all(later > earlier for earlier, later in itertools.pairwise(seen)), f"the loop ran nothing else: {seen}"
@@ -675,14 +675,14 @@ def test_a_big_answer_is_checked_off_the_event_loop(monkeypatch):
     import threading
 
     checked_in: list[str] = []
-    real = engine.carried_body
+    real = _engine.carried_body
 
     def carried_body(content, content_type, *, levels=0):
         checked_in.append(threading.current_thread().name)
         return real(content, content_type, levels=levels)
 
-    monkeypatch.setattr(engine, "carried_body", carried_body)
-    big = b"[" + b",".join(b'{"id": %d}' % i for i in range(engine._CHECK_ON_LOOP_BYTES // 8)) + b"]"
+    monkeypatch.setattr(_engine, "carried_body", carried_body)
+    big = b"[" + b",".join(b'{"id": %d}' % i for i in range(_engine._CHECK_ON_LOOP_BYTES // 8)) + b"]"
     seen: list[int] = []
     ticks = [0]
     batch = [Operation("GET", "/small"), Operation("GET", "/big")]

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from batchnb._exceptions import BatchValidationError
+from batchnb._refs import ref
 from batchnb.frames import from_frame
 from batchnb.model import Batch, Operation
-from batchnb.refs import ref
 
 COMPANIES = "/api/2.1/scheduling/companies"
 

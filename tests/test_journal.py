@@ -1,4 +1,4 @@
-"""The journal (batchnb.journal): what a run sent and what came back, read back after a crash to resume."""
+"""The journal (batchnb._journal): what a run sent and what came back, read back after a crash to resume."""
 
 import json
 import os
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from batchnb import BatchValidationError, Client, Operation
-from batchnb.journal import Journal, fingerprints, row_key
+from batchnb._journal import Journal, fingerprints, row_key
 from batchnb.model import Response
 from tests.support import count
 

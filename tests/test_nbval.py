@@ -200,7 +200,7 @@ def test_what_is_data_stays(printed):
 
 
 def test_every_id_the_demo_api_makes_is_replaced():
-    from batchnb.demo.store import ID_PREFIXES, new_id
+    from batchnb.demo._store import ID_PREFIXES, new_id
 
     for kind, prefix in ID_PREFIXES.items():
         assert _sanitize(f"made {new_id(kind)}.") == f"made {prefix}_ID."

@@ -1,4 +1,4 @@
-"""The OpenAPI document: its patterns agree with batchnb.rules value for value, and it says what the server does.
+"""The OpenAPI document: its patterns agree with batchnb._rules value for value, and it says what the server does.
 
 Each pattern is read twice, as Schemathesis reads it: by Python's ``re`` (its
 closing ``$`` as the end of the string, ``re.ASCII``), from which it draws
@@ -19,7 +19,7 @@ import jsonschema
 import jsonschema_rs
 import pytest
 
-from batchnb import LocalServer, refs, rules
+from batchnb import LocalServer, _refs, _rules
 from batchnb.demo import create_demo_app, scheduling
 from batchnb.server import Limits, create_app
 from batchnb.server import _patterns as patterns
@@ -63,8 +63,8 @@ def strings(
 def literal(value: str) -> bool | None:
     """False when ``value`` does not parse as text with references; None when it holds one; else True."""
     try:
-        parts = refs.parse(value)
-    except refs.RefSyntaxError:
+        parts = _refs.parse(value)
+    except _refs.RefSyntaxError:
         return False
     return None if any(not isinstance(p, str) for p in parts) else True
 
@@ -84,7 +84,7 @@ def test_the_path_pattern_agrees_with_path_problem() -> None:
         plain = literal(path)
         if not plain:
             return plain
-        return rules.path_problem(refs.parse(path) if "$" in path else path) is None
+        return _rules.path_problem(_refs.parse(path) if "$" in path else path) is None
 
     values = strings(1, PATH_PIECES, prefix="/", prefixed=0.85)
     assert agree(patterns.operation_path(), values, accepted) > N * 0.9
@@ -123,13 +123,13 @@ def test_the_path_pattern_on_the_known_cases(path: str, ok: bool) -> None:
     for match in readings(patterns.operation_path()):
         assert match(path) is ok, path
     try:
-        assert (rules.path_problem(refs.parse(path)) is None) is ok, path
-    except refs.RefSyntaxError:
+        assert (_rules.path_problem(_refs.parse(path)) is None) is ok, path
+    except _refs.RefSyntaxError:
         assert not ok, path
 
 
 HEADER_NAMES = ["Host", "hOST", "Te", "TE", "Tea", "X-A", "Content-Length", "Content-Lengths", "Proxy-Authorization"]
-HEADER_NAMES += [*sorted(rules.FORBIDDEN_HEADERS), "Upgrade-Insecure-Requests", "Expected", "-", "!#$%&'*+.^_`|~"]
+HEADER_NAMES += [*sorted(_rules.FORBIDDEN_HEADERS), "Upgrade-Insecure-Requests", "Expected", "-", "!#$%&'*+.^_`|~"]
 NAME_CHARS = [*list("aZ9-_.!~|^`'*+#$%& :\t\x00\x7f\né\xa0(){}[]\"/@=,;?"), "${result="]
 
 
@@ -141,7 +141,7 @@ def test_the_header_name_pattern_agrees_with_header_problems() -> None:
             yield rng.choice(HEADER_NAMES) if rng.random() < 0.4 else value
 
     def accepted(name: str) -> bool:
-        return rules.header_problems(name, "x") == []
+        return _rules.header_problems(name, "x") == []
 
     assert agree(patterns.header_name(), names(), accepted) == N
 
@@ -159,7 +159,7 @@ VALUE_PIECES = [
 def test_the_header_value_pattern_agrees_with_header_problems() -> None:
     def accepted(value: str) -> bool | None:
         plain = literal(value)
-        return plain and rules.header_problems("X-A", value) == []
+        return plain and _rules.header_problems("X-A", value) == []
 
     assert agree(patterns.header_value(), strings(4, VALUE_PIECES), accepted) > N * 0.8
 
@@ -186,21 +186,21 @@ def test_the_header_lines_pattern_agrees_with_parse_header_lines() -> None:
             yield rng.choice(["\n", "\r\n"]).join(lines)
 
     def accepted(text: str) -> bool | None:
-        headers, problems = rules.parse_header_lines(text)
+        headers, problems = _rules.parse_header_lines(text)
         if any("(header names ignore case)" in p for p in problems):
             return None  # a name given twice: a rule between lines, which no pattern says
         values = [literal(v) for v in headers.values()]
         if None in values:
             return None
-        return not problems and all(values) and all(not rules.header_problems(k, v) for k, v in headers.items())
+        return not problems and all(values) and all(not _rules.header_problems(k, v) for k, v in headers.items())
 
     assert agree(patterns.header_lines(), texts(), accepted) > N * 0.5
 
 
 def test_the_name_and_method_patterns_agree_with_the_rules() -> None:
     chars = [*list("aZ09_.-$ é\n{}:/"), "ſ"]
-    assert agree(patterns.operation_name(), strings(8, chars, most=4), lambda v: rules.name_problem(v) is None) == N
-    words = [m.lower() for m in rules.METHODS] + list(rules.METHODS) + ["Get", "pOsT", "FETCH", "HEAD", "", " ", "x"]
+    assert agree(patterns.operation_name(), strings(8, chars, most=4), lambda v: _rules.name_problem(v) is None) == N
+    words = [m.lower() for m in _rules.METHODS] + list(_rules.METHODS) + ["Get", "pOsT", "FETCH", "HEAD", "", " ", "x"]
 
     def ascii_methods() -> Iterator[str]:
         rng = random.Random(9)
@@ -208,7 +208,7 @@ def test_the_name_and_method_patterns_agree_with_the_rules() -> None:
             yield rng.choice(words) if rng.random() < 0.5 else word
 
     # ASCII only: 'poſt'.upper() == 'POST' is item 25's, fixed in the rules elsewhere.
-    assert agree(patterns.method(), ascii_methods(), lambda v: rules.method_problem(v) is None) == N
+    assert agree(patterns.method(), ascii_methods(), lambda v: _rules.method_problem(v) is None) == N
 
 
 def test_the_text_pattern_is_a_string_without_a_reference() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +102,7 @@ def _imports(path: Path, module: str, modules: set[str]) -> set[str]:
                 parts = parts[: len(parts) - node.level + 1]
                 base = ".".join(parts + ([node.module] if node.module else []))
             if base.startswith("batchnb"):
-                # `from . import rules` imports the module batchnb.rules; `from .model import Batch`, batchnb.model.
+                # `from . import rules` imports the module batchnb._rules; `from .model import Batch`, batchnb.model.
                 found.update(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names)
 
     Visitor().visit(tree)
@@ -156,19 +157,135 @@ def test_the_server_never_imports_the_demo_and_the_model_never_draws():
 
 
 def _public_modules() -> list[str]:
-    """The rule: a module is public unless a part of its dotted name starts with an underscore."""
-    names = []
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-        if parts[-1] == "__init__":
-            parts.pop()
-        if not any(p.startswith("_") for p in parts):
-            names.append(".".join(parts))
-    return names
+    """The rule: a module is public unless a part of its dotted name starts with an underscore.
+
+    Found with pkgutil on the package's files, without importing them (some need an extra)."""
+    names = ["batchnb"]
+
+    def walk(path: list[str], prefix: str) -> None:
+        for info in pkgutil.iter_modules(path):
+            if info.name.startswith("_"):
+                continue  # private, and so is everything below it
+            names.append(prefix + info.name)
+            if info.ispkg:
+                walk([str(Path(path[0]) / info.name)], f"{prefix}{info.name}.")
+
+    walk([str(PACKAGE)], "batchnb.")
+    return sorted(names)
 
 
-@pytest.mark.parametrize("module", _public_modules())
+#: The supported surface: every public module and its ``__all__``, as the API reference (docs/api/) lists them.
+#: Users build on these names; every other module is private and may change in any release. A change here is a
+#: change of what batchnb supports: it belongs in CHANGELOG.md ("Renamed (update your code)" when a name goes).
+SURFACE: dict[str, set[str]] = {
+    "batchnb": {
+        "AsyncClient",
+        "AuthenticationError",
+        "Batch",
+        "BatchError",
+        "BatchHTTPError",
+        "BatchValidationError",
+        "Client",
+        "ClientCredentials",
+        "Composer",
+        "Limits",
+        "LocalServer",
+        "LocalServerError",
+        "MissingDependency",
+        "Operation",
+        "PayloadTooLargeError",
+        "Plan",
+        "PlannedBatch",
+        "Problem",
+        "RateLimitedError",
+        "RefSyntaxError",
+        "Response",
+        "SubmitInterrupted",
+        "TransportError",
+        "UnsupportedMediaTypeError",
+        "WaitTimeout",
+        "create_app",
+        "create_demo_app",
+        "expand",
+        "from_frame",
+        "read_csv",
+        "ref",
+        "summary",
+        "to_frame",
+    },
+    "batchnb.auth": {"ClientCredentials"},
+    "batchnb.cli": {"main"},
+    "batchnb.client": {"AsyncClient", "Client", "ClientOptions", "SubmitOptions"},
+    "batchnb.dask": {"Cancelled", "Superseded", "by_key", "join", "read_csv", "submit"},
+    "batchnb.demo": {"DEFAULT_DB", "Store", "create_demo_app"},
+    "batchnb.demo.company": {"CompanyAPI", "CompanyApp"},
+    "batchnb.demo.examples": {"API", "chained", "mixed", "nested", "three_services"},
+    "batchnb.demo.idempotency": {"HEADER", "METHODS", "POINTER", "fingerprint", "parse_key"},
+    "batchnb.demo.scheduling": {"API_PREFIX", "MAX_BODY_BYTES", "SchedulingApp", "scheduling_app"},
+    "batchnb.frames": {"SkippedRowsWarning", "from_frame", "read_csv"},
+    "batchnb.local": {"LocalServer"},
+    "batchnb.model": {"BATCH_PATH", "Batch", "Operation", "Response", "check_batch", "is_idempotent"},
+    "batchnb.plan": {"Plan", "PlannedBatch", "batch_fill", "make_plan"},
+    "batchnb.results": {"expand", "to_frame"},
+    "batchnb.server": {"BatchApp", "DispatchResult", "Dispatcher", "Keyring", "Limits", "create_app"},
+    "batchnb.server.app": {"BatchApp", "create_app"},
+    "batchnb.server.auth": {"Keyring"},
+    "batchnb.server.limits": {"Limits"},
+    "batchnb.testing": {"assert_ok", "assert_result", "assert_statuses", "sanitize_config"},
+    "batchnb.widgets": {"Composer"},
+}
+
+
+def test_the_public_modules_are_the_supported_ones():
+    assert _public_modules() == sorted(SURFACE), (
+        "a module was made public or private: update SURFACE, the API reference and the changelog"
+    )
+
+
+@pytest.mark.parametrize("module", sorted(SURFACE))
+def test_each_public_module_exports_exactly_its_supported_names(module):
+    import importlib
+
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as exc:  # an extra that is not installed
+        pytest.skip(str(exc))
+    exported = list(getattr(mod, "__all__", ()))
+    assert len(exported) == len(set(exported)), f"{module}.__all__ lists a name twice"
+    assert set(exported) == SURFACE[module], (
+        f"{module}.__all__ changed: added {sorted(set(exported) - SURFACE[module])}, "
+        f"gone {sorted(SURFACE[module] - set(exported))}"
+    )
+    assert all(hasattr(mod, name) for name in exported), f"{module}.__all__ names what it does not hold"
+
+
+def test_every_public_module_has_its_page_in_the_api_reference():
+    import re
+
+    pages = sorted((PACKAGE.parent / "docs" / "api").glob("*.md"))
+    documented = {
+        target
+        for page in pages
+        for target in re.findall(r"^\.\. automodule::\s*(\S+)", page.read_text(encoding="utf-8"), re.MULTILINE)
+    }
+    assert documented == set(SURFACE), (
+        f"no page for {sorted(set(SURFACE) - documented)}; a page for what is not public: "
+        f"{sorted(documented - set(SURFACE))}"
+    )
+
+
+def _commented_constants(module: object) -> set[str]:
+    """The module-level names of ``module``'s source that a ``#:`` comment documents (the line above them)."""
+    import re
+
+    source = inspect.getsource(module)  # type: ignore[arg-type]
+    return set(re.findall(r"^#:.*\n(?:#:.*\n)*(\w+)\s*(?::[^=\n]*)?=", source, re.MULTILINE))
+
+
+@pytest.mark.parametrize("module", sorted(SURFACE))
 def test_every_name_a_public_module_exports_has_an_example(module):
+    """A class or function shows an example (``>>>``) in its docstring; a constant, which cannot carry a docstring,
+    says what it is in a ``#:`` comment where it is defined (the API reference shows that comment)."""
     import importlib
 
     try:
@@ -184,6 +301,9 @@ def test_every_name_a_public_module_exports_has_an_example(module):
         and ">>>" not in (getattr(mod, name).__doc__ or "")
     ]
     assert not missing, f"{module}: no example for {missing}"
+    constants = [name for name in exported if not (inspect.isclass(getattr(mod, name)) or callable(getattr(mod, name)))]
+    uncommented = [name for name in constants if name not in _commented_constants(mod)]
+    assert not uncommented, f"{module}: no #: comment says what {uncommented} is"
 
 
 def test_a_request_through_httpx_looks_for_no_module(server):

@@ -11,6 +11,7 @@ from email.utils import format_datetime
 import pytest
 
 from batchnb import BatchValidationError
+from batchnb._engine import KEPT_HEADERS, DispatchResult
 from batchnb._ratelimit import (
     EPOCH_SECONDS,
     Advice,
@@ -22,7 +23,6 @@ from batchnb._ratelimit import (
     retry_wait,
 )
 from batchnb._senders import retry_after as old_home
-from batchnb.engine import KEPT_HEADERS, DispatchResult
 
 NOW = 1_800_000_000.0
 

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from batchnb import ref
-from batchnb.refs import Ref, RefSyntaxError, Unresolved, parse, render, resolve_json, segment
+from batchnb._refs import Ref, RefSyntaxError, Unresolved, parse, render, resolve_json, segment
 
 
 def lookup_from(results):
@@ -159,7 +159,7 @@ def test_a_jsonpath_at_the_length_limit_is_evaluated_without_a_chain_of_generato
     ],
 )
 def test_nesting_counts_brackets_parentheses_and_filter_operators(query, nesting):
-    from batchnb.refs import _nesting
+    from batchnb._refs import _nesting
 
     assert _nesting(query) == nesting
 
@@ -228,7 +228,7 @@ def test_regular_expressions_count_what_they_read():
 def test_a_pattern_is_checked_translated_and_compiled_once_not_once_per_node(monkeypatch):
     import iregexp_check
 
-    from batchnb import refs
+    from batchnb import _refs
 
     checked: list[str] = []
     real_check = iregexp_check.check
@@ -238,7 +238,7 @@ def test_a_pattern_is_checked_translated_and_compiled_once_not_once_per_node(mon
     (r,) = parse(f"${{result=s:$[?match(@, '{pattern}')]}}")
     assert r.find([f"w{i % 300:03d}" for i in range(3000)]) == [f"w{i % 300:03d}" for i in range(3000) if i % 300 < 193]
     assert checked.count(pattern) <= 1  # 0 when an earlier test compiled it already
-    assert pattern in [key for key in refs._REGEXPS._items]
+    assert pattern in [key for key in _refs._REGEXPS._items]
 
 
 @pytest.mark.parametrize(
@@ -300,21 +300,21 @@ def test_parsed_strings_do_not_keep_compiled_queries_beyond_their_own_bound():
 
     from jsonpath_rfc9535 import JSONPathQuery
 
-    from batchnb import refs
+    from batchnb import _refs
 
     for i in range(8_000):  # 8,000 distinct JSONPaths: more than the compiled queries' cache holds
         parse(f"${{result=L:$.items[?@.name=='kept {i}']}}")
     gc.collect()
     alive = sum(isinstance(o, JSONPathQuery) for o in gc.get_objects())
     # Each compiled query holds others (one inside its filter): twice what the cache holds, at most.
-    assert alive <= 2 * len(refs._COMPILED._items) + 100, alive
-    assert len(refs._COMPILED._items) < 4_000
+    assert alive <= 2 * len(_refs._COMPILED._items) + 100, alive
+    assert len(_refs._COMPILED._items) < 4_000
     (r,) = parse("${result=L:$.items[?@.name=='kept 0']}")  # compiled again, if it was dropped
     assert r.find({"items": [{"name": "kept 0"}]}) == [{"name": "kept 0"}]
 
 
 def test_references_are_found_in_values_nested_far_deeper_than_the_recursion_limit():
-    from batchnb.refs import iter_refs
+    from batchnb._refs import iter_refs
 
     value: object = "${result=x:$.id}"
     for _ in range(5000):
@@ -323,7 +323,7 @@ def test_references_are_found_in_values_nested_far_deeper_than_the_recursion_lim
 
 
 def test_a_value_in_a_path_may_not_bring_a_slash_before_the_query():
-    from batchnb.refs import Refused, render_path
+    from batchnb._refs import Refused, render_path
 
     lookup = lookup_from({"co": {"id": "co_1/services/sv_2", "q": "a/b"}})
     with pytest.raises(Refused, match="may read as a separator") as info:

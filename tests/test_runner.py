@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from batchnb import AsyncClient, Batch, Client, Operation, TransportError, ref
+from batchnb._journal import Journal
 from batchnb._runner import Runner
 from batchnb._senders import Reply
-from batchnb.journal import Journal
 from batchnb.model import Response
 from batchnb.plan import make_plan
 from tests.support import count, interrupted_when

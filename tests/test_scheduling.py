@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from batchnb.demo import idempotency
+from batchnb.demo._store import Store
 from batchnb.demo.scheduling import scheduling_app
-from batchnb.demo.store import Store
 from batchnb.server.auth import Keyring
 
 BASE = "/api/2.1/scheduling"
@@ -997,8 +997,8 @@ def test_a_requests_fingerprint_is_the_one_kept_keys_were_stored_with() -> None:
 
 def test_called_directly_the_api_answers_as_it_does_through_asgi(store: Store) -> None:
     # The batch server calls the demo without ASGI (SchedulingApp.dispatch): every answer must be the same.
+    from batchnb._engine import ASGIDispatcher
     from batchnb.demo.scheduling import MAX_BODY_BYTES
-    from batchnb.engine import ASGIDispatcher
 
     app = scheduling_app(store, Keyring(CREDS))
     through_asgi = ASGIDispatcher(app, max_response_bytes=10 * MAX_BODY_BYTES)

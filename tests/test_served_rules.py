@@ -1,4 +1,4 @@
-"""The rules of :mod:`batchnb.rules` as real processes apply them: a gateway, the demo API, and the client.
+"""The rules of :mod:`batchnb._rules` as real processes apply them: a gateway, the demo API, and the client.
 
 ``batchnb serve --upstream`` runs in a process of its own in front of a
 recording upstream (a real socket server), so a refusal is proved by what

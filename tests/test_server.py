@@ -652,8 +652,8 @@ def test_a_batch_whose_writes_cannot_be_kept_answers_500_and_no_operation(tmp_pa
     """``group_writes`` failing as it ends (the commit failed): no operation's answer may say it ran."""
     import contextlib
 
+    from batchnb.demo._store import Store, WritesLost
     from batchnb.demo.scheduling import scheduling_app
-    from batchnb.demo.store import Store, WritesLost
     from batchnb.server import Keyring, create_app
 
     store = Store(tmp_path / "lost.sqlite3")

@@ -121,7 +121,7 @@ def test_learning_one_frame_finds_its_ids_in_another():
 
 
 def test_every_id_the_demo_api_makes_is_known():
-    from batchnb.demo.store import ID_PREFIXES, new_id
+    from batchnb.demo._store import ID_PREFIXES, new_id
 
     frame = pd.DataFrame({"note": [" ".join(new_id(kind) for kind in ID_PREFIXES)]})
     assert frame.batchnb.stable()["note"][0] == " ".join(f"<id{i}>" for i in range(1, len(ID_PREFIXES) + 1))

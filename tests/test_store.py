@@ -1,4 +1,4 @@
-"""Tests for batchnb.demo.store.Store against a real SQLite file."""
+"""Tests for batchnb.demo._store.Store against a real SQLite file."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from batchnb.demo.store import InvalidReference, Store, new_id
+from batchnb.demo._store import InvalidReference, Store, new_id
 
 A, B = "key-a", "key-b"
 
@@ -261,7 +261,7 @@ def test_writes_survive_a_killed_process(db_path: Path) -> None:
     # The child answers a write, then dies without closing anything.
     script = (
         "import os, signal, sys\n"
-        "from batchnb.demo.store import Store\n"
+        "from batchnb.demo._store import Store\n"
         "s = Store(sys.argv[1])\n"
         "co = s.create('key-a', 'company', {'name': 'Durable'})\n"
         "print(co['id'], flush=True)\n"
@@ -401,7 +401,7 @@ def test_groups_of_concurrent_tasks_each_commit_before_they_end(store: Store, db
 
 
 def test_a_group_whose_commit_fails_says_its_writes_are_lost(store: Store, db_path: Path) -> None:
-    from batchnb.demo.store import WritesLost
+    from batchnb.demo._store import WritesLost
 
     # A deferred foreign key is checked at COMMIT: the one way to make a real COMMIT fail on demand.
     store.execute("CREATE TABLE parents (id INTEGER PRIMARY KEY)")
@@ -419,7 +419,7 @@ def test_a_group_holds_the_write_lock_for_a_bounded_time(
     store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Another process waits for the write lock a group holds: a long group commits on the way, now and then."""
-    from batchnb.demo import store as store_module
+    from batchnb.demo import _store as store_module
 
     monkeypatch.setattr(store_module, "_HOLD_LIMIT", 0.0)
     seen = _statements(store)

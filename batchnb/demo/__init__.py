@@ -6,6 +6,14 @@
 It is what ``batchnb serve`` and :class:`batchnb.LocalServer` run by default,
 so that everything works on a laptop with no account anywhere. The batch
 server itself (:mod:`batchnb.server`) knows nothing of it.
+
+The demo API keeps its data in a :class:`Store` (SQLite), which
+:func:`batchnb.demo.scheduling.scheduling_app` serves:
+
+    >>> from batchnb.demo import Store
+    >>> with Store(":memory:") as store:
+    ...     store.create("key-a", "company", {"name": "Salon"})["name"]
+    'Salon'
 """
 
 from __future__ import annotations
@@ -15,8 +23,9 @@ from pathlib import Path
 
 from .._exceptions import BatchValidationError, Problem
 from ..server import BatchApp, Keyring, Limits, create_app
+from ._store import Store
 
-__all__ = ["DEFAULT_DB", "create_demo_app"]
+__all__ = ["DEFAULT_DB", "Store", "create_demo_app"]
 
 #: where ``batchnb serve`` keeps the demo's data unless told otherwise.
 DEFAULT_DB = "batchnb-demo.sqlite3"
@@ -44,7 +53,6 @@ def create_demo_app(
         )
     from ._openapi import describe
     from .scheduling import scheduling_app
-    from .store import Store
 
     store = Store(db)
     api = scheduling_app(store, Keyring(credentials), key_ttl=idempotency_ttl)

@@ -8,7 +8,7 @@ chain each resource from its creation to its read, update and delete, so
 that a stateful tester (Schemathesis) can follow them.
 
     >>> from batchnb.demo.scheduling import scheduling_app
-    >>> from batchnb.demo.store import Store
+    >>> from batchnb.demo._store import Store
     >>> from batchnb.server.auth import Keyring
     >>> paths = describe(scheduling_app(Store(":memory:"), Keyring({"k": "t"})))["paths"]
     >>> sorted(paths["/api/2.1/scheduling/companies/{company_id}/services"])
@@ -26,6 +26,7 @@ from typing import Any, cast
 from ..server._openapi import SECURITY, error_responses
 from ..server._patterns import char_class
 from . import idempotency
+from ._store import MAX_LIMIT, Kind
 from .scheduling import (
     _ID_PATTERNS,
     _INVALID,
@@ -38,7 +39,6 @@ from .scheduling import (
     SchedulingApp,
     _Field,
 )
-from .store import MAX_LIMIT, Kind
 
 __all__ = ["describe"]
 
@@ -51,7 +51,7 @@ def describe(api: SchedulingApp) -> dict[str, Any]:
     """The OpenAPI 3.1 paths and components of ``api``, made from its routes and its validation.
 
     >>> from batchnb.demo.scheduling import scheduling_app
-    >>> from batchnb.demo.store import Store
+    >>> from batchnb.demo._store import Store
     >>> from batchnb.server.auth import Keyring
     >>> sorted(describe(scheduling_app(Store(":memory:"), Keyring({"key-a": "tok-a"})))["paths"])[0]
     '/api/2.1/scheduling/companies'

@@ -8,11 +8,12 @@
 
 from __future__ import annotations
 
+from .._refs import ref
 from ..model import Batch, Operation
-from ..refs import ref
 
 __all__ = ["API", "chained", "mixed", "nested", "three_services"]
 
+#: the demo Scheduling API's prefix, which the examples' paths start with.
 API = "/api/2.1/scheduling"
 
 

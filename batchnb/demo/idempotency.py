@@ -28,6 +28,7 @@ from .._secrets import is_secret_param
 
 __all__ = ["HEADER", "METHODS", "POINTER", "fingerprint", "parse_key"]
 
+#: the request header that carries the key (names are matched in any case).
 HEADER = "idempotency-key"
 #: methods a key makes safe to send twice (the others are idempotent already).
 METHODS = frozenset({"POST", "PATCH"})

@@ -46,14 +46,16 @@ from urllib.parse import parse_qsl, quote
 
 from .. import _json
 from .._asgi import Receive, Scope, Send
-from ..engine import DispatchResult, route_path
+from .._engine import DispatchResult, route_path
 from ..server.auth import Keyring
 from . import idempotency
-from .store import DEFAULT_LIMIT, ID_PREFIXES, MAX_LIMIT, InvalidReference, KeyRecord, Kind, Store
+from ._store import DEFAULT_LIMIT, ID_PREFIXES, MAX_LIMIT, InvalidReference, KeyRecord, Kind, Store
 
 __all__ = ["API_PREFIX", "MAX_BODY_BYTES", "SchedulingApp", "scheduling_app"]
 
+#: where the demo API's routes start.
 API_PREFIX = "/api/2.1/scheduling"
+#: the largest request body the demo API reads (1 MiB); a larger one answers 413.
 MAX_BODY_BYTES = 1024 * 1024
 
 _log = logging.getLogger(__name__)
@@ -907,7 +909,7 @@ class SchedulingApp:
     async def dispatch(
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
     ) -> DispatchResult:
-        """One operation, called in this process: what :class:`~batchnb.engine.ASGIDispatcher` would answer, without ASGI.
+        """One operation, called in this process without ASGI's messages: the answer the app gives over ASGI.
 
         ``path`` holds the query, as the engine sends it; header names are any case.
         """

@@ -15,7 +15,7 @@ unknown constant method) have the argument alone as pointer (``path``).
 
 The package is split by role: ``_values`` (cells to JSON), ``_templates``,
 ``_reader`` (the frame being read and its problems), ``_builders`` (one per
-argument); the rules themselves are :mod:`batchnb.rules`'.
+argument); the rules themselves are ``batchnb._rules``'.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Any, Literal, cast
 
 import pandas as pd
 
-from .. import refs, rules
+from .. import _refs, _rules
 from .._exceptions import BatchValidationError, Problem
 from .._gc import gc_paused
 from ..model import Operation
@@ -48,12 +48,12 @@ def _check_graph(
     parent_source: _Source,
     known: Collection[str],
 ) -> list[int] | None:
-    """Names, parents and references across rows, by :mod:`batchnb.rules`; each row's parent position."""
+    """Names, parents and references across rows, by ``batchnb._rules``; each row's parent position."""
 
     def describe(j: int) -> str:
         return f"row {fr.labels[j]!r}"
 
-    def report(problems: list[rules.GraphProblem]) -> None:
+    def report(problems: list[_rules.GraphProblem]) -> None:
         for p in problems:
             if p.position is None:
                 fr.problems.add(str(p.field), p.message)
@@ -64,15 +64,15 @@ def _check_graph(
     up = None
     if parents is not None:
         parent_column = parent_source.column if parent_source.kind == "column" else "parent"
-        up, problems = rules.link_parents(row_names, parents, field=parent_column, describe=describe)
+        up, problems = _rules.link_parents(row_names, parents, field=parent_column, describe=describe)
         report(problems)
     if parent_source.broken:
         return up
-    references: list[rules.Reference] = []
+    references: list[_rules.Reference] = []
     for pos, column, value in fr.ref_hits:
         try:
-            references.extend(rules.Reference(pos, column, r.name, r.text) for r in refs.iter_refs(value))
-        except refs.RefSyntaxError as exc:
+            references.extend(_rules.Reference(pos, column, r.name, r.text) for r in _refs.iter_refs(value))
+        except _refs.RefSyntaxError as exc:
             if pos is None:
                 fr.problems.add(str(column), str(exc))
             else:
@@ -80,7 +80,9 @@ def _check_graph(
     if names is None and not references:
         return up
     name_column = name_source.column if name_source.kind == "column" else "name"
-    report(rules.check_graph(row_names, references, parents=up, known=known, name_field=name_column, describe=describe))
+    report(
+        _rules.check_graph(row_names, references, parents=up, known=known, name_field=name_column, describe=describe)
+    )
     return up
 
 

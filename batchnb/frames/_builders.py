@@ -1,7 +1,7 @@
 """One builder per argument of :func:`~batchnb.from_frame`: methods, paths, names, parents, headers, bodies.
 
 Each reads its argument's source (a column, a template or a constant),
-checks every value with :mod:`batchnb.rules` and reports problems by row and
+checks every value with ``batchnb._rules`` and reports problems by row and
 column; none of them raises.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from .. import refs, rules
+from .. import _refs, _rules
 from .._cells import _is_null, _json_value
 from ._reader import _Duplicate, _Frame, _Problems, _Source
 from ._templates import _PLAIN_PATH, _plain_path, _Slot
@@ -28,7 +28,7 @@ def _methods(fr: _Frame, method: Any) -> list[str | None] | str | None:
     if source.broken:
         return None
     if source.kind == "constant":
-        message = rules.method_problem(source.value)
+        message = _rules.method_problem(source.value)
         if message:
             fr.problems.add("method", message)
             return None
@@ -36,7 +36,7 @@ def _methods(fr: _Frame, method: Any) -> list[str | None] | str | None:
     values = fr.values_of(source)
     if values is None:
         return None
-    bad = fr.judge(values, rules.method_problem, source)
+    bad = fr.judge(values, _rules.method_problem, source)
     # Few distinct methods: upper-case each once.
     upper = {m: (None if m is None or m in bad else m.upper()) for m in set(values)}
     return [upper[m] for m in values]
@@ -48,7 +48,7 @@ def _paths(fr: _Frame, path: Any) -> list[str | None] | str | None:
         return None
     if source.kind == "constant":
         p = source.value
-        message = _shape_problem(p) if isinstance(p, str) else rules.path_problem(p)
+        message = _shape_problem(p) if isinstance(p, str) else _rules.path_problem(p)
         if message:
             fr.problems.add("path", message)
             return None
@@ -92,10 +92,10 @@ def _shape_problem(path: str | tuple[Any, ...]) -> str | None:
     parts: list[Any] = []
     try:
         for part in (path,) if isinstance(path, str) else path:
-            parts.extend(refs.parse(part) if isinstance(part, str) else (part,))
-    except refs.RefSyntaxError as exc:
+            parts.extend(_refs.parse(part) if isinstance(part, str) else (part,))
+    except _refs.RefSyntaxError as exc:
         return str(exc)
-    return rules.path_problem(tuple(parts))
+    return _rules.path_problem(tuple(parts))
 
 
 def _path_column(fr: _Frame, column: Hashable) -> list[str | None]:
@@ -111,7 +111,7 @@ def _path_column(fr: _Frame, column: Hashable) -> list[str | None]:
     for i in todo:
         v = values[i]
         if not isinstance(v, str) or not v.strip():
-            fr.add(i, column, rules.path_problem(None if _is_null(v) else v) or "is not a path")
+            fr.add(i, column, _rules.path_problem(None if _is_null(v) else v) or "is not a path")
             values[i] = None
             continue
         message = _shape_problem(v)
@@ -130,7 +130,7 @@ def _names(fr: _Frame, name: Any) -> tuple[list[str | None] | None, _Source]:
         return None, source
     if source.kind == "constant":
         value = source.value
-        message = rules.name_problem(value)
+        message = _rules.name_problem(value)
         if message:
             fr.problems.add("name", message)
             source.broken = True
@@ -140,7 +140,7 @@ def _names(fr: _Frame, name: Any) -> tuple[list[str | None] | None, _Source]:
     values = fr.values_of(source)
     if values is None:
         return None, source
-    fr.judge(values, rules.name_problem, source)
+    fr.judge(values, _rules.name_problem, source)
     return values, source
 
 
@@ -220,7 +220,7 @@ def _parse_headers(value: Any, problems: _Problems, pointer: str) -> dict[str, s
                 problems.add(pointer, "must be an object or 'Name: value' lines")
                 return None
         else:
-            parsed, bad_lines = rules.parse_header_lines(text)
+            parsed, bad_lines = _rules.parse_header_lines(text)
             for message in bad_lines:
                 problems.add(pointer, message)
             value = parsed
@@ -229,10 +229,10 @@ def _parse_headers(value: Any, problems: _Problems, pointer: str) -> dict[str, s
         return None
     out: dict[str, str] = {}
     for k, v in value.items():
-        for message in rules.header_problems(str(k), v):
+        for message in _rules.header_problems(str(k), v):
             problems.add(pointer, f"{k}: {message}" if message.startswith("header value") else message)
         out[str(k)] = v
-    for _name, message in rules.header_set_problems(out):
+    for _name, message in _rules.header_set_problems(out):
         problems.add(pointer, message)
     return out
 

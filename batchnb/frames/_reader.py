@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .. import refs
+from .. import _refs
 from .._exceptions import Problem
 from ._templates import _parse_template, _simple_segment, _Slot
 from ._values import _Coded, _coded_texts, _Column, _is_plain_text_column, _json_column, _object_array, _texts
@@ -244,17 +244,17 @@ class _Frame:
             v = values[k]
             if "${" in v:
                 try:
-                    parts = refs.parse(v)
-                except refs.RefSyntaxError as exc:
+                    parts = _refs.parse(v)
+                except _refs.RefSyntaxError as exc:
                     broken[k] = str(exc)
                     continue
-                if any(isinstance(p, refs.Ref) for p in parts):
+                if any(isinstance(p, _refs.Ref) for p in parts):
                     # The reference is filled in by the server, which encodes
                     # its value; only the literal text around it is ours to encode.
                     with_refs.append(k)
-                    values[k] = "".join(refs.segment(p) if isinstance(p, str) else p.text for p in parts)
+                    values[k] = "".join(_refs.segment(p) if isinstance(p, str) else p.text for p in parts)
                     continue
-            values[k] = refs.segment(v)
+            values[k] = _refs.segment(v)
         if broken:
             rows = coded.rows_where([k in broken for k in range(len(values))])
             for i in np.flatnonzero(rows).tolist():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from .. import refs
+from .. import _refs
 
 #: a path segment that needs no percent-encoding and cannot form '.', '..' or
 #: an empty segment, so a template filled with it stays as safe as the template.
@@ -51,7 +51,7 @@ def _parse_template(text: str) -> tuple[Any, ...] | None:
             buf.append("$${")
             i += 3
         elif c == "$" and text.startswith("${", i):
-            end = refs._end_of_query(text, i + 2)
+            end = _refs._end_of_query(text, i + 2)
             if end < 0:
                 buf.append(text[i:])
                 break

@@ -9,7 +9,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from .. import refs
+from .. import _refs
 from .._cells import _is_null, _json_value
 
 
@@ -136,7 +136,7 @@ def _texts(s: pd.Series) -> tuple[list[str | None], list[tuple[int, str]]]:
     if coded is not None:
         return coded.per_row(), []
     col = _json_column(s, omit=False)
-    values = [v if v is None or type(v) is str else refs.as_text(v) for v in col.values]
+    values = [v if v is None or type(v) is str else _refs.as_text(v) for v in col.values]
     return values, col.bad
 
 

@@ -3,7 +3,7 @@
 It describes the batch endpoint as this server runs it: the limits it
 announces (:class:`~batchnb.server.Limits`), whether it asks for
 credentials, and every rule of an operation as a JSON Schema, each pattern
-made from :mod:`batchnb.rules` (:mod:`batchnb.server._patterns`), never
+made from ``batchnb._rules`` (:mod:`batchnb.server._patterns`), never
 written twice. An API served in-process may describe itself too (the demo
 Scheduling API does, :mod:`batchnb.demo._openapi`): its paths and
 components join the document; a gateway's document has the batch endpoint only.
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from .. import rules
+from .. import _rules
 from ..model import BATCH_PATH
 from . import _patterns
 from .limits import Limits
@@ -218,7 +218,7 @@ def _schemas(limits: Limits, idempotency: bool) -> dict[str, Any]:
             "required": ["path", "method", "status", "duration", "body"],
             "properties": {
                 "path": {"type": "string", "description": "the path as run, references filled in"},
-                "method": {"type": "string", "enum": list(rules.METHODS)},
+                "method": {"type": "string", "enum": list(_rules.METHODS)},
                 "name": {"type": "string"},
                 "status": {"type": "integer", "minimum": 100, "maximum": 599},
                 "duration": {"type": "number", "minimum": 0, "description": "milliseconds"},

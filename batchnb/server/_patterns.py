@@ -1,4 +1,4 @@
-"""The batch rules of :mod:`batchnb.rules` as regular expressions, for the OpenAPI document.
+"""The batch rules of ``batchnb._rules`` as regular expressions, for the OpenAPI document.
 
 JSON Schema's ``pattern`` is an ECMA-262 regular expression; each one here
 is also read the same way by Python's :mod:`re` (no ``\\d``, ``\\w``, ``\\s``,
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from .. import refs, rules
+from .. import _refs, _rules
 
 __all__ = [
     "header_lines",
@@ -78,7 +78,7 @@ def _literal(text: str) -> str:
 
 def _dollar() -> str:
     """A ``$`` that opens no reference, or the escape that writes a literal ``${`` (read as :func:`refs.parse` reads them)."""
-    escape, opening = refs._ESCAPE, refs._OPEN  # "$${", "${result=": both start with the "$" scanned for
+    escape, opening = _refs._ESCAPE, _refs._OPEN  # "$${", "${result=": both start with the "$" scanned for
     return f"{_literal(escape)}|\\$(?!{_literal(escape[1:])}|{_literal(opening[1:])})"
 
 
@@ -87,12 +87,12 @@ def _dollar() -> str:
 
 def method() -> str:
     """One of :data:`rules.METHODS`, in any case of ASCII letters."""
-    return whole("|".join(_nocase(m) for m in rules.METHODS))
+    return whole("|".join(_nocase(m) for m in _rules.METHODS))
 
 
 def operation_name() -> str:
     """What :data:`rules.NAME_PATTERN` matches."""
-    source = rules.NAME_PATTERN.pattern
+    source = _rules.NAME_PATTERN.pattern
     assert source.endswith(r"\Z"), "NAME_PATTERN is anchored with \\Z"
     return whole(source[:-2])
 
@@ -100,11 +100,11 @@ def operation_name() -> str:
 # ---------------------------------------------------------------- headers
 
 #: the characters of a header name (RFC 9110 §5.6.2's token), asked of the rule itself.
-_TOKEN_CHARS = "".join(c for c in map(chr, range(0x80)) if not rules.header_problems(c, "x"))
+_TOKEN_CHARS = "".join(c for c in map(chr, range(0x80)) if not _rules.header_problems(c, "x"))
 
 
 def _name_body() -> str:
-    forbidden = "|".join(_nocase(n) for n in sorted(rules.FORBIDDEN_HEADERS))
+    forbidden = "|".join(_nocase(n) for n in sorted(_rules.FORBIDDEN_HEADERS))
     return f"(?!(?:{forbidden})(?!{char_class(_TOKEN_CHARS)})){char_class(_TOKEN_CHARS)}+"
 
 
@@ -129,7 +129,7 @@ def header_value() -> str:
 def _stripped() -> str:
     """The characters that ``"Name: value"`` lines lose around a name and a value, asked of the rule itself."""
     spaces = [chr(c) for c in range(0x3001) if chr(c).isspace() and chr(c) != "\n"]
-    return "".join(c for c in spaces if rules.parse_header_lines(f"{c}X-A{c}:{c}b{c}\n{c}") == ({"X-A": "b"}, []))
+    return "".join(c for c in spaces if _rules.parse_header_lines(f"{c}X-A{c}:{c}b{c}\n{c}") == ({"X-A": "b"}, []))
 
 
 def header_lines() -> str:

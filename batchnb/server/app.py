@@ -29,12 +29,12 @@ from urllib.parse import parse_qsl
 
 import httpx
 
-from .. import _json, refs, rules
+from .. import _json, _refs, _rules
 from .._asgi import ASGIApp, Receive, Scope, Send
 from .._connect import Connection, Unreached
+from .._engine import ASGIDispatcher, DirectDispatcher, Dispatcher, execute
 from .._exceptions import BatchValidationError, Problem
 from .._timing import Timings
-from ..engine import ASGIDispatcher, DirectDispatcher, Dispatcher, execute
 from ..model import BATCH_PATH, Batch
 from ._h11 import OneConnection
 from ._openapi import OPENAPI_PATH, document
@@ -79,10 +79,10 @@ class BatchApp:
     ``group_writes``, for an in-process API, makes the context each batch's
     operations run in, left before the batch's answer is sent: the API may
     keep the batch's writes in one transaction and commit them there, once
-    (the demo does: :meth:`batchnb.demo.store.Store.group`). If leaving it
+    (the demo does: :meth:`batchnb.demo.Store.group`). If leaving it
     raises, the batch answers 500 and no operation's answer is sent.
     ``dispatch``, for an in-process API, calls it the way the engine calls
-    any API (:class:`~batchnb.engine.Dispatcher`), without ASGI's messages
+    any API (:class:`~batchnb.server.Dispatcher`), without ASGI's messages
     (the demo's :meth:`~batchnb.demo.scheduling.SchedulingApp.dispatch`);
     ``api`` still serves its requests that come over HTTP. ``connection``
     holds how the upstream is reached (its CA, a client certificate, a
@@ -434,7 +434,7 @@ class BatchApp:
                 exc.problems,
             ) from None
         self._check_references(batch)
-        message = rules.parallel_problem(batch.parallel, self.limits.max_parallel)
+        message = _rules.parallel_problem(batch.parallel, self.limits.max_parallel)
         if message:
             raise _Reject(
                 400, "invalid_batch", f"the batch is invalid: parallel {message}", [Problem("parallel", message)]
@@ -444,8 +444,8 @@ class BatchApp:
     def _check_references(self, batch: Batch) -> None:
         """This server's bounds on JSONPaths, when it sets them lower than the ceilings every parse applies."""
         if (
-            self.limits.max_jsonpath_length >= refs.MAX_QUERY_LENGTH
-            and self.limits.max_jsonpath_nesting >= refs.MAX_QUERY_NESTING
+            self.limits.max_jsonpath_length >= _refs.MAX_QUERY_LENGTH
+            and self.limits.max_jsonpath_nesting >= _refs.MAX_QUERY_NESTING
         ):
             return  # every parse has checked these already
         details = [
@@ -453,7 +453,7 @@ class BatchApp:
             for pointer, op in batch.walk()
             for fld, r in op.references()
             if (
-                problem := refs.query_problem(
+                problem := _refs.query_problem(
                     r.query, self.limits.max_jsonpath_length, self.limits.max_jsonpath_nesting
                 )
             )
@@ -478,13 +478,13 @@ class BatchApp:
     def _check_limits(self, data: Any) -> None:
         if not isinstance(data, dict) or not isinstance(data.get("requests"), list):
             return  # the model reports the shape problem as a 400
-        shape = rules.measure(data["requests"], lambda item: item.get("requests") if isinstance(item, dict) else None)
+        shape = _rules.measure(data["requests"], lambda item: item.get("requests") if isinstance(item, dict) else None)
         details = []
         if shape.size > self.limits.max_requests:
-            details.append(Problem("requests", rules.too_many(shape.size, self.limits.max_requests)))
+            details.append(Problem("requests", _rules.too_many(shape.size, self.limits.max_requests)))
         if shape.depth > self.limits.max_depth:
             pointer = "".join(f"requests[{i}]" if n == 0 else f".requests[{i}]" for n, i in enumerate(shape.deepest))
-            details.append(Problem(pointer, rules.too_deep(shape.depth, self.limits.max_depth)))
+            details.append(Problem(pointer, _rules.too_deep(shape.depth, self.limits.max_depth)))
         if details:
             raise _Reject(413, "too_large", "; ".join(p.message for p in details), details)
 

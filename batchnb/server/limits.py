@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .. import engine, refs, rules
+from .. import _engine, _refs, _rules
 from .._exceptions import BatchValidationError, Problem
 
 __all__ = ["Limits"]
@@ -36,9 +36,9 @@ class Limits:
     """
 
     max_requests: int = _limit(
-        rules.DEFAULT_MAX_REQUESTS, "operations in one batch, nested ones included", "maxRequests"
+        _rules.DEFAULT_MAX_REQUESTS, "operations in one batch, nested ones included", "maxRequests"
     )
-    max_depth: int = _limit(rules.DEFAULT_MAX_DEPTH, "levels of nesting", "maxDepth")
+    max_depth: int = _limit(_rules.DEFAULT_MAX_DEPTH, "levels of nesting", "maxDepth")
     max_body_bytes: int = _limit(1024 * 1024, "bytes of one batch request", "maxBodyBytes")
     head_timeout: float = _limit(
         10.0,
@@ -61,38 +61,38 @@ class Limits:
         "or is answered 503 and closed)",
     )
     max_response_bytes: int = _limit(
-        engine.DEFAULT_MAX_RESPONSE_BYTES,
+        _engine.DEFAULT_MAX_RESPONSE_BYTES,
         "bytes of one operation's answer, once decoded (then 502)",
         "maxResponseBytes",
     )
     max_answer_bytes: int = _limit(
-        engine.DEFAULT_MAX_ANSWER_BYTES,
+        _engine.DEFAULT_MAX_ANSWER_BYTES,
         "bytes of one batch's answer (an answer that does not fit is its operation's 502; what has not started then answers 503)",
         "maxAnswerBytes",
     )
     max_resolved_bytes: int = _limit(
-        engine.DEFAULT_MAX_RESOLVED_BYTES,
+        _engine.DEFAULT_MAX_RESOLVED_BYTES,
         "bytes that references fill into one operation (then 413)",
         "maxResolvedBytes",
     )
     max_jsonpath_length: int = _limit(
-        refs.MAX_QUERY_LENGTH,
-        f"characters of one reference's JSONPath (at most {refs.MAX_QUERY_LENGTH}; then 400)",
+        _refs.MAX_QUERY_LENGTH,
+        f"characters of one reference's JSONPath (at most {_refs.MAX_QUERY_LENGTH}; then 400)",
         "maxJsonPathLength",
     )
     max_jsonpath_nesting: int = _limit(
-        refs.MAX_QUERY_NESTING,
-        f"levels of brackets, parentheses, !, && and || nested in one JSONPath (at most {refs.MAX_QUERY_NESTING}; then 400)",
+        _refs.MAX_QUERY_NESTING,
+        f"levels of brackets, parentheses, !, && and || nested in one JSONPath (at most {_refs.MAX_QUERY_NESTING}; then 400)",
         "maxJsonPathNesting",
     )
     max_jsonpath_nodes: int = _limit(
-        refs.DEFAULT_MAX_NODES,
+        _refs.DEFAULT_MAX_NODES,
         "units of work one reference's JSONPath may cost in a result: nodes visited, selected or tested, "
         "regular expressions (then 424)",
         "maxJsonPathNodes",
     )
     max_batch_work: int = _limit(
-        engine.DEFAULT_MAX_BATCH_WORK,
+        _engine.DEFAULT_MAX_BATCH_WORK,
         "units of work (about a microsecond each) filling in one batch's references may cost, all operations "
         "together: a JSONPath node visited, selected or tested, a regular expression run (and its characters "
         "times its pattern's size / 128), 256 bytes filled in (then the operation answers 424, as does every later "
@@ -124,8 +124,8 @@ class Limits:
             )
         # Past these, the JSONPath library's parser would run out of stack: they can be lowered, not raised.
         for name, ceiling in (
-            ("max_jsonpath_length", refs.MAX_QUERY_LENGTH),
-            ("max_jsonpath_nesting", refs.MAX_QUERY_NESTING),
+            ("max_jsonpath_length", _refs.MAX_QUERY_LENGTH),
+            ("max_jsonpath_nesting", _refs.MAX_QUERY_NESTING),
         ):
             if getattr(self, name) > ceiling:
                 problems.append(Problem(name, f"must be at most {ceiling}"))

@@ -52,7 +52,7 @@ from jsonpath_rfc9535.tokens import TokenStream
 
 from . import _work
 from ._exceptions import BatchError, RefSyntaxError
-from .rules import NAME_PATTERN, name_problem, path_value_problem
+from ._rules import NAME_PATTERN, name_problem, path_value_problem
 
 __all__ = [
     "DEFAULT_MAX_NODES",

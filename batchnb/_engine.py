@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote
 
 import httpx
 
-from . import _json, _work, refs, rules
+from . import _json, _refs, _rules, _work
 from ._connect import Connection, Unreached, proxy_refused, unreached
 from ._exceptions import AuthenticationError, BatchError
 from ._timing import Timings
@@ -187,7 +187,7 @@ class BodyReader:
     >>> BodyReader("gzip", limit=1000).feed(gzip.compress(b"x" * 5000))
     Traceback (most recent call last):
     ...
-    batchnb.engine.ResponseTooLarge: the API's answer is larger than 1000 bytes once decoded
+    batchnb._engine.ResponseTooLarge: the API's answer is larger than 1000 bytes once decoded
 
     Each layer is inflated with a bound on its output, so a few bytes that
     would inflate to gigabytes stop as soon as they pass the limit.
@@ -515,7 +515,7 @@ async def execute(
     deadline: float | None = None,
     results: MutableMapping[str, Response] | None = None,
     max_resolved_bytes: int = DEFAULT_MAX_RESOLVED_BYTES,
-    max_jsonpath_nodes: int = refs.DEFAULT_MAX_NODES,
+    max_jsonpath_nodes: int = _refs.DEFAULT_MAX_NODES,
     max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     max_work: int | None = DEFAULT_MAX_BATCH_WORK,
     executor: concurrent.futures.Executor | None = None,
@@ -587,7 +587,7 @@ async def execute(
     run = _Run(
         dispatch=dispatch,
         headers=list((headers or {}).items()),
-        query="&".join(f"{k}={refs.segment(v)}" for k, v in (query or {}).items()),
+        query="&".join(f"{k}={_refs.segment(v)}" for k, v in (query or {}).items()),
         timeout=timeout,
         deadline=deadline,
         results=results if results is not None else {},
@@ -785,50 +785,50 @@ def not_run(
 
 
 def result_lookup(
-    results: Mapping[str, Response], *, defer_missing: bool = False, max_nodes: int = refs.DEFAULT_MAX_NODES
-) -> refs.Lookup:
+    results: Mapping[str, Response], *, defer_missing: bool = False, max_nodes: int = _refs.DEFAULT_MAX_NODES
+) -> _refs.Lookup:
     """A reference lookup over named responses.
 
     A reference to a response that failed, has no known outcome, has no
-    body or matches nothing raises :class:`refs.Unresolved`; so does a
+    body or matches nothing raises :class:`_refs.Unresolved`; so does a
     JSONPath that would visit more than ``max_nodes`` nodes. A name with no
     response yet is unresolved too, unless ``defer_missing``: then it is
     left for the server, which runs it in the same batch (the client's
     cross-batch resolution).
 
     >>> lookup = result_lookup({"co": Response("POST", "/c", 201, body={"id": "co_1"})})
-    >>> lookup(refs.parse("${result=co:$.id}")[0])
+    >>> lookup(_refs.parse("${result=co:$.id}")[0])
     ['co_1']
     """
 
-    def lookup(r: refs.Ref) -> list[Any] | None:
+    def lookup(r: _refs.Ref) -> list[Any] | None:
         done = results.get(r.name)
         if done is None:
             if defer_missing:
                 return None
-            raise refs.Unresolved(r, f"operation {r.name!r} did not run")
+            raise _refs.Unresolved(r, f"operation {r.name!r} did not run")
         if done.status is None:
-            raise refs.Unresolved(r, f"the outcome of {r.name!r} is unknown")
+            raise _refs.Unresolved(r, f"the outcome of {r.name!r} is unknown")
         if not done.ok:
-            raise refs.Unresolved(r, f"operation {r.name!r} answered {done.status}")
+            raise _refs.Unresolved(r, f"operation {r.name!r} answered {done.status}")
         if done.body is None:
             # Not '$' = null: an answer without a body holds nothing to fill in.
-            raise refs.Unresolved(r, f"operation {r.name!r} answered {done.status} with no body")
+            raise _refs.Unresolved(r, f"operation {r.name!r} answered {done.status} with no body")
         body = done.body
         if isinstance(body, _json.RawJSON):
             try:
                 body = body.value()  # read now that a reference needs it (then kept for the next one)
             except (ValueError, RecursionError):
-                raise refs.Unresolved(r, f"the answer of {r.name!r} cannot be read as JSON") from None
+                raise _refs.Unresolved(r, f"the answer of {r.name!r} cannot be read as JSON") from None
         values = r.find(body, max_nodes)
         if not values:
-            raise refs.Unresolved(r, f"{r.query} matched nothing in the result of {r.name!r}")
+            raise _refs.Unresolved(r, f"{r.query} matched nothing in the result of {r.name!r}")
         return values
 
     return lookup
 
 
-def _measured(lookup: refs.Lookup, limit: int) -> refs.Lookup:
+def _measured(lookup: _refs.Lookup, limit: int) -> _refs.Lookup:
     """``lookup``, refusing (413) once the values it gave come to more than ``limit`` bytes of JSON.
 
     Counted value by value, so that a value used a thousand times is
@@ -837,21 +837,21 @@ def _measured(lookup: refs.Lookup, limit: int) -> refs.Lookup:
     """
     used = 0
 
-    def measured(r: refs.Ref) -> list[Any] | None:
+    def measured(r: _refs.Ref) -> list[Any] | None:
         nonlocal used
         values = lookup(r)
         for value in values or ():
             try:
                 size = len(_json.dumps(value))
             except TypeError:
-                raise refs.Unresolved(r, "its value cannot be sent as JSON (nested too deeply)") from None
+                raise _refs.Unresolved(r, "its value cannot be sent as JSON (nested too deeply)") from None
             try:
                 _work.spend(1 + size // _work.COSTS["fill_bytes"])
             except _work.OutOfWork as exc:
-                raise refs.BudgetSpent(r, str(exc)) from None
+                raise _refs.BudgetSpent(r, str(exc)) from None
             used += size
             if used > limit:
-                raise refs.Refused(
+                raise _refs.Refused(
                     r, f"the values its references fill in come to more than {limit} bytes", 413, "resolved_too_large"
                 )
         return values
@@ -860,13 +860,13 @@ def _measured(lookup: refs.Lookup, limit: int) -> refs.Lookup:
 
 
 def _filled(op: Operation, run: _Run) -> tuple[str, dict[str, str], bytes | None, str | None]:
-    """``op``'s path, headers and body (bytes, content type) with its references filled in, or :class:`refs.Unresolved`."""
+    """``op``'s path, headers and body (bytes, content type) with its references filled in, or :class:`_refs.Unresolved`."""
     lookup = _measured(result_lookup(run.results, max_nodes=run.max_jsonpath_nodes), run.max_resolved_bytes)
-    path = refs.render_path(op.path, lookup)
-    headers = {k: refs.render(v, lookup) for k, v in (op.headers or {}).items()}
+    path = _refs.render_path(op.path, lookup)
+    headers = {k: _refs.render(v, lookup) for k, v in (op.headers or {}).items()}
     content, content_type = encode_body(op.body)
     if content is not None and b"${" in content:
-        content, content_type = encode_body(refs.resolve_json(op.body, lookup))
+        content, content_type = encode_body(_refs.resolve_json(op.body, lookup))
     return path, headers, content, content_type
 
 
@@ -904,7 +904,7 @@ async def _fill_in(op: Operation, run: _Run) -> tuple[str, dict[str, str], bytes
         except (TimeoutError, asyncio.CancelledError):
             run.work.stop()  # the thread ends at its next unit of work
             raise
-    except refs.Unresolved as exc:
+    except _refs.Unresolved as exc:
         return _refused(op, op.path, exc.status, exc.code, f"not run: {exc}")
     except (_work.OutOfTime, TimeoutError):
         return _refused(op, op.path, 503, "deadline_exceeded", "not run: the batch ran out of time")
@@ -995,10 +995,10 @@ async def _run_one(op: Operation, pointer: str, run: _Run) -> Response:
         # Non-ASCII text (a literal "/companies/東京") travels percent-encoded as UTF-8, as browsers do.
         path = _NON_ASCII.sub(lambda m: quote(m.group()), path)
     if check:
-        problem = rules.path_problem(path)
+        problem = _rules.path_problem(path)
         if problem is None:
             problem = next(
-                (f"header {k!r}: {m}" for k, v in op_headers.items() for m in rules.header_problems(k, v)), None
+                (f"header {k!r}: {m}" for k, v in op_headers.items() for m in _rules.header_problems(k, v)), None
             )
         if problem is not None:
             return _refused(op, path, 400, "invalid_operation", f"not run: resolved path or header {problem}")
@@ -1170,21 +1170,21 @@ def _filled_problem(op: Operation, path: str, headers: Mapping[str, str] | None)
     """
     if path != op.path:
         try:
-            problem = rules.path_problem(refs.parse(path))
-        except refs.RefSyntaxError as exc:
+            problem = _rules.path_problem(_refs.parse(path))
+        except _refs.RefSyntaxError as exc:
             problem = str(exc)
         if problem is not None:
             return problem
     if headers and op.headers and headers != op.headers:
         for k, v in headers.items():
-            if v != op.headers.get(k) and (messages := rules.header_problems(k, v)):
+            if v != op.headers.get(k) and (messages := _rules.header_problems(k, v)):
                 return f"{k!r}: {messages[0]}"
     return None
 
 
 def prepare(
     ops: list[Operation],
-    lookup: refs.Lookup,
+    lookup: _refs.Lookup,
     *,
     max_resolved_bytes: int = DEFAULT_MAX_RESOLVED_BYTES,
     extra_headers: Callable[[Operation], Mapping[str, str] | None] | None = None,
@@ -1211,14 +1211,16 @@ def prepare(
             hit = sorted(op.referenced_names() & dropped) if dropped else ()
             if hit:
                 first = next(r for _f, r in op.references() if r.name == hit[0])
-                raise refs.Unresolved(first, f"operation {hit[0]!r} could not run")
+                raise _refs.Unresolved(first, f"operation {hit[0]!r} could not run")
             measured = _measured(lookup, max_resolved_bytes)
-            path = refs.render_path(op.path, measured, partial=True)
+            path = _refs.render_path(op.path, measured, partial=True)
             headers = (
-                {k: refs.render(v, measured, partial=True) for k, v in op.headers.items()} if op.headers else op.headers
+                {k: _refs.render(v, measured, partial=True) for k, v in op.headers.items()}
+                if op.headers
+                else op.headers
             )
-            body = refs.resolve_json(op.body, measured, partial=True)
-        except refs.Unresolved as exc:
+            body = _refs.resolve_json(op.body, measured, partial=True)
+        except _refs.Unresolved as exc:
             skipped[id(op)] = not_run(op, str(exc), status=exc.status, code=exc.code)
             dropped.update(o.name for _p, o in op.walk() if o.name)
             return None

@@ -378,8 +378,9 @@ class Store:
         """Insert a new object and return it, or ``None`` if the company is unknown.
 
         Missing optional fields get their defaults (``duration`` 30,
-        ``status`` "booked", else null). Raises :class:`InvalidReference` when
-        a referenced service or staff member is not in the company.
+        ``status`` "booked", else null). Raises ``InvalidReference``, a
+        :class:`~batchnb.BatchValidationError`, when a referenced service or
+        staff member is not in the company.
 
         Example:
             >>> with Store(":memory:") as store:
@@ -485,7 +486,7 @@ class Store:
         """Set the given fields and return the updated object (``None`` if unknown).
 
         Only keys present in ``fields`` change; pass every field for a full
-        replacement. Raises :class:`InvalidReference` like :meth:`create`.
+        replacement. Raises ``InvalidReference`` like :meth:`create`.
 
         Example:
             >>> with Store(":memory:") as store:
@@ -568,7 +569,7 @@ class Store:
         sent, so no one is told of a write that a crash could still lose.
         Requests outside the group commit what is open before they read or
         write, so they never see a write that is not yet kept. Raises
-        :class:`WritesLost` when the commit fails.
+        ``WritesLost``, an ``sqlite3.OperationalError``, when the commit fails.
 
         Example:
             >>> with Store(":memory:") as store:
