@@ -11,12 +11,12 @@ client share nothing.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _json
+from ._chunk_pipeline import ChunkPipeline, Prepared
 from ._exceptions import BatchValidationError, Problem, SubmitInterrupted, TransportError
 from ._journal import Journal, fingerprints, row_key
 from ._json import RawJSON
@@ -218,15 +218,46 @@ class Submission:
 
     async def run(self) -> Any:
         """Send every batch and return the result (responses for a Batch, else a DataFrame)."""
-        opts = self._options
+        bar = self._progress_bar()
+        journal = self._start_journal()
+        runner = self._runner(bar, journal)
+        pipeline = ChunkPipeline(runner, prepare=self._prepare, shape=self._shape, sent=self._forget_keys)
+        try:
+            upcoming = iter(self._chunks)
+            pieces = await pipeline.run(upcoming, self._keyed(next(upcoming), self._first_plan))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise self._interrupted(pipeline.finished_so_far()) from None
+        finally:
+            pipeline.close()
+            bar.close()
+            if journal is not None:
+                journal.close()
+        return self._delivered(self._join(pieces), runner)
+
+    # ------------------------------------------------------------ the steps of a run
+
+    def _progress_bar(self) -> _Progress:
+        """The run's bar: shown when asked for, else when the work is more than one batch."""
         chunks = self._chunks
         total = chunks.total if chunks.streaming else self._first_plan.operations
-        show = opts.progress if opts.progress is not None else (total > int(self._limits["maxRequests"]))
-        bar = _Progress(total, bool(show))
-        journal = Journal(opts.journal) if opts.journal else None
-        if journal is not None and not self._resumed:
+        show = self._options.progress
+        if show is None:
+            show = total > int(self._limits["maxRequests"])
+        return _Progress(total, show)
+
+    def _start_journal(self) -> Journal | None:
+        """The journal this run records in (None: none asked for), started unless the run resumes it."""
+        if not self._options.journal:
+            return None
+        journal = Journal(self._options.journal)
+        if not self._resumed:
             journal.start(self._chunks.fingerprints or {}, run_id=self._run_id)
-        runner = Runner(
+        return journal
+
+    def _runner(self, bar: _Progress, journal: Journal | None) -> Runner:
+        """The runner that sends this run's batches, as the options say."""
+        opts = self._options
+        return Runner(
             self._sender,
             concurrency=opts.concurrency,
             retries=opts.retries,
@@ -242,85 +273,44 @@ class Submission:
             max_backoff=opts.max_backoff,
             keys=self._keys,
         )
-        pieces: list[Any] = []
-        chunk: list[Operation] = []
-        plan: Plan | None = None
-        # While one chunk is in flight, a thread of this submit's own builds and
-        # plans the next and shapes the last (chunks are independent rows), so
-        # the server is not kept waiting between chunks. It starts once the
-        # chunk's first batch is answered: by then every slot holds a batch,
-        # and the thread, which shares the interpreter with the event loop,
-        # delays no batch's sending. One thread: its work runs in the order given.
-        helper = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="batchnb-submit")
-        shaped: list[concurrent.futures.Future[Any]] = []  # chunk by chunk, in order
-        to_shape: tuple[list[Operation], list[Response]] | None = None  # the chunk after those
-        try:
-            upcoming = iter(chunks)
-            ready: tuple[list[Operation], Plan] | None = self._keyed(next(upcoming), self._first_plan)
-            while ready is not None:
-                chunk, plan = ready
-                following: list[concurrent.futures.Future[Any]] = []
 
-                def on_the_side(following: list[concurrent.futures.Future[Any]] = following) -> None:
-                    nonlocal to_shape
-                    if to_shape is not None:
-                        shaped.append(helper.submit(self._shape, *to_shape))
-                        to_shape = None
-                    following.append(helper.submit(self._prepare, upcoming))
+    def _forget_keys(self, plan: Plan) -> None:
+        """A chunk is done: the keys of its operations are no longer needed."""
+        if self._keys is not None:
+            self._keys.forget(_planned(plan))
 
-                if runner.fatal is not None:
-                    responses = runner.not_run(plan)
-                else:
-                    responses = await runner.run(plan, on_first_answer=on_the_side)
-                if not following:
-                    on_the_side()  # no batch was answered (none sent, or none to send)
-                if self._keys is not None:
-                    self._keys.forget(_planned(plan))
-                runner.first_batch += plan.calls
-                runner.outcomes.clear()  # streaming: what is shaped is all that stays
-                to_shape, plan = (chunk, responses), None
-                ready = await asyncio.wrap_future(following[0])
-            for job in shaped:
-                pieces.append(await asyncio.wrap_future(job))
-            if to_shape is not None:
-                pieces.append(self._shape(*to_shape))
-        except (asyncio.CancelledError, KeyboardInterrupt):
-            pieces = [job.result() for job in shaped]
-            if to_shape is not None:
-                pieces.append(self._shape(*to_shape))
-            if plan is not None:
-                pieces.append(self._shape(chunk, runner.collect(plan)))
-            partial = self._join(pieces, missing="not run: interrupted before it was sent")
-            resume = f"; resume with journal={opts.journal!r}, resume=True" if opts.journal else ""
-            raise SubmitInterrupted(
-                "submit was interrupted: finished rows are in .partial; rows in flight have an unknown outcome"
-                + resume,
-                partial=partial,
-            ) from None
-        finally:
-            helper.shutdown(wait=False, cancel_futures=True)
-            bar.close()
-            if journal is not None:
-                journal.close()
-        result = self._join(pieces)
+    def _interrupted(self, pieces: list[Any]) -> SubmitInterrupted:
+        """The error an interrupted run raises, with the rows finished so far in ``partial``."""
+        partial = self._join(pieces, missing="not run: interrupted before it was sent")
+        journal = self._options.journal
+        resume = f"; resume with journal={journal!r}, resume=True" if journal else ""
+        return SubmitInterrupted(
+            "submit was interrupted: finished rows are in .partial; rows in flight have an unknown outcome" + resume,
+            partial=partial,
+        )
+
+    def _delivered(self, result: Any, runner: Runner) -> Any:
+        """``result``, unless the run was stopped (a batch refused) or not one batch arrived: then that error,
+        with ``result`` in its ``partial``."""
         if runner.fatal is not None:
             runner.fatal.partial = result
             raise runner.fatal
         if runner.delivered == 0 and runner.undelivered is not None:
             # Not one batch arrived: that is no result, however many rows say "not run".
             why = runner.undelivered
-            tried = f"after {plural(opts.retries, 'retry', 'retries')}" if why.transient else "not retried"
+            retries = self._options.retries
+            tried = f"after {plural(retries, 'retry', 'retries')}" if why.transient else "not retried"
             error = TransportError(f"no batch was delivered: {why} ({tried})", sent=False, transient=why.transient)
             error.partial = result
             raise error from (why.__cause__ or why)
         return result
 
-    def _prepare(self, upcoming: Iterator[list[Operation]]) -> tuple[list[Operation], Plan] | None:
+    def _prepare(self, upcoming: Iterator[list[Operation]]) -> Prepared | None:
         """The next chunk and its plan, its keys given, or None when there is none."""
         chunk = next(upcoming, None)
         return None if chunk is None else self._keyed(chunk, self._plan(chunk))
 
-    def _keyed(self, chunk: list[Operation], plan: Plan) -> tuple[list[Operation], Plan]:
+    def _keyed(self, chunk: list[Operation], plan: Plan) -> Prepared:
         """``chunk`` and its plan, every POST and PATCH in it given its key."""
         if self._keys is not None:
             # Also beside the event loop (see _prepare), which sends the chunk before

@@ -23,17 +23,19 @@ import html
 import json
 import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import ipywidgets as w
 
-from . import _refs, _rules
+from . import _rules
+from ._composing import FIELD_NAMES, Check, Draft, Fields, Refusal, describe_error, reference_to
+from ._composing import OPERATION_COLUMNS as OPERATION_COLUMNS  # read from here before the state moved
+from ._composing import masked_wire as masked_wire
+from ._composing import parse_body as parse_body
 from ._display import batch_html, result_html
-from ._exceptions import BatchError, BatchHTTPError, BatchValidationError, TransportError, WaitTimeout
-from ._secrets import mask_headers, mask_path
+from ._exceptions import WaitTimeout
 from ._text import plural
-from .model import Batch, Operation
+from .model import Batch
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -42,95 +44,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Composer"]
 
-#: the columns of :meth:`Composer.to_frame`, which :meth:`Composer.from_frame` reads back.
-OPERATION_COLUMNS = ("name", "method", "path", "body", "headers", "parent")
-
 _NONE = ""  # the parent Dropdown's "no parent" value (a Dropdown cannot hold None reliably)
 _INTO = (("path", "path"), ("body", "body"), ("header value", "header"))
 _LABEL = {"description_width": "70px"}
 
 
-# ---------------------------------------------------------------- field checks (pure functions)
-
-
-def parse_body(text: str) -> tuple[Any, str | None]:
-    """The body's JSON value (None when empty) and why it does not parse, with line and column.
-
-    >>> parse_body('{"a": 1}')
-    ({'a': 1}, None)
-    >>> parse_body('{"a": }')[1]
-    'invalid JSON at line 1, column 7: Expecting value'
-    """
-    if not text.strip():
-        return None, None
-    try:
-        return json.loads(text), None
-    except json.JSONDecodeError as exc:
-        return None, f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-
-
-def _path_problem(text: str) -> str | None:
-    """The path rule for the path field; a reference stands for the one segment it becomes."""
-    try:
-        return _rules.path_problem(_refs.parse(text) if text else text)
-    except _refs.RefSyntaxError as exc:
-        return str(exc)
-
-
-def masked_wire(batch: Batch) -> dict[str, Any]:
-    """The wire JSON of ``batch`` with credential headers and query parameters hidden.
-
-    >>> op = Operation("GET", "/x?token=abc", headers={"Authorization": "Bearer abc"})
-    >>> masked_wire(Batch([op]))
-    {'requests': [{'method': 'GET', 'path': '/x?token=***', 'headers': {'Authorization': '***'}}]}
-    """
-    return {"requests": [_mask_op(op) for op in batch.to_wire()["requests"]]}
-
-
-def _mask_op(op: dict[str, Any]) -> dict[str, Any]:
-    out = dict(op)
-    out["path"] = mask_path(out["path"])
-    if isinstance(out.get("headers"), dict):
-        out["headers"] = mask_headers(out["headers"])
-    if out.get("requests"):
-        out["requests"] = [_mask_op(child) for child in out["requests"]]
-    return out
-
-
-# ---------------------------------------------------------------- entries
-
-
-@dataclass
-class _Entry:
-    """One composed operation, flat: its children are the entries naming it as ``parent``."""
-
-    op: Operation
-    parent: str | None = None
-
-
-def _nest(entries: list[_Entry]) -> list[Operation]:
-    """Top-level operations with their children attached (copies: entries stay flat)."""
-    by_name: dict[str, Operation] = {}
-    top: list[Operation] = []
-    for entry in entries:
-        op = replace(entry.op, requests=[])
-        if op.name:
-            by_name[op.name] = op
-        parent = by_name.get(entry.parent) if entry.parent else None
-        (parent.requests if parent is not None else top).append(op)
-    return top
-
-
-def _descendants(entries: list[_Entry], index: int) -> list[int]:
-    """``index`` and every entry nested under it, in order."""
-    doomed = [index]
-    names = {entries[index].op.name} - {None}
-    for i in range(index + 1, len(entries)):
-        if entries[i].parent in names:
-            doomed.append(i)
-            if entries[i].op.name:
-                names.add(entries[i].op.name)
-    return doomed
+# ---------------------------------------------------------------- widget helpers
 
 
 _W = TypeVar("_W", bound="w.DOMWidget")
@@ -215,7 +134,8 @@ class Composer:
 
     def __init__(self, client: Client | AsyncClient | Any = None) -> None:
         self.client = _client_of(client)
-        self._entries: list[_Entry] = []
+        # The operations composed so far and the rules the fields follow: plain Python, tested without a browser.
+        self._draft = Draft()
         self._header_rows: list[_HeaderRow] = []
         self._thread: threading.Thread | None = None
         self._runs = 0
@@ -404,91 +324,32 @@ class Composer:
         return bundle
 
     def __repr__(self) -> str:
-        n = len(self._entries)
-        return f"Composer({plural(n, 'operation')})"
+        return f"Composer({plural(len(self._draft), 'operation')})"
 
     # ------------------------------------------------------------ reading the form
 
     @property
     def names(self) -> list[str]:
         """The names of the composed operations, in order."""
-        return [e.op.name for e in self._entries if e.op.name]
+        return self._draft.names
 
-    def _header_items(self) -> list[tuple[_HeaderRow, str, str]]:
-        return [(row, row.key.value.strip(), row.value.value) for row in self._header_rows]
+    def _fields(self) -> Fields:
+        """The form's values as they are now."""
+        return Fields(
+            method=self.method.value,
+            path=self.path.value,
+            name=self.name.value,
+            body=self.body.value,
+            headers=tuple((row.key.value, row.value.value) for row in self._header_rows),
+            parent=self.parent.value or "",
+        )
 
-    def _check_fields(self, *, final: bool) -> dict[str, str]:
-        """Problems of the form's fields, keyed by field; ``final`` also reports empty required fields.
-
-        Every rule is ``batchnb._rules``'; the form only says which field a problem belongs to.
-        """
-        problems: dict[str, str] = {}
-
-        def put(fld: str, message: str | None) -> None:
-            if message and fld not in problems and (final or not message.startswith("is required")):
-                problems[fld] = message
-
-        names = [e.op.name for e in self._entries]
-        here = len(names)
-        new_name = self.name.value.strip() or None
-        put("method", _rules.method_problem(self.method.value.strip()))
-        path = self.path.value.strip()
-        put("path", _path_problem(path))
-        put("name", _rules.name_problem(new_name))
-        if self.parent.value != _NONE:
-            _up, linked = _rules.link_parents(
-                [*names, new_name], [*([None] * here), self.parent.value], describe=self._describe
-            )
-            for p in linked:
-                put("parent", p.message)
-        body, body_problem = parse_body(self.body.value)
-        put("body", body_problem)
-
-        row_messages: dict[int, str] = {}
-        fields: list[tuple[Any, Any]] = [("path", path), ("body", body)]
-        items = list(enumerate(self._header_items(), start=1))
-        repeated = dict(_rules.header_set_problems(key for _i, (_row, key, _v) in items if key))
-        for i, (_row, key, value) in items:
-            if not key and not value:
-                continue
-            message = "the header needs a name" if not key else next(iter(_rules.header_problems(key, value)), None)
-            if message is None and key in repeated:
-                message = repeated.pop(key)
-            if message:
-                row_messages[i] = message
-            else:
-                fields.append((i, value))
-        references: list[_rules.Reference] = []
-        for fld, value in fields:
-            try:
-                references.extend(_rules.Reference(here, fld, r.name, r.text) for r in _refs.iter_refs(value))
-            except _refs.RefSyntaxError as exc:
-                if isinstance(fld, int):
-                    row_messages.setdefault(fld, str(exc))
-                else:
-                    put(fld, str(exc))
-        graph = _rules.check_graph([*names, new_name], references, describe=self._describe)
-        for p in graph:
-            if p.position != here:
-                continue
-            if isinstance(p.field, int):
-                row_messages.setdefault(p.field, p.message)
-            else:
-                put(str(p.field), p.message)
-
-        header_messages = []
-        for i, (row, key, _value) in enumerate(self._header_items(), start=1):
-            message = row_messages.get(i)
-            row.error.value = _field_error_html(message)
-            if message:
-                header_messages.append(f"header {i} ({key or 'no name'}): {message}")
-        if header_messages:
-            problems["headers"] = "; ".join(header_messages)
-        return problems
-
-    def _describe(self, position: int) -> str:
-        """How a message names the composed operation at ``position``."""
-        return f"operation {position + 1}" if position < len(self._entries) else "this operation"
+    def _check_fields(self, *, final: bool) -> Check:
+        """The draft's check of the form's fields, each header row's message shown next to it."""
+        check = self._draft.check(self._fields(), final=final)
+        for i, row in enumerate(self._header_rows, start=1):
+            row.error.value = _field_error_html(check.header_rows.get(i))
+        return check
 
     @property
     def field_errors(self) -> dict[str, str]:
@@ -498,25 +359,16 @@ class Composer:
         >>> composer.field_errors                                  # doctest: +SKIP
         {'body': 'invalid JSON at line 1, column 10: Expecting value'}
         """
-        return self._check_fields(final=False)
+        return self._check_fields(final=False).problems
 
-    def _show_field_errors(self, problems: dict[str, str]) -> None:
-        for fld in ("method", "path", "name", "parent", "body"):
-            getattr(self, f"{fld}_error").value = _field_error_html(problems.get(fld))
+    def _show_field_errors(self, check: Check) -> None:
+        for fld in FIELD_NAMES:
+            getattr(self, f"{fld}_error").value = _field_error_html(check.problems.get(fld))
 
     def _on_field_change(self, _change: Any = None) -> None:
-        problems = self._check_fields(final=False)
-        self._show_field_errors(problems)
-        self.add_button.disabled = bool(problems)
-
-    def _form_operation(self) -> tuple[Operation, str | None]:
-        headers = {key: value for _row, key, value in self._header_items() if key}
-        name = self.name.value.strip() or None
-        body, _ = parse_body(self.body.value)
-        op = Operation(
-            self.method.value.strip().upper(), self.path.value.strip(), body=body, name=name, headers=headers or None
-        )
-        return op, (self.parent.value or None)
+        check = self._check_fields(final=False)
+        self._show_field_errors(check)
+        self.add_button.disabled = bool(check)
 
     # ------------------------------------------------------------ changing the form
 
@@ -586,25 +438,19 @@ class Composer:
         In the path and a header value the reference is appended; in the body it
         fills the first empty string ``""``, or is appended when there is none.
         """
-        self.ref_error.value = ""
-        if not self.ref_name.value:
-            self.ref_error.value = _field_error_html(
-                "name an operation and add it first: only named operations can be referenced"
-            )
+        text, problem = reference_to(self.ref_name.value, self.ref_path.value)
+        self.ref_error.value = _field_error_html(problem)
+        if text is None:
             return None
-        try:
-            text = _refs.ref(self.ref_name.value, self.ref_path.value.strip() or "$")
-        except _refs.RefSyntaxError as exc:
-            self.ref_error.value = _field_error_html(str(exc))
-            return None
-        target = self.ref_into.value
+        target = str(self.ref_into.value)
+        filled = self._fields().with_reference(target, text)
         if target == "path":
-            self.path.value += text
+            self.path.value = filled.path
         elif target == "body":
-            self.body.value = _into_body(self.body.value, text)
+            self.body.value = filled.body
         else:
             row = self._header_rows[-1] if self._header_rows else self.add_header()
-            row.value.value += text
+            row.value.value = filled.headers[-1][1]
         return text
 
     # ------------------------------------------------------------ the batch
@@ -616,27 +462,16 @@ class Composer:
         >>> composer.batch                   # doctest: +SKIP
         Batch(3 operations, 1 nested)
         """
-        return Batch(_nest(self._entries))
+        return self._draft.batch
 
     @_safely
     def add(self) -> bool:
         """Add the form's operation to the batch if every field is right; returns whether it was added."""
-        problems = self._check_fields(final=True)
-        self._show_field_errors(problems)
-        if problems:
-            self._set_errors(
-                [f"{fld}: {message}" for fld, message in problems.items()],
-                title="Not added: fix the fields marked in red.",
-            )
+        self._show_field_errors(self._check_fields(final=True))
+        refusal = self._draft.add(self._fields())
+        if refusal is not None:
+            self._refuse(refusal)
             return False
-        op, parent = self._form_operation()
-        candidate = [*self._entries, _Entry(op, parent)]
-        try:
-            Batch(_nest(candidate))
-        except BatchValidationError as exc:
-            self._set_errors([str(p) for p in exc.problems], title="Not added: the batch would be invalid.")
-            return False
-        self._entries = candidate
         self._set_errors([])
         self._reset_form()
         self._refresh()
@@ -645,18 +480,10 @@ class Composer:
     @_safely
     def remove(self, index: int | None = None) -> bool:
         """Remove the selected operation (or the one at ``index``) and the operations nested under it."""
-        index = self.selected.value if index is None else index
-        if index is None or not 0 <= index < len(self._entries):
-            self._set_errors(["select an operation in the list first"], title="Nothing removed.")
+        refusal = self._draft.remove(self.selected.value if index is None else index)
+        if refusal is not None:
+            self._refuse(refusal)
             return False
-        doomed = _descendants(self._entries, index)
-        rest = [(i, e) for i, e in enumerate(self._entries) if i not in doomed]
-        gone = {self._entries[i].op.name for i in doomed} - {None}
-        users = [f"{self._label(i, e)} uses {r.text}" for i, e in rest for _f, r in e.op.references() if r.name in gone]
-        if users:
-            self._set_errors(users, title="Not removed: other operations use its result; remove them first.")
-            return False
-        self._entries = [e for _i, e in rest]
         self._set_errors([])
         self._refresh()
         return True
@@ -664,7 +491,7 @@ class Composer:
     @_safely
     def clear(self) -> None:
         """Empty the batch, the form, the preview and the results."""
-        self._entries = []
+        self._draft.clear()
         self.result = None
         self.responses = None
         self.preview.value = ""
@@ -677,10 +504,10 @@ class Composer:
 
     def _refresh(self) -> None:
         # Nothing to send, or a submit on its way: the button says so before a click does.
-        self.submit_button.disabled = not self._entries or self.running
-        batch = Batch(_nest(self._entries), validate=False)
-        self.operations.value = batch_html(batch) if self._entries else "<i>No operations yet.</i>"
-        self.selected.options = [(self._label(i, e), i) for i, e in enumerate(self._entries)]
+        self.submit_button.disabled = not self._draft or self.running
+        draft = self._draft
+        self.operations.value = batch_html(draft.unchecked_batch()) if draft else "<i>No operations yet.</i>"
+        self.selected.options = [(label, i) for i, label in enumerate(draft.labels())]
         names = self.names
         keep = self.parent.value if self.parent.value in names else _NONE
         self.parent.options = [("(none)", _NONE), *[(n, n) for n in names]]
@@ -691,16 +518,9 @@ class Composer:
         if self.preview.value:
             self.show_preview()
 
-    @staticmethod
-    def _label(i: int, entry: _Entry) -> str:
-        under = f"  (under {entry.parent})" if entry.parent else ""
-        name = f"{entry.op.name}: " if entry.op.name else ""
-        return f"{i + 1}. {name}{entry.op.method} {mask_path(entry.op.path)}{under}"
-
     def wire_json(self) -> str:
         """The batch as the JSON sent on the wire, secrets masked, indented."""
-        batch = Batch(_nest(self._entries), validate=False)
-        return json.dumps(masked_wire(batch), indent=2, ensure_ascii=False)
+        return self._draft.wire_json()
 
     @_safely
     def show_preview(self) -> str:
@@ -715,20 +535,7 @@ class Composer:
         >>> composer.to_frame().columns.tolist()     # doctest: +SKIP
         ['name', 'method', 'path', 'body', 'headers', 'parent']
         """
-        import pandas as pd
-
-        rows = [
-            {
-                "name": e.op.name,
-                "method": e.op.method,
-                "path": e.op.path,
-                "body": e.op.body,
-                "headers": dict(e.op.headers) if e.op.headers else None,
-                "parent": e.parent,
-            }
-            for e in self._entries
-        ]
-        return pd.DataFrame(rows, columns=list(OPERATION_COLUMNS), dtype=object)
+        return self._draft.to_frame()
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame, client: Client | AsyncClient | Any = None, **columns: Any) -> Composer:
@@ -746,16 +553,9 @@ class Composer:
         earlier row) optional. Raises BatchValidationError naming the row and
         column of every problem.
         """
-        from .frames import from_frame
-
+        draft = Draft.from_frame(df, **columns)
         composer = cls(client)
-        entries = [
-            _Entry(replace(op, requests=[]), parent)
-            for top in from_frame(df, **columns)
-            for op, parent in _flatten(top, None)
-        ]
-        Batch(_nest(entries))  # names, order and references as a whole
-        composer._entries = entries
+        composer._draft = draft
         composer._refresh()
         return composer
 
@@ -778,7 +578,7 @@ class Composer:
         if self.running:
             self._set_errors(["a submit is already running; wait for it to finish"], title="Not sent.")
             return None
-        if not self._entries:
+        if not self._draft:
             self._set_errors(["add an operation first"], title="Nothing to submit.")
             return None
         if self.client is None:
@@ -812,7 +612,7 @@ class Composer:
             self.status.value = f"Submit {run}: failed"
             self._show_error(exc)
         finally:
-            self.submit_button.disabled = not self._entries
+            self.submit_button.disabled = not self._draft
 
     def _show_result(self, frame: pd.DataFrame, run: int) -> None:
         failed = int((~frame["ok"].fillna(False).astype(bool)).sum()) if "ok" in frame.columns else 0
@@ -848,8 +648,11 @@ class Composer:
         heading = f"<b style='color:#c62828'>{html.escape(title)}</b>" if title and messages else ""
         self.error_area.value = heading + _error_html(messages)
 
+    def _refuse(self, refusal: Refusal) -> None:
+        self._set_errors(refusal.messages, title=refusal.title)
+
     def _show_error(self, exc: BaseException) -> None:
-        self._set_errors(*_describe(exc))
+        self._set_errors(*describe_error(exc))
 
 
 def _client_of(obj: Any) -> Any:
@@ -857,36 +660,6 @@ def _client_of(obj: Any) -> Any:
     if obj is not None and not hasattr(obj, "submit") and hasattr(obj, "client"):
         return obj.client
     return obj
-
-
-def _into_body(body: str, text: str) -> str:
-    if not body.strip():
-        return json.dumps(text)
-    if '""' in body:
-        return body.replace('""', json.dumps(text), 1)
-    return body + text
-
-
-def _flatten(op: Operation, parent: str | None) -> Iterable[tuple[Operation, str | None]]:
-    """An operation and its descendants, depth first, each with its parent's name."""
-    yield op, parent
-    for child in op.requests:
-        yield from _flatten(child, op.name)
-
-
-def _describe(exc: BaseException) -> tuple[list[str], str]:
-    """The lines and title the error area shows for an exception."""
-    if isinstance(exc, BatchValidationError):
-        return [str(p) for p in exc.problems] or [str(exc)], "The batch is not valid; nothing was sent."
-    if isinstance(exc, BatchHTTPError):
-        lines = [f"HTTP {exc.status}: {exc.message}", *(str(p) for p in exc.problems)]
-        return lines, "The server refused the batch; nothing in it ran."
-    if isinstance(exc, TransportError):
-        outcome = "its outcome is unknown" if exc.sent else "nothing was sent"
-        return [str(exc)], f"The batch could not be delivered; {outcome}."
-    if isinstance(exc, BatchError):
-        return [str(exc)], "The submit failed."
-    return [f"{type(exc).__name__}: {exc}"], "Something went wrong."
 
 
 def _send(client: Any, batch: Batch) -> list[Any]:

@@ -347,3 +347,69 @@ def test_a_batch_of_responses_hands_back_a_deep_body_as_text():
     with RecordingUpstream(_deep_answers) as srv:
         out = Client(srv.url, token="t").submit(Batch([Operation("GET", "/x")] * 3))
     assert [r.body for r in out] == [_deep(300).decode(), _deep(1000).decode(), {"ok": True}]
+
+
+# ---------------------------------------------------------------- the steps of a run, each alone
+
+
+LIMITS = {"maxRequests": 50, "maxDepth": 4}
+
+
+async def never_sent(ops):  # pragma: no cover - the steps below send nothing
+    raise AssertionError("sent")
+
+
+class Delivery:
+    """What a runner knows at the end of a run about what reached the server."""
+
+    def __init__(self, delivered: int = 0, undelivered=None, fatal=None) -> None:
+        self.delivered, self.undelivered, self.fatal = delivered, undelivered, fatal
+
+
+def test_a_run_where_no_batch_arrived_raises_with_the_result_in_partial():
+    from batchnb import TransportError
+
+    submission = Submission([Operation("GET", "/x")], {}, LIMITS, never_sent, SubmitOptions(retries=2))
+    result = pd.DataFrame({"ok": [False]})
+    cause = TransportError("could not connect", sent=False, transient=True)
+    with pytest.raises(TransportError) as err:
+        submission._delivered(result, Delivery(undelivered=cause))
+    assert str(err.value) == "no batch was delivered: could not connect (after 2 retries)"
+    assert err.value.partial is result and err.value.__cause__ is cause
+    final = TransportError("refused by policy", sent=False, transient=False)
+    with pytest.raises(TransportError, match=r"\(not retried\)$"):
+        submission._delivered(result, Delivery(undelivered=final))
+    # One batch arrived: a result, its rows never sent saying so themselves.
+    assert submission._delivered(result, Delivery(delivered=1, undelivered=cause)) is result
+
+
+def test_a_run_stopped_by_a_refusal_raises_it_with_the_result_in_partial():
+    from batchnb import BatchHTTPError
+
+    submission = Submission([Operation("GET", "/x")], {}, LIMITS, never_sent, SubmitOptions())
+    refusal = BatchHTTPError(401, "no credentials")
+    with pytest.raises(BatchHTTPError) as err:
+        submission._delivered(["responses"], Delivery(delivered=1, fatal=refusal))
+    assert err.value is refusal and refusal.partial == ["responses"]
+
+
+def test_an_interrupted_run_marks_the_rows_never_sent_and_says_how_to_resume(tmp_path):
+    frame = pd.DataFrame({"name": ["a", "b"]}, index=["r1", "r2"])
+    journal = str(tmp_path / "run.jsonl")
+    options = {"method": "POST", "path": "/x", "body": ["name"]}
+    submission = Submission(frame, options, LIMITS, never_sent, SubmitOptions(journal=journal))
+    error = submission._interrupted([])
+    assert str(error).endswith(f"; resume with journal={journal!r}, resume=True")
+    assert error.partial.index.tolist() == ["r1", "r2"] and not error.partial["ok"].any()
+    assert (error.partial["error"] == "not run: interrupted before it was sent").all()
+
+
+def test_a_journal_is_started_only_for_a_run_of_its_own(tmp_path):
+    submission = Submission([Operation("GET", "/x")], {}, LIMITS, never_sent, SubmitOptions())
+    assert submission._start_journal() is None
+    path = tmp_path / "run.jsonl"
+    journaled = Submission([Operation("GET", "/x")], {}, LIMITS, never_sent, SubmitOptions(journal=str(path)))
+    journal = journaled._start_journal()
+    assert journal is not None
+    journal.close()
+    assert path.stat().st_size > 0
