@@ -1,8 +1,13 @@
 """batchnb: bulk API work from a notebook, with the Batch API 2.3.
 
     >>> import batchnb as bn
-    >>> with bn.LocalServer() as server:                       # doctest: +SKIP
+    >>> df = pd.DataFrame({"name": ["Riverside Clinic", "Hilltop Dental"]})
+    >>> with bn.LocalServer() as server:
     ...     result = server.client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])
+    >>> result[["status", "ok"]]
+       status    ok
+    0     201  True
+    1     201  True
 
 The public surface is what ``__all__`` lists, presented as ``batchnb.X``;
 modules whose names start with an underscore are private (the rule:

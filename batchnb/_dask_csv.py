@@ -61,7 +61,11 @@ def read_csv(
 ) -> Any:
     """A CSV of operations as a Dask DataFrame: every cell as the file says (:func:`batchnb.read_csv`'s rule).
 
-    >>> staff = batchnb.dask.read_csv("/shared/staff.csv", blocksize="16MiB")    # doctest: +SKIP
+    >>> import batchnb.dask
+    >>> _ = (tmp / "staff.csv").write_text("company_id,firstName,lastName\\nco_1,0001,Doe\\n")
+    >>> staff = batchnb.dask.read_csv(tmp / "staff.csv", blocksize="16MiB")     # lazy: nothing read yet
+    >>> staff.compute()["firstName"].tolist()                                   # text, as the file says
+    ['0001']
 
     ``sep``, ``encoding``, ``strings`` and ``dtype`` are
     :func:`batchnb.read_csv`'s. ``path`` is a file every worker can read (a

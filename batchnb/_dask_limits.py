@@ -10,9 +10,11 @@ on a semaphore or a variable runs here as a coroutine on the loop the
 worker talks to the scheduler with; waiting for a lease takes no thread, and
 releasing one never waits behind a waiter.
 
-    >>> in_flight = ClusterLimit("batchnb-in-flight-3f9c", max_leases=8)   # doctest: +SKIP
-    >>> await in_flight.acquire()        # in a task's coroutine; no thread waits   # doctest: +SKIP
-    >>> in_flight.release_after(0.5)     # a start counted for half a second more   # doctest: +SKIP
+In a task's coroutine (not run as a doctest: it needs a ``dask.distributed`` scheduler):
+
+    >>> async def start(in_flight: ClusterLimit) -> None:   # doctest: +SKIP
+    ...     await in_flight.acquire()        # no thread waits
+    ...     in_flight.release_after(0.5)     # a start counted for half a second more
 """
 
 from __future__ import annotations
@@ -42,8 +44,12 @@ class ClusterLimit:
     Create it inside a task (on a worker) or where a ``distributed.Client`` is
     current; ``acquire`` and ``release`` are coroutines of any event loop.
 
-    >>> limit = ClusterLimit("batchnb-in-flight-3f9c", max_leases=4)      # doctest: +SKIP
-    >>> await limit.acquire(); await limit.release()                      # doctest: +SKIP
+    Not run as a doctest (it needs a ``dask.distributed`` scheduler):
+
+    >>> async def one_at_a_time() -> None:                               # doctest: +SKIP
+    ...     limit = ClusterLimit("batchnb-in-flight-3f9c", max_leases=4)
+    ...     await limit.acquire()
+    ...     await limit.release()
     """
 
     def __init__(self, name: str, max_leases: int) -> None:
@@ -92,8 +98,12 @@ class ClusterLimit:
 class ClusterValue:
     """A named ``distributed.Variable`` read and written from any event loop, without blocking a thread.
 
-    >>> backoff = ClusterValue("batchnb-backoff-3f9c")                    # doctest: +SKIP
-    >>> await backoff.set(time.time() + 2.0); await backoff.get()        # doctest: +SKIP
+    Not run as a doctest (it needs a ``dask.distributed`` scheduler):
+
+    >>> async def back_off() -> float:                                   # doctest: +SKIP
+    ...     backoff = ClusterValue("batchnb-backoff-3f9c")
+    ...     await backoff.set(time.time() + 2.0)
+    ...     return await backoff.get()
     """
 
     def __init__(self, name: str) -> None:

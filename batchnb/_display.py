@@ -7,8 +7,10 @@ matplotlib Figure. Credentials never show: headers go through
 
 Importing this module registers the ``.batchnb`` DataFrame accessor:
 
-    >>> result.batchnb.report()        # doctest: +SKIP
-    >>> result.batchnb.summary()       # doctest: +SKIP
+    >>> print(result.batchnb.report())     # in a notebook, an HTML report
+    3 operations, 0 not ok (201: 3); duration total ...
+    >>> result.batchnb.summary()
+    <Figure size 900x300 with 2 Axes>
 """
 
 from __future__ import annotations
@@ -358,8 +360,10 @@ class Report:
 def summary(result: pd.DataFrame) -> Figure:
     """A figure of a result: operations per status (bars) and durations (histogram).
 
-    >>> fig = summary(result)         # doctest: +SKIP
-    >>> fig.savefig("summary.png")    # doctest: +SKIP
+    >>> fig = summary(result)
+    >>> [ax.get_title() for ax in fig.axes]
+    ['operations by status', 'duration per operation']
+    >>> fig.savefig(tmp / "summary.png")
 
     Also available as ``result.batchnb.summary()``.
     """
@@ -405,11 +409,16 @@ def _draw_durations(ax: Any, result: pd.DataFrame) -> None:
 class BatchAccessor:
     """``result.batchnb``: the summary of a result frame (what ``submit`` returned).
 
-    >>> result.batchnb.report()     # HTML: counts by status, durations, failures by cause, failed rows   # doctest: +SKIP
-    >>> result.batchnb.report(stable=True)   # the same, ids as <id1>, … and no durations: for nbval  # doctest: +SKIP
-    >>> result.batchnb.summary()    # a matplotlib Figure                                     # doctest: +SKIP
-    >>> result.batchnb.failed       # the rows that did not succeed                           # doctest: +SKIP
-    >>> result.batchnb.stable()     # without durations, ids as <id1>, <id2>, …: the same every run  # doctest: +SKIP
+    >>> report = result.batchnb.report()     # HTML: counts by status, durations, failures by cause, failed rows
+    >>> print(result.batchnb.report(stable=True))   # the same, ids as <id1>, … and no durations: for nbval
+    3 operations, 0 not ok (201: 3)
+    >>> result.batchnb.summary()    # a matplotlib Figure
+    <Figure size 900x300 with 2 Axes>
+    >>> len(result.batchnb.failed)  # the rows that did not succeed
+    0
+    >>> stable = result.batchnb.stable()  # without durations, ids as <id1>, <id2>, …: the same every run
+    >>> [body["id"] for body in stable["body"]]
+    ['<id1>', '<id2>', '<id3>']
 
     The accessor takes ``result.batchnb``; the column of that name stays ``result["batch"]``.
     """

@@ -187,8 +187,9 @@ class Journal:
     A new journal is readable by its owner only (mode 0600): it holds the
     API's answers, which may hold anything.
 
-    >>> j = Journal("run.jsonl")          # doctest: +SKIP
-    >>> state = j.read()                  # doctest: +SKIP
+    >>> j = Journal(tmp / "run.jsonl")
+    >>> j.read().done                     # a new journal: nothing done yet
+    {}
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:

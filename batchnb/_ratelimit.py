@@ -572,7 +572,10 @@ class Throttle:
 class PacedDispatcher:
     """A dispatcher in front of another: each operation paced by ``throttle``, 429 and 503 sent again.
 
-    >>> paced = PacedDispatcher(HTTPDispatcher(http, base_url), Throttle(), retry_for=300)   # doctest: +SKIP
+    >>> async def api(op, **options): ...      # the dispatcher in front: an HTTPDispatcher, the in-process engine
+    >>> paced = PacedDispatcher(api, Throttle(10.0), retry_for=300)
+    >>> paced.throttle
+    Throttle(10/s)
 
     An operation answered 429 or 503 did not run: it waits what the answer
     says (bounded by ``max_backoff``; else a wait doubling from ``backoff``)

@@ -64,10 +64,15 @@ class SubmitOptions:
 class Submission:
     """One submit: operations in, a result out, every piece of state its own.
 
-    >>> submission = Submission(df, frame_options, limits, sender, SubmitOptions())   # doctest: +SKIP
-    >>> result = await submission.run()                                               # doctest: +SKIP
+    Every problem of the input is raised by the constructor, before anything
+    is sent (``await submission.run()`` sends; no sender is needed to find a problem):
 
-    Every problem of the input is raised by the constructor, before anything is sent.
+    >>> Submission(df, {"method": "POST", "path": "/api/2.1/scheduling/companies"}, limits={}, sender=None,
+    ...            options=SubmitOptions(bodies="xml"))
+    Traceback (most recent call last):
+    ...
+    batchnb.BatchValidationError: 1 problem in the input, nothing was sent:
+      - bodies: must be 'parsed', 'json' or 'none', not 'xml'
     """
 
     def __init__(

@@ -799,7 +799,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``batchnb`` console script; returns its exit status.
 
-    >>> main(["run", "--help"])           # doctest: +SKIP
+    >>> df.to_csv(tmp / "companies.csv", index=False)
+    >>> main(["run", str(tmp / "companies.csv"), "--url", server.url, "--method", "POST",
+    ...       "--path", "/api/2.1/scheduling/companies", "--body-columns", "name", "--dry-run"])
+    dry run: nothing was sent. 3 operations in 1 HTTP call of at most 50; ...
+      row 0: POST /api/2.1/scheduling/companies {"name": "Riverside Clinic"}
+      row 1: POST /api/2.1/scheduling/companies {"name": "Hilltop Dental"}
+      row 2: POST /api/2.1/scheduling/companies {"name": "Harbour Physio"}
+    0
     """
     from ._exceptions import BatchError, BatchValidationError
     from ._flags import problems, to_flags

@@ -269,8 +269,11 @@ def _unusable_limits(url: str, problem: str) -> TransportError:
 class AsyncClient:
     """Async client for a Batch API 2.3 server.
 
-    >>> async with AsyncClient("http://127.0.0.1:8000", token="demo-token") as client:   # doctest: +SKIP
-    ...     result = await client.submit(df, path="/api/2.1/scheduling/companies", method="POST", body=["name"])
+    >>> async def add_companies(df):
+    ...     async with AsyncClient(server.url, **server.credentials()) as client:
+    ...         return await client.submit(df, path="/api/2.1/scheduling/companies", method="POST", body=["name"])
+    >>> asyncio.run(add_companies(df)).status.tolist()    # in a notebook: await add_companies(df)
+    [201, 201, 201]
 
     Credentials: ``token`` is sent as ``Authorization: Bearer``; with
     ``credentials_in="query"`` the ``apiKey`` and ``token`` query parameters
@@ -308,7 +311,11 @@ class AsyncClient:
     :class:`~batchnb.BatchValidationError` before anything is sent. A
     ``transport`` given wins over them.
 
-    >>> AsyncClient("https://api.example", verify="ca.pem")   # doctest: +SKIP
+    >>> AsyncClient("https://api.example", verify="corp-ca.pem")
+    Traceback (most recent call last):
+    ...
+    batchnb.BatchValidationError: 1 problem in the input, nothing was sent:
+      - verify: 'corp-ca.pem' does not exist: give the CA bundle's file (PEM) or a directory of CA files
     >>> AsyncClient("https://api.example", proxy="http://proxy.corp:3128")
     AsyncClient('https://api.example', no credentials, mode='batch', proxy='http://proxy.corp:3128')
 
@@ -482,8 +489,9 @@ class AsyncClient:
     async def limits(self) -> dict[str, Any]:
         """The server's limits (``GET /api/2.3/batch``), with this client's overrides.
 
-        >>> await client.limits()     # doctest: +SKIP
-        {'version': '2.3', 'maxRequests': 50, 'maxDepth': 4, ...}
+        >>> limits = client.limits()     # AsyncClient: await client.limits()
+        >>> limits["version"], limits["maxRequests"], limits["maxDepth"]
+        ('2.3', 50, 4)
 
         A server that does not answer 200 (an older one, without the
         extension) or cannot be reached gets the spec's defaults; one whose
@@ -536,7 +544,8 @@ class AsyncClient:
     async def send(self, batch: Batch) -> list[Response]:
         """Send ``batch`` as exactly one HTTP call and return its responses.
 
-        >>> await client.send(Batch([Operation("GET", "/api/2.1/scheduling/companies")]))   # doctest: +SKIP
+        >>> client.send(Batch([Operation("GET", "/api/2.1/scheduling/companies")]))   # AsyncClient: await client.send(...)
+        [<Response GET /api/2.1/scheduling/companies → 200 ...ms>]
 
         Batch-level errors raise typed exceptions (:class:`AuthenticationError`,
         :class:`PayloadTooLargeError`, …) carrying the server's message and pointers.
@@ -593,8 +602,12 @@ class AsyncClient:
     ) -> list[Response] | pd.DataFrame | Plan:
         """Run any number of operations; what comes back matches what went in.
 
-        >>> result = await client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])  # doctest: +SKIP
-        >>> df.join(result[["status", "error"]])                                                                     # doctest: +SKIP
+        >>> result = client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])
+        >>> df.join(result[["status", "error"]])      # AsyncClient: result = await client.submit(...)
+                       name  status error
+        0  Riverside Clinic     201   NaN
+        1    Hilltop Dental     201   NaN
+        2    Harbour Physio     201   NaN
 
         ``work`` is a Batch (→ list of Response), a list of operations (→ DataFrame)
         or a DataFrame (→ DataFrame with the input's index).
@@ -702,8 +715,9 @@ class AsyncClient:
     async def plan(self, work: Work, **options: Unpack[SubmitOptions]) -> Plan:
         """How :meth:`submit` would run ``work``, with the same arguments: nothing is sent.
 
-        >>> plan = await client.plan(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])  # doctest: +SKIP
-        >>> plan.calls, plan.to_frame().head()                                                                  # doctest: +SKIP
+        >>> plan = client.plan(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])
+        >>> plan.calls, plan.to_frame()["operations"].tolist()   # AsyncClient: plan = await client.plan(...)
+        (1, [3])
 
         Every problem of the input is raised here, as ``submit`` would raise
         it; the server is asked only for its limits. ``submit(..., dry_run=True)``
@@ -715,8 +729,10 @@ class AsyncClient:
 class Client:
     """The sync twin of :class:`AsyncClient`: same arguments, same methods, no ``await``.
 
-    >>> client = Client("http://127.0.0.1:8000", token="demo-token")          # doctest: +SKIP
-    >>> result = client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])  # doctest: +SKIP
+    >>> client = Client(server.url, **server.credentials())
+    >>> result = client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])
+    >>> result[["status", "ok"]].value_counts().to_dict()
+    {(201, True): 3}
 
     Works in scripts and inside a running Jupyter kernel alike. Ctrl-C during
     ``submit`` raises :class:`SubmitInterrupted` whose ``partial`` keeps what finished.
@@ -904,7 +920,9 @@ class Client:
     ) -> list[Response] | pd.DataFrame | Plan:
         """Run any number of operations; see :meth:`AsyncClient.submit` for every argument.
 
-        >>> result = client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])   # doctest: +SKIP
+        >>> result = client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])
+        >>> result.status.tolist()
+        [201, 201, 201]
         """
         return cast(
             "list[Response] | pd.DataFrame | Plan",
@@ -938,7 +956,9 @@ class Client:
     def plan(self, work: Work, **options: Unpack[SubmitOptions]) -> Plan:
         """How :meth:`submit` would run ``work``: nothing is sent; see :meth:`AsyncClient.plan`.
 
-        >>> plan = client.plan(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])   # doctest: +SKIP
+        >>> plan = client.plan(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])
+        >>> plan
+        Plan(3 operations in 1 HTTP call of at most 50; 0 references filled in by the client across batches)
         """
         return self.submit(work, dry_run=True, **options)
 

@@ -1,6 +1,9 @@
 """The same submit, past one machine: a Dask DataFrame in, a Dask DataFrame out.
 
-    >>> import dask.dataframe as dd, batchnb.dask                                   # doctest: +SKIP
+    >>> import dask.dataframe as dd, batchnb.dask
+
+Then, on a cluster (not run as a doctest: it needs ``dask.distributed`` workers and the files):
+
     >>> staff = dd.read_csv("staff-*.csv")                                          # doctest: +SKIP
     >>> result = batchnb.dask.submit(staff, "http://api.example", token=TOKEN,      # doctest: +SKIP
     ...                              method="POST", path="/api/2.1/scheduling/companies/{company_id}/staff",
@@ -562,6 +565,8 @@ def submit(
 ) -> dd.DataFrame:
     """Submit every row of a Dask DataFrame, a partition per task, once; return the persisted result.
 
+    Not run as a doctest (it needs ``dask.distributed`` workers):
+
     >>> result = batchnb.dask.submit(ddf, "http://127.0.0.1:8000", token=TOKEN, method="POST",   # doctest: +SKIP
     ...                              path="/api/2.1/scheduling/companies", body=["name"], journal="runs/companies")
 
@@ -865,7 +870,14 @@ def join(
 ) -> dd.DataFrame:
     """The input beside its result, partition by partition (labels may repeat across partitions).
 
-    >>> batchnb.dask.join(staff, result).compute()                # doctest: +SKIP
+    >>> import dask.dataframe as dd, batchnb.dask
+    >>> companies = dd.from_pandas(df, npartitions=1)
+    >>> answers = dd.from_pandas(result, npartitions=1)    # as batchnb.dask.submit returns it
+    >>> batchnb.dask.join(companies, answers, columns=["status", "ok"]).compute()
+                   name  status    ok
+    0  Riverside Clinic     201  True
+    1    Hilltop Dental     201  True
+    2    Harbour Physio     201  True
 
     ``columns`` are the result columns to keep.
     """
@@ -883,7 +895,12 @@ def _join_partition(left: pd.DataFrame, right: pd.DataFrame) -> pd.DataFrame:
 def by_key(ddf: dd.DataFrame, column: str, npartitions: int | None = None) -> dd.DataFrame:
     """Move the rows that share ``column`` into one partition, keeping their order (parents before children).
 
-    >>> chains = batchnb.dask.by_key(ops, "site")                  # doctest: +SKIP
+    >>> import dask.dataframe as dd, batchnb.dask
+    >>> ops = dd.from_pandas(pd.DataFrame({"site": ["north", "south", "north", "south"],
+    ...                                    "name": ["n1", "s1", "n2", "s2"]}), npartitions=4)
+    >>> chains = batchnb.dask.by_key(ops, "site")
+    >>> chains.compute().groupby("site")["name"].agg(list).to_dict()
+    {'north': ['n1', 'n2'], 'south': ['s1', 's2']}
 
     References work within a partition: rows that reference each other must
     share a key (a site, a customer, …).

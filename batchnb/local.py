@@ -1,7 +1,9 @@
 """The embedded server: a real ``batchnb serve`` on a free loopback port, in a background thread.
 
-    >>> with LocalServer() as server:          # doctest: +SKIP
-    ...     server.client.submit(batch)
+    >>> with LocalServer() as server:
+    ...     result = server.client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])
+    >>> result.status.tolist()
+    [201, 201, 201]
 
 It is the same ASGI app and the same uvicorn as ``batchnb serve``, with the
 demo Scheduling API on a SQLite file; notebooks and tests use it so that
@@ -32,10 +34,12 @@ __all__ = ["LocalServer"]
 class LocalServer:
     """Start the batch server with the demo API in this process; stop it on exit.
 
-    >>> server = LocalServer().start()     # doctest: +SKIP
-    >>> server.url                         # doctest: +SKIP
-    'http://127.0.0.1:41235'
-    >>> server.stop()                      # doctest: +SKIP
+    >>> server = LocalServer().start()
+    >>> server.url                         # a free port, another each time
+    'http://127.0.0.1:...'
+    >>> server.client.limits()["version"]
+    '2.3'
+    >>> server.stop()
 
     ``tenants`` names the api keys the demo API knows (each gets a fresh random
     token, never shown); ``server.client`` is authenticated as the first,

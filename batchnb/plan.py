@@ -84,8 +84,9 @@ class PlannedBatch:
 class Plan:
     """How a submit will run: the HTTP calls, their rows, and the references the client resolves.
 
-    >>> plan = client.submit(df, dry_run=True)     # doctest: +SKIP
-    >>> plan.calls, plan.to_frame().head()         # doctest: +SKIP
+    >>> plan = client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"], dry_run=True)
+    >>> plan.calls, plan.to_frame()["operations"].tolist()
+    (1, [3])
     """
 
     batches: list[PlannedBatch]

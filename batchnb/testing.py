@@ -1,8 +1,11 @@
 """API regression tests: assertions on result frames, and pytest fixtures with the embedded server.
 
     >>> from batchnb.testing import assert_ok, assert_statuses, assert_result
-    >>> assert_statuses(result, {"add-company": 201, "bad-row": 400})   # doctest: +SKIP
-    >>> assert_result(result, "expected.csv")                           # doctest: +SKIP
+    >>> assert_ok(result)
+    >>> assert_statuses(result, {0: 201, 2: "2xx"})     # rows by label (or by operation name)
+    >>> result.to_csv(tmp / "expected.csv")              # once, from a run you checked
+    >>> again = client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"])
+    >>> assert_result(again, tmp / "expected.csv")       # new ids and durations are no difference
 
 A failed assertion raises :class:`AssertionError` (what pytest and nbval
 report as a failure) whose message is a short table of the rows that differ:
@@ -172,9 +175,11 @@ if pytest is not None:
     def batchnb_server(tmp_path: Path) -> Iterator[LocalServer]:
         """The embedded server with the demo API on a fresh SQLite file, for one test.
 
-        >>> def test_creates_a_company(batchnb_server):                   # doctest: +SKIP
-        ...     result = batchnb_server.client.submit(df, method="POST", path="/api/2.1/scheduling/companies")
+        >>> def test_creates_a_company(batchnb_server):
+        ...     result = batchnb_server.client.submit(df, method="POST", path="/api/2.1/scheduling/companies",
+        ...                                           body=["name"])
         ...     assert_ok(result)
+        >>> test_creates_a_company(server)     # pytest passes the fixture; here, a running server
         """
         from .local import LocalServer
 
@@ -185,8 +190,10 @@ if pytest is not None:
     def batchnb_session_server(tmp_path_factory: TempPathFactory) -> Iterator[LocalServer]:
         """The embedded server with the demo API, one for the whole session (tests share its data).
 
-        >>> def test_lists(batchnb_session_server):                         # doctest: +SKIP
-        ...     batchnb_session_server.client.submit(batch)
+        >>> def test_lists(batchnb_session_server):
+        ...     batch = bn.Batch([bn.Operation("GET", "/api/2.1/scheduling/companies")])
+        ...     assert batchnb_session_server.client.submit(batch)[0].status == 200
+        >>> test_lists(server)                 # pytest passes the fixture; here, a running server
         """
         from .local import LocalServer
 
@@ -197,7 +204,8 @@ if pytest is not None:
     def batchnb_client(batchnb_server: LocalServer) -> Client:
         """A client of ``batchnb_server`` (fresh data for each test), authenticated as its first tenant.
 
-        >>> def test_one(batchnb_client):                                   # doctest: +SKIP
-        ...     assert_ok(batchnb_client.submit(batch))
+        >>> def test_one(batchnb_client):
+        ...     assert_ok(batchnb_client.submit(df, method="POST", path="/api/2.1/scheduling/companies", body=["name"]))
+        >>> test_one(client)                   # pytest passes the fixture; here, a client of a running server
         """
         return batchnb_server.client

@@ -1,7 +1,8 @@
 """Composing a batch by hand in a notebook: the :class:`Composer` form.
 
-    >>> composer = Composer(server.client)      # doctest: +SKIP
-    >>> composer                                # shows the form   # doctest: +SKIP
+    >>> composer = Composer(server.client)
+    >>> composer                  # in a notebook, the last line of a cell shows the form
+    Composer(0 operations)
 
 Fill in an operation (method, path, name, headers, body), press *Add*, repeat,
 then *Submit*. Every field is checked as you type and a field with a problem
@@ -120,11 +121,13 @@ class _HeaderRow:
 class Composer:
     """A form to compose a batch operation by operation, preview it, and submit it.
 
-    >>> composer = Composer(server.client)                                   # doctest: +SKIP
+    >>> composer = Composer(server.client)
     >>> composer.fill(method="POST", path="/api/2.1/scheduling/companies",
-    ...               name="co", body={"name": "Riverside"})                  # doctest: +SKIP
-    >>> composer.add_button.click()                                          # doctest: +SKIP
-    >>> composer.submit_button.click(); composer.wait(30)                    # doctest: +SKIP
+    ...               name="co", body={"name": "Riverside"})
+    Composer(0 operations)
+    >>> composer.add_button.click()        # what pressing *Add* does
+    >>> composer.submit_button.click(); composer.wait(30).status.tolist()
+    [201]
 
     ``client`` is a :class:`~batchnb.Client`, an :class:`~batchnb.AsyncClient`
     or anything with a ``.client`` (a :class:`~batchnb.LocalServer`); without one
@@ -355,8 +358,9 @@ class Composer:
     def field_errors(self) -> dict[str, str]:
         """The problems now shown next to the fields (empty required fields are not counted yet).
 
-        >>> composer.body.value = '{"name": }'                     # doctest: +SKIP
-        >>> composer.field_errors                                  # doctest: +SKIP
+        >>> composer = Composer()
+        >>> composer.body.value = '{"name": }'
+        >>> composer.field_errors
         {'body': 'invalid JSON at line 1, column 10: Expecting value'}
         """
         return self._check_fields(final=False).problems
@@ -384,7 +388,11 @@ class Composer:
     ) -> Composer:
         """Set the form's fields from code (a dict body is written as JSON); returns the composer.
 
-        >>> composer.fill("POST", "/api/2.1/scheduling/companies", body={"name": "Riverside"})   # doctest: +SKIP
+        >>> composer = Composer()
+        >>> print(composer.fill("POST", "/api/2.1/scheduling/companies", body={"name": "Riverside"}).body.value)
+        {
+          "name": "Riverside"
+        }
         """
         if method is not None:
             self.method.value = method
@@ -459,8 +467,11 @@ class Composer:
     def batch(self) -> Batch:
         """The composed operations as a validated :class:`~batchnb.Batch` (children nested under parents).
 
-        >>> composer.batch                   # doctest: +SKIP
-        Batch(3 operations, 1 nested)
+        >>> composer = Composer()
+        >>> for name in ("riverside", "hilltop"):
+        ...     _ = composer.fill("POST", "/api/2.1/scheduling/companies", name=name, body={"name": name}).add()
+        >>> composer.batch
+        Batch(2 operations)
         """
         return self._draft.batch
 
@@ -532,7 +543,10 @@ class Composer:
     def to_frame(self) -> pd.DataFrame:
         """The composed operations, one row each: name, method, path, body, headers, parent.
 
-        >>> composer.to_frame().columns.tolist()     # doctest: +SKIP
+        >>> composer = Composer().fill("POST", "/api/2.1/scheduling/companies", body={"name": "Riverside"})
+        >>> composer.add()
+        True
+        >>> composer.to_frame().columns.tolist()
         ['name', 'method', 'path', 'body', 'headers', 'parent']
         """
         return self._draft.to_frame()
@@ -570,7 +584,12 @@ class Composer:
     def submit(self, block: bool = False, timeout: float | None = None) -> pd.DataFrame | None:
         """Send the batch in a background thread; with ``block``, wait and return the result frame.
 
-        >>> composer.submit(block=True, timeout=30)      # doctest: +SKIP
+        >>> composer = Composer(server.client).fill("POST", "/api/2.1/scheduling/companies", body={"name": "Riverside"})
+        >>> composer.add()
+        True
+        >>> composer.submit(block=True, timeout=30)[["method", "status", "ok"]]
+          method  status    ok
+        0   POST     201  True
 
         The kernel stays responsive while it runs; the results table replaces
         the form's results when it is done. Errors show in the error area.
@@ -628,8 +647,11 @@ class Composer:
     def wait(self, timeout: float | None = None) -> pd.DataFrame | None:
         """Wait for the running submit; returns the result frame (None if the submit failed: see ``errors``).
 
-        >>> composer.submit_button.click()           # doctest: +SKIP
-        >>> composer.wait(30).status.tolist()        # doctest: +SKIP
+        >>> composer = Composer(server.client)
+        >>> for name in ("Riverside Clinic", "Hilltop Dental"):
+        ...     _ = composer.fill("POST", "/api/2.1/scheduling/companies", body={"name": name}).add()
+        >>> composer.submit_button.click()           # what pressing *Submit* does
+        >>> composer.wait(30).status.tolist()
         [201, 201]
 
         Raises :class:`~batchnb.WaitTimeout` (a TimeoutError) when it is still running after ``timeout`` seconds.

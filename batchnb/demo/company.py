@@ -33,6 +33,8 @@ The client secret comes from ``BATCHNB_COMPANY_CLIENT_SECRET`` (never an
 argument, which ``ps`` would show); :class:`CompanyAPI` runs the process and
 knows it.
 
+Not run as a doctest (it starts a process of its own):
+
     >>> with CompanyAPI(token_ttl=20, rate=50) as api:          # doctest: +SKIP
     ...     api.url, api.token_url, api.client_id
 """
@@ -416,6 +418,8 @@ def main(argv: list[str] | None = None) -> None:
 
 class CompanyAPI:
     """Runs the demo company API in a process of its own on loopback; stops it on exit.
+
+    Not run as a doctest (it starts a process of its own):
 
     >>> with CompanyAPI(tls=True, token_ttl=20, rate=50) as api:     # doctest: +SKIP
     ...     client = bn.Client(api.url, mode="direct", verify=api.ca_file,
