@@ -5,10 +5,10 @@ the next and shapes the last (chunks are independent rows), so the server is
 not kept waiting between chunks. It starts once the chunk's first batch is
 answered: by then every slot holds a batch, and the thread, which shares the
 interpreter with the event loop, delays no batch's sending. One thread: its
-work runs in the order given.
+work runs in the order given (tests/test_chunk_pipeline.py runs it with a runner of its own)::
 
-    >>> pipeline = ChunkPipeline(runner, prepare=prepare, shape=shape, sent=forget)   # doctest: +SKIP
-    >>> pieces = await pipeline.run(chunks, first)                                   # doctest: +SKIP
+    pipeline = ChunkPipeline(runner, prepare=prepare, shape=shape, sent=forget)
+    pieces = await pipeline.run(chunks, first)
 """
 
 from __future__ import annotations
@@ -43,15 +43,15 @@ class _Runner(Protocol):
 
 
 class ChunkPipeline:
-    """Chunk after chunk through one runner; what comes back shaped into one piece of the result per chunk.
+    """Chunk after chunk through one runner; what comes back shaped into one piece of the result per chunk::
 
-    >>> pipeline = ChunkPipeline(runner, prepare=prepare, shape=shape, sent=forget)   # doctest: +SKIP
-    >>> try:                                                                         # doctest: +SKIP
-    ...     pieces = await pipeline.run(chunks, first)
-    ... except asyncio.CancelledError:
-    ...     pieces = pipeline.finished_so_far()
-    ... finally:
-    ...     pipeline.close()
+        pipeline = ChunkPipeline(runner, prepare=prepare, shape=shape, sent=forget)
+        try:
+            pieces = await pipeline.run(chunks, first)
+        except asyncio.CancelledError:
+            pieces = pipeline.finished_so_far()
+        finally:
+            pipeline.close()
 
     ``prepare`` takes the next chunk from the iterator and plans it (None when
     there is none); ``shape`` turns a chunk and its responses into a piece;
