@@ -664,7 +664,8 @@ def test_operations_of_an_api_that_never_suspends_give_the_loop_back_between_the
     seen: list[int] = []
     ticks = [0]
     batch = [Operation("GET", f"/items/{i}") for i in range(8)]
-    dispatch = _in_process(b'{"ok": true}', seen, ticks, busy=2 * _engine._LOOP_TURN_SECONDS)
+    api = _in_process(b'{"ok": true}', seen, ticks, busy=2 * _engine._LOOP_TURN_SECONDS)
+    dispatch = _engine.DirectDispatcher(api)
     out = asyncio.run(_with_ticker(execute(batch, dispatch), ticks))
     assert [r.status for r in out] == [200] * 8
     assert all(later > earlier for earlier, later in itertools.pairwise(seen)), f"the loop ran nothing else: {seen}"

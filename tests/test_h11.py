@@ -246,5 +246,7 @@ def test_the_gateway_goes_straight_on_one_connection_and_through_httpx_when_a_pr
 
     straight = create_app(upstream="http://127.0.0.1:9", connection=Connection(trust_env=False))
     proxied = create_app(upstream="http://127.0.0.1:9", connection=Connection(proxy="http://127.0.0.1:8"))
-    assert isinstance(straight._upstream_client(httpx.Limits())._transport, OneConnection)
-    assert not isinstance(proxied._upstream_client(httpx.Limits())._transport, OneConnection)
+    # Straight: the bare connection, which operations are sent on as they are (no client around them).
+    assert isinstance(straight._upstream_client(httpx.Limits()), OneConnection)
+    through = proxied._upstream_client(httpx.Limits())
+    assert isinstance(through, httpx.AsyncClient) and not isinstance(through._transport, OneConnection)

@@ -192,8 +192,19 @@ class _DrippingUpstream(LoopbackServer):
 
 @pytest.mark.slow
 def test_the_gateways_clients_have_only_a_connect_timeout_and_a_slow_answer_is_still_cut_at_the_operations_bound():
+    from batchnb._connect import Connection
+    from batchnb.server._h11 import OneConnection
+
     app = create_app(upstream="http://127.0.0.1:9", limits=Limits(operation_timeout=1.5))
-    http = app._upstream_client(ONE_CONNECTION)
+    straight = app._upstream_client(ONE_CONNECTION)
+    assert isinstance(straight, OneConnection) and straight._connect_timeout == 1.5  # connecting only
+    proxied = create_app(
+        upstream="http://127.0.0.1:9",
+        limits=Limits(operation_timeout=1.5),
+        connection=Connection(proxy="http://127.0.0.1:8"),
+    )
+    http = proxied._upstream_client(ONE_CONNECTION)
+    assert isinstance(http, httpx.AsyncClient)
     assert http.timeout == httpx.Timeout(None, connect=1.5)  # no timer per read and per write
     asyncio.run(http.aclose())
 

@@ -34,6 +34,8 @@ from .._engine import DEFAULT_MAX_RESPONSE_BYTES, DispatchResult, HTTPDispatcher
 
 __all__ = ["ONE_CONNECTION", "UpstreamClients", "UpstreamDispatcher"]
 
+#: what is lent: a client, or a bare connection that requests are sent on as they are.
+Upstream = httpx.AsyncClient | httpx.AsyncBaseTransport
 #: the limits of every lent client: one connection, kept alive.
 ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
@@ -59,12 +61,12 @@ class UpstreamClients:
     waits for one to come back, within its operation's timeout.
     """
 
-    def __init__(self, make: Callable[[httpx.Limits], httpx.AsyncClient], *, most: int) -> None:
+    def __init__(self, make: Callable[[httpx.Limits], Upstream], *, most: int) -> None:
         self._make = make
         self._most = max(1, most)
         self._room = asyncio.Semaphore(self._most)
         #: clients not lent just now; the one given back last is lent first (its connection is the freshest).
-        self._idle: list[httpx.AsyncClient] = []
+        self._idle: list[Upstream] = []
         self._lent = 0
         self._closed = False
 
@@ -77,7 +79,7 @@ class UpstreamClients:
         return self._lent + len(self._idle)
 
     @contextlib.asynccontextmanager
-    async def lend(self) -> AsyncIterator[httpx.AsyncClient]:
+    async def lend(self) -> AsyncIterator[Upstream]:
         """A client for one operation, given back when it is done (closed instead, after :meth:`aclose`)."""
         async with self._room:
             http = self._idle.pop() if self._idle else self._make(ONE_CONNECTION)

@@ -228,14 +228,17 @@ class BatchApp:
         except (ssl.SSLError, OSError, ValueError):
             log.warning("the upstream's CA or client certificate could not be loaded; trying again at the first batch")
 
-    def _upstream_client(self, limits: httpx.Limits) -> httpx.AsyncClient:
-        """One client for the upstream; every one shares one SSL context (building one loads the CAs: ~15 ms)."""
+    def _upstream_client(self, limits: httpx.Limits) -> httpx.AsyncClient | httpx.AsyncBaseTransport:
+        """One client for the upstream; every one shares one SSL context (building one loads the CAs: ~15 ms).
+
+        Straight to the upstream over HTTP/1.1, it is a bare connection
+        (:class:`OneConnection`), which operations are sent on as they are.
+        """
         if self._upstream_ssl is None:
             self._upstream_ssl = self.connection.ssl_context()
         timeout = self._upstream_timeout
         if self._lean_upstream:
-            transport = OneConnection(ssl_context=self._upstream_ssl, connect_timeout=timeout.connect)
-            return self.connection.client(timeout=timeout, cookies=_NO_COOKIES, transport=transport)
+            return OneConnection(ssl_context=self._upstream_ssl, connect_timeout=timeout.connect)
         return self.connection.client(
             timeout=timeout, cookies=_NO_COOKIES, limits=limits, ssl_context=self._upstream_ssl
         )
