@@ -337,7 +337,7 @@ class Expected:
         Its statuses must read as statuses and its JSONPaths must parse; with
         ``columns`` (what the result will have), each column it compares must be one of them.
         """
-        from ._refs import _compile
+        from ._jsonpath import compile_query as _compile
 
         problems = []
         if "status" in self.frame.columns:
@@ -460,7 +460,7 @@ def _column(actual: pd.DataFrame, column: Any, body: str, rows: list[int]) -> li
     if not (isinstance(column, str) and column.startswith("$")):
         values: list[Any] = actual[column].iloc[rows].tolist()
         return values
-    from ._refs import _compile
+    from ._jsonpath import compile_query as _compile
 
     query = _compile(column)
     out = []

@@ -607,7 +607,8 @@ class PacedDispatcher:
         self._timeout = timeout
 
     async def __call__(self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None) -> Any:
-        from ._engine import DispatchResult, _bounded
+        from ._dispatch import DispatchResult
+        from ._engine import _bounded
 
         throttle = self.throttle
         first: float | None = None

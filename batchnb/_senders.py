@@ -23,7 +23,8 @@ import orjson
 from . import _json
 from ._answers import read_answer
 from ._connect import Connection, Unreached, proxy_refused, unreached
-from ._engine import DEFAULT_MAX_ANSWER_BYTES, Dispatcher, ResponseTooLarge, UnreadableResponse, execute, read_bounded
+from ._dispatch import Dispatcher, ResponseTooLarge, UnreadableResponse, read_bounded
+from ._engine import DEFAULT_MAX_ANSWER_BYTES, execute
 from ._exceptions import TransportError
 from ._ratelimit import retry_after  # its older home: the runner and client import it from here
 from .auth import refreshes

@@ -36,7 +36,7 @@ import httpx
 
 from . import _json, _rules
 from ._connect import Connection, mask_url
-from ._engine import HTTPDispatcher, ResponseTooLarge, UnreadableResponse, read_bounded
+from ._dispatch import HTTPDispatcher, ResponseTooLarge, UnreadableResponse, read_bounded
 from ._exceptions import BatchValidationError, Problem, TransportError, http_error
 from ._ratelimit import PacedDispatcher, Throttle, parse_rate
 from ._secrets import mask_headers, mask_logger, scrub

@@ -12,8 +12,9 @@ from starlette.responses import JSONResponse
 from starlette.responses import Response as PlainResponse
 from starlette.routing import Route
 
-from batchnb import Batch, Operation, _engine, ref
-from batchnb._engine import ASGIDispatcher, HTTPDispatcher, execute
+from batchnb import Batch, Operation, _dispatch, _engine, ref
+from batchnb._dispatch import ASGIDispatcher, HTTPDispatcher
+from batchnb._engine import execute
 
 CALLS: list[tuple[str, str, str | None, str]] = []
 
@@ -292,7 +293,7 @@ class Timeline:
         import json as _json
         import time as _time
 
-        from batchnb._engine import DispatchResult
+        from batchnb._dispatch import DispatchResult
 
         start = _time.monotonic()
         self.in_flight += 1
@@ -347,7 +348,7 @@ def test_parallel_a_finished_operations_slot_goes_straight_to_the_next_one():
     runners: list[object] = []
 
     async def dispatch(method, path, headers, body):
-        from batchnb._engine import DispatchResult
+        from batchnb._dispatch import DispatchResult
 
         runners.append(asyncio.current_task())
         await asyncio.sleep(0)
@@ -377,7 +378,7 @@ def test_parallel_an_error_in_one_operation_stops_the_others_in_flight():
     cancelled: list[str] = []
 
     async def dispatch(method, path, headers, body):
-        from batchnb._engine import DispatchResult
+        from batchnb._dispatch import DispatchResult
 
         running.add(path)
         try:
@@ -535,9 +536,9 @@ def test_a_cancelled_caller_cancels_the_operation() -> None:
 def test_a_direct_dispatcher_bounds_answers_like_the_others() -> None:
     async def api(method, path, headers, body):
         size = int(path.rsplit("/", 1)[1])
-        return _engine.DispatchResult(200, {"content-type": "text/plain"}, b"x" * size)
+        return _dispatch.DispatchResult(200, {"content-type": "text/plain"}, b"x" * size)
 
-    direct = _engine.DirectDispatcher(api, max_response_bytes=100)
+    direct = _dispatch.DirectDispatcher(api, max_response_bytes=100)
     out = asyncio.run(execute(Batch([Operation("GET", "/items/100"), Operation("GET", "/items/101")]), direct))
     assert [r.status for r in out] == [200, 502]
     assert out[1].body["error"]["code"] == "response_too_large"
@@ -553,9 +554,9 @@ def _listing(n: int):
     body = orjson.dumps({"items": [{"id": f"co_{i}", "name": "x" if i == n - 1 else f"c{i}"} for i in range(n)]})
 
     async def dispatch(method, path, headers, content):
-        return _engine.DispatchResult(200, {"content-type": "application/json"}, body if method == "GET" else content)
+        return _dispatch.DispatchResult(200, {"content-type": "application/json"}, body if method == "GET" else content)
 
-    return _engine.DirectDispatcher(dispatch)
+    return _dispatch.DirectDispatcher(dispatch)
 
 
 COSTLY = "${result=L:$..[?@ == 'x']}"
@@ -641,7 +642,7 @@ def _in_process(answer: bytes, seen: list[int], ticks: list[int], busy: float = 
         seen.append(ticks[0])
         if busy:
             time.sleep(busy)  # an operation that holds the loop for this long, as a big SQLite read does
-        return _engine.DispatchResult(200, {"content-type": "application/json"}, answer)
+        return _dispatch.DispatchResult(200, {"content-type": "application/json"}, answer)
 
     return dispatch
 
@@ -664,8 +665,8 @@ def test_operations_of_an_api_that_never_suspends_give_the_loop_back_between_the
     seen: list[int] = []
     ticks = [0]
     batch = [Operation("GET", f"/items/{i}") for i in range(8)]
-    api = _in_process(b'{"ok": true}', seen, ticks, busy=2 * _engine._LOOP_TURN_SECONDS)
-    dispatch = _engine.DirectDispatcher(api)
+    api = _in_process(b'{"ok": true}', seen, ticks, busy=2 * _dispatch._LOOP_TURN_SECONDS)
+    dispatch = _dispatch.DirectDispatcher(api)
     out = asyncio.run(_with_ticker(execute(batch, dispatch), ticks))
     assert [r.status for r in out] == [200] * 8
     assert all(later > earlier for earlier, later in itertools.pairwise(seen)), f"the loop ran nothing else: {seen}"

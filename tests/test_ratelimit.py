@@ -11,7 +11,8 @@ from email.utils import format_datetime
 import pytest
 
 from batchnb import BatchValidationError
-from batchnb._engine import KEPT_HEADERS, DispatchResult
+from batchnb._dispatch import DispatchResult
+from batchnb._engine import KEPT_HEADERS
 from batchnb._ratelimit import (
     EPOCH_SECONDS,
     Advice,

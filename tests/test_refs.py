@@ -159,7 +159,7 @@ def test_a_jsonpath_at_the_length_limit_is_evaluated_without_a_chain_of_generato
     ],
 )
 def test_nesting_counts_brackets_parentheses_and_filter_operators(query, nesting):
-    from batchnb._refs import _nesting
+    from batchnb._jsonpath import _nesting
 
     assert _nesting(query) == nesting
 
@@ -228,7 +228,7 @@ def test_regular_expressions_count_what_they_read():
 def test_a_pattern_is_checked_translated_and_compiled_once_not_once_per_node(monkeypatch):
     import iregexp_check
 
-    from batchnb import _refs
+    from batchnb import _jsonpath
 
     checked: list[str] = []
     real_check = iregexp_check.check
@@ -238,7 +238,7 @@ def test_a_pattern_is_checked_translated_and_compiled_once_not_once_per_node(mon
     (r,) = parse(f"${{result=s:$[?match(@, '{pattern}')]}}")
     assert r.find([f"w{i % 300:03d}" for i in range(3000)]) == [f"w{i % 300:03d}" for i in range(3000) if i % 300 < 193]
     assert checked.count(pattern) <= 1  # 0 when an earlier test compiled it already
-    assert pattern in [key for key in _refs._REGEXPS._items]
+    assert pattern in [key for key in _jsonpath._REGEXPS._items]
 
 
 @pytest.mark.parametrize(
@@ -300,15 +300,15 @@ def test_parsed_strings_do_not_keep_compiled_queries_beyond_their_own_bound():
 
     from jsonpath_rfc9535 import JSONPathQuery
 
-    from batchnb import _refs
+    from batchnb import _jsonpath
 
     for i in range(8_000):  # 8,000 distinct JSONPaths: more than the compiled queries' cache holds
         parse(f"${{result=L:$.items[?@.name=='kept {i}']}}")
     gc.collect()
     alive = sum(isinstance(o, JSONPathQuery) for o in gc.get_objects())
     # Each compiled query holds others (one inside its filter): twice what the cache holds, at most.
-    assert alive <= 2 * len(_refs._COMPILED._items) + 100, alive
-    assert len(_refs._COMPILED._items) < 4_000
+    assert alive <= 2 * len(_jsonpath._COMPILED._items) + 100, alive
+    assert len(_jsonpath._COMPILED._items) < 4_000
     (r,) = parse("${result=L:$.items[?@.name=='kept 0']}")  # compiled again, if it was dropped
     assert r.find({"items": [{"name": "kept 0"}]}) == [{"name": "kept 0"}]
 

@@ -997,7 +997,7 @@ def test_a_requests_fingerprint_is_the_one_kept_keys_were_stored_with() -> None:
 
 def test_called_directly_the_api_answers_as_it_does_through_asgi(store: Store) -> None:
     # The batch server calls the demo without ASGI (SchedulingApp.dispatch): every answer must be the same.
-    from batchnb._engine import ASGIDispatcher
+    from batchnb._dispatch import ASGIDispatcher
     from batchnb.demo.scheduling import MAX_BODY_BYTES
 
     app = scheduling_app(store, Keyring(CREDS))

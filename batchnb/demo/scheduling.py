@@ -46,7 +46,7 @@ from urllib.parse import parse_qsl, quote
 
 from .. import _json
 from .._asgi import Receive, Scope, Send
-from .._engine import DispatchResult, route_path
+from .._dispatch import DispatchResult, route_path
 from ..server.auth import Keyring
 from . import idempotency
 from ._store import DEFAULT_LIMIT, ID_PREFIXES, MAX_LIMIT, InvalidReference, KeyRecord, Kind, Store

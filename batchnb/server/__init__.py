@@ -14,7 +14,7 @@ operation without ASGI's messages, answering a :class:`DispatchResult`.
 The demo Scheduling API is not part of it: see :mod:`batchnb.demo`.
 """
 
-from .._engine import Dispatcher, DispatchResult
+from .._dispatch import Dispatcher, DispatchResult
 from .app import BatchApp, create_app
 from .auth import Keyring
 from .limits import Limits

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 
 from .._connect import Connection
-from .._engine import DEFAULT_MAX_RESPONSE_BYTES, DispatchResult, HTTPDispatcher
+from .._dispatch import DEFAULT_MAX_RESPONSE_BYTES, DispatchResult, HTTPDispatcher
 
 __all__ = ["ONE_CONNECTION", "UpstreamClients", "UpstreamDispatcher"]
 
@@ -102,7 +102,7 @@ class UpstreamClients:
 
 
 class UpstreamDispatcher:
-    """An :class:`~batchnb._engine.HTTPDispatcher` for each operation, on a client lent by ``clients``.
+    """An :class:`~batchnb._dispatch.HTTPDispatcher` for each operation, on a client lent by ``clients``.
 
     >>> d = UpstreamDispatcher(UpstreamClients(lambda limits: httpx.AsyncClient(limits=limits), most=16), "https://api.example")
     """

@@ -29,10 +29,11 @@ from urllib.parse import parse_qsl
 
 import httpx
 
-from .. import _json, _refs, _rules
+from .. import _json, _jsonpath, _rules
 from .._asgi import ASGIApp, Receive, Scope, Send
 from .._connect import Connection, Unreached
-from .._engine import ASGIDispatcher, DirectDispatcher, Dispatcher, execute
+from .._dispatch import ASGIDispatcher, DirectDispatcher, Dispatcher
+from .._engine import execute
 from .._exceptions import BatchValidationError, Problem
 from .._timing import Timings
 from ..model import BATCH_PATH, Batch
@@ -447,8 +448,8 @@ class BatchApp:
     def _check_references(self, batch: Batch) -> None:
         """This server's bounds on JSONPaths, when it sets them lower than the ceilings every parse applies."""
         if (
-            self.limits.max_jsonpath_length >= _refs.MAX_QUERY_LENGTH
-            and self.limits.max_jsonpath_nesting >= _refs.MAX_QUERY_NESTING
+            self.limits.max_jsonpath_length >= _jsonpath.MAX_QUERY_LENGTH
+            and self.limits.max_jsonpath_nesting >= _jsonpath.MAX_QUERY_NESTING
         ):
             return  # every parse has checked these already
         details = [
@@ -456,7 +457,7 @@ class BatchApp:
             for pointer, op in batch.walk()
             for fld, r in op.references()
             if (
-                problem := _refs.query_problem(
+                problem := _jsonpath.query_problem(
                     r.query, self.limits.max_jsonpath_length, self.limits.max_jsonpath_nesting
                 )
             )

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .. import _engine, _refs, _rules
+from .. import _dispatch, _engine, _jsonpath, _rules
 from .._exceptions import BatchValidationError, Problem
 
 __all__ = ["Limits"]
@@ -61,7 +61,7 @@ class Limits:
         "or is answered 503 and closed)",
     )
     max_response_bytes: int = _limit(
-        _engine.DEFAULT_MAX_RESPONSE_BYTES,
+        _dispatch.DEFAULT_MAX_RESPONSE_BYTES,
         "bytes of one operation's answer, once decoded (then 502)",
         "maxResponseBytes",
     )
@@ -76,17 +76,17 @@ class Limits:
         "maxResolvedBytes",
     )
     max_jsonpath_length: int = _limit(
-        _refs.MAX_QUERY_LENGTH,
-        f"characters of one reference's JSONPath (at most {_refs.MAX_QUERY_LENGTH}; then 400)",
+        _jsonpath.MAX_QUERY_LENGTH,
+        f"characters of one reference's JSONPath (at most {_jsonpath.MAX_QUERY_LENGTH}; then 400)",
         "maxJsonPathLength",
     )
     max_jsonpath_nesting: int = _limit(
-        _refs.MAX_QUERY_NESTING,
-        f"levels of brackets, parentheses, !, && and || nested in one JSONPath (at most {_refs.MAX_QUERY_NESTING}; then 400)",
+        _jsonpath.MAX_QUERY_NESTING,
+        f"levels of brackets, parentheses, !, && and || nested in one JSONPath (at most {_jsonpath.MAX_QUERY_NESTING}; then 400)",
         "maxJsonPathNesting",
     )
     max_jsonpath_nodes: int = _limit(
-        _refs.DEFAULT_MAX_NODES,
+        _jsonpath.DEFAULT_MAX_NODES,
         "units of work one reference's JSONPath may cost in a result: nodes visited, selected or tested, "
         "regular expressions (then 424)",
         "maxJsonPathNodes",
@@ -124,8 +124,8 @@ class Limits:
             )
         # Past these, the JSONPath library's parser would run out of stack: they can be lowered, not raised.
         for name, ceiling in (
-            ("max_jsonpath_length", _refs.MAX_QUERY_LENGTH),
-            ("max_jsonpath_nesting", _refs.MAX_QUERY_NESTING),
+            ("max_jsonpath_length", _jsonpath.MAX_QUERY_LENGTH),
+            ("max_jsonpath_nesting", _jsonpath.MAX_QUERY_NESTING),
         ):
             if getattr(self, name) > ceiling:
                 problems.append(Problem(name, f"must be at most {ceiling}"))
