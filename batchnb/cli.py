@@ -146,6 +146,7 @@ def serve(args: argparse.Namespace) -> int:
         )
     else:
         _serving.settle_heap()
+        _serving.favour_the_loop()
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **bounds)
     return 0
 
