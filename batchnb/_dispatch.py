@@ -190,7 +190,7 @@ class BodyReader:
 
 
 class HTTPDispatcher:
-    """Dispatch over HTTP with an ``httpx.AsyncClient`` the caller owns (or a transport: sent on it as it is).
+    """Dispatch over HTTP with an ``httpx.AsyncClient`` the caller owns.
 
     >>> import httpx
     >>> d = HTTPDispatcher(httpx.AsyncClient(), "http://127.0.0.1:8000")
@@ -207,15 +207,13 @@ class HTTPDispatcher:
 
     def __init__(
         self,
-        client: httpx.AsyncClient | httpx.AsyncBaseTransport,
+        client: httpx.AsyncClient,
         base_url: str,
         *,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         connection: Connection | None = None,
         auth: httpx.Auth | None = None,
     ) -> None:
-        if auth is not None and not isinstance(client, httpx.AsyncClient):
-            raise TypeError("an auth flow needs an httpx.AsyncClient to run it, not a transport")
         self._client = client
         self._base = base_url.rstrip("/")
         self._max = max_response_bytes
@@ -228,19 +226,14 @@ class HTTPDispatcher:
         if not any(k.lower() == "accept-encoding" for k, _v in headers):
             headers = [*headers, ("accept-encoding", "gzip, deflate")]  # what BodyReader can undo
         try:
-            if isinstance(self._client, httpx.AsyncClient):
-                request = self._client.build_request(method, self._base + path, headers=headers, content=body)
-                # An operation's own credentials are the user's choice: they win over the flow.
-                auth = (
-                    None if self.auth is None or any(k.lower() == "authorization" for k, _v in headers) else self.auth
-                )
-                response = await self._client.send(request, stream=True, follow_redirects=False, auth=auth)
-                refused = proxy_refused(response)
-                if refused is not None:
-                    await response.aclose()
-                    raise refused
-            else:
-                response = await self._client.handle_async_request(self._plain_request(method, path, headers, body))
+            request = self._client.build_request(method, self._base + path, headers=headers, content=body)
+            # An operation's own credentials are the user's choice: they win over the flow.
+            auth = None if self.auth is None or any(k.lower() == "authorization" for k, _v in headers) else self.auth
+            response = await self._client.send(request, stream=True, follow_redirects=False, auth=auth)
+            refused = proxy_refused(response)
+            if refused is not None:
+                await response.aclose()
+                raise refused
         except AuthenticationError as exc:  # no token: the operation was not sent
             content = _json.dumps({"error_description": exc.message})
             return DispatchResult(401, {"content-type": "application/json"}, content)
@@ -252,25 +245,6 @@ class HTTPDispatcher:
         finally:
             await response.aclose()
         return DispatchResult(response.status_code, {k.lower(): v for k, v in response.headers.items()}, content)
-
-    def _plain_request(
-        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
-    ) -> httpx.Request:
-        """The request as a client would build it, for a transport to send as it is.
-
-        Sent straight on a transport, a request skips what a client does
-        around it (auth flow, cookies, redirects, hooks), which a gateway
-        needs none of: it passes credentials through, keeps no cookies and
-        follows no redirect. That was a third of its CPU per operation
-        (a cookie jar is consulted for every answer, even one that keeps none).
-        """
-        own = {k.lower() for k, _v in headers}
-        defaults = [(k, v) for k, v in _CLIENT_DEFAULTS if k not in own]
-        return httpx.Request(method, self._base + path, headers=[*defaults, *headers], content=body)
-
-
-#: the headers an httpx client adds to every request it builds (but Connection: HTTP/1.1 keeps it alive anyway).
-_CLIENT_DEFAULTS = [("accept", "*/*"), ("user-agent", f"python-httpx/{httpx.__version__}")]
 
 
 async def read_bounded(response: httpx.Response, limit: int) -> bytes:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -250,3 +251,57 @@ def test_the_gateway_goes_straight_on_one_connection_and_through_httpx_when_a_pr
     assert isinstance(straight._upstream_client(httpx.Limits()), OneConnection)
     through = proxied._upstream_client(httpx.Limits())
     assert isinstance(through, httpx.AsyncClient) and not isinstance(through._transport, OneConnection)
+
+
+# ---------------------------------------------------------------- fetch: an operation without httpx's objects
+
+
+def test_fetch_sends_what_an_httpx_client_sends_and_reads_the_answer_bounded() -> None:
+    from batchnb._dispatch import ResponseTooLarge
+    from batchnb.server._h11 import Origin
+
+    async def main() -> None:
+        async with scripted() as (script, url):
+            origin = Origin.of(url + "/")
+            conn = OneConnection()
+            ops = [("POST", "/created", b'{"n": 1}'), ("PUT", "/ok", None), ("GET", "/chunked", None)]
+            for method, path, body in ops:
+                await conn.fetch(origin, method, path, [("x-trace", "t1")], body, 1000)
+            async with httpx.AsyncClient(transport=OneConnection()) as http:
+                for method, path, body in ops:
+                    headers = [("x-trace", "t1"), ("accept-encoding", "gzip, deflate")]  # as HTTPDispatcher adds it
+                    await http.request(method, url + path, headers=headers, content=body)
+            fetched = script.requests[:3]
+            # The gateway's clients keep no cookies: this one did (the script sets one).
+            through_httpx = [re.sub(rb"\r\ncookie: [^\r]*", b"", h, flags=re.I) for h in script.requests[3:]]
+            # Byte for byte what an httpx client sends (names' case aside: h11 writes them lower-case).
+            assert [h.lower() for h in fetched] == [h.lower() for h in through_httpx]
+            assert b"\r\nconnection: keep-alive\r\n" in fetched[0].lower()
+            assert script.bodies[0] == b'{"n": 1}' and script.connections == 2  # one kept-alive connection each
+            answer = await conn.fetch(origin, "GET", "/chunked", [], None, 1000)
+            assert (answer.status, answer.body, answer.headers.get("transfer-encoding")) == (200, b"abcde", "chunked")
+            with pytest.raises(ResponseTooLarge):
+                await conn.fetch(origin, "GET", "/big", [], None, 1000)
+            assert (await conn.fetch(origin, "GET", "/ok", [], None, 1000)).status == 200  # on a new connection
+            assert script.connections == 3, "an answer not read to its end must close its connection"
+            await conn.aclose()
+
+    run(main())
+
+
+def test_an_origin_sends_every_path_as_httpx_would() -> None:
+    import random
+
+    from batchnb.server._h11 import Origin
+
+    chars = "ABCXYZabcxyz0189-._~!$&'()*+,;=:@/?%. \"<>[]{}|\\^`é#"
+    rng = random.Random(7)
+    for base in ("http://h:81", "http://h:81/v1/", "https://api.example/a%20b"):
+        origin = Origin.of(base)
+        for _ in range(3000):
+            path = "/" + "".join(rng.choice(chars) for _ in range(rng.randint(0, 24)))
+            try:
+                expected = httpx.URL(base.rstrip("/") + path).raw_path.decode("ascii")
+            except httpx.InvalidURL:
+                continue
+            assert origin.target(path) == expected, (base, path)

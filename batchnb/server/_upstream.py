@@ -29,13 +29,14 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 
-from .._connect import Connection
+from .._connect import Connection, unreached
 from .._dispatch import DEFAULT_MAX_RESPONSE_BYTES, DispatchResult, HTTPDispatcher
+from ._h11 import OneConnection, Origin
 
 __all__ = ["ONE_CONNECTION", "UpstreamClients", "UpstreamDispatcher"]
 
 #: what is lent: a client, or a bare connection that requests are sent on as they are.
-Upstream = httpx.AsyncClient | httpx.AsyncBaseTransport
+Upstream = httpx.AsyncClient | OneConnection
 #: the limits of every lent client: one connection, kept alive.
 ONE_CONNECTION = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
@@ -117,6 +118,7 @@ class UpstreamDispatcher:
     ) -> None:
         self._clients = clients
         self._base = base_url
+        self._origin = Origin.of(base_url)
         self._max = max_response_bytes
         #: names the proxy when a request cannot leave (see batchnb._connect.unreached).
         self._connection = connection
@@ -125,5 +127,10 @@ class UpstreamDispatcher:
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
     ) -> DispatchResult:
         async with self._clients.lend() as http:
+            if isinstance(http, OneConnection):
+                try:
+                    return await http.fetch(self._origin, method, path, headers, body, self._max)
+                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                    raise unreached(exc, self._origin.base, None) from exc  # a bare connection: never a proxy
             dispatch = HTTPDispatcher(http, self._base, max_response_bytes=self._max, connection=self._connection)
             return await dispatch(method, path, headers, body)

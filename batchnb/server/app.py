@@ -229,7 +229,7 @@ class BatchApp:
         except (ssl.SSLError, OSError, ValueError):
             log.warning("the upstream's CA or client certificate could not be loaded; trying again at the first batch")
 
-    def _upstream_client(self, limits: httpx.Limits) -> httpx.AsyncClient | httpx.AsyncBaseTransport:
+    def _upstream_client(self, limits: httpx.Limits) -> httpx.AsyncClient | OneConnection:
         """One client for the upstream; every one shares one SSL context (building one loads the CAs: ~15 ms).
 
         Straight to the upstream over HTTP/1.1, it is a bare connection
