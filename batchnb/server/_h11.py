@@ -12,7 +12,9 @@ with h11 (httpcore's own parser) straight on an ``asyncio`` stream.
 
 It is used where nothing else is needed: no proxy for the upstream and no
 HTTP/2 (see :meth:`batchnb.server.app.BatchApp`); httpx's transport serves
-every other case. It keeps httpx's meanings: the same exceptions
+every other case. The gateway sends its operations with :meth:`OneConnection.fetch`,
+without httpx's request and response objects (the same bytes on the wire);
+as an httpx transport it serves any client. It keeps httpx's meanings: the same exceptions
 (``ConnectError`` with the ``ssl``/``OSError`` as its cause, ``ConnectTimeout``,
 ``ReadError``, ``RemoteProtocolError``), raw (undecoded) bytes from
 ``aiter_raw``, the connection closed when an answer was not read to its end,
