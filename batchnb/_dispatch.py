@@ -2,8 +2,7 @@
 
 A dispatcher is an async callable taking one request (method, path, headers,
 body bytes) and returning a :class:`DispatchResult`. Three ship here:
-:class:`HTTPDispatcher` (an ``httpx.AsyncClient``, or a bare transport that
-requests are sent on as they are), :class:`ASGIDispatcher` (a direct
+:class:`HTTPDispatcher` (an ``httpx.AsyncClient``), :class:`ASGIDispatcher` (a direct
 in-process ASGI call, about 15x cheaper than going through
 ``httpx.ASGITransport``) and :class:`DirectDispatcher` (an in-process API's
 own dispatcher, no ASGI messages). Every answer is read under the same bound
@@ -29,6 +28,7 @@ from ._connect import Connection, proxy_refused, unreached
 from ._exceptions import AuthenticationError, BatchError
 
 __all__ = [
+    "ACCEPT_ENCODING",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "ASGIDispatcher",
     "BodyReader",
@@ -44,6 +44,8 @@ __all__ = [
 
 #: bytes of one operation's answer, once decoded.
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
+#: the encodings an operation's request accepts when it names none: what :class:`BodyReader` can undo.
+ACCEPT_ENCODING = "gzip, deflate"
 #: seconds operations of an in-process API (the demo's), which never suspends, may hold the event loop.
 _LOOP_TURN_SECONDS = 0.005
 
@@ -224,7 +226,7 @@ class HTTPDispatcher:
         self, method: str, path: str, headers: list[tuple[str, str]], body: bytes | None
     ) -> DispatchResult:
         if not any(k.lower() == "accept-encoding" for k, _v in headers):
-            headers = [*headers, ("accept-encoding", "gzip, deflate")]  # what BodyReader can undo
+            headers = [*headers, ("accept-encoding", ACCEPT_ENCODING)]
         try:
             request = self._client.build_request(method, self._base + path, headers=headers, content=body)
             # An operation's own credentials are the user's choice: they win over the flow.

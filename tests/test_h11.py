@@ -1,4 +1,4 @@
-"""OneConnection, the gateway's upstream transport: HTTP/1.1 on one kept-alive connection, as httpx means it.
+"""OneConnection, the gateway's upstream connection: HTTP/1.1 on one kept-alive connection, as httpx means it.
 
 A scripted server on loopback answers each path its own way (by length,
 chunked, until close, after a 100 Continue, not at all), counting the
@@ -9,17 +9,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import re
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from batchnb._connect import unreached
-from batchnb.server._h11 import OneConnection
+from batchnb._dispatch import DispatchResult, ResponseTooLarge
+from batchnb.server._h11 import OneConnection, Origin
 from tests.support.tls import TLSServer
+
+#: a body as an API sends it, gzipped.
+_ZIPPED = gzip.compress(b'{"zipped": true}', mtime=0)
 
 ANSWERS = {
     "/ok": b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"ok": true}',
@@ -28,7 +34,7 @@ ANSWERS = {
     "/close": b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\nbye",
     "/eof": b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
     "/continue": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter",
-    "/gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\n\x1f\x8b\x08\x00",
+    "/gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(_ZIPPED), _ZIPPED),
     "/big": b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1_000_000,
     "/huge-head": b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * 200_000 + b"\r\nContent-Length: 0\r\n\r\n",
 }
@@ -82,120 +88,139 @@ def run(coro: object) -> object:
     return asyncio.run(asyncio.wait_for(coro, 30))  # type: ignore[arg-type]  # a value the annotation does not name, on purpose
 
 
+def fetch(
+    conn: OneConnection, url: str, method: str, path: str, body: bytes | None = None, limit: int = 2_000_000
+) -> Awaitable[DispatchResult]:
+    return conn.fetch(Origin.of(url), method, path, [], body, limit)
+
+
 def test_requests_share_one_kept_alive_connection_and_bodies_arrive_whole() -> None:
     async def main() -> None:
-        async with scripted() as (script, url), httpx.AsyncClient(transport=OneConnection()) as http:
+        async with scripted() as (script, url):
+            conn = OneConnection()
             for i in range(5):
-                r = await http.post(f"{url}/created", content=b'{"n": %d}' % i)
-                assert (r.status_code, r.content, r.http_version) == (201, b"{}", "HTTP/1.1")
-            assert (await http.get(f"{url}/ok")).json() == {"ok": True}
-            assert (await http.get(f"{url}/chunked")).content == b"abcde"
+                r = await fetch(conn, url, "POST", "/created", b'{"n": %d}' % i)
+                assert (r.status, r.body) == (201, b"{}")
+            assert (await fetch(conn, url, "GET", "/ok")).body == b'{"ok": true}'
+            assert (await fetch(conn, url, "GET", "/chunked")).body == b"abcde"
             assert script.connections == 1, "every request should have reused the first connection"
             assert script.bodies[:5] == [b'{"n": %d}' % i for i in range(5)]
             assert script.requests[0].startswith(b"POST /created HTTP/1.1\r\n")
             assert b"\r\nhost: 127.0.0.1:" in script.requests[0].lower()
+            await conn.aclose()
 
     run(main())
 
 
 def test_answers_that_end_the_connection_are_read_whole_and_the_next_request_opens_a_new_one() -> None:
     async def main() -> None:
-        async with scripted() as (script, url), httpx.AsyncClient(transport=OneConnection()) as http:
-            assert (await http.get(f"{url}/close")).content == b"bye"
-            assert (await http.get(f"{url}/eof")).content == b"until the end"
-            assert (await http.get(f"{url}/ok")).status_code == 200
+        async with scripted() as (script, url):
+            conn = OneConnection()
+            assert (await fetch(conn, url, "GET", "/close")).body == b"bye"
+            assert (await fetch(conn, url, "GET", "/eof")).body == b"until the end"
+            assert (await fetch(conn, url, "GET", "/ok")).status == 200
             assert script.connections == 3
+            await conn.aclose()
 
     run(main())
 
 
 def test_an_informational_answer_is_skipped() -> None:
     async def main() -> None:
-        async with scripted() as (_script, url), httpx.AsyncClient(transport=OneConnection()) as http:
-            r = await http.get(f"{url}/continue")
-            assert (r.status_code, r.content) == (200, b"after")
+        async with scripted() as (_script, url):
+            r = await fetch(OneConnection(), url, "GET", "/continue")
+            assert (r.status, r.body) == (200, b"after")
 
     run(main())
 
 
-def test_raw_bytes_are_not_decoded_by_the_transport() -> None:
+def test_an_encoded_answer_is_decoded_within_the_limit() -> None:
     async def main() -> None:
-        async with (
-            scripted() as (_script, url),
-            httpx.AsyncClient(transport=OneConnection()) as http,
-            http.stream("GET", f"{url}/gzip") as r,
-        ):
-            assert b"".join([c async for c in r.aiter_raw()]) == b"\x1f\x8b\x08\x00"
+        async with scripted() as (_script, url):
+            conn = OneConnection()
+            assert (await fetch(conn, url, "GET", "/gzip")).body == b'{"zipped": true}'
+            with pytest.raises(ResponseTooLarge):
+                await fetch(conn, url, "GET", "/gzip", limit=10)  # counted once decoded
+            await conn.aclose()
 
     run(main())
 
 
 def test_an_answer_not_read_to_its_end_closes_the_connection() -> None:
     async def main() -> None:
-        async with scripted() as (script, url), httpx.AsyncClient(transport=OneConnection()) as http:
-            async with http.stream("GET", f"{url}/big") as r:
-                async for _chunk in r.aiter_raw():
-                    break  # the rest of the megabyte is still on the wire: this connection cannot carry another
-            assert (await http.get(f"{url}/ok")).status_code == 200
+        async with scripted() as (script, url):
+            conn = OneConnection()
+            with pytest.raises(ResponseTooLarge):
+                # the rest of the megabyte is still on the wire: this connection cannot carry another
+                await fetch(conn, url, "GET", "/big", limit=1000)
+            assert (await fetch(conn, url, "GET", "/ok")).status == 200
             assert script.connections == 2
+            await conn.aclose()
 
     run(main())
 
 
 def test_a_connection_the_server_closed_while_idle_is_not_used_again() -> None:
     async def main() -> None:
-        async with scripted() as (script, url), httpx.AsyncClient(transport=OneConnection()) as http:
-            assert (await http.get(f"{url}/ok")).status_code == 200
+        async with scripted() as (script, url):
+            conn = OneConnection()
+            assert (await fetch(conn, url, "GET", "/ok")).status == 200
             script.writers[0].close()  # the server's keep-alive timeout, say
             for _ in range(100):  # until the EOF has reached the client's side (bounded)
                 await asyncio.sleep(0.01)
                 if script.writers[0].is_closing():
                     break
             await asyncio.sleep(0.05)
-            assert (await http.get(f"{url}/ok")).status_code == 200
+            assert (await fetch(conn, url, "GET", "/ok")).status == 200
             assert script.connections == 2
+            await conn.aclose()
 
     run(main())
 
 
 def test_an_idle_connection_past_its_expiry_is_replaced() -> None:
     async def main() -> None:
-        async with scripted() as (script, url), httpx.AsyncClient(transport=OneConnection(keepalive_expiry=0)) as http:
-            await http.get(f"{url}/ok")
-            await http.get(f"{url}/ok")
+        async with scripted() as (script, url):
+            conn = OneConnection(keepalive_expiry=0)
+            await fetch(conn, url, "GET", "/ok")
+            await fetch(conn, url, "GET", "/ok")
             assert script.connections == 2
+            await conn.aclose()
 
     run(main())
 
 
 def test_a_server_that_closes_without_answering_is_a_remote_protocol_error() -> None:
     async def main() -> None:
-        async with scripted() as (_script, url), httpx.AsyncClient(transport=OneConnection()) as http:
+        async with scripted() as (_script, url):
+            conn = OneConnection()
             with pytest.raises(httpx.RemoteProtocolError, match="without sending a response"):
-                await http.get(f"{url}/drop")
-            assert (await http.get(f"{url}/ok")).status_code == 200  # and the transport is usable again
+                await fetch(conn, url, "GET", "/drop")
+            assert (await fetch(conn, url, "GET", "/ok")).status == 200  # and the connection is usable again
+            await conn.aclose()
 
     run(main())
 
 
 def test_a_head_past_its_bound_is_refused() -> None:
     async def main() -> None:
-        async with scripted() as (_script, url), httpx.AsyncClient(transport=OneConnection()) as http:
+        async with scripted() as (_script, url):
             with pytest.raises(httpx.RemoteProtocolError):
-                await http.get(f"{url}/huge-head")
+                await fetch(OneConnection(), url, "GET", "/huge-head")
 
     run(main())
 
 
 def test_one_request_at_a_time() -> None:
     async def main() -> None:
-        async with (
-            scripted() as (_script, url),
-            httpx.AsyncClient(transport=OneConnection()) as http,
-            http.stream("GET", f"{url}/ok"),
-        ):
+        async with scripted() as (_script, url):
+            conn = OneConnection()
+            first = asyncio.ensure_future(fetch(conn, url, "GET", "/ok"))
+            await asyncio.sleep(0)  # the first is under way: connecting
             with pytest.raises(RuntimeError, match="one request at a time"):
-                await http.get(f"{url}/ok")
+                await fetch(conn, url, "GET", "/ok")
+            assert (await first).status == 200
+            await conn.aclose()
 
     run(main())
 
@@ -206,9 +231,8 @@ def test_a_refused_connection_is_httpx_connect_error_and_says_so() -> None:
         port = server.sockets[0].getsockname()[1]
         server.close()
         await server.wait_closed()
-        async with httpx.AsyncClient(transport=OneConnection(connect_timeout=5)) as http:
-            with pytest.raises(httpx.ConnectError) as caught:
-                await http.get(f"http://127.0.0.1:{port}/x")
+        with pytest.raises(httpx.ConnectError) as caught:
+            await fetch(OneConnection(connect_timeout=5), f"http://127.0.0.1:{port}", "GET", "/x")
         assert isinstance(caught.value.__cause__, ConnectionRefusedError)
         assert unreached(caught.value, f"http://127.0.0.1:{port}/x").transient
 
@@ -225,15 +249,14 @@ def test_https_verifies_against_the_given_ca_and_a_foreign_certificate_is_a_cert
     with TLSServer(_ok, tmp_path) as server:
 
         async def main() -> None:
-            trusted = ssl.create_default_context(cafile=server.ca_file)
-            async with httpx.AsyncClient(transport=OneConnection(ssl_context=trusted)) as http:
-                for _ in range(3):
-                    r = await http.get(f"{server.url}/hello")
-                    assert r.json() == {"ok": True, "path": "/hello"}
-            foreign = ssl.create_default_context()  # the system's CAs: the test's private CA is not among them
-            async with httpx.AsyncClient(transport=OneConnection(ssl_context=foreign)) as http:
-                with pytest.raises(httpx.ConnectError) as caught:
-                    await http.get(f"{server.url}/hello")
+            trusted = OneConnection(ssl_context=ssl.create_default_context(cafile=server.ca_file))
+            for _ in range(3):
+                r = await fetch(trusted, server.url, "GET", "/hello")
+                assert orjson.loads(r.body) == {"ok": True, "path": "/hello"}
+            await trusted.aclose()
+            foreign = OneConnection(ssl_context=ssl.create_default_context())  # the system's CAs: not the test's CA
+            with pytest.raises(httpx.ConnectError) as caught:
+                await fetch(foreign, server.url, "GET", "/hello")
             message = unreached(caught.value, server.url).message
             assert message.startswith(f"certificate verify failed for {server.url}"), message
             assert not unreached(caught.value, server.url).transient
@@ -257,9 +280,6 @@ def test_the_gateway_goes_straight_on_one_connection_and_through_httpx_when_a_pr
 
 
 def test_fetch_sends_what_an_httpx_client_sends_and_reads_the_answer_bounded() -> None:
-    from batchnb._dispatch import ResponseTooLarge
-    from batchnb.server._h11 import Origin
-
     async def main() -> None:
         async with scripted() as (script, url):
             origin = Origin.of(url + "/")
@@ -267,7 +287,7 @@ def test_fetch_sends_what_an_httpx_client_sends_and_reads_the_answer_bounded() -
             ops = [("POST", "/created", b'{"n": 1}'), ("PUT", "/ok", None), ("GET", "/chunked", None)]
             for method, path, body in ops:
                 await conn.fetch(origin, method, path, [("x-trace", "t1")], body, 1000)
-            async with httpx.AsyncClient(transport=OneConnection()) as http:
+            async with httpx.AsyncClient() as http:
                 for method, path, body in ops:
                     headers = [("x-trace", "t1"), ("accept-encoding", "gzip, deflate")]  # as HTTPDispatcher adds it
                     await http.request(method, url + path, headers=headers, content=body)
@@ -291,8 +311,6 @@ def test_fetch_sends_what_an_httpx_client_sends_and_reads_the_answer_bounded() -
 
 def test_an_origin_sends_every_path_as_httpx_would() -> None:
     import random
-
-    from batchnb.server._h11 import Origin
 
     chars = "ABCXYZabcxyz0189-._~!$&'()*+,;=:@/?%. \"<>[]{}|\\^`é#"
     rng = random.Random(7)

@@ -1,25 +1,25 @@
-"""One kept-alive HTTP/1.1 connection as an httpx transport, on asyncio's own streams.
+"""One kept-alive HTTP/1.1 connection to an upstream, on asyncio's own streams.
 
-The gateway lends each operation in flight a client of one connection (see
+The gateway lends each operation in flight a connection of its own (see
 :mod:`batchnb.server._upstream`). httpx's default transport (httpcore on
-anyio) spends most of the gateway's CPU per operation on machinery a
+anyio) spent most of the gateway's CPU per operation on machinery a
 connection lent to one operation at a time does not need: a lock, cancel
 scopes and a pool's bookkeeping around every read and write, about 0.45 ms of
-the 0.75 ms an operation cost against an API 100 ms away. With 64 operations
-answered in the same few milliseconds, that is queueing: the last of them
-started its next request 25 ms late. :class:`OneConnection` speaks HTTP/1.1
-with h11 (httpcore's own parser) straight on an ``asyncio`` stream.
+the 0.75 ms an operation cost against an API 100 ms away; httpx's client,
+request and response objects around it took a good part of the rest. With 64
+operations answered in the same few milliseconds, that is queueing: the last
+of them started its next request late. :class:`OneConnection` speaks HTTP/1.1
+with h11 (httpcore's own parser) straight on an ``asyncio`` stream, and
+:meth:`OneConnection.fetch` sends an operation as an httpx client would (the
+same bytes on the wire).
 
 It is used where nothing else is needed: no proxy for the upstream and no
-HTTP/2 (see :meth:`batchnb.server.app.BatchApp`); httpx's transport serves
-every other case. The gateway sends its operations with :meth:`OneConnection.fetch`,
-without httpx's request and response objects (the same bytes on the wire);
-as an httpx transport it serves any client. It keeps httpx's meanings: the same exceptions
+HTTP/2 (see :meth:`batchnb.server.app.BatchApp`); an httpx client serves
+every other case. It keeps httpx's meanings: the same exceptions
 (``ConnectError`` with the ``ssl``/``OSError`` as its cause, ``ConnectTimeout``,
-``ReadError``, ``RemoteProtocolError``), raw (undecoded) bytes from
-``aiter_raw``, the connection closed when an answer was not read to its end,
-and idle connections dropped after ``keepalive_expiry`` (httpx's 5 s) or as
-soon as the server has closed them.
+``ReadError``, ``RemoteProtocolError``), the connection closed when an answer
+could not be read to its end, and idle connections dropped after
+``keepalive_expiry`` (httpx's 5 s) or as soon as the server has closed them.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import h11
 import httpx
 
-from .._dispatch import BodyReader, DispatchResult
+from .._dispatch import ACCEPT_ENCODING, BodyReader, DispatchResult
 
 __all__ = ["OneConnection", "Origin"]
 
@@ -92,20 +92,16 @@ _MAX_HEAD = 100 * 1024
 _READ = 64 * 1024
 
 
-class OneConnection(httpx.AsyncBaseTransport):
-    """An httpx transport holding at most one HTTP/1.1 connection, serving one request at a time.
+class OneConnection:
+    """At most one HTTP/1.1 connection to an upstream, serving one operation at a time.
 
-    >>> import asyncio
-    >>> async def main():
-    ...     async with httpx.AsyncClient(transport=OneConnection(connect_timeout=5.0)) as http:
-    ...         return http
-    >>> isinstance(asyncio.run(main()), httpx.AsyncClient)
-    True
+    >>> OneConnection(connect_timeout=5.0)
+    OneConnection(unconnected)
 
     ``ssl_context`` verifies ``https`` upstreams (None: plain HTTP only);
     ``connect_timeout`` bounds connecting and the TLS handshake. A second
-    request while one is running is an error: the gateway lends a client to
-    one operation at a time.
+    operation while one is running is an error: the gateway lends a
+    connection to one operation at a time.
     """
 
     def __init__(
@@ -125,24 +121,6 @@ class OneConnection(httpx.AsyncBaseTransport):
         state = "busy" if self._busy else ("idle" if self._conn is not None else "unconnected")
         return f"OneConnection({state})"
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._busy:
-            raise RuntimeError("OneConnection serves one request at a time")
-        self._busy = True
-        try:
-            conn = await self._connection(request.url)
-            head = await conn.exchange(request)
-        except BaseException:
-            self._busy = False
-            self._drop()
-            raise
-        return httpx.Response(
-            head.status_code,
-            headers=head.headers.raw_items(),
-            stream=_Body(self, conn),
-            extensions={"http_version": b"HTTP/1.1", "reason_phrase": head.reason},
-        )
-
     async def fetch(
         self,
         origin: Origin,
@@ -152,7 +130,7 @@ class OneConnection(httpx.AsyncBaseTransport):
         body: bytes | None,
         limit: int,
     ) -> DispatchResult:
-        """One operation's exchange, without httpx's request and response objects around it.
+        """One operation's exchange: its answer's status, lower-case headers and body.
 
         >>> OneConnection().fetch  # doctest: +ELLIPSIS
         <bound method OneConnection.fetch of OneConnection(unconnected)>
@@ -206,9 +184,6 @@ class OneConnection(httpx.AsyncBaseTransport):
             self._conn.close()
             self._conn = None
 
-    async def _connection(self, url: httpx.URL) -> _Connection:
-        return await self._connection_for((url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)))
-
     async def _connection_for(self, key: tuple[str, str, int]) -> _Connection:
         conn = self._conn
         if conn is not None and (conn.key != key or not conn.usable(self._expiry)):
@@ -258,26 +233,12 @@ class _Connection:
             and not self._writer.is_closing()
         )
 
-    async def exchange(self, request: httpx.Request) -> h11.Response:
-        """Send ``request`` and read the answer's head; the body is read by :meth:`body`."""
-        head = h11.Request(method=request.method, target=request.url.raw_path, headers=request.headers.raw)
-        chunks = [chunk async for chunk in request.stream]  # type: ignore[union-attr]  # an httpx request's stream is async in an async client
-        return await self._exchange(head, chunks)
-
     async def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes | None) -> h11.Response:
         """Send a request given as its parts and read the answer's head; the body is read by :meth:`body`."""
         try:
-            head = h11.Request(method=method, target=target, headers=headers)
-        except h11.LocalProtocolError as exc:
-            raise httpx.LocalProtocolError(str(exc)) from exc
-        return await self._exchange(head, [body] if body else [])
-
-    async def _exchange(self, head: h11.Request, chunks: list[bytes]) -> h11.Response:
-        try:
-            self._writer.write(self._h11.send(head) or b"")
-            for chunk in chunks:
-                if chunk:
-                    self._writer.write(self._h11.send(h11.Data(data=chunk)) or b"")
+            self._writer.write(self._h11.send(h11.Request(method=method, target=target, headers=headers)) or b"")
+            if body:
+                self._writer.write(self._h11.send(h11.Data(data=body)) or b"")
             self._writer.write(self._h11.send(h11.EndOfMessage()) or b"")
             await self._writer.drain()
         except h11.LocalProtocolError as exc:
@@ -342,31 +303,7 @@ def _request_headers(
     out.extend((k, given.get(k, v)) for k, v in _CLIENT_DEFAULTS)
     out.extend((k, v) for k, v in headers if k.lower() not in _DEFAULT_NAMES)
     if "accept-encoding" not in given:
-        out.append(("accept-encoding", "gzip, deflate"))
+        out.append(("accept-encoding", ACCEPT_ENCODING))
     if body is not None and not framed:
         out.append(("content-length", str(len(body))))
     return out
-
-
-class _Body(httpx.AsyncByteStream):
-    """An answer's body, read from the connection; closing it early closes the connection."""
-
-    def __init__(self, owner: OneConnection, conn: _Connection) -> None:
-        self._owner = owner
-        self._conn = conn
-        self._complete = False
-        self._closed = False
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._conn.body():
-                yield chunk
-            self._complete = True
-        except BaseException:
-            await self.aclose()
-            raise
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._owner._done(self._conn, self._complete and self._conn.finish())
