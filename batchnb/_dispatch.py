@@ -89,14 +89,17 @@ class ResponseTooLarge(BatchError):
 
 
 class UnreadableResponse(BatchError):
-    """An API's answer in an encoding that cannot be read (or is corrupt): the operation answers 502.
+    """An API's answer in an encoding that cannot be read (or is corrupt, or cut short): the operation answers 502.
 
     >>> str(UnreadableResponse("br"))
     "the API's answer is encoded as 'br', which cannot be decoded here"
+    >>> str(UnreadableResponse("gzip", "it ends before its gzip stream does"))
+    "the API's answer is encoded as 'gzip', which cannot be decoded here: it ends before its gzip stream does"
     """
 
-    def __init__(self, encoding: str) -> None:
-        super().__init__(f"the API's answer is encoded as {encoding!r}, which cannot be decoded here")
+    def __init__(self, encoding: str, why: str | None = None) -> None:
+        message = f"the API's answer is encoded as {encoding!r}, which cannot be decoded here"
+        super().__init__(f"{message}: {why}" if why else message)
 
 
 class _Deflate:
@@ -117,6 +120,10 @@ class _Deflate:
 
     def flush(self) -> bytes:
         return self._inner.flush()
+
+    @property
+    def eof(self) -> bool:
+        return self._inner.eof
 
 
 def _inflater(encoding: str) -> Any:
@@ -151,6 +158,8 @@ class BodyReader:
             self._encodings = [e for e in reversed(names) if e and e != "identity"]
         self._layers = [_inflater(e) for e in self._encodings]
         self._sizes = [0] * len(self._layers)
+        #: whether each layer was given any bytes: an empty body is empty, whatever its encoding says.
+        self._fed = [False] * len(self._layers)
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
@@ -164,10 +173,11 @@ class BodyReader:
 
     def _inflate(self, i: int, layer: Any, data: bytes) -> bytes:
         room = self._limit - self._sizes[i]
+        self._fed[i] = self._fed[i] or bool(data)
         try:
             out = layer.decompress(data, room + 1)
         except zlib.error:
-            raise UnreadableResponse(f"corrupt {self._encodings[i]}") from None
+            raise UnreadableResponse(self._encodings[i], "its data is corrupt") from None
         # Less than asked for means every input byte was used; more than room is too much.
         if len(out) > room:
             raise ResponseTooLarge(self._limit)
@@ -182,11 +192,24 @@ class BodyReader:
             self._chunks.append(chunk)
 
     def finish(self) -> bytes:
-        """The whole decoded body."""
+        """The whole decoded body; an encoded stream that stopped before its end is refused.
+
+        >>> import gzip
+        >>> reader = BodyReader("gzip", limit=1000)
+        >>> reader.feed(gzip.compress(b'{"id": 1}')[:12]); reader.finish()  # an answer framed shorter than its stream
+        Traceback (most recent call last):
+        ...
+        batchnb._dispatch.UnreadableResponse: the API's answer is encoded as 'gzip', which cannot be decoded here: it ends before its gzip stream does
+        """
         tail = b""
         for i, layer in enumerate(self._layers):
             out = self._inflate(i, layer, tail) if tail else b""
             tail = out + layer.flush()
+            # What came is a beginning only (the answer's framing held fewer bytes than the stream has):
+            # decoded, it would be a shorter body passed off as the whole.
+            if self._fed[i] and not layer.eof:
+                encoding = self._encodings[i]
+                raise UnreadableResponse(encoding, f"it ends before its {encoding} stream does")
         self._keep(tail)
         return b"".join(self._chunks)
 

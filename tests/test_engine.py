@@ -196,6 +196,33 @@ def test_a_nested_gzip_bomb_stops_at_the_decoded_limit():
     assert out[0].body["error"]["message"] == "the API's answer is larger than 1000000 bytes once decoded"
 
 
+def test_a_compressed_answer_cut_short_answers_502_and_the_batch_goes_on():
+    import gzip
+
+    from tests.support.faults import RecordingUpstream, Reply
+
+    whole = gzip.compress(b'{"items": [' + b'"x", ' * 500 + b'"x"]}')
+
+    def respond(req):
+        if req.path == "/cut":
+            return Reply(200, whole[: len(whole) // 2], {"Content-Encoding": "gzip"})
+        return Reply(200, whole, {"Content-Encoding": "gzip"})
+
+    with RecordingUpstream(respond) as up:
+
+        async def go():
+            async with httpx.AsyncClient(trust_env=False) as http:
+                return await execute(
+                    Batch([Operation("GET", "/cut"), Operation("GET", "/whole")]), HTTPDispatcher(http, up.url)
+                )
+
+        out = asyncio.run(go())
+    assert [r.status for r in out] == [502, 200], [r.body for r in out]
+    assert out[0].body["error"]["code"] == "unreadable_response"
+    assert "ends before its gzip stream does" in out[0].body["error"]["message"]
+    assert len(out[1].body["items"]) == 501
+
+
 def test_a_reference_into_an_answer_without_a_body_does_not_run():
     async def empty(request):
         return PlainResponse(status_code=204)

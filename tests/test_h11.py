@@ -20,12 +20,14 @@ import orjson
 import pytest
 
 from batchnb._connect import unreached
-from batchnb._dispatch import DispatchResult, ResponseTooLarge
+from batchnb._dispatch import DispatchResult, ResponseTooLarge, UnreadableResponse
 from batchnb.server._h11 import OneConnection, Origin
 from tests.support.tls import TLSServer
 
 #: a body as an API sends it, gzipped.
 _ZIPPED = gzip.compress(b'{"zipped": true}', mtime=0)
+#: the first half of a gzipped body, framed as if it were all of it.
+_CUT = gzip.compress(b'{"items": [' + b"1, " * 200 + b"1]}", mtime=0)[:40]
 
 ANSWERS = {
     "/ok": b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"ok": true}',
@@ -35,6 +37,8 @@ ANSWERS = {
     "/eof": b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
     "/continue": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter",
     "/gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(_ZIPPED), _ZIPPED),
+    "/cut-gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(_CUT), _CUT),
+    "/empty-gzip": b"HTTP/1.1 204 No Content\r\nContent-Encoding: gzip\r\n\r\n",
     "/big": b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1_000_000,
     "/huge-head": b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * 200_000 + b"\r\nContent-Length: 0\r\n\r\n",
 }
@@ -141,6 +145,19 @@ def test_an_encoded_answer_is_decoded_within_the_limit() -> None:
             assert (await fetch(conn, url, "GET", "/gzip")).body == b'{"zipped": true}'
             with pytest.raises(ResponseTooLarge):
                 await fetch(conn, url, "GET", "/gzip", limit=10)  # counted once decoded
+            await conn.aclose()
+
+    run(main())
+
+
+def test_a_compressed_answer_cut_short_is_refused_and_an_empty_one_is_empty() -> None:
+    async def main() -> None:
+        async with scripted() as (_script, url):
+            conn = OneConnection()
+            with pytest.raises(UnreadableResponse, match="ends before its gzip stream does"):
+                await fetch(conn, url, "GET", "/cut-gzip")
+            r = await fetch(conn, url, "GET", "/empty-gzip")  # no bytes: nothing was cut
+            assert (r.status, r.body) == (204, b"")
             await conn.aclose()
 
     run(main())

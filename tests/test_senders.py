@@ -106,6 +106,20 @@ def test_an_answer_that_inflates_past_the_limit_is_an_outcome_unknown_not_a_full
     assert info.value.sent is True and "larger than 1000000 bytes once decoded" in str(info.value)
 
 
+def test_a_batch_answer_cut_short_is_not_read_as_a_shorter_one():
+    import gzip
+
+    answer = {"responses": [{"method": "GET", "path": f"/x/{i}", "status": 200, "body": {"i": i}} for i in range(50)]}
+    whole = gzip.compress(json.dumps(answer).encode())
+    with (
+        RecordingUpstream(lambda req: Reply(200, whole[: len(whole) * 2 // 3], {"Content-Encoding": "gzip"})) as srv,
+        pytest.raises(TransportError) as info,
+    ):
+        send_through_endpoint(srv.url, [Operation("GET", f"/x/{i}") for i in range(50)])
+    assert info.value.sent is True, "the batch went: what it did is unknown, not undone"
+    assert "could not be read" in str(info.value) and "ends before its gzip stream does" in str(info.value)
+
+
 def test_responses_nested_deeper_than_what_was_sent_are_not_parsed():
     deep = (
         b'{"method": "GET", "path": "/x", "status": 200, "responses": [' * 500 + b"{}" + b"]}" * 500

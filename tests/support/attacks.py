@@ -442,6 +442,12 @@ def an_encoding_nobody_asked_for(s: Servers) -> None:
     expect_ops(s.gateway.post({"requests": [{"method": "GET", "path": "/br"}]}), [502], {0: "cannot be decoded here"})
 
 
+def a_compressed_answer_cut_short(s: Servers) -> None:
+    # Half a gzip stream decodes to the first part of the JSON: passed on, it would be a short body taken for whole.
+    r = s.gateway.post({"requests": [{"method": "GET", "path": "/cut-gzip"}, {"method": "GET", "path": "/after"}]})
+    expect_ops(r, [502, 200], {0: "ends before its gzip stream does"})
+
+
 # ---------------------------------------------------------------- 7. slow clients
 
 
@@ -1160,6 +1166,7 @@ ATTACKS: list[tuple[str, Callable[[Servers], None]]] = [
     ("5 caches", unique_megabyte_strings_are_not_kept),
     ("6 decompression", nested_gzip_bomb),
     ("6 decompression", an_encoding_nobody_asked_for),
+    ("6 decompression", a_compressed_answer_cut_short),
     ("7 slow clients", slow_bodies_hold_no_slot),
     ("7 slow clients", slow_heads_hold_no_socket),
     ("8 deep input", deep_body),

@@ -12,6 +12,7 @@ prove what one batch's upstream requests carried. Its answers, by path:
 - ``/empty``: 204, no body;
 - ``/bigint``: ``{"n": 2**70}``, an integer beyond 64 bits;
 - ``/br``: a body in an encoding nobody asked for (``br``);
+- ``/cut-gzip``: a gzip stream cut short, framed as if it were whole (its ``Content-Length`` is what is sent);
 - ``/strings/N``: a list of ``N`` short strings, the last one ``"x"`` (a document of many nodes);
 - ``/exact``: 1 MB of JSON in small objects, with numbers and escapes (``12.50``, ``1E+2``, ``\\u00e9``)
   that parsing and writing again would change;
@@ -72,6 +73,9 @@ class HostileUpstream:
             return encode_reply(200, self.exact)
         if path == "/br":
             return encode_reply(200, b"\x1b\x03\x00\xf8", {"Content-Encoding": "br"})
+        if path == "/cut-gzip":
+            whole = gzip.compress(json.dumps({"items": list(range(200))}).encode())
+            return encode_reply(200, whole[: len(whole) // 2], {"Content-Encoding": "gzip"})
         if path.startswith("/strings/") and path[9:].isdigit():
             n = min(int(path[9:]), 1_000_000)
             return encode_reply(200, [f"s{i}" for i in range(n - 1)] + ["x"])
