@@ -107,11 +107,16 @@ class _Deflate:
 
     def __init__(self) -> None:
         self._inner = zlib.decompressobj()
-        self._started = False
+        #: the first bytes, until there are two: what tells a zlib header from raw data.
+        self._head: bytes | None = b""
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
-        if not self._started:
-            self._started = True
+        if self._head is not None:
+            data = self._head + data
+            if len(data) < 2:
+                self._head = data
+                return b""
+            self._head = None
             try:
                 return self._inner.decompress(data, max_length)
             except zlib.error:
@@ -125,10 +130,41 @@ class _Deflate:
     def eof(self) -> bool:
         return self._inner.eof
 
+    @property
+    def unused_data(self) -> bytes:
+        return self._inner.unused_data
+
+
+class _Gzip:
+    """``gzip`` as RFC 1952 defines it: one member or several, one after another, each decoded."""
+
+    def __init__(self) -> None:
+        self._inner = zlib.decompressobj(16 + zlib.MAX_WBITS)
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out = self._inner.decompress(data, max_length)
+        # A member ended and more bytes came: the next member (anything else is corrupt, and says so).
+        while self._inner.eof and self._inner.unused_data and len(out) < max_length:
+            rest = self._inner.unused_data
+            self._inner = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out += self._inner.decompress(rest, max_length - len(out))
+        return out
+
+    def flush(self) -> bytes:
+        return self._inner.flush()
+
+    @property
+    def eof(self) -> bool:
+        return self._inner.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._inner.unused_data
+
 
 def _inflater(encoding: str) -> Any:
     if encoding in ("gzip", "x-gzip"):
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return _Gzip()
     if encoding == "deflate":
         return _Deflate()
     raise UnreadableResponse(encoding)
@@ -210,6 +246,10 @@ class BodyReader:
             if self._fed[i] and not layer.eof:
                 encoding = self._encodings[i]
                 raise UnreadableResponse(encoding, f"it ends before its {encoding} stream does")
+            if layer.unused_data:
+                # Bytes past the end of the stream: read as nothing, part of the answer would vanish unsaid.
+                encoding = self._encodings[i]
+                raise UnreadableResponse(encoding, f"it goes on after its {encoding} stream ends")
         self._keep(tail)
         return b"".join(self._chunks)
 

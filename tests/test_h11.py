@@ -26,6 +26,8 @@ from tests.support.tls import TLSServer
 
 #: a body as an API sends it, gzipped.
 _ZIPPED = gzip.compress(b'{"zipped": true}', mtime=0)
+#: a body gzipped in two members, one after the other (RFC 1952).
+_MEMBERS = gzip.compress(b'{"first": 1, ', mtime=0) + gzip.compress(b'"second": 2}', mtime=0)
 #: the first half of a gzipped body, framed as if it were all of it.
 _CUT = gzip.compress(b'{"items": [' + b"1, " * 200 + b"1]}", mtime=0)[:40]
 
@@ -38,6 +40,8 @@ ANSWERS = {
     "/continue": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nafter",
     "/gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(_ZIPPED), _ZIPPED),
     "/cut-gzip": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(_CUT), _CUT),
+    "/gzip-members": b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+    % (len(_MEMBERS), _MEMBERS),
     "/empty-gzip": b"HTTP/1.1 204 No Content\r\nContent-Encoding: gzip\r\n\r\n",
     "/big": b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1_000_000,
     "/huge-head": b"HTTP/1.1 200 OK\r\nX-Pad: " + b"p" * 200_000 + b"\r\nContent-Length: 0\r\n\r\n",
@@ -150,10 +154,11 @@ def test_an_encoded_answer_is_decoded_within_the_limit() -> None:
     run(main())
 
 
-def test_a_compressed_answer_cut_short_is_refused_and_an_empty_one_is_empty() -> None:
+def test_a_compressed_answer_is_read_whole_in_members_refused_cut_short_and_empty_when_empty() -> None:
     async def main() -> None:
         async with scripted() as (_script, url):
             conn = OneConnection()
+            assert (await fetch(conn, url, "GET", "/gzip-members")).body == b'{"first": 1, "second": 2}'
             with pytest.raises(UnreadableResponse, match="ends before its gzip stream does"):
                 await fetch(conn, url, "GET", "/cut-gzip")
             r = await fetch(conn, url, "GET", "/empty-gzip")  # no bytes: nothing was cut
