@@ -131,9 +131,15 @@ def retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 def retry_wait(
-    hint: float | None, attempt: int, *, backoff: float, max_backoff: float, left: float = math.inf
+    hint: float | None,
+    attempt: int,
+    *,
+    backoff: float,
+    max_backoff: float,
+    left: float = math.inf,
+    paced: float = 0.0,
 ) -> float | None:
-    """Seconds to wait before attempt ``attempt + 1``, or None when that would go past ``left``.
+    """Seconds to wait before attempt ``attempt + 1``, or None when it would start past ``left``.
 
     >>> retry_wait(1.0, 1, backoff=0.5, max_backoff=30)
     1.0
@@ -141,17 +147,20 @@ def retry_wait(
     30.0
     >>> retry_wait(20.0, 1, backoff=0.5, max_backoff=30, left=5) is None
     True
+    >>> retry_wait(1.0, 1, backoff=0.5, max_backoff=30, left=5, paced=10.0) is None  # the throttle's turn is later
+    True
 
     The API's hint if it gave one (bounded by ``max_backoff``), else a wait
     that doubles from ``backoff`` with jitter; a hint of (next to) nothing
     counts as none, so an API that answers ``Retry-After: 0`` forever gets
-    a few requests, not thousands.
+    a few requests, not thousands. ``paced`` is how long the throttle holds
+    the next start (:meth:`Throttle.delay`): the attempt starts after both.
     """
     if hint is not None and hint >= MIN_HINT:
         wait = float(min(hint, max_backoff))
     else:
         wait = min(backoff * 2 ** min(attempt - 1, 64), max_backoff) * (0.5 + random.random() / 2)
-    return wait if wait <= left else None
+    return wait if max(wait, paced) <= left else None
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -421,6 +430,18 @@ class Throttle:
             self._next = start + n / self.rate
         return start - now
 
+    def delay(self) -> float:
+        """Seconds before the next operation may start, as things stand (nothing is booked).
+
+        >>> clock = iter([0.0, 0.0, 0.0]).__next__
+        >>> t = Throttle(2.0, clock=clock)
+        >>> t.reserve(4), t.delay()
+        (0.0, 2.0)
+        """
+        if self._next == -math.inf:
+            return 0.0
+        return max(0.0, self._next - self._clock())
+
     async def wait(self, n: int = 1) -> None:
         """Sleep until ``n`` operations may start (see :meth:`reserve`)."""
         delay = self.reserve(n)
@@ -502,7 +523,13 @@ class Throttle:
             # until more may (a burst spends a second's quota in no time), whichever is longer.
             self._span = max(now - self._first, advice.wait if advice.wait is not None else RUN_SECONDS, 0.1)
             self._estimating = True
-            rate = min(self._stated or self._before / self._span, self._top())
+            if self._before:
+                estimate = self._before / self._span
+            else:
+                # Nothing got through yet, but the API lets the next one through once its wait (as it
+                # will be kept) is over: a pace from nothing would be the slowest there is, for a while.
+                estimate = 1.0 / max(now - self._first, wait if advice.wait is not None else RUN_SECONDS, 0.1)
+            rate = min(self._stated or estimate, self._top())
         elif spent:
             rate = self.rate
         else:
@@ -600,6 +627,8 @@ class PacedDispatcher:
         #: the wrapped dispatcher's auth flow, for the sender and the runner to see (a 401 it could not cure stops the run).
         self.auth = getattr(inner, "auth", None)
         self.throttle = throttle
+        #: whether operations answered 429 or 503 go again here, until ``retry_for``: then nobody else resends them.
+        self.retries = retry
         self._retry = retry
         self._retry_for = retry_for
         self._backoff = backoff
@@ -638,7 +667,14 @@ class PacedDispatcher:
             if not self._retry:
                 return result
             left = first + self._retry_for - throttle.now()
-            wait = retry_wait(advice.wait, attempt, backoff=self._backoff, max_backoff=self._max_backoff, left=left)
+            wait = retry_wait(
+                advice.wait,
+                attempt,
+                backoff=self._backoff,
+                max_backoff=self._max_backoff,
+                left=left,
+                paced=throttle.delay(),
+            )
             if wait is None:
                 return result
             await asyncio.sleep(wait)

@@ -118,6 +118,9 @@ class Runner:
         self._flow = getattr(send, "auth", None) is not None
         #: the flow can be told a token is spent: operations refused with it go again once.
         self._refreshes = bool(getattr(send, "refreshes", False))
+        # Direct mode's dispatcher already sent each operation answered 429 or 503 again, for the whole
+        # retry_for: sending it again here would give it a second retry_for.
+        self._sender_retries = bool(getattr(send, "retries", False))
         #: how many batches reached the server (answered, or lost after sending).
         self.delivered = 0
         #: why the last batch that never left could not be delivered.
@@ -240,7 +243,8 @@ class Runner:
             self.journal.sent(number, b.rows, b.resendable, keys=recorded)
         server: list[Response] = []
         if prepared.sendable:
-            server, attempts = await self._send_with_retries(prepared.sendable)
+            budget = _Budget(self.retry_for)
+            server, attempts = await self._send_with_retries(prepared.sendable, budget)
             for top in server:
                 for _p, r in top.walk():
                     if r.attempts is None:
@@ -250,10 +254,12 @@ class Runner:
             if self._flow:
                 self._stop_if_unauthorized(prepared.sendable, server)
             if self.retry_operations or self.keys is not None:
-                server = await self._retry_operations(prepared.sendable, server)
+                server = await self._retry_operations(prepared.sendable, server, budget)
         return prepared.merge(server)
 
-    async def _send_with_retries(self, ops: list[Operation], until: float | None = None) -> tuple[list[Response], int]:
+    async def _send_with_retries(
+        self, ops: list[Operation], budget: _Budget | None = None
+    ) -> tuple[list[Response], int]:
         """``ops`` sent as one batch, or in parts once the throttle paces (see
         :meth:`~batchnb._ratelimit.Throttle.most_at_once`), each again while it may be.
 
@@ -262,9 +268,10 @@ class Runner:
         delivered leaves the rest unsent. The attempts returned are the most
         any part took (each part's responses say their own).
         """
+        budget = budget if budget is not None else _Budget(self.retry_for)
         most = self.throttle.most_at_once() if self.throttle is not None else None
         if most is None or _size(ops) <= most:
-            return await self._send_batch(ops, until)
+            return await self._send_batch(ops, budget)
         out: list[Response] = []
         attempts = 0
         start = 0
@@ -276,9 +283,7 @@ class Runner:
             if self.fatal is not None:
                 out.extend(_placeholder(op, self._stopped()) for op in part)
             else:
-                responses, n = await self._send_batch(part, until)
-                if until is None:
-                    until = time.monotonic() + self.retry_for
+                responses, n = await self._send_batch(part, budget)
                 for top in responses:
                     for _p, r in top.walk():
                         if r.attempts is None:
@@ -296,8 +301,8 @@ class Runner:
                 most = self.throttle.most_at_once() or len(ops)
         return out, attempts
 
-    async def _send_batch(self, ops: list[Operation], until: float | None = None) -> tuple[list[Response], int]:
-        """``ops`` sent as one batch, again while it may be; ``until`` ends the time for 429 and 503."""
+    async def _send_batch(self, ops: list[Operation], budget: _Budget) -> tuple[list[Response], int]:
+        """``ops`` sent as one batch, again while it may be; ``budget`` ends the time for 429 and 503."""
         resendable = is_idempotent(ops) or (self.keys is not None and keyed(ops))
         throttle = self.throttle
         size = sum(1 for top in ops for _p in top.walk())
@@ -308,8 +313,7 @@ class Runner:
             if throttle is not None:
                 await throttle.wait(size)
             sent_at = time.monotonic()
-            if until is None:
-                until = sent_at + self.retry_for
+            until = budget.start(sent_at)
             try:
                 reply = await self.send(ops)
             except AuthenticationError as exc:  # the auth flow could not get a token: nothing was sent
@@ -355,6 +359,7 @@ class Runner:
                     backoff=self.backoff,
                     max_backoff=self.max_backoff,
                     left=until - time.monotonic(),
+                    paced=throttle.delay() if throttle is not None else 0.0,
                 )
                 if pause is not None:
                     await asyncio.sleep(pause)
@@ -377,7 +382,7 @@ class Runner:
                 self.fatal = err
             return [_placeholder(op, f"not run: the server refused the batch: {err}") for op in ops], attempt
 
-    async def _retry_operations(self, ops: list[Operation], server: list[Response]) -> list[Response]:
+    async def _retry_operations(self, ops: list[Operation], server: list[Response], budget: _Budget) -> list[Response]:
         """Resend top-level operations answered 429/503 inside a batch that ran (``retry_operations``),
         and keyed ones answered 409 (their key was still in use by an earlier attempt).
 
@@ -385,12 +390,14 @@ class Runner:
         go again with them; references to operations that did succeed are
         filled in here, so the resent batch stands on its own.
         """
-        until = time.monotonic() + self.retry_for
+        # The batch's time, counted from when it was first sent: not a second retry_for of its own.
+        until = budget.start(time.monotonic())
         passes = 0
         while True:
             passes += 1
             # 429 and 503 while there is time; a key still in use (409) a few times, as it always was.
-            statuses = {429, 503} if self.retry_operations and time.monotonic() < until else set()
+            again_now = self.retry_operations and not self._sender_retries and time.monotonic() < until
+            statuses = {429, 503} if again_now else set()
             if self.keys is not None and passes <= self.retries:
                 statuses.add(409)
             if not statuses:
@@ -401,12 +408,17 @@ class Runner:
             hints = [advise(server[i].headers or {}).wait for i in again]
             hint = max([d for d in hints if d is not None], default=None)
             pause = retry_wait(
-                hint, passes, backoff=self.backoff, max_backoff=self.max_backoff, left=until - time.monotonic()
+                hint,
+                passes,
+                backoff=self.backoff,
+                max_backoff=self.max_backoff,
+                left=until - time.monotonic(),
+                paced=self.throttle.delay() if self.throttle is not None else 0.0,
             )
             if pause is None:
                 break
             await asyncio.sleep(pause)
-            await self._send_again(ops, server, again, waiting, until)
+            await self._send_again(ops, server, again, waiting, budget)
         return server
 
     async def _resend_unauthorized(self, ops: list[Operation], server: list[Response]) -> list[Response]:
@@ -423,7 +435,7 @@ class Runner:
         server: list[Response],
         again: list[int],
         waiting: set[str],
-        until: float | None = None,
+        budget: _Budget | None = None,
     ) -> None:
         """Send the top-level operations at ``again`` once more, their answers put in their places in ``server``.
 
@@ -435,7 +447,7 @@ class Runner:
                 if r.name and r.name not in waiting and r.status is not None:
                     self.results[r.name] = r
         prepared = prepare([ops[i] for i in again], self._lookup)
-        redo, sent_attempts = await self._send_with_retries(prepared.sendable, until) if prepared.sendable else ([], 0)
+        redo, sent_attempts = await self._send_with_retries(prepared.sendable, budget) if prepared.sendable else ([], 0)
         resent = {id(x) for top in redo for _p, x in top.walk()}
         for i, r in zip(again, prepared.merge(redo)):
             before = server[i].attempts or 1
@@ -463,6 +475,26 @@ class Runner:
             return min(retry_after, self.max_backoff)
         base = min(self.backoff * 2.0 ** (attempt - 1), self.max_backoff)
         return base * (0.5 + random.random() / 2)
+
+
+class _Budget:
+    """A batch's time for answers of 429 and 503: ``seconds`` from when it was first sent, whatever goes again.
+
+    >>> b = _Budget(300.0); b.start(10.0), b.start(99.0)
+    (310.0, 310.0)
+    """
+
+    __slots__ = ("seconds", "until")
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.until: float | None = None
+
+    def start(self, at: float) -> float:
+        """The end of the budget, counted from ``at`` if nothing was sent before."""
+        if self.until is None:
+            self.until = at + self.seconds
+        return self.until
 
 
 def _size(ops: list[Operation]) -> int:

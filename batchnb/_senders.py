@@ -241,6 +241,8 @@ class InProcessEngine:
         self._dispatch = dispatch
         #: the dispatcher's auth flow: it refreshes and resends each refused operation itself, once.
         self.auth = getattr(dispatch, "auth", None)
+        #: whether the dispatcher sends operations answered 429 or 503 again itself, for the whole ``retry_for``.
+        self.retries = bool(getattr(dispatch, "retries", False))
         self._headers = dict(headers)
         self._query = dict(query)
         self._timeout = timeout

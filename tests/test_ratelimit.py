@@ -201,6 +201,38 @@ def test_the_first_429_paces_at_what_the_api_let_through_and_holds_for_its_wait(
     assert t.reserve() == pytest.approx(1.0) and t.reserve() == pytest.approx(1.0 + 1 / t.rate)
 
 
+@pytest.mark.parametrize(
+    ("wait", "most", "rate"),
+    [
+        (1.0, 30.0, 1.0),  # "come back in a second": one a second
+        (0.0, 30.0, 10.0),  # "come back now": no wait says anything; ten a second until answers say more
+        (None, 30.0, 1.0),  # no hint: a second
+        (99999999.0, 0.2, 5.0),  # a wait bounded by max_backoff is the wait kept
+    ],
+)
+def test_a_429_before_anything_got_through_paces_at_one_per_wait_not_at_the_slowest(
+    wait: float | None, most: float, rate: float
+) -> None:
+    # Nothing got through to count: the pace is the one the API says it lets through once the wait is
+    # over. From "none got through" it was 0.1 a second: ten seconds between retries, and a
+    # retry_for of 1 s that took 30.
+    clock = Clock()
+    t = Throttle(clock=clock)
+    t.limited(clock.t, Advice(wait=wait), most=most)
+    assert t.rate == pytest.approx(rate)
+
+
+def test_delay_says_when_the_next_start_is_without_booking_it():
+    clock = Clock()
+    t = Throttle(clock=clock)
+    assert t.delay() == 0.0  # never limited
+    burst(t, clock, 50)
+    t.limited(clock.t, Advice(wait=1.0))
+    assert t.delay() == pytest.approx(1.0) and t.delay() == pytest.approx(1.0)  # asking books nothing
+    assert t.reserve() == pytest.approx(1.0) and t.delay() == pytest.approx(1.0 + 1 / t.rate)
+    assert retry_wait(0.5, 1, backoff=0.5, max_backoff=30, left=0.9, paced=t.delay()) is None
+
+
 def test_the_stated_policy_sets_the_rate():
     clock = Clock()
     t = Throttle(clock=clock)
