@@ -102,11 +102,32 @@ class UnreadableResponse(BatchError):
         super().__init__(f"{message}: {why}" if why else message)
 
 
-class _Deflate:
+class _Layer:
+    """One ``Content-Encoding`` undone by a zlib decompressor, which subclasses may replace as they read."""
+
+    def __init__(self, wbits: int) -> None:
+        self._inner = zlib.decompressobj(wbits)
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        return self._inner.decompress(data, max_length)
+
+    def flush(self) -> bytes:
+        return self._inner.flush()
+
+    @property
+    def eof(self) -> bool:
+        return self._inner.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._inner.unused_data
+
+
+class _Deflate(_Layer):
     """``deflate`` as servers send it: a zlib stream mostly, raw deflate data sometimes."""
 
     def __init__(self) -> None:
-        self._inner = zlib.decompressobj()
+        super().__init__(zlib.MAX_WBITS)
         #: the first bytes, until there are two: what tells a zlib header from raw data.
         self._head: bytes | None = b""
 
@@ -123,23 +144,12 @@ class _Deflate:
                 self._inner = zlib.decompressobj(-zlib.MAX_WBITS)
         return self._inner.decompress(data, max_length)
 
-    def flush(self) -> bytes:
-        return self._inner.flush()
 
-    @property
-    def eof(self) -> bool:
-        return self._inner.eof
-
-    @property
-    def unused_data(self) -> bytes:
-        return self._inner.unused_data
-
-
-class _Gzip:
+class _Gzip(_Layer):
     """``gzip`` as RFC 1952 defines it: one member or several, one after another, each decoded."""
 
     def __init__(self) -> None:
-        self._inner = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        super().__init__(16 + zlib.MAX_WBITS)
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
         out = self._inner.decompress(data, max_length)
@@ -150,19 +160,8 @@ class _Gzip:
             out += self._inner.decompress(rest, max_length - len(out))
         return out
 
-    def flush(self) -> bytes:
-        return self._inner.flush()
 
-    @property
-    def eof(self) -> bool:
-        return self._inner.eof
-
-    @property
-    def unused_data(self) -> bytes:
-        return self._inner.unused_data
-
-
-def _inflater(encoding: str) -> Any:
+def _inflater(encoding: str) -> _Layer:
     if encoding in ("gzip", "x-gzip"):
         return _Gzip()
     if encoding == "deflate":
@@ -207,7 +206,7 @@ class BodyReader:
                 chunk = self._inflate(i, layer, chunk)
         self._keep(chunk)
 
-    def _inflate(self, i: int, layer: Any, data: bytes) -> bytes:
+    def _inflate(self, i: int, layer: _Layer, data: bytes) -> bytes:
         room = self._limit - self._sizes[i]
         self._fed[i] = self._fed[i] or bool(data)
         try:
