@@ -231,10 +231,11 @@ def test_an_api_that_never_stops_refusing_is_given_up_on_after_retry_for(mode):
         return refuse(req)
 
     with RecordingUpstream(respond) as api:
-        client = Client(api.url, token="t", mode=mode, backoff=0.05, max_backoff=0.2, retry_for=1.0)
+        client = Client(api.url, token="t", mode=mode, backoff=0.05, max_backoff=0.2, retry_for=2.0)
         result = client.submit([{"method": "POST", "path": "/things", "body": {"n": 1}}], progress=False)
     assert result.loc[0, "status"] == 429 or "429" in result.loc[0, "error"], result.loc[0].to_dict()
-    assert 2 <= len(came) <= 40, came  # a wait doubling from backoff, not a loop as fast as it goes
+    assert 2 <= len(came) <= 80, came  # a wait doubling from backoff, not a loop as fast as it goes
     # No attempt starts past retry_for after the first: not the throttle's turn ten seconds on (a pace
-    # from nothing got through), not a second retry_for of the runner's after the dispatcher's.
-    assert came[-1] - came[0] <= 1.0 + 0.3, [round(t - came[0], 2) for t in came]
+    # from nothing got through), not a second retry_for of the runner's after the dispatcher's (which
+    # came to about twice it). What is over 2 s is the way from the client to this log, on a busy machine.
+    assert came[-1] - came[0] <= 2.0 + 0.5, [round(t - came[0], 2) for t in came]
