@@ -629,7 +629,6 @@ class PacedDispatcher:
         self.throttle = throttle
         #: whether operations answered 429 or 503 go again here, until ``retry_for``: then nobody else resends them.
         self.retries = retry
-        self._retry = retry
         self._retry_for = retry_for
         self._backoff = backoff
         self._max_backoff = max_backoff
@@ -664,7 +663,7 @@ class PacedDispatcher:
             advice = advise(result.headers)
             if status == 429:
                 throttle.limited(sent, advice, most=self._max_backoff)
-            if not self._retry:
+            if not self.retries:
                 return result
             left = first + self._retry_for - throttle.now()
             wait = retry_wait(
