@@ -169,6 +169,11 @@ def _inflater(encoding: str) -> _Layer:
     raise UnreadableResponse(encoding)
 
 
+#: how many times the decoded limit an encoded answer may take on the wire (plus one read's worth).
+_ENCODED_ROOM = 2
+_READ_ROOM = 64 * 1024
+
+
 class BodyReader:
     """Decodes an answer chunk by chunk (``Content-Encoding`` layers undone) and stops past ``limit`` decoded bytes.
 
@@ -198,10 +203,21 @@ class BodyReader:
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
+        #: bytes as they came off the wire, while there are layers to undo (else they are what is kept).
+        self._encoded = 0
 
     def feed(self, chunk: bytes) -> None:
         """Take the next chunk as it came off the wire."""
         if self._layers:
+            # Compressed data is hardly ever larger than what it decodes to; data that decodes to
+            # nothing (empty gzip members, empty deflate blocks) could otherwise come for as long as
+            # the operation's timeout, each chunk costing the decoders' time.
+            self._encoded += len(chunk)
+            if self._encoded > _ENCODED_ROOM * self._limit + _READ_ROOM:
+                encoding = self._encodings[-1]
+                raise UnreadableResponse(
+                    encoding, f"it takes more than {_ENCODED_ROOM} times {self._limit} bytes before it is decoded"
+                )
             for i, layer in enumerate(self._layers):
                 chunk = self._inflate(i, layer, chunk)
         self._keep(chunk)

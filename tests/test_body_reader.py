@@ -7,6 +7,7 @@ direct mode, the in-process API), and the client reads batch answers with it.
 from __future__ import annotations
 
 import gzip
+import random
 import zlib
 
 import pytest
@@ -83,3 +84,14 @@ def test_the_limit_counts_every_member_of_a_gzip_body() -> None:
     many = gzip.compress(b"z" * 10) * 10_000  # 200 KB of members that decode to 100 KB
     with pytest.raises(ResponseTooLarge):
         read("gzip", many, limit=50_000, chunk=65_536)
+
+
+def test_encoded_bytes_that_decode_to_nothing_are_bounded_too() -> None:
+    # Empty gzip members decode to no byte at all: without a bound on what comes encoded, an API could
+    # send them until the operation's timeout, each 64 KB costing the decoders a few milliseconds.
+    empty_members = gzip.compress(b"") * 10_000  # 200 KB that decode to nothing
+    with pytest.raises(UnreadableResponse, match="more than 2 times 1000 bytes before it is decoded"):
+        read("gzip", empty_members, limit=1000, chunk=65_536)
+    assert read("gzip", gzip.compress(b"") * 100, limit=1000) == b""  # 2 KB: within the bound
+    noise = random.Random(0).randbytes(1_000_000)  # does not compress: a little larger gzipped
+    assert read("gzip", gzip.compress(noise), limit=len(noise)) == noise
